@@ -1,0 +1,203 @@
+//! The command line: clap types, global conventions, and one file per command.
+//!
+//! This is the only module that prints, draws progress or asks questions. Data goes to stdout
+//! (text, or JSON with `--format json`); messages, diagnostics and logs go to stderr, so
+//! `deployer ... --format json | jq` always works.
+
+mod completions;
+mod output;
+mod services;
+
+use std::{io::IsTerminal, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    config::{Diagnostics, TargetOverrides, Workspace, WorkspaceError},
+    exit::ExitStatus,
+};
+
+pub use output::Output;
+
+/// Guarded rollouts for Google Cloud Run.
+///
+/// deployer replaces a bash deploy script: preflight checklist, image build by digest, new
+/// revisions that get no traffic until their identity is verified, canary steps judged by a
+/// sequential statistical test, automatic rollback, drift detection and a unified health check.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deployer",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// GCP project of Cloud Run targets (overrides the service file).
+    #[arg(long, global = true, env = "DEPLOYER_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Cloud Run region of Cloud Run targets (overrides the service file).
+    #[arg(long, global = true, env = "DEPLOYER_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Output format: `text` for people, `json` for machines (data on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Answer yes to every confirmation.
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+    /// Never ask questions (automatic when stdin is not a terminal or `CI` is set).
+    #[arg(long, global = true)]
+    pub non_interactive: bool,
+    /// Directory of service definitions [default: the nearest `services/` upwards].
+    #[arg(long, global = true, env = "DEPLOYER_SERVICES_DIR", value_name = "DIR")]
+    pub services_dir: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON on stdout.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, show, validate service definitions (`services/*.toml`), or print their schema.
+    #[command(subcommand)]
+    Services(services::ServicesCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(completions::ManArgs),
+}
+
+/// What every command gets: the global conventions, resolved once.
+pub struct Context {
+    /// Where output goes and how it looks.
+    pub output: Output,
+    /// True when questions may be asked.
+    pub interactive: bool,
+    /// `--yes`.
+    pub assume_yes: bool,
+    /// Project/region overrides.
+    pub overrides: TargetOverrides,
+    services_dir: Option<PathBuf>,
+}
+
+impl Context {
+    fn new(global: &GlobalArgs) -> Self {
+        // Non-interactive whenever nobody can answer: stdin is not a terminal (a pipe, cron) or
+        // a CI system says so. A CI job must never hang on a prompt.
+        let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false");
+        let interactive = !global.non_interactive && !ci && std::io::stdin().is_terminal();
+        let from_env = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        };
+        Self {
+            output: Output::new(global.format),
+            interactive,
+            assume_yes: global.yes,
+            overrides: TargetOverrides {
+                project: global
+                    .project
+                    .clone()
+                    .or_else(|| from_env(&["CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT"])),
+                region: global
+                    .region
+                    .clone()
+                    .or_else(|| from_env(&["CLOUDSDK_RUN_REGION"])),
+            },
+            services_dir: global.services_dir.clone(),
+        }
+    }
+
+    /// The workspace of service definitions.
+    pub fn workspace(&self) -> Result<Workspace, WorkspaceError> {
+        let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Workspace::discover(self.services_dir.as_deref(), &current)
+    }
+}
+
+/// Runs a parsed command line and returns its exit status (errors are printed here).
+pub fn run(cli: Cli) -> ExitStatus {
+    init_logging(cli.global.verbose);
+    let context = Context::new(&cli.global);
+    let result = match cli.command {
+        Command::Services(command) => services::run(&context, command),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => completions::man(&args),
+    };
+    match result {
+        Ok(status) => status,
+        Err(error) => {
+            let status = classify(&error);
+            context.output.error(&error);
+            status
+        }
+    }
+}
+
+/// Maps an error to its exit status: problems with what the user wrote (flags, service files)
+/// are usage errors (2); everything else is a failure (1).
+fn classify(error: &anyhow::Error) -> ExitStatus {
+    let is_usage = error.chain().any(|cause| {
+        cause.is::<Diagnostics>() || cause.is::<WorkspaceError>() || cause.is::<UsageError>()
+    });
+    if is_usage {
+        ExitStatus::Usage
+    } else {
+        ExitStatus::Failure
+    }
+}
+
+/// An invalid command line found after parsing (a flag combination clap cannot express).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    /// What is wrong.
+    pub message: String,
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(output::color_enabled_on_stderr())
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,303 @@
+//! Service definitions: `services/*.toml` — the model, loading, validation and locations.
+//!
+//! Loading is two passes. Serde reads the file into [`ServiceConfig`] (types, unknown keys,
+//! defaults); then [`validate`](validate::validate) checks what types cannot say (steps
+//! ascending, thresholds in range, files that must exist). Both passes report
+//! [`Diagnostic`]s that name the file, line and column, so a user can jump straight to the
+//! mistake; the loader never panics, whatever the input (a property test holds it to that).
+
+mod diagnostic;
+mod duration;
+mod locate;
+mod model;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use duration::HumanDuration;
+pub use model::{
+    BuildConfig, CheckConfig, Comparison, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
+    NotificationConfig, PreflightConfig, Provider, RolloutConfig, ServiceConfig, Target, Unit,
+};
+
+/// Where service definitions live: the repository root and its `services/` directory.
+///
+/// Runbooks, Dockerfiles and build contexts in service files are relative to `root`.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The repository root (the directory holding `services/`).
+    pub root: PathBuf,
+    /// The directory of service definitions.
+    pub services_dir: PathBuf,
+}
+
+/// One service file that loaded and validated.
+#[derive(Debug, Clone)]
+pub struct LoadedService {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its content, with defaults filled in.
+    pub config: ServiceConfig,
+}
+
+/// Errors finding the workspace or a service (file-level problems are [`Diagnostics`]).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// No `services/` directory above the current directory.
+    #[error("no `services/` directory found in `{start}` or any parent directory")]
+    NotFound { start: PathBuf },
+    /// The services directory given by flag or environment does not exist.
+    #[error("services directory `{0}` does not exist")]
+    MissingDir(PathBuf),
+    /// The services directory could not be read.
+    #[error("cannot read services directory `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No service of that name.
+    #[error("no service named `{name}` in `{dir}`")]
+    UnknownService {
+        name: String,
+        dir: PathBuf,
+        suggestion: Option<String>,
+    },
+}
+
+impl Workspace {
+    /// Finds the workspace: an explicit services directory (flag or `DEPLOYER_SERVICES_DIR`),
+    /// else the nearest `services/` directory in `start` or its parents.
+    pub fn discover(explicit: Option<&Path>, start: &Path) -> Result<Self, WorkspaceError> {
+        if let Some(dir) = explicit {
+            if !dir.is_dir() {
+                return Err(WorkspaceError::MissingDir(dir.to_path_buf()));
+            }
+            let root = match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => dir
+                    .canonicalize()
+                    .ok()
+                    .and_then(|dir| dir.parent().map(Path::to_path_buf))
+                    .unwrap_or_else(|| PathBuf::from(".")),
+            };
+            return Ok(Self {
+                root,
+                services_dir: dir.to_path_buf(),
+            });
+        }
+        let found = start
+            .ancestors()
+            .find(|dir| dir.join("services").is_dir())
+            .ok_or_else(|| WorkspaceError::NotFound {
+                start: start.to_path_buf(),
+            })?;
+        // Paths are kept relative to the current directory when it is inside the repository
+        // (`services/hello.toml`, `../services/hello.toml`), so diagnostics are short.
+        let root = std::env::current_dir()
+            .ok()
+            .and_then(|current| {
+                let depth = current.strip_prefix(found).ok()?.components().count();
+                Some(if depth == 0 {
+                    PathBuf::from(".")
+                } else {
+                    (0..depth).map(|_| "..").collect()
+                })
+            })
+            .unwrap_or_else(|| found.to_path_buf());
+        let services_dir = if root == Path::new(".") {
+            PathBuf::from("services")
+        } else {
+            root.join("services")
+        };
+        Ok(Self { root, services_dir })
+    }
+
+    /// The service files, sorted by path.
+    pub fn service_files(&self) -> Result<Vec<PathBuf>, WorkspaceError> {
+        let read_error = |source| WorkspaceError::Read {
+            path: self.services_dir.clone(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.services_dir).map_err(read_error)? {
+            let path = entry.map_err(read_error)?.path();
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "toml")
+                && path.is_file()
+            {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Loads and validates every service file. Problems of all files are collected, so one run
+    /// shows every mistake; duplicate service names are reported on the later file.
+    pub fn load_all(&self) -> Result<(Vec<LoadedService>, Diagnostics), WorkspaceError> {
+        let files = self.service_files()?;
+        Ok(self.load_files(&files))
+    }
+
+    /// Loads and validates the given files (see [`Workspace::load_all`]).
+    pub fn load_files(&self, files: &[PathBuf]) -> (Vec<LoadedService>, Diagnostics) {
+        let mut services: Vec<LoadedService> = Vec::new();
+        let mut diagnostics = Diagnostics::default();
+        for path in files {
+            match self.load_file(path) {
+                Ok(loaded) => {
+                    if let Some(first) = services
+                        .iter()
+                        .find(|other| other.config.name == loaded.config.name)
+                    {
+                        let source = std::fs::read_to_string(path).unwrap_or_default();
+                        let span = locate::span_of(&source, &[locate::Part::Key("name")]);
+                        diagnostics.push(
+                            Diagnostic::at(
+                                path,
+                                &source,
+                                span,
+                                format!(
+                                    "duplicate service name `{}`: `{}` already defines it",
+                                    loaded.config.name,
+                                    first.path.display()
+                                ),
+                            )
+                            .with_hint("give each service a unique `name`"),
+                        );
+                    } else {
+                        services.push(loaded);
+                    }
+                }
+                Err(errors) => diagnostics.extend(errors),
+            }
+        }
+        (services, diagnostics)
+    }
+
+    /// Loads and validates one service file.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedService, Diagnostics> {
+        let source = match std::fs::read_to_string(path) {
+            Ok(source) => source,
+            Err(error) => {
+                return Err(Diagnostics::from(Diagnostic::whole_file(
+                    path,
+                    format!("cannot read the file: {error}"),
+                )))
+            }
+        };
+        self.load_source(path, &source)
+    }
+
+    /// Loads and validates the text of a service file (`path` names it in diagnostics).
+    pub fn load_source(&self, path: &Path, source: &str) -> Result<LoadedService, Diagnostics> {
+        let config = parse(path, source)?;
+        let diagnostics = validate::validate(&config, path, source, &self.root);
+        if diagnostics.is_empty() {
+            Ok(LoadedService {
+                path: path.to_path_buf(),
+                config,
+            })
+        } else {
+            Err(diagnostics)
+        }
+    }
+
+    /// Finds one service by name, loading (and validating) only the files needed.
+    ///
+    /// Tries `services/NAME.toml` first, then every file, since the file name need not match.
+    pub fn find(&self, name: &str) -> Result<Result<LoadedService, Diagnostics>, WorkspaceError> {
+        let direct = self.services_dir.join(format!("{name}.toml"));
+        if direct.is_file() {
+            if let Ok(source) = std::fs::read_to_string(&direct) {
+                if let Ok(config) = parse(&direct, &source) {
+                    if config.name == name {
+                        return Ok(self.load_file(&direct));
+                    }
+                }
+            }
+        }
+        let files = self.service_files()?;
+        let mut names = Vec::new();
+        for path in &files {
+            let Ok(source) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            match parse(path, &source) {
+                Ok(config) if config.name == name => return Ok(self.load_file(path)),
+                Ok(config) => names.push(config.name),
+                Err(_) => {}
+            }
+        }
+        Err(WorkspaceError::UnknownService {
+            name: name.to_string(),
+            dir: self.services_dir.clone(),
+            suggestion: closest(name, names.iter().map(String::as_str)).map(str::to_string),
+        })
+    }
+}
+
+/// Parses one file's text into the model (pass one: types, unknown keys, defaults).
+pub fn parse(path: &Path, source: &str) -> Result<ServiceConfig, Diagnostics> {
+    toml::from_str::<ServiceConfig>(source)
+        .map_err(|error| Diagnostics::from(diagnostic::from_toml_error(path, source, &error)))
+}
+
+/// Overrides of the target's project and region, from flags or the environment (like gcloud).
+#[derive(Debug, Clone, Default)]
+pub struct TargetOverrides {
+    /// `--project`, `DEPLOYER_PROJECT` or `CLOUDSDK_CORE_PROJECT`.
+    pub project: Option<String>,
+    /// `--region`, `DEPLOYER_REGION` or `CLOUDSDK_RUN_REGION`.
+    pub region: Option<String>,
+}
+
+impl ServiceConfig {
+    /// Applies project/region overrides to a Cloud Run target (a local target has neither).
+    pub fn with_overrides(mut self, overrides: &TargetOverrides) -> Self {
+        if let Target::CloudRun {
+            project, region, ..
+        } = &mut self.target
+        {
+            if let Some(value) = &overrides.project {
+                *project = Some(value.clone());
+            }
+            if let Some(value) = &overrides.region {
+                *region = Some(value.clone());
+            }
+        }
+        self
+    }
+}
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// The JSON Schema of the service-definition format.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(ServiceConfig);
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        let keys = ["max_error_rate", "min_requests", "monitor_duration"];
+        assert_eq!(closest("max_eror_rate", keys), Some("max_error_rate"));
+        assert_eq!(closest("monitor_duraton", keys), Some("monitor_duration"));
+        assert_eq!(closest("zzz", keys), None);
+    }
+}

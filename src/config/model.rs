@@ -1,0 +1,493 @@
+//! The service-definition model: what one `services/*.toml` file says.
+//!
+//! Every struct denies unknown keys so that a typo (`max_eror_rate`) is an error that names the
+//! file, line and column and suggests the closest key, instead of a setting silently ignored in
+//! production. Defaults are the numbers of the team's current scripts (monitor 30 minutes, a check
+//! every 5 minutes, error rate under 5%), so a minimal file is a safe file.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// One service, as written in `services/NAME.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The service's name in deployer commands (`deployer deploy NAME`). Lowercase letters,
+    /// digits and `-`, starting with a letter (Cloud Run's own rule for service names).
+    pub name: String,
+    /// One line saying what the service does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Path of the service's runbook, relative to the repository root.
+    pub runbook: String,
+    /// Where the service runs.
+    pub target: Target,
+    /// Where its images are pushed.
+    pub image: ImageConfig,
+    /// How its image is built.
+    #[serde(default)]
+    pub build: BuildConfig,
+    /// The health endpoint and the identity it reports.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Options of the preflight checklist.
+    #[serde(default)]
+    pub preflight: PreflightConfig,
+    /// The rollout policy: canary steps, analysis and the post-deploy monitor.
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+    /// Service-specific checks (data quality, metrics, logs).
+    #[serde(default, rename = "checks", skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckConfig>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub notifications: NotificationConfig,
+}
+
+/// Where a service runs: Cloud Run in a GCP project, or the local emulator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Target {
+    /// Google Cloud Run. `project` and `region` can be overridden by `--project`/`--region` or
+    /// the environment, like gcloud.
+    CloudRun {
+        /// GCP project id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+        /// Cloud Run region, e.g. `us-west2`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// Cloud Run service name; defaults to the service's `name`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+    },
+    /// The local Cloud Run emulator (`deployer emulator`).
+    Local {
+        /// Cloud Run service name in the emulator; defaults to the service's `name`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+    },
+}
+
+/// The image repository the service's images are pushed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Repository without tag, e.g. `us-west2-docker.pkg.dev/PROJECT/REPO/NAME` or
+    /// `127.0.0.1:5000/hello`.
+    pub repository: String,
+}
+
+/// How the image is built (through the Docker Engine API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Build context, relative to the repository root. Default: the repository root, as the
+    /// team's script did.
+    #[serde(default = "defaults::context")]
+    pub context: String,
+    /// Dockerfile, relative to the repository root.
+    #[serde(default = "defaults::dockerfile")]
+    pub dockerfile: String,
+    /// Build arguments (`--build-arg`). `BUILD_COMMIT` is always added by deployer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    /// A shell command run before the build, from the repository root, with `DEPLOYER_SERVICE`,
+    /// `DEPLOYER_COMMIT` and `DEPLOYER_IMAGE` set. A non-zero exit fails the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_build: Option<String>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            context: defaults::context(),
+            dockerfile: defaults::dockerfile(),
+            args: BTreeMap::new(),
+            pre_build: None,
+        }
+    }
+}
+
+/// The health endpoint, and which JSON fields of its answer carry the service's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path of the health endpoint.
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    /// JSON field (dotted path) of the health answer holding the service name.
+    #[serde(default = "defaults::service_field")]
+    pub service_field: String,
+    /// JSON field (dotted path) of the health answer holding the git commit.
+    #[serde(default = "defaults::commit_field")]
+    pub commit_field: String,
+    /// Time limit of one health request.
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: defaults::health_path(),
+            service_field: defaults::service_field(),
+            commit_field: defaults::commit_field(),
+            timeout: defaults::health_timeout(),
+        }
+    }
+}
+
+/// Options of the 8-step preflight checklist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightConfig {
+    /// The branch deploys must come from.
+    #[serde(default = "defaults::branch")]
+    pub branch: String,
+    /// The git remote to compare with.
+    #[serde(default = "defaults::remote")]
+    pub remote: String,
+    /// The service's test command, run from the repository root by `sh -c`. Unset: the test step
+    /// is skipped with that reason recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_command: Option<String>,
+    /// Time limit of the test command.
+    #[serde(default = "defaults::test_timeout")]
+    pub test_timeout: HumanDuration,
+    /// Globs (relative to the repository root) of schema files: a change to one needs an
+    /// explicit confirmation, because it can make a rollback unsafe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_paths: Vec<String>,
+    /// Globs of the service's own source paths, used by drift detection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        Self {
+            branch: defaults::branch(),
+            remote: defaults::remote(),
+            test_command: None,
+            test_timeout: defaults::test_timeout(),
+            schema_paths: Vec::new(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+/// What to do when a canary step reaches its deadline without a statistical decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InconclusivePolicy {
+    /// Keep the current split and stop, for a human to decide (nothing is promoted).
+    Hold,
+    /// Move all traffic back to the previous revision.
+    Rollback,
+    /// Proceed to the next step as if the step had passed.
+    Promote,
+}
+
+/// The rollout policy: canary steps, the sequential analysis and the post-deploy monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Canary traffic percentages, strictly ascending, ending at 100.
+    #[serde(default = "defaults::steps")]
+    pub steps: Vec<u8>,
+    /// Longest time spent at one step waiting for a decision.
+    #[serde(default = "defaults::hold")]
+    pub hold: HumanDuration,
+    /// How often metrics are read during a step.
+    #[serde(default = "defaults::interval")]
+    pub interval: HumanDuration,
+    /// Highest acceptable error rate (fraction of 5xx responses), in `(0, 1)`.
+    #[serde(default = "defaults::max_error_rate")]
+    pub max_error_rate: f64,
+    /// Fewest canary requests before the analysis may decide anything.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u64,
+    /// Bound on the probability of rolling back a healthy canary (false rollback), in `(0, 0.5)`.
+    #[serde(default = "defaults::alpha")]
+    pub alpha: f64,
+    /// Bound on the probability of promoting a bad canary (miss), in `(0, 0.5)`.
+    #[serde(default = "defaults::beta")]
+    pub beta: f64,
+    /// What to do when a step reaches `hold` without a decision.
+    #[serde(default = "defaults::inconclusive")]
+    pub inconclusive: InconclusivePolicy,
+    /// How long the post-deploy monitor watches the promoted revision.
+    #[serde(default = "defaults::monitor_duration")]
+    pub monitor_duration: HumanDuration,
+    /// How often the post-deploy monitor checks.
+    #[serde(default = "defaults::monitor_interval")]
+    pub monitor_interval: HumanDuration,
+    /// Consecutive measurement errors tolerated before the analysis reports an error.
+    #[serde(default = "defaults::consecutive_error_limit")]
+    pub consecutive_error_limit: u32,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            steps: defaults::steps(),
+            hold: defaults::hold(),
+            interval: defaults::interval(),
+            max_error_rate: defaults::max_error_rate(),
+            min_requests: defaults::min_requests(),
+            alpha: defaults::alpha(),
+            beta: defaults::beta(),
+            inconclusive: defaults::inconclusive(),
+            monitor_duration: defaults::monitor_duration(),
+            monitor_interval: defaults::monitor_interval(),
+            consecutive_error_limit: defaults::consecutive_error_limit(),
+        }
+    }
+}
+
+/// Which metric provider answers a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// An HTTP GET whose JSON answer holds the value at `field`.
+    Http,
+    /// A BigQuery SQL query whose first row's first column is the value.
+    Bigquery,
+    /// A Cloud Monitoring time-series filter.
+    CloudMonitoring,
+    /// A Cloud Logging filter; the value is the number of matching entries in `window`.
+    CloudLogging,
+    /// A PromQL expression.
+    Prometheus,
+}
+
+/// How a check's value is compared with its thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Comparison {
+    /// The value must be at least the threshold.
+    #[serde(rename = ">=")]
+    AtLeast,
+    /// The value must be greater than the threshold.
+    #[serde(rename = ">")]
+    Above,
+    /// The value must be at most the threshold.
+    #[serde(rename = "<=")]
+    AtMost,
+    /// The value must be less than the threshold.
+    #[serde(rename = "<")]
+    Below,
+}
+
+impl Comparison {
+    /// True when `value` satisfies the comparison against `threshold`.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::AtLeast => value >= threshold,
+            Comparison::Above => value > threshold,
+            Comparison::AtMost => value <= threshold,
+            Comparison::Below => value < threshold,
+        }
+    }
+
+    /// The operator as written in service files.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparison::AtLeast => ">=",
+            Comparison::Above => ">",
+            Comparison::AtMost => "<=",
+            Comparison::Below => "<",
+        }
+    }
+
+    /// True when a larger value is better (`>=`, `>`).
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Comparison::AtLeast | Comparison::Above)
+    }
+}
+
+/// The unit of a check's value, used for display and range validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unit {
+    /// A plain number.
+    #[default]
+    Count,
+    /// A percentage, 0 to 100.
+    Percent,
+    /// A fraction, 0 to 1.
+    Ratio,
+}
+
+/// Phases of a deploy (and the scheduled health check) that a check can gate.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, PartialOrd, Ord,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    /// Service validation right after the identity check, before any traffic moves.
+    Validation,
+    /// Every canary step.
+    Canary,
+    /// The post-deploy monitor.
+    Monitor,
+    /// The unified health check (`deployer health`).
+    Health,
+}
+
+/// One service-specific check: a provider query that yields a number, compared with thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Display name, e.g. `Vegas Line Coverage`. Unique within the service.
+    pub name: String,
+    /// The metric provider that answers the query.
+    pub provider: Provider,
+    /// The query: SQL for `bigquery`, PromQL for `prometheus`, a filter for `cloud-monitoring`
+    /// and `cloud-logging`, a URL (absolute, or a path on the service) for `http`.
+    pub query: String,
+    /// For `http`: the dotted JSON field holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For `cloud-logging` and `cloud-monitoring`: the time window looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// How the value is compared with the thresholds.
+    pub comparison: Comparison,
+    /// Below this (for `>=`/`>`; above it for `<=`/`<`) the check is a WARNING.
+    pub warn: f64,
+    /// Below this (for `>=`/`>`; above it for `<=`/`<`) the check is CRITICAL.
+    pub critical: f64,
+    /// Unit of the value, for display and range checks.
+    #[serde(default)]
+    pub unit: Unit,
+    /// Which phases this check gates. Default: the unified health check only.
+    #[serde(default = "defaults::gates")]
+    pub gates: Vec<Gate>,
+}
+
+/// Where alerts go. Secrets are never written in service files: only the names of the
+/// environment variables that hold them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// Environment variable holding the Slack incoming-webhook URL.
+    #[serde(default = "defaults::slack_webhook_env")]
+    pub slack_webhook_env: String,
+    /// Slack channel named in alerts (informational; the webhook decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_channel: Option<String>,
+    /// GitHub repository (`owner/name`) where drift issues are opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_repository: Option<String>,
+    /// Environment variable holding the GitHub token.
+    #[serde(default = "defaults::github_token_env")]
+    pub github_token_env: String,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            slack_webhook_env: defaults::slack_webhook_env(),
+            slack_channel: None,
+            github_repository: None,
+            github_token_env: defaults::github_token_env(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The platform-side service name (the target's `service`, else `name`).
+    pub fn platform_service_name(&self) -> &str {
+        match &self.target {
+            Target::CloudRun {
+                service: Some(service),
+                ..
+            }
+            | Target::Local {
+                service: Some(service),
+            } => service,
+            _ => &self.name,
+        }
+    }
+}
+
+/// Default values, shared by serde and `Default` impls so the two never disagree.
+pub(crate) mod defaults {
+    use super::{Gate, HumanDuration, InconclusivePolicy};
+    use std::time::Duration;
+
+    pub fn context() -> String {
+        ".".into()
+    }
+    pub fn dockerfile() -> String {
+        "Dockerfile".into()
+    }
+    pub fn health_path() -> String {
+        "/health".into()
+    }
+    pub fn service_field() -> String {
+        "service".into()
+    }
+    pub fn commit_field() -> String {
+        "commit".into()
+    }
+    pub fn health_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn branch() -> String {
+        "main".into()
+    }
+    pub fn remote() -> String {
+        "origin".into()
+    }
+    pub fn test_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+    pub fn steps() -> Vec<u8> {
+        vec![5, 25, 50, 100]
+    }
+    pub fn hold() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+    pub fn interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(15))
+    }
+    pub fn max_error_rate() -> f64 {
+        0.05
+    }
+    pub fn min_requests() -> u64 {
+        50
+    }
+    pub fn alpha() -> f64 {
+        0.01
+    }
+    pub fn beta() -> f64 {
+        0.05
+    }
+    pub fn inconclusive() -> InconclusivePolicy {
+        InconclusivePolicy::Rollback
+    }
+    pub fn monitor_duration() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30 * 60))
+    }
+    pub fn monitor_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5 * 60))
+    }
+    pub fn consecutive_error_limit() -> u32 {
+        4
+    }
+    pub fn gates() -> Vec<Gate> {
+        vec![Gate::Health]
+    }
+    pub fn slack_webhook_env() -> String {
+        "SLACK_WEBHOOK_URL".into()
+    }
+    pub fn github_token_env() -> String {
+        "GITHUB_TOKEN".into()
+    }
+}
