@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: starts every local part the tests talk to (Docker
+# check, registry, emulators), then runs all tests. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=tests/env/start.sh
+source tests/env/start.sh
+
+cargo nextest run --workspace --no-fail-fast "$@"
+cargo test --workspace --doc --quiet
