@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=tests/env/start.sh
 source tests/env/start.sh
 
-cargo nextest run --workspace --no-fail-fast "$@"
+# Doc tests first, so that the run closes on nextest's summary of every test.
 cargo test --workspace --doc --quiet
+cargo nextest run --workspace --no-fail-fast "$@"
