@@ -7,3 +7,11 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod platform;
+
+/// Installs rustls' `ring` crypto provider once per process. The Google and HTTP clients are
+/// built without a default provider (the default, aws-lc, is a long C build), so every entry
+/// point calls this before making a TLS client. Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -7,6 +7,7 @@
 mod completions;
 mod output;
 mod services;
+pub mod target;
 
 use std::{io::IsTerminal, path::PathBuf};
 
@@ -59,6 +60,15 @@ pub struct GlobalArgs {
     /// Directory of service definitions [default: the nearest `services/` upwards].
     #[arg(long, global = true, env = "DEPLOYER_SERVICES_DIR", value_name = "DIR")]
     pub services_dir: Option<PathBuf>,
+    /// Cloud Run Admin API endpoint, e.g. a local emulator's `http://127.0.0.1:8090`
+    /// [default: Google for `cloud-run` targets, the local emulator for `local` ones].
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYER_CLOUD_RUN_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub endpoint: Option<String>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -95,6 +105,8 @@ pub struct Context {
     pub assume_yes: bool,
     /// Project/region overrides.
     pub overrides: TargetOverrides,
+    /// `--endpoint`.
+    pub endpoint: Option<String>,
     services_dir: Option<PathBuf>,
 }
 
@@ -123,6 +135,7 @@ impl Context {
                     .clone()
                     .or_else(|| from_env(&["CLOUDSDK_RUN_REGION"])),
             },
+            endpoint: global.endpoint.clone(),
             services_dir: global.services_dir.clone(),
         }
     }

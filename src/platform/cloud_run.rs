@@ -1,0 +1,452 @@
+//! [`Platform`] on Google's official `google-cloud-run-v2` client.
+//!
+//! Against Google the client uses Application Default Credentials; against the local emulator
+//! (an `http://` endpoint) it uses anonymous credentials — without them the client probes the
+//! metadata server and hangs for about a minute. Every long-running operation has a deadline:
+//! the client's poller has none of its own.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use async_trait::async_trait;
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_lro::Poller;
+use google_cloud_run_v2::{
+    client::{Revisions, Services},
+    model::{self, condition::State, TrafficTargetAllocationType},
+};
+
+use super::{
+    Platform, PlatformError, RevisionSnapshot, RevisionSpec, ServiceId, ServiceSnapshot,
+    ServiceUpdate, TrafficStatus, TrafficTarget,
+};
+
+/// Where the Cloud Run Admin API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Google's API, with Application Default Credentials.
+    Google,
+    /// Another endpoint (the local emulator), with anonymous credentials.
+    Custom(String),
+}
+
+/// The Cloud Run adapter.
+#[derive(Debug, Clone)]
+pub struct CloudRunPlatform {
+    services: Services,
+    revisions: Revisions,
+    operation_deadline: Duration,
+}
+
+/// Errors creating the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The client could not be built (credentials, endpoint).
+    #[error("cannot create the Cloud Run client for `{endpoint}`: {message}")]
+    Client {
+        /// The endpoint.
+        endpoint: String,
+        /// The client's message.
+        message: String,
+    },
+}
+
+impl CloudRunPlatform {
+    /// Connects to `endpoint`; long-running operations are waited for at most
+    /// `operation_deadline`.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        operation_deadline: Duration,
+    ) -> Result<Self, ConnectError> {
+        crate::install_crypto_provider();
+        let label = match endpoint {
+            Endpoint::Google => "run.googleapis.com".to_string(),
+            Endpoint::Custom(url) => url.clone(),
+        };
+        let error = |error: google_cloud_gax::client_builder::Error| ConnectError::Client {
+            endpoint: label.clone(),
+            message: error.to_string(),
+        };
+        let (services, revisions) = match endpoint {
+            Endpoint::Google => (
+                Services::builder().build().await.map_err(error)?,
+                Revisions::builder().build().await.map_err(error)?,
+            ),
+            Endpoint::Custom(url) => {
+                let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
+                (
+                    Services::builder()
+                        .with_endpoint(url.clone())
+                        .with_credentials(anonymous.clone())
+                        .build()
+                        .await
+                        .map_err(error)?,
+                    Revisions::builder()
+                        .with_endpoint(url.clone())
+                        .with_credentials(anonymous)
+                        .build()
+                        .await
+                        .map_err(error)?,
+                )
+            }
+        };
+        Ok(Self {
+            services,
+            revisions,
+            operation_deadline,
+        })
+    }
+
+    async fn raw_service(&self, id: &ServiceId) -> Result<Option<model::Service>, PlatformError> {
+        match self.services.get_service().set_name(id.path()).send().await {
+            Ok(service) => Ok(Some(service)),
+            Err(error) => match map_error(&id.path(), error) {
+                PlatformError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn wait<T>(
+        &self,
+        operation: &str,
+        future: impl std::future::Future<Output = Result<T, google_cloud_run_v2::Error>>,
+        subject: &str,
+    ) -> Result<T, PlatformError> {
+        match tokio::time::timeout(self.operation_deadline, future).await {
+            Ok(result) => result.map_err(|error| map_error(subject, error)),
+            Err(_) => Err(PlatformError::Timeout {
+                operation: operation.to_string(),
+                deadline: self.operation_deadline,
+            }),
+        }
+    }
+}
+
+/// Maps the client's errors onto [`PlatformError`], by gRPC status or HTTP status.
+fn map_error(subject: &str, error: google_cloud_run_v2::Error) -> PlatformError {
+    let message = error
+        .status()
+        .map(|status| status.message.clone())
+        .filter(|message| !message.is_empty())
+        .unwrap_or_else(|| error.to_string());
+    if let Some(status) = error.status() {
+        return match status.code {
+            Code::NotFound => PlatformError::NotFound(subject.to_string()),
+            Code::Aborted | Code::FailedPrecondition => {
+                PlatformError::Conflict(subject.to_string())
+            }
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
+                PlatformError::Unavailable(message)
+            }
+            Code::PermissionDenied | Code::Unauthenticated => {
+                PlatformError::PermissionDenied(message)
+            }
+            Code::Internal | Code::Unknown => PlatformError::Unavailable(message),
+            _ => PlatformError::Refused(message),
+        };
+    }
+    match error.http_status_code() {
+        Some(404) => PlatformError::NotFound(subject.to_string()),
+        Some(409) => PlatformError::Conflict(subject.to_string()),
+        Some(401 | 403) => PlatformError::PermissionDenied(message),
+        Some(400 | 422) => PlatformError::Refused(message),
+        // Connection errors, timeouts, 5xx, 429: the request may or may not have landed.
+        _ => PlatformError::Unavailable(message),
+    }
+}
+
+fn condition_ready(conditions: &[model::Condition], terminal: Option<&model::Condition>) -> bool {
+    terminal
+        .into_iter()
+        .chain(
+            conditions
+                .iter()
+                .filter(|condition| condition.r#type == "Ready"),
+        )
+        .next()
+        .is_some_and(|condition| condition.state == State::ConditionSucceeded)
+}
+
+fn condition_failure(
+    conditions: &[model::Condition],
+    terminal: Option<&model::Condition>,
+) -> Option<String> {
+    terminal
+        .into_iter()
+        .chain(conditions.iter())
+        .find(|condition| condition.state == State::ConditionFailed)
+        .map(|condition| {
+            if condition.message.is_empty() {
+                format!("condition `{}` failed", condition.r#type)
+            } else {
+                condition.message.clone()
+            }
+        })
+}
+
+fn percent(value: i32) -> u8 {
+    u8::try_from(value.clamp(0, 100)).unwrap_or(0)
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+fn snapshot(id: &ServiceId, service: &model::Service) -> ServiceSnapshot {
+    ServiceSnapshot {
+        id: id.clone(),
+        etag: service.etag.clone(),
+        uri: service.uri.clone(),
+        generation: service.generation,
+        observed_generation: service.observed_generation,
+        reconciling: service.reconciling,
+        ready: condition_ready(&service.conditions, service.terminal_condition.as_ref()),
+        failure: condition_failure(&service.conditions, service.terminal_condition.as_ref()),
+        latest_created_revision: short_name(&service.latest_created_revision),
+        latest_ready_revision: short_name(&service.latest_ready_revision),
+        traffic: service
+            .traffic
+            .iter()
+            .map(|target| TrafficTarget {
+                revision: match target.r#type {
+                    TrafficTargetAllocationType::Latest => None,
+                    _ => non_empty(&target.revision),
+                },
+                percent: percent(target.percent),
+                tag: non_empty(&target.tag),
+            })
+            .collect(),
+        traffic_statuses: service
+            .traffic_statuses
+            .iter()
+            .map(|status| TrafficStatus {
+                revision: if status.revision.is_empty() {
+                    short_name(&service.latest_ready_revision)
+                } else {
+                    short_name(&status.revision)
+                },
+                percent: percent(status.percent),
+                tag: non_empty(&status.tag),
+                uri: non_empty(&status.uri),
+            })
+            .collect(),
+        annotations: service.annotations.clone().into_iter().collect(),
+        labels: service.labels.clone().into_iter().collect(),
+        image: service
+            .template
+            .as_ref()
+            .and_then(|template| template.containers.first())
+            .map(|container| container.image.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// `projects/.../revisions/NAME` → `NAME` (Cloud Run returns short names, the emulator may too).
+fn short_name(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_string()
+}
+
+fn revision_snapshot(revision: &model::Revision) -> RevisionSnapshot {
+    RevisionSnapshot {
+        name: short_name(&revision.name),
+        ready: condition_ready(&revision.conditions, None),
+        reconciling: revision.reconciling,
+        failure: condition_failure(&revision.conditions, None),
+        image: revision
+            .containers
+            .first()
+            .map(|container| container.image.clone())
+            .unwrap_or_default(),
+        labels: revision.labels.clone().into_iter().collect(),
+        created: revision
+            .create_time
+            .as_ref()
+            .map(|time| String::from(*time)),
+    }
+}
+
+fn traffic_target(target: &TrafficTarget) -> model::TrafficTarget {
+    let mut out = model::TrafficTarget::new().set_percent(i32::from(target.percent));
+    out = match &target.revision {
+        Some(revision) => out
+            .set_type(TrafficTargetAllocationType::Revision)
+            .set_revision(revision.clone()),
+        None => out.set_type(TrafficTargetAllocationType::Latest),
+    };
+    match &target.tag {
+        Some(tag) => out.set_tag(tag.clone()),
+        None => out,
+    }
+}
+
+fn apply_template(template: &mut model::RevisionTemplate, spec: &RevisionSpec) {
+    template.revision = spec.name.clone();
+    for (key, value) in &spec.labels {
+        template.labels.insert(key.clone(), value.clone());
+    }
+    if template.containers.is_empty() {
+        template.containers.push(model::Container::new());
+    }
+    let container = &mut template.containers[0];
+    container.image = spec.image.clone();
+    if let Some(env) = &spec.env {
+        container.env = env
+            .iter()
+            .map(|(name, value)| {
+                model::EnvVar::new()
+                    .set_name(name.clone())
+                    .set_value(value.clone())
+            })
+            .collect();
+    }
+}
+
+#[async_trait]
+impl Platform for CloudRunPlatform {
+    async fn service(&self, id: &ServiceId) -> Result<Option<ServiceSnapshot>, PlatformError> {
+        Ok(self
+            .raw_service(id)
+            .await?
+            .map(|service| snapshot(id, &service)))
+    }
+
+    async fn revisions(&self, id: &ServiceId) -> Result<Vec<RevisionSnapshot>, PlatformError> {
+        let mut revisions = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .revisions
+                .list_revisions()
+                .set_parent(id.path())
+                .set_page_token(token.clone())
+                .send()
+                .await
+                .map_err(|error| map_error(&id.path(), error))?;
+            revisions.extend(page.revisions.iter().map(revision_snapshot));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        revisions.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+        Ok(revisions)
+    }
+
+    async fn revision(
+        &self,
+        id: &ServiceId,
+        name: &str,
+    ) -> Result<Option<RevisionSnapshot>, PlatformError> {
+        let path = id.revision_path(name);
+        match self
+            .revisions
+            .get_revision()
+            .set_name(path.clone())
+            .send()
+            .await
+        {
+            Ok(revision) => Ok(Some(revision_snapshot(&revision))),
+            Err(error) => match map_error(&path, error) {
+                PlatformError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create(
+        &self,
+        id: &ServiceId,
+        spec: &RevisionSpec,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        let mut template = model::RevisionTemplate::new();
+        apply_template(&mut template, spec);
+        let service = model::Service::new().set_template(template);
+        let request = self
+            .services
+            .create_service()
+            .set_parent(id.parent())
+            .set_service_id(id.name.clone())
+            .set_service(service)
+            .poller()
+            .until_done();
+        let created = self.wait("create service", request, &id.path()).await?;
+        Ok(snapshot(id, &created))
+    }
+
+    async fn update(
+        &self,
+        id: &ServiceId,
+        etag: &str,
+        update: &ServiceUpdate,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        let mut service = self
+            .raw_service(id)
+            .await?
+            .ok_or_else(|| PlatformError::NotFound(id.path()))?;
+        // The update is computed from the read that produced `etag`; if the service moved on
+        // since, refuse here rather than rely on the server alone.
+        if service.etag != etag {
+            return Err(PlatformError::Conflict(id.path()));
+        }
+        if let Some(spec) = &update.template {
+            let template = service
+                .template
+                .get_or_insert_with(model::RevisionTemplate::new);
+            apply_template(template, spec);
+        }
+        if let Some(split) = &update.traffic {
+            service.traffic = split.iter().map(traffic_target).collect();
+        }
+        for (key, value) in &update.annotations {
+            match value {
+                Some(value) => service.annotations.insert(key.clone(), value.clone()),
+                None => service.annotations.remove(key),
+            };
+        }
+        let mut paths = Vec::new();
+        if update.template.is_some() {
+            paths.push("template");
+        }
+        if update.traffic.is_some() {
+            paths.push("traffic");
+        }
+        if !update.annotations.is_empty() {
+            paths.push("annotations");
+        }
+        let request = self
+            .services
+            .update_service()
+            .set_service(service)
+            .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(paths))
+            .poller()
+            .until_done();
+        let updated = self.wait("update service", request, &id.path()).await?;
+        Ok(snapshot(id, &updated))
+    }
+}
+
+/// Labels as Cloud Run accepts them: lowercase, at most 63 characters of `[a-z0-9_-]`.
+pub fn label_value(text: &str) -> String {
+    text.chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect()
+}
+
+/// The labels deployer writes on every revision it creates.
+pub fn revision_labels(commit: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("deployer-commit".to_string(), label_value(commit)),
+        (
+            "deployer-version".to_string(),
+            label_value(env!("CARGO_PKG_VERSION")),
+        ),
+    ])
+}

@@ -1,0 +1,332 @@
+//! The platform boundary: what deployer needs from Cloud Run, as a trait.
+//!
+//! [`Platform`] is implemented by [`cloud_run::CloudRunPlatform`] (Google's official
+//! `google-cloud-run-v2` client, against Google or the local emulator) and by
+//! [`memory::MemoryPlatform`] (an in-memory fake for unit tests of the rollout logic). Domain code
+//! only ever sees the small types below, never the client's generated model.
+//!
+//! Every write is a [`ServiceUpdate`] applied to the service *as read*, carrying the `etag` of
+//! that read: Cloud Run refuses the write when someone else changed the service in between
+//! (ABORTED), and deployer reports a conflict instead of overwriting the other writer's change.
+
+pub mod cloud_run;
+pub mod memory;
+mod retry;
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use retry::{read_service, write_guarded, RetryPolicy};
+
+/// A Cloud Run service's full name: `projects/P/locations/R/services/S`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceId {
+    /// GCP project (the emulator accepts any).
+    pub project: String,
+    /// Region.
+    pub region: String,
+    /// Service name.
+    pub name: String,
+}
+
+impl ServiceId {
+    /// `projects/P/locations/R`.
+    pub fn parent(&self) -> String {
+        format!("projects/{}/locations/{}", self.project, self.region)
+    }
+
+    /// `projects/P/locations/R/services/S`.
+    pub fn path(&self) -> String {
+        format!("{}/services/{}", self.parent(), self.name)
+    }
+
+    /// `projects/P/locations/R/services/S/revisions/REVISION`.
+    pub fn revision_path(&self, revision: &str) -> String {
+        format!("{}/revisions/{revision}", self.path())
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path())
+    }
+}
+
+/// One entry of a service's traffic split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficTarget {
+    /// The revision, or `None` for "the latest ready revision". deployer never writes `None`:
+    /// a split that follows "latest" would hand traffic to a revision nobody verified.
+    pub revision: Option<String>,
+    /// Percent of traffic, 0 to 100.
+    pub percent: u8,
+    /// A tag: the revision also gets its own URL (`TAG---...`), whatever its percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl TrafficTarget {
+    /// `percent`% to `revision`, no tag.
+    pub fn to_revision(revision: &str, percent: u8) -> Self {
+        Self {
+            revision: Some(revision.to_string()),
+            percent,
+            tag: None,
+        }
+    }
+
+    /// Adds a tag.
+    pub fn tagged(mut self, tag: &str) -> Self {
+        self.tag = Some(tag.to_string());
+        self
+    }
+}
+
+/// Where traffic actually goes (Cloud Run's `trafficStatuses`), with the tag URL if tagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficStatus {
+    /// The revision (resolved: never "latest").
+    pub revision: String,
+    /// Percent of traffic.
+    pub percent: u8,
+    /// The tag, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The tag's URL, if tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// A service as read from the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSnapshot {
+    /// Which service.
+    pub id: ServiceId,
+    /// The concurrency token of this read; writes must carry it.
+    pub etag: String,
+    /// The service's main URL.
+    pub uri: String,
+    /// Spec generation and the generation the platform has acted on.
+    pub generation: i64,
+    /// See `generation`.
+    pub observed_generation: i64,
+    /// True while the platform is still acting on the latest change.
+    pub reconciling: bool,
+    /// True when the service's Ready condition holds.
+    pub ready: bool,
+    /// The reason when the last change failed (`terminalCondition`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The newest revision created / the newest that became Ready.
+    pub latest_created_revision: String,
+    /// See `latest_created_revision`.
+    pub latest_ready_revision: String,
+    /// The split as written (may follow "latest" when empty or written by other tools).
+    pub traffic: Vec<TrafficTarget>,
+    /// Where traffic really goes.
+    pub traffic_statuses: Vec<TrafficStatus>,
+    /// Service annotations (deployer keeps its lock and journal here).
+    pub annotations: BTreeMap<String, String>,
+    /// Service labels.
+    pub labels: BTreeMap<String, String>,
+    /// The image of the service's current template.
+    pub image: String,
+}
+
+impl ServiceSnapshot {
+    /// Revisions receiving traffic, with their percent, largest first.
+    pub fn serving(&self) -> Vec<(String, u8)> {
+        let mut serving: Vec<(String, u8)> = Vec::new();
+        for status in &self.traffic_statuses {
+            if status.percent == 0 {
+                continue;
+            }
+            match serving
+                .iter_mut()
+                .find(|(name, _)| *name == status.revision)
+            {
+                Some((_, percent)) => *percent += status.percent,
+                None => serving.push((status.revision.clone(), status.percent)),
+            }
+        }
+        serving.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        serving
+    }
+
+    /// The revision with the most traffic (the "stable" revision), if any serves.
+    pub fn primary_revision(&self) -> Option<String> {
+        self.serving().into_iter().next().map(|(name, _)| name)
+    }
+
+    /// True when the split follows "latest" or pins an older revision while a newer Ready one
+    /// exists — the Cloud Run trap where a later deploy silently gets no traffic.
+    pub fn traffic_follows_latest(&self) -> bool {
+        self.traffic.is_empty() || self.traffic.iter().any(|target| target.revision.is_none())
+    }
+
+    /// The tag URL of `tag`, if the platform reports one.
+    pub fn tag_uri(&self, tag: &str) -> Option<&str> {
+        self.traffic_statuses
+            .iter()
+            .find(|status| status.tag.as_deref() == Some(tag))
+            .and_then(|status| status.uri.as_deref())
+    }
+}
+
+/// A revision as read from the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionSnapshot {
+    /// Short name (`hello-00003-abc`).
+    pub name: String,
+    /// True when the revision's Ready condition holds.
+    pub ready: bool,
+    /// True while the platform is still starting it.
+    pub reconciling: bool,
+    /// Why it is not Ready, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The container image, as deployed (by digest when deployer deployed it).
+    pub image: String,
+    /// Revision labels (deployer writes the commit and its own version here).
+    pub labels: BTreeMap<String, String>,
+    /// Creation time (RFC 3339), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// A new revision: what changes in the service's template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionSpec {
+    /// The revision's name (must start with the service name); chosen by deployer so that the
+    /// same write can reference it in the traffic split with 0% and a tag.
+    pub name: String,
+    /// The image, by digest.
+    pub image: String,
+    /// Labels of the revision (commit, deployer version).
+    pub labels: BTreeMap<String, String>,
+    /// Environment variables of the container, replacing the current ones when `Some`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// A change to a service, applied to the service as last read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceUpdate {
+    /// A new template (creates a revision).
+    pub template: Option<RevisionSpec>,
+    /// A new split, replacing the current one entirely.
+    pub traffic: Option<Vec<TrafficTarget>>,
+    /// Annotations to set (value) or remove (`None`).
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+impl ServiceUpdate {
+    /// Only a new traffic split.
+    pub fn traffic(split: Vec<TrafficTarget>) -> Self {
+        Self {
+            traffic: Some(split),
+            ..Self::default()
+        }
+    }
+
+    /// Also sets (or, with `None`, removes) an annotation.
+    pub fn with_annotation(mut self, key: &str, value: Option<String>) -> Self {
+        self.annotations.insert(key.to_string(), value);
+        self
+    }
+
+    /// True when `snapshot` already shows everything this update asks for; used after an
+    /// ambiguous failure to tell "the write landed" from "it did not".
+    pub fn is_visible_in(&self, snapshot: &ServiceSnapshot) -> bool {
+        let traffic_visible = self.traffic.as_ref().is_none_or(|split| {
+            let mut wanted = split.clone();
+            let mut actual = snapshot.traffic.clone();
+            wanted.sort_by(|a, b| a.revision.cmp(&b.revision).then(a.tag.cmp(&b.tag)));
+            actual.sort_by(|a, b| a.revision.cmp(&b.revision).then(a.tag.cmp(&b.tag)));
+            wanted == actual
+        });
+        let template_visible = self
+            .template
+            .as_ref()
+            .is_none_or(|spec| snapshot.latest_created_revision == spec.name);
+        let annotations_visible = self
+            .annotations
+            .iter()
+            .all(|(key, value)| snapshot.annotations.get(key) == value.as_ref());
+        traffic_visible && template_visible && annotations_visible
+    }
+}
+
+/// Errors of the platform. The classification drives the retry policy.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PlatformError {
+    /// The service or revision does not exist.
+    #[error("`{0}` not found")]
+    NotFound(String),
+    /// The service changed since it was read (stale `etag`): someone else wrote it.
+    #[error("`{0}` was changed by someone else since it was read (etag mismatch)")]
+    Conflict(String),
+    /// The platform is unavailable or throttling (503, 429, timeout): the request may or may
+    /// not have been applied.
+    #[error("the platform is unavailable: {0}")]
+    Unavailable(String),
+    /// The platform refused the request as invalid.
+    #[error("the platform refused the request: {0}")]
+    Refused(String),
+    /// Credentials are missing or lack permission.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A long-running operation did not finish within its deadline.
+    #[error("`{operation}` did not finish within {}", humantime::format_duration(*deadline))]
+    Timeout {
+        /// What was waited for.
+        operation: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+}
+
+impl PlatformError {
+    /// True when the request may have been applied or may succeed if retried.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PlatformError::Unavailable(_) | PlatformError::Timeout { .. }
+        )
+    }
+}
+
+/// What deployer needs from Cloud Run.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// Reads a service; `Ok(None)` when it does not exist.
+    async fn service(&self, id: &ServiceId) -> Result<Option<ServiceSnapshot>, PlatformError>;
+
+    /// Lists a service's revisions, newest first.
+    async fn revisions(&self, id: &ServiceId) -> Result<Vec<RevisionSnapshot>, PlatformError>;
+
+    /// Reads one revision; `Ok(None)` when it does not exist.
+    async fn revision(
+        &self,
+        id: &ServiceId,
+        name: &str,
+    ) -> Result<Option<RevisionSnapshot>, PlatformError>;
+
+    /// Creates a service with its first revision (100% of traffic on it once Ready).
+    async fn create(
+        &self,
+        id: &ServiceId,
+        spec: &RevisionSpec,
+    ) -> Result<ServiceSnapshot, PlatformError>;
+
+    /// Applies `update` to the service, guarded by `etag` (the etag of the read the update was
+    /// computed from), and waits for the platform to finish acting on it.
+    async fn update(
+        &self,
+        id: &ServiceId,
+        etag: &str,
+        update: &ServiceUpdate,
+    ) -> Result<ServiceSnapshot, PlatformError>;
+}
