@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod interaction;
 pub mod platform;
 
 /// Installs rustls' `ring` crypto provider once per process. The Google and HTTP clients are

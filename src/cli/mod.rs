@@ -6,6 +6,7 @@
 
 mod completions;
 mod output;
+pub mod prompt;
 mod services;
 pub mod target;
 
