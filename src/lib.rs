@@ -4,11 +4,13 @@
 //! that prints or asks questions. Domain modules own one concern each and report through
 //! typed values, never by printing. See `docs/ARCHITECTURE.md` for the map.
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod interaction;
 pub mod platform;
+pub mod rollout;
 
 /// Installs rustls' `ring` crypto provider once per process. The Google and HTTP clients are
 /// built without a default provider (the default, aws-lc, is a long C build), so every entry

@@ -1,0 +1,227 @@
+//! Identity verification: is the new revision running the code we meant to deploy?
+//!
+//! Before a revision gets any traffic, its `/health` on the tag URL (which reaches that revision
+//! alone) must report the expected service name and commit, and the platform must report the
+//! image digest we pushed. "Wrong code deployed" — a stale image, the wrong service's image — is
+//! a hard failure, found while the revision still serves nobody.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::HealthConfig;
+
+/// The parsed answer of a health endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body, if it was JSON.
+    pub body: Option<serde_json::Value>,
+}
+
+/// Calls health endpoints.
+#[async_trait]
+pub trait HealthProbe: Send + Sync {
+    /// `GET url`, with a time limit.
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, String>;
+}
+
+/// The real probe, over HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct HttpProbe {
+    client: reqwest::Client,
+}
+
+impl HttpProbe {
+    /// A probe with its own HTTP client.
+    pub fn new() -> Self {
+        crate::install_crypto_provider();
+        Self {
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl HealthProbe for HttpProbe {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, String> {
+        let response = self
+            .client
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| error.without_url().to_string())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|error| error.to_string())?;
+        Ok(HealthAnswer {
+            status,
+            body: serde_json::from_str(&text).ok(),
+        })
+    }
+}
+
+/// The value at a dotted path (`build.commit`) of a JSON document, as text.
+pub fn field(body: &serde_json::Value, path: &str) -> Option<String> {
+    let value = path
+        .split('.')
+        .try_fold(body, |value, key| value.get(key))?;
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// True when `reported` names the same commit as `expected` (either may be abbreviated, but at
+/// least 7 characters must agree).
+pub fn same_commit(reported: &str, expected: &str) -> bool {
+    let reported = reported.trim().to_ascii_lowercase();
+    let expected = expected.trim().to_ascii_lowercase();
+    let shorter = reported.len().min(expected.len());
+    shorter >= 7 && reported[..shorter] == expected[..shorter]
+}
+
+/// Checks one health answer against the expected identity; `Err` says what is wrong.
+pub fn check_identity(
+    answer: &HealthAnswer,
+    health: &HealthConfig,
+    service: &str,
+    commit: &str,
+) -> Result<(), String> {
+    if answer.status != 200 {
+        return Err(format!("`{}` answered HTTP {}", health.path, answer.status));
+    }
+    let body = answer
+        .body
+        .as_ref()
+        .ok_or_else(|| format!("`{}` did not answer JSON", health.path))?;
+    let reported_service = field(body, &health.service_field);
+    if reported_service.as_deref() != Some(service) {
+        return Err(format!(
+            "wrong code deployed: `{}` reports service {} (field `{}`), expected `{service}`",
+            health.path,
+            reported_service.map_or("nothing".to_string(), |name| format!("`{name}`")),
+            health.service_field
+        ));
+    }
+    let reported_commit = field(body, &health.commit_field);
+    match reported_commit {
+        Some(reported) if same_commit(&reported, commit) => Ok(()),
+        other => Err(format!(
+            "wrong code deployed: `{}` reports commit {} (field `{}`), expected `{commit}`",
+            health.path,
+            other.map_or("nothing".to_string(), |commit| format!("`{commit}`")),
+            health.commit_field
+        )),
+    }
+}
+
+/// True when the image the platform runs is the image deployed: the same digest.
+pub fn same_image(running: &str, deployed: &str) -> bool {
+    let digest = |image: &str| image.split_once('@').map(|(_, digest)| digest.to_string());
+    match (digest(running), digest(deployed)) {
+        (Some(running), Some(deployed)) => running == deployed,
+        _ => running == deployed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(body: serde_json::Value) -> HealthAnswer {
+        HealthAnswer {
+            status: 200,
+            body: Some(body),
+        }
+    }
+
+    #[test]
+    fn identity_matches_service_and_commit() {
+        let health = HealthConfig::default();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            check_identity(
+                &answer(json!({"service": "hello", "commit": commit})),
+                &health,
+                "hello",
+                commit
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_identity(
+                &answer(json!({"service": "hello", "commit": "0123456"})),
+                &health,
+                "hello",
+                commit
+            ),
+            Ok(())
+        );
+        let wrong_service = check_identity(
+            &answer(json!({"service": "grading-service", "commit": commit})),
+            &health,
+            "hello",
+            commit,
+        )
+        .unwrap_err();
+        assert!(
+            wrong_service.contains("reports service `grading-service`"),
+            "{wrong_service}"
+        );
+        let stale = check_identity(
+            &answer(json!({"service": "hello", "commit": "fedcba9"})),
+            &health,
+            "hello",
+            commit,
+        )
+        .unwrap_err();
+        assert!(stale.starts_with("wrong code deployed"), "{stale}");
+        let short = check_identity(
+            &answer(json!({"service": "hello", "commit": "01"})),
+            &health,
+            "hello",
+            commit,
+        );
+        assert!(short.is_err(), "two characters are not an identity");
+    }
+
+    #[test]
+    fn dotted_fields_and_non_json_answers() {
+        let health = HealthConfig {
+            service_field: "build.service".into(),
+            ..HealthConfig::default()
+        };
+        let body = json!({"build": {"service": "hello"}, "commit": "abcdef0"});
+        assert_eq!(
+            check_identity(&answer(body), &health, "hello", "abcdef0"),
+            Ok(())
+        );
+        let not_json = HealthAnswer {
+            status: 200,
+            body: None,
+        };
+        assert!(check_identity(&not_json, &health, "hello", "abcdef0").is_err());
+        let down = HealthAnswer {
+            status: 503,
+            body: None,
+        };
+        assert_eq!(
+            check_identity(&down, &health, "hello", "abcdef0"),
+            Err("`/health` answered HTTP 503".into())
+        );
+    }
+
+    #[test]
+    fn images_compare_by_digest() {
+        assert!(same_image(
+            "127.0.0.1:5000/hello@sha256:aa",
+            "localhost:5000/hello@sha256:aa"
+        ));
+        assert!(!same_image("repo/hello@sha256:aa", "repo/hello@sha256:bb"));
+        assert!(same_image("repo/hello:tag", "repo/hello:tag"));
+    }
+}

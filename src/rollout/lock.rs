@@ -1,0 +1,375 @@
+//! One rollout per service at a time: a lock held on the platform itself.
+//!
+//! The lock is the service annotation `deployer.dev/lock`, a JSON record of who holds it, from
+//! which host and process, since when and until when. It is written with the service's etag, so
+//! two deployers racing for it cannot both win: the second write is refused as a conflict, the
+//! loser re-reads and sees the winner's lock. Keeping it on the service (not on a laptop) means
+//! CI and engineers see the same lock. An expired lock can be taken over; a live one only by
+//! `deployer unlock`, which says who held it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::platform::{
+    read_service, write_guarded, Platform, PlatformError, RetryPolicy, ServiceId, ServiceSnapshot,
+    ServiceUpdate,
+};
+
+/// The annotation holding the lock.
+pub const LOCK_ANNOTATION: &str = "deployer.dev/lock";
+
+/// Who holds a service's rollout lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// A unique id of the rollout holding it.
+    pub id: String,
+    /// The user (`$USER`, or `ci` in CI).
+    pub owner: String,
+    /// The host name.
+    pub host: String,
+    /// The process id on that host.
+    pub pid: u32,
+    /// When it was taken.
+    pub started: DateTime<Utc>,
+    /// When it stops counting (a crashed deployer does not block others forever).
+    pub expires: DateTime<Utc>,
+}
+
+impl Lock {
+    /// A new lock for this process, valid for `ttl`.
+    pub fn new(id: &str, ttl: Duration, now: DateTime<Utc>) -> Self {
+        Self {
+            id: id.to_string(),
+            owner: current_user(),
+            host: current_host(),
+            pid: std::process::id(),
+            started: now,
+            expires: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1)),
+        }
+    }
+
+    /// The lock recorded on a service, if any (an unreadable record counts as a lock held by
+    /// "unknown", so garbage never silently unlocks a service).
+    pub fn of(snapshot: &ServiceSnapshot) -> Option<Lock> {
+        let text = snapshot.annotations.get(LOCK_ANNOTATION)?;
+        Some(serde_json::from_str(text).unwrap_or_else(|_| Lock {
+            id: "unreadable".into(),
+            owner: "unknown".into(),
+            host: "unknown".into(),
+            pid: 0,
+            started: DateTime::<Utc>::MIN_UTC,
+            expires: DateTime::<Utc>::MAX_UTC,
+        }))
+    }
+
+    /// True once the lock has expired.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires
+    }
+
+    /// "alice on laptop (pid 42) since 10:02:03 UTC, expires 11:02:03 UTC".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} on {} (pid {}, rollout {}) since {}, expires {}",
+            self.owner,
+            self.host,
+            self.pid,
+            self.id,
+            self.started.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.expires.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Lock errors.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LockError {
+    /// Someone else holds the lock.
+    #[error("`{service}` is locked by {holder}")]
+    Held {
+        /// The service.
+        service: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The service does not exist (nothing to lock yet).
+    #[error("`{0}` not found")]
+    NotFound(String),
+    /// The platform failed.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+}
+
+/// `user@host` of this process.
+pub fn current_owner() -> String {
+    format!("{}@{}", current_user(), current_host())
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn current_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|host| host.trim().to_string())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Takes the lock, waiting up to `wait` (polling every `poll`) while someone else holds it.
+/// Returns the service as it is after the lock write (its etag is the one to use next).
+pub async fn acquire(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    lock: &Lock,
+    wait: Duration,
+    poll: Duration,
+) -> Result<ServiceSnapshot, LockError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let snapshot = read_service(platform, id, RetryPolicy::default())
+            .await?
+            .ok_or_else(|| LockError::NotFound(id.path()))?;
+        let now = Utc::now();
+        match Lock::of(&snapshot) {
+            Some(held) if held.id != lock.id && !held.is_expired(now) => {
+                if started.elapsed() >= wait {
+                    return Err(LockError::Held {
+                        service: id.name.clone(),
+                        holder: held.describe(),
+                    });
+                }
+                tracing::info!(holder = %held.describe(), "waiting for the rollout lock");
+                tokio::time::sleep(
+                    poll.min(wait.saturating_sub(started.elapsed()))
+                        .max(Duration::from_millis(10)),
+                )
+                .await;
+            }
+            previous => {
+                if let Some(expired) = previous.filter(|held| held.id != lock.id) {
+                    tracing::warn!(holder = %expired.describe(), "taking over an expired lock");
+                }
+                let update =
+                    ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, Some(lock.encode()));
+                match write_guarded(
+                    platform,
+                    id,
+                    &snapshot.etag,
+                    &update,
+                    RetryPolicy::default(),
+                )
+                .await
+                {
+                    Ok(snapshot) => return Ok(snapshot),
+                    // Someone wrote the service between our read and our write (perhaps
+                    // another deployer taking the lock): read again and re-decide.
+                    Err(PlatformError::Conflict(_)) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Releases the lock if (and only if) it is still ours. Returns the service after the write.
+pub async fn release(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    lock_id: &str,
+) -> Result<Option<ServiceSnapshot>, LockError> {
+    loop {
+        let Some(snapshot) = read_service(platform, id, RetryPolicy::default()).await? else {
+            return Ok(None);
+        };
+        match Lock::of(&snapshot) {
+            Some(held) if held.id == lock_id => {
+                let update = ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, None);
+                match write_guarded(
+                    platform,
+                    id,
+                    &snapshot.etag,
+                    &update,
+                    RetryPolicy::default(),
+                )
+                .await
+                {
+                    Ok(snapshot) => return Ok(Some(snapshot)),
+                    Err(PlatformError::Conflict(_)) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            _ => return Ok(Some(snapshot)),
+        }
+    }
+}
+
+/// Breaks whatever lock the service has; returns the lock that was broken, if any.
+pub async fn break_lock(
+    platform: &dyn Platform,
+    id: &ServiceId,
+) -> Result<Option<Lock>, LockError> {
+    loop {
+        let snapshot = read_service(platform, id, RetryPolicy::default())
+            .await?
+            .ok_or_else(|| LockError::NotFound(id.path()))?;
+        let Some(held) = Lock::of(&snapshot) else {
+            return Ok(None);
+        };
+        let update = ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, None);
+        match write_guarded(
+            platform,
+            id,
+            &snapshot.etag,
+            &update,
+            RetryPolicy::default(),
+        )
+        .await
+        {
+            Ok(_) => return Ok(Some(held)),
+            Err(PlatformError::Conflict(_)) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{memory::MemoryPlatform, RevisionSpec};
+
+    fn id() -> ServiceId {
+        ServiceId {
+            project: "p".into(),
+            region: "r".into(),
+            name: "svc".into(),
+        }
+    }
+
+    async fn platform() -> MemoryPlatform {
+        let platform = MemoryPlatform::new();
+        platform
+            .create(
+                &id(),
+                &RevisionSpec {
+                    name: "svc-1".into(),
+                    image: "img@1".into(),
+                    labels: Default::default(),
+                    env: None,
+                },
+            )
+            .await
+            .unwrap();
+        platform
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_deployers_exactly_one_wins() {
+        let platform = platform().await;
+        let first = Lock::new("a", Duration::from_secs(3600), Utc::now());
+        let second = Lock::new("b", Duration::from_secs(3600), Utc::now());
+        acquire(
+            &platform,
+            &id(),
+            &first,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let error = acquire(
+            &platform,
+            &id(),
+            &second,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(error, LockError::Held { ref holder, .. } if holder.contains("rollout a")),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_ends_when_the_holder_releases() {
+        let platform = std::sync::Arc::new(platform().await);
+        let first = Lock::new("a", Duration::from_secs(3600), Utc::now());
+        acquire(
+            platform.as_ref(),
+            &id(),
+            &first,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let releaser = {
+            let platform = platform.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                release(platform.as_ref(), &id(), "a").await.unwrap();
+            })
+        };
+        let second = Lock::new("b", Duration::from_secs(3600), Utc::now());
+        let snapshot = acquire(
+            platform.as_ref(),
+            &id(),
+            &second,
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        releaser.await.unwrap();
+        assert_eq!(Lock::of(&snapshot).unwrap().id, "b");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lock_is_taken_over_and_release_only_removes_our_own() {
+        let platform = platform().await;
+        let stale = Lock::new(
+            "old",
+            Duration::from_secs(1),
+            Utc::now() - chrono::Duration::hours(2),
+        );
+        acquire(
+            &platform,
+            &id(),
+            &stale,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let fresh = Lock::new("new", Duration::from_secs(3600), Utc::now());
+        acquire(
+            &platform,
+            &id(),
+            &fresh,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let after = release(&platform, &id(), "old").await.unwrap().unwrap();
+        assert_eq!(Lock::of(&after).unwrap().id, "new");
+        let broken = break_lock(&platform, &id()).await.unwrap().unwrap();
+        assert_eq!(broken.id, "new");
+        let now = platform.service(&id()).await.unwrap().unwrap();
+        assert!(Lock::of(&now).is_none());
+    }
+}

@@ -1,0 +1,13 @@
+//! Guarded rollouts: the plan, the pure decisions, the driver, the lock and the journal.
+//!
+//! [`machine`] decides (pure, table-tested); [`driver`] acts (the only async loop, through the
+//! [`Platform`](crate::platform::Platform) trait); [`lock`] keeps rollouts of one service
+//! exclusive; [`journal`] records every phase on the service itself so that an interrupted
+//! rollout is found and finished by the next run; [`identity`] checks that the new revision
+//! runs the code we meant to deploy before it gets any traffic.
+
+pub mod driver;
+pub mod identity;
+pub mod journal;
+pub mod lock;
+pub mod machine;

@@ -1,0 +1,574 @@
+//! The rollout driver against the in-memory platform, with scripted metrics and health answers,
+//! under paused tokio time: a 30-minute monitor runs in milliseconds.
+
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+
+use async_trait::async_trait;
+use deployer::{
+    checks::{MetricsError, RequestCounts, RequestMetrics},
+    config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig},
+    interaction::Unattended,
+    platform::{
+        memory::{Fault, MemoryPlatform},
+        Platform, PlatformError, RetryPolicy, RevisionSpec, ServiceId, ServiceUpdate,
+        TrafficTarget,
+    },
+    rollout::{
+        driver::{Analyser, DeployRequest, Driver, Event, Interrupt, Outcome, RolloutReporter},
+        identity::{HealthAnswer, HealthProbe},
+        journal::{Journal, LocalJournal, Phase, JOURNAL_ANNOTATION},
+        lock::{Lock, LOCK_ANNOTATION},
+        machine::Judgement,
+    },
+};
+use serde_json::json;
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const IMAGE: &str = "127.0.0.1:5000/svc@sha256:new";
+
+fn id() -> ServiceId {
+    ServiceId {
+        project: "p".into(),
+        region: "r".into(),
+        name: "svc".into(),
+    }
+}
+
+/// Metrics: per revision, either counts or an error.
+#[derive(Default)]
+struct Metrics {
+    canary_errors: Mutex<bool>,
+}
+
+#[async_trait]
+impl RequestMetrics for Metrics {
+    async fn request_counts(
+        &self,
+        _: &ServiceId,
+        _: &str,
+        _: Duration,
+    ) -> Result<RequestCounts, MetricsError> {
+        if *self.canary_errors.lock().unwrap() {
+            return Err(MetricsError::Unavailable {
+                provider: "test".into(),
+                message: "HTTP 503".into(),
+            });
+        }
+        Ok(RequestCounts {
+            total: 100,
+            errors: 1,
+        })
+    }
+}
+
+/// An analyser that answers from a script, then repeats its last answer.
+struct Script(Mutex<Vec<Judgement>>);
+
+impl Script {
+    fn new(judgements: Vec<Judgement>) -> Self {
+        Self(Mutex::new(judgements))
+    }
+}
+
+impl Analyser for Script {
+    fn judge(&self, _: RequestCounts, _: Option<RequestCounts>) -> Judgement {
+        let mut script = self.0.lock().unwrap();
+        if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script[0].clone()
+        }
+    }
+}
+
+/// Health answers: the tag URL reports `identity`, the service URL 200.
+struct Probe {
+    identity: serde_json::Value,
+}
+
+#[async_trait]
+impl HealthProbe for Probe {
+    async fn get(&self, url: &str, _: Duration) -> Result<HealthAnswer, String> {
+        Ok(HealthAnswer {
+            status: 200,
+            body: Some(if url.contains("canary---") {
+                self.identity.clone()
+            } else {
+                json!({"service": "svc"})
+            }),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl RolloutReporter for Recorder {
+    fn event(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn canary_percents(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match event {
+                Event::Traffic { canary_percent, .. } => Some(*canary_percent),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn policy() -> RolloutConfig {
+    RolloutConfig {
+        steps: vec![5, 25, 50, 100],
+        hold: HumanDuration(Duration::from_secs(300)),
+        interval: HumanDuration(Duration::from_secs(15)),
+        monitor_duration: HumanDuration(Duration::from_secs(1800)),
+        monitor_interval: HumanDuration(Duration::from_secs(300)),
+        consecutive_error_limit: 3,
+        ..RolloutConfig::default()
+    }
+}
+
+fn request(policy: RolloutConfig) -> DeployRequest {
+    DeployRequest {
+        id: id(),
+        service_name: "svc".into(),
+        image: IMAGE.into(),
+        commit: COMMIT.into(),
+        env: None,
+        policy,
+        health: HealthConfig::default(),
+        lock_wait: Duration::ZERO,
+        ready_timeout: Duration::from_secs(60),
+    }
+}
+
+async fn platform() -> MemoryPlatform {
+    let platform = MemoryPlatform::new();
+    platform
+        .create(
+            &id(),
+            &RevisionSpec {
+                name: "svc-stable".into(),
+                image: "127.0.0.1:5000/svc@sha256:old".into(),
+                labels: BTreeMap::new(),
+                env: None,
+            },
+        )
+        .await
+        .unwrap();
+    platform
+}
+
+fn never() -> Interrupt {
+    Box::pin(std::future::pending())
+}
+
+struct Harness {
+    platform: MemoryPlatform,
+    metrics: Metrics,
+    analyser: Script,
+    probe: Probe,
+    recorder: Recorder,
+    state: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new(judgements: Vec<Judgement>) -> Self {
+        Self {
+            platform: platform().await,
+            metrics: Metrics::default(),
+            analyser: Script::new(judgements),
+            probe: Probe {
+                identity: json!({"service": "svc", "commit": COMMIT}),
+            },
+            recorder: Recorder::default(),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn driver(&self) -> Driver<'_> {
+        Driver {
+            platform: &self.platform,
+            metrics: &self.metrics,
+            analyser: &self.analyser,
+            probe: &self.probe,
+            reporter: &self.recorder,
+            prompter: &Unattended { assume_yes: false },
+            local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    async fn serving(&self) -> Vec<(String, u8)> {
+        self.platform
+            .service(&id())
+            .await
+            .unwrap()
+            .unwrap()
+            .serving()
+    }
+
+    async fn journal(&self) -> Journal {
+        let snapshot = self.platform.service(&id()).await.unwrap().unwrap();
+        Journal::of(&snapshot).expect("journal recorded")
+    }
+}
+
+fn fail() -> Judgement {
+    Judgement::Fail {
+        reason: "canary 30.0% errors (60/200) vs 5% allowed".into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let started = tokio::time::Instant::now();
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    let canary = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        }
+    );
+    assert_eq!(harness.serving().await, [(canary.clone(), 100)]);
+    assert_eq!(harness.recorder.canary_percents(), [5, 25, 50, 100]);
+    // Three steps of one interval each, then the 30-minute monitor.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1800 + 45),
+        "{:?}",
+        started.elapsed()
+    );
+    let journal = harness.journal().await;
+    assert_eq!(journal.phase, Phase::Promoted);
+    let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
+    assert!(
+        !snapshot.annotations.contains_key(LOCK_ANNOTATION),
+        "lock released"
+    );
+    let revision = harness
+        .platform
+        .revision(&id(), &canary)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revision.labels["deployer-commit"], COMMIT);
+    assert!(canary.starts_with("svc-0123456-"), "{canary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_canary_is_rolled_back_with_its_numbers() {
+    let harness = Harness::new(vec![Judgement::Pass, fail()]).await;
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::RolledBack { reason, revision } => {
+            assert_eq!(revision, "svc-stable");
+            assert!(reason.contains("30.0% errors"), "{reason}");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+    assert_eq!(harness.recorder.canary_percents(), [5, 25]);
+    assert_eq!(harness.journal().await.phase, Phase::RolledBack);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_code_never_gets_traffic() {
+    let mut harness = Harness::new(vec![Judgement::Pass]).await;
+    harness.probe.identity = json!({"service": "svc", "commit": "fedcba9876543210"});
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::StoppedBeforeTraffic { reason } => {
+            assert!(reason.starts_with("wrong code deployed"), "{reason}")
+        }
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert!(
+        harness.recorder.canary_percents().is_empty(),
+        "no traffic moved"
+    );
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+    assert_eq!(harness.journal().await.phase, Phase::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_that_fails_to_start_stops_the_deploy() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    harness.platform.fail_image(IMAGE);
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::StoppedBeforeTraffic { reason } => {
+            assert!(reason.contains("failed to start"), "{reason}")
+        }
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_unavailable_is_never_promoted() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    *harness.metrics.canary_errors.lock().unwrap() = true;
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::RolledBack { reason, .. } => {
+            assert!(reason.contains("3 measurement errors in a row"), "{reason}")
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
+    let harness = Harness::new(vec![Judgement::Inconclusive {
+        reason: "12 requests (< 50)".into(),
+    }])
+    .await;
+    let mut policy = policy();
+    policy.inconclusive = InconclusivePolicy::Hold;
+    let report = harness
+        .driver()
+        .deploy(&request(policy), never())
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Held { .. }),
+        "{:?}",
+        report.outcome
+    );
+    let canary = report.canary.unwrap();
+    assert_eq!(
+        harness.serving().await,
+        [("svc-stable".to_string(), 95), (canary, 5)]
+    );
+    assert_eq!(harness.journal().await.phase, Phase::Held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_the_monitor_rolls_back() {
+    // Three passing steps, then the first monitor check fails.
+    let harness = Harness::new(vec![
+        Judgement::Pass,
+        Judgement::Pass,
+        Judgement::Pass,
+        fail(),
+    ])
+    .await;
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::RolledBack { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(harness.recorder.canary_percents(), [5, 25, 50, 100]);
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_survives_platform_errors() {
+    let harness = Harness::new(vec![fail()]).await;
+    // The first step's write, then two 503s on the rollback write.
+    let driver = harness.driver();
+    let platform = &harness.platform;
+    let deploy_request = request(policy());
+    let deploy = driver.deploy(&deploy_request, never());
+    tokio::pin!(deploy);
+    // Let the deploy reach its first analysis, then break the API for two calls.
+    tokio::select! {
+        _ = &mut deploy => panic!("finished too early"),
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    platform.inject(Fault::Before(PlatformError::Unavailable("503".into())));
+    platform.inject(Fault::After(PlatformError::Unavailable("503".into())));
+    let report = deploy.await.unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::RolledBack { .. }),
+        "{:?}",
+        report.outcome
+    );
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_writer_mid_rollout_stops_safely() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let driver = harness.driver();
+    let deploy_request = request(policy());
+    let deploy = driver.deploy(&deploy_request, never());
+    tokio::pin!(deploy);
+    tokio::select! {
+        _ = &mut deploy => panic!("finished too early"),
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    // An on-call engineer's emergency rollback lands between two steps.
+    harness.platform.external_update(
+        &id(),
+        &ServiceUpdate::traffic(vec![TrafficTarget::to_revision("svc-stable", 100)]),
+    );
+    let report = deploy.await.unwrap();
+    match &report.outcome {
+        Outcome::RolledBack { reason, revision } => {
+            assert_eq!(revision, "svc-stable");
+            assert!(
+                reason.contains("someone else changed the service"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    // A previous deployer died (kill -9) with a canary at 25% and its lock held.
+    let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
+    harness
+        .platform
+        .update(
+            &id(),
+            &snapshot.etag,
+            &ServiceUpdate {
+                template: Some(RevisionSpec {
+                    name: "svc-crashed".into(),
+                    image: "127.0.0.1:5000/svc@sha256:crashed".into(),
+                    labels: BTreeMap::new(),
+                    env: None,
+                }),
+                traffic: Some(vec![
+                    TrafficTarget::to_revision("svc-stable", 75),
+                    TrafficTarget::to_revision("svc-crashed", 25).tagged("canary"),
+                ]),
+                ..ServiceUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let dead = Journal {
+        id: "dead-rollout".into(),
+        phase: Phase::Canary,
+        stable: Some("svc-stable".into()),
+        canary: "svc-crashed".into(),
+        commit: "crashed".into(),
+        image: "img".into(),
+        step: Some(1),
+        percent: 25,
+        reason: None,
+        owner: "ci@runner".into(),
+        started: chrono::Utc::now(),
+        updated: chrono::Utc::now(),
+    };
+    let lock = Lock::new(
+        "dead-rollout",
+        Duration::from_secs(3600),
+        chrono::Utc::now(),
+    );
+    harness.platform.external_update(
+        &id(),
+        &ServiceUpdate::default()
+            .with_annotation(
+                JOURNAL_ANNOTATION,
+                Some(serde_json::to_string(&dead).unwrap()),
+            )
+            .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
+    );
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.contains("interrupted rollout `dead-rollout` rolled back")),
+        "{:?}",
+        report.notes
+    );
+    let canary = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        }
+    );
+    assert_eq!(harness.serving().await, [(canary, 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ctrl_c_takes_the_safe_default_when_unattended() {
+    let harness = Harness::new(vec![Judgement::Inconclusive {
+        reason: "waiting".into(),
+    }])
+    .await;
+    let interrupt: Interrupt = Box::pin(tokio::time::sleep(Duration::from_secs(40)));
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), interrupt)
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::RolledBack { reason, .. } => assert_eq!(reason, "interrupted by the user"),
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_service_is_not_touched() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let other = Lock::new(
+        "someone-else",
+        Duration::from_secs(3600),
+        chrono::Utc::now(),
+    );
+    harness.platform.external_update(
+        &id(),
+        &ServiceUpdate::default().with_annotation(
+            LOCK_ANNOTATION,
+            Some(serde_json::to_string(&other).unwrap()),
+        ),
+    );
+    let writes = harness.platform.writes();
+    let error = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("locked by"), "{error}");
+    assert_eq!(harness.platform.writes(), writes, "nothing written");
+}
