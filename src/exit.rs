@@ -16,6 +16,18 @@ pub enum ExitStatus {
     Failure,
     /// 2: the command line or a service file is invalid; nothing was changed.
     Usage,
+    /// 3: a deploy stopped before any traffic moved to the new revision (failed identity
+    /// check, revision did not start, service locked by another rollout); the service serves
+    /// as before.
+    StoppedBeforeTraffic,
+    /// 4: a deploy was rolled back: traffic is back on the previous revision.
+    RolledBack,
+    /// 5: a rollback was needed and failed: a human must act now.
+    RollbackFailed,
+    /// 6: a deploy stopped with the traffic split left as it was, for a human to decide
+    /// (inconclusive analysis with the `hold` policy, a service-wide failure, Ctrl-C with
+    /// "leave").
+    Held,
 }
 
 impl ExitStatus {
@@ -25,6 +37,10 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Usage => 2,
+            ExitStatus::StoppedBeforeTraffic => 3,
+            ExitStatus::RolledBack => 4,
+            ExitStatus::RollbackFailed => 5,
+            ExitStatus::Held => 6,
         }
     }
 }

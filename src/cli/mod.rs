@@ -7,7 +7,9 @@
 mod completions;
 mod output;
 pub mod prompt;
+mod rollback;
 mod services;
+mod status;
 pub mod target;
 
 use std::{io::IsTerminal, path::PathBuf};
@@ -90,6 +92,15 @@ pub enum Command {
     /// List, show, validate service definitions (`services/*.toml`), or print their schema.
     #[command(subcommand)]
     Services(services::ServicesCommand),
+    /// Show a service: revisions, traffic split, deployed commits, rollout in progress, lock.
+    Status(status::StatusArgs),
+    /// Emergency rollback: 100% of traffic to the previous healthy revision, in one write.
+    ///
+    /// No build, no git, no metrics: works when everything else is down. Non-interactive runs
+    /// proceed without asking; interactive runs confirm unless `--yes`.
+    Rollback(rollback::RollbackArgs),
+    /// Break a service's rollout lock (after a crashed deploy), showing who held it.
+    Unlock(rollback::UnlockArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -154,6 +165,9 @@ pub fn run(cli: Cli) -> ExitStatus {
     let context = Context::new(&cli.global);
     let result = match cli.command {
         Command::Services(command) => services::run(&context, command),
+        Command::Status(args) => status::status(&context, &args),
+        Command::Rollback(args) => rollback::rollback(&context, &args),
+        Command::Unlock(args) => rollback::unlock(&context, &args),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
     };
@@ -170,6 +184,12 @@ pub fn run(cli: Cli) -> ExitStatus {
 /// Maps an error to its exit status: problems with what the user wrote (flags, service files)
 /// are usage errors (2); everything else is a failure (1).
 fn classify(error: &anyhow::Error) -> ExitStatus {
+    if error
+        .chain()
+        .any(|cause| cause.is::<rollback::RollbackFailed>())
+    {
+        return ExitStatus::RollbackFailed;
+    }
     let is_usage = error.chain().any(|cause| {
         cause.is::<Diagnostics>() || cause.is::<WorkspaceError>() || cause.is::<UsageError>()
     });
@@ -186,6 +206,19 @@ fn classify(error: &anyhow::Error) -> ExitStatus {
 pub struct UsageError {
     /// What is wrong.
     pub message: String,
+}
+
+/// Runs a future to completion on a single-threaded runtime (fast to start: an emergency
+/// rollback should not pay for a thread pool).
+pub fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
 }
 
 fn init_logging(verbose: u8) {

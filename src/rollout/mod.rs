@@ -11,3 +11,4 @@ pub mod identity;
 pub mod journal;
 pub mod lock;
 pub mod machine;
+pub mod rollback;

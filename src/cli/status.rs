@@ -1,0 +1,180 @@
+//! `deployer status SERVICE`: revisions, split, commits, rollout in progress, lock.
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{block_on, target, Context};
+use crate::{
+    exit::ExitStatus,
+    platform::{read_service, Platform, RevisionSnapshot, ServiceSnapshot},
+    rollout::{
+        journal::{Journal, LocalJournal},
+        lock::Lock,
+    },
+};
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The service.
+    pub service: String,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusOutput {
+    service: ServiceSnapshot,
+    revisions: Vec<RevisionSnapshot>,
+    rollout: Option<Journal>,
+    lock: Option<Lock>,
+}
+
+/// Runs `status`. When the platform cannot be read, the local journal copy is shown.
+pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = context.workspace()?;
+    let config = workspace
+        .find(&args.service)??
+        .config
+        .with_overrides(&context.overrides);
+    let id = target::service_id(&config)?;
+    block_on(async {
+        let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        let snapshot = match read_service(&platform, &id, Default::default()).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                context.output.message(format!(
+                    "`{}` is not deployed yet (`{id}` does not exist)",
+                    config.name
+                ));
+                return Ok(ExitStatus::Failure);
+            }
+            Err(error) => {
+                if let Some(journal) = LocalJournal::from_environment().load(&id) {
+                    context.output.message(format!(
+                        "the platform cannot be read ({error}); last rollout recorded locally: `{}` {:?} at {}% ({})",
+                        journal.id, journal.phase, journal.percent, journal.updated
+                    ));
+                }
+                return Err(error.into());
+            }
+        };
+        let revisions = platform.revisions(&id).await?;
+        let output = StatusOutput {
+            rollout: Journal::of(&snapshot),
+            lock: Lock::of(&snapshot),
+            service: snapshot,
+            revisions,
+        };
+        if context.output.is_json() {
+            context.output.json(&output)?;
+        } else {
+            context.output.data(render(&output));
+        }
+        Ok(ExitStatus::Success)
+    })
+}
+
+fn commit_of(revisions: &[RevisionSnapshot], name: &str) -> String {
+    revisions
+        .iter()
+        .find(|revision| revision.name == name)
+        .and_then(|revision| revision.labels.get("deployer-commit"))
+        .map(|commit| commit.chars().take(12).collect())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn render(output: &StatusOutput) -> String {
+    let service = &output.service;
+    let mut lines = vec![
+        format!("service    {}", service.id),
+        format!("url        {}", service.uri),
+        format!(
+            "ready      {}{}",
+            if service.ready { "yes" } else { "no" },
+            service
+                .failure
+                .as_ref()
+                .map(|failure| format!(" — {failure}"))
+                .unwrap_or_default()
+        ),
+        format!(
+            "latest     created `{}`, ready `{}`",
+            service.latest_created_revision, service.latest_ready_revision
+        ),
+    ];
+    let mut traffic: Vec<String> = service
+        .traffic_statuses
+        .iter()
+        .map(|status| {
+            format!(
+                "{:>3}%  {}  commit {}{}",
+                status.percent,
+                status.revision,
+                commit_of(&output.revisions, &status.revision),
+                status
+                    .tag
+                    .as_ref()
+                    .map(|tag| format!(
+                        "  tag {tag}{}",
+                        status
+                            .uri
+                            .as_ref()
+                            .map(|uri| format!(" {uri}"))
+                            .unwrap_or_default()
+                    ))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if service.traffic_follows_latest() {
+        traffic
+            .push("       (follows \"latest\": the next ready revision gets this traffic)".into());
+    }
+    lines.push(format!("traffic    {}", traffic.join("\n           ")));
+    lines.push(match &output.rollout {
+        Some(journal) if !journal.phase.is_terminal() => format!(
+            "rollout    IN PROGRESS `{}`: {:?} at {}% ({} → {}), owner {}, updated {}",
+            journal.id,
+            journal.phase,
+            journal.percent,
+            journal.stable.as_deref().unwrap_or("-"),
+            journal.canary,
+            journal.owner,
+            journal.updated.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        Some(journal) => format!(
+            "rollout    last `{}`: {:?}{} ({})",
+            journal.id,
+            journal.phase,
+            journal
+                .reason
+                .as_ref()
+                .map(|reason| format!(" — {reason}"))
+                .unwrap_or_default(),
+            journal.updated.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => "rollout    none recorded".into(),
+    });
+    lines.push(match &output.lock {
+        Some(lock) => format!("lock       held by {}", lock.describe()),
+        None => "lock       free".into(),
+    });
+    lines.push("revisions".into());
+    for revision in &output.revisions {
+        lines.push(format!(
+            "  {}  {}  commit {}{}",
+            revision.name,
+            if revision.ready { "ready " } else { "FAILED" },
+            revision
+                .labels
+                .get("deployer-commit")
+                .map(|commit| commit.chars().take(12).collect::<String>())
+                .unwrap_or_else(|| "-".into()),
+            revision
+                .failure
+                .as_ref()
+                .map(|failure| format!("  ({failure})"))
+                .unwrap_or_default()
+        ));
+    }
+    lines.join("\n")
+}
