@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         settings.interval, policy.max_error_rate, settings.runs, settings.seed
     );
     println!(
-        "| scenario | analyser | rolled back | service-wide | promoted | held | detected ≤ 15 s | \
+        "| scenario | analyser | rolled back | service-wide | promoted | held | rolled back ≤ 15 s | \
          time to rollback median / p95 / max |"
     );
     println!("|---|---|---|---|---|---|---|---|");
