@@ -4,6 +4,7 @@
 //! that prints or asks questions. Domain modules own one concern each and report through
 //! typed values, never by printing. See `docs/ARCHITECTURE.md` for the map.
 
+pub mod analysis;
 pub mod checks;
 pub mod cli;
 pub mod config;

@@ -340,7 +340,7 @@ async fn metrics_unavailable_is_never_promoted() {
         .unwrap();
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
-            assert!(reason.contains("3 measurement errors in a row"), "{reason}")
+            assert!(reason.contains("4 measurement errors in a row"), "{reason}")
         }
         other => panic!("expected a rollback, got {other:?}"),
     }

@@ -5,6 +5,7 @@
 //! `deployer ... --format json | jq` always works.
 
 mod completions;
+mod deploy;
 mod output;
 pub mod prompt;
 mod rollback;
@@ -92,6 +93,13 @@ pub enum Command {
     /// List, show, validate service definitions (`services/*.toml`), or print their schema.
     #[command(subcommand)]
     Services(services::ServicesCommand),
+    /// Deploy a new revision as a guarded rollout.
+    ///
+    /// The new revision starts with 0% of traffic and a `canary` tag; it gets traffic only after
+    /// its `/health` reports the expected service and commit and its image digest matches. Then
+    /// canary steps, each judged by a sequential test on error rates, promotion, and the
+    /// post-deploy monitor. Any failure puts 100% back on the previous revision.
+    Deploy(deploy::DeployArgs),
     /// Show a service: revisions, traffic split, deployed commits, rollout in progress, lock.
     Status(status::StatusArgs),
     /// Emergency rollback: 100% of traffic to the previous healthy revision, in one write.
@@ -165,6 +173,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     let context = Context::new(&cli.global);
     let result = match cli.command {
         Command::Services(command) => services::run(&context, command),
+        Command::Deploy(args) => deploy::deploy(&context, &args),
         Command::Status(args) => status::status(&context, &args),
         Command::Rollback(args) => rollback::rollback(&context, &args),
         Command::Unlock(args) => rollback::unlock(&context, &args),

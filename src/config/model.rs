@@ -206,16 +206,19 @@ pub struct RolloutConfig {
     /// How often metrics are read during a step.
     #[serde(default = "defaults::interval")]
     pub interval: HumanDuration,
-    /// Highest acceptable error rate (fraction of 5xx responses), in `(0, 1)`.
+    /// Error rate (fraction of 5xx responses) at which a canary is failing, in `(0, 1)`: the
+    /// analysis rolls back a canary at this rate or above with probability at least `1 - beta`,
+    /// and one at 40% of it or below with probability at most `alpha` (`docs/ANALYSIS.md`).
     #[serde(default = "defaults::max_error_rate")]
     pub max_error_rate: f64,
     /// Fewest canary requests before the analysis may decide anything.
     #[serde(default = "defaults::min_requests")]
     pub min_requests: u64,
-    /// Bound on the probability of rolling back a healthy canary (false rollback), in `(0, 0.5)`.
+    /// Bound on the probability of rolling back a healthy canary (false rollback), per step, in
+    /// `(0, 0.5)`.
     #[serde(default = "defaults::alpha")]
     pub alpha: f64,
-    /// Bound on the probability of promoting a bad canary (miss), in `(0, 0.5)`.
+    /// Bound on the probability of passing a failing canary step (miss), in `(0, 0.5)`.
     #[serde(default = "defaults::beta")]
     pub beta: f64,
     /// What to do when a step reaches `hold` without a decision.

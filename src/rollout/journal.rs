@@ -227,7 +227,8 @@ mod tests {
             name: "svc".into(),
         };
         assert!(store.load(&id).is_none());
-        store.record(&id, &journal());
-        assert_eq!(store.load(&id), Some(journal()));
+        let recorded = journal();
+        store.record(&id, &recorded);
+        assert_eq!(store.load(&id), Some(recorded));
     }
 }

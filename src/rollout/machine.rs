@@ -106,18 +106,24 @@ pub fn after_analysis(policy: &StepPolicy, state: StepState, judgement: &Judgeme
     match judgement {
         Judgement::Pass => proceed(),
         Judgement::Fail { reason } => Next::Rollback(reason.clone()),
-        // Rolling back does not help when the stable revision fails too, and promoting would
-        // be reckless: stop and tell a human, with the numbers.
-        Judgement::ServiceWide { reason } => Next::Hold(format!(
-            "the whole service is failing, not only the canary: {reason}"
-        )),
+        // The stable revision fails too: never promote, and do not blame the canary. Rolling
+        // back does not fix a service-wide failure, so it happens only when the policy says
+        // `rollback`; otherwise the split is held for a human (docs/ANALYSIS.md).
+        Judgement::ServiceWide { reason } => {
+            let reason = format!("the whole service is failing, not only the canary: {reason}");
+            match policy.inconclusive {
+                InconclusivePolicy::Rollback => Next::Rollback(reason),
+                _ => Next::Hold(reason),
+            }
+        }
         Judgement::Inconclusive { reason } if deadline_passed => at_deadline(reason),
         Judgement::Inconclusive { .. } => Next::Analyse {
             consecutive_errors: 0,
         },
         Judgement::MeasurementError { reason } => {
             let errors = state.consecutive_errors + 1;
-            if errors >= policy.consecutive_error_limit {
+            // `consecutive_error_limit` errors in a row are tolerated; one more ends the wait.
+            if errors > policy.consecutive_error_limit {
                 // Never promote on missing data: errors end in a rollback or a hold.
                 match policy.inconclusive {
                     InconclusivePolicy::Hold => {
@@ -163,7 +169,7 @@ pub fn after_monitor_check(
     match judgement {
         Judgement::Fail { reason } => MonitorNext::Rollback(reason.clone()),
         Judgement::MeasurementError { reason }
-            if consecutive_errors + 1 >= consecutive_error_limit =>
+            if consecutive_errors + 1 > consecutive_error_limit =>
         {
             MonitorNext::Rollback(format!(
                 "{} measurement errors in a row during the monitor: {reason}",
@@ -232,7 +238,8 @@ mod tests {
             (Hold, state(2, 10, 0), fail, "rollback"),
             // Service-wide failure is never blamed on the canary, never promoted.
             (Promote, state(0, 10, 0), wide.clone(), "hold"),
-            (Rollback, state(1, 400, 0), wide, "hold"),
+            (Hold, state(1, 400, 0), wide.clone(), "hold"),
+            (Rollback, state(1, 10, 0), wide, "rollback"),
             // Inconclusive waits until the deadline, then follows the policy.
             (Rollback, state(0, 299, 0), inconclusive(), "analyse 0"),
             (Rollback, state(0, 300, 0), inconclusive(), "rollback"),
@@ -241,10 +248,10 @@ mod tests {
             (Promote, state(2, 300, 0), inconclusive(), "promote"),
             // Measurement errors count up, end at the limit, and never promote.
             (Rollback, state(0, 10, 0), error(), "analyse 1"),
-            (Rollback, state(0, 10, 1), error(), "analyse 2"),
-            (Rollback, state(0, 10, 2), error(), "rollback"),
-            (Promote, state(0, 10, 2), error(), "rollback"),
-            (Hold, state(0, 10, 2), error(), "hold"),
+            (Rollback, state(0, 10, 2), error(), "analyse 3"),
+            (Rollback, state(0, 10, 3), error(), "rollback"),
+            (Promote, state(0, 10, 3), error(), "rollback"),
+            (Hold, state(0, 10, 3), error(), "hold"),
             (Promote, state(0, 300, 0), error(), "step 1"),
         ];
         for (inconclusive_policy, step, judgement, expected) in cases {
@@ -301,13 +308,13 @@ mod tests {
             MonitorNext::Done
         );
         assert_eq!(
-            after_monitor_check(&error(), minute, thirty, 1, 3),
+            after_monitor_check(&error(), minute, thirty, 2, 3),
             MonitorNext::Continue {
-                consecutive_errors: 2
+                consecutive_errors: 3
             }
         );
         assert!(matches!(
-            after_monitor_check(&error(), minute, thirty, 2, 3),
+            after_monitor_check(&error(), minute, thirty, 3, 3),
             MonitorNext::Rollback(_)
         ));
     }

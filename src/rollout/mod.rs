@@ -6,6 +6,7 @@
 //! rollout is found and finished by the next run; [`identity`] checks that the new revision
 //! runs the code we meant to deploy before it gets any traffic.
 
+pub mod analyser;
 pub mod driver;
 pub mod identity;
 pub mod journal;

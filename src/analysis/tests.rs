@@ -1,0 +1,390 @@
+//! Table and property tests of the step analysis and the decisions built on it.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::InconclusivePolicy;
+
+/// The default policy: max 5%, healthy 2%, min 50 requests, alpha 0.01, beta 0.05, 4
+/// consecutive errors tolerated, roll back when inconclusive. Hand-computed weights (see
+/// `sprt.rs`): error +0.916291, success −0.031091, boundaries +4.605170 / −2.995732.
+fn policy() -> AnalysisPolicy {
+    AnalysisPolicy::default()
+}
+
+fn counts(requests: u64, errors: u64) -> Counts {
+    Counts::new(requests, errors).expect("valid counts")
+}
+
+fn look(canary: (u64, u64), stable: Option<(u64, u64)>) -> Measurement {
+    Measurement::Counts(Observation {
+        canary: counts(canary.0, canary.1),
+        stable: stable.map(|(requests, errors)| counts(requests, errors)),
+    })
+}
+
+fn unavailable() -> Measurement {
+    Measurement::Unavailable {
+        reason: "timeSeries.list: 503".into(),
+    }
+}
+
+fn run(policy: AnalysisPolicy, looks: impl IntoIterator<Item = Measurement>) -> Assessment {
+    let mut analysis = CanaryAnalysis::new(policy).expect("valid policy");
+    let mut assessment = analysis.assessment();
+    for measurement in looks {
+        assessment = analysis.record(measurement);
+    }
+    assessment
+}
+
+fn too_few(observed: u64) -> Verdict {
+    Verdict::Inconclusive {
+        reason: InconclusiveReason::TooFewRequests {
+            observed,
+            required: 50,
+        },
+    }
+}
+
+const UNDECIDED: Verdict = Verdict::Inconclusive {
+    reason: InconclusiveReason::Undecided,
+};
+const FAIL_CANARY: Verdict = Verdict::Fail {
+    cause: FailureCause::Canary,
+};
+const FAIL_SERVICE: Verdict = Verdict::Fail {
+    cause: FailureCause::ServiceWide,
+};
+
+#[test]
+fn verdicts_on_known_counts() {
+    // (looks as (canary, stable), expected verdict, expected phase; LLRs by hand)
+    let table: Vec<(Vec<Measurement>, Verdict, Phase)> = vec![
+        (
+            vec![],
+            Verdict::Inconclusive {
+                reason: InconclusiveReason::NoData,
+            },
+            Phase::Pending,
+        ),
+        // No canary traffic at all: inconclusive, never pass.
+        (
+            vec![look((0, 0), Some((250, 0))); 3],
+            too_few(0),
+            Phase::Running,
+        ),
+        // 40 requests, all errors: far beyond the boundary, but below min_requests.
+        (vec![look((40, 40), None)], too_few(40), Phase::Running),
+        // 50 requests, 10 errors: 9.163 − 40 × 0.031091 = 7.919 ≥ 4.605.
+        (
+            vec![look((25, 5), None), look((25, 5), None)],
+            FAIL_CANARY,
+            Phase::Failed,
+        ),
+        // 50 requests, 1 error: 0.916 − 49 × 0.031091 = −0.607: between the boundaries.
+        (vec![look((50, 1), None)], UNDECIDED, Phase::Running),
+        // 100 requests, no error: −3.109 ≤ −2.996.
+        (vec![look((100, 0), None)], Verdict::Pass, Phase::Successful),
+        // 96 requests, no error: −2.985, not yet.
+        (vec![look((96, 0), None)], UNDECIDED, Phase::Running),
+        // Canary 100/10 (9.163 − 2.798 = 6.365, failing); stable 900/90 (10%):
+        // 82.466 − 25.184 = 57.3, failing too → the whole service.
+        (
+            vec![look((100, 10), Some((900, 90)))],
+            FAIL_SERVICE,
+            Phase::Failed,
+        ),
+        // Same canary; stable 900/9 (1%): 8.247 − 27.702 = −19.5, healthy → the canary.
+        (
+            vec![look((100, 10), Some((900, 9)))],
+            FAIL_CANARY,
+            Phase::Failed,
+        ),
+        // Stable failing but below min_requests (30 requests): not known → the canary.
+        (
+            vec![look((100, 10), Some((30, 30)))],
+            FAIL_CANARY,
+            Phase::Failed,
+        ),
+        // A healthy canary passes even when the stable revision fails: it may be the fix.
+        (
+            vec![look((100, 0), Some((900, 90)))],
+            Verdict::Pass,
+            Phase::Successful,
+        ),
+        // Four unreadable looks are tolerated (consecutive_error_limit = 4) ...
+        (
+            vec![unavailable(); 4],
+            Verdict::Inconclusive {
+                reason: InconclusiveReason::NoData,
+            },
+            Phase::Running,
+        ),
+        // ... the fifth is not.
+        (
+            vec![unavailable(); 5],
+            Verdict::Inconclusive {
+                reason: InconclusiveReason::MeasurementErrors {
+                    consecutive: 5,
+                    last_reason: "timeSeries.list: 503".into(),
+                },
+            },
+            Phase::Error,
+        ),
+        // A successful read resets the run of errors.
+        (
+            [
+                vec![unavailable(); 4],
+                vec![look((10, 0), None)],
+                vec![unavailable(); 4],
+            ]
+            .concat(),
+            too_few(10),
+            Phase::Running,
+        ),
+        // The first boundary crossing is final: later good data do not undo a failure.
+        (
+            vec![look((50, 10), None), look((10_000, 0), None)],
+            FAIL_CANARY,
+            Phase::Failed,
+        ),
+    ];
+    for (index, (looks, verdict, phase)) in table.into_iter().enumerate() {
+        let assessment = run(policy(), looks);
+        assert_eq!(assessment.verdict, verdict, "row {index}: {assessment:?}");
+        assert_eq!(assessment.phase, phase, "row {index}: {assessment:?}");
+    }
+}
+
+#[test]
+fn assessment_reports_counts_and_boundaries() {
+    let assessment = run(
+        policy(),
+        [look((30, 1), Some((270, 2))), look((30, 2), Some((270, 3)))],
+    );
+    assert_eq!(assessment.canary, counts(60, 3));
+    assert_eq!(assessment.stable, counts(540, 5));
+    // 3 × 0.916291 − 57 × 0.031091 = 2.749 − 1.772 = 0.977
+    assert!((assessment.log_likelihood_ratio - 0.977).abs() < 1e-3);
+    assert!((assessment.fail_boundary - 4.605).abs() < 1e-3);
+    assert!((assessment.pass_boundary + 2.996).abs() < 1e-3);
+    assert_eq!(assessment.baseline, BaselineStatus::Healthy);
+    assert_eq!(assessment.measurements, 2);
+}
+
+#[test]
+fn invalid_inputs_are_errors_not_panics() {
+    assert!(Counts::new(3, 4).is_err());
+    let broken = AnalysisPolicy {
+        max_error_rate: 0.0,
+        ..policy()
+    };
+    assert!(CanaryAnalysis::new(broken).is_err());
+    let broken = AnalysisPolicy {
+        alpha: 0.7,
+        ..policy()
+    };
+    assert!(CanaryAnalysis::new(broken).is_err());
+}
+
+fn with_policy(inconclusive: InconclusivePolicy) -> AnalysisPolicy {
+    AnalysisPolicy {
+        inconclusive,
+        ..policy()
+    }
+}
+
+#[test]
+fn decisions_after_a_look() {
+    use InconclusivePolicy::{Hold, Promote, Rollback};
+    let pass = run(policy(), [look((100, 0), None)]);
+    let fail = run(policy(), [look((100, 10), None)]);
+    let service = run(policy(), [look((100, 10), Some((900, 90)))]);
+    let undecided = run(policy(), [look((50, 1), None)]);
+    let errors = run(policy(), vec![unavailable(); 5]);
+    // (assessment, policy, decision)
+    let table = [
+        (&pass, Rollback, Some(Decision::Continue)),
+        (&fail, Promote, Some(Decision::Rollback)),
+        (&fail, Hold, Some(Decision::Rollback)),
+        (&service, Rollback, Some(Decision::Rollback)),
+        (&service, Hold, Some(Decision::Hold)),
+        (&service, Promote, Some(Decision::Hold)),
+        (&undecided, Promote, None),
+        (&errors, Rollback, Some(Decision::Rollback)),
+        (&errors, Promote, Some(Decision::Hold)),
+    ];
+    for (assessment, inconclusive, expected) in table {
+        assert_eq!(
+            decide(assessment, &with_policy(inconclusive)),
+            expected,
+            "{inconclusive:?}: {assessment:?}"
+        );
+    }
+}
+
+#[test]
+fn decisions_at_the_deadline() {
+    use InconclusivePolicy::{Hold, Promote, Rollback};
+    let undecided = run(policy(), [look((50, 1), None)]);
+    let no_traffic = run(policy(), [look((0, 0), None)]);
+    let never_read = run(policy(), [unavailable()]);
+    let read_then_lost = run(policy(), [look((50, 1), None), unavailable()]);
+    let pass = run(policy(), [look((100, 0), None)]);
+    let table = [
+        (&undecided, Hold, Decision::Hold),
+        (&undecided, Rollback, Decision::Rollback),
+        (&undecided, Promote, Decision::Continue),
+        // Too little traffic follows the policy too: the user chose it for quiet services.
+        (&no_traffic, Promote, Decision::Continue),
+        (&no_traffic, Rollback, Decision::Rollback),
+        // Unavailable metrics never promote.
+        (&never_read, Promote, Decision::Hold),
+        (&never_read, Rollback, Decision::Rollback),
+        (&read_then_lost, Promote, Decision::Hold),
+        (&pass, Rollback, Decision::Continue),
+    ];
+    for (assessment, inconclusive, expected) in table {
+        assert_eq!(
+            decide_at_deadline(assessment, &with_policy(inconclusive)),
+            expected,
+            "{inconclusive:?}: {assessment:?}"
+        );
+    }
+}
+
+/// Windows of (canary requests, canary errors), errors ≤ requests.
+fn windows() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    prop::collection::vec(
+        (0u64..80).prop_flat_map(|requests| (Just(requests), 0..=requests)),
+        0..12,
+    )
+}
+
+fn arbitrary_policy() -> impl Strategy<Value = AnalysisPolicy> {
+    (
+        0.01f64..0.3,
+        0.1f64..0.9,
+        1u64..200,
+        0.001f64..0.2,
+        0.01f64..0.3,
+    )
+        .prop_map(
+            |(max_error_rate, fraction, min_requests, alpha, beta)| AnalysisPolicy {
+                max_error_rate,
+                healthy_error_rate: max_error_rate * fraction,
+                min_requests,
+                alpha,
+                beta,
+                ..policy()
+            },
+        )
+}
+
+fn final_verdict(policy: AnalysisPolicy, windows: &[(u64, u64)]) -> Verdict {
+    run(
+        policy,
+        windows
+            .iter()
+            .map(|&(requests, errors)| look((requests, errors), None)),
+    )
+    .verdict
+}
+
+proptest! {
+    /// More errors never turn a failure into a pass: with the same requests, a sequence whose
+    /// errors are at least as many in every window has a log likelihood ratio at least as high
+    /// at every look, so it cannot cross the lower boundary first.
+    #[test]
+    fn more_errors_never_turn_fail_into_pass(
+        policy in arbitrary_policy(),
+        windows in windows(),
+        extra in prop::collection::vec(0u64..80, 12),
+    ) {
+        let worse: Vec<(u64, u64)> = windows
+            .iter()
+            .zip(&extra)
+            .map(|(&(requests, errors), &more)| (requests, (errors + more).min(requests)))
+            .collect();
+        let better = final_verdict(policy, &windows);
+        let worse = final_verdict(policy, &worse);
+        // Stronger than "a failure never becomes a pass": the worse sequence fails whenever the
+        // better one does, and the better one passes whenever the worse one does.
+        if matches!(better, Verdict::Fail { .. }) {
+            prop_assert!(matches!(worse, Verdict::Fail { .. }), "better {better:?} worse {worse:?}");
+        }
+        if worse == Verdict::Pass {
+            prop_assert_eq!(better, Verdict::Pass);
+        }
+    }
+
+    /// Zero canary traffic is always inconclusive, whatever the stable revision does, and the
+    /// driver is never told to act before the deadline.
+    #[test]
+    fn zero_traffic_is_always_inconclusive(
+        policy in arbitrary_policy(),
+        stable in prop::collection::vec(
+            prop::option::of((0u64..1000).prop_flat_map(|r| (Just(r), 0..=r))),
+            0..12,
+        ),
+    ) {
+        let assessment = run(policy, stable.iter().map(|&stable| look((0, 0), stable)));
+        prop_assert!(
+            matches!(assessment.verdict, Verdict::Inconclusive { .. }),
+            "{:?}",
+            assessment.verdict
+        );
+        prop_assert_eq!(decide(&assessment, &policy), None);
+    }
+
+    /// Below `min_requests` canary requests in the step, nothing is decided.
+    #[test]
+    fn below_min_requests_never_decides(policy in arbitrary_policy(), windows in windows()) {
+        let total: u64 = windows.iter().map(|&(requests, _)| requests).sum();
+        prop_assume!(total < policy.min_requests);
+        let verdict = final_verdict(policy, &windows);
+        prop_assert!(matches!(verdict, Verdict::Inconclusive { .. }), "{verdict:?}");
+    }
+
+    /// A single look: the verdict is monotone in the error count for a fixed request count.
+    #[test]
+    fn single_look_is_monotone(
+        policy in arbitrary_policy(),
+        requests in 0u64..500,
+        split in (0.0f64..=1.0, 0.0f64..=1.0),
+    ) {
+        let low = (split.0.min(split.1) * requests as f64) as u64;
+        let high = (split.0.max(split.1) * requests as f64) as u64;
+        let rank = |verdict: Verdict| match verdict {
+            Verdict::Pass => 0,
+            Verdict::Inconclusive { .. } => 1,
+            Verdict::Fail { .. } => 2,
+        };
+        let low = rank(final_verdict(policy, &[(requests, low)]));
+        let high = rank(final_verdict(policy, &[(requests, high)]));
+        prop_assert!(low <= high);
+    }
+
+    /// Unavailable metrics never lead to promotion, before or at the deadline.
+    #[test]
+    fn unavailable_metrics_never_promote(
+        inconclusive in prop_oneof![
+            Just(InconclusivePolicy::Hold),
+            Just(InconclusivePolicy::Rollback),
+            Just(InconclusivePolicy::Promote),
+        ],
+        windows in windows(),
+        failures in 1usize..10,
+    ) {
+        let policy = with_policy(inconclusive);
+        let looks = windows
+            .iter()
+            .map(|&(requests, errors)| look((requests, errors), None))
+            .chain(std::iter::repeat_with(unavailable).take(failures));
+        let assessment = run(policy, looks);
+        if assessment.verdict != Verdict::Pass {
+            prop_assert_ne!(decide_at_deadline(&assessment, &policy), Decision::Continue);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `deployer deploy SERVICE`: the guarded rollout, with live progress.
+
+use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Mutex, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{block_on, target, Context, UsageError};
+use crate::{
+    checks::cloud_monitoring::{CloudMonitoring, GOOGLE_ENDPOINT},
+    config::{HumanDuration, ServiceConfig, Target},
+    exit::ExitStatus,
+    platform::{cloud_run::Endpoint, RetryPolicy},
+    rollout::{
+        driver::{
+            DeployRequest, Driver, Event, Interrupt, Outcome, RolloutReport, RolloutReporter,
+        },
+        identity::HttpProbe,
+        journal::LocalJournal,
+        machine::Judgement,
+    },
+};
+
+/// `deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service to deploy.
+    pub service: String,
+    /// The image to deploy, by digest (`REPOSITORY@sha256:...`), or a local image name for the
+    /// local emulator.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// The commit the image was built from [default: `HEAD` of the repository].
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// An environment variable of the new revision (repeatable), e.g. `--env FAIL_RATE=0.3`.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// How long to wait for another rollout of the service to finish.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_wait: HumanDuration,
+    /// How long the new revision may take to become Ready and answer `/health`.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub ready_timeout: HumanDuration,
+    /// Cloud Monitoring endpoint for request counts [default: the emulator for local targets,
+    /// Google otherwise].
+    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
+    pub monitoring_endpoint: Option<String>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty name"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// The commit at `HEAD` of the repository holding `root`.
+fn head_commit(root: &Path) -> Result<String, UsageError> {
+    let failure = |why: String| UsageError {
+        message: format!("cannot tell the commit being deployed ({why}): pass `--commit SHA`"),
+    };
+    let repository =
+        git2::Repository::discover(root).map_err(|error| failure(error.message().to_string()))?;
+    let head = repository
+        .head()
+        .and_then(|head| head.peel_to_commit())
+        .map_err(|error| failure(error.message().to_string()))?;
+    Ok(head.id().to_string())
+}
+
+fn monitoring_endpoint(config: &ServiceConfig, args: &DeployArgs, endpoint: &Endpoint) -> String {
+    if let Some(url) = &args.monitoring_endpoint {
+        return url.clone();
+    }
+    match (&config.target, endpoint) {
+        // The emulator serves Cloud Monitoring's API next to the Admin API.
+        (Target::Local { .. }, Endpoint::Custom(url)) => url.clone(),
+        (_, Endpoint::Custom(url)) if url.starts_with("http://") => url.clone(),
+        _ => GOOGLE_ENDPOINT.to_string(),
+    }
+}
+
+/// Progress: a spinner line on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    json: bool,
+    last_line: Mutex<String>,
+}
+
+impl Progress {
+    fn new(context: &Context) -> Self {
+        let bar = (std::io::stderr().is_terminal() && !context.output.is_json()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            json: context.output.is_json(),
+            last_line: Mutex::new(String::new()),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn judgement_text(judgement: &Judgement) -> String {
+    match judgement {
+        Judgement::Pass => "PASS".into(),
+        Judgement::Fail { reason } => format!("FAIL — {reason}"),
+        Judgement::Inconclusive { reason } => format!("INCONCLUSIVE — {reason}"),
+        Judgement::ServiceWide { reason } => format!("SERVICE-WIDE FAILURE — {reason}"),
+        Judgement::MeasurementError { reason } => format!("MEASUREMENT ERROR — {reason}"),
+    }
+}
+
+impl RolloutReporter for Progress {
+    fn event(&self, event: &Event) {
+        let text = match event {
+            Event::Note { message } => message.clone(),
+            Event::Traffic {
+                canary_percent,
+                split,
+            } => format!(
+                "traffic: canary {canary_percent}% ({})",
+                split
+                    .iter()
+                    .map(|target| format!(
+                        "{} {}%",
+                        target.revision.as_deref().unwrap_or("latest"),
+                        target.percent
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::Analysis {
+                canary_percent,
+                canary,
+                stable,
+                judgement,
+                remaining,
+            } => {
+                let stable = stable
+                    .map(|counts| format!(", stable {}/{} errors", counts.errors, counts.total))
+                    .unwrap_or_default();
+                let text = format!(
+                    "[{canary_percent:>3}%] canary {}/{} errors{stable} → {} ({} left)",
+                    canary.errors,
+                    canary.total,
+                    judgement_text(judgement),
+                    humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+                );
+                if let Some(bar) = &self.bar {
+                    // On a terminal the analysis updates one live line.
+                    bar.set_message(text);
+                    return;
+                }
+                text
+            }
+        };
+        if self.json {
+            // Machine-readable progress on stderr, one JSON object per line.
+            if let Ok(line) = serde_json::to_string(event) {
+                eprintln!("{line}");
+            }
+            return;
+        }
+        let mut last = self
+            .last_line
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last != text {
+            self.line(text.clone());
+            *last = text;
+        }
+    }
+}
+
+/// Ctrl-C as a future (never completes if the handler cannot be installed).
+fn ctrl_c() -> Interrupt {
+    Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// Runs `deploy`.
+pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = context.workspace()?;
+    let config = workspace
+        .find(&args.service)??
+        .config
+        .with_overrides(&context.overrides);
+    let id = target::service_id(&config)?;
+    let commit = match &args.commit {
+        Some(commit) => commit.clone(),
+        None => head_commit(&workspace.root)?,
+    };
+    let env: Option<BTreeMap<String, String>> =
+        (!args.env.is_empty()).then(|| args.env.iter().cloned().collect());
+    let request = DeployRequest {
+        id,
+        service_name: config.name.clone(),
+        image: args.image.clone(),
+        commit,
+        env,
+        policy: config.rollout.clone(),
+        health: config.health.clone(),
+        lock_wait: args.lock_wait.get(),
+        ready_timeout: args.ready_timeout.get(),
+    };
+    block_on(async {
+        let endpoint = target::endpoint(&config, context.endpoint.as_deref());
+        let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        let metrics = CloudMonitoring::new(&monitoring_endpoint(&config, args, &endpoint))?;
+        let analyser = crate::rollout::analyser::SequentialAnalyser::new(&config.rollout)
+            .context("the rollout policy is not usable by the analysis")?;
+        let probe = HttpProbe::new();
+        let progress = Progress::new(context);
+        let prompter = super::prompt::prompter(context);
+        let driver = Driver {
+            platform: &platform,
+            metrics: &metrics,
+            analyser: &analyser,
+            probe: &probe,
+            reporter: &progress,
+            prompter: prompter.as_ref(),
+            local_journal: LocalJournal::from_environment(),
+            retry: RetryPolicy::default(),
+        };
+        progress.line(format!(
+            "deploying `{}` to {}: image {}, commit {}",
+            config.name,
+            request.id,
+            request.image,
+            &request.commit[..request.commit.len().min(12)]
+        ));
+        let report = driver.deploy(&request, ctrl_c()).await;
+        progress.finish();
+        let report =
+            report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
+        print_report(context, &report)?;
+        Ok(match report.outcome {
+            Outcome::Promoted { .. } => ExitStatus::Success,
+            Outcome::StoppedBeforeTraffic { .. } => ExitStatus::StoppedBeforeTraffic,
+            Outcome::RolledBack { .. } => ExitStatus::RolledBack,
+            Outcome::RollbackFailed { .. } => ExitStatus::RollbackFailed,
+            Outcome::Held { .. } => ExitStatus::Held,
+        })
+    })
+}
+
+fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()> {
+    if context.output.is_json() {
+        return context.output.json(report);
+    }
+    for note in &report.notes {
+        context.output.message(format!("note: {note}"));
+    }
+    let line = match &report.outcome {
+        Outcome::Promoted { revision } => {
+            format!("PROMOTED: `{revision}` serves 100% of `{}`", report.service)
+        }
+        Outcome::StoppedBeforeTraffic { reason } => format!(
+            "STOPPED before any traffic moved: {reason}\n`{}` serves as before",
+            report.stable.as_deref().unwrap_or("the previous revision")
+        ),
+        Outcome::RolledBack { reason, revision } => {
+            format!("ROLLED BACK: `{revision}` serves 100% again\nwhy: {reason}")
+        }
+        Outcome::Held { reason } => format!(
+            "HELD: the split was left as it is for a human — {reason}\nnext: `deployer rollback {}` or `deployer status {}`",
+            report.service, report.service
+        ),
+        Outcome::RollbackFailed { reason } => format!(
+            "ROLLBACK FAILED — a human must act now: {reason}\nnext: `deployer rollback {}` (one write, no analysis)",
+            report.service
+        ),
+    };
+    context.output.data(line);
+    Ok(())
+}

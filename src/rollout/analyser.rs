@@ -1,0 +1,129 @@
+//! The driver's [`Analyser`] on the sequential test of [`crate::analysis`].
+//!
+//! The driver reads *cumulative* counts since the step started at every look; the log-likelihood
+//! ratio of cumulative counts is the sum of the per-window ratios, so judging them with a fresh
+//! test each look is the same sequential test as feeding windows one by one. Measurement errors
+//! and deadlines are counted by the driver's state machine, not here.
+
+use super::{driver::Analyser, machine::Judgement};
+use crate::{
+    analysis::{
+        AnalysisError, AnalysisPolicy, CanaryAnalysis, Counts, FailureCause, InconclusiveReason,
+        Measurement, Observation, Verdict,
+    },
+    checks::RequestCounts,
+    config::RolloutConfig,
+};
+
+/// The sequential analysis, configured from a service's rollout policy.
+#[derive(Debug, Clone)]
+pub struct SequentialAnalyser {
+    policy: AnalysisPolicy,
+}
+
+impl SequentialAnalyser {
+    /// Checks that the policy is usable (bounds in range) and keeps it.
+    pub fn new(rollout: &RolloutConfig) -> Result<Self, AnalysisError> {
+        let policy = AnalysisPolicy::from(rollout);
+        CanaryAnalysis::new(policy)?;
+        Ok(Self { policy })
+    }
+}
+
+fn percent(counts: Counts) -> String {
+    counts.error_rate().map_or_else(
+        || "no requests".to_string(),
+        |rate| {
+            format!(
+                "{:.1}% errors ({}/{})",
+                rate * 100.0,
+                counts.errors(),
+                counts.requests()
+            )
+        },
+    )
+}
+
+fn counts(counts: RequestCounts) -> Counts {
+    // A backend reporting more errors than requests is clamped rather than trusted.
+    Counts::new(counts.total, counts.errors.min(counts.total)).unwrap_or_default()
+}
+
+impl Analyser for SequentialAnalyser {
+    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> Judgement {
+        let Ok(mut analysis) = CanaryAnalysis::new(self.policy) else {
+            return Judgement::MeasurementError {
+                reason: "the analysis policy is invalid".into(),
+            };
+        };
+        let observation = Observation {
+            canary: counts(canary),
+            stable: stable.map(counts),
+        };
+        let assessment = analysis.record(Measurement::Counts(observation));
+        let limit = format!("{:.1}% allowed", self.policy.max_error_rate * 100.0);
+        let numbers = match stable {
+            Some(_) => format!(
+                "canary {}, stable {}; {limit}",
+                percent(assessment.canary),
+                percent(assessment.stable)
+            ),
+            None => format!("{}; {limit}", percent(assessment.canary)),
+        };
+        match assessment.verdict {
+            Verdict::Pass => Judgement::Pass,
+            Verdict::Fail {
+                cause: FailureCause::Canary,
+            } => Judgement::Fail { reason: numbers },
+            Verdict::Fail {
+                cause: FailureCause::ServiceWide,
+            } => Judgement::ServiceWide { reason: numbers },
+            Verdict::Inconclusive { reason } => Judgement::Inconclusive {
+                reason: match reason {
+                    InconclusiveReason::NoData => "no data yet".into(),
+                    InconclusiveReason::TooFewRequests { observed, required } => {
+                        format!("{observed} canary requests (< {required} needed)")
+                    }
+                    InconclusiveReason::Undecided => format!("not decided yet: {numbers}"),
+                    InconclusiveReason::MeasurementErrors { last_reason, .. } => last_reason,
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(canary: (u64, u64), stable: Option<(u64, u64)>) -> Judgement {
+        SequentialAnalyser::new(&RolloutConfig::default())
+            .unwrap()
+            .judge(
+                RequestCounts {
+                    total: canary.0,
+                    errors: canary.1,
+                },
+                stable.map(|(total, errors)| RequestCounts { total, errors }),
+            )
+    }
+
+    #[test]
+    fn verdicts_carry_the_numbers() {
+        assert!(matches!(
+            judge((10, 0), Some((100, 0))),
+            Judgement::Inconclusive { .. }
+        ));
+        assert_eq!(judge((400, 0), Some((4000, 10))), Judgement::Pass);
+        match judge((200, 60), Some((2000, 10))) {
+            Judgement::Fail { reason } => {
+                assert!(reason.contains("canary 30.0% errors (60/200)"), "{reason}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(matches!(
+            judge((200, 60), Some((2000, 600))),
+            Judgement::ServiceWide { .. }
+        ));
+    }
+}
