@@ -1,0 +1,416 @@
+//! The deployed state (read once through the [`Platform`] boundary) and steps 7–8: the
+//! deployment status and the serving service's `/health`.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{
+    config::HealthConfig,
+    platform::{ServiceSnapshot, TrafficTarget},
+};
+
+use super::{Check, DeployedSource, Status, Step};
+
+/// The service annotation holding the rollout lock (JSON with `owner`, `host`, `expires`).
+pub const LOCK_ANNOTATION: &str = "deployer.dev/lock";
+
+/// The revision label holding the commit a revision was built from.
+pub const COMMIT_LABEL: &str = "deployer-commit";
+
+/// The revision serving most traffic, and the commit its label names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployedRevision {
+    /// Revision name.
+    pub revision: String,
+    /// Value of its `deployer-commit` label, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// What the platform says about the service.
+#[derive(Debug, Clone)]
+pub(super) enum DeployedState {
+    /// The platform could not be read; the reason.
+    Unavailable(String),
+    /// The service does not exist: this is its first deploy.
+    NotDeployed {
+        /// The platform's name of the service.
+        service: String,
+    },
+    /// The service exists.
+    Deployed {
+        /// As read.
+        snapshot: Box<ServiceSnapshot>,
+        /// The revision serving most traffic, with its commit label (`None`: nothing serves).
+        primary: Option<DeployedRevision>,
+        /// Why the primary revision's labels could not be read, if they could not.
+        revision_problem: Option<String>,
+    },
+}
+
+impl DeployedState {
+    pub(super) fn deployed_revision(&self) -> Option<DeployedRevision> {
+        match self {
+            DeployedState::Deployed { primary, .. } => primary.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the service and its serving revision, each read within `limit`.
+pub(super) async fn read(source: DeployedSource<'_>, limit: Duration) -> DeployedState {
+    let (platform, id) = match source {
+        DeployedSource::Unavailable(reason) => return DeployedState::Unavailable(reason),
+        DeployedSource::Platform { platform, id } => (platform, id),
+    };
+    let too_slow = || {
+        format!(
+            "reading `{}` took longer than {}",
+            id.name,
+            humantime::format_duration(limit)
+        )
+    };
+    let snapshot = match tokio::time::timeout(limit, platform.service(&id)).await {
+        Err(_) => return DeployedState::Unavailable(too_slow()),
+        Ok(Err(error)) => return DeployedState::Unavailable(error.to_string()),
+        Ok(Ok(None)) => {
+            return DeployedState::NotDeployed {
+                service: id.name.clone(),
+            }
+        }
+        Ok(Ok(Some(snapshot))) => snapshot,
+    };
+    let mut revision_problem = None;
+    let primary = match snapshot.primary_revision() {
+        None => None,
+        Some(name) => {
+            let commit = match tokio::time::timeout(limit, platform.revision(&id, &name)).await {
+                Err(_) => {
+                    revision_problem = Some(too_slow());
+                    None
+                }
+                Ok(Err(error)) => {
+                    revision_problem = Some(error.to_string());
+                    None
+                }
+                Ok(Ok(None)) => {
+                    revision_problem = Some(format!("revision `{name}` not found"));
+                    None
+                }
+                Ok(Ok(Some(revision))) => revision.labels.get(COMMIT_LABEL).cloned(),
+            };
+            Some(DeployedRevision {
+                revision: name,
+                commit,
+            })
+        }
+    };
+    DeployedState::Deployed {
+        snapshot: Box::new(snapshot),
+        primary,
+        revision_problem,
+    }
+}
+
+/// The rollout lock as far as preflight needs it: who holds it and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockView {
+    holder: String,
+    expires: Option<DateTime<Utc>>,
+}
+
+/// Reads the lock annotation tolerantly: preflight reports a lock, it never takes or breaks one,
+/// so an unexpected shape is shown raw rather than rejected.
+fn parse_lock(raw: &str) -> Option<LockView> {
+    let value: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let text = |key: &str| value.get(key).and_then(|field| field.as_str());
+    let owner = text("owner").unwrap_or("someone");
+    let holder = match text("host") {
+        Some(host) => format!("{owner}@{host}"),
+        None => owner.to_string(),
+    };
+    let expires = value.get("expires").and_then(|field| match field {
+        serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| time.with_timezone(&Utc)),
+        serde_json::Value::Number(number) => number
+            .as_i64()
+            .and_then(|seconds| DateTime::from_timestamp(seconds, 0)),
+        _ => None,
+    });
+    Some(LockView { holder, expires })
+}
+
+fn split_text(snapshot: &ServiceSnapshot) -> String {
+    let serving = snapshot.serving();
+    if serving.is_empty() {
+        return "no revision serves traffic".into();
+    }
+    serving
+        .iter()
+        .map(|(revision, percent)| format!("{revision} {percent}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn written_split(traffic: &[TrafficTarget]) -> String {
+    if traffic.is_empty() {
+        return "(empty: follows the latest ready revision)".into();
+    }
+    traffic
+        .iter()
+        .map(|target| {
+            let revision = target.revision.as_deref().unwrap_or("LATEST");
+            match &target.tag {
+                Some(tag) => format!("{revision} {}% tag `{tag}`", target.percent),
+                None => format!("{revision} {}%", target.percent),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Step 7: ready, latest ready revision, split, pinned traffic, lock. Every finding is listed;
+/// the worst decides the status and gives the reason.
+pub(super) fn status(state: &DeployedState, now: DateTime<Utc>) -> Check {
+    let step = Step::DeploymentStatus;
+    let (snapshot, primary) = match state {
+        DeployedState::Unavailable(reason) => {
+            return Check::warn(step, format!("cannot run: {reason}")).hint(
+                "check the platform endpoint and credentials (`--endpoint`, `gcloud auth application-default login`)",
+            )
+        }
+        DeployedState::NotDeployed { service } => {
+            return Check::pass(
+                step,
+                format!("first deploy: `{service}` does not exist on the platform yet"),
+            )
+        }
+        DeployedState::Deployed {
+            snapshot, primary, ..
+        } => (snapshot, primary),
+    };
+    let follows_latest = snapshot.traffic_follows_latest();
+    let mut details = vec![
+        format!("ready: {}", if snapshot.ready { "yes" } else { "no" }),
+        format!("latest ready revision: {}", snapshot.latest_ready_revision),
+        format!("serving: {}", split_text(snapshot)),
+        format!(
+            "traffic: {}{}",
+            written_split(&snapshot.traffic),
+            if follows_latest {
+                ""
+            } else {
+                " (pinned by revision name)"
+            }
+        ),
+    ];
+    let mut findings: Vec<(Status, String, Option<String>)> = Vec::new();
+    match snapshot.annotations.get(LOCK_ANNOTATION) {
+        None => details.push("lock: none".into()),
+        Some(raw) => match parse_lock(raw) {
+            Some(lock) => match lock.expires {
+                Some(expires) if expires <= now => {
+                    details.push(format!(
+                        "lock: {} (expired {})",
+                        lock.holder,
+                        expires.to_rfc3339()
+                    ));
+                    findings.push((
+                        Status::Warn,
+                        format!("a stale rollout lock of {} expired at {}", lock.holder, expires.to_rfc3339()),
+                        Some("the rollout that held it may have crashed: the next deploy can resume or roll it back".into()),
+                    ));
+                }
+                expires => {
+                    let until = expires
+                        .map(|time| format!(" until {}", time.to_rfc3339()))
+                        .unwrap_or_default();
+                    details.push(format!("lock: {}{until}", lock.holder));
+                    findings.push((
+                        Status::Fail,
+                        format!("a rollout is in progress: locked by {}{until}", lock.holder),
+                        Some("wait for it to finish (`deploy --lock-wait`); only break the lock if its holder is gone".into()),
+                    ));
+                }
+            },
+            None => {
+                details.push(format!("lock: {raw}"));
+                findings.push((
+                    Status::Warn,
+                    format!("unreadable lock annotation `{LOCK_ANNOTATION}`"),
+                    None,
+                ));
+            }
+        },
+    }
+    if !snapshot.ready {
+        let why = snapshot.failure.as_deref().unwrap_or("no reason given");
+        findings.push((
+            Status::Warn,
+            format!("the service is not Ready: {why}"),
+            Some("the last change failed; the service keeps serving its last good revision".into()),
+        ));
+    }
+    if snapshot.reconciling {
+        findings.push((
+            Status::Warn,
+            "the platform is still applying a change to the service".into(),
+            Some("wait for it to finish".into()),
+        ));
+    }
+    let serving = snapshot.serving();
+    if serving.len() > 1 {
+        findings.push((
+            Status::Warn,
+            format!(
+                "traffic is split across {} revisions ({}): a rollout may be in progress or interrupted",
+                serving.len(),
+                split_text(snapshot)
+            ),
+            Some("find out who is rolling out before starting another rollout".into()),
+        ));
+    }
+    let latest_serves = serving
+        .iter()
+        .any(|(name, _)| *name == snapshot.latest_ready_revision);
+    if !follows_latest && !latest_serves && !serving.is_empty() {
+        findings.push((
+            Status::Warn,
+            format!(
+                "traffic is pinned to {} while the latest ready revision `{}` gets none",
+                split_text(snapshot),
+                snapshot.latest_ready_revision
+            ),
+            Some("an earlier deploy was not promoted (or was rolled back): find out why before deploying on top".into()),
+        ));
+    }
+    if serving.is_empty() {
+        findings.push((Status::Warn, "no revision serves traffic".into(), None));
+    }
+    let worst = findings.iter().map(|finding| finding.0).max();
+    match worst {
+        None => {
+            let serving = primary
+                .as_ref()
+                .map(|primary| primary.revision.as_str())
+                .unwrap_or_default();
+            let which = if serving == snapshot.latest_ready_revision {
+                " (the latest ready revision)"
+            } else {
+                ""
+            };
+            Check::pass(
+                step,
+                format!(
+                    "ready; `{serving}` serves 100%{which}; traffic {}",
+                    if follows_latest {
+                        "follows the latest revision"
+                    } else {
+                        "pinned by revision name"
+                    }
+                ),
+            )
+            .details(details)
+        }
+        Some(worst) => {
+            let mut chosen = None;
+            for (status, reason, hint) in findings {
+                if status == worst && chosen.is_none() {
+                    chosen = Some((reason, hint));
+                } else {
+                    details.push(format!("also: {reason}"));
+                }
+            }
+            let (reason, hint) = chosen.unwrap_or_default();
+            let check = Check::new(step, worst, reason).details(details);
+            match hint {
+                Some(hint) => check.hint(hint),
+                None => check,
+            }
+        }
+    }
+}
+
+/// Step 8: `GET <service URL><health path>` answers 200 within the health timeout.
+///
+/// The service URL routes to the serving revisions, so this is the health users get now. An
+/// answer other than 200 FAILs (production is unhealthy before the deploy: the canary analysis
+/// would compare against a failing baseline). No answer at all WARNs: the URL may simply not be
+/// reachable from this machine (internal ingress), which says nothing about the service.
+pub(super) async fn health(state: &DeployedState, config: &HealthConfig) -> Check {
+    let step = Step::ServiceHealth;
+    let snapshot = match state {
+        DeployedState::Unavailable(reason) => {
+            return Check::warn(step, format!("cannot run: {reason}"))
+        }
+        DeployedState::NotDeployed { service } => {
+            return Check::pass(
+                step,
+                format!("first deploy: nothing serves `{service}` yet"),
+            )
+        }
+        DeployedState::Deployed { snapshot, .. } => snapshot,
+    };
+    if snapshot.serving().is_empty() {
+        return Check::warn(step, "cannot run: no revision serves traffic");
+    }
+    if snapshot.uri.is_empty() {
+        return Check::warn(step, "cannot run: the platform reports no service URL");
+    }
+    let url = format!("{}{}", snapshot.uri.trim_end_matches('/'), config.path);
+    crate::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(config.timeout.get())
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => return Check::warn(step, format!("cannot run: {error}")),
+    };
+    let started = Instant::now();
+    match client.get(&url).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => Check::pass(
+            step,
+            format!(
+                "GET {url} answered 200 in {} ms",
+                started.elapsed().as_millis()
+            ),
+        ),
+        Ok(response) => Check::fail(
+            step,
+            format!("GET {url} answered {}", response.status()),
+        )
+        .hint(
+            "production is unhealthy before this deploy: find out why first (401/403: the service needs authentication)",
+        ),
+        Err(error) => {
+            let why = if error.is_timeout() {
+                format!("no answer within {}", config.timeout)
+            } else {
+                super::describe(&error)
+            };
+            Check::warn(step, format!("GET {url} failed: {why}")).hint(
+                "the service may not be reachable from this machine (internal ingress, VPN, proxy)",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_are_read_tolerantly() {
+        let lock = parse_lock(r#"{"owner":"ada","host":"ci-7","expires":"2030-01-01T00:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(lock.holder, "ada@ci-7");
+        assert_eq!(lock.expires, DateTime::from_timestamp(1_893_456_000, 0));
+        let lock = parse_lock(r#"{"owner":"ada","expires":1893456000}"#).unwrap();
+        assert_eq!(lock.holder, "ada");
+        assert_eq!(lock.expires, DateTime::from_timestamp(1_893_456_000, 0));
+        assert_eq!(parse_lock("not json"), None);
+    }
+}
