@@ -185,7 +185,16 @@ pub struct CommitRange {
     /// The newest commits of the range, at most the number asked for.
     pub commits: Vec<CommitSummary>,
     /// Authors with their number of commits in the range, most commits first.
-    pub authors: Vec<(String, usize)>,
+    pub authors: Vec<Author>,
+}
+
+/// An author of a range and how many of its commits they wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Author {
+    /// Author name.
+    pub name: String,
+    /// Commits in the range.
+    pub commits: usize,
 }
 
 /// An open repository.
@@ -489,8 +498,11 @@ impl Repo {
                 });
             }
         }
-        let mut authors: Vec<(String, usize)> = authors.into_iter().collect();
-        authors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut authors: Vec<Author> = authors
+            .into_iter()
+            .map(|(name, commits)| Author { name, commits })
+            .collect();
+        authors.sort_by(|a, b| b.commits.cmp(&a.commits).then_with(|| a.name.cmp(&b.name)));
         Ok(CommitRange {
             count,
             commits,
@@ -590,10 +602,12 @@ mod tests {
         assert_eq!(range.count, 3);
         assert_eq!(range.commits.len(), 2);
         assert_eq!(range.commits[0].subject, "change b");
-        assert_eq!(
-            range.authors,
-            [("Ada".to_string(), 2), ("Grace".to_string(), 1)]
-        );
+        let authors: Vec<(&str, usize)> = range
+            .authors
+            .iter()
+            .map(|author| (author.name.as_str(), author.commits))
+            .collect();
+        assert_eq!(authors, [("Ada", 2), ("Grace", 1)]);
         let paths = opened.changed_paths(&base, &head).unwrap();
         assert_eq!(
             paths.into_iter().collect::<Vec<_>>(),

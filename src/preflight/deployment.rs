@@ -414,3 +414,191 @@ mod tests {
         assert_eq!(parse_lock("not json"), None);
     }
 }
+
+#[cfg(test)]
+mod platform_tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeDelta;
+
+    use super::super::{test_support::*, Status, Step};
+    use crate::{
+        platform::{memory::MemoryPlatform, Platform, RevisionSpec, ServiceUpdate, TrafficTarget},
+        testing::TestRepo,
+    };
+
+    async fn with_second_revision(platform: &MemoryPlatform, split: Vec<TrafficTarget>) {
+        let snapshot = platform.service(&id()).await.unwrap().unwrap();
+        let update = ServiceUpdate {
+            template: Some(RevisionSpec {
+                name: "svc-00002".into(),
+                image: "127.0.0.1:5000/svc@sha256:2".into(),
+                labels: BTreeMap::new(),
+                env: None,
+            }),
+            traffic: Some(split),
+            ..ServiceUpdate::default()
+        };
+        platform
+            .update(&id(), &snapshot.etag, &update)
+            .await
+            .unwrap();
+    }
+
+    async fn step(repo: &TestRepo, platform: &MemoryPlatform, step: Step) -> super::Check {
+        let report = run_with(repo, platform, &options_offline()).await;
+        report.check(step).cloned().unwrap()
+    }
+
+    fn lock(expires_in: TimeDelta) -> ServiceUpdate {
+        let expires = (chrono::Utc::now() + expires_in).to_rfc3339();
+        ServiceUpdate::default().with_annotation(
+            super::LOCK_ANNOTATION,
+            Some(format!(
+                r#"{{"owner":"ada","host":"ci-7","expires":"{expires}"}}"#
+            )),
+        )
+    }
+
+    #[tokio::test]
+    async fn step_7_ready_and_serving_passes_with_the_details() {
+        let repo = TestRepo::new();
+        let head = repo.commit_file("a.txt", "one", "first");
+        let platform = deployed_at(&head).await;
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Pass, "{check:?}");
+        assert_eq!(
+            check.reason,
+            "ready; `svc-00001` serves 100% (the latest ready revision); traffic follows the latest revision"
+        );
+        assert_eq!(
+            check.details,
+            [
+                "ready: yes",
+                "latest ready revision: svc-00001",
+                "serving: svc-00001 100%",
+                "traffic: (empty: follows the latest ready revision)",
+                "lock: none"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn step_7_warns_on_a_split_and_on_pinned_traffic() {
+        let repo = TestRepo::new();
+        let head = repo.commit_file("a.txt", "one", "first");
+        let platform = deployed_at(&head).await;
+        with_second_revision(
+            &platform,
+            vec![
+                TrafficTarget::to_revision("svc-00001", 90),
+                TrafficTarget::to_revision("svc-00002", 10).tagged("canary"),
+            ],
+        )
+        .await;
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert_eq!(
+            check.reason,
+            "traffic is split across 2 revisions (svc-00001 90%, svc-00002 10%): a rollout may be in progress or interrupted"
+        );
+
+        platform.external_update(
+            &id(),
+            &ServiceUpdate::traffic(vec![TrafficTarget::to_revision("svc-00001", 100)]),
+        );
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert_eq!(
+            check.reason,
+            "traffic is pinned to svc-00001 100% while the latest ready revision `svc-00002` gets none"
+        );
+    }
+
+    #[tokio::test]
+    async fn step_7_fails_while_a_rollout_holds_the_lock_and_warns_on_a_stale_one() {
+        let repo = TestRepo::new();
+        let head = repo.commit_file("a.txt", "one", "first");
+        let platform = deployed_at(&head).await;
+        platform.external_update(&id(), &lock(TimeDelta::minutes(10)));
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Fail, "{check:?}");
+        assert!(
+            check
+                .reason
+                .starts_with("a rollout is in progress: locked by ada@ci-7 until "),
+            "{check:?}"
+        );
+
+        platform.external_update(&id(), &lock(TimeDelta::minutes(-10)));
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check
+            .reason
+            .starts_with("a stale rollout lock of ada@ci-7 expired at "));
+    }
+
+    /// A one-route HTTP server on 127.0.0.1:0 answering `status` to everything.
+    async fn health_server(status: u16) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let code = axum::http::StatusCode::from_u16(status).unwrap();
+        let app = axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || async move { (code, "{}") }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn step_8_health_200_passes_other_answers_fail_no_answer_warns() {
+        let repo = TestRepo::new();
+        let head = repo.commit_file("a.txt", "one", "first");
+        let platform = deployed_at(&head).await;
+
+        let healthy = health_server(200).await;
+        platform.set_uri(&id(), &healthy);
+        let check = step(&repo, &platform, Step::ServiceHealth).await;
+        assert_eq!(check.status, Status::Pass, "{check:?}");
+        assert!(check
+            .reason
+            .starts_with(&format!("GET {healthy}/health answered 200 in ")));
+
+        let failing = health_server(503).await;
+        platform.set_uri(&id(), &failing);
+        let check = step(&repo, &platform, Step::ServiceHealth).await;
+        assert_eq!(check.status, Status::Fail, "{check:?}");
+        assert_eq!(
+            check.reason,
+            format!("GET {failing}/health answered 503 Service Unavailable")
+        );
+
+        // A port nobody listens on: bound, then released.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        platform.set_uri(&id(), &format!("http://{address}"));
+        let check = step(&repo, &platform, Step::ServiceHealth).await;
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check
+            .reason
+            .starts_with(&format!("GET http://{address}/health failed: ")));
+    }
+
+    #[tokio::test]
+    async fn steps_7_and_8_pass_on_a_first_deploy() {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        let platform = MemoryPlatform::new();
+        let check = step(&repo, &platform, Step::DeploymentStatus).await;
+        assert_eq!(check.status, Status::Pass);
+        assert_eq!(
+            check.reason,
+            "first deploy: `svc` does not exist on the platform yet"
+        );
+        let check = step(&repo, &platform, Step::ServiceHealth).await;
+        assert_eq!(check.status, Status::Pass);
+        assert_eq!(check.reason, "first deploy: nothing serves `svc` yet");
+    }
+}

@@ -34,7 +34,7 @@ fn authors_text(range: &CommitRange) -> String {
         .authors
         .iter()
         .take(3)
-        .map(|(name, count)| format!("{name} ({count})"))
+        .map(|author| format!("{} ({})", author.name, author.commits))
         .collect();
     if range.authors.len() > 3 {
         names.push(format!("{} more", range.authors.len() - 3));

@@ -260,7 +260,7 @@ impl Default for PreflightOptions {
             fetch: true,
             fetch_time_limit: Duration::from_secs(30),
             skip_tests: false,
-            platform_time_limit: Duration::from_secs(20),
+            platform_time_limit: Duration::from_secs(10),
         }
     }
 }
