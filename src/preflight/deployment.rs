@@ -9,12 +9,10 @@ use serde::Serialize;
 use crate::{
     config::HealthConfig,
     platform::{ServiceSnapshot, TrafficTarget},
+    rollout::lock::Lock,
 };
 
 use super::{Check, DeployedSource, Status, Step};
-
-/// The service annotation holding the rollout lock (JSON with `owner`, `host`, `expires`).
-pub const LOCK_ANNOTATION: &str = "deployer.dev/lock";
 
 /// The revision label holding the commit a revision was built from.
 pub const COMMIT_LABEL: &str = "deployer-commit";
@@ -114,35 +112,6 @@ pub(super) async fn read(source: DeployedSource<'_>, limit: Duration) -> Deploye
     }
 }
 
-/// The rollout lock as far as preflight needs it: who holds it and until when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct LockView {
-    holder: String,
-    expires: Option<DateTime<Utc>>,
-}
-
-/// Reads the lock annotation tolerantly: preflight reports a lock, it never takes or breaks one,
-/// so an unexpected shape is shown raw rather than rejected.
-fn parse_lock(raw: &str) -> Option<LockView> {
-    let value: serde_json::Value = serde_json::from_str(raw).ok()?;
-    let text = |key: &str| value.get(key).and_then(|field| field.as_str());
-    let owner = text("owner").unwrap_or("someone");
-    let holder = match text("host") {
-        Some(host) => format!("{owner}@{host}"),
-        None => owner.to_string(),
-    };
-    let expires = value.get("expires").and_then(|field| match field {
-        serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|time| time.with_timezone(&Utc)),
-        serde_json::Value::Number(number) => number
-            .as_i64()
-            .and_then(|seconds| DateTime::from_timestamp(seconds, 0)),
-        _ => None,
-    });
-    Some(LockView { holder, expires })
-}
-
 fn split_text(snapshot: &ServiceSnapshot) -> String {
     let serving = snapshot.serving();
     if serving.is_empty() {
@@ -208,43 +177,30 @@ pub(super) fn status(state: &DeployedState, now: DateTime<Utc>) -> Check {
         ),
     ];
     let mut findings: Vec<(Status, String, Option<String>)> = Vec::new();
-    match snapshot.annotations.get(LOCK_ANNOTATION) {
+    match Lock::of(snapshot) {
         None => details.push("lock: none".into()),
-        Some(raw) => match parse_lock(raw) {
-            Some(lock) => match lock.expires {
-                Some(expires) if expires <= now => {
-                    details.push(format!(
-                        "lock: {} (expired {})",
-                        lock.holder,
-                        expires.to_rfc3339()
-                    ));
-                    findings.push((
-                        Status::Warn,
-                        format!("a stale rollout lock of {} expired at {}", lock.holder, expires.to_rfc3339()),
-                        Some("the rollout that held it may have crashed: the next deploy can resume or roll it back".into()),
-                    ));
-                }
-                expires => {
-                    let until = expires
-                        .map(|time| format!(" until {}", time.to_rfc3339()))
-                        .unwrap_or_default();
-                    details.push(format!("lock: {}{until}", lock.holder));
-                    findings.push((
-                        Status::Fail,
-                        format!("a rollout is in progress: locked by {}{until}", lock.holder),
-                        Some("wait for it to finish (`deploy --lock-wait`); only break the lock if its holder is gone".into()),
-                    ));
-                }
-            },
-            None => {
-                details.push(format!("lock: {raw}"));
-                findings.push((
-                    Status::Warn,
-                    format!("unreadable lock annotation `{LOCK_ANNOTATION}`"),
-                    None,
-                ));
-            }
-        },
+        Some(lock) if lock.is_expired(now) => {
+            details.push(format!("lock: {} (expired)", lock.describe()));
+            findings.push((
+                Status::Warn,
+                format!("a stale rollout lock: {}", lock.describe()),
+                Some(format!(
+                    "the rollout that held it may have crashed: the next deploy finds its journal; `deployer unlock {}` removes the lock",
+                    snapshot.id.name
+                )),
+            ));
+        }
+        Some(lock) => {
+            details.push(format!("lock: {}", lock.describe()));
+            findings.push((
+                Status::Fail,
+                format!("a rollout is in progress: locked by {}", lock.describe()),
+                Some(format!(
+                    "wait for it (`deploy --lock-wait`); only if its holder is gone: `deployer unlock {}`",
+                    snapshot.id.name
+                )),
+            ));
+        }
     }
     if !snapshot.ready {
         let why = snapshot.failure.as_deref().unwrap_or("no reason given");
@@ -399,23 +355,6 @@ pub(super) async fn health(state: &DeployedState, config: &HealthConfig) -> Chec
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locks_are_read_tolerantly() {
-        let lock = parse_lock(r#"{"owner":"ada","host":"ci-7","expires":"2030-01-01T00:00:00Z"}"#)
-            .unwrap();
-        assert_eq!(lock.holder, "ada@ci-7");
-        assert_eq!(lock.expires, DateTime::from_timestamp(1_893_456_000, 0));
-        let lock = parse_lock(r#"{"owner":"ada","expires":1893456000}"#).unwrap();
-        assert_eq!(lock.holder, "ada");
-        assert_eq!(lock.expires, DateTime::from_timestamp(1_893_456_000, 0));
-        assert_eq!(parse_lock("not json"), None);
-    }
-}
-
-#[cfg(test)]
 mod platform_tests {
     use std::collections::BTreeMap;
 
@@ -424,6 +363,7 @@ mod platform_tests {
     use super::super::{test_support::*, Status, Step};
     use crate::{
         platform::{memory::MemoryPlatform, Platform, RevisionSpec, ServiceUpdate, TrafficTarget},
+        rollout::lock::{Lock, LOCK_ANNOTATION},
         testing::TestRepo,
     };
 
@@ -450,14 +390,12 @@ mod platform_tests {
         report.check(step).cloned().unwrap()
     }
 
-    fn lock(expires_in: TimeDelta) -> ServiceUpdate {
-        let expires = (chrono::Utc::now() + expires_in).to_rfc3339();
-        ServiceUpdate::default().with_annotation(
-            super::LOCK_ANNOTATION,
-            Some(format!(
-                r#"{{"owner":"ada","host":"ci-7","expires":"{expires}"}}"#
-            )),
-        )
+    /// A lock taken `age` ago for ten minutes.
+    fn lock(age: TimeDelta) -> ServiceUpdate {
+        let taken = chrono::Utc::now() - age;
+        let lock = Lock::new("rollout-1", std::time::Duration::from_secs(600), taken);
+        ServiceUpdate::default()
+            .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap()))
     }
 
     #[tokio::test]
@@ -520,22 +458,25 @@ mod platform_tests {
         let repo = TestRepo::new();
         let head = repo.commit_file("a.txt", "one", "first");
         let platform = deployed_at(&head).await;
-        platform.external_update(&id(), &lock(TimeDelta::minutes(10)));
+        platform.external_update(&id(), &lock(TimeDelta::minutes(1)));
         let check = step(&repo, &platform, Step::DeploymentStatus).await;
         assert_eq!(check.status, Status::Fail, "{check:?}");
+        assert!(check.reason.contains("rollout rollout-1"), "{check:?}");
         assert!(
             check
                 .reason
-                .starts_with("a rollout is in progress: locked by ada@ci-7 until "),
+                .starts_with("a rollout is in progress: locked by "),
             "{check:?}"
         );
 
-        platform.external_update(&id(), &lock(TimeDelta::minutes(-10)));
+        platform.external_update(&id(), &lock(TimeDelta::minutes(20)));
         let check = step(&repo, &platform, Step::DeploymentStatus).await;
         assert_eq!(check.status, Status::Warn, "{check:?}");
-        assert!(check
-            .reason
-            .starts_with("a stale rollout lock of ada@ci-7 expired at "));
+        assert!(
+            check.reason.starts_with("a stale rollout lock: "),
+            "{check:?}"
+        );
+        assert!(check.reason.contains("rollout rollout-1"), "{check:?}");
     }
 
     /// A one-route HTTP server on 127.0.0.1:0 answering `status` to everything.
