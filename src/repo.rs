@@ -21,27 +21,39 @@ use std::{
     time::Duration,
 };
 
-use git2::{BranchType, ErrorCode, Oid, Repository, Sort, Status, StatusOptions};
+use git2::{BranchType, ErrorCode, Oid, Sort, Status, StatusOptions};
 use serde::Serialize;
+use sha2::Digest;
 
 /// Errors reading the repository.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// No repository at or above the path.
+    /// No git working tree at or above the path (a bare repository has none either).
     #[error("`{path}` is not inside a git repository")]
     NotARepository {
         /// Where the search started.
         path: PathBuf,
+    },
+    /// HEAD points at a branch with no commit yet.
+    #[error("the repository at `{path}` has no commit yet")]
+    NoCommit {
+        /// The repository's git directory.
+        path: PathBuf,
+    },
+    /// Any other libgit2 failure, with what was being done.
+    #[error("git: cannot {action}")]
+    Git {
+        /// What was being done (`read the status`, `walk the history`).
+        action: String,
         /// libgit2's answer.
         #[source]
         source: git2::Error,
     },
-    /// The repository is bare: there is no working tree to deploy from.
-    #[error("the repository `{0}` has no working tree (bare repository)")]
-    Bare(PathBuf),
-    /// HEAD points at a branch with no commit yet.
-    #[error("the repository has no commit yet (branch `{0}` is unborn)")]
-    NoCommits(String),
+}
+
+/// Errors of [`Repository::fetch`].
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
     /// No remote of that name.
     #[error("no remote named `{0}`")]
     NoRemote(String),
@@ -50,26 +62,17 @@ pub enum RepoError {
     InvalidBranch(String),
     /// The fetch did not finish within its time limit (it is abandoned).
     #[error("fetching `{remote}` did not finish within {}", humantime::format_duration(*limit))]
-    FetchTimedOut {
+    TimedOut {
         /// The remote.
         remote: String,
         /// The time limit.
         limit: Duration,
     },
-    /// The fetch failed (network, protocol not supported, authentication).
+    /// The fetch failed (network, a transport deployer's libgit2 lacks, authentication).
     #[error("fetching `{remote}` failed")]
-    Fetch {
+    Failed {
         /// The remote.
         remote: String,
-        /// libgit2's answer.
-        #[source]
-        source: git2::Error,
-    },
-    /// Any other libgit2 failure, with what was being done.
-    #[error("cannot {action}")]
-    Git {
-        /// What was being done (`read the status`, `walk the history`).
-        action: String,
         /// libgit2's answer.
         #[source]
         source: git2::Error,
@@ -105,6 +108,25 @@ impl WorkingTreeStatus {
     /// True when anything differs from HEAD, untracked files included.
     pub fn is_dirty(&self) -> bool {
         self.has_uncommitted_changes() || self.untracked > 0
+    }
+}
+
+/// The source state an image is built from: HEAD's commit, and a fingerprint of the changes
+/// when the working tree differs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRevision {
+    /// The full hex id of `HEAD`.
+    pub commit: String,
+    /// `Some(fingerprint)` when tracked files differ from `HEAD` or untracked, non-ignored files
+    /// exist: the first 8 hex digits of a SHA-256 over the diff and the untracked files' content,
+    /// so two different dirty builds of the same commit get different tags.
+    pub dirty: Option<String>,
+}
+
+impl SourceRevision {
+    /// The first 12 hex digits of the commit.
+    pub fn short_commit(&self) -> &str {
+        &self.commit[..self.commit.len().min(12)]
     }
 }
 
@@ -198,31 +220,36 @@ pub struct Author {
 }
 
 /// An open repository.
-pub struct Repo {
-    repository: Repository,
+pub struct Repository {
+    repository: git2::Repository,
     workdir: PathBuf,
 }
 
-impl std::fmt::Debug for Repo {
+impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repo")
+        f.debug_struct("Repository")
             .field("workdir", &self.workdir)
             .finish()
     }
 }
 
-impl Repo {
+impl Repository {
     /// Opens the repository containing `path` (searching upwards, like `git` does).
     pub fn discover(path: &Path) -> Result<Self, RepoError> {
-        let repository =
-            Repository::discover(path).map_err(|source| RepoError::NotARepository {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let not_a_repository = || RepoError::NotARepository {
+            path: path.to_path_buf(),
+        };
+        let repository = git2::Repository::discover(path).map_err(|source| {
+            if source.code() == ErrorCode::NotFound {
+                not_a_repository()
+            } else {
+                git_error("open the repository")(source)
+            }
+        })?;
         let workdir = repository
             .workdir()
             .map(Path::to_path_buf)
-            .ok_or_else(|| RepoError::Bare(repository.path().to_path_buf()))?;
+            .ok_or_else(not_a_repository)?;
         Ok(Self {
             repository,
             workdir,
@@ -234,8 +261,21 @@ impl Repo {
         &self.workdir
     }
 
+    /// The working tree's top directory (always `Some`: a bare repository is not opened).
+    pub fn root(&self) -> Option<&Path> {
+        Some(&self.workdir)
+    }
+
+    /// The URL of remote `name`, if it exists.
+    pub fn remote_url(&self, name: &str) -> Option<String> {
+        self.repository
+            .find_remote(name)
+            .ok()
+            .and_then(|remote| remote.url().ok().map(str::to_string))
+    }
+
     /// The underlying libgit2 handle, for callers that need more than these facts.
-    pub fn git(&self) -> &Repository {
+    pub fn git(&self) -> &git2::Repository {
         &self.repository
     }
 
@@ -292,17 +332,13 @@ impl Repo {
     pub fn head(&self) -> Result<Head, RepoError> {
         let head = match self.repository.head() {
             Ok(head) => head,
-            Err(error) if error.code() == ErrorCode::UnbornBranch => {
-                let name = self
-                    .repository
-                    .find_reference("HEAD")
-                    .ok()
-                    .and_then(|reference| {
-                        let target = reference.symbolic_target().ok().flatten()?;
-                        Some(target.trim_start_matches("refs/heads/").to_string())
-                    })
-                    .unwrap_or_else(|| "HEAD".into());
-                return Err(RepoError::NoCommits(name));
+            Err(error)
+                if error.code() == ErrorCode::UnbornBranch
+                    || error.code() == ErrorCode::NotFound =>
+            {
+                return Err(RepoError::NoCommit {
+                    path: self.repository.path().to_path_buf(),
+                });
             }
             Err(error) => return Err(git_error("read HEAD")(error)),
         };
@@ -322,6 +358,50 @@ impl Repo {
     /// The full id of the commit HEAD points at.
     pub fn head_commit(&self) -> Result<String, RepoError> {
         Ok(self.head()?.commit().to_string())
+    }
+
+    /// HEAD's commit and the working tree's state against it (what an image build stamps).
+    pub fn source_revision(&self) -> Result<SourceRevision, RepoError> {
+        let commit = self.head_commit()?;
+        let head = self
+            .repository
+            .find_commit(self.oid(&commit)?)
+            .map_err(git_error("read the commit of HEAD"))?;
+        Ok(SourceRevision {
+            dirty: self.change_fingerprint(&head)?,
+            commit,
+        })
+    }
+
+    fn change_fingerprint(&self, head: &git2::Commit<'_>) -> Result<Option<String>, RepoError> {
+        let tree = head.tree().map_err(git_error("read the tree of HEAD"))?;
+        let mut options = git2::DiffOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .show_untracked_content(true)
+            .include_typechange(true);
+        let diff = self
+            .repository
+            .diff_tree_to_workdir_with_index(Some(&tree), Some(&mut options))
+            .map_err(git_error("compare the working tree with HEAD"))?;
+        if diff.deltas().len() == 0 {
+            return Ok(None);
+        }
+        let mut hasher = sha2::Sha256::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            hasher.update([line.origin() as u8]);
+            hasher.update(line.content());
+            true
+        })
+        .map_err(git_error("read the changes against HEAD"))?;
+        let digest = hasher.finalize();
+        Ok(Some(
+            digest[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        ))
     }
 
     /// The commit a local branch points at, if the branch exists.
@@ -364,16 +444,16 @@ impl Repo {
     ///
     /// libgit2's fetch is blocking and has no overall deadline, so it runs on its own thread
     /// with its own handle on the repository; past the limit the caller gets
-    /// [`RepoError::FetchTimedOut`] at once, and the thread is told to abort at its next
+    /// [`FetchError::TimedOut`] at once, and the thread is told to abort at its next
     /// progress callback (a connection that never answers ends when the process does). Only the
     /// remote-tracking ref is written, never the user's branches.
-    pub fn fetch(&self, remote: &str, branch: &str, limit: Duration) -> Result<(), RepoError> {
+    pub fn fetch(&self, remote: &str, branch: &str, limit: Duration) -> Result<(), FetchError> {
         let branch_ref = format!("refs/heads/{branch}");
         if !git2::Reference::is_valid_name(&branch_ref) {
-            return Err(RepoError::InvalidBranch(branch.to_string()));
+            return Err(FetchError::InvalidBranch(branch.to_string()));
         }
         if !self.has_remote(remote) {
-            return Err(RepoError::NoRemote(remote.to_string()));
+            return Err(FetchError::NoRemote(remote.to_string()));
         }
         let refspec = format!("+{branch_ref}:refs/remotes/{remote}/{branch}");
         let git_dir = self.repository.path().to_path_buf();
@@ -383,7 +463,7 @@ impl Repo {
         let thread_remote = remote.to_string();
         std::thread::spawn(move || {
             let result = (|| {
-                let repository = Repository::open(&git_dir)?;
+                let repository = git2::Repository::open(&git_dir)?;
                 let mut found = repository.find_remote(&thread_remote)?;
                 let mut callbacks = git2::RemoteCallbacks::new();
                 let progress_cancelled = Arc::clone(&thread_cancelled);
@@ -401,13 +481,13 @@ impl Repo {
         });
         match receiver.recv_timeout(limit) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(RepoError::Fetch {
+            Ok(Err(source)) => Err(FetchError::Failed {
                 remote: remote.to_string(),
                 source,
             }),
             Err(_) => {
                 cancelled.store(true, Ordering::Relaxed);
-                Err(RepoError::FetchTimedOut {
+                Err(FetchError::TimedOut {
                     remote: remote.to_string(),
                     limit,
                 })
@@ -537,13 +617,13 @@ impl Repo {
 
 /// The full id of HEAD's commit in the repository containing `path`.
 pub fn head_commit(path: &Path) -> Result<String, RepoError> {
-    Repo::discover(path)?.head_commit()
+    Repository::discover(path)?.head_commit()
 }
 
 /// True when the working tree containing `path` differs from HEAD, untracked files included
 /// (an image built from it would contain code no commit describes).
 pub fn is_dirty(path: &Path) -> Result<bool, RepoError> {
-    Ok(Repo::discover(path)?.status()?.is_dirty())
+    Ok(Repository::discover(path)?.status()?.is_dirty())
 }
 
 #[cfg(test)]
@@ -562,7 +642,7 @@ mod tests {
         repo.write("new.txt", "new");
         repo.write(".gitignore", "ignored.txt\n");
         repo.write("ignored.txt", "x");
-        let status = Repo::discover(repo.path()).unwrap().status().unwrap();
+        let status = Repository::discover(repo.path()).unwrap().status().unwrap();
         assert_eq!(status.staged, 1);
         assert_eq!(status.modified, 1);
         assert_eq!(status.untracked, 2, "new.txt and .gitignore");
@@ -573,10 +653,13 @@ mod tests {
     #[test]
     fn head_branch_detached_and_unborn() {
         let repo = TestRepo::new();
-        let error = Repo::discover(repo.path()).unwrap().head().unwrap_err();
-        assert!(matches!(error, RepoError::NoCommits(name) if name == "main"));
+        let error = Repository::discover(repo.path())
+            .unwrap()
+            .head()
+            .unwrap_err();
+        assert!(matches!(error, RepoError::NoCommit { .. }), "{error:?}");
         let first = repo.commit_file("a.txt", "one", "first");
-        let opened = Repo::discover(repo.path()).unwrap();
+        let opened = Repository::discover(repo.path()).unwrap();
         assert_eq!(
             opened.head().unwrap(),
             Head::Branch {
@@ -591,13 +674,37 @@ mod tests {
     }
 
     #[test]
+    fn source_revision_fingerprints_the_changes() {
+        let repo = TestRepo::new();
+        let opened = Repository::discover(repo.path()).unwrap();
+        assert!(matches!(
+            opened.source_revision(),
+            Err(RepoError::NoCommit { .. })
+        ));
+        let first = repo.commit_file("a.txt", "one", "first");
+        let clean = opened.source_revision().unwrap();
+        assert_eq!(clean.commit, first);
+        assert_eq!(clean.short_commit(), &first[..12]);
+        assert_eq!(clean.dirty, None);
+        repo.write("a.txt", "two");
+        let one = opened.source_revision().unwrap().dirty.unwrap();
+        assert_eq!(one.len(), 8);
+        repo.write("a.txt", "three");
+        let other = opened.source_revision().unwrap().dirty.unwrap();
+        assert_ne!(one, other, "different changes, different fingerprints");
+        repo.write("a.txt", "one");
+        repo.write("new.txt", "untracked");
+        assert!(opened.source_revision().unwrap().dirty.is_some());
+    }
+
+    #[test]
     fn range_counts_commits_authors_and_changed_paths() {
         let repo = TestRepo::new();
         let base = repo.commit_file("a.txt", "one", "base");
         repo.commit_file_as("b.txt", "one", "add b", "Ada");
         repo.commit_file_as("schemas/t.json", "{}", "add schema", "Grace");
         let head = repo.commit_file_as("b.txt", "two", "change b", "Ada");
-        let opened = Repo::discover(repo.path()).unwrap();
+        let opened = Repository::discover(repo.path()).unwrap();
         let range = opened.commits(Some(&base), &head, 2).unwrap();
         assert_eq!(range.count, 3);
         assert_eq!(range.commits.len(), 2);
@@ -622,7 +729,7 @@ mod tests {
     fn find_commit_accepts_full_and_short_ids_only() {
         let repo = TestRepo::new();
         let first = repo.commit_file("a.txt", "one", "first");
-        let opened = Repo::discover(repo.path()).unwrap();
+        let opened = Repository::discover(repo.path()).unwrap();
         assert_eq!(opened.find_commit(&first).unwrap(), Some(first.clone()));
         assert_eq!(opened.find_commit(&first[..8]).unwrap(), Some(first));
         assert_eq!(
@@ -644,7 +751,7 @@ mod tests {
         let other = remote.clone_into_temp();
         let pushed_by_other = other.commit_file("c.txt", "x", "someone else's commit");
         other.push("origin", "main");
-        let opened = Repo::discover(repo.path()).unwrap();
+        let opened = Repository::discover(repo.path()).unwrap();
         assert_eq!(
             opened.remote_branch_commit("origin", "main").unwrap(),
             Some(first.clone())
@@ -665,11 +772,11 @@ mod tests {
         );
         assert!(matches!(
             opened.fetch("upstream", "main", Duration::from_secs(30)),
-            Err(RepoError::NoRemote(name)) if name == "upstream"
+            Err(FetchError::NoRemote(name)) if name == "upstream"
         ));
         assert!(matches!(
             opened.fetch("origin", "bad..name", Duration::from_secs(30)),
-            Err(RepoError::InvalidBranch(_))
+            Err(FetchError::InvalidBranch(_))
         ));
     }
 
@@ -678,17 +785,17 @@ mod tests {
         let repo = TestRepo::new();
         repo.commit_file("a.txt", "one", "first");
         repo.set_remote_url("origin", "/nonexistent/remote.git");
-        let opened = Repo::discover(repo.path()).unwrap();
+        let opened = Repository::discover(repo.path()).unwrap();
         let error = opened
             .fetch("origin", "main", Duration::from_secs(30))
             .unwrap_err();
-        assert!(matches!(error, RepoError::Fetch { .. }), "{error:?}");
+        assert!(matches!(error, FetchError::Failed { .. }), "{error:?}");
     }
 
     #[test]
     fn outside_a_repository_is_a_clear_error() {
         let directory = tempfile::tempdir().unwrap();
-        let error = Repo::discover(directory.path()).unwrap_err();
+        let error = Repository::discover(directory.path()).unwrap_err();
         assert!(error.to_string().contains("is not inside a git repository"));
     }
 }

@@ -3,7 +3,7 @@
 
 use globset::{GlobBuilder, GlobSetBuilder};
 
-use crate::repo::{short, CommitRange, Head, Repo, RepoError};
+use crate::repo::{short, CommitRange, Head, RepoError, Repository};
 
 use super::{deployment::DeployedState, describe, Check, Step, LISTED_COMMITS};
 
@@ -53,7 +53,7 @@ fn ships(count: usize) -> String {
 
 /// Step 4.
 pub(super) fn commits(
-    repo: &Result<Repo, RepoError>,
+    repo: &Result<Repository, RepoError>,
     head: Option<&Head>,
     state: &DeployedState,
 ) -> Shipping {
@@ -233,7 +233,7 @@ pub(super) fn commits(
 /// Step 5: files matching `preflight.schema_paths` that differ between the deployed commit and
 /// HEAD. One tree-to-tree diff, whatever the number of commits.
 pub(super) fn schema_changes(
-    repo: &Result<Repo, RepoError>,
+    repo: &Result<Repository, RepoError>,
     globs: &[String],
     shipping: &Shipping,
 ) -> Check {

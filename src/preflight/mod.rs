@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::{
     config::ServiceConfig,
     platform::{Platform, ServiceId},
-    repo::{CommitRange, Head, Repo},
+    repo::{CommitRange, Head, Repository},
 };
 
 pub use decision::{decide, Acceptance, Decision, Resolution, StepDecision};
@@ -311,7 +311,7 @@ pub async fn run(
 
     // Steps 1–3: the working tree and the branch, from git alone.
     reporter.step_started(Step::UncommittedChanges);
-    let repo = Repo::discover(root);
+    let repo = Repository::discover(root);
     let head = repo.as_ref().ok().map(|repo| repo.head());
     record(&mut report, working_tree::uncommitted(&repo));
     reporter.step_started(Step::Branch);

@@ -2,7 +2,7 @@
 
 use crate::{
     config::PreflightConfig,
-    repo::{short, Head, Repo, RepoError},
+    repo::{short, Head, RepoError, Repository},
 };
 
 use super::{describe, Check, PreflightOptions, Step};
@@ -27,7 +27,7 @@ fn plural(count: usize, one: &str, many: &str) -> String {
 }
 
 /// Step 1.
-pub(super) fn uncommitted(repo: &Result<Repo, RepoError>) -> Check {
+pub(super) fn uncommitted(repo: &Result<Repository, RepoError>) -> Check {
     let step = Step::UncommittedChanges;
     let repo = match repo {
         Ok(repo) => repo,
@@ -88,7 +88,7 @@ pub(super) fn uncommitted(repo: &Result<Repo, RepoError>) -> Check {
 /// Step 2. A detached HEAD (usual in CI checkouts) passes when it is exactly the tip of the
 /// configured branch, locally or on the remote.
 pub(super) fn branch(
-    repo: &Result<Repo, RepoError>,
+    repo: &Result<Repository, RepoError>,
     head: Option<&Result<Head, RepoError>>,
     branch: &str,
     remote: &str,
@@ -142,7 +142,7 @@ pub(super) fn branch(
 /// fetch still compares with the last fetched state, but can only WARN, never PASS: the remote
 /// may have moved.
 pub(super) fn remote_sync(
-    repo: &Result<Repo, RepoError>,
+    repo: &Result<Repository, RepoError>,
     head: Option<&Result<Head, RepoError>>,
     config: &PreflightConfig,
     options: &PreflightOptions,
