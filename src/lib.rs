@@ -11,7 +11,11 @@ pub mod config;
 pub mod exit;
 pub mod interaction;
 pub mod platform;
+pub mod preflight;
+pub mod repo;
 pub mod rollout;
+#[cfg(test)]
+mod testing;
 
 /// Installs rustls' `ring` crypto provider once per process. The Google and HTTP clients are
 /// built without a default provider (the default, aws-lc, is a long C build), so every entry

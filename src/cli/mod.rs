@@ -7,6 +7,7 @@
 mod completions;
 mod deploy;
 mod output;
+mod preflight;
 pub mod prompt;
 mod rollback;
 mod services;
@@ -109,6 +110,11 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Break a service's rollout lock (after a crashed deploy), showing who held it.
     Unlock(rollback::UnlockArgs),
+    /// Run the 8-step preflight checklist: is it safe to deploy this service now?
+    ///
+    /// Exit 0 = safe to deploy, 1 = not. A WARN needs an interactive yes or
+    /// `--accept-warnings` (`--accept-schema-changes` for schema changes); a FAIL always stops.
+    Preflight(preflight::PreflightArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -177,6 +183,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Status(args) => status::status(&context, &args),
         Command::Rollback(args) => rollback::rollback(&context, &args),
         Command::Unlock(args) => rollback::unlock(&context, &args),
+        Command::Preflight(args) => preflight::run(&context, &args),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
     };

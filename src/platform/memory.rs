@@ -81,6 +81,13 @@ impl MemoryPlatform {
         self.lock().writes
     }
 
+    /// Points the service's URL at `uri` (e.g. a local test server), as if its domain moved.
+    pub fn set_uri(&self, id: &ServiceId, uri: &str) {
+        if let Some(stored) = self.lock().services.get_mut(&id.path()) {
+            stored.snapshot.uri = uri.to_string();
+        }
+    }
+
     /// Applies an update as another writer would (bypassing faults; etag still checked against
     /// the current one, so pass the current etag).
     pub fn external_update(&self, id: &ServiceId, update: &ServiceUpdate) -> ServiceSnapshot {

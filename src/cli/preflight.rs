@@ -1,0 +1,361 @@
+//! `deployer preflight SERVICE`: the 8-step checklist, streamed as it runs, then the go / no-go.
+//!
+//! Text goes to stdout one step at a time (`[1/8] Uncommitted changes ....... PASS  reason`), the
+//! test command's output to stderr as it comes; `--format json` prints one document at the end
+//! for CI. Exit 0 = safe to deploy, 1 = not (see [`crate::preflight::decide`] for who may accept
+//! a warning).
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::{prompt, target, Context};
+use crate::{
+    exit::ExitStatus,
+    preflight::{
+        self, Acceptance, Check, Decision, DeployedSource, PreflightOptions, PreflightReport,
+        Reporter, Resolution, Step, StepDecision, Summary, STEP_COUNT,
+    },
+    repo::short,
+};
+
+/// `preflight`.
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The service's name.
+    pub service: String,
+    /// Do not fetch the remote branch: compare with it as last fetched (offline).
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// Do not run the service's test command (recorded as a warning).
+    #[arg(long)]
+    pub skip_tests: bool,
+    /// Accept warnings without asking (not schema changes: see `--accept-schema-changes`).
+    #[arg(long)]
+    pub accept_warnings: bool,
+    /// Accept the schema-change warning (a rollback across a schema change may be unsafe).
+    #[arg(long)]
+    pub accept_schema_changes: bool,
+}
+
+/// Column where the status starts: `[1/8] Uncommitted changes ....... PASS`.
+const STATUS_COLUMN: usize = 34;
+
+/// Detail lines shown per step in text (JSON has them all).
+const SHOWN_DETAILS: usize = 12;
+
+/// Runs `preflight`.
+pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = context.workspace()?;
+    let loaded = workspace.find(&args.service)??;
+    let config = loaded.config.with_overrides(&context.overrides);
+    let id = target::service_id(&config)?;
+    let options = PreflightOptions {
+        fetch: !args.no_fetch,
+        skip_tests: args.skip_tests,
+        ..PreflightOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let text = !context.output.is_json();
+    if text {
+        context
+            .output
+            .data(format!("Preflight checklist for `{}`", config.name));
+    }
+    let reporter = CliReporter { context, text };
+    let report = runtime.block_on(async {
+        match target::connect(&config, context.endpoint.as_deref()).await {
+            Ok(platform) => {
+                let source = DeployedSource::Platform {
+                    platform: &platform,
+                    id,
+                };
+                preflight::run(&config, &workspace.root, source, &options, &reporter).await
+            }
+            Err(error) => {
+                let source = DeployedSource::Unavailable(format!("{error:#}"));
+                preflight::run(&config, &workspace.root, source, &options, &reporter).await
+            }
+        }
+    });
+    if text {
+        context.output.data(summary_text(&report));
+    }
+    // `--yes` answers other commands' confirmations; accepting a preflight warning takes a
+    // human's answer or a flag that names what is accepted, so `--yes` runs ask nothing here.
+    let acceptance = Acceptance {
+        interactive: context.interactive && !context.assume_yes,
+        accept_warnings: args.accept_warnings,
+        accept_schema_changes: args.accept_schema_changes,
+    };
+    let prompter = prompt::prompter(context);
+    let decision = preflight::decide(&report, acceptance, prompter.as_ref());
+    if text {
+        context.output.data(verdict_text(&decision));
+    } else {
+        context.output.json(&JsonReport {
+            report: &report,
+            summary: report.summary(),
+            safe_to_deploy: decision.safe_to_deploy,
+            decisions: &decision.steps,
+        })?;
+    }
+    Ok(if decision.safe_to_deploy {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// The JSON document of `--format json`.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a PreflightReport,
+    summary: Summary,
+    safe_to_deploy: bool,
+    decisions: &'a [StepDecision],
+}
+
+/// Prints steps as they finish (text) and test output as it comes (stderr, both formats).
+struct CliReporter<'a> {
+    context: &'a Context,
+    text: bool,
+}
+
+impl Reporter for CliReporter<'_> {
+    fn step_started(&self, _step: Step) {}
+
+    fn step_finished(&self, check: &Check) {
+        if self.text {
+            self.context.output.data(check_text(check));
+        }
+    }
+
+    fn test_output(&self, line: &str) {
+        self.context.output.message(format!("      | {line}"));
+    }
+}
+
+/// One step: the status line, its hint, its details.
+pub fn check_text(check: &Check) -> String {
+    let label = format!("[{}/{STEP_COUNT}] {} ", check.step, check.name);
+    let dots = ".".repeat(STATUS_COLUMN.saturating_sub(label.chars().count()).max(2));
+    let mut text = format!("{label}{dots} {}  {}", check.status.label(), check.reason);
+    if let Some(hint) = &check.hint {
+        let _ = write!(text, "\n      hint: {hint}");
+    }
+    for line in check.details.iter().take(SHOWN_DETAILS) {
+        let _ = write!(text, "\n      {line}");
+    }
+    if check.details.len() > SHOWN_DETAILS {
+        let _ = write!(
+            text,
+            "\n      ... {} more lines (`--format json` shows them all)",
+            check.details.len() - SHOWN_DETAILS
+        );
+    }
+    text
+}
+
+/// The summary after the steps: counts, HEAD and what is deployed.
+pub fn summary_text(report: &PreflightReport) -> String {
+    let summary = report.summary();
+    let mut text = format!(
+        "\nSummary: {} passed, {} {}, {} failed",
+        summary.passed,
+        summary.warnings,
+        if summary.warnings == 1 {
+            "warning"
+        } else {
+            "warnings"
+        },
+        summary.failed
+    );
+    if let Some(head) = &report.head {
+        let _ = write!(text, "\nHEAD: {}", short(head.commit()));
+        if let Some(branch) = head.branch() {
+            let _ = write!(text, " on `{branch}`");
+        }
+    }
+    if let Some(deployed) = &report.deployed {
+        let _ = write!(text, "\nDeployed: `{}`", deployed.revision);
+        if let Some(commit) = &deployed.commit {
+            let _ = write!(text, " built from {}", short(commit));
+        }
+    }
+    text
+}
+
+/// The go / no-go line.
+pub fn verdict_text(decision: &Decision) -> String {
+    let describe = |decision: &StepDecision| -> Option<String> {
+        let step = decision.step;
+        Some(match &decision.resolution {
+            Resolution::Passed | Resolution::NotAsked => return None,
+            Resolution::AcceptedByFlag { flag } => format!("step {step} accepted by {flag}"),
+            Resolution::Confirmed => format!("step {step} confirmed"),
+            Resolution::Declined => format!("step {step} declined"),
+            Resolution::NotAccepted { needs } => {
+                format!("step {step} needs {needs} (or an interactive yes)")
+            }
+            Resolution::Failed => format!("step {step} failed"),
+        })
+    };
+    let notes: Vec<String> = decision.steps.iter().filter_map(describe).collect();
+    if decision.safe_to_deploy {
+        if notes.is_empty() {
+            "Safe to deploy.".into()
+        } else {
+            format!("Safe to deploy ({}).", notes.join("; "))
+        }
+    } else {
+        let blocking: Vec<String> = decision.blocking().filter_map(describe).collect();
+        format!("Not safe to deploy: {}.", blocking.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        interaction::Unattended,
+        platform::{
+            cloud_run::revision_labels, memory::MemoryPlatform, Platform, RevisionSpec, ServiceId,
+        },
+        preflight::SilentReporter,
+        testing::TestRepo,
+    };
+
+    /// A repository with a deployed commit, three commits to ship (one a schema change), a
+    /// local remote in sync, a passing test command, and a healthy service on 127.0.0.1.
+    async fn scenario() -> (PreflightReport, TestRepo) {
+        let repo = TestRepo::new();
+        let deployed = repo.commit_file("src/main.rs", "fn main() {}", "Session 76 fix");
+        repo.commit_file_as("src/lib.rs", "", "Add vegas line coverage check", "Ada");
+        repo.commit_file_as(
+            "schemas/predictions.json",
+            "{}",
+            "Add column `edge`",
+            "Grace",
+        );
+        repo.commit_file_as("src/lib.rs", "//", "Tidy", "Ada");
+        let _remote = repo.add_bare_remote("origin");
+        repo.push("origin", "main");
+        let platform = MemoryPlatform::new();
+        let id = ServiceId {
+            project: "local".into(),
+            region: "local".into(),
+            name: "svc".into(),
+        };
+        platform
+            .create(
+                &id,
+                &RevisionSpec {
+                    name: "svc-00001".into(),
+                    image: "127.0.0.1:5000/svc@sha256:1".into(),
+                    labels: revision_labels(&deployed),
+                    env: None,
+                },
+            )
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "{}" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        platform.set_uri(&id, &format!("http://{address}"));
+        let config = crate::config::parse(
+            std::path::Path::new("services/svc.toml"),
+            "name = \"svc\"\nrunbook = \"r.md\"\n[target]\nkind = \"local\"\n[image]\nrepository = \"r/svc\"\n\
+             [preflight]\ntest_command = \"echo tests ok\"\nschema_paths = [\"schemas/**\"]\n",
+        )
+        .unwrap();
+        let options = PreflightOptions {
+            fetch: true,
+            ..PreflightOptions::default()
+        };
+        let report = preflight::run(
+            &config,
+            repo.path(),
+            DeployedSource::Platform {
+                platform: &platform,
+                id,
+            },
+            &options,
+            &SilentReporter,
+        )
+        .await;
+        (report, repo)
+    }
+
+    fn settings() -> insta::Settings {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"\b[0-9a-f]{40}\b", "[commit]");
+        settings.add_filter(r"\b[0-9a-f]{7}\b", "[short]");
+        settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[port]");
+        settings.add_filter(r"in \d+ ms", "in [ms] ms");
+        settings.add_filter(r"in \d+\.\ds", "in [seconds]s");
+        settings.add_filter(r#""time": \d+"#, r#""time": [time]"#);
+        settings
+    }
+
+    fn text(report: &PreflightReport, decision: &Decision) -> String {
+        let mut text = String::from("Preflight checklist for `svc`\n");
+        for check in &report.checks {
+            text.push_str(&check_text(check));
+            text.push('\n');
+        }
+        text.push_str(&summary_text(report));
+        text.push('\n');
+        text.push_str(&verdict_text(decision));
+        text
+    }
+
+    #[tokio::test]
+    async fn text_report_in_ci_without_flags() {
+        let (report, _repo) = scenario().await;
+        let decision = preflight::decide(&report, Acceptance::default(), &Unattended::default());
+        assert!(!decision.safe_to_deploy);
+        settings().bind(|| insta::assert_snapshot!(text(&report, &decision)));
+    }
+
+    #[tokio::test]
+    async fn json_report_with_both_flags() {
+        let (report, _repo) = scenario().await;
+        let acceptance = Acceptance {
+            interactive: false,
+            accept_warnings: true,
+            accept_schema_changes: true,
+        };
+        let decision = preflight::decide(&report, acceptance, &Unattended::default());
+        assert!(decision.safe_to_deploy);
+        let document = serde_json::to_value(JsonReport {
+            report: &report,
+            summary: report.summary(),
+            safe_to_deploy: decision.safe_to_deploy,
+            decisions: &decision.steps,
+        })
+        .unwrap();
+        settings().bind(|| insta::assert_json_snapshot!(document));
+    }
+
+    #[test]
+    fn long_details_are_cut_with_a_pointer_to_json() {
+        let check = Check {
+            step: 4,
+            name: "Commits to ship",
+            status: preflight::Status::Pass,
+            reason: "600 commits ship".into(),
+            hint: None,
+            details: (0..600).map(|index| format!("commit {index}")).collect(),
+            needs_explicit_confirmation: false,
+        };
+        let text = check_text(&check);
+        assert_eq!(text.lines().count(), 1 + SHOWN_DETAILS + 1);
+        assert!(text.starts_with("[4/8] Commits to ship ............ PASS  600 commits ship"));
+        assert!(text.ends_with("... 588 more lines (`--format json` shows them all)"));
+    }
+}

@@ -1,0 +1,801 @@
+//! Facts from git, read through libgit2 (`git2`): working-tree status, the current branch and
+//! commit, ahead/behind against a remote branch (with a time-limited fetch), the commits and
+//! changed paths between two commits, and whether a commit exists.
+//!
+//! deployer never shells out to `git`: the answers must not depend on the user's git version,
+//! aliases or configuration (a `log.showSignature` or a pager would change the output), and
+//! libgit2 answers in-process, which keeps the preflight checklist fast on large histories.
+//!
+//! Speed matters here because the preflight runs before every deploy, on repositories with a
+//! hundred thousand commits: ranges are walked with `hide()` (libgit2 stops at the hidden commit
+//! instead of walking the whole history), and changed paths come from one diff of the two trees,
+//! never from a diff per commit.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    time::Duration,
+};
+
+use git2::{BranchType, ErrorCode, Oid, Sort, Status, StatusOptions};
+use serde::Serialize;
+use sha2::Digest;
+
+/// Errors reading the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No git working tree at or above the path (a bare repository has none either).
+    #[error("`{path}` is not inside a git repository")]
+    NotARepository {
+        /// Where the search started.
+        path: PathBuf,
+    },
+    /// HEAD points at a branch with no commit yet.
+    #[error("the repository at `{path}` has no commit yet")]
+    NoCommit {
+        /// The repository's git directory.
+        path: PathBuf,
+    },
+    /// Any other libgit2 failure, with what was being done.
+    #[error("git: cannot {action}")]
+    Git {
+        /// What was being done (`read the status`, `walk the history`).
+        action: String,
+        /// libgit2's answer.
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// Errors of [`Repository::fetch`].
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No remote of that name.
+    #[error("no remote named `{0}`")]
+    NoRemote(String),
+    /// A branch name git would refuse.
+    #[error("`{0}` is not a valid branch name")]
+    InvalidBranch(String),
+    /// The fetch did not finish within its time limit (it is abandoned).
+    #[error("fetching `{remote}` did not finish within {}", humantime::format_duration(*limit))]
+    TimedOut {
+        /// The remote.
+        remote: String,
+        /// The time limit.
+        limit: Duration,
+    },
+    /// The fetch failed (network, a transport deployer's libgit2 lacks, authentication).
+    #[error("fetching `{remote}` failed")]
+    Failed {
+        /// The remote.
+        remote: String,
+        /// libgit2's answer.
+        #[source]
+        source: git2::Error,
+    },
+}
+
+fn git_error(action: impl Into<String>) -> impl FnOnce(git2::Error) -> RepoError {
+    let action = action.into();
+    move |source| RepoError::Git { action, source }
+}
+
+/// Uncommitted work in the working tree, counted by kind (ignored files are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkingTreeStatus {
+    /// Files changed in the index (staged, not committed).
+    pub staged: usize,
+    /// Tracked files changed in the working tree and not staged (including conflicts).
+    pub modified: usize,
+    /// Files git does not track (and does not ignore).
+    pub untracked: usize,
+    /// Paths of the changed tracked files (staged or modified), sorted.
+    pub changed_paths: Vec<String>,
+    /// Paths of the untracked files, sorted.
+    pub untracked_paths: Vec<String>,
+}
+
+impl WorkingTreeStatus {
+    /// True when a tracked file differs from HEAD (what a commit label would not describe).
+    pub fn has_uncommitted_changes(&self) -> bool {
+        self.staged > 0 || self.modified > 0
+    }
+
+    /// True when anything differs from HEAD, untracked files included.
+    pub fn is_dirty(&self) -> bool {
+        self.has_uncommitted_changes() || self.untracked > 0
+    }
+}
+
+/// The source state an image is built from: HEAD's commit, and a fingerprint of the changes
+/// when the working tree differs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRevision {
+    /// The full hex id of `HEAD`.
+    pub commit: String,
+    /// `Some(fingerprint)` when tracked files differ from `HEAD` or untracked, non-ignored files
+    /// exist: the first 8 hex digits of a SHA-256 over the diff and the untracked files' content,
+    /// so two different dirty builds of the same commit get different tags.
+    pub dirty: Option<String>,
+}
+
+impl SourceRevision {
+    /// The first 12 hex digits of the commit.
+    pub fn short_commit(&self) -> &str {
+        &self.commit[..self.commit.len().min(12)]
+    }
+}
+
+/// What HEAD points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Head {
+    /// A branch (`refs/heads/NAME`) and its commit.
+    Branch {
+        /// Short branch name.
+        name: String,
+        /// Full commit id.
+        commit: String,
+    },
+    /// A commit, no branch (CI checkouts are often detached).
+    Detached {
+        /// Full commit id.
+        commit: String,
+    },
+}
+
+impl Head {
+    /// The commit HEAD points at.
+    pub fn commit(&self) -> &str {
+        match self {
+            Head::Branch { commit, .. } | Head::Detached { commit } => commit,
+        }
+    }
+
+    /// The branch name, unless detached.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            Head::Branch { name, .. } => Some(name),
+            Head::Detached { .. } => None,
+        }
+    }
+}
+
+/// Ahead/behind counts of one commit against another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    /// Commits reachable from the local side only.
+    pub ahead: usize,
+    /// Commits reachable from the other side only.
+    pub behind: usize,
+}
+
+/// One commit of a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitSummary {
+    /// Full commit id.
+    pub id: String,
+    /// Author name.
+    pub author: String,
+    /// First line of the message.
+    pub subject: String,
+    /// Author time, seconds since the Unix epoch.
+    pub time: i64,
+}
+
+impl CommitSummary {
+    /// The first 7 characters of the id, as `git log --oneline` shows it.
+    pub fn short_id(&self) -> &str {
+        short(&self.id)
+    }
+}
+
+/// The first 7 characters of a commit id.
+pub fn short(id: &str) -> &str {
+    id.get(..7).unwrap_or(id)
+}
+
+/// The commits reachable from one commit and not from another (`from..to`), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitRange {
+    /// How many commits the range holds (all of them, even beyond `commits`).
+    pub count: usize,
+    /// The newest commits of the range, at most the number asked for.
+    pub commits: Vec<CommitSummary>,
+    /// Authors with their number of commits in the range, most commits first.
+    pub authors: Vec<Author>,
+}
+
+/// An author of a range and how many of its commits they wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Author {
+    /// Author name.
+    pub name: String,
+    /// Commits in the range.
+    pub commits: usize,
+}
+
+/// An open repository.
+pub struct Repository {
+    repository: git2::Repository,
+    workdir: PathBuf,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("workdir", &self.workdir)
+            .finish()
+    }
+}
+
+impl Repository {
+    /// Opens the repository containing `path` (searching upwards, like `git` does).
+    pub fn discover(path: &Path) -> Result<Self, RepoError> {
+        let not_a_repository = || RepoError::NotARepository {
+            path: path.to_path_buf(),
+        };
+        let repository = git2::Repository::discover(path).map_err(|source| {
+            if source.code() == ErrorCode::NotFound {
+                not_a_repository()
+            } else {
+                git_error("open the repository")(source)
+            }
+        })?;
+        let workdir = repository
+            .workdir()
+            .map(Path::to_path_buf)
+            .ok_or_else(not_a_repository)?;
+        Ok(Self {
+            repository,
+            workdir,
+        })
+    }
+
+    /// The working tree's top directory.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The working tree's top directory (always `Some`: a bare repository is not opened).
+    pub fn root(&self) -> Option<&Path> {
+        Some(&self.workdir)
+    }
+
+    /// The URL of remote `name`, if it exists.
+    pub fn remote_url(&self, name: &str) -> Option<String> {
+        self.repository
+            .find_remote(name)
+            .ok()
+            .and_then(|remote| remote.url().ok().map(str::to_string))
+    }
+
+    /// The underlying libgit2 handle, for callers that need more than these facts.
+    pub fn git(&self) -> &git2::Repository {
+        &self.repository
+    }
+
+    /// Counts staged, modified and untracked files (ignored files excluded).
+    pub fn status(&self) -> Result<WorkingTreeStatus, RepoError> {
+        let mut options = StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false)
+            .exclude_submodules(true)
+            // Without this libgit2 compares content to detect renames: slower, and a rename is
+            // still an uncommitted change.
+            .renames_head_to_index(false);
+        let statuses = self
+            .repository
+            .statuses(Some(&mut options))
+            .map_err(git_error("read the working-tree status"))?;
+        let staged_bits = Status::INDEX_NEW
+            | Status::INDEX_MODIFIED
+            | Status::INDEX_DELETED
+            | Status::INDEX_RENAMED
+            | Status::INDEX_TYPECHANGE;
+        let modified_bits = Status::WT_MODIFIED
+            | Status::WT_DELETED
+            | Status::WT_RENAMED
+            | Status::WT_TYPECHANGE
+            | Status::CONFLICTED;
+        let mut result = WorkingTreeStatus::default();
+        for entry in statuses.iter() {
+            let status = entry.status();
+            let path = String::from_utf8_lossy(entry.path_bytes()).into_owned();
+            let staged = status.intersects(staged_bits);
+            let modified = status.intersects(modified_bits);
+            if staged {
+                result.staged += 1;
+            }
+            if modified {
+                result.modified += 1;
+            }
+            if staged || modified {
+                result.changed_paths.push(path);
+            } else if status.contains(Status::WT_NEW) {
+                result.untracked += 1;
+                result.untracked_paths.push(path);
+            }
+        }
+        result.changed_paths.sort();
+        result.untracked_paths.sort();
+        Ok(result)
+    }
+
+    /// What HEAD points at.
+    pub fn head(&self) -> Result<Head, RepoError> {
+        let head = match self.repository.head() {
+            Ok(head) => head,
+            Err(error)
+                if error.code() == ErrorCode::UnbornBranch
+                    || error.code() == ErrorCode::NotFound =>
+            {
+                return Err(RepoError::NoCommit {
+                    path: self.repository.path().to_path_buf(),
+                });
+            }
+            Err(error) => return Err(git_error("read HEAD")(error)),
+        };
+        let commit = head
+            .peel_to_commit()
+            .map_err(git_error("read the commit of HEAD"))?
+            .id()
+            .to_string();
+        if head.is_branch() {
+            let name = head.shorthand().unwrap_or("HEAD").to_string();
+            Ok(Head::Branch { name, commit })
+        } else {
+            Ok(Head::Detached { commit })
+        }
+    }
+
+    /// The full id of the commit HEAD points at.
+    pub fn head_commit(&self) -> Result<String, RepoError> {
+        Ok(self.head()?.commit().to_string())
+    }
+
+    /// HEAD's commit and the working tree's state against it (what an image build stamps).
+    pub fn source_revision(&self) -> Result<SourceRevision, RepoError> {
+        let commit = self.head_commit()?;
+        let head = self
+            .repository
+            .find_commit(self.oid(&commit)?)
+            .map_err(git_error("read the commit of HEAD"))?;
+        Ok(SourceRevision {
+            dirty: self.change_fingerprint(&head)?,
+            commit,
+        })
+    }
+
+    fn change_fingerprint(&self, head: &git2::Commit<'_>) -> Result<Option<String>, RepoError> {
+        let tree = head.tree().map_err(git_error("read the tree of HEAD"))?;
+        let mut options = git2::DiffOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .show_untracked_content(true)
+            .include_typechange(true);
+        let diff = self
+            .repository
+            .diff_tree_to_workdir_with_index(Some(&tree), Some(&mut options))
+            .map_err(git_error("compare the working tree with HEAD"))?;
+        if diff.deltas().len() == 0 {
+            return Ok(None);
+        }
+        let mut hasher = sha2::Sha256::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            hasher.update([line.origin() as u8]);
+            hasher.update(line.content());
+            true
+        })
+        .map_err(git_error("read the changes against HEAD"))?;
+        let digest = hasher.finalize();
+        Ok(Some(
+            digest[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        ))
+    }
+
+    /// The commit a local branch points at, if the branch exists.
+    pub fn branch_commit(&self, branch: &str) -> Result<Option<String>, RepoError> {
+        match self.repository.find_branch(branch, BranchType::Local) {
+            Ok(found) => Ok(found
+                .get()
+                .peel_to_commit()
+                .ok()
+                .map(|commit| commit.id().to_string())),
+            Err(error) if error.code() == ErrorCode::NotFound => Ok(None),
+            Err(error) => Err(git_error(format!("read branch `{branch}`"))(error)),
+        }
+    }
+
+    /// The commit of the remote-tracking branch `REMOTE/BRANCH` as last fetched, if any.
+    pub fn remote_branch_commit(
+        &self,
+        remote: &str,
+        branch: &str,
+    ) -> Result<Option<String>, RepoError> {
+        let name = format!("{remote}/{branch}");
+        match self.repository.find_branch(&name, BranchType::Remote) {
+            Ok(found) => Ok(found
+                .get()
+                .peel_to_commit()
+                .ok()
+                .map(|commit| commit.id().to_string())),
+            Err(error) if error.code() == ErrorCode::NotFound => Ok(None),
+            Err(error) => Err(git_error(format!("read `{name}`"))(error)),
+        }
+    }
+
+    /// True when a remote of that name is configured.
+    pub fn has_remote(&self, remote: &str) -> bool {
+        self.repository.find_remote(remote).is_ok()
+    }
+
+    /// Fetches `BRANCH` of `REMOTE` into `refs/remotes/REMOTE/BRANCH`, giving up after `limit`.
+    ///
+    /// libgit2's fetch is blocking and has no overall deadline, so it runs on its own thread
+    /// with its own handle on the repository; past the limit the caller gets
+    /// [`FetchError::TimedOut`] at once, and the thread is told to abort at its next
+    /// progress callback (a connection that never answers ends when the process does). Only the
+    /// remote-tracking ref is written, never the user's branches.
+    pub fn fetch(&self, remote: &str, branch: &str, limit: Duration) -> Result<(), FetchError> {
+        let branch_ref = format!("refs/heads/{branch}");
+        if !git2::Reference::is_valid_name(&branch_ref) {
+            return Err(FetchError::InvalidBranch(branch.to_string()));
+        }
+        if !self.has_remote(remote) {
+            return Err(FetchError::NoRemote(remote.to_string()));
+        }
+        let refspec = format!("+{branch_ref}:refs/remotes/{remote}/{branch}");
+        let git_dir = self.repository.path().to_path_buf();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = mpsc::channel();
+        let thread_cancelled = Arc::clone(&cancelled);
+        let thread_remote = remote.to_string();
+        std::thread::spawn(move || {
+            let result = (|| {
+                let repository = git2::Repository::open(&git_dir)?;
+                let mut found = repository.find_remote(&thread_remote)?;
+                let mut callbacks = git2::RemoteCallbacks::new();
+                let progress_cancelled = Arc::clone(&thread_cancelled);
+                callbacks.transfer_progress(move |_| !progress_cancelled.load(Ordering::Relaxed));
+                let sideband_cancelled = Arc::clone(&thread_cancelled);
+                callbacks.sideband_progress(move |_| !sideband_cancelled.load(Ordering::Relaxed));
+                let mut options = git2::FetchOptions::new();
+                options
+                    .remote_callbacks(callbacks)
+                    .download_tags(git2::AutotagOption::None);
+                found.fetch(&[refspec.as_str()], Some(&mut options), None)
+            })();
+            // The receiver is gone when the caller gave up: nothing left to tell.
+            let _ = sender.send(result);
+        });
+        match receiver.recv_timeout(limit) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(FetchError::Failed {
+                remote: remote.to_string(),
+                source,
+            }),
+            Err(_) => {
+                cancelled.store(true, Ordering::Relaxed);
+                Err(FetchError::TimedOut {
+                    remote: remote.to_string(),
+                    limit,
+                })
+            }
+        }
+    }
+
+    /// The full id of the commit `text` names (a full or abbreviated hex id), if the repository
+    /// has it. Anything that is not a hex id of at least 4 characters names no commit.
+    pub fn find_commit(&self, text: &str) -> Result<Option<String>, RepoError> {
+        let text = text.trim();
+        if text.len() < 4 || text.len() > 40 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let found = if text.len() == 40 {
+            Oid::from_str(text).and_then(|oid| self.repository.find_commit(oid))
+        } else {
+            self.repository.find_commit_by_prefix(text)
+        };
+        match found {
+            Ok(commit) => Ok(Some(commit.id().to_string())),
+            Err(error) if error.code() == ErrorCode::NotFound => Ok(None),
+            Err(error) => Err(git_error(format!("look up commit `{text}`"))(error)),
+        }
+    }
+
+    fn oid(&self, id: &str) -> Result<Oid, RepoError> {
+        Oid::from_str(id).map_err(git_error(format!("read commit id `{id}`")))
+    }
+
+    /// Ahead/behind of `local` against `other` (both full commit ids).
+    pub fn divergence(&self, local: &str, other: &str) -> Result<Divergence, RepoError> {
+        let (ahead, behind) = self
+            .repository
+            .graph_ahead_behind(self.oid(local)?, self.oid(other)?)
+            .map_err(git_error("compare the histories"))?;
+        Ok(Divergence { ahead, behind })
+    }
+
+    /// True when `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, RepoError> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        self.repository
+            .graph_descendant_of(self.oid(descendant)?, self.oid(ancestor)?)
+            .map_err(git_error("compare the histories"))
+    }
+
+    /// The commits in `from..to` (reachable from `to`, not from `from`), newest first; keeps the
+    /// first `keep` summaries but counts them all. `from = None` means the whole history of `to`.
+    pub fn commits(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        keep: usize,
+    ) -> Result<CommitRange, RepoError> {
+        let walk_error = || git_error("walk the history");
+        let mut walk = self.repository.revwalk().map_err(walk_error())?;
+        // Topological + time order, like `git log`; the walk is bounded by `hide`, so sorting
+        // only ever sees the range itself.
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
+            .map_err(walk_error())?;
+        walk.push(self.oid(to)?).map_err(walk_error())?;
+        if let Some(from) = from {
+            walk.hide(self.oid(from)?).map_err(walk_error())?;
+        }
+        let mut count = 0;
+        let mut commits = Vec::new();
+        let mut authors: BTreeMap<String, usize> = BTreeMap::new();
+        for oid in walk {
+            let oid = oid.map_err(walk_error())?;
+            count += 1;
+            let commit = self
+                .repository
+                .find_commit(oid)
+                .map_err(git_error(format!("read commit `{oid}`")))?;
+            let author = commit.author();
+            let name = String::from_utf8_lossy(author.name_bytes()).into_owned();
+            *authors.entry(name.clone()).or_default() += 1;
+            if commits.len() < keep {
+                commits.push(CommitSummary {
+                    id: oid.to_string(),
+                    author: name,
+                    subject: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                        .into_owned(),
+                    time: author.when().seconds(),
+                });
+            }
+        }
+        let mut authors: Vec<Author> = authors
+            .into_iter()
+            .map(|(name, commits)| Author { name, commits })
+            .collect();
+        authors.sort_by(|a, b| b.commits.cmp(&a.commits).then_with(|| a.name.cmp(&b.name)));
+        Ok(CommitRange {
+            count,
+            commits,
+            authors,
+        })
+    }
+
+    /// The paths that differ between the trees of two commits (both sides of renames), sorted.
+    pub fn changed_paths(&self, from: &str, to: &str) -> Result<BTreeSet<String>, RepoError> {
+        let tree = |id: &str| -> Result<git2::Tree<'_>, RepoError> {
+            self.repository
+                .find_commit(self.oid(id)?)
+                .and_then(|commit| commit.tree())
+                .map_err(git_error(format!("read the tree of `{}`", short(id))))
+        };
+        let (old, new) = (tree(from)?, tree(to)?);
+        let diff = self
+            .repository
+            .diff_tree_to_tree(Some(&old), Some(&new), None)
+            .map_err(git_error("compare the trees"))?;
+        let mut paths = BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path() {
+                    paths.insert(path.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// The full id of HEAD's commit in the repository containing `path`.
+pub fn head_commit(path: &Path) -> Result<String, RepoError> {
+    Repository::discover(path)?.head_commit()
+}
+
+/// True when the working tree containing `path` differs from HEAD, untracked files included
+/// (an image built from it would contain code no commit describes).
+pub fn is_dirty(path: &Path) -> Result<bool, RepoError> {
+    Ok(Repository::discover(path)?.status()?.is_dirty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestRepo;
+
+    #[test]
+    fn status_counts_staged_modified_and_untracked_separately() {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        repo.commit_file("b.txt", "one", "second");
+        repo.write("a.txt", "changed");
+        repo.write("b.txt", "changed");
+        repo.stage("b.txt");
+        repo.write("new.txt", "new");
+        repo.write(".gitignore", "ignored.txt\n");
+        repo.write("ignored.txt", "x");
+        let status = Repository::discover(repo.path()).unwrap().status().unwrap();
+        assert_eq!(status.staged, 1);
+        assert_eq!(status.modified, 1);
+        assert_eq!(status.untracked, 2, "new.txt and .gitignore");
+        assert_eq!(status.changed_paths, ["a.txt", "b.txt"]);
+        assert!(is_dirty(repo.path()).unwrap());
+    }
+
+    #[test]
+    fn head_branch_detached_and_unborn() {
+        let repo = TestRepo::new();
+        let error = Repository::discover(repo.path())
+            .unwrap()
+            .head()
+            .unwrap_err();
+        assert!(matches!(error, RepoError::NoCommit { .. }), "{error:?}");
+        let first = repo.commit_file("a.txt", "one", "first");
+        let opened = Repository::discover(repo.path()).unwrap();
+        assert_eq!(
+            opened.head().unwrap(),
+            Head::Branch {
+                name: "main".into(),
+                commit: first.clone()
+            }
+        );
+        assert_eq!(head_commit(repo.path()).unwrap(), first);
+        assert!(!is_dirty(repo.path()).unwrap());
+        repo.detach();
+        assert_eq!(opened.head().unwrap(), Head::Detached { commit: first });
+    }
+
+    #[test]
+    fn source_revision_fingerprints_the_changes() {
+        let repo = TestRepo::new();
+        let opened = Repository::discover(repo.path()).unwrap();
+        assert!(matches!(
+            opened.source_revision(),
+            Err(RepoError::NoCommit { .. })
+        ));
+        let first = repo.commit_file("a.txt", "one", "first");
+        let clean = opened.source_revision().unwrap();
+        assert_eq!(clean.commit, first);
+        assert_eq!(clean.short_commit(), &first[..12]);
+        assert_eq!(clean.dirty, None);
+        repo.write("a.txt", "two");
+        let one = opened.source_revision().unwrap().dirty.unwrap();
+        assert_eq!(one.len(), 8);
+        repo.write("a.txt", "three");
+        let other = opened.source_revision().unwrap().dirty.unwrap();
+        assert_ne!(one, other, "different changes, different fingerprints");
+        repo.write("a.txt", "one");
+        repo.write("new.txt", "untracked");
+        assert!(opened.source_revision().unwrap().dirty.is_some());
+    }
+
+    #[test]
+    fn range_counts_commits_authors_and_changed_paths() {
+        let repo = TestRepo::new();
+        let base = repo.commit_file("a.txt", "one", "base");
+        repo.commit_file_as("b.txt", "one", "add b", "Ada");
+        repo.commit_file_as("schemas/t.json", "{}", "add schema", "Grace");
+        let head = repo.commit_file_as("b.txt", "two", "change b", "Ada");
+        let opened = Repository::discover(repo.path()).unwrap();
+        let range = opened.commits(Some(&base), &head, 2).unwrap();
+        assert_eq!(range.count, 3);
+        assert_eq!(range.commits.len(), 2);
+        assert_eq!(range.commits[0].subject, "change b");
+        let authors: Vec<(&str, usize)> = range
+            .authors
+            .iter()
+            .map(|author| (author.name.as_str(), author.commits))
+            .collect();
+        assert_eq!(authors, [("Ada", 2), ("Grace", 1)]);
+        let paths = opened.changed_paths(&base, &head).unwrap();
+        assert_eq!(
+            paths.into_iter().collect::<Vec<_>>(),
+            ["b.txt", "schemas/t.json"]
+        );
+        assert_eq!(opened.commits(None, &head, 10).unwrap().count, 4);
+        assert!(opened.is_ancestor(&base, &head).unwrap());
+        assert!(!opened.is_ancestor(&head, &base).unwrap());
+    }
+
+    #[test]
+    fn find_commit_accepts_full_and_short_ids_only() {
+        let repo = TestRepo::new();
+        let first = repo.commit_file("a.txt", "one", "first");
+        let opened = Repository::discover(repo.path()).unwrap();
+        assert_eq!(opened.find_commit(&first).unwrap(), Some(first.clone()));
+        assert_eq!(opened.find_commit(&first[..8]).unwrap(), Some(first));
+        assert_eq!(
+            opened
+                .find_commit("0123456789012345678901234567890123456789")
+                .unwrap(),
+            None
+        );
+        assert_eq!(opened.find_commit("not-a-commit").unwrap(), None);
+        assert_eq!(opened.find_commit("").unwrap(), None);
+    }
+
+    #[test]
+    fn fetch_updates_the_remote_tracking_branch_and_counts_divergence() {
+        let repo = TestRepo::new();
+        let first = repo.commit_file("a.txt", "one", "first");
+        let remote = repo.add_bare_remote("origin");
+        repo.push("origin", "main");
+        let other = remote.clone_into_temp();
+        let pushed_by_other = other.commit_file("c.txt", "x", "someone else's commit");
+        other.push("origin", "main");
+        let opened = Repository::discover(repo.path()).unwrap();
+        assert_eq!(
+            opened.remote_branch_commit("origin", "main").unwrap(),
+            Some(first.clone())
+        );
+        opened
+            .fetch("origin", "main", Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            opened.remote_branch_commit("origin", "main").unwrap(),
+            Some(pushed_by_other.clone())
+        );
+        assert_eq!(
+            opened.divergence(&first, &pushed_by_other).unwrap(),
+            Divergence {
+                ahead: 0,
+                behind: 1
+            }
+        );
+        assert!(matches!(
+            opened.fetch("upstream", "main", Duration::from_secs(30)),
+            Err(FetchError::NoRemote(name)) if name == "upstream"
+        ));
+        assert!(matches!(
+            opened.fetch("origin", "bad..name", Duration::from_secs(30)),
+            Err(FetchError::InvalidBranch(_))
+        ));
+    }
+
+    #[test]
+    fn a_fetch_from_an_unreachable_remote_is_an_error_with_the_reason() {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        repo.set_remote_url("origin", "/nonexistent/remote.git");
+        let opened = Repository::discover(repo.path()).unwrap();
+        let error = opened
+            .fetch("origin", "main", Duration::from_secs(30))
+            .unwrap_err();
+        assert!(matches!(error, FetchError::Failed { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn outside_a_repository_is_a_clear_error() {
+        let directory = tempfile::tempdir().unwrap();
+        let error = Repository::discover(directory.path()).unwrap_err();
+        assert!(error.to_string().contains("is not inside a git repository"));
+    }
+}
