@@ -43,6 +43,11 @@ pub struct DeployArgs {
     /// How long the new revision may take to become Ready and answer `/health`.
     #[arg(long, value_name = "DURATION", default_value = "2m")]
     pub ready_timeout: HumanDuration,
+    /// Skip the preflight checklist (recorded in the report). For emergencies only.
+    #[arg(long)]
+    pub skip_preflight: bool,
+    #[command(flatten)]
+    pub preflight: super::preflight::PreflightFlags,
     /// Cloud Monitoring endpoint for request counts [default: the emulator for local targets,
     /// Google otherwise].
     #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
@@ -233,6 +238,33 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     block_on(async {
         let endpoint = target::endpoint(&config, context.endpoint.as_deref());
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        let skipped_preflight = args
+            .skip_preflight
+            .then(|| "preflight checklist skipped (`--skip-preflight`)".to_string());
+        if args.skip_preflight {
+            context
+                .output
+                .message("warning: preflight checklist skipped (`--skip-preflight`)");
+        } else {
+            let source = crate::preflight::DeployedSource::Platform {
+                platform: &platform,
+                id: request.id.clone(),
+            };
+            let safe = super::preflight::checklist(
+                context,
+                &config,
+                &workspace.root,
+                &args.preflight,
+                source,
+            )
+            .await?;
+            if !safe {
+                context
+                    .output
+                    .message("deploy stopped by the preflight checklist: nothing was changed");
+                return Ok(ExitStatus::StoppedBeforeTraffic);
+            }
+        }
         let metrics = CloudMonitoring::new(&monitoring_endpoint(&config, args, &endpoint))?;
         let analyser = crate::rollout::analyser::SequentialAnalyser::new(&config.rollout)
             .context("the rollout policy is not usable by the analysis")?;
@@ -258,8 +290,9 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         ));
         let report = driver.deploy(&request, ctrl_c()).await;
         progress.finish();
-        let report =
+        let mut report =
             report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
+        report.notes.extend(skipped_preflight);
         print_report(context, &report)?;
         Ok(match report.outcome {
             Outcome::Promoted { .. } => ExitStatus::Success,

@@ -7,12 +7,12 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
 use super::{prompt, target, Context};
 use crate::{
+    config::ServiceConfig,
     exit::ExitStatus,
     preflight::{
         self, Acceptance, Check, Decision, DeployedSource, PreflightOptions, PreflightReport,
@@ -26,6 +26,13 @@ use crate::{
 pub struct PreflightArgs {
     /// The service's name.
     pub service: String,
+    #[command(flatten)]
+    pub flags: PreflightFlags,
+}
+
+/// The checklist's flags, shared by `preflight` and `deploy`.
+#[derive(Debug, Clone, Args)]
+pub struct PreflightFlags {
     /// Do not fetch the remote branch: compare with it as last fetched (offline).
     #[arg(long)]
     pub no_fetch: bool,
@@ -52,12 +59,42 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
     let loaded = workspace.find(&args.service)??;
     let config = loaded.config.with_overrides(&context.overrides);
     let id = target::service_id(&config)?;
+    let safe = super::block_on(async {
+        match target::connect(&config, context.endpoint.as_deref()).await {
+            Ok(platform) => {
+                let source = DeployedSource::Platform {
+                    platform: &platform,
+                    id,
+                };
+                checklist(context, &config, &workspace.root, &args.flags, source).await
+            }
+            Err(error) => {
+                let source = DeployedSource::Unavailable(format!("{error:#}"));
+                checklist(context, &config, &workspace.root, &args.flags, source).await
+            }
+        }
+    })?;
+    Ok(if safe {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// Runs the checklist, prints it (text as steps finish, or one JSON document), asks about
+/// warnings as the rules say, and returns whether it is safe to deploy.
+pub async fn checklist(
+    context: &Context,
+    config: &ServiceConfig,
+    root: &std::path::Path,
+    flags: &PreflightFlags,
+    source: DeployedSource<'_>,
+) -> anyhow::Result<bool> {
     let options = PreflightOptions {
-        fetch: !args.no_fetch,
-        skip_tests: args.skip_tests,
+        fetch: !flags.no_fetch,
+        skip_tests: flags.skip_tests,
         ..PreflightOptions::default()
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let text = !context.output.is_json();
     if text {
         context
@@ -65,21 +102,7 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
             .data(format!("Preflight checklist for `{}`", config.name));
     }
     let reporter = CliReporter { context, text };
-    let report = runtime.block_on(async {
-        match target::connect(&config, context.endpoint.as_deref()).await {
-            Ok(platform) => {
-                let source = DeployedSource::Platform {
-                    platform: &platform,
-                    id,
-                };
-                preflight::run(&config, &workspace.root, source, &options, &reporter).await
-            }
-            Err(error) => {
-                let source = DeployedSource::Unavailable(format!("{error:#}"));
-                preflight::run(&config, &workspace.root, source, &options, &reporter).await
-            }
-        }
-    });
+    let report = preflight::run(config, root, source, &options, &reporter).await;
     if text {
         context.output.data(summary_text(&report));
     }
@@ -87,8 +110,8 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
     // human's answer or a flag that names what is accepted, so `--yes` runs ask nothing here.
     let acceptance = Acceptance {
         interactive: context.interactive && !context.assume_yes,
-        accept_warnings: args.accept_warnings,
-        accept_schema_changes: args.accept_schema_changes,
+        accept_warnings: flags.accept_warnings,
+        accept_schema_changes: flags.accept_schema_changes,
     };
     let prompter = prompt::prompter(context);
     let decision = preflight::decide(&report, acceptance, prompter.as_ref());
@@ -102,11 +125,7 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
             decisions: &decision.steps,
         })?;
     }
-    Ok(if decision.safe_to_deploy {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    })
+    Ok(decision.safe_to_deploy)
 }
 
 /// The JSON document of `--format json`.
