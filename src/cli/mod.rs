@@ -5,6 +5,7 @@
 //! `deployer ... --format json | jq` always works.
 
 mod completions;
+mod emulator;
 mod output;
 mod services;
 
@@ -83,6 +84,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(completions::ManArgs),
+    /// Run the local Cloud Run emulator (foreground, or `--detach`), or show/stop a running one.
+    Emulator(emulator::EmulatorArgs),
 }
 
 /// What every command gets: the global conventions, resolved once.
@@ -142,6 +145,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Services(command) => services::run(&context, command),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
+        Command::Emulator(args) => emulator::run(&context, args),
     };
     match result {
         Ok(status) => status,
