@@ -709,7 +709,11 @@ impl Controller {
                 return Ok(None);
             };
             let now = now();
-            set_revision_phase(revision, &phase, &now);
+            // A restarted revision that is Ready again is unchanged: its resource (and the
+            // service's etag) stay as they were.
+            if revision_phase(revision) != phase {
+                set_revision_phase(revision, &phase, &now);
+            }
             refresh_status(record, &now);
             let service_json = to_json(&record.service)?;
             let terminal_message = record

@@ -602,10 +602,22 @@ pub fn refresh_status(record: &mut ServiceRecord, now: &wkt::Timestamp) {
     routes.reasons = None;
     let mut configurations = condition("ConfigurationsReady", &phase, now);
     configurations.reasons = None;
-    if let Some(previous) = &service.terminal_condition {
-        if previous.state == terminal.state && previous.message == terminal.message {
-            terminal.last_transition_time = previous.last_transition_time;
+    // A condition whose state did not change keeps its transition time, so that recomputing
+    // an unchanged status (e.g. after a restart) leaves the etag unchanged.
+    let keep_time = |condition: &mut Condition, previous: Option<&Condition>| {
+        if let Some(previous) = previous {
+            if previous.state == condition.state && previous.message == condition.message {
+                condition.last_transition_time = previous.last_transition_time;
+            }
         }
+    };
+    keep_time(&mut terminal, service.terminal_condition.as_ref());
+    for condition in [&mut routes, &mut configurations] {
+        let previous = service
+            .conditions
+            .iter()
+            .find(|previous| previous.r#type == condition.r#type);
+        keep_time(condition, previous);
     }
     service.terminal_condition = Some(terminal);
     service.conditions = vec![routes, configurations];
