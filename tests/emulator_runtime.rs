@@ -478,3 +478,78 @@ async fn a_restarted_emulator_keeps_services_revisions_traffic_and_containers() 
     assert_eq!(tagged, BTreeMap::from([((first, 200), 10)]));
     emulator.shutdown().await;
 }
+
+fn docker(arguments: &[&str]) {
+    let status = std::process::Command::new("docker")
+        .args(arguments)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "docker {arguments:?} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_missing_locally_are_pulled_from_a_local_registry() {
+    let registry = std::env::var("DEPLOYER_TEST_REGISTRY").expect(
+        "DEPLOYER_TEST_REGISTRY is not set: run the tests through tests/run.sh \
+         (tests/env/10-registry.sh starts a local registry and exports it)",
+    );
+    // A tag of its own, so no other test has it in the engine; removed locally after the push
+    // so that only the registry holds it.
+    let image = format!("{registry}/emulator-test/echo:pull-{}", std::process::id());
+    docker(&["tag", echo_image(), &image]);
+    docker(&["push", &image]);
+    docker(&["rmi", &image]);
+
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(directory.path()).await;
+    let (services, _) = clients(emulator.endpoint()).await;
+    let mut request = echo_service(&[]);
+    request.template.as_mut().unwrap().containers[0].image = image.clone();
+    let operation = services
+        .create_service()
+        .set_parent(PROJECT_PARENT)
+        .set_service_id("pulled")
+        .set_service(request)
+        .send()
+        .await
+        .unwrap();
+    let operation = wait_operation(&services, operation).await;
+    assert!(
+        matches!(
+            operation.result,
+            Some(google_cloud_longrunning::model::operation::Result::Response(_))
+        ),
+        "{:?}",
+        operation.result
+    );
+    let service = services
+        .get_service()
+        .set_name(format!("{PROJECT_PARENT}/services/pulled"))
+        .send()
+        .await
+        .unwrap();
+    let answers = send(&http(), &service.uri, 5).await;
+    assert_eq!(answers.values().sum::<usize>(), 5);
+
+    // An image that exists nowhere fails the revision with a clear reason.
+    let mut missing = echo_service(&[]);
+    missing.template.as_mut().unwrap().containers[0].image =
+        format!("{registry}/emulator-test/absent:none");
+    let operation = services
+        .create_service()
+        .set_parent(PROJECT_PARENT)
+        .set_service_id("absent")
+        .set_service(missing)
+        .send()
+        .await
+        .unwrap();
+    let operation = wait_operation(&services, operation).await;
+    assert!(
+        matches!(&operation.result, Some(google_cloud_longrunning::model::operation::Result::Error(status)) if status.message.contains("could not be pulled")),
+        "{:?}",
+        operation.result
+    );
+    emulator.shutdown().await;
+    docker(&["rmi", &image]);
+}
