@@ -6,7 +6,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -17,8 +16,8 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use crate::{
     emulator::{
+        background::{find_running, spawn_background, BackgroundError, BackgroundOptions},
         default_data_dir, process_alive, Emulator, EmulatorConfig, RunningEmulator, DEFAULT_PORT,
-        STATE_FILE,
     },
     exit::ExitStatus,
 };
@@ -133,69 +132,32 @@ async fn wait_for_stop(emulator: &Emulator) {
 }
 
 fn detach(context: &Context, args: &EmulatorArgs, data_dir: &Path) -> anyhow::Result<ExitStatus> {
-    if let Some(running) =
-        RunningEmulator::read(data_dir).filter(|running| process_alive(running.pid))
-    {
-        bail!(UsageError {
-            message: format!(
-                "an emulator (pid {}) already runs on `{}` at {}; stop it with `deployer emulator stop`",
-                running.pid,
-                data_dir.display(),
-                running.endpoint
-            ),
-        });
+    let options = BackgroundOptions {
+        executable: std::env::current_exe().context("cannot find the deployer executable")?,
+        data_dir: data_dir.to_path_buf(),
+        port: args.port,
+        startup_timeout: args.startup_timeout,
+    };
+    let running = match spawn_background(&options) {
+        Ok(running) => running,
+        Err(error @ BackgroundError::AlreadyRunning(_)) => {
+            bail!(UsageError {
+                message: error.to_string()
+            })
+        }
+        Err(error) => return Err(error).context("cannot start the emulator in the background"),
+    };
+    if context.output.is_json() {
+        context.output.json(&running)?;
+    } else {
+        context.output.data(&running.endpoint);
+        context.output.message(format!(
+            "emulator running in the background (pid {}); log `{}`; stop it with `deployer emulator stop`",
+            running.pid,
+            data_dir.join("emulator.log").display()
+        ));
     }
-    fs_err::create_dir_all(data_dir)?;
-    let log_path = data_dir.join("emulator.log");
-    let log = fs_err::File::create(&log_path)?;
-    let executable = std::env::current_exe().context("cannot find the deployer executable")?;
-    let mut command = std::process::Command::new(executable);
-    command
-        .arg("emulator")
-        .arg("--port")
-        .arg(args.port.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--startup-timeout")
-        .arg(format!("{}s", args.startup_timeout.as_secs()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?.into_parts().0)
-        .stderr(log.into_parts().0);
-    // Its own process group: a Ctrl-C in the terminal that started it does not stop it.
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command
-        .spawn()
-        .context("cannot start the background emulator")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(running) =
-            RunningEmulator::read(data_dir).filter(|running| running.pid == child.id())
-        {
-            if context.output.is_json() {
-                context.output.json(&running)?;
-            } else {
-                context.output.data(&running.endpoint);
-                context.output.message(format!(
-                    "emulator running in the background (pid {}); log `{}`; stop it with `deployer emulator stop`",
-                    running.pid,
-                    log_path.display()
-                ));
-            }
-            return Ok(ExitStatus::Success);
-        }
-        if let Some(exit) = child.try_wait()? {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("the background emulator exited ({exit}):\n{}", log.trim());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "the background emulator did not announce itself in `{}` within 120 s; see `{}`",
-                data_dir.join(STATE_FILE).display(),
-                log_path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Ok(ExitStatus::Success)
 }
 
 /// One plain-HTTP request to the emulator's own API.
@@ -214,7 +176,7 @@ async fn call(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
 }
 
 fn status(context: &Context, data_dir: &Path) -> anyhow::Result<ExitStatus> {
-    let running = RunningEmulator::read(data_dir).filter(|running| process_alive(running.pid));
+    let running = find_running(data_dir);
     let Some(running) = running else {
         if context.output.is_json() {
             context
@@ -268,7 +230,7 @@ fn status(context: &Context, data_dir: &Path) -> anyhow::Result<ExitStatus> {
 }
 
 fn stop(context: &Context, data_dir: &Path) -> anyhow::Result<ExitStatus> {
-    let running = RunningEmulator::read(data_dir).filter(|running| process_alive(running.pid));
+    let running = find_running(data_dir);
     let Some(running) = running else {
         context
             .output

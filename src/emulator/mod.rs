@@ -6,7 +6,7 @@
 //!
 //! Modules: [`admin`] (the API port), [`control`] (what API calls do), [`resources`] (Cloud Run
 //! rules, pure), [`store`] (the state file), [`runtime`] (Docker), [`router`] (data plane),
-//! [`monitoring`], [`logging`], [`faults`].
+//! [`monitoring`], [`logging`], [`faults`], [`background`] (a detached process).
 //!
 //! [`Emulator::start`] runs one in-process (the CLI's `deployer emulator` and the tests both use
 //! it); [`Emulator::shutdown`] stops it cleanly. While it runs, `DATA_DIR/emulator.json` says
@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod api_error;
+pub mod background;
 pub mod control;
 pub mod faults;
 pub mod logging;
@@ -383,7 +384,15 @@ impl Drop for Emulator {
     }
 }
 
-/// True when a process with this id exists (Linux: `/proc/PID`).
+/// True when a process with this id runs (Linux: `/proc/PID/stat`). A zombie — exited but not
+/// yet reaped by its parent — does not count: it serves nothing.
 pub fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
