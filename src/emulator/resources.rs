@@ -757,6 +757,27 @@ mod tests {
     }
 
     #[test]
+    fn enums_are_accepted_as_numbers_or_names() {
+        for text in [
+            r#"{"type": 2, "revision": "r", "percent": 100}"#,
+            r#"{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": "r", "percent": 100}"#,
+        ] {
+            let target: TrafficTarget = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                target.r#type,
+                TrafficTargetAllocationType::Revision,
+                "{text}"
+            );
+        }
+        let encoded =
+            serde_json::to_value(target(TrafficTargetAllocationType::Latest, "", 100, "")).unwrap();
+        assert_eq!(
+            encoded["type"], 1,
+            "responses use integers, as `enum-encoding=int` asks"
+        );
+    }
+
+    #[test]
     fn names_and_route_picking() {
         assert_eq!(revision_name("hello", 2, "abc"), "hello-00002-abc");
         assert_eq!(revision_number("hello-world-00012-abc"), 12);
