@@ -407,16 +407,10 @@ impl Controller {
                 operation_json(&copy, &operation)
             });
         }
-        let (applied, table) = self.store.mutate(|state| {
-            let applied = change(state, true)?;
-            let table = state
-                .services
-                .get(name)
-                .map(route_table)
-                .unwrap_or_default();
-            Ok((applied, table))
-        })?;
-        self.routers.set_routes(name, table);
+        let applied = self.store.mutate_and_publish(
+            |state| change(state, true),
+            |state, _| self.publish_routes(state, name),
+        )?;
         if let Some(revision) = applied.new_revision {
             let controller = Arc::clone(self);
             let service = name.to_string();
@@ -520,6 +514,14 @@ impl Controller {
         Ok(new_name)
     }
 
+    /// Gives the routers a service's current routing (or closes them when it is gone).
+    fn publish_routes(&self, state: &State, service_full: &str) {
+        match state.services.get(service_full) {
+            Some(record) => self.routers.set_routes(service_full, route_table(record)),
+            None => self.routers.remove_service(service_full),
+        }
+    }
+
     /// `DeleteService`: stops its containers and routers; the operation is done at once.
     pub fn delete_service(
         self: &Arc<Self>,
@@ -551,29 +553,31 @@ impl Controller {
                 )
             });
         }
-        let (operation, record) = self.store.mutate(|state| {
-            let record = check(state)?;
-            state.services.remove(name);
-            let mut deleted = record.service.clone();
-            deleted.delete_time = Some(now());
-            let operation = new_operation(state, name, OperationKind::Delete, name);
-            for pending in state.operations.values_mut() {
-                if pending.service == name && !pending.done {
-                    pending.done = true;
-                    pending.error = Some(ApiError::new(
-                        Code::Aborted,
-                        format!("Service '{name}' was deleted."),
-                    ));
+        let (operation, record) = self.store.mutate_and_publish(
+            |state| {
+                let record = check(state)?;
+                state.services.remove(name);
+                let mut deleted = record.service.clone();
+                deleted.delete_time = Some(now());
+                let operation = new_operation(state, name, OperationKind::Delete, name);
+                for pending in state.operations.values_mut() {
+                    if pending.service == name && !pending.done {
+                        pending.done = true;
+                        pending.error = Some(ApiError::new(
+                            Code::Aborted,
+                            format!("Service '{name}' was deleted."),
+                        ));
+                    }
                 }
-            }
-            if let Some(record) = state.operations.get_mut(&operation) {
-                record.done = true;
-                record.error = None;
-                record.response = Some(to_json(&deleted)?);
-            }
-            Ok((operation, record))
-        })?;
-        self.routers.remove_service(name);
+                if let Some(record) = state.operations.get_mut(&operation) {
+                    record.done = true;
+                    record.error = None;
+                    record.response = Some(to_json(&deleted)?);
+                }
+                Ok((operation, record))
+            },
+            |state, _| self.publish_routes(state, name),
+        )?;
         let runtime = Arc::clone(&self.runtime);
         let revisions: Vec<String> = record
             .revisions
@@ -701,52 +705,55 @@ impl Controller {
             Ok(()) => Phase::Ready,
             Err(reason) => Phase::Failed(reason),
         };
-        let result = self.store.mutate(|state| {
-            let Some(record) = state.services.get_mut(service_full) else {
-                return Ok(None);
-            };
-            let Some(revision) = record.revisions.get_mut(revision_short) else {
-                return Ok(None);
-            };
-            let now = now();
-            // A restarted revision that is Ready again is unchanged: its resource (and the
-            // service's etag) stay as they were.
-            if revision_phase(revision) != phase {
-                set_revision_phase(revision, &phase, &now);
-            }
-            refresh_status(record, &now);
-            let service_json = to_json(&record.service)?;
-            let terminal_message = record
-                .service
-                .terminal_condition
-                .as_ref()
-                .map(|condition| condition.message.clone())
-                .unwrap_or_default();
-            let table = route_table(record);
-            for operation in state.operations.values_mut() {
-                if operation.done
-                    || operation.service != service_full
-                    || operation.waiting_for.as_deref() != Some(revision_short)
-                {
-                    continue;
+        let result = self.store.mutate_and_publish(
+            |state| {
+                let Some(record) = state.services.get_mut(service_full) else {
+                    return Ok(None);
+                };
+                let Some(revision) = record.revisions.get_mut(revision_short) else {
+                    return Ok(None);
+                };
+                let now = now();
+                // A restarted revision that is Ready again is unchanged: its resource (and the
+                // service's etag) stay as they were.
+                if revision_phase(revision) != phase {
+                    set_revision_phase(revision, &phase, &now);
                 }
-                operation.done = true;
-                match &phase {
-                    Phase::Failed(reason) => {
-                        let message = if terminal_message.is_empty() {
-                            reason.clone()
-                        } else {
-                            terminal_message.clone()
-                        };
-                        operation.error = Some(ApiError::new(Code::FailedPrecondition, message));
+                refresh_status(record, &now);
+                let service_json = to_json(&record.service)?;
+                let terminal_message = record
+                    .service
+                    .terminal_condition
+                    .as_ref()
+                    .map(|condition| condition.message.clone())
+                    .unwrap_or_default();
+                for operation in state.operations.values_mut() {
+                    if operation.done
+                        || operation.service != service_full
+                        || operation.waiting_for.as_deref() != Some(revision_short)
+                    {
+                        continue;
                     }
-                    _ => operation.response = Some(service_json.clone()),
+                    operation.done = true;
+                    match &phase {
+                        Phase::Failed(reason) => {
+                            let message = if terminal_message.is_empty() {
+                                reason.clone()
+                            } else {
+                                terminal_message.clone()
+                            };
+                            operation.error =
+                                Some(ApiError::new(Code::FailedPrecondition, message));
+                        }
+                        _ => operation.response = Some(service_json.clone()),
+                    }
                 }
-            }
-            Ok(Some(table))
-        });
+                Ok(Some(()))
+            },
+            |state, _| self.publish_routes(state, service_full),
+        );
         match result {
-            Ok(Some(table)) => self.routers.set_routes(service_full, table),
+            Ok(Some(())) => {}
             // The service or revision was deleted while it started: its container must go too.
             Ok(None) => self.runtime.stop(revision_full).await,
             Err(error) => tracing::error!("cannot record the start of `{revision_full}`: {error}"),
@@ -758,27 +765,29 @@ impl Controller {
     /// that was Ready (waiting for them) or still starting (in the background).
     pub async fn restore(self: &Arc<Self>) -> Result<(), ApiError> {
         self.runtime.remove_all().await;
-        let tables = self.store.mutate(|state| {
-            let mut tables = Vec::new();
-            for (name, record) in state.services.iter_mut() {
-                record.port = self.routers.ensure_port(name, None, record.port)?;
-                let tags: Vec<(String, u16)> = record
-                    .tag_ports
-                    .iter()
-                    .map(|(tag, port)| (tag.clone(), *port))
-                    .collect();
-                for (tag, port) in tags {
-                    let port = self.routers.ensure_port(name, Some(&tag), port)?;
-                    record.tag_ports.insert(tag, port);
+        self.store.mutate_and_publish(
+            |state| {
+                for (name, record) in state.services.iter_mut() {
+                    record.port = self.routers.ensure_port(name, None, record.port)?;
+                    let tags: Vec<(String, u16)> = record
+                        .tag_ports
+                        .iter()
+                        .map(|(tag, port)| (tag.clone(), *port))
+                        .collect();
+                    for (tag, port) in tags {
+                        let port = self.routers.ensure_port(name, Some(&tag), port)?;
+                        record.tag_ports.insert(tag, port);
+                    }
+                    refresh_status(record, &now());
                 }
-                refresh_status(record, &now());
-                tables.push((name.clone(), route_table(record)));
-            }
-            Ok(tables)
-        })?;
-        for (name, table) in tables {
-            self.routers.set_routes(&name, table);
-        }
+                Ok(())
+            },
+            |state, _| {
+                for name in state.services.keys() {
+                    self.publish_routes(state, name);
+                }
+            },
+        )?;
         let (ready, starting): (Vec<_>, Vec<_>) = self.store.read(|state| {
             state
                 .services

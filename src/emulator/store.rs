@@ -188,6 +188,17 @@ impl Store {
         &self,
         change: impl FnOnce(&mut State) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
+        self.mutate_and_publish(change, |_, _| {})
+    }
+
+    /// Like [`Store::mutate`], then calls `publish` with the new state while still holding the
+    /// lock: what is derived from the state (the routers' tables) is updated in the same order
+    /// as the state itself, so a slower caller never overwrites newer routes with older ones.
+    pub fn mutate_and_publish<R>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<R, ApiError>,
+        publish: impl FnOnce(&State, &R),
+    ) -> Result<R, ApiError> {
         let mut state = self.lock();
         let mut next = state.clone();
         let result = change(&mut next)?;
@@ -196,6 +207,7 @@ impl Store {
         write_atomically(&self.path, &next)
             .map_err(|error| ApiError::internal(format!("{error}: {}", error_source(&error))))?;
         *state = next;
+        publish(&state, &result);
         Ok(result)
     }
 
