@@ -553,3 +553,53 @@ async fn images_missing_locally_are_pulled_from_a_local_registry() {
     emulator.shutdown().await;
     docker(&["rmi", &image]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_crashes_after_start_is_restarted() {
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(directory.path()).await;
+    let (services, _) = clients(emulator.endpoint()).await;
+    let service = create(&services, "phoenix", &[]).await;
+    let revision = short(&service.latest_ready_revision);
+    let http = http();
+    // The crash request gets no answer from the container: the router says so with a 502.
+    let (status, _) = get_json(&http, &format!("{}/crash", service.uri)).await;
+    assert_eq!(status, 502);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = get_json(&http, &service.uri).await;
+        if status == 200 {
+            assert_eq!(body["revision"], revision.as_str());
+            break;
+        }
+        // 502 until the exit is noticed, then 503 until the new container is Ready.
+        assert!(matches!(status, 502 | 503), "while restarting: {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not restarted within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = services
+        .get_service()
+        .set_name(&service.name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.etag, service.etag,
+        "a restart changes nothing in the resource"
+    );
+    assert_eq!(emulator_containers(emulator.instance()), 1);
+    let logs = http
+        .post(format!("{}/v2/entries:list", emulator.endpoint()))
+        .json(&json!({"filter": format!("resource.labels.revision_name=\"{revision}\" AND textPayload:\"Container restarted\"")}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(logs["entries"].as_array().map(Vec::len), Some(1), "{logs}");
+    emulator.shutdown().await;
+}

@@ -1,11 +1,14 @@
 //! Runs revisions as Docker containers through the Docker Engine API (bollard).
 //!
-//! One container per revision, on the default bridge network, reached by the routers at its
-//! bridge IP and `PORT` (so the emulator must run on the Docker host, as it does on Linux). The
+//! One container per revision, on the default bridge network, its `PORT` published on a
+//! loopback port where the routers reach it; the startup probe connects to its bridge IP (so the
+//! emulator must run on the Docker host, as it does on Linux; see [`ContainerFacts`]). The
 //! container gets `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION` and the template's
 //! environment. A startup probe decides readiness: the template's TCP or HTTP startup probe, or
 //! by default a TCP connection to the port, as Cloud Run does. A container that exits, or never
 //! listens before the startup timeout, fails the revision with the reason and its last log lines.
+//! A container that exits later is restarted with growing delays, as Cloud Run replaces a
+//! crashed instance.
 //!
 //! Containers carry the label `deployer.emulator=<instance>` (a hash of the data directory), so
 //! the emulator finds and removes its own containers — and only its own — after a crash.
@@ -13,13 +16,16 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::Duration,
 };
 
 use bollard::{
     container::LogOutput,
-    models::{ContainerCreateBody, HostConfig},
+    models::{ContainerCreateBody, HostConfig, PortBinding},
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
         LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -72,8 +78,18 @@ pub struct Runtime {
     docker: Docker,
     instance: String,
     backends: RwLock<HashMap<String, Backend>>,
+    /// Revisions that should run, each with the token of the start that wants it: a restart
+    /// after a crash only proceeds while its token is current, so a revision stopped (deleted)
+    /// meanwhile is never brought back.
+    wanted: Mutex<HashMap<String, u64>>,
+    next_token: AtomicU64,
     logging: Arc<Logging>,
 }
+
+/// How often a container that exits after it became Ready is restarted before giving up, and
+/// the first delay (doubled each time), like Cloud Run restarting a crashed instance.
+const RESTART_ATTEMPTS: u32 = 5;
+const RESTART_FIRST_DELAY: Duration = Duration::from_secs(1);
 
 impl Runtime {
     /// Connects to the local Docker Engine (negotiating the API version).
@@ -87,6 +103,8 @@ impl Runtime {
             docker,
             instance,
             backends: RwLock::new(HashMap::new()),
+            wanted: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
             logging,
         })
     }
@@ -102,6 +120,10 @@ impl Runtime {
 
     /// Removes every container of this emulator instance (left over by a crash, or at shutdown).
     pub async fn remove_all(&self) {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.backends
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -115,6 +137,10 @@ impl Runtime {
 
     /// Stops and removes a revision's container.
     pub async fn stop(&self, revision_full: &str) {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(revision_full);
         let removed = self
             .backends
             .write()
@@ -139,6 +165,27 @@ impl Runtime {
     /// Starts a revision's container and waits for its startup probe. `Err` carries the reason
     /// the revision failed, worded for its `Ready` condition.
     pub async fn start(self: &Arc<Self>, launch: &RevisionLaunch) -> Result<SocketAddr, String> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(launch.revision_full.clone(), token);
+        self.start_container(launch, token).await
+    }
+
+    fn is_wanted(&self, revision_full: &str, token: u64) -> bool {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(revision_full)
+            == Some(&token)
+    }
+
+    async fn start_container(
+        self: &Arc<Self>,
+        launch: &RevisionLaunch,
+        token: u64,
+    ) -> Result<SocketAddr, String> {
         let container = &launch.container;
         if container.image.is_empty() {
             return Err("The revision has no container image.".to_string());
@@ -174,8 +221,17 @@ impl Runtime {
             entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
             cmd: (!container.args.is_empty()).then(|| container.args.clone()),
             working_dir: (!container.working_dir.is_empty()).then(|| container.working_dir.clone()),
+            exposed_ports: Some(vec![format!("{port}/tcp")]),
             host_config: Some(HostConfig {
                 init: Some(false),
+                // Published on a loopback port the engine picks: see `ContainerFacts`.
+                port_bindings: Some(HashMap::from([(
+                    format!("{port}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".to_string()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -195,6 +251,10 @@ impl Runtime {
         }
         self.follow_logs(id.clone(), launch.source.clone());
         match self.probe(&id, port, launch).await {
+            Ok(_) if !self.is_wanted(&launch.revision_full, token) => {
+                self.remove_container(&id).await;
+                Err("The revision was stopped while it started.".to_string())
+            }
             Ok(address) => {
                 self.backends
                     .write()
@@ -206,7 +266,7 @@ impl Runtime {
                             address,
                         },
                     );
-                self.watch_exit(id, launch.clone());
+                self.watch_exit(id, launch.clone(), token);
                 Ok(address)
             }
             Err(reason) => {
@@ -281,8 +341,11 @@ impl Runtime {
     }
 
     /// When a serving container exits, its revision stops receiving requests (the router
-    /// answers 503 for it) and the exit is logged; the revision's recorded state is left as is.
-    fn watch_exit(self: &Arc<Self>, id: String, launch: RevisionLaunch) {
+    /// answers 503 for it), the exit is logged, and the container is started again with
+    /// growing delays (as Cloud Run replaces a crashed instance) until it passes its startup
+    /// probe, the revision is stopped, or the attempts run out. The revision's recorded state is
+    /// left as is.
+    fn watch_exit(self: &Arc<Self>, id: String, launch: RevisionLaunch, token: u64) {
         let runtime = Arc::clone(self);
         tokio::spawn(async move {
             let mut wait = runtime.docker.wait_container(&id, None);
@@ -298,37 +361,69 @@ impl Runtime {
                     .is_some_and(|backend| backend.container_id == id);
                 ours && backends.remove(&launch.revision_full).is_some()
             };
-            if removed {
-                runtime.logging.container_line(
-                    &launch.source,
-                    true,
-                    &format!("Container terminated with exit code {code}; the revision has no running instance."),
-                    Utc::now(),
-                );
+            if !removed || !runtime.is_wanted(&launch.revision_full, token) {
+                return;
             }
+            let log = |message: String| {
+                runtime
+                    .logging
+                    .container_line(&launch.source, true, &message, Utc::now())
+            };
+            log(format!(
+                "Container terminated with exit code {code}; the revision has no running instance until it is restarted."
+            ));
+            let mut delay = RESTART_FIRST_DELAY;
+            for attempt in 1..=RESTART_ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                if !runtime.is_wanted(&launch.revision_full, token) {
+                    return;
+                }
+                match runtime.start_container(&launch, token).await {
+                    Ok(_) => {
+                        log(format!("Container restarted (attempt {attempt})."));
+                        return;
+                    }
+                    Err(reason) => log(format!("Restart attempt {attempt} failed: {reason}")),
+                }
+            }
+            log(format!(
+                "Gave up restarting the container after {RESTART_ATTEMPTS} attempts."
+            ));
         });
     }
 
-    async fn container_address(
-        &self,
-        id: &str,
-    ) -> Result<(bool, Option<i64>, Option<IpAddr>), String> {
+    async fn container_facts(&self, id: &str, port: i32) -> Result<ContainerFacts, String> {
         let inspect = self
             .docker
             .inspect_container(id, None)
             .await
             .map_err(|error| format!("The container disappeared: {error}."))?;
         let state = inspect.state.unwrap_or_default();
-        let address = inspect
-            .network_settings
-            .and_then(|settings| settings.networks)
+        let settings = inspect.network_settings.unwrap_or_default();
+        let bridge_ip = settings
+            .networks
             .and_then(|networks| {
                 networks
                     .into_values()
                     .find_map(|endpoint| endpoint.ip_address.filter(|ip| !ip.is_empty()))
             })
             .and_then(|ip| ip.parse().ok());
-        Ok((state.running.unwrap_or(false), state.exit_code, address))
+        let published = settings
+            .ports
+            .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
+            .and_then(|bindings| {
+                bindings
+                    .into_iter()
+                    .find_map(|binding| binding.host_port.and_then(|port| port.parse().ok()))
+            })
+            .map(|host_port| SocketAddr::from(([127, 0, 0, 1], host_port)));
+        Ok(ContainerFacts {
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            bridge_ip,
+            published,
+        })
     }
 
     async fn last_lines(&self, id: &str) -> String {
@@ -368,12 +463,11 @@ impl Runtime {
         };
         let probe_port =
             u16::try_from(probe_port).map_err(|_| format!("Invalid probe port {probe_port}."))?;
-        let serving_port =
-            u16::try_from(port).map_err(|_| format!("Invalid container port {port}."))?;
         let deadline = tokio::time::Instant::now() + launch.startup_timeout;
         loop {
-            let (running, exit_code, ip) = self.container_address(id).await?;
-            if !running {
+            let facts = self.container_facts(id, port).await?;
+            let exit_code = facts.exit_code;
+            if !facts.running {
                 let lines = self.last_lines(id).await;
                 return Err(format!(
                     "The user-provided container failed to start and listen on the port defined \
@@ -387,10 +481,10 @@ impl Runtime {
                     }
                 ));
             }
-            if let Some(ip) = ip {
+            if let (Some(ip), Some(published)) = (facts.bridge_ip, facts.published) {
                 let probe_address = SocketAddr::new(ip, probe_port);
                 if probe_once(probe_address, http_path.as_deref()).await {
-                    return Ok(SocketAddr::new(ip, serving_port));
+                    return Ok(published);
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -443,6 +537,21 @@ pub async fn remove_instance_containers(instance: &str) {
     if let Ok(docker) = docker.negotiate_version().await {
         remove_labelled(&docker, instance).await;
     }
+}
+
+/// What the engine says about a container.
+///
+/// Two addresses, on purpose: the startup probe connects to the bridge IP, where a refused
+/// connection really means "not listening" (a published port always accepts, through the
+/// engine's proxy). Requests go to the published loopback port: bridge IPs are reused at once
+/// by the engine for new containers (of this emulator or another one), so a stale bridge
+/// address could reach a stranger's container, while published ports are allocated in turn
+/// from a large range.
+struct ContainerFacts {
+    running: bool,
+    exit_code: Option<i64>,
+    bridge_ip: Option<IpAddr>,
+    published: Option<SocketAddr>,
 }
 
 /// One probe attempt: a TCP connection, then for HTTP probes a `GET` answered with 2xx/3xx.

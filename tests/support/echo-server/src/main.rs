@@ -2,7 +2,7 @@
 //!
 //! It answers every request with JSON naming the service and revision it runs as (`K_SERVICE`,
 //! `K_REVISION`), so a test can tell which revision served it; `/status/NNN` answers with that
-//! status. `MODE=crash` exits at once with code 3 (a revision that never starts);
+//! status; `/crash` exits at once with code 4. `MODE=crash` exits at once with code 3 (a revision that never starts);
 //! `MODE=silent` never listens (a revision that fails its startup probe).
 
 use std::{
@@ -62,6 +62,10 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         let mut body = vec![0u8; content_length];
         std::io::Read::read_exact(&mut reader, &mut body)?;
         let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        if path == "/crash" {
+            eprintln!("echo-server: crashing on request (/crash)");
+            std::process::exit(4);
+        }
         let status: u16 = path
             .strip_prefix("/status/")
             .and_then(|code| code.parse().ok())
