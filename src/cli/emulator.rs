@@ -74,7 +74,9 @@ pub fn run(context: &Context, args: EmulatorArgs) -> anyhow::Result<ExitStatus> 
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    // The emulator runs on a runtime of its own; this one only waits for signals and talks
+    // to a running emulator.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -93,6 +93,9 @@ pub enum EmulatorError {
     /// Restoring services from the state failed.
     #[error("cannot restore the emulator state: {0}")]
     Restore(#[source] api_error::ApiError),
+    /// The emulator's own async runtime cannot be started.
+    #[error("cannot start the emulator's async runtime")]
+    AsyncRuntime(#[source] std::io::Error),
     /// The running-emulator file cannot be written.
     #[error("cannot write `{path}`")]
     StateFile {
@@ -189,16 +192,34 @@ pub fn short_hash(text: &str) -> String {
 }
 
 /// A running emulator.
+///
+/// It runs on an async runtime of its own (two worker threads), whatever runtime its caller
+/// uses: a caller on a single-threaded runtime, or one whose clock is paused
+/// (`#[tokio::test(start_paused = true)]`), cannot starve its routers or make its startup
+/// probes time out early.
 #[derive(Debug)]
 pub struct Emulator {
     endpoint: String,
     address: SocketAddr,
     data_dir: PathBuf,
+    instance: String,
     controller: Arc<Controller>,
     faults: Arc<Faults>,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What starting produces, before it is tied to its runtime.
+struct Started {
+    endpoint: String,
+    address: SocketAddr,
+    data_dir: PathBuf,
     instance: String,
+    controller: Arc<Controller>,
+    faults: Arc<Faults>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
 }
 
 impl Emulator {
@@ -206,98 +227,35 @@ impl Emulator {
     /// containers, and serves the API. Returns when the API answers and every revision that was
     /// Ready before a restart is serving again.
     pub async fn start(config: EmulatorConfig) -> Result<Self, EmulatorError> {
-        let data_dir_error = |source| EmulatorError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
-        let data_dir = config.data_dir.canonicalize().map_err(data_dir_error)?;
-        if let Some(running) = RunningEmulator::read(&data_dir) {
-            if running.pid != std::process::id() && process_alive(running.pid) {
-                return Err(EmulatorError::AlreadyRunning {
-                    pid: running.pid,
-                    endpoint: running.endpoint,
-                    data_dir,
-                });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("deployer-emulator")
+            .enable_all()
+            .build()
+            .map_err(EmulatorError::AsyncRuntime)?;
+        let started = match runtime.spawn(start_inside(config)).await {
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => {
+                runtime.shutdown_background();
+                return Err(error);
             }
-        }
-        let instance = short_hash(&data_dir.to_string_lossy());
-        let store = Store::open(&data_dir)?;
-        let logging = Arc::new(Logging::default());
-        let monitoring = Arc::new(Monitoring::default());
-        let faults = Arc::new(Faults::new(FaultConfig::default()));
-        faults
-            .set(config.faults.clone())
-            .map_err(EmulatorError::Restore)?;
-        let runtime = Arc::new(Runtime::connect(instance.clone(), Arc::clone(&logging)).await?);
-        let routers = Arc::new(Routers::new(
-            Arc::clone(&runtime),
-            Arc::clone(&monitoring),
-            Arc::clone(&logging),
-        ));
-        let controller = Arc::new(Controller {
-            store,
-            runtime,
-            routers,
-            faults: Arc::clone(&faults),
-            startup_timeout: config.startup_timeout,
-        });
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| EmulatorError::Listen {
-                address: config.listen,
-                source,
-            })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| EmulatorError::Listen {
-                address: config.listen,
-                source,
-            })?;
-        let endpoint = format!("http://{address}");
-        controller.restore().await.map_err(EmulatorError::Restore)?;
-        let shutdown = CancellationToken::new();
-        let running = RunningEmulator {
-            pid: std::process::id(),
-            endpoint: endpoint.clone(),
-            data_dir: data_dir.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        };
-        let state = ApiState {
-            controller: Arc::clone(&controller),
-            monitoring,
-            logging,
-            faults: Arc::clone(&faults),
-            shutdown: shutdown.clone(),
-            status: serde_json::to_value(&running).unwrap_or_default(),
-        };
-        let app = admin::router(state);
-        let stopped = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!("the emulator API stopped: {error}");
+            Err(join_error) => {
+                runtime.shutdown_background();
+                return Err(EmulatorError::AsyncRuntime(std::io::Error::other(
+                    join_error,
+                )));
             }
-        });
-        let state_file = data_dir.join(STATE_FILE);
-        store::write_atomically(&state_file, &running).map_err(|source| {
-            EmulatorError::StateFile {
-                path: state_file.clone(),
-                source,
-            }
-        })?;
+        };
         Ok(Self {
-            endpoint,
-            address,
-            data_dir,
-            controller,
-            faults,
-            shutdown,
-            server: Some(server),
-            instance,
+            endpoint: started.endpoint,
+            address: started.address,
+            data_dir: started.data_dir,
+            instance: started.instance,
+            controller: started.controller,
+            faults: started.faults,
+            shutdown: started.shutdown,
+            server: Some(started.server),
+            runtime: Some(runtime),
         })
     }
 
@@ -335,53 +293,148 @@ impl Emulator {
     /// Stops cleanly: the API and routers close, containers are removed (they come back from
     /// the state on the next start), `emulator.json` is removed. The state stays.
     pub async fn shutdown(mut self) {
-        self.stop().await;
+        let (Some(runtime), Some(server)) = (self.runtime.take(), self.server.take()) else {
+            return;
+        };
+        self.shutdown.cancel();
+        let controller = Arc::clone(&self.controller);
+        let stopping = runtime.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            controller.routers.close_all();
+            controller.runtime.remove_all().await;
+        });
+        let _ = stopping.await;
+        self.remove_state_file();
+        // Dropping a runtime blocks, which async code must not do; its tasks are done anyway.
+        runtime.shutdown_background();
     }
 
-    async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        }
-        self.controller.routers.close_all();
-        self.controller.runtime.remove_all().await;
-        let state_file = self.data_dir.join(STATE_FILE);
+    fn remove_state_file(&self) {
         if RunningEmulator::read(&self.data_dir)
             .is_some_and(|running| running.endpoint == self.endpoint)
         {
-            let _ = std::fs::remove_file(state_file);
+            let _ = std::fs::remove_file(self.data_dir.join(STATE_FILE));
         }
     }
 }
 
 impl Drop for Emulator {
     /// An emulator dropped without [`Emulator::shutdown`] (a test that panicked) still removes
-    /// its containers, on a helper thread since async code cannot run in `drop`.
+    /// its containers, on a helper thread: async code cannot run in `drop`.
     fn drop(&mut self) {
-        if self.server.is_none() {
+        let Some(runtime) = self.runtime.take() else {
             return;
-        }
+        };
         self.shutdown.cancel();
         self.controller.routers.close_all();
         let instance = self.instance.clone();
-        let data_dir = self.data_dir.clone();
-        let endpoint = self.endpoint.clone();
         let cleanup = std::thread::spawn(move || {
-            if let Ok(tokio_runtime) = tokio::runtime::Builder::new_current_thread()
+            if let Ok(cleanup_runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                // A fresh Docker connection: the one of the emulator belongs to a runtime that
-                // may be shutting down.
-                tokio_runtime.block_on(runtime::remove_instance_containers(&instance));
-            }
-            if RunningEmulator::read(&data_dir).is_some_and(|running| running.endpoint == endpoint)
-            {
-                let _ = std::fs::remove_file(data_dir.join(STATE_FILE));
+                // A fresh Docker connection: the emulator's own belongs to its runtime.
+                cleanup_runtime.block_on(runtime::remove_instance_containers(&instance));
             }
         });
         let _ = cleanup.join();
+        self.remove_state_file();
+        runtime.shutdown_background();
     }
+}
+
+async fn start_inside(config: EmulatorConfig) -> Result<Started, EmulatorError> {
+    let data_dir_error = |source| EmulatorError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+    let data_dir = config.data_dir.canonicalize().map_err(data_dir_error)?;
+    if let Some(running) = RunningEmulator::read(&data_dir) {
+        if running.pid != std::process::id() && process_alive(running.pid) {
+            return Err(EmulatorError::AlreadyRunning {
+                pid: running.pid,
+                endpoint: running.endpoint,
+                data_dir,
+            });
+        }
+    }
+    let instance = short_hash(&data_dir.to_string_lossy());
+    let store = Store::open(&data_dir)?;
+    let logging = Arc::new(Logging::default());
+    let monitoring = Arc::new(Monitoring::default());
+    let faults = Arc::new(Faults::new(FaultConfig::default()));
+    faults
+        .set(config.faults.clone())
+        .map_err(EmulatorError::Restore)?;
+    let runtime = Arc::new(Runtime::connect(instance.clone(), Arc::clone(&logging)).await?);
+    let routers = Arc::new(Routers::new(
+        Arc::clone(&runtime),
+        Arc::clone(&monitoring),
+        Arc::clone(&logging),
+    ));
+    let controller = Arc::new(Controller {
+        store,
+        runtime,
+        routers,
+        faults: Arc::clone(&faults),
+        startup_timeout: config.startup_timeout,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| EmulatorError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let endpoint = format!("http://{address}");
+    controller.restore().await.map_err(EmulatorError::Restore)?;
+    let shutdown = CancellationToken::new();
+    let running = RunningEmulator {
+        pid: std::process::id(),
+        endpoint: endpoint.clone(),
+        data_dir: data_dir.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let state = ApiState {
+        controller: Arc::clone(&controller),
+        monitoring,
+        logging,
+        faults: Arc::clone(&faults),
+        shutdown: shutdown.clone(),
+        status: serde_json::to_value(&running).unwrap_or_default(),
+    };
+    let app = admin::router(state);
+    let stopped = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!("the emulator API stopped: {error}");
+        }
+    });
+    let state_file = data_dir.join(STATE_FILE);
+    store::write_atomically(&state_file, &running).map_err(|source| EmulatorError::StateFile {
+        path: state_file.clone(),
+        source,
+    })?;
+    Ok(Started {
+        endpoint,
+        address,
+        data_dir,
+        instance,
+        controller,
+        faults,
+        shutdown,
+        server,
+    })
 }
 
 /// True when a process with this id runs (Linux: `/proc/PID/stat`). A zombie — exited but not
