@@ -603,3 +603,17 @@ async fn a_container_that_crashes_after_start_is_restarted() {
     assert_eq!(logs["entries"].as_array().map(Vec::len), Some(1), "{logs}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_emulator_still_removes_its_containers() {
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(directory.path()).await;
+    let instance = emulator.instance().to_string();
+    let (services, _) = clients(emulator.endpoint()).await;
+    create(&services, "orphan", &[]).await;
+    assert_eq!(emulator_containers(&instance), 1);
+    // As when a test panics: no `shutdown()`.
+    drop(emulator);
+    assert_eq!(emulator_containers(&instance), 0);
+    assert!(deployer::emulator::RunningEmulator::read(directory.path()).is_none());
+}
