@@ -617,3 +617,96 @@ async fn a_dropped_emulator_still_removes_its_containers() {
     assert_eq!(emulator_containers(&instance), 0);
     assert!(deployer::emulator::RunningEmulator::read(directory.path()).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_faults_make_a_bad_canary_out_of_any_image() {
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(directory.path()).await;
+    let (services, _) = clients(emulator.endpoint()).await;
+    let http = http();
+    let started = Utc::now();
+    let stable_service = create(&services, "canaried", &[("MESSAGE", "v1")]).await;
+    let stable = short(&stable_service.latest_ready_revision);
+    let mut update = with_message(stable_service, "v2");
+    update.traffic = vec![
+        target_revision(&stable, 90, "stable"),
+        target_latest(10, "canary"),
+    ];
+    let operation = services
+        .update_service()
+        .set_service(update)
+        .send()
+        .await
+        .unwrap();
+    wait_operation(&services, operation).await;
+    let service = services
+        .get_service()
+        .set_name(format!("{PROJECT_PARENT}/services/canaried"))
+        .send()
+        .await
+        .unwrap();
+    let canary = short(&service.latest_ready_revision);
+    let url_of = |tag: &str| {
+        service
+            .traffic_statuses
+            .iter()
+            .find(|status| status.tag == tag)
+            .map(|status| status.uri.clone())
+            .unwrap()
+    };
+    let response = http
+        .put(format!("{}/emulator/v1/faults", emulator.endpoint()))
+        .json(&json!({
+            "requestErrorRate": {(canary.clone()): 0.5},
+            "requestLatencyMs": {(stable.clone()): 30},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Binomial(400, 0.5): sigma 10.
+    let answers = send(&http, &url_of("canary"), 400).await;
+    let failed = answers.get(&(String::new(), 500)).copied().unwrap_or(0);
+    let served = answers.get(&(canary.clone(), 200)).copied().unwrap_or(0);
+    assert_eq!(failed + served, 400, "{answers:?}");
+    assert!(
+        (failed as i64 - 200).abs() <= 40,
+        "{failed} of 400 failed, outside 200 ± 4σ"
+    );
+    let slow = send(&http, &url_of("stable"), 10).await;
+    assert_eq!(slow, BTreeMap::from([((stable.clone(), 200), 10)]));
+
+    let counts = monitored_counts(&http, emulator.endpoint(), "canaried", started).await;
+    assert_eq!(
+        counts.get(&(canary.clone(), "5xx".to_string())),
+        Some(&(failed as u64))
+    );
+    assert_eq!(
+        counts.get(&(canary.clone(), "2xx".to_string())),
+        Some(&(served as u64))
+    );
+    let mean = http
+        .get(format!("{}/v3/projects/test/timeSeries", emulator.endpoint()))
+        .query(&[
+            ("filter", format!("metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{stable}\"").as_str()),
+            ("interval.startTime", &(started - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ("interval.endTime", &(Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ("aggregation.alignmentPeriod", "600s"),
+            ("aggregation.perSeriesAligner", "ALIGN_MEAN"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let mean_ms = mean["timeSeries"][0]["points"][0]["value"]["doubleValue"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        mean_ms >= 30.0,
+        "injected latency shows in request_latencies: {mean}"
+    );
+    emulator.shutdown().await;
+}

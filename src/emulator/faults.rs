@@ -1,11 +1,12 @@
 //! Fault injection for tests: make a fraction of Google API calls fail (503 `UNAVAILABLE` or
-//! 429 `RESOURCE_EXHAUSTED`), add latency to them, and make revisions fail to start.
+//! 429 `RESOURCE_EXHAUSTED`), add latency to them, make revisions fail to start, and make a
+//! revision's requests fail or slow down in the data plane (a bad canary, with any image).
 //!
 //! Faults are read and replaced at runtime through `GET/PUT/DELETE /emulator/v1/faults` (JSON
 //! body [`FaultConfig`]); they apply to the Cloud Run, Monitoring and Logging APIs, never to the
 //! emulator's own `/emulator/v1/*` endpoints or `/metrics`, so a test can always turn them off.
 
-use std::{sync::RwLock, time::Duration};
+use std::{collections::BTreeMap, sync::RwLock, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,17 @@ pub struct FaultConfig {
     /// Every new revision of these services (service ids) fails its start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fail_revision_start: Vec<String>,
+    /// Data plane: fraction (0.0–1.0) of requests answered by the router with
+    /// `requestErrorStatus` instead of reaching the container, by revision name or service id
+    /// (a revision's own entry wins). Counted and logged like the container's own answers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_error_rate: BTreeMap<String, f64>,
+    /// Status of injected request errors (400–599; default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_error_status: Option<u16>,
+    /// Data plane: milliseconds added to each request, by revision name or service id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_latency_ms: BTreeMap<String, u64>,
 }
 
 impl FaultConfig {
@@ -44,6 +56,23 @@ impl FaultConfig {
             return Err(ApiError::invalid(format!(
                 "errorRate is {}: it must be between 0.0 and 1.0",
                 self.error_rate
+            )));
+        }
+        if let Some((key, rate)) = self
+            .request_error_rate
+            .iter()
+            .find(|(_, rate)| !(0.0..=1.0).contains(*rate))
+        {
+            return Err(ApiError::invalid(format!(
+                "requestErrorRate[{key}] is {rate}: it must be between 0.0 and 1.0"
+            )));
+        }
+        if let Some(status) = self
+            .request_error_status
+            .filter(|status| !(400..=599).contains(status))
+        {
+            return Err(ApiError::invalid(format!(
+                "requestErrorStatus is {status}: use an HTTP error status (400-599)"
             )));
         }
         if let Some(status) = self.error_status {
@@ -132,6 +161,30 @@ impl Faults {
         }
     }
 
+    /// What the router does to one request for a revision: a delay, then maybe an error
+    /// status instead of forwarding. `draw` is uniform in `[0, 1)`.
+    pub fn decide_request(
+        &self,
+        service_id: &str,
+        revision: &str,
+        draw: f64,
+    ) -> (Duration, Option<u16>) {
+        let config = self.get();
+        let lookup = |map: &BTreeMap<String, f64>| {
+            map.get(revision).or_else(|| map.get(service_id)).copied()
+        };
+        let latency = config
+            .request_latency_ms
+            .get(revision)
+            .or_else(|| config.request_latency_ms.get(service_id))
+            .copied()
+            .unwrap_or(0);
+        let error = lookup(&config.request_error_rate)
+            .filter(|rate| draw < *rate)
+            .map(|_| config.request_error_status.unwrap_or(500));
+        (Duration::from_millis(latency), error)
+    }
+
     /// True when revisions of this service must fail their start.
     pub fn fails_start(&self, service_id: &str) -> bool {
         self.get()
@@ -169,6 +222,40 @@ mod tests {
         assert!(faults
             .set(FaultConfig {
                 error_rate: 1.5,
+                ..FaultConfig::default()
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn request_faults_prefer_the_revision_entry() {
+        let faults = Faults::default();
+        faults
+            .set(FaultConfig {
+                request_error_rate: BTreeMap::from([
+                    ("svc".into(), 1.0),
+                    ("svc-00002-abc".into(), 0.0),
+                ]),
+                request_latency_ms: BTreeMap::from([("svc".into(), 7)]),
+                request_error_status: Some(503),
+                ..FaultConfig::default()
+            })
+            .unwrap();
+        assert_eq!(
+            faults.decide_request("svc", "svc-00001-xyz", 0.5),
+            (Duration::from_millis(7), Some(503))
+        );
+        assert_eq!(
+            faults.decide_request("svc", "svc-00002-abc", 0.0),
+            (Duration::from_millis(7), None)
+        );
+        assert_eq!(
+            faults.decide_request("other", "other-00001-abc", 0.0),
+            (Duration::ZERO, None)
+        );
+        assert!(faults
+            .set(FaultConfig {
+                request_error_status: Some(200),
                 ..FaultConfig::default()
             })
             .is_err());

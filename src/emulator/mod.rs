@@ -372,6 +372,7 @@ async fn start_inside(config: EmulatorConfig) -> Result<Started, EmulatorError> 
         Arc::clone(&runtime),
         Arc::clone(&monitoring),
         Arc::clone(&logging),
+        Arc::clone(&faults),
     ));
     let controller = Arc::new(Controller {
         store,

@@ -5,7 +5,8 @@
 //! Why a port per tag: Cloud Run's tag URLs are host names (`https://TAG---SERVICE-HASH.a.run.app`)
 //! that need DNS; a port per tag gives a URL any HTTP client can use as is. The service port
 //! also honours a `Host: TAG---SERVICE` header (any suffix) for clients that prefer Cloud Run's
-//! naming. Every proxied request is counted for monitoring and logged as a request entry.
+//! naming. Every proxied request is counted for monitoring and logged as a request entry;
+//! injected request faults (errors, latency) are applied here, before forwarding.
 //! Ports are kept in the state, so URLs stay the same across emulator restarts when the port is
 //! still free.
 
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     api_error::ApiError,
+    faults::Faults,
     logging::{LogSource, Logging, RequestLog},
     monitoring::{Monitoring, SeriesKey},
     resources::{RouteTable, ServiceName},
@@ -60,6 +62,7 @@ pub struct Routers {
     runtime: Arc<Runtime>,
     monitoring: Arc<Monitoring>,
     logging: Arc<Logging>,
+    faults: Arc<Faults>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -78,13 +81,19 @@ struct ListenerContext {
 
 impl Routers {
     /// Routers that forward to the runtime's containers and record into monitoring and logging.
-    pub fn new(runtime: Arc<Runtime>, monitoring: Arc<Monitoring>, logging: Arc<Logging>) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        monitoring: Arc<Monitoring>,
+        logging: Arc<Logging>,
+        faults: Arc<Faults>,
+    ) -> Self {
         Self {
             listeners: Mutex::new(HashMap::new()),
             tables: RwLock::new(HashMap::new()),
             runtime,
             monitoring,
             logging,
+            faults,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -255,12 +264,24 @@ async fn proxy(
         .and_then(|agent| agent.to_str().ok())
         .map(str::to_string);
     let revision_full = format!("{}/revisions/{revision}", context.service_full);
-    let response = match routers.runtime.backend(&revision_full) {
-        None => plain(
+    let (delay, injected) =
+        routers
+            .faults
+            .decide_request(&context.source.service, &revision, rand::random::<f64>());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let backend = routers.runtime.backend(&revision_full);
+    let response = match (injected, backend) {
+        (Some(status), _) => plain(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            format!("injected fault: revision `{revision}` answers {status}\n"),
+        ),
+        (None, None) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("revision `{revision}` has no running instance\n"),
         ),
-        Some(backend) => forward(&routers.client, backend, remote, request).await,
+        (None, Some(backend)) => forward(&routers.client, backend, remote, request).await,
     };
     let status = response.status().as_u16();
     let latency = started.elapsed();
