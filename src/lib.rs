@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod emulator;
 pub mod exit;
 pub mod interaction;
 pub mod platform;

@@ -6,6 +6,7 @@
 
 mod completions;
 mod deploy;
+mod emulator;
 mod output;
 mod preflight;
 pub mod prompt;
@@ -119,6 +120,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(completions::ManArgs),
+    /// Run the local Cloud Run emulator (foreground, or `--detach`), or show/stop a running one.
+    Emulator(emulator::EmulatorArgs),
 }
 
 /// What every command gets: the global conventions, resolved once.
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Preflight(args) => preflight::run(&context, &args),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
+        Command::Emulator(args) => emulator::run(&context, args),
     };
     match result {
         Ok(status) => status,

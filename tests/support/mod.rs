@@ -1,0 +1,210 @@
+//! Shared by the emulator's integration tests: the `FROM scratch` echo image (built once and
+//! cached by content hash), an emulator on an ephemeral port with a temporary data directory,
+//! Google's official Cloud Run clients pointed at it, and small HTTP helpers.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use deployer::emulator::{Emulator, EmulatorConfig};
+use google_cloud_run_v2::{
+    client::{Revisions, Services},
+    model::{
+        Container, EnvVar, RevisionTemplate, Service, TrafficTarget, TrafficTargetAllocationType,
+    },
+};
+
+pub const PROJECT_PARENT: &str = "projects/test/locations/local";
+
+/// Fails with a clear message when the Docker Engine is unreachable (tests never skip).
+fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        ok,
+        "the Docker Engine is not reachable (`docker info` failed): the emulator tests run real \
+         containers; start dockerd (tests/env/00-docker.sh checks it)"
+    );
+}
+
+fn source_hash(directory: &Path) -> String {
+    let mut text = String::new();
+    for file in ["Cargo.toml", "src/main.rs"] {
+        text.push_str(&std::fs::read_to_string(directory.join(file)).expect("echo-server source"));
+    }
+    deployer::emulator::short_hash(&text)
+}
+
+/// The echo image (`tests/support/echo-server` compiled statically, `FROM scratch`), built once
+/// per content hash: later test processes find it in the engine.
+pub fn echo_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        require_docker();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let source = root.join("tests/support/echo-server");
+        let image = format!("deployer-test-echo:{}", source_hash(&source));
+        let present = Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if present {
+            return image;
+        }
+        let target_dir = root.join("target/echo-server");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
+            .arg("--manifest-path")
+            .arg(source.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .expect("run cargo to build the echo server");
+        assert!(status.success(), "building tests/support/echo-server failed");
+        let context = tempfile::tempdir().expect("temporary build context");
+        std::fs::copy(
+            target_dir.join("x86_64-unknown-linux-gnu/release/echo-server"),
+            context.path().join("echo-server"),
+        )
+        .expect("copy the echo server binary");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY echo-server /echo-server\nEXPOSE 8080\nENTRYPOINT [\"/echo-server\"]\n",
+        )
+        .expect("write the Dockerfile");
+        let status = Command::new("docker")
+            .args(["build", "--quiet", "--tag", &image])
+            .arg(context.path())
+            .status()
+            .expect("run docker build");
+        assert!(status.success(), "docker build of the echo image failed");
+        image
+    })
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An emulator on an ephemeral port over a data directory.
+pub async fn start_emulator(data_dir: &Path) -> Emulator {
+    install_crypto();
+    let mut config = EmulatorConfig::ephemeral(data_dir);
+    config.startup_timeout = Duration::from_secs(5);
+    Emulator::start(config).await.expect("start the emulator")
+}
+
+pub async fn clients(endpoint: &str) -> (Services, Revisions) {
+    install_crypto();
+    let credentials = google_cloud_auth::credentials::anonymous::Builder::new().build();
+    let services = Services::builder()
+        .with_endpoint(endpoint)
+        .with_credentials(credentials.clone())
+        .build()
+        .await
+        .expect("Services client");
+    let revisions = Revisions::builder()
+        .with_endpoint(endpoint)
+        .with_credentials(credentials)
+        .build()
+        .await
+        .expect("Revisions client");
+    (services, revisions)
+}
+
+/// A service whose template runs the echo image with extra environment variables.
+pub fn echo_service(env: &[(&str, &str)]) -> Service {
+    let mut container = Container::new();
+    container.image = echo_image().to_string();
+    container.env = env
+        .iter()
+        .map(|(name, value)| EnvVar::new().set_name(*name).set_value(*value))
+        .collect();
+    let mut template = RevisionTemplate::new();
+    template.containers = vec![container];
+    let mut service = Service::new();
+    service.template = Some(template);
+    service
+}
+
+/// Changes the template's `MESSAGE`, which makes a new revision.
+pub fn with_message(mut service: Service, message: &str) -> Service {
+    let template = service.template.get_or_insert_with(RevisionTemplate::new);
+    let container = &mut template.containers[0];
+    container.env.retain(|variable| variable.name != "MESSAGE");
+    container
+        .env
+        .push(EnvVar::new().set_name("MESSAGE").set_value(message));
+    template.revision.clear();
+    service
+}
+
+pub fn target_revision(revision: &str, percent: i32, tag: &str) -> TrafficTarget {
+    TrafficTarget::new()
+        .set_type(TrafficTargetAllocationType::Revision)
+        .set_revision(revision)
+        .set_percent(percent)
+        .set_tag(tag)
+}
+
+pub fn target_latest(percent: i32, tag: &str) -> TrafficTarget {
+    TrafficTarget::new()
+        .set_type(TrafficTargetAllocationType::Latest)
+        .set_percent(percent)
+        .set_tag(tag)
+}
+
+/// The short name of a full revision name.
+pub fn short(revision: &str) -> String {
+    revision.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Polls an operation through the official client until it is done (10 s deadline).
+pub async fn wait_operation(
+    services: &Services,
+    operation: google_cloud_longrunning::model::Operation,
+) -> google_cloud_longrunning::model::Operation {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut operation = operation;
+    while !operation.done {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operation {} not done within 20 s",
+            operation.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        operation = services
+            .get_operation()
+            .set_name(&operation.name)
+            .send()
+            .await
+            .expect("get operation");
+    }
+    operation
+}
+
+/// A plain HTTP client (no proxy, short timeouts).
+pub fn http() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
+}
+
+/// GET a URL: (status, JSON body or Null).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client.get(url).send().await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
