@@ -7,3 +7,14 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod image;
+pub mod repo;
+
+/// Installs rustls' `ring` crypto provider as the process default, once. Every TLS client
+/// (reqwest, the Google clients) needs a process-level provider, and the crates are built without
+/// one on purpose (no aws-lc C build). Idempotent: later calls, and calls after another part
+/// installed it, do nothing.
+pub fn install_crypto_provider() {
+    // `install_default` fails only when a provider is already installed, which is the goal.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -347,7 +347,10 @@ mod tests {
         assert!(greeting.body.contains("hello"), "{}", greeting.body);
         assert!(greeting.body.contains("abc123"), "{}", greeting.body);
         assert_eq!(answer(&settings, &Method::GET, "/", true).status, 500);
-        assert_eq!(answer(&settings, &Method::GET, "/missing", false).status, 404);
+        assert_eq!(
+            answer(&settings, &Method::GET, "/missing", false).status,
+            404
+        );
         assert_eq!(answer(&settings, &Method::POST, "/", false).status, 405);
     }
 
@@ -361,8 +364,9 @@ mod tests {
         let plan = Arc::new(FailurePlan::default());
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let service =
-                service_fn(move |request| handle(Arc::clone(&settings), Arc::clone(&plan), request));
+            let service = service_fn(move |request| {
+                handle(Arc::clone(&settings), Arc::clone(&plan), request)
+            });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
