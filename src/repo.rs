@@ -15,11 +15,7 @@ use sha2::Digest;
 pub enum RepoError {
     /// No git repository at or above the path.
     #[error("`{path}` is not inside a git repository")]
-    NotARepository {
-        path: PathBuf,
-        #[source]
-        source: git2::Error,
-    },
+    NotARepository { path: PathBuf },
     /// The repository has no commit yet.
     #[error("the repository at `{path}` has no commit yet")]
     NoCommit { path: PathBuf },
@@ -57,11 +53,18 @@ impl SourceRevision {
 impl Repository {
     /// Opens the repository containing `path`.
     pub fn discover(path: &Path) -> Result<Self, RepoError> {
-        let inner =
-            git2::Repository::discover(path).map_err(|source| RepoError::NotARepository {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let inner = git2::Repository::discover(path).map_err(|source| {
+            if source.code() == git2::ErrorCode::NotFound {
+                RepoError::NotARepository {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                RepoError::Git {
+                    action: "open the repository",
+                    source,
+                }
+            }
+        })?;
         Ok(Self { inner })
     }
 

@@ -50,8 +50,7 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let workspace = context.workspace()?;
     let loaded = workspace.find(&args.service)??;
     let config = loaded.config.with_overrides(&context.overrides);
-    let repository = Repository::discover(&workspace.root)
-        .context("the build stamps the git commit into the image")?;
+    let repository = Repository::discover(&workspace.root)?;
     let revision = repository.source_revision()?;
     let source = repository.remote_url(&config.preflight.remote);
     let plan = BuildPlan::new(
@@ -91,7 +90,13 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         Ok::<_, image::ImageError>((built, pushed))
     });
     reporter.clear();
-    let (built, pushed) = result.with_context(|| format!("cannot build `{}`", plan.service))?;
+    let (built, pushed) = result.with_context(|| {
+        if args.push {
+            format!("cannot build and push `{}`", plan.service)
+        } else {
+            format!("cannot build `{}`", plan.service)
+        }
+    })?;
 
     if context.output.is_json() {
         context.output.json(&BuildReport {

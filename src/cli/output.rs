@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use crate::{
     config::{Diagnostics, WorkspaceError},
     image::ImageError,
+    repo::RepoError,
 };
 
 use super::Format;
@@ -121,6 +122,18 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         .find_map(|cause| cause.downcast_ref::<ImageError>().and_then(image_hint))
     {
         return Some(hint);
+    }
+    if let Some(error) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<RepoError>())
+    {
+        return match error {
+            RepoError::NotARepository { .. } => Some(
+                "images are stamped with the git commit they are built from: run deployer inside the repository's git working tree".into(),
+            ),
+            RepoError::NoCommit { .. } => Some("commit the sources first: images are tagged by commit".into()),
+            RepoError::Git { .. } => None,
+        };
     }
     error.chain().find_map(|cause| match cause.downcast_ref::<WorkspaceError>()? {
         WorkspaceError::NotFound { .. } => Some(
