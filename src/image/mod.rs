@@ -105,7 +105,7 @@ pub enum ImageError {
     #[error("Dockerfile `{0}` not found")]
     DockerfileMissing(PathBuf),
     /// The `.dockerignore` file has a pattern Docker would refuse.
-    #[error("invalid `{path}`: {source}")]
+    #[error("invalid `{path}`")]
     IgnoreFile {
         path: PathBuf,
         #[source]
