@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod exit;
+pub mod image;
 pub mod interaction;
 pub mod platform;
 pub mod preflight;
@@ -18,9 +19,11 @@ pub mod rollout;
 #[cfg(test)]
 mod testing;
 
-/// Installs rustls' `ring` crypto provider once per process. The Google and HTTP clients are
-/// built without a default provider (the default, aws-lc, is a long C build), so every entry
-/// point calls this before making a TLS client. Calling it again is harmless.
+/// Installs rustls' `ring` crypto provider as the process default, once. Every TLS client
+/// (reqwest, the Google clients) needs a process-level provider, and the crates are built without
+/// one on purpose (no aws-lc C build). Idempotent: later calls, and calls after another part
+/// installed it, do nothing.
 pub fn install_crypto_provider() {
+    // `install_default` fails only when a provider is already installed, which is the goal.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

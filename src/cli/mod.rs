@@ -4,6 +4,7 @@
 //! (text, or JSON with `--format json`); messages, diagnostics and logs go to stderr, so
 //! `deployer ... --format json | jq` always works.
 
+mod build;
 mod completions;
 mod deploy;
 mod emulator;
@@ -92,6 +93,8 @@ pub enum Format {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a service's image through the Docker Engine API (`--push`: push it, print its digest).
+    Build(build::BuildArgs),
     /// List, show, validate service definitions (`services/*.toml`), or print their schema.
     #[command(subcommand)]
     Services(services::ServicesCommand),
@@ -181,6 +184,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose);
     let context = Context::new(&cli.global);
     let result = match cli.command {
+        Command::Build(args) => build::run(&context, &args),
         Command::Services(command) => services::run(&context, command),
         Command::Deploy(args) => deploy::deploy(&context, &args),
         Command::Status(args) => status::status(&context, &args),

@@ -3,7 +3,11 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::config::{Diagnostics, WorkspaceError};
+use crate::{
+    config::{Diagnostics, WorkspaceError},
+    image::ImageError,
+    repo::RepoError,
+};
 
 use super::Format;
 
@@ -113,6 +117,24 @@ impl Output {
 
 /// A hint for errors where the user can act.
 fn hint_for(error: &anyhow::Error) -> Option<String> {
+    if let Some(hint) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<ImageError>().and_then(image_hint))
+    {
+        return Some(hint);
+    }
+    if let Some(error) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<RepoError>())
+    {
+        return match error {
+            RepoError::NotARepository { .. } => Some(
+                "images are stamped with the git commit they are built from: run deployer inside the repository's git working tree".into(),
+            ),
+            RepoError::NoCommit { .. } => Some("commit the sources first: images are tagged by commit".into()),
+            RepoError::Git { .. } => None,
+        };
+    }
     error.chain().find_map(|cause| match cause.downcast_ref::<WorkspaceError>()? {
         WorkspaceError::NotFound { .. } => Some(
             "run deployer inside the repository, or pass `--services-dir DIR` (or set `DEPLOYER_SERVICES_DIR`)".into(),
@@ -126,4 +148,33 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         }
         WorkspaceError::Read { .. } => None,
     })
+}
+
+/// Hints for image errors the user can act on.
+fn image_hint(error: &ImageError) -> Option<String> {
+    match error {
+        ImageError::EngineUnavailable { .. } => Some(
+            "start the Docker daemon, or point `DOCKER_HOST` at a running one (`docker info` checks)"
+                .into(),
+        ),
+        ImageError::HookFailed { .. } | ImageError::HookSpawn { .. } => Some(
+            "the hook is `build.pre_build` in the service file; it runs by `sh -c` from the repository root"
+                .into(),
+        ),
+        ImageError::BuildFailed { .. } => {
+            Some("fix the Dockerfile step above; `build.dockerfile` names the Dockerfile".into())
+        }
+        ImageError::IgnoreFile { .. } => {
+            Some("patterns follow Docker's `.dockerignore` rules (Go `filepath.Match` plus `**`)".into())
+        }
+        ImageError::PushFailed { .. } => Some(
+            "check that the registry of `image.repository` is reachable and that `docker login` (or a credential helper) has credentials for it"
+                .into(),
+        ),
+        ImageError::Credentials { .. } => Some(
+            "credentials come from `~/.docker/config.json` (auths, credHelpers, credsStore) or, for Google registries, Application Default Credentials"
+                .into(),
+        ),
+        _ => None,
+    }
 }

@@ -1,0 +1,296 @@
+//! `deployer build SERVICE [--push]`: run the pre-build hook, build the service's image through
+//! the Docker Engine API with provenance labels, and optionally push it and print its digest.
+//!
+//! stdout carries only the result: the tagged reference after a build, the pinned
+//! `REPOSITORY@sha256:...` after a push (what deploys use), or a JSON document with
+//! `--format json`. Progress goes to stderr: bars and spinners on a terminal, plain lines
+//! otherwise (CI logs).
+
+use std::{collections::HashMap, io::IsTerminal, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::{
+    exit::ExitStatus,
+    image::{
+        self, BuildPlan, BuildStep, BuiltImage, ContextSummary, Engine, LayerProgress, PushedImage,
+        RegistryCredentials, Reporter,
+    },
+    repo::Repository,
+};
+
+use super::Context;
+
+/// Arguments of `deployer build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The service to build (its `services/*.toml` name).
+    pub service: String,
+    /// Push the image to the service's `image.repository` and print its digest.
+    #[arg(long)]
+    pub push: bool,
+}
+
+/// The result, for `--format json`.
+#[derive(Debug, Serialize)]
+struct BuildReport<'a> {
+    service: &'a str,
+    commit: &'a str,
+    dirty: bool,
+    image: &'a BuiltImage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<&'a PushedImage>,
+}
+
+/// Runs `deployer build`.
+pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
+    let workspace = context.workspace()?;
+    let loaded = workspace.find(&args.service)??;
+    let config = loaded.config.with_overrides(&context.overrides);
+    let repository = Repository::discover(&workspace.root)?;
+    let revision = repository.source_revision()?;
+    let source = repository.remote_url(&config.preflight.remote);
+    let plan = BuildPlan::new(
+        &config,
+        &workspace.root,
+        revision,
+        source,
+        chrono::Utc::now(),
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut reporter = CliReporter::new(context);
+    if let Some(fingerprint) = &plan.revision.dirty {
+        reporter.note(format!(
+            "the working tree has uncommitted changes: tagging `{}` (changes fingerprint {fingerprint})",
+            plan.tag()
+        ));
+    }
+    let result = runtime.block_on(async {
+        let engine = Engine::connect().await?;
+        let built = image::build(&engine, &plan, &mut reporter).await?;
+        reporter.finish_build(&built);
+        let pushed = if args.push {
+            let host = image::registry_host(&built.repository);
+            let credentials = RegistryCredentials::resolve(host).await?;
+            reporter.start_push(&built, credentials.is_some());
+            let pushed = image::push(&engine, &built, credentials.as_ref(), &mut reporter).await?;
+            reporter.finish_push(&pushed);
+            Some(pushed)
+        } else {
+            None
+        };
+        Ok::<_, image::ImageError>((built, pushed))
+    });
+    reporter.clear();
+    let (built, pushed) = result.with_context(|| {
+        if args.push {
+            format!("cannot build and push `{}`", plan.service)
+        } else {
+            format!("cannot build `{}`", plan.service)
+        }
+    })?;
+
+    if context.output.is_json() {
+        context.output.json(&BuildReport {
+            service: &plan.service,
+            commit: &plan.revision.commit,
+            dirty: plan.revision.dirty.is_some(),
+            image: &built,
+            push: pushed.as_ref(),
+        })?;
+    } else {
+        match &pushed {
+            Some(pushed) => context.output.data(&pushed.pinned),
+            None => context.output.data(&built.reference),
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Shows progress on stderr: indicatif on a terminal, one line per event otherwise.
+struct CliReporter {
+    fancy: bool,
+    multi: MultiProgress,
+    current: Option<ProgressBar>,
+    layers: HashMap<String, ProgressBar>,
+    /// Last status printed per layer in plain mode (progress ticks are not repeated).
+    layer_status: HashMap<String, String>,
+}
+
+impl CliReporter {
+    fn new(context: &Context) -> Self {
+        let fancy = std::io::stderr().is_terminal() && !context.output.is_json();
+        let multi = MultiProgress::with_draw_target(if fancy {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Self {
+            fancy,
+            multi,
+            current: None,
+            layers: HashMap::new(),
+            layer_status: HashMap::new(),
+        }
+    }
+
+    fn note(&self, text: impl AsRef<str>) {
+        if self.fancy {
+            let _ = self.multi.println(text.as_ref());
+        } else {
+            eprintln!("{}", text.as_ref());
+        }
+    }
+
+    fn spinner(&mut self, message: String) {
+        if let Some(previous) = self.current.take() {
+            previous.finish_and_clear();
+        }
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix}{wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar.set_message(message);
+        self.current = Some(bar);
+    }
+
+    fn finish_build(&mut self, built: &BuiltImage) {
+        if let Some(bar) = self.current.take() {
+            bar.finish_and_clear();
+        }
+        self.note(format!("built {} ({})", built.reference, built.id));
+    }
+
+    fn start_push(&mut self, built: &BuiltImage, with_credentials: bool) {
+        let how = if with_credentials {
+            "with stored credentials"
+        } else {
+            "without credentials"
+        };
+        self.note(format!("pushing {} {how}", built.reference));
+    }
+
+    fn finish_push(&mut self, pushed: &PushedImage) {
+        for (_, bar) in self.layers.drain() {
+            bar.finish_and_clear();
+        }
+        self.note(format!(
+            "pushed {} digest {}",
+            pushed.reference, pushed.digest
+        ));
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.current.take() {
+            bar.finish_and_clear();
+        }
+        for (_, bar) in self.layers.drain() {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+impl Reporter for CliReporter {
+    fn hook_started(&mut self, command: &str) {
+        if self.fancy {
+            self.spinner(format!("pre-build hook `{command}`"));
+        } else {
+            eprintln!("running pre-build hook `{command}`");
+        }
+    }
+
+    fn hook_output(&mut self, line: &str) {
+        if self.fancy {
+            if let Some(bar) = &self.current {
+                bar.set_prefix("pre-build hook: ");
+                bar.set_message(line.to_string());
+            }
+        } else {
+            eprintln!("  {line}");
+        }
+    }
+
+    fn context_sent(&mut self, summary: &ContextSummary) {
+        self.note(format!(
+            "build context: {} files, {} directories, {:.1} MB",
+            summary.files,
+            summary.directories,
+            summary.bytes as f64 / 1_000_000.0
+        ));
+    }
+
+    fn build_step(&mut self, step: &BuildStep) {
+        let text = format!("Step {}/{} : {}", step.number, step.total, step.instruction);
+        if self.fancy {
+            if let Some(bar) = self.current.take() {
+                bar.finish_and_clear();
+            }
+            let _ = self.multi.println(&text);
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            self.current = Some(bar);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn build_output(&mut self, line: &str) {
+        if self.fancy {
+            if let Some(bar) = &self.current {
+                bar.set_message(line.to_string());
+            }
+        } else {
+            eprintln!("  {line}");
+        }
+    }
+
+    fn push_layer(&mut self, progress: &LayerProgress) {
+        if !self.fancy {
+            if self.layer_status.get(&progress.layer) != Some(&progress.status) {
+                self.layer_status
+                    .insert(progress.layer.clone(), progress.status.clone());
+                eprintln!("  layer {}: {}", progress.layer, progress.status);
+            }
+            return;
+        }
+        let bar = self
+            .layers
+            .entry(progress.layer.clone())
+            .or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(0));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {prefix} {msg:<22} [{bar:30}] {bytes}/{total_bytes}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(progress.layer.clone());
+                bar
+            });
+        bar.set_message(progress.status.clone());
+        if let Some((current, total)) = progress.progress {
+            bar.set_length(total);
+            bar.set_position(current);
+        }
+        if progress.status == "Pushed" || progress.status == "Layer already exists" {
+            let length = bar.length().unwrap_or(0);
+            bar.set_position(length);
+        }
+    }
+}
