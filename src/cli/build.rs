@@ -14,6 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::{
+    config::ServiceConfig,
     exit::ExitStatus,
     image::{
         self, BuildPlan, BuildStep, BuiltImage, ContextSummary, Engine, LayerProgress, PushedImage,
@@ -50,54 +51,8 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let workspace = context.workspace()?;
     let loaded = workspace.find(&args.service)??;
     let config = loaded.config.with_overrides(&context.overrides);
-    let repository = Repository::discover(&workspace.root)?;
-    let revision = repository.source_revision()?;
-    let source = repository.remote_url(&config.preflight.remote);
-    let plan = BuildPlan::new(
-        &config,
-        &workspace.root,
-        revision,
-        source,
-        chrono::Utc::now(),
-    );
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let mut reporter = CliReporter::new(context);
-    if let Some(fingerprint) = &plan.revision.dirty {
-        reporter.note(format!(
-            "the working tree has uncommitted changes: tagging `{}` (changes fingerprint {fingerprint})",
-            plan.tag()
-        ));
-    }
-    let result = runtime.block_on(async {
-        let engine = Engine::connect().await?;
-        let built = image::build(&engine, &plan, &mut reporter).await?;
-        reporter.finish_build(&built);
-        let pushed = if args.push {
-            let host = image::registry_host(&built.repository);
-            let credentials = RegistryCredentials::resolve(host).await?;
-            reporter.start_push(&built, credentials.is_some());
-            let pushed = image::push(&engine, &built, credentials.as_ref(), &mut reporter).await?;
-            reporter.finish_push(&pushed);
-            Some(pushed)
-        } else {
-            None
-        };
-        Ok::<_, image::ImageError>((built, pushed))
-    });
-    reporter.clear();
-    let (built, pushed) = result.with_context(|| {
-        if args.push {
-            format!("cannot build and push `{}`", plan.service)
-        } else {
-            format!("cannot build `{}`", plan.service)
-        }
-    })?;
-
+    let (plan, built, pushed) =
+        super::block_on(build_image(context, &config, &workspace.root, args.push))?;
     if context.output.is_json() {
         context.output.json(&BuildReport {
             service: &plan.service,
@@ -113,6 +68,53 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// Builds a service's image (and pushes it when `push`), with progress on stderr. Shared by
+/// `build` and `deploy`.
+pub async fn build_image(
+    context: &Context,
+    config: &ServiceConfig,
+    root: &std::path::Path,
+    push: bool,
+) -> anyhow::Result<(BuildPlan, BuiltImage, Option<PushedImage>)> {
+    let repository = Repository::discover(root)?;
+    let revision = repository.source_revision()?;
+    let source = repository.remote_url(&config.preflight.remote);
+    let plan = BuildPlan::new(config, root, revision, source, chrono::Utc::now());
+    let mut reporter = CliReporter::new(context);
+    if let Some(fingerprint) = &plan.revision.dirty {
+        reporter.note(format!(
+            "the working tree has uncommitted changes: tagging `{}` (changes fingerprint {fingerprint})",
+            plan.tag()
+        ));
+    }
+    let result = async {
+        let engine = Engine::connect().await?;
+        let built = image::build(&engine, &plan, &mut reporter).await?;
+        reporter.finish_build(&built);
+        let pushed = if push {
+            let host = image::registry_host(&built.repository);
+            let credentials = RegistryCredentials::resolve(host).await?;
+            reporter.start_push(&built, credentials.is_some());
+            let pushed = image::push(&engine, &built, credentials.as_ref(), &mut reporter).await?;
+            reporter.finish_push(&pushed);
+            Some(pushed)
+        } else {
+            None
+        };
+        Ok::<_, image::ImageError>((built, pushed))
+    }
+    .await;
+    reporter.clear();
+    let (built, pushed) = result.with_context(|| {
+        if push {
+            format!("cannot build and push `{}`", plan.service)
+        } else {
+            format!("cannot build `{}`", plan.service)
+        }
+    })?;
+    Ok((plan, built, pushed))
 }
 
 /// Shows progress on stderr: indicatif on a terminal, one line per event otherwise.

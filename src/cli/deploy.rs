@@ -13,6 +13,7 @@ use crate::{
     exit::ExitStatus,
     platform::{cloud_run::Endpoint, RetryPolicy},
     rollout::{
+        analyser::SequentialAnalyser,
         driver::{
             DeployRequest, Driver, Event, Interrupt, Outcome, RolloutReport, RolloutReporter,
         },
@@ -27,10 +28,12 @@ use crate::{
 pub struct DeployArgs {
     /// The service to deploy.
     pub service: String,
-    /// The image to deploy, by digest (`REPOSITORY@sha256:...`), or a local image name for the
-    /// local emulator.
+    /// Deploy this image (by digest, `REPOSITORY@sha256:...`) instead of building one.
+    /// Without it, deploy builds the service's image and pushes it (always for Cloud Run; for
+    /// the local emulator when the image repository's registry answers, else the local image is
+    /// deployed by its content id `sha256:...`).
     #[arg(long, value_name = "IMAGE")]
-    pub image: String,
+    pub image: Option<String>,
     /// The commit the image was built from [default: `HEAD` of the repository].
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
@@ -210,7 +213,65 @@ fn ctrl_c() -> Interrupt {
     })
 }
 
-/// Runs `deploy`.
+/// True when the registry of `repository` answers its API root (a local registry is optional).
+async fn registry_answers(repository: &str) -> bool {
+    let host = crate::image::registry_host(repository);
+    let client = reqwest::Client::new();
+    let url = format!("http://{host}/v2/");
+    matches!(
+        client.get(&url).timeout(Duration::from_secs(2)).send().await,
+        Ok(response) if response.status().as_u16() < 500
+    )
+}
+
+/// The image to deploy and its commit: `--image`, or a fresh build (and push).
+async fn image_to_deploy(
+    context: &Context,
+    config: &ServiceConfig,
+    root: &Path,
+    args: &DeployArgs,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<(String, String)> {
+    if let Some(image) = &args.image {
+        let commit = match &args.commit {
+            Some(commit) => commit.clone(),
+            None => head_commit(root)?,
+        };
+        return Ok((image.clone(), commit));
+    }
+    // Cloud Run pulls from a registry; the emulator can also run the engine's local image.
+    let push = match config.target {
+        Target::CloudRun { .. } => true,
+        Target::Local { .. } => registry_answers(&config.image.repository).await,
+    };
+    if !push {
+        let note = format!(
+            "the registry of `{}` does not answer: deploying the local image by its content id",
+            config.image.repository
+        );
+        context.output.message(format!("note: {note}"));
+        notes.push(note);
+    }
+    let (plan, built, pushed) = super::build::build_image(context, config, root, push).await?;
+    let image = match pushed {
+        Some(pushed) => pushed.pinned,
+        None => built.id,
+    };
+    if let Some(commit) = &args.commit {
+        if !crate::rollout::identity::same_commit(commit, &plan.revision.commit) {
+            return Err(UsageError {
+                message: format!(
+                    "`--commit {commit}` differs from the commit being built (`{}`): `--commit` only goes with `--image`",
+                    plan.revision.commit
+                ),
+            }
+            .into());
+        }
+    }
+    Ok((image, plan.revision.commit))
+}
+
+/// Runs `deploy`: preflight → build and push (unless `--image`) → the guarded rollout.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
     let workspace = context.workspace()?;
     let config = workspace
@@ -218,37 +279,25 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         .config
         .with_overrides(&context.overrides);
     let id = target::service_id(&config)?;
-    let commit = match &args.commit {
-        Some(commit) => commit.clone(),
-        None => head_commit(&workspace.root)?,
-    };
     let env: Option<BTreeMap<String, String>> =
         (!args.env.is_empty()).then(|| args.env.iter().cloned().collect());
-    let request = DeployRequest {
-        id,
-        service_name: config.name.clone(),
-        image: args.image.clone(),
-        commit,
-        env,
-        policy: config.rollout.clone(),
-        health: config.health.clone(),
-        lock_wait: args.lock_wait.get(),
-        ready_timeout: args.ready_timeout.get(),
-    };
+    let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
+    if let Some(line) = &started_emulator {
+        context.output.message(line);
+    }
     block_on(async {
         let endpoint = target::endpoint(&config, context.endpoint.as_deref());
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
-        let skipped_preflight = args
-            .skip_preflight
-            .then(|| "preflight checklist skipped (`--skip-preflight`)".to_string());
+        let mut notes: Vec<String> = started_emulator.into_iter().collect();
         if args.skip_preflight {
+            notes.push("preflight checklist skipped (`--skip-preflight`)".to_string());
             context
                 .output
                 .message("warning: preflight checklist skipped (`--skip-preflight`)");
         } else {
             let source = crate::preflight::DeployedSource::Platform {
                 platform: &platform,
-                id: request.id.clone(),
+                id: id.clone(),
             };
             let safe = super::preflight::checklist(
                 context,
@@ -265,8 +314,21 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
                 return Ok(ExitStatus::StoppedBeforeTraffic);
             }
         }
+        let (image, commit) =
+            image_to_deploy(context, &config, &workspace.root, args, &mut notes).await?;
+        let request = DeployRequest {
+            id,
+            service_name: config.name.clone(),
+            image,
+            commit,
+            env,
+            policy: config.rollout.clone(),
+            health: config.health.clone(),
+            lock_wait: args.lock_wait.get(),
+            ready_timeout: args.ready_timeout.get(),
+        };
         let metrics = CloudMonitoring::new(&monitoring_endpoint(&config, args, &endpoint))?;
-        let analyser = crate::rollout::analyser::SequentialAnalyser::new(&config.rollout)
+        let analyser = SequentialAnalyser::new(&config.rollout)
             .context("the rollout policy is not usable by the analysis")?;
         let probe = HttpProbe::new();
         let progress = Progress::new(context);
@@ -292,7 +354,8 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         progress.finish();
         let mut report =
             report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
-        report.notes.extend(skipped_preflight);
+        notes.append(&mut report.notes);
+        report.notes = notes;
         print_report(context, &report)?;
         Ok(match report.outcome {
             Outcome::Promoted { .. } => ExitStatus::Success,

@@ -5,19 +5,73 @@
 //! (`DEPLOYER_EMULATOR_ENDPOINT`, default `http://127.0.0.1:8090`), else Google's API with
 //! Application Default Credentials.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
 
 use crate::{
     cli::UsageError,
     config::{ServiceConfig, Target},
+    emulator::{self, background},
     platform::{
         cloud_run::{CloudRunPlatform, Endpoint},
         ServiceId,
     },
 };
 
-/// The emulator's default address (`deployer emulator` listens here unless told otherwise).
-pub const DEFAULT_EMULATOR_ENDPOINT: &str = "http://127.0.0.1:8090";
+/// The emulator's data directory: `DEPLOYER_EMULATOR_DATA_DIR`, else the default.
+pub fn emulator_data_dir() -> PathBuf {
+    std::env::var_os("DEPLOYER_EMULATOR_DATA_DIR")
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(emulator::default_data_dir)
+}
+
+/// The endpoint of the local emulator (see the module doc), and whether one is known to run.
+fn emulator_endpoint() -> (String, bool) {
+    if let Some(url) = std::env::var("DEPLOYER_EMULATOR_ENDPOINT")
+        .ok()
+        .filter(|value| !value.is_empty())
+    {
+        return (url, true);
+    }
+    match background::find_running(&emulator_data_dir()) {
+        Some(running) => (running.endpoint, true),
+        None => (
+            format!("http://127.0.0.1:{}", emulator::DEFAULT_PORT),
+            false,
+        ),
+    }
+}
+
+/// For a local target with no emulator running (and no endpoint given): starts one in the
+/// background and returns a line saying so. Nothing to do for other targets.
+pub fn ensure_emulator(
+    config: &ServiceConfig,
+    explicit: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    if explicit.is_some() || !matches!(config.target, Target::Local { .. }) {
+        return Ok(None);
+    }
+    if emulator_endpoint().1 {
+        return Ok(None);
+    }
+    let executable = std::env::current_exe().context("cannot find the deployer executable")?;
+    let data_dir = emulator_data_dir();
+    let running = background::spawn_background(&background::BackgroundOptions {
+        executable,
+        data_dir: data_dir.clone(),
+        port: emulator::DEFAULT_PORT,
+        startup_timeout: std::time::Duration::from_secs(30),
+    })
+    .context("cannot start the local emulator in the background")?;
+    Ok(Some(format!(
+        "started the local Cloud Run emulator in the background at {} (pid {}, data `{}`); stop it with `deployer emulator stop`",
+        running.endpoint,
+        running.pid,
+        data_dir.display()
+    )))
+}
 
 /// How long a long-running Cloud Run operation (a new revision) may take before deployer gives up
 /// waiting — generous, since a cold image pull on Cloud Run can take minutes.
@@ -57,15 +111,11 @@ pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
 
 /// The endpoint for a service's target (see the module doc for the order).
 pub fn endpoint(config: &ServiceConfig, explicit: Option<&str>) -> Endpoint {
-    let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     if let Some(url) = explicit {
         return Endpoint::Custom(url.to_string());
     }
     match config.target {
-        Target::Local { .. } => Endpoint::Custom(
-            from_env("DEPLOYER_EMULATOR_ENDPOINT")
-                .unwrap_or_else(|| DEFAULT_EMULATOR_ENDPOINT.to_string()),
-        ),
+        Target::Local { .. } => Endpoint::Custom(emulator_endpoint().0),
         Target::CloudRun { .. } => Endpoint::Google,
     }
 }
