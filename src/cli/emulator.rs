@@ -27,7 +27,7 @@ use super::{Context, UsageError};
 /// `deployer emulator`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  deployer emulator                      # foreground on 127.0.0.1:8790, Ctrl-C stops\n  deployer emulator --detach             # background; the log is DATA_DIR/emulator.log\n  deployer emulator status\n  deployer emulator stop"
+    after_help = "Examples:\n  deployer emulator                      # foreground on 127.0.0.1:8090, Ctrl-C stops\n  deployer emulator --detach             # background; the log is DATA_DIR/emulator.log\n  deployer emulator status\n  deployer emulator stop"
 )]
 pub struct EmulatorArgs {
     #[command(subcommand)]

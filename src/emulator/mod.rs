@@ -40,7 +40,7 @@ use self::{
 };
 
 /// Default API port of `deployer emulator`.
-pub const DEFAULT_PORT: u16 = 8790;
+pub const DEFAULT_PORT: u16 = 8090;
 /// Default startup-probe timeout of a revision.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name of the file in the data directory that says where a running emulator listens.
@@ -121,7 +121,7 @@ pub struct EmulatorConfig {
 }
 
 impl EmulatorConfig {
-    /// The defaults: `127.0.0.1:8790`, 30 s startup timeout, no faults.
+    /// The defaults: `127.0.0.1:8090`, 30 s startup timeout, no faults.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -146,7 +146,7 @@ impl EmulatorConfig {
 pub struct RunningEmulator {
     /// Its process id.
     pub pid: u32,
-    /// API endpoint, e.g. `http://127.0.0.1:8790`.
+    /// API endpoint, e.g. `http://127.0.0.1:8090`.
     pub endpoint: String,
     /// Its data directory.
     pub data_dir: PathBuf,
@@ -259,7 +259,7 @@ impl Emulator {
         })
     }
 
-    /// The API endpoint, e.g. `http://127.0.0.1:8790`: give it to the clients'
+    /// The API endpoint, e.g. `http://127.0.0.1:8090`: give it to the clients'
     /// `with_endpoint`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
