@@ -11,7 +11,8 @@ use crate::{
     checks::cloud_monitoring::{CloudMonitoring, GOOGLE_ENDPOINT},
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    platform::{cloud_run::Endpoint, RetryPolicy},
+    platform::{cloud_run::Endpoint, Platform, RetryPolicy},
+    rollout::driver::rollout_duration,
     rollout::{
         analyser::SequentialAnalyser,
         driver::{
@@ -21,6 +22,7 @@ use crate::{
         journal::LocalJournal,
         machine::Judgement,
     },
+    traffic::TrafficGenerator,
 };
 
 /// `deploy`.
@@ -46,6 +48,11 @@ pub struct DeployArgs {
     /// How long the new revision may take to become Ready and answer `/health`.
     #[arg(long, value_name = "DURATION", default_value = "2m")]
     pub ready_timeout: HumanDuration,
+    /// Requests per second of synthetic traffic sent to a `local` service while it rolls out,
+    /// so that the analysis has data (0: none). Refused for Cloud Run targets: deployer never
+    /// sends synthetic load to production.
+    #[arg(long, value_name = "RATE")]
+    pub traffic: Option<u32>,
     /// Skip the preflight checklist (recorded in the report). For emergencies only.
     #[arg(long)]
     pub skip_preflight: bool,
@@ -213,6 +220,10 @@ fn ctrl_c() -> Interrupt {
     })
 }
 
+/// Synthetic requests per second for `local` targets (a canary at 10% then sees 5 req/s: the
+/// rate of the analysis benchmark).
+const DEFAULT_LOCAL_TRAFFIC: u32 = 50;
+
 /// True when the registry of `repository` answers its API root (a local registry is optional).
 async fn registry_answers(repository: &str) -> bool {
     let host = crate::image::registry_host(repository);
@@ -281,6 +292,18 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     let id = target::service_id(&config)?;
     let env: Option<BTreeMap<String, String>> =
         (!args.env.is_empty()).then(|| args.env.iter().cloned().collect());
+    let traffic_rate = match (&config.target, args.traffic) {
+        (Target::CloudRun { .. }, Some(rate)) if rate > 0 => {
+            return Err(UsageError {
+                message: format!(
+                    "`--traffic {rate}` is only for `local` targets: deployer never sends synthetic load to Cloud Run"
+                ),
+            }
+            .into())
+        }
+        (Target::Local { .. }, rate) => rate.unwrap_or(DEFAULT_LOCAL_TRAFFIC),
+        _ => 0,
+    };
     let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
     if let Some(line) = &started_emulator {
         context.output.message(line);
@@ -350,8 +373,28 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             request.image,
             &request.commit[..request.commit.len().min(12)]
         ));
+        let generator = match platform.service(&request.id).await {
+            Ok(Some(snapshot)) if traffic_rate > 0 => {
+                progress.line(format!(
+                    "sending {traffic_rate} req/s of synthetic traffic to {} (local target; `--traffic 0` turns it off)",
+                    snapshot.uri
+                ));
+                let limit = rollout_duration(&request.policy)
+                    + request.ready_timeout
+                    + Duration::from_secs(300);
+                Some(TrafficGenerator::start(snapshot.uri, traffic_rate, limit))
+            }
+            _ => None,
+        };
         let report = driver.deploy(&request, ctrl_c()).await;
         progress.finish();
+        if let Some(generator) = generator {
+            let summary = generator.stop();
+            notes.push(format!(
+                "synthetic traffic: {} requests answered ({} with 5xx), {} unanswered",
+                summary.answered, summary.server_errors, summary.unanswered
+            ));
+        }
         let mut report =
             report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
         notes.append(&mut report.notes);
