@@ -61,7 +61,11 @@ pub fn ensure_emulator(
     let running = background::spawn_background(&background::BackgroundOptions {
         executable,
         data_dir: data_dir.clone(),
-        port: emulator::DEFAULT_PORT,
+        // The same variable `deployer emulator --port` reads; 0 picks any free port.
+        port: std::env::var("DEPLOYER_EMULATOR_PORT")
+            .ok()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(emulator::DEFAULT_PORT),
         startup_timeout: std::time::Duration::from_secs(30),
     })
     .context("cannot start the local emulator in the background")?;
