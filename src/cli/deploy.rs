@@ -284,12 +284,7 @@ async fn image_to_deploy(
 
 /// Runs `deploy`: preflight → build and push (unless `--image`) → the guarded rollout.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
-    let workspace = context.workspace()?;
-    let config = workspace
-        .find(&args.service)??
-        .config
-        .with_overrides(&context.overrides);
-    let id = target::service_id(&config)?;
+    let (workspace, config, id) = context.service(&args.service)?;
     let env: Option<BTreeMap<String, String>> =
         (!args.env.is_empty()).then(|| args.env.iter().cloned().collect());
     let traffic_rate = match (&config.target, args.traffic) {

@@ -172,6 +172,25 @@ impl Context {
         }
     }
 
+    /// One service by name, with `--project`/`--region` applied, its workspace and its
+    /// platform id: what every command acting on a service starts with.
+    pub fn service(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(
+        Workspace,
+        crate::config::ServiceConfig,
+        crate::platform::ServiceId,
+    )> {
+        let workspace = self.workspace()?;
+        let config = workspace
+            .find(name)??
+            .config
+            .with_overrides(&self.overrides);
+        let id = target::service_id(&config)?;
+        Ok((workspace, config, id))
+    }
+
     /// The workspace of service definitions.
     pub fn workspace(&self) -> Result<Workspace, WorkspaceError> {
         let current = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

@@ -47,12 +47,7 @@ struct RollbackOutput<'a> {
 /// command is the decision); interactive runs confirm unless `--yes`.
 pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
-    let workspace = context.workspace()?;
-    let config = workspace
-        .find(&args.service)??
-        .config
-        .with_overrides(&context.overrides);
-    let id = target::service_id(&config)?;
+    let (_, config, id) = context.service(&args.service)?;
     block_on(async {
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
         let (snapshot, plan) = match rollback::prepare(&platform, &id, args.to.as_deref()).await {
@@ -145,12 +140,7 @@ pub struct RollbackFailed;
 
 /// Runs `unlock`.
 pub fn unlock(context: &Context, args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
-    let workspace = context.workspace()?;
-    let config = workspace
-        .find(&args.service)??
-        .config
-        .with_overrides(&context.overrides);
-    let id = target::service_id(&config)?;
+    let (_, config, id) = context.service(&args.service)?;
     block_on(async {
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
         let snapshot = crate::platform::read_service(&platform, &id, Default::default())

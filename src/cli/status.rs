@@ -30,12 +30,7 @@ struct StatusOutput {
 
 /// Runs `status`. When the platform cannot be read, the local journal copy is shown.
 pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus> {
-    let workspace = context.workspace()?;
-    let config = workspace
-        .find(&args.service)??
-        .config
-        .with_overrides(&context.overrides);
-    let id = target::service_id(&config)?;
+    let (_, config, id) = context.service(&args.service)?;
     block_on(async {
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
         let snapshot = match read_service(&platform, &id, Default::default()).await {

@@ -128,6 +128,29 @@ fn current_host() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Sets (or removes) the lock annotation on the service as read in `snapshot`. `Ok(None)` when
+/// the service changed since that read: the caller reads again and re-decides.
+async fn write_lock(
+    platform: &dyn Platform,
+    snapshot: &ServiceSnapshot,
+    value: Option<String>,
+) -> Result<Option<ServiceSnapshot>, LockError> {
+    let update = ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, value);
+    match write_guarded(
+        platform,
+        &snapshot.id,
+        &snapshot.etag,
+        &update,
+        RetryPolicy::default(),
+    )
+    .await
+    {
+        Ok(snapshot) => Ok(Some(snapshot)),
+        Err(PlatformError::Conflict(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Takes the lock, waiting up to `wait` (polling every `poll`) while someone else holds it.
 /// Returns the service as it is after the lock write (its etag is the one to use next).
 pub async fn acquire(
@@ -162,22 +185,11 @@ pub async fn acquire(
                 if let Some(expired) = previous.filter(|held| held.id != lock.id) {
                     tracing::warn!(holder = %expired.describe(), "taking over an expired lock");
                 }
-                let update =
-                    ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, Some(lock.encode()));
-                match write_guarded(
-                    platform,
-                    id,
-                    &snapshot.etag,
-                    &update,
-                    RetryPolicy::default(),
-                )
-                .await
+                // `None`: someone wrote the service between our read and our write (perhaps
+                // another deployer taking the lock): read again and re-decide.
+                if let Some(snapshot) = write_lock(platform, &snapshot, Some(lock.encode())).await?
                 {
-                    Ok(snapshot) => return Ok(snapshot),
-                    // Someone wrote the service between our read and our write (perhaps
-                    // another deployer taking the lock): read again and re-decide.
-                    Err(PlatformError::Conflict(_)) => continue,
-                    Err(error) => return Err(error.into()),
+                    return Ok(snapshot);
                 }
             }
         }
@@ -196,19 +208,8 @@ pub async fn release(
         };
         match Lock::of(&snapshot) {
             Some(held) if held.id == lock_id => {
-                let update = ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, None);
-                match write_guarded(
-                    platform,
-                    id,
-                    &snapshot.etag,
-                    &update,
-                    RetryPolicy::default(),
-                )
-                .await
-                {
-                    Ok(snapshot) => return Ok(Some(snapshot)),
-                    Err(PlatformError::Conflict(_)) => continue,
-                    Err(error) => return Err(error.into()),
+                if let Some(snapshot) = write_lock(platform, &snapshot, None).await? {
+                    return Ok(Some(snapshot));
                 }
             }
             _ => return Ok(Some(snapshot)),
@@ -228,19 +229,8 @@ pub async fn break_lock(
         let Some(held) = Lock::of(&snapshot) else {
             return Ok(None);
         };
-        let update = ServiceUpdate::default().with_annotation(LOCK_ANNOTATION, None);
-        match write_guarded(
-            platform,
-            id,
-            &snapshot.etag,
-            &update,
-            RetryPolicy::default(),
-        )
-        .await
-        {
-            Ok(_) => return Ok(Some(held)),
-            Err(PlatformError::Conflict(_)) => continue,
-            Err(error) => return Err(error.into()),
+        if write_lock(platform, &snapshot, None).await?.is_some() {
+            return Ok(Some(held));
         }
     }
 }
