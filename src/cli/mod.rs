@@ -201,6 +201,7 @@ impl Context {
 /// Runs a parsed command line and returns its exit status (errors are printed here).
 pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose);
+    crate::install_crypto_provider();
     let context = Context::new(&cli.global);
     let result = match cli.command {
         Command::Build(args) => build::run(&context, &args),

@@ -200,15 +200,24 @@ pub async fn build(
     }
     progress.finish(reporter);
     drop(stream);
-    let summary = packing.await.map_err(|error| ImageError::ContextRead {
-        path: plan.context.clone(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
-    // A packing error explains a failed upload better than the engine's view of it.
-    let summary = summary?;
-    if let Some(error) = failure {
-        return Err(build_failure(error, progress));
-    }
+    let packed = packing.await.unwrap_or_else(|error| {
+        Err(ImageError::ContextRead {
+            path: plan.context.clone(),
+            source: std::io::Error::other(error.to_string()),
+        })
+    });
+    let summary = match (failure, packed) {
+        // A file that could not be read explains a broken upload better than the engine's view
+        // of it; but when the engine stopped reading because the build failed (a Dockerfile it
+        // cannot parse), the packing error is only the echo of that failure.
+        (Some(_), Err(ImageError::ContextRead { path, source }))
+            if source.kind() != std::io::ErrorKind::BrokenPipe =>
+        {
+            return Err(ImageError::ContextRead { path, source })
+        }
+        (Some(error), _) => return Err(build_failure(error, progress)),
+        (None, packed) => packed?,
+    };
     reporter.context_sent(&summary);
     let id = image_id.ok_or(ImageError::NoImageId)?;
     Ok(BuiltImage {
