@@ -323,6 +323,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
                 &workspace.root,
                 &args.preflight,
                 source,
+                false,
             )
             .await?;
             if !safe {

@@ -66,11 +66,11 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
                     platform: &platform,
                     id,
                 };
-                checklist(context, &config, &workspace.root, &args.flags, source).await
+                checklist(context, &config, &workspace.root, &args.flags, source, true).await
             }
             Err(error) => {
                 let source = DeployedSource::Unavailable(format!("{error:#}"));
-                checklist(context, &config, &workspace.root, &args.flags, source).await
+                checklist(context, &config, &workspace.root, &args.flags, source, true).await
             }
         }
     })?;
@@ -81,14 +81,17 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
     })
 }
 
-/// Runs the checklist, prints it (text as steps finish, or one JSON document), asks about
-/// warnings as the rules say, and returns whether it is safe to deploy.
+/// Runs the checklist, prints it (text as steps finish, or — when `json_document` — one JSON
+/// document on stdout), asks about warnings as the rules say, and returns whether it is safe to
+/// deploy. `deploy --format json` passes `json_document = false`: its stdout carries only the
+/// deploy report.
 pub async fn checklist(
     context: &Context,
     config: &ServiceConfig,
     root: &std::path::Path,
     flags: &PreflightFlags,
     source: DeployedSource<'_>,
+    json_document: bool,
 ) -> anyhow::Result<bool> {
     let options = PreflightOptions {
         fetch: !flags.no_fetch,
@@ -117,7 +120,7 @@ pub async fn checklist(
     let decision = preflight::decide(&report, acceptance, prompter.as_ref());
     if text {
         context.output.data(verdict_text(&decision));
-    } else {
+    } else if json_document {
         context.output.json(&JsonReport {
             report: &report,
             summary: report.summary(),
