@@ -15,6 +15,8 @@ COPY target/image/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY target/image/deployer /deployer
 COPY services /workspace/services
 COPY runbooks /workspace/runbooks
+# Service files name their Dockerfile and build context; validation checks they exist.
+COPY examples/hello/Dockerfile /workspace/examples/hello/Dockerfile
 ENV DEPLOYER_SERVICES_DIR=/workspace/services \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     CI=true
