@@ -681,3 +681,163 @@ async fn concurrent_deploys_one_proceeds_the_others_fail_naming_the_holder() {
     fixture.assert_serves_only(&canary).await;
     fixture.shutdown().await;
 }
+
+/// A repository with one `kind = "local"` service file (the short policy), its runbook and a
+/// Dockerfile, so that `deployer` validates it; returns the services directory.
+fn local_repository(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let services = root.join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    std::fs::create_dir_all(root.join("runbooks")).unwrap();
+    std::fs::write(
+        root.join(format!("runbooks/{name}.md")),
+        format!(
+            "# Runbook: {name}\n\n## Pre-flight\n\n`deployer preflight {name}`\n\n## Deploy\n\n\
+             `deployer deploy {name}`\n\n## Verify\n\n`deployer status {name}`\n\n\
+             ## Troubleshoot\n\nRead the revision's logs.\n\n## Rollback\n\n\
+             `deployer rollback {name}`\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(
+        services.join(format!("{name}.toml")),
+        format!(
+            r#"name = "{name}"
+runbook = "runbooks/{name}.md"
+
+[target]
+kind = "local"
+
+[image]
+repository = "127.0.0.1:5000/{name}"
+
+[build]
+context = "."
+dockerfile = "Dockerfile"
+
+[health]
+path = "/health"
+timeout = "2s"
+
+[rollout]
+steps = [10, 50, 100]
+hold = "20s"
+interval = "1s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "rollback"
+monitor_duration = "3s"
+monitor_interval = "1s"
+consecutive_error_limit = 3
+"#
+        ),
+    )
+    .unwrap();
+    services
+}
+
+/// `deployer deploy NAME --image ... --commit COMMIT` against the emulator, as CI would run it.
+fn deploy_command(
+    fixture: &Fixture,
+    services: &std::path::Path,
+    state: &std::path::Path,
+    commit: &str,
+    output: &std::path::Path,
+) -> std::process::Command {
+    let name = fixture.id.name.as_str();
+    let endpoint = fixture.emulator.endpoint();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command
+        .args(["deploy", name, "--image", hello_image()])
+        .args(["--skip-preflight", "--non-interactive"])
+        .args(["--endpoint", endpoint, "--monitoring-endpoint", endpoint])
+        .args(["--commit", commit])
+        .args(["--env", &format!("SERVICE_NAME={name}")])
+        .args(["--env", &format!("BUILD_COMMIT={commit}")])
+        .env("DEPLOYER_SERVICES_DIR", services)
+        .env("DEPLOYER_STATE_DIR", state)
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(output.with_extension("stdout")).unwrap())
+        .stderr(std::fs::File::create(output.with_extension("stderr")).unwrap());
+    command
+}
+
+fn read_output(output: &std::path::Path) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        std::fs::read_to_string(output.with_extension("stdout")).unwrap_or_default(),
+        std::fs::read_to_string(output.with_extension("stderr")).unwrap_or_default()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
+    let fixture = Fixture::new("crashy").await;
+    let repository = tempfile::tempdir().unwrap();
+    let services = local_repository(repository.path(), "crashy");
+    let state = fixture.state.path();
+
+    // The first deployer gets as far as the 10% step, then dies without a word.
+    let first_output = repository.path().join("first");
+    let mut first = deploy_command(&fixture, &services, state, NEW_COMMIT, &first_output)
+        .spawn()
+        .unwrap();
+    let journal = tokio::select! {
+        journal = fixture.wait_for_phase(Phase::Canary, 10) => journal,
+        status = async {
+            loop {
+                if let Some(status) = first.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => panic!("deployer exited early ({status}):\n{}", read_output(&first_output)),
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let crashed = journal.canary.clone();
+    let snapshot = fixture.service().await;
+    assert_eq!(
+        snapshot.serving(),
+        [(fixture.stable.clone(), 90), (crashed.clone(), 10)],
+        "the killed run left its canary at 10%"
+    );
+    let lock = deployer::rollout::lock::Lock::of(&snapshot).expect("the dead run's lock");
+    assert_eq!(lock.pid, first.id());
+    assert!(lock.holder_gone());
+
+    // The next run finds the interrupted rollout, rolls it back, then deploys.
+    let second_output = repository.path().join("second");
+    let second = tokio::process::Command::from(deploy_command(
+        &fixture,
+        &services,
+        state,
+        STABLE_COMMIT,
+        &second_output,
+    ))
+    .status()
+    .await
+    .unwrap();
+    let output = read_output(&second_output);
+    assert_eq!(second.code(), Some(0), "{output}");
+    assert!(
+        output.contains(&format!(
+            "interrupted rollout `{}` rolled back: 100% on `{}`",
+            journal.id, fixture.stable
+        )),
+        "{output}"
+    );
+    assert!(output.contains("PROMOTED"), "{output}");
+    let snapshot = fixture.service().await;
+    let journal = Journal::of(&snapshot).unwrap();
+    assert_eq!(journal.phase, Phase::Promoted);
+    assert_ne!(journal.canary, crashed);
+    fixture.assert_serves_only(&journal.canary).await;
+    assert_eq!(
+        fixture.revision(&journal.canary).await.labels["deployer-commit"],
+        STABLE_COMMIT
+    );
+    fixture.shutdown().await;
+}
