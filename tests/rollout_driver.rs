@@ -492,11 +492,15 @@ async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
         started: chrono::Utc::now(),
         updated: chrono::Utc::now(),
     };
-    let lock = Lock::new(
+    let mut lock = Lock::new(
         "dead-rollout",
         Duration::from_secs(3600),
         chrono::Utc::now(),
     );
+    // Its process is gone: a child that has exited and been reaped.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    lock.pid = gone.id();
     harness.platform.external_update(
         &id(),
         &ServiceUpdate::default()
@@ -571,4 +575,53 @@ async fn a_locked_service_is_not_touched() {
         .unwrap_err();
     assert!(error.to_string().contains("locked by"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    // Another deployer, alive (this very process), is in its canary step.
+    let running = Journal {
+        id: "running-rollout".into(),
+        phase: Phase::Canary,
+        stable: Some("svc-stable".into()),
+        canary: "svc-other".into(),
+        commit: "other".into(),
+        image: "img".into(),
+        step: Some(0),
+        percent: 5,
+        reason: None,
+        owner: "ci@runner".into(),
+        started: chrono::Utc::now(),
+        updated: chrono::Utc::now(),
+    };
+    let lock = Lock::new(
+        "running-rollout",
+        Duration::from_secs(3600),
+        chrono::Utc::now(),
+    );
+    harness.platform.external_update(
+        &id(),
+        &ServiceUpdate::default()
+            .with_annotation(
+                JOURNAL_ANNOTATION,
+                Some(serde_json::to_string(&running).unwrap()),
+            )
+            .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
+    );
+    let writes = harness.platform.writes();
+    let error = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("rollout running-rollout"),
+        "{error}"
+    );
+    assert_eq!(
+        harness.platform.writes(),
+        writes,
+        "the running rollout was not rolled back"
+    );
 }

@@ -296,8 +296,16 @@ impl Driver<'_> {
         };
         if let Some(journal) = Journal::of(&existing).filter(|journal| !journal.phase.is_terminal())
         {
-            let recovered = self.recover(id, &existing, &journal).await?;
-            notes.push(recovered);
+            // An unfinished journal under a live lock is a rollout that is running, not one
+            // that was interrupted: recovering it would roll back someone else's rollout. Only
+            // an expired lock, or one whose process is provably gone, lets this run recover;
+            // otherwise the lock below says who holds it.
+            let running = Lock::of(&existing)
+                .is_some_and(|held| !held.is_expired(Utc::now()) && !held.holder_gone());
+            if !running {
+                let recovered = self.recover(id, &existing, &journal).await?;
+                notes.push(recovered);
+            }
         }
         let ttl =
             rollout_duration(&request.policy) + request.ready_timeout + Duration::from_secs(600);
@@ -995,9 +1003,18 @@ fn short(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
 }
 
+/// A rollout's id, which is also its lock's id: unique per run, since two deploys of the same
+/// commit in the same second (a pipeline triggered twice) must not both hold "their" lock.
 fn rollout_id(commit: &str) -> String {
+    let suffix: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..4)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+            .collect()
+    };
     format!(
-        "{}-{}",
+        "{}-{}-{suffix}",
         Utc::now().format("%Y%m%d%H%M%S"),
         &short(commit).to_ascii_lowercase()
     )

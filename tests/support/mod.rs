@@ -208,3 +208,158 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// The demo service `examples/hello` as a `FROM scratch` image, built once per content hash of
+/// its sources (later test processes find it in the engine). Its `/health` reports
+/// `SERVICE_NAME` and `BUILD_COMMIT` from the environment, and `FAIL_RATE` makes a fraction of
+/// its other answers 500s: one image serves every identity a rollout test needs.
+pub fn hello_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        require_docker();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let source = root.join("examples/hello");
+        let image = format!("deployer-test-hello:{}", source_hash(&source));
+        let present = Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if present {
+            return image;
+        }
+        // The same command as examples/hello/build.sh, so the workspace's build cache serves
+        // both (the explicit `--target` keeps `+crt-static` away from build scripts).
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "-p", "hello"])
+            .args(["--target", "x86_64-unknown-linux-gnu"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(&root)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .expect("run cargo to build examples/hello");
+        assert!(status.success(), "building examples/hello failed");
+        let context = tempfile::tempdir().expect("temporary build context");
+        std::fs::copy(
+            target_dir.join("x86_64-unknown-linux-gnu/release/hello"),
+            context.path().join("hello"),
+        )
+        .expect("copy the hello binary");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY hello /hello\nEXPOSE 8080\nENTRYPOINT [\"/hello\"]\n",
+        )
+        .expect("write the Dockerfile");
+        let status = Command::new("docker")
+            .args(["build", "--quiet", "--tag", &image])
+            .arg(context.path())
+            .status()
+            .expect("run docker build");
+        assert!(status.success(), "docker build of the hello image failed");
+        image
+    })
+}
+
+/// What a [`Load`] generator saw: answers by (revision, status); `status` 0 = no answer.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub answers: std::collections::BTreeMap<(String, u16), usize>,
+}
+
+impl LoadReport {
+    /// Requests answered by `revision` (any status).
+    pub fn served_by(&self, revision: &str) -> usize {
+        self.answers
+            .iter()
+            .filter(|((name, _), _)| name == revision)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// All requests sent.
+    pub fn total(&self) -> usize {
+        self.answers.values().sum()
+    }
+}
+
+/// A load generator: GETs at a steady rate to one loopback URL, until stopped, `limit` elapsed
+/// or `rate × limit` requests were sent — whichever comes first, so a failing test never leaves
+/// it running.
+pub struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl Load {
+    /// Starts `per_second` requests a second to `url` (which must be on 127.0.0.1).
+    pub fn start(url: &str, per_second: u32, limit: Duration) -> Load {
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "the load generator only talks to loopback, not `{url}`"
+        );
+        let url = url.to_string();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let client = http();
+        let task = tokio::spawn(async move {
+            let report = std::sync::Arc::new(std::sync::Mutex::new(LoadReport::default()));
+            // Requests are not awaited in turn: a slow answer must not lower the rate.
+            let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+            let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let deadline = tokio::time::Instant::now() + limit;
+            let budget = u64::from(per_second) * limit.as_secs().max(1);
+            let mut requests = Vec::new();
+            for _ in 0..budget {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let (client, url, report) = (client.clone(), url.clone(), report.clone());
+                requests.push(tokio::spawn(async move {
+                    let answer = match client.get(&url).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let body = response.text().await.unwrap_or_default();
+                            // hello answers "Hello from S at commit C (revision R)".
+                            let revision = body
+                                .rsplit_once("(revision ")
+                                .map(|(_, rest)| rest.trim_end().trim_end_matches(')'))
+                                .unwrap_or_default()
+                                .to_string();
+                            (revision, status)
+                        }
+                        Err(_) => (String::new(), 0),
+                    };
+                    *report
+                        .lock()
+                        .expect("load report")
+                        .answers
+                        .entry(answer)
+                        .or_default() += 1;
+                    drop(permit);
+                }));
+            }
+            for request in requests {
+                let _ = request.await;
+            }
+            let report = report.lock().expect("load report").clone();
+            report
+        });
+        Load { stop, task }
+    }
+
+    /// Stops sending, waits for the answers in flight, and reports.
+    pub async fn finish(self) -> LoadReport {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the load generator task")
+    }
+}

@@ -1,0 +1,843 @@
+//! Guarded rollouts end to end against the local emulator, with Google's official client and
+//! real containers: `Driver::deploy` on `CloudRunPlatform`, request counts from the emulator's
+//! Cloud Monitoring API judged by the sequential analysis, identity checked on the tag URL, and a
+//! load generator sending real requests through the emulator's router meanwhile. The last test
+//! runs the `deployer` binary and `kill -9`s it in the middle of a canary step.
+//!
+//! Every test starts its own emulator on an ephemeral port; all revisions run the demo service
+//! `examples/hello` (one image, built once), whose identity and error rate come from its
+//! environment (`SERVICE_NAME`, `BUILD_COMMIT`, `FAIL_RATE`).
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use deployer::{
+    checks::cloud_monitoring::CloudMonitoring,
+    config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig},
+    emulator::{faults::FaultConfig, Emulator},
+    interaction::Unattended,
+    platform::{
+        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
+        Platform, PlatformError, RetryPolicy, RevisionSnapshot, RevisionSpec, ServiceId,
+        ServiceSnapshot, ServiceUpdate,
+    },
+    rollout::{
+        analyser::SequentialAnalyser,
+        driver::{DeployError, DeployRequest, Driver, Event, Outcome, RolloutReporter},
+        identity::HttpProbe,
+        journal::{Journal, LocalJournal, Phase, JOURNAL_ANNOTATION},
+        lock::{LockError, LOCK_ANNOTATION},
+    },
+};
+use support::{hello_image, start_emulator, Load};
+
+/// The commit of the revision serving before each rollout.
+const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
+/// The commit being deployed.
+const NEW_COMMIT: &str = "c0ffee0000000000000000000000000000000002";
+/// Requests per second of the load generator.
+const LOAD_RATE: u32 = 50;
+/// Longest any one test sends load.
+const LOAD_LIMIT: Duration = Duration::from_secs(120);
+
+/// A short policy: 10% → 50% → 100%, looks every second, 3 s of post-deploy monitor. With
+/// 50 requests/s, the 10% step sees about 5 canary requests a second; `max_error_rate` 0.2 lets
+/// the sequential test pass a healthy canary after about 22 requests and fail one at 30% errors
+/// after about 26.
+fn policy() -> RolloutConfig {
+    RolloutConfig {
+        steps: vec![10, 50, 100],
+        hold: HumanDuration(Duration::from_secs(20)),
+        interval: HumanDuration(Duration::from_secs(1)),
+        max_error_rate: 0.2,
+        min_requests: 20,
+        inconclusive: InconclusivePolicy::Rollback,
+        monitor_duration: HumanDuration(Duration::from_secs(3)),
+        monitor_interval: HumanDuration(Duration::from_secs(1)),
+        consecutive_error_limit: 3,
+        ..RolloutConfig::default()
+    }
+}
+
+fn health() -> HealthConfig {
+    HealthConfig {
+        timeout: HumanDuration(Duration::from_secs(2)),
+        ..HealthConfig::default()
+    }
+}
+
+/// The environment of a hello revision.
+fn hello_env(service: &str, commit: &str, fail_rate: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([
+        ("SERVICE_NAME".to_string(), service.to_string()),
+        ("BUILD_COMMIT".to_string(), commit.to_string()),
+    ]);
+    if let Some(rate) = fail_rate {
+        env.insert("FAIL_RATE".to_string(), rate.to_string());
+    }
+    env
+}
+
+fn service_id(name: &str) -> ServiceId {
+    ServiceId {
+        project: "local".into(),
+        region: "local".into(),
+        name: name.into(),
+    }
+}
+
+fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
+    DeployRequest {
+        id: service_id(name),
+        service_name: name.into(),
+        image: hello_image().to_string(),
+        commit: commit.into(),
+        env: Some(hello_env(name, commit, fail_rate)),
+        policy: policy(),
+        health: health(),
+        lock_wait: Duration::ZERO,
+        ready_timeout: Duration::from_secs(30),
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl RolloutReporter for Recorder {
+    fn event(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn canary_percents(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|event| match event {
+                Event::Traffic { canary_percent, .. } => Some(*canary_percent),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn transcript(&self) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|event| serde_json::to_string(event).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// An emulator with one service `name` serving its first revision `name-stable` (hello at
+/// [`STABLE_COMMIT`]), and load on the service URL.
+struct Fixture {
+    emulator: Emulator,
+    platform: CloudRunPlatform,
+    id: ServiceId,
+    stable: String,
+    uri: String,
+    load: Option<Load>,
+    state: tempfile::TempDir,
+    _directory: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(name: &str) -> Fixture {
+        let directory = tempfile::tempdir().unwrap();
+        let emulator = start_emulator(&directory.path().join("emulator")).await;
+        let platform = CloudRunPlatform::connect(
+            &Endpoint::Custom(emulator.endpoint().to_string()),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let id = service_id(name);
+        let stable = format!("{name}-stable");
+        let created = platform
+            .create(
+                &id,
+                &RevisionSpec {
+                    name: stable.clone(),
+                    image: hello_image().to_string(),
+                    labels: revision_labels(STABLE_COMMIT),
+                    env: Some(hello_env(name, STABLE_COMMIT, None)),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.serving(), [(stable.clone(), 100)]);
+        let load = Load::start(&created.uri, LOAD_RATE, LOAD_LIMIT);
+        Fixture {
+            emulator,
+            platform,
+            id,
+            stable,
+            uri: created.uri,
+            load: Some(load),
+            state: tempfile::tempdir().unwrap(),
+            _directory: directory,
+        }
+    }
+
+    async fn service(&self) -> ServiceSnapshot {
+        self.platform.service(&self.id).await.unwrap().unwrap()
+    }
+
+    async fn revision(&self, name: &str) -> RevisionSnapshot {
+        self.platform
+            .revision(&self.id, name)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("revision `{name}` exists"))
+    }
+
+    /// Polls the service until its journal says `phase` at `percent`% (30 s at most).
+    async fn wait_for_phase(&self, phase: Phase, percent: u8) -> Journal {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let snapshot = self.service().await;
+            if let Some(journal) = Journal::of(&snapshot) {
+                if journal.phase == phase && journal.percent == percent {
+                    return journal;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the journal never showed {phase:?} at {percent}%: {:?}",
+                snapshot.annotations.get(JOURNAL_ANNOTATION)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asserts the service ends on exactly `revision` at 100%, as written and as served, with
+    /// no lock left behind.
+    async fn assert_serves_only(&self, revision: &str) -> ServiceSnapshot {
+        let snapshot = self.service().await;
+        assert_eq!(
+            snapshot.serving(),
+            [(revision.to_string(), 100)],
+            "traffic statuses: {:?}",
+            snapshot.traffic_statuses
+        );
+        assert!(
+            snapshot
+                .traffic
+                .iter()
+                .all(|target| target.revision.is_some()),
+            "the split names every revision explicitly: {:?}",
+            snapshot.traffic
+        );
+        assert!(
+            !snapshot.annotations.contains_key(LOCK_ANNOTATION),
+            "the lock was released: {:?}",
+            snapshot.annotations.get(LOCK_ANNOTATION)
+        );
+        snapshot
+    }
+
+    async fn finish_load(&mut self) -> support::LoadReport {
+        self.load.take().expect("load running").finish().await
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(load) = self.load.take() {
+            load.finish().await;
+        }
+        self.emulator.shutdown().await;
+    }
+}
+
+/// The parts of a driver that do not depend on the test.
+struct Parts {
+    metrics: CloudMonitoring,
+    analyser: SequentialAnalyser,
+    probe: HttpProbe,
+    recorder: Recorder,
+    prompter: Unattended,
+}
+
+impl Parts {
+    fn new(monitoring_endpoint: &str) -> Parts {
+        Parts {
+            metrics: CloudMonitoring::new(monitoring_endpoint).unwrap(),
+            analyser: SequentialAnalyser::new(&policy()).unwrap(),
+            probe: HttpProbe::new(),
+            recorder: Recorder::default(),
+            prompter: Unattended::default(),
+        }
+    }
+
+    fn driver<'a>(&'a self, platform: &'a dyn Platform, state: &std::path::Path) -> Driver<'a> {
+        Driver {
+            platform,
+            metrics: &self.metrics,
+            analyser: &self.analyser,
+            probe: &self.probe,
+            reporter: &self.recorder,
+            prompter: &self.prompter,
+            local_journal: LocalJournal::in_directory(state.to_path_buf()),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+fn never() -> deployer::rollout::driver::Interrupt {
+    Box::pin(std::future::pending())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_step_by_step_under_real_traffic() {
+    let mut fixture = Fixture::new("promote").await;
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+
+    let report = driver
+        .deploy(&request("promote", NEW_COMMIT, None), never())
+        .await
+        .unwrap();
+
+    let canary = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        },
+        "{}",
+        parts.recorder.transcript()
+    );
+    assert_eq!(report.stable.as_deref(), Some(fixture.stable.as_str()));
+    assert_eq!(parts.recorder.canary_percents(), [10, 50, 100]);
+    assert!(
+        canary.starts_with("promote-c0ffee0-"),
+        "revision named after the commit: {canary}"
+    );
+    let snapshot = fixture.assert_serves_only(&canary).await;
+    let journal = Journal::of(&snapshot).unwrap();
+    assert_eq!(journal.phase, Phase::Promoted);
+    assert_eq!(journal.commit, NEW_COMMIT);
+    let revision = fixture.revision(&canary).await;
+    assert_eq!(revision.labels["deployer-commit"], NEW_COMMIT);
+    assert!(revision.labels.contains_key("deployer-version"));
+    assert_eq!(revision.image, hello_image());
+
+    // The split was real: both revisions answered the load generator, and nothing failed.
+    let load = fixture.finish_load().await;
+    assert!(load.served_by(&fixture.stable) > 0, "{load:?}");
+    assert!(load.served_by(&canary) > 0, "{load:?}");
+    assert!(
+        load.answers.keys().all(|(_, status)| *status == 200),
+        "{load:?}"
+    );
+    // After promotion the service URL reaches the new revision only.
+    let answer = support::http()
+        .get(format!("{}/health", fixture.uri))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["commit"], NEW_COMMIT);
+    assert_eq!(body["revision"], canary.as_str());
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_30_percent_of_requests_is_rolled_back_with_the_numbers() {
+    let mut fixture = Fixture::new("failing").await;
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+
+    let report = driver
+        .deploy(&request("failing", NEW_COMMIT, Some("0.3")), never())
+        .await
+        .unwrap();
+
+    let Outcome::RolledBack { reason, revision } = &report.outcome else {
+        panic!(
+            "expected a rollback, got {:?}\n{}",
+            report.outcome,
+            parts.recorder.transcript()
+        );
+    };
+    assert_eq!(revision, &fixture.stable);
+    // The reason carries the canary's observed numbers and the limit.
+    assert!(reason.contains("% errors ("), "{reason}");
+    assert!(reason.contains("20.0% allowed"), "{reason}");
+    assert_eq!(
+        parts.recorder.canary_percents(),
+        [10],
+        "never went past the first step"
+    );
+    let snapshot = fixture.assert_serves_only(&fixture.stable).await;
+    let journal = Journal::of(&snapshot).unwrap();
+    assert_eq!(journal.phase, Phase::RolledBack);
+    assert_eq!(journal.reason.as_deref(), Some(reason.as_str()));
+    // The canary really failed real requests, and only the canary.
+    let load = fixture.finish_load().await;
+    let failed: usize = load
+        .answers
+        .iter()
+        .filter(|((_, status), _)| *status == 500)
+        .map(|(_, count)| count)
+        .sum();
+    assert!(failed > 0, "{load:?}");
+    assert_eq!(
+        load.answers
+            .iter()
+            .filter(|((_, status), _)| *status != 200 && *status != 500)
+            .count(),
+        0,
+        "{load:?}"
+    );
+    fixture.shutdown().await;
+}
+
+/// The real platform, with one twist: when the driver sends its rollback write, the emulator is
+/// told to answer every PATCH with 503 for the first two attempts — so the rollback itself meets
+/// a failing API, deterministically, on top of the background fraction of failing calls.
+struct PatchOutage<'a> {
+    inner: &'a CloudRunPlatform,
+    emulator: &'a Emulator,
+    background: FaultConfig,
+    rollback_attempts: AtomicUsize,
+    unavailable: AtomicUsize,
+}
+
+fn is_rollback(update: &ServiceUpdate) -> bool {
+    update
+        .annotations
+        .get(JOURNAL_ANNOTATION)
+        .and_then(|value| value.as_deref())
+        .and_then(|text| serde_json::from_str::<Journal>(text).ok())
+        .is_some_and(|journal| journal.phase == Phase::RolledBack)
+}
+
+#[async_trait]
+impl Platform for PatchOutage<'_> {
+    async fn service(&self, id: &ServiceId) -> Result<Option<ServiceSnapshot>, PlatformError> {
+        self.inner.service(id).await
+    }
+
+    async fn revisions(&self, id: &ServiceId) -> Result<Vec<RevisionSnapshot>, PlatformError> {
+        self.inner.revisions(id).await
+    }
+
+    async fn revision(
+        &self,
+        id: &ServiceId,
+        name: &str,
+    ) -> Result<Option<RevisionSnapshot>, PlatformError> {
+        self.inner.revision(id, name).await
+    }
+
+    async fn create(
+        &self,
+        id: &ServiceId,
+        spec: &RevisionSpec,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        self.inner.create(id, spec).await
+    }
+
+    async fn update(
+        &self,
+        id: &ServiceId,
+        etag: &str,
+        update: &ServiceUpdate,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        let outage =
+            is_rollback(update) && self.rollback_attempts.fetch_add(1, Ordering::SeqCst) < 2;
+        if outage {
+            self.emulator
+                .set_faults(FaultConfig {
+                    error_rate: 1.0,
+                    error_status: Some(503),
+                    method: Some("PATCH".into()),
+                    ..FaultConfig::default()
+                })
+                .unwrap();
+        }
+        let result = self.inner.update(id, etag, update).await;
+        if outage {
+            self.emulator.set_faults(self.background.clone()).unwrap();
+        }
+        if matches!(result, Err(PlatformError::Unavailable(_))) {
+            self.unavailable.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_gets_through_an_api_answering_503s() {
+    let fixture = Fixture::new("flaky").await;
+    let parts = Parts::new(fixture.emulator.endpoint());
+    // A tenth of the Admin API's calls fail with 503 during the whole rollout (Monitoring is
+    // left alone: this test is about writes).
+    let background = FaultConfig {
+        error_rate: 0.1,
+        error_status: Some(503),
+        path_prefix: Some("/v2/".into()),
+        ..FaultConfig::default()
+    };
+    fixture.emulator.set_faults(background.clone()).unwrap();
+    let platform = PatchOutage {
+        inner: &fixture.platform,
+        emulator: &fixture.emulator,
+        background,
+        rollback_attempts: AtomicUsize::new(0),
+        unavailable: AtomicUsize::new(0),
+    };
+    let driver = parts.driver(&platform, fixture.state.path());
+
+    let report = driver
+        .deploy(&request("flaky", NEW_COMMIT, Some("0.3")), never())
+        .await
+        .unwrap();
+
+    fixture.emulator.set_faults(FaultConfig::default()).unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::RolledBack {
+            reason: match &report.outcome {
+                Outcome::RolledBack { reason, .. } => reason.clone(),
+                other => panic!("expected a rollback, got {other:?}"),
+            },
+            revision: fixture.stable.clone(),
+        }
+    );
+    assert!(
+        platform.rollback_attempts.load(Ordering::SeqCst) >= 3,
+        "the rollback write was retried after its 503s"
+    );
+    assert!(platform.unavailable.load(Ordering::SeqCst) >= 2);
+    let snapshot = fixture.assert_serves_only(&fixture.stable).await;
+    assert_eq!(Journal::of(&snapshot).unwrap().phase, Phase::RolledBack);
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writer_between_steps_stops_the_rollout_without_losing_their_change() {
+    let fixture = Fixture::new("contested").await;
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let request = request("contested", NEW_COMMIT, None);
+
+    let other_writer = async {
+        fixture.wait_for_phase(Phase::Canary, 10).await;
+        // An engineer changes the service with Google's client while the canary is at 10%.
+        let (services, _) = support::clients(fixture.emulator.endpoint()).await;
+        let mut service = services
+            .get_service()
+            .set_name(fixture.id.path())
+            .send()
+            .await
+            .unwrap();
+        service.labels.insert("changed-by".into(), "on-call".into());
+        let operation = services
+            .update_service()
+            .set_service(service)
+            .send()
+            .await
+            .unwrap();
+        support::wait_operation(&services, operation).await;
+    };
+    let (report, ()) = tokio::join!(driver.deploy(&request, never()), other_writer);
+    let report = report.unwrap();
+
+    let Outcome::RolledBack { reason, revision } = &report.outcome else {
+        panic!(
+            "expected the rollout to stop, got {:?}\n{}",
+            report.outcome,
+            parts.recorder.transcript()
+        );
+    };
+    assert_eq!(revision, &fixture.stable);
+    assert!(
+        reason.contains("changed by someone else"),
+        "the reason names the conflict: {reason}"
+    );
+    assert_eq!(parts.recorder.canary_percents(), [10]);
+    let snapshot = fixture.assert_serves_only(&fixture.stable).await;
+    assert_eq!(
+        snapshot.labels.get("changed-by").map(String::as_str),
+        Some("on-call"),
+        "the other writer's change survived"
+    );
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_metrics_a_canary_is_never_promoted() {
+    let fixture = Fixture::new("blind").await;
+
+    // Monitoring unreachable: nothing listens on port 1.
+    let parts = Parts::new("http://127.0.0.1:1");
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let report = driver
+        .deploy(&request("blind", NEW_COMMIT, None), never())
+        .await
+        .unwrap();
+    let Outcome::RolledBack { reason, revision } = &report.outcome else {
+        panic!("expected a rollback, got {:?}", report.outcome);
+    };
+    assert_eq!(revision, &fixture.stable);
+    assert!(reason.contains("4 measurement errors in a row"), "{reason}");
+    assert!(reason.contains("metrics unavailable"), "{reason}");
+    assert_eq!(parts.recorder.canary_percents(), [10]);
+    fixture.assert_serves_only(&fixture.stable).await;
+
+    // Monitoring reachable but failing (the emulator answers its Monitoring API with 503s).
+    fixture
+        .emulator
+        .set_faults(FaultConfig {
+            error_rate: 1.0,
+            error_status: Some(503),
+            path_prefix: Some("/v3/".into()),
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let report = driver
+        .deploy(&request("blind", NEW_COMMIT, None), never())
+        .await
+        .unwrap();
+    let Outcome::RolledBack { reason, revision } = &report.outcome else {
+        panic!("expected a rollback, got {:?}", report.outcome);
+    };
+    assert_eq!(revision, &fixture.stable);
+    assert!(reason.contains("503"), "{reason}");
+    assert!(
+        !parts.recorder.canary_percents().contains(&100),
+        "never promoted"
+    );
+    fixture.assert_serves_only(&fixture.stable).await;
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_one_proceeds_the_others_fail_naming_the_holder() {
+    let fixture = Fixture::new("contended").await;
+    let first = Parts::new(fixture.emulator.endpoint());
+    let second = Parts::new(fixture.emulator.endpoint());
+    let third = Parts::new(fixture.emulator.endpoint());
+    let request = request("contended", NEW_COMMIT, None);
+
+    // Two deploys of the same commit at the same moment (a pipeline triggered twice).
+    let late_comer = async {
+        fixture.wait_for_phase(Phase::Canary, 10).await;
+        // A third deploy while the winner is in its canary step.
+        let driver = third.driver(&fixture.platform, fixture.state.path());
+        driver.deploy(&request, never()).await
+    };
+    let first_driver = first.driver(&fixture.platform, fixture.state.path());
+    let second_driver = second.driver(&fixture.platform, fixture.state.path());
+    let (a, b, c) = tokio::join!(
+        first_driver.deploy(&request, never()),
+        second_driver.deploy(&request, never()),
+        late_comer
+    );
+
+    let (winner, loser) = match (a, b) {
+        (Ok(winner), Err(loser)) | (Err(loser), Ok(winner)) => (winner, loser),
+        (a, b) => panic!("exactly one deploy must proceed: {a:?} / {b:?}"),
+    };
+    let canary = winner.canary.clone().unwrap();
+    assert_eq!(
+        winner.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        }
+    );
+    for error in [loser, c.expect_err("the late deploy must not proceed")] {
+        let DeployError::Lock(LockError::Held { service, holder }) = &error else {
+            panic!("expected the lock error, got {error:?}");
+        };
+        assert_eq!(service, "contended");
+        assert!(
+            holder.contains(&format!("rollout {}", winner.id))
+                && holder.contains(&format!("pid {}", std::process::id())),
+            "the error names the holder: {holder}"
+        );
+        assert!(error.to_string().contains("is locked by"), "{error}");
+    }
+    // Only the winner created a revision, and it serves alone.
+    let revisions = fixture.platform.revisions(&fixture.id).await.unwrap();
+    assert_eq!(revisions.len(), 2, "{revisions:?}");
+    fixture.assert_serves_only(&canary).await;
+    fixture.shutdown().await;
+}
+
+/// A repository with one `kind = "local"` service file (the short policy), its runbook and a
+/// Dockerfile, so that `deployer` validates it; returns the services directory.
+fn local_repository(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let services = root.join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    std::fs::create_dir_all(root.join("runbooks")).unwrap();
+    std::fs::write(
+        root.join(format!("runbooks/{name}.md")),
+        format!(
+            "# Runbook: {name}\n\n## Pre-flight\n\n`deployer preflight {name}`\n\n## Deploy\n\n\
+             `deployer deploy {name}`\n\n## Verify\n\n`deployer status {name}`\n\n\
+             ## Troubleshoot\n\nRead the revision's logs.\n\n## Rollback\n\n\
+             `deployer rollback {name}`\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(
+        services.join(format!("{name}.toml")),
+        format!(
+            r#"name = "{name}"
+runbook = "runbooks/{name}.md"
+
+[target]
+kind = "local"
+
+[image]
+repository = "127.0.0.1:5000/{name}"
+
+[build]
+context = "."
+dockerfile = "Dockerfile"
+
+[health]
+path = "/health"
+timeout = "2s"
+
+[rollout]
+steps = [10, 50, 100]
+hold = "20s"
+interval = "1s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "rollback"
+monitor_duration = "3s"
+monitor_interval = "1s"
+consecutive_error_limit = 3
+"#
+        ),
+    )
+    .unwrap();
+    services
+}
+
+/// `deployer deploy NAME --image ... --commit COMMIT` against the emulator, as CI would run it.
+fn deploy_command(
+    fixture: &Fixture,
+    services: &std::path::Path,
+    state: &std::path::Path,
+    commit: &str,
+    output: &std::path::Path,
+) -> std::process::Command {
+    let name = fixture.id.name.as_str();
+    let endpoint = fixture.emulator.endpoint();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command
+        .args(["deploy", name, "--image", hello_image()])
+        .args(["--skip-preflight", "--non-interactive"])
+        .args(["--endpoint", endpoint, "--monitoring-endpoint", endpoint])
+        .args(["--commit", commit])
+        .args(["--env", &format!("SERVICE_NAME={name}")])
+        .args(["--env", &format!("BUILD_COMMIT={commit}")])
+        .env("DEPLOYER_SERVICES_DIR", services)
+        .env("DEPLOYER_STATE_DIR", state)
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(output.with_extension("stdout")).unwrap())
+        .stderr(std::fs::File::create(output.with_extension("stderr")).unwrap());
+    command
+}
+
+fn read_output(output: &std::path::Path) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        std::fs::read_to_string(output.with_extension("stdout")).unwrap_or_default(),
+        std::fs::read_to_string(output.with_extension("stderr")).unwrap_or_default()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
+    let fixture = Fixture::new("crashy").await;
+    let repository = tempfile::tempdir().unwrap();
+    let services = local_repository(repository.path(), "crashy");
+    let state = fixture.state.path();
+
+    // The first deployer gets as far as the 10% step, then dies without a word.
+    let first_output = repository.path().join("first");
+    let mut first = deploy_command(&fixture, &services, state, NEW_COMMIT, &first_output)
+        .spawn()
+        .unwrap();
+    let journal = tokio::select! {
+        journal = fixture.wait_for_phase(Phase::Canary, 10) => journal,
+        status = async {
+            loop {
+                if let Some(status) = first.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => panic!("deployer exited early ({status}):\n{}", read_output(&first_output)),
+    };
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let crashed = journal.canary.clone();
+    let snapshot = fixture.service().await;
+    assert_eq!(
+        snapshot.serving(),
+        [(fixture.stable.clone(), 90), (crashed.clone(), 10)],
+        "the killed run left its canary at 10%"
+    );
+    let lock = deployer::rollout::lock::Lock::of(&snapshot).expect("the dead run's lock");
+    assert_eq!(lock.pid, first.id());
+    assert!(lock.holder_gone());
+
+    // The next run finds the interrupted rollout, rolls it back, then deploys.
+    let second_output = repository.path().join("second");
+    let second = tokio::process::Command::from(deploy_command(
+        &fixture,
+        &services,
+        state,
+        STABLE_COMMIT,
+        &second_output,
+    ))
+    .status()
+    .await
+    .unwrap();
+    let output = read_output(&second_output);
+    assert_eq!(second.code(), Some(0), "{output}");
+    assert!(
+        output.contains(&format!(
+            "interrupted rollout `{}` rolled back: 100% on `{}`",
+            journal.id, fixture.stable
+        )),
+        "{output}"
+    );
+    assert!(output.contains("PROMOTED"), "{output}");
+    let snapshot = fixture.service().await;
+    let journal = Journal::of(&snapshot).unwrap();
+    assert_eq!(journal.phase, Phase::Promoted);
+    assert_ne!(journal.canary, crashed);
+    fixture.assert_serves_only(&journal.canary).await;
+    assert_eq!(
+        fixture.revision(&journal.canary).await.labels["deployer-commit"],
+        STABLE_COMMIT
+    );
+    fixture.shutdown().await;
+}
