@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use deployer::{
     checks::{MetricsError, RequestCounts, RequestMetrics},
     config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig},
-    interaction::Unattended,
+    interaction::{Prompter, Unattended},
     platform::{
         memory::{Fault, MemoryPlatform},
         Platform, PlatformError, RetryPolicy, RevisionSpec, ServiceId, ServiceUpdate,
@@ -194,13 +194,17 @@ impl Harness {
     }
 
     fn driver(&self) -> Driver<'_> {
+        self.driver_with(&Unattended { assume_yes: false })
+    }
+
+    fn driver_with<'a>(&'a self, prompter: &'a dyn Prompter) -> Driver<'a> {
         Driver {
             platform: &self.platform,
             metrics: &self.metrics,
             analyser: &self.analyser,
             probe: &self.probe,
             reporter: &self.recorder,
-            prompter: &Unattended { assume_yes: false },
+            prompter,
             local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
             retry: RetryPolicy::default(),
         }
@@ -452,10 +456,8 @@ async fn another_writer_mid_rollout_stops_safely() {
     assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
-    // A previous deployer died (kill -9) with a canary at 25% and its lock held.
+/// A previous deployer died (kill -9) with a canary at 25% and its lock held.
+async fn crash_mid_canary(harness: &Harness) {
     let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
     harness
         .platform
@@ -510,6 +512,12 @@ async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
             )
             .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    crash_mid_canary(&harness).await;
     let report = harness
         .driver()
         .deploy(&request(policy()), never())
@@ -624,4 +632,63 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
         writes,
         "the running rollout was not rolled back"
     );
+}
+
+/// A prompter that always picks the same option (a user answering at the terminal).
+struct Picks(usize);
+
+impl Prompter for Picks {
+    fn confirm(&self, _: &str, safe_default: bool) -> bool {
+        safe_default
+    }
+
+    fn choose(&self, _: &str, _: &[&str], _: usize) -> usize {
+        self.0
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    crash_mid_canary(&harness).await;
+    let writes = harness.platform.writes();
+    let report = harness
+        .driver_with(&Picks(1))
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: "svc-crashed".into()
+        },
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(
+        report.id, "dead-rollout",
+        "the resumed rollout keeps its id"
+    );
+    // Resumed at its step (25%), not from the start; no new revision was created.
+    assert_eq!(harness.recorder.canary_percents(), [25, 50, 100]);
+    assert_eq!(harness.serving().await, [("svc-crashed".to_string(), 100)]);
+    assert!(harness.platform.writes() > writes);
+    assert!(report
+        .notes
+        .iter()
+        .any(|note| note.contains("resumed the interrupted rollout")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollout_can_be_left_for_a_human() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    crash_mid_canary(&harness).await;
+    let writes = harness.platform.writes();
+    let error = harness
+        .driver_with(&Picks(2))
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("left for a human"), "{error}");
+    assert_eq!(harness.platform.writes(), writes, "nothing written");
 }

@@ -303,8 +303,12 @@ impl Driver<'_> {
             let running = Lock::of(&existing)
                 .is_some_and(|held| !held.is_expired(Utc::now()) && !held.holder_gone());
             if !running {
-                let recovered = self.recover(id, &existing, &journal).await?;
-                notes.push(recovered);
+                match self.recover(id, &existing, &journal).await? {
+                    Recovery::RolledBack(note) => notes.push(note),
+                    Recovery::Resume(journal) => {
+                        return self.resume(request, journal, &mut interrupt).await
+                    }
+                }
             }
         }
         let ttl =
@@ -387,33 +391,51 @@ impl Driver<'_> {
         })
     }
 
-    /// Finishes an interrupted rollout found in the journal: before traffic moved, put the
-    /// split back (the only safe choice); after, ask whether to roll back (the safe default)
-    /// or leave it to a later `deploy`. Returns a note saying what was done.
+    /// Deals with an interrupted rollout found in the journal. Before traffic moved, the split is
+    /// put back (the only safe choice). After, the prompter chooses: roll back (the safe default,
+    /// taken when nobody can be asked), resume it where it stopped, or leave it for a human.
     async fn recover(
         &self,
         id: &ServiceId,
         snapshot: &ServiceSnapshot,
         journal: &Journal,
-    ) -> Result<String, DeployError> {
+    ) -> Result<Recovery, DeployError> {
         let Some(stable) = journal.stable.clone() else {
-            return Ok(format!(
+            return Ok(Recovery::RolledBack(format!(
                 "an interrupted rollout `{}` had no stable revision; left as it is",
                 journal.id
-            ));
+            )));
         };
         self.note(format!(
             "found an interrupted rollout `{}` of `{}` in phase `{:?}` at {}% (owner {})",
             journal.id, journal.canary, journal.phase, journal.percent, journal.owner
         ));
-        let question = format!(
-            "Roll back the interrupted rollout (100% to `{stable}`)? \"no\" leaves the split for a human"
-        );
-        if journal.phase.traffic_moved() && !self.prompter.confirm(&question, true) {
-            return Err(DeployError::Lock(LockError::Held {
-                service: id.name.clone(),
-                holder: format!("an interrupted rollout `{}` (left for a human)", journal.id),
-            }));
+        if journal.phase.traffic_moved() {
+            let options = [
+                format!("roll it back (100% to `{stable}`), then deploy"),
+                format!(
+                    "resume it: continue `{}` from {}% (this run then deploys nothing else)",
+                    journal.canary, journal.percent
+                ),
+                "leave it for a human (stop here)".to_string(),
+            ];
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            match self
+                .prompter
+                .choose("An interrupted rollout was found. What now?", &options, 0)
+            {
+                1 => return Ok(Recovery::Resume(journal.clone())),
+                2 => {
+                    return Err(DeployError::Lock(LockError::Held {
+                        service: id.name.clone(),
+                        holder: format!(
+                            "an interrupted rollout `{}` (left for a human)",
+                            journal.id
+                        ),
+                    }))
+                }
+                _ => {}
+            }
         }
         let mut running = Running {
             journal: journal.clone(),
@@ -424,15 +446,84 @@ impl Driver<'_> {
             Outcome::RolledBack { .. } => {
                 // The crashed run's lock is stale by construction: break it.
                 lock::release(self.platform, id, &journal.id).await?;
-                Ok(format!(
+                Ok(Recovery::RolledBack(format!(
                     "interrupted rollout `{}` rolled back: 100% on `{stable}`",
                     journal.id
-                ))
+                )))
             }
             other => Err(DeployError::Platform(PlatformError::Refused(format!(
                 "could not recover the interrupted rollout: {other:?}"
             )))),
         }
+    }
+
+    /// Continues an interrupted rollout from its journal: same canary, same stable revision,
+    /// from the step it was at (a rollout interrupted in its monitor is promoted again and
+    /// monitored from the start). Identity was verified before any traffic moved, and the
+    /// journal only reaches `canary` after that.
+    async fn resume(
+        &self,
+        request: &DeployRequest,
+        journal: Journal,
+        interrupt: &mut Interrupt,
+    ) -> Result<RolloutReport, DeployError> {
+        let id = &request.id;
+        let stable = journal.stable.clone().unwrap_or_default();
+        let canary = journal.canary.clone();
+        // The crashed run's lock is stale (expired, or its process is gone): replace it with
+        // ours, under the same rollout id.
+        lock::release(self.platform, id, &journal.id).await?;
+        let ttl =
+            rollout_duration(&request.policy) + request.ready_timeout + Duration::from_secs(600);
+        let lock = Lock::new(&journal.id, ttl, Utc::now());
+        let snapshot = lock::acquire(
+            self.platform,
+            id,
+            &lock,
+            request.lock_wait,
+            Duration::from_secs(2),
+        )
+        .await?;
+        self.note(format!(
+            "resuming rollout `{}`: `{canary}` at {}% (stable `{stable}`)",
+            journal.id, journal.percent
+        ));
+        let start = match journal.phase {
+            Phase::Monitoring => request.policy.steps.len().saturating_sub(1),
+            _ => journal.step.unwrap_or(0),
+        };
+        let mut running = Running {
+            journal,
+            etag: snapshot.etag,
+        };
+        let mut notes = vec![format!(
+            "resumed the interrupted rollout `{}`; the requested image was not deployed: run `deploy` again for it",
+            running.journal.id
+        )];
+        let outcome = self
+            .roll_out(
+                request,
+                &mut running,
+                &canary,
+                &stable,
+                start,
+                &mut notes,
+                interrupt,
+            )
+            .await;
+        if let Err(error) = lock::release(self.platform, id, &running.journal.id).await {
+            notes.push(format!(
+                "could not release the lock: {error} (`deployer unlock` breaks it)"
+            ));
+        }
+        Ok(RolloutReport {
+            id: running.journal.id.clone(),
+            service: id.name.clone(),
+            canary: Some(canary),
+            stable: Some(stable),
+            outcome,
+            notes,
+        })
     }
 
     async fn run(
@@ -525,47 +616,81 @@ impl Driver<'_> {
             return stop(reason);
         }
 
+        let outcome = self
+            .roll_out(request, &mut running, &canary, &stable, 0, notes, interrupt)
+            .await;
+        Ok((Some(canary), Some(stable), outcome))
+    }
+
+    /// The canary steps from `start` (an index into `rollout.steps`), promotion, the monitor and
+    /// the final split: the part of a rollout that a resumed run repeats.
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_out(
+        &self,
+        request: &DeployRequest,
+        running: &mut Running,
+        canary: &str,
+        stable: &str,
+        start: usize,
+        notes: &mut Vec<String>,
+        interrupt: &mut Interrupt,
+    ) -> Outcome {
+        let id = &request.id;
         let step_policy = StepPolicy {
             steps: request.policy.steps.clone(),
             hold: request.policy.hold.get(),
             inconclusive: request.policy.inconclusive,
             consecutive_error_limit: request.policy.consecutive_error_limit,
         };
-        let mut index = 0;
+        let canary_health = read_service(self.platform, id, self.retry)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|snapshot| snapshot.tag_uri(CANARY_TAG).map(str::to_string))
+            .map(|url| format!("{}{}", url.trim_end_matches('/'), request.health.path));
+        let mut index = start.min(step_policy.steps.len().saturating_sub(1));
         loop {
             let percent = step_policy.steps[index];
             if percent >= 100 {
                 break;
             }
             let journal = running.journal.at(Phase::Canary, Some(index), percent);
-            let traffic = split(&stable, &canary, percent);
+            let traffic = split(stable, canary, percent);
             if let Err(error) = self
                 .write(
                     id,
-                    &mut running,
+                    running,
                     journal,
                     ServiceUpdate::traffic(traffic.clone()),
                 )
                 .await
             {
                 let outcome = self
-                    .after_failed_write(id, &mut running, &stable, &canary, percent, error)
+                    .after_failed_write(id, running, stable, canary, percent, error)
                     .await;
-                return Ok((Some(canary), Some(stable), outcome));
+                return outcome;
             }
             self.reporter.event(&Event::Traffic {
                 canary_percent: percent,
                 split: traffic,
             });
             match self
-                .analyse_step(request, &step_policy, index, &canary, &stable, interrupt)
+                .analyse_step(
+                    request,
+                    &step_policy,
+                    index,
+                    canary,
+                    stable,
+                    canary_health.as_deref(),
+                    interrupt,
+                )
                 .await
             {
                 StepEnd::Step(next) => index = next,
                 StepEnd::Promote => break,
                 StepEnd::Rollback(reason) => {
-                    let outcome = self.roll_back(id, &mut running, &stable, &reason).await;
-                    return Ok((Some(canary), Some(stable), outcome));
+                    let outcome = self.roll_back(id, running, stable, &reason).await;
+                    return outcome;
                 }
                 StepEnd::Hold(reason) => {
                     running.journal =
@@ -574,9 +699,9 @@ impl Driver<'_> {
                             .finished(Phase::Held, percent, Some(reason.clone()));
                     let journal = running.journal.clone();
                     let _ = self
-                        .write(id, &mut running, journal, ServiceUpdate::default())
+                        .write(id, running, journal, ServiceUpdate::default())
                         .await;
-                    return Ok((Some(canary), Some(stable), Outcome::Held { reason }));
+                    return Outcome::Held { reason };
                 }
             }
         }
@@ -584,54 +709,42 @@ impl Driver<'_> {
         // Promote: the canary takes 100%; the stable revision stays listed at 0% so that the
         // monitor's rollback is a plain split change.
         let journal = running.journal.at(Phase::Monitoring, None, 100);
-        let traffic = split(&stable, &canary, 100);
+        let traffic = split(stable, canary, 100);
         if let Err(error) = self
             .write(
                 id,
-                &mut running,
+                running,
                 journal,
                 ServiceUpdate::traffic(traffic.clone()),
             )
             .await
         {
             let outcome = self
-                .roll_back(
-                    id,
-                    &mut running,
-                    &stable,
-                    &format!("promotion failed: {error}"),
-                )
+                .roll_back(id, running, &stable, &format!("promotion failed: {error}"))
                 .await;
-            return Ok((Some(canary), Some(stable), outcome));
+            return outcome;
         }
         self.reporter.event(&Event::Traffic {
             canary_percent: 100,
             split: traffic,
         });
-        if let Some(reason) = self.monitor(request, &canary, interrupt).await {
-            let outcome = self.roll_back(id, &mut running, &stable, &reason).await;
-            return Ok((Some(canary), Some(stable), outcome));
+        if let Some(reason) = self.monitor(request, canary, interrupt).await {
+            let outcome = self.roll_back(id, running, stable, &reason).await;
+            return outcome;
         }
         let journal = running.journal.finished(Phase::Promoted, 100, None);
-        let final_split = vec![TrafficTarget::to_revision(&canary, 100).tagged(CANARY_TAG)];
+        let final_split = vec![TrafficTarget::to_revision(canary, 100).tagged(CANARY_TAG)];
         if let Err(error) = self
-            .write(
-                id,
-                &mut running,
-                journal,
-                ServiceUpdate::traffic(final_split),
-            )
+            .write(id, running, journal, ServiceUpdate::traffic(final_split))
             .await
         {
             notes.push(format!(
                 "promoted, but the final write (dropping `{stable}` from the split) failed: {error}"
             ));
         }
-        Ok((
-            Some(canary.clone()),
-            Some(stable),
-            Outcome::Promoted { revision: canary },
-        ))
+        Outcome::Promoted {
+            revision: canary.to_string(),
+        }
     }
 
     /// A traffic write failed mid-rollout. If another writer already took the canary out of
@@ -799,6 +912,7 @@ impl Driver<'_> {
         index: usize,
         canary: &str,
         stable: &str,
+        canary_health: Option<&str>,
         interrupt: &mut Interrupt,
     ) -> StepEnd {
         let started = Instant::now();
@@ -824,6 +938,16 @@ impl Driver<'_> {
                         None,
                     ),
                 };
+            // A canary whose own `/health` fails is failing, whatever its request counts say.
+            let judgement = match (&judgement, canary_health) {
+                (Judgement::Fail { .. }, _) | (_, None) => judgement,
+                (_, Some(url)) => match self.health_ok(url, request).await {
+                    Ok(()) => judgement,
+                    Err(reason) => Judgement::Fail {
+                        reason: format!("the canary's health check failed: {reason}"),
+                    },
+                },
+            };
             self.reporter.event(&Event::Analysis {
                 canary_percent: policy.steps[index],
                 canary: canary_counts,
@@ -970,10 +1094,15 @@ impl Driver<'_> {
             snapshot.uri.trim_end_matches('/'),
             request.health.path
         );
+        self.health_ok(&url, request).await
+    }
+
+    /// `GET url` answers 200; two tries, so that one lost request does not roll back a healthy
+    /// revision.
+    async fn health_ok(&self, url: &str, request: &DeployRequest) -> Result<(), String> {
         let mut last = String::new();
-        // Two tries: one lost request must not roll back a healthy service.
         for _ in 0..2 {
-            match self.probe.get(&url, request.health.timeout.get()).await {
+            match self.probe.get(url, request.health.timeout.get()).await {
                 Ok(answer) if answer.status == 200 => return Ok(()),
                 Ok(answer) => last = format!("`{url}` answered HTTP {}", answer.status),
                 Err(error) => last = format!("`{url}` did not answer: {error}"),
@@ -981,6 +1110,14 @@ impl Driver<'_> {
         }
         Err(last)
     }
+}
+
+/// What became of an interrupted rollout.
+enum Recovery {
+    /// Rolled back (or nothing to do); the note says what happened.
+    RolledBack(String),
+    /// To be resumed from its journal.
+    Resume(Journal),
 }
 
 /// How a canary step ended.
