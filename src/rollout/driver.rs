@@ -504,8 +504,10 @@ impl Driver<'_> {
             .roll_out(
                 request,
                 &mut running,
-                &canary,
-                &stable,
+                Pair {
+                    canary: &canary,
+                    stable: &stable,
+                },
                 start,
                 &mut notes,
                 interrupt,
@@ -617,24 +619,33 @@ impl Driver<'_> {
         }
 
         let outcome = self
-            .roll_out(request, &mut running, &canary, &stable, 0, notes, interrupt)
+            .roll_out(
+                request,
+                &mut running,
+                Pair {
+                    canary: &canary,
+                    stable: &stable,
+                },
+                0,
+                notes,
+                interrupt,
+            )
             .await;
         Ok((Some(canary), Some(stable), outcome))
     }
 
     /// The canary steps from `start` (an index into `rollout.steps`), promotion, the monitor and
     /// the final split: the part of a rollout that a resumed run repeats.
-    #[allow(clippy::too_many_arguments)]
     async fn roll_out(
         &self,
         request: &DeployRequest,
         running: &mut Running,
-        canary: &str,
-        stable: &str,
+        revisions: Pair<'_>,
         start: usize,
         notes: &mut Vec<String>,
         interrupt: &mut Interrupt,
     ) -> Outcome {
+        let Pair { canary, stable } = revisions;
         let id = &request.id;
         let step_policy = StepPolicy {
             steps: request.policy.steps.clone(),
@@ -679,8 +690,7 @@ impl Driver<'_> {
                     request,
                     &step_policy,
                     index,
-                    canary,
-                    stable,
+                    Pair { canary, stable },
                     canary_health.as_deref(),
                     interrupt,
                 )
@@ -720,7 +730,7 @@ impl Driver<'_> {
             .await
         {
             let outcome = self
-                .roll_back(id, running, &stable, &format!("promotion failed: {error}"))
+                .roll_back(id, running, stable, &format!("promotion failed: {error}"))
                 .await;
             return outcome;
         }
@@ -910,11 +920,11 @@ impl Driver<'_> {
         request: &DeployRequest,
         policy: &StepPolicy,
         index: usize,
-        canary: &str,
-        stable: &str,
+        revisions: Pair<'_>,
         canary_health: Option<&str>,
         interrupt: &mut Interrupt,
     ) -> StepEnd {
+        let Pair { canary, stable } = revisions;
         let started = Instant::now();
         let interval = request.policy.interval.get();
         let mut consecutive_errors = 0;
@@ -1110,6 +1120,13 @@ impl Driver<'_> {
         }
         Err(last)
     }
+}
+
+/// The two revisions of a rollout.
+#[derive(Debug, Clone, Copy)]
+struct Pair<'a> {
+    canary: &'a str,
+    stable: &'a str,
 }
 
 /// What became of an interrupted rollout.
