@@ -808,6 +808,27 @@ async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
     assert_eq!(lock.pid, first.id());
     assert!(lock.holder_gone());
 
+    // `deployer status` tells on-call what the dead run left behind.
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args([
+            "status",
+            "crashy",
+            "--endpoint",
+            fixture.emulator.endpoint(),
+        ])
+        .env("DEPLOYER_SERVICES_DIR", &services)
+        .env("DEPLOYER_STATE_DIR", state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(&format!("IN PROGRESS `{}`", journal.id)),
+        "{status}"
+    );
+    assert!(status.contains(&format!("pid {}", first.id())), "{status}");
+
     // The next run finds the interrupted rollout, rolls it back, then deploys.
     let second_output = repository.path().join("second");
     let second = tokio::process::Command::from(deploy_command(
