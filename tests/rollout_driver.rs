@@ -141,6 +141,7 @@ fn request(policy: RolloutConfig) -> DeployRequest {
         service_name: "svc".into(),
         image: IMAGE.into(),
         commit: COMMIT.into(),
+        dirty: None,
         env: None,
         policy,
         health: HealthConfig::default(),
@@ -691,4 +692,21 @@ async fn an_interrupted_rollout_can_be_left_for_a_human() {
         .unwrap_err();
     assert!(error.to_string().contains("left for a human"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_from_a_dirty_tree_is_labelled_as_such_on_its_revision() {
+    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let mut dirty = request(policy());
+    dirty.dirty = Some("54bad933".into());
+    let report = harness.driver().deploy(&dirty, never()).await.unwrap();
+    let canary = report.canary.unwrap();
+    let revision = harness
+        .platform
+        .revision(&id(), &canary)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revision.labels["deployer-dirty"], "54bad933");
+    assert_eq!(revision.labels["deployer-commit"], COMMIT);
 }

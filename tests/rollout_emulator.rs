@@ -101,6 +101,7 @@ fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
         service_name: name.into(),
         image: hello_image().to_string(),
         commit: commit.into(),
+        dirty: None,
         env: Some(hello_env(name, commit, fail_rate)),
         policy: policy(),
         health: health(),

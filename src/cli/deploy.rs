@@ -235,20 +235,20 @@ async fn registry_answers(repository: &str) -> bool {
     )
 }
 
-/// The image to deploy and its commit: `--image`, or a fresh build (and push).
+/// The image to deploy, its commit and dirty fingerprint: `--image`, or a fresh build (and push).
 async fn image_to_deploy(
     context: &Context,
     config: &ServiceConfig,
     root: &Path,
     args: &DeployArgs,
     notes: &mut Vec<String>,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<(String, String, Option<String>)> {
     if let Some(image) = &args.image {
         let commit = match &args.commit {
             Some(commit) => commit.clone(),
             None => head_commit(root)?,
         };
-        return Ok((image.clone(), commit));
+        return Ok((image.clone(), commit, None));
     }
     // Cloud Run pulls from a registry; the emulator can also run the engine's local image.
     let push = match config.target {
@@ -279,7 +279,7 @@ async fn image_to_deploy(
             .into());
         }
     }
-    Ok((image, plan.revision.commit))
+    Ok((image, plan.revision.commit, plan.revision.dirty))
 }
 
 /// Runs `deploy`: preflight → build and push (unless `--image`) → the guarded rollout.
@@ -327,13 +327,20 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             )
             .await?;
             if !safe {
-                context
-                    .output
-                    .message("deploy stopped by the preflight checklist: nothing was changed");
+                let reason = "the preflight checklist found problems: nothing was changed";
+                if context.output.is_json() {
+                    context.output.json(&serde_json::json!({
+                        "service": config.name,
+                        "outcome": {"outcome": "stopped-before-traffic", "reason": reason},
+                        "notes": notes,
+                    }))?;
+                } else {
+                    context.output.message(format!("deploy stopped: {reason}"));
+                }
                 return Ok(ExitStatus::StoppedBeforeTraffic);
             }
         }
-        let (image, commit) =
+        let (image, commit, dirty) =
             image_to_deploy(context, &config, &workspace.root, args, &mut notes).await?;
         // Service checks (BigQuery, logs, ...) are validated in service files but their
         // providers are not part of this version: say so rather than pass them silently.
@@ -361,6 +368,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             service_name: config.name.clone(),
             image,
             commit,
+            dirty,
             env,
             policy: config.rollout.clone(),
             health: config.health.clone(),

@@ -124,6 +124,9 @@ pub struct DeployRequest {
     pub image: String,
     /// The commit the image was built from.
     pub commit: String,
+    /// The fingerprint of uncommitted changes the image was built with, if any (recorded on the
+    /// revision as `deployer-dirty`, so a build from a dirty tree is never taken for the commit).
+    pub dirty: Option<String>,
     /// Environment of the new revision (`None`: keep the template's).
     pub env: Option<BTreeMap<String, String>>,
     /// The rollout policy.
@@ -1191,7 +1194,16 @@ fn revision_spec(request: &DeployRequest) -> RevisionSpec {
     RevisionSpec {
         name,
         image: request.image.clone(),
-        labels: crate::platform::cloud_run::revision_labels(&request.commit),
+        labels: {
+            let mut labels = crate::platform::cloud_run::revision_labels(&request.commit);
+            if let Some(fingerprint) = &request.dirty {
+                labels.insert(
+                    "deployer-dirty".to_string(),
+                    crate::platform::cloud_run::label_value(fingerprint),
+                );
+            }
+            labels
+        },
         env: request.env.clone(),
     }
 }
