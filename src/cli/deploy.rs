@@ -11,7 +11,10 @@ use crate::{
     checks::cloud_monitoring::{CloudMonitoring, GOOGLE_ENDPOINT},
     config::{Gate, HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    platform::{cloud_run::Endpoint, Platform, RetryPolicy},
+    platform::{
+        cloud_run::{CloudRunPlatform, Endpoint},
+        Platform, RetryPolicy,
+    },
     rollout::driver::rollout_duration,
     rollout::{
         analyser::SequentialAnalyser,
@@ -304,8 +307,9 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         context.output.message(line);
     }
     block_on(async {
+        // Resolved once: for a local target it reads the emulator's state file.
         let endpoint = target::endpoint(&config, context.endpoint.as_deref());
-        let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE).await?;
         let mut notes: Vec<String> = started_emulator.into_iter().collect();
         if args.skip_preflight {
             notes.push("preflight checklist skipped (`--skip-preflight`)".to_string());

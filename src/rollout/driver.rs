@@ -669,25 +669,14 @@ impl Driver<'_> {
                 break;
             }
             let journal = running.journal.at(Phase::Canary, Some(index), percent);
-            let traffic = split(stable, canary, percent);
             if let Err(error) = self
-                .write(
-                    id,
-                    running,
-                    journal,
-                    ServiceUpdate::traffic(traffic.clone()),
-                )
+                .move_traffic(id, running, journal, revisions, percent)
                 .await
             {
-                let outcome = self
+                return self
                     .after_failed_write(id, running, stable, canary, percent, error)
                     .await;
-                return outcome;
             }
-            self.reporter.event(&Event::Traffic {
-                canary_percent: percent,
-                split: traffic,
-            });
             match self
                 .analyse_step(
                     request,
@@ -702,15 +691,15 @@ impl Driver<'_> {
                 StepEnd::Step(next) => index = next,
                 StepEnd::Promote => break,
                 StepEnd::Rollback(reason) => {
-                    let outcome = self.roll_back(id, running, stable, &reason).await;
-                    return outcome;
+                    return self.roll_back(id, running, stable, &reason).await;
                 }
                 StepEnd::Hold(reason) => {
-                    running.journal =
+                    let journal =
                         running
                             .journal
                             .finished(Phase::Held, percent, Some(reason.clone()));
-                    let journal = running.journal.clone();
+                    // The split stays as it is; if this write fails, the journal still says
+                    // `canary` and the next run treats the rollout as interrupted.
                     let _ = self
                         .write(id, running, journal, ServiceUpdate::default())
                         .await;
@@ -722,25 +711,14 @@ impl Driver<'_> {
         // Promote: the canary takes 100%; the stable revision stays listed at 0% so that the
         // monitor's rollback is a plain split change.
         let journal = running.journal.at(Phase::Monitoring, None, 100);
-        let traffic = split(stable, canary, 100);
         if let Err(error) = self
-            .write(
-                id,
-                running,
-                journal,
-                ServiceUpdate::traffic(traffic.clone()),
-            )
+            .move_traffic(id, running, journal, revisions, 100)
             .await
         {
-            let outcome = self
+            return self
                 .roll_back(id, running, stable, &format!("promotion failed: {error}"))
                 .await;
-            return outcome;
         }
-        self.reporter.event(&Event::Traffic {
-            canary_percent: 100,
-            split: traffic,
-        });
         if let Some(reason) = self.monitor(request, canary, interrupt).await {
             let outcome = self.roll_back(id, running, stable, &reason).await;
             return outcome;
@@ -758,6 +736,30 @@ impl Driver<'_> {
         Outcome::Promoted {
             revision: canary.to_string(),
         }
+    }
+
+    /// Writes the split with the canary at `percent` together with `journal`, and reports it.
+    async fn move_traffic(
+        &self,
+        id: &ServiceId,
+        running: &mut Running,
+        journal: Journal,
+        revisions: Pair<'_>,
+        percent: u8,
+    ) -> Result<(), PlatformError> {
+        let traffic = split(revisions.stable, revisions.canary, percent);
+        self.write(
+            id,
+            running,
+            journal,
+            ServiceUpdate::traffic(traffic.clone()),
+        )
+        .await?;
+        self.reporter.event(&Event::Traffic {
+            canary_percent: percent,
+            split: traffic,
+        });
+        Ok(())
     }
 
     /// A traffic write failed mid-rollout. If another writer already took the canary out of
@@ -1160,16 +1162,19 @@ fn short(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
 }
 
+/// `length` random lowercase letters and digits (valid in revision names and lock ids).
+fn random_suffix(length: usize) -> String {
+    (0..length)
+        .map(|_| {
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36usize)])
+        })
+        .collect()
+}
+
 /// A rollout's id, which is also its lock's id: unique per run, since two deploys of the same
 /// commit in the same second (a pipeline triggered twice) must not both hold "their" lock.
 fn rollout_id(commit: &str) -> String {
-    let suffix: String = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..4)
-            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
-            .collect()
-    };
+    let suffix = random_suffix(4);
     format!(
         "{}-{}-{suffix}",
         Utc::now().format("%Y%m%d%H%M%S"),
@@ -1178,13 +1183,7 @@ fn rollout_id(commit: &str) -> String {
 }
 
 fn revision_spec(request: &DeployRequest) -> RevisionSpec {
-    let suffix: String = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..3)
-            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
-            .collect()
-    };
+    let suffix = random_suffix(3);
     let commit: String = short(&request.commit)
         .chars()
         .map(|c| c.to_ascii_lowercase())

@@ -90,18 +90,19 @@ pub fn after_analysis(policy: &StepPolicy, state: StepState, judgement: &Judgeme
         }
     };
     let deadline_passed = state.elapsed >= policy.hold;
-    let at_deadline = |why: &str| match policy.inconclusive {
-        InconclusivePolicy::Promote => proceed(),
-        InconclusivePolicy::Rollback => Next::Rollback(format!(
-            "no decision within {} at {}%: {why} (inconclusive policy: rollback)",
-            humantime::format_duration(policy.hold),
-            policy.steps[state.index.min(policy.steps.len() - 1)]
-        )),
-        InconclusivePolicy::Hold => Next::Hold(format!(
-            "no decision within {} at {}%: {why} (inconclusive policy: hold)",
-            humantime::format_duration(policy.hold),
-            policy.steps[state.index.min(policy.steps.len() - 1)]
-        )),
+    let at_deadline = |why: &str| {
+        let reason = |name: &str| {
+            format!(
+                "no decision within {} at {}%: {why} (inconclusive policy: {name})",
+                humantime::format_duration(policy.hold),
+                policy.steps[state.index.min(policy.steps.len() - 1)]
+            )
+        };
+        match policy.inconclusive {
+            InconclusivePolicy::Promote => proceed(),
+            InconclusivePolicy::Rollback => Next::Rollback(reason("rollback")),
+            InconclusivePolicy::Hold => Next::Hold(reason("hold")),
+        }
     };
     match judgement {
         Judgement::Pass => proceed(),
