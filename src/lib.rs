@@ -14,6 +14,7 @@ pub mod image;
 pub mod interaction;
 pub mod platform;
 pub mod preflight;
+pub mod process;
 pub mod repo;
 pub mod rollout;
 #[cfg(test)]

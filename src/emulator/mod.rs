@@ -34,6 +34,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::process::process_alive;
+
 use self::{
     admin::ApiState, control::Controller, faults::FaultConfig, faults::Faults, logging::Logging,
     monitoring::Monitoring, router::Routers, runtime::Runtime, store::Store,
@@ -436,17 +438,4 @@ async fn start_inside(config: EmulatorConfig) -> Result<Started, EmulatorError> 
         shutdown,
         server,
     })
-}
-
-/// True when a process with this id runs (Linux: `/proc/PID/stat`). A zombie — exited but not
-/// yet reaped by its parent — does not count: it serves nothing.
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may contain spaces.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }

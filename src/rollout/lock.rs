@@ -72,7 +72,7 @@ impl Lock {
     /// True when the holder provably no longer runs: it ran on this host and its process is
     /// gone (a `kill -9`ed deployer). A holder on another host cannot be checked from here.
     pub fn holder_gone(&self) -> bool {
-        self.pid != 0 && self.host == current_host() && !crate::emulator::process_alive(self.pid)
+        self.pid != 0 && self.host == current_host() && !crate::process::process_alive(self.pid)
     }
 
     /// "alice on laptop (pid 42) since 10:02:03 UTC, expires 11:02:03 UTC".
