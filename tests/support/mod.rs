@@ -42,6 +42,31 @@ fn source_hash(directory: &Path) -> String {
     deployer::emulator::short_hash(&text)
 }
 
+/// True when the engine already has `image`.
+fn image_present(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Builds `image` `FROM scratch` around the static binary `binary`, run as `/NAME` on port 8080.
+fn package_static_binary(binary: &Path, name: &str, image: &str) {
+    let context = tempfile::tempdir().expect("temporary build context");
+    std::fs::copy(binary, context.path().join(name)).expect("copy the binary into the context");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY {name} /{name}\nEXPOSE 8080\nENTRYPOINT [\"/{name}\"]\n"),
+    )
+    .expect("write the Dockerfile");
+    let status = Command::new("docker")
+        .args(["build", "--quiet", "--tag", image])
+        .arg(context.path())
+        .status()
+        .expect("run docker build");
+    assert!(status.success(), "docker build of `{image}` failed");
+}
+
 /// The echo image (`tests/support/echo-server` compiled statically, `FROM scratch`), built once
 /// per content hash: later test processes find it in the engine.
 pub fn echo_image() -> &'static str {
@@ -51,16 +76,18 @@ pub fn echo_image() -> &'static str {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let source = root.join("tests/support/echo-server");
         let image = format!("deployer-test-echo:{}", source_hash(&source));
-        let present = Command::new("docker")
-            .args(["image", "inspect", &image])
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if present {
+        if image_present(&image) {
             return image;
         }
         let target_dir = root.join("target/echo-server");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
             .arg("--manifest-path")
             .arg(source.join("Cargo.toml"))
             .arg("--target-dir")
@@ -68,24 +95,15 @@ pub fn echo_image() -> &'static str {
             .env("RUSTFLAGS", "-C target-feature=+crt-static")
             .status()
             .expect("run cargo to build the echo server");
-        assert!(status.success(), "building tests/support/echo-server failed");
-        let context = tempfile::tempdir().expect("temporary build context");
-        std::fs::copy(
-            target_dir.join("x86_64-unknown-linux-gnu/release/echo-server"),
-            context.path().join("echo-server"),
-        )
-        .expect("copy the echo server binary");
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY echo-server /echo-server\nEXPOSE 8080\nENTRYPOINT [\"/echo-server\"]\n",
-        )
-        .expect("write the Dockerfile");
-        let status = Command::new("docker")
-            .args(["build", "--quiet", "--tag", &image])
-            .arg(context.path())
-            .status()
-            .expect("run docker build");
-        assert!(status.success(), "docker build of the echo image failed");
+        assert!(
+            status.success(),
+            "building tests/support/echo-server failed"
+        );
+        package_static_binary(
+            &target_dir.join("x86_64-unknown-linux-gnu/release/echo-server"),
+            "echo-server",
+            &image,
+        );
         image
     })
 }
@@ -220,11 +238,7 @@ pub fn hello_image() -> &'static str {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let source = root.join("examples/hello");
         let image = format!("deployer-test-hello:{}", source_hash(&source));
-        let present = Command::new("docker")
-            .args(["image", "inspect", &image])
-            .output()
-            .is_ok_and(|output| output.status.success());
-        if present {
+        if image_present(&image) {
             return image;
         }
         // The same command as examples/hello/build.sh, so the workspace's build cache serves
@@ -242,23 +256,11 @@ pub fn hello_image() -> &'static str {
             .status()
             .expect("run cargo to build examples/hello");
         assert!(status.success(), "building examples/hello failed");
-        let context = tempfile::tempdir().expect("temporary build context");
-        std::fs::copy(
-            target_dir.join("x86_64-unknown-linux-gnu/release/hello"),
-            context.path().join("hello"),
-        )
-        .expect("copy the hello binary");
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY hello /hello\nEXPOSE 8080\nENTRYPOINT [\"/hello\"]\n",
-        )
-        .expect("write the Dockerfile");
-        let status = Command::new("docker")
-            .args(["build", "--quiet", "--tag", &image])
-            .arg(context.path())
-            .status()
-            .expect("run docker build");
-        assert!(status.success(), "docker build of the hello image failed");
+        package_static_binary(
+            &target_dir.join("x86_64-unknown-linux-gnu/release/hello"),
+            "hello",
+            &image,
+        );
         image
     })
 }
