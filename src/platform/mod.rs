@@ -160,8 +160,8 @@ impl ServiceSnapshot {
         self.serving().into_iter().next().map(|(name, _)| name)
     }
 
-    /// True when the split follows "latest" or pins an older revision while a newer Ready one
-    /// exists — the Cloud Run trap where a later deploy silently gets no traffic.
+    /// True when the split follows "latest" (explicitly, or by being empty): the next revision
+    /// that becomes Ready would get this traffic, verified or not.
     pub fn traffic_follows_latest(&self) -> bool {
         self.traffic.is_empty() || self.traffic.iter().any(|target| target.revision.is_none())
     }
