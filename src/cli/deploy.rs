@@ -19,11 +19,12 @@ use crate::{
     rollout::{
         analyser::SequentialAnalyser,
         driver::{
-            DeployRequest, Driver, Event, Interrupt, Outcome, RolloutReport, RolloutReporter,
+            DeployRequest, Driver, Event, Interrupt, NoChecks, Outcome, RolloutReport,
+            RolloutReporter,
         },
-        identity::HttpProbe,
+        identity::{short, HttpProbe},
         journal::LocalJournal,
-        machine::Judgement,
+        machine::{MetricResult, Phase, Status},
     },
     traffic::TrafficGenerator,
 };
@@ -39,8 +40,9 @@ pub struct DeployArgs {
     /// deployed by its content id `sha256:...`).
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
-    /// The commit the image was built from [default: `HEAD` of the repository].
-    #[arg(long, value_name = "SHA")]
+    /// The commit the image was built from, 7 to 40 hex digits [default: `HEAD` of the
+    /// repository].
+    #[arg(long, value_name = "SHA", value_parser = parse_commit)]
     pub commit: Option<String>,
     /// An environment variable of the new revision (repeatable), e.g. `--env FAIL_RATE=0.3`.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
@@ -65,6 +67,18 @@ pub struct DeployArgs {
     /// Google otherwise].
     #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
     pub monitoring_endpoint: Option<String>,
+}
+
+/// `--commit`: 7 to 40 hexadecimal digits (a full or abbreviated git commit id).
+fn parse_commit(text: &str) -> Result<String, String> {
+    let length = text.chars().count();
+    if !(7..=40).contains(&length) || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{}` is not a commit: 7 to 40 hexadecimal digits",
+            text.escape_debug()
+        ));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -142,21 +156,67 @@ impl Progress {
     }
 }
 
-fn judgement_text(judgement: &Judgement) -> String {
-    match judgement {
-        Judgement::Pass => "PASS".into(),
-        Judgement::Fail { reason } => format!("FAIL — {reason}"),
-        Judgement::Inconclusive { reason } => format!("INCONCLUSIVE — {reason}"),
-        Judgement::ServiceWide { reason } => format!("SERVICE-WIDE FAILURE — {reason}"),
-        Judgement::MeasurementError { reason } => format!("MEASUREMENT ERROR — {reason}"),
-    }
+/// One look's results: the worst first, each `NAME STATUS (detail)`.
+fn results_text(results: &[MetricResult]) -> String {
+    let mut sorted: Vec<&MetricResult> = results.iter().collect();
+    sorted.sort_by(|a, b| b.status.cmp(&a.status));
+    sorted
+        .iter()
+        .map(|result| {
+            let wide = if result.service_wide && result.status == Status::Fail {
+                " (SERVICE-WIDE)"
+            } else {
+                ""
+            };
+            format!(
+                "{} {}{wide} — {}",
+                result.name,
+                result.status.label(),
+                result.detail
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl RolloutReporter for Progress {
     fn event(&self, event: &Event) {
+        if self.json {
+            // Machine-readable progress on stderr, one JSON object per line.
+            if let Ok(line) = serde_json::to_string(event) {
+                eprintln!("{line}");
+            }
+            return;
+        }
         let text = match event {
-            Event::Note { message } => message.clone(),
-            Event::Traffic {
+            Event::LockTaken { holder } => format!("lock taken: {holder}"),
+            Event::InterruptedRolloutFound { journal } => format!(
+                "found an interrupted rollout `{}` of `{}` in phase `{:?}` at {}% (owner {})",
+                journal.id,
+                journal.canary,
+                journal.state.phase,
+                journal.state.percent,
+                journal.owner
+            ),
+            Event::Notice { message } => message.clone(),
+            Event::SettingsChanged { changes } => format!(
+                "the new revision differs from the stable one: {}",
+                changes.join("; ")
+            ),
+            Event::RevisionCreated { revision } => format!(
+                "created revision `{revision}` with 0% traffic and tag `canary`"
+            ),
+            Event::IdentityVerified {
+                url,
+                service,
+                commit,
+            } => format!(
+                "identity verified: `{url}` reports service `{service}` and commit `{commit}`; image digest matches"
+            ),
+            Event::Validation { results } => {
+                format!("validation: {}", results_text(results))
+            }
+            Event::TrafficMoved {
                 canary_percent,
                 split,
             } => format!(
@@ -172,20 +232,20 @@ impl RolloutReporter for Progress {
                     .join(", ")
             ),
             Event::Analysis {
+                phase,
                 canary_percent,
-                canary,
-                stable,
-                judgement,
+                results,
                 remaining,
+                ..
             } => {
-                let stable = stable
-                    .map(|counts| format!(", stable {}/{} errors", counts.errors, counts.total))
-                    .unwrap_or_default();
+                let label = if *phase == Phase::Monitoring {
+                    "monitor".to_string()
+                } else {
+                    format!("{canary_percent:>3}%")
+                };
                 let text = format!(
-                    "[{canary_percent:>3}%] canary {}/{} errors{stable} → {} ({} left)",
-                    canary.errors,
-                    canary.total,
-                    judgement_text(judgement),
+                    "[{label}] {} ({} left)",
+                    results_text(results),
                     humantime::format_duration(Duration::from_secs(remaining.as_secs()))
                 );
                 if let Some(bar) = &self.bar {
@@ -195,14 +255,17 @@ impl RolloutReporter for Progress {
                 }
                 text
             }
-        };
-        if self.json {
-            // Machine-readable progress on stderr, one JSON object per line.
-            if let Ok(line) = serde_json::to_string(event) {
-                eprintln!("{line}");
+            Event::RollingBack { to, reason } => {
+                format!("rolling back: 100% to `{to}` — {reason}")
             }
-            return;
-        }
+            Event::Finished { outcome } => match outcome {
+                Outcome::Promoted { .. } => "rollout finished: promoted".to_string(),
+                Outcome::StoppedBeforeTraffic { .. } => "rollout finished: stopped before any traffic moved".to_string(),
+                Outcome::RolledBack { .. } => "rollout finished: rolled back".to_string(),
+                Outcome::Held { .. } => "rollout finished: held for a human".to_string(),
+                Outcome::RollbackFailed { .. } => "rollout finished: THE ROLLBACK FAILED".to_string(),
+            },
+        };
         let mut last = self
             .last_line
             .lock()
@@ -288,8 +351,7 @@ async fn image_to_deploy(
 /// Runs `deploy`: preflight → build and push (unless `--image`) → the guarded rollout.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
     let (workspace, config, id) = context.service(&args.service)?;
-    let env: Option<BTreeMap<String, String>> =
-        (!args.env.is_empty()).then(|| args.env.iter().cloned().collect());
+    let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let traffic_rate = match (&config.target, args.traffic) {
         (Target::CloudRun { .. }, Some(rate)) if rate > 0 => {
             return Err(UsageError {
@@ -373,6 +435,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             image,
             commit,
             dirty,
+            run: config.run.clone(),
             env,
             policy: config.rollout.clone(),
             health: config.health.clone(),
@@ -390,6 +453,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             metrics: &metrics,
             analyser: &analyser,
             probe: &probe,
+            checks: &NoChecks,
             reporter: &progress,
             prompter: prompter.as_ref(),
             local_journal: LocalJournal::from_environment(),
@@ -400,7 +464,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             config.name,
             request.id,
             request.image,
-            &request.commit[..request.commit.len().min(12)]
+            short(&request.commit, 12)
         ));
         let generator = match platform.service(&request.id).await {
             Ok(Some(snapshot)) if traffic_rate > 0 => {

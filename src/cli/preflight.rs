@@ -279,7 +279,8 @@ mod tests {
                     name: "svc-00001".into(),
                     image: "127.0.0.1:5000/svc@sha256:1".into(),
                     labels: revision_labels(&deployed),
-                    env: None,
+                    base: None,
+                    settings: Default::default(),
                 },
             )
             .await

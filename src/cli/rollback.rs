@@ -102,7 +102,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                 .message("rollback cancelled; nothing changed");
             return Ok(ExitStatus::Failure);
         }
-        let after = rollback::execute(&platform, snapshot, &plan)
+        let after = rollback::execute(&platform, snapshot, &plan, None)
             .await
             .with_context(|| format!("rollback of `{}` failed: a human must act", config.name))
             .map_err(|error| error.context(RollbackFailed))?;

@@ -46,7 +46,7 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
                 if let Some(journal) = LocalJournal::from_environment().load(&id) {
                     context.output.message(format!(
                         "the platform cannot be read ({error}); last rollout recorded locally: `{}` {:?} at {}% ({})",
-                        journal.id, journal.phase, journal.percent, journal.updated
+                        journal.id, journal.state.phase, journal.state.percent, journal.updated
                     ));
                 }
                 return Err(error.into());
@@ -126,11 +126,11 @@ fn render(output: &StatusOutput) -> String {
     }
     lines.push(format!("traffic    {}", traffic.join("\n           ")));
     lines.push(match &output.rollout {
-        Some(journal) if !journal.phase.is_terminal() => format!(
+        Some(journal) if !journal.phase().is_terminal() => format!(
             "rollout    IN PROGRESS `{}`: {:?} at {}% ({} → {}), owner {}, updated {}",
             journal.id,
-            journal.phase,
-            journal.percent,
+            journal.state.phase,
+            journal.state.percent,
             journal.stable.as_deref().unwrap_or("-"),
             journal.canary,
             journal.owner,
@@ -139,8 +139,9 @@ fn render(output: &StatusOutput) -> String {
         Some(journal) => format!(
             "rollout    last `{}`: {:?}{} ({})",
             journal.id,
-            journal.phase,
+            journal.state.phase,
             journal
+                .state
                 .reason
                 .as_ref()
                 .map(|reason| format!(" — {reason}"))

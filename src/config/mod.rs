@@ -18,7 +18,8 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use model::{
     BuildConfig, CheckConfig, Comparison, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
-    NotificationConfig, PreflightConfig, Provider, RolloutConfig, ServiceConfig, Target, Unit,
+    NotificationConfig, PreflightConfig, Provider, RolloutConfig, RunConfig, ServiceConfig, Target,
+    Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.

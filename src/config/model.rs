@@ -31,6 +31,10 @@ pub struct ServiceConfig {
     /// How its image is built.
     #[serde(default)]
     pub build: BuildConfig,
+    /// Settings of new revisions (environment, secrets, resources, scaling). Absent keys keep
+    /// the stable revision's value.
+    #[serde(default, skip_serializing_if = "RunConfig::is_empty")]
+    pub run: RunConfig,
     /// The health endpoint and the identity it reports.
     #[serde(default)]
     pub health: HealthConfig,
@@ -110,6 +114,83 @@ impl Default for BuildConfig {
             args: BTreeMap::new(),
             pre_build: None,
         }
+    }
+}
+
+/// Settings of the revisions deployer creates. A new revision starts from the **stable
+/// revision's** settings (the one serving), then these, then `deploy --env`: nothing of a
+/// rolled-back revision is carried over. Absent keys keep the stable revision's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Environment variables with literal values (set or replaced; others are kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Environment variables from Secret Manager: `NAME = "projects/P/secrets/S/versions/V"`.
+    /// References only: a secret's value is never written in a service file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// The service account the revision runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// CPU limit, e.g. `"1"`, `"2"`, `"1000m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory limit, e.g. `"512Mi"`, `"2Gi"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Concurrent requests per instance (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Minimum instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
+    /// Maximum instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Request timeout (at most 60 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+impl RunConfig {
+    /// True when the section sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &RunConfig::default()
+    }
+
+    /// The settings of a new revision: `base` (the stable revision's), overridden by this
+    /// section, then by `env` (`deploy --env`).
+    pub fn apply(
+        &self,
+        base: &crate::platform::RevisionSettings,
+        env: &BTreeMap<String, String>,
+    ) -> crate::platform::RevisionSettings {
+        let mut settings = base.clone();
+        for (name, value) in self.env.iter().chain(env) {
+            settings.secrets.remove(name);
+            settings.env.insert(name.clone(), value.clone());
+        }
+        for (name, reference) in &self.secrets {
+            if !env.contains_key(name) {
+                settings.env.remove(name);
+                settings.secrets.insert(name.clone(), reference.clone());
+            }
+        }
+        fn keep<T: Clone>(value: &Option<T>, base: &Option<T>) -> Option<T> {
+            value.clone().or_else(|| base.clone())
+        }
+        settings.service_account = keep(&self.service_account, &base.service_account);
+        settings.cpu = keep(&self.cpu, &base.cpu);
+        settings.memory = keep(&self.memory, &base.memory);
+        settings.concurrency = keep(&self.concurrency, &base.concurrency);
+        settings.min_instances = keep(&self.min_instances, &base.min_instances);
+        settings.max_instances = keep(&self.max_instances, &base.max_instances);
+        settings.timeout_seconds = self
+            .timeout
+            .map(|timeout| timeout.get().as_secs())
+            .or(base.timeout_seconds);
+        settings
     }
 }
 

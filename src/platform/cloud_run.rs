@@ -12,11 +12,12 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_lro::Poller;
 use google_cloud_run_v2::{
     client::{Revisions, Services},
-    model::{self, condition::State, TrafficTargetAllocationType},
+    model::{self, condition::State, env_var::Values, TrafficTargetAllocationType},
 };
 
 use super::{
-    Platform, PlatformError, RevisionSnapshot, RevisionSpec, ServiceId, ServiceSnapshot,
+    Platform, PlatformError, RevisionSettings, RevisionSnapshot, RevisionSpec, ServiceId,
+    ServiceSnapshot,
     ServiceUpdate, TrafficStatus, TrafficTarget,
 };
 
@@ -262,6 +263,7 @@ fn revision_snapshot(revision: &model::Revision) -> RevisionSnapshot {
             .create_time
             .as_ref()
             .map(|time| String::from(*time)),
+        settings: revision_settings(revision),
     }
 }
 
@@ -279,6 +281,83 @@ fn traffic_target(target: &TrafficTarget) -> model::TrafficTarget {
     }
 }
 
+/// The template of a new revision that starts from `base` (a revision as read): everything the
+/// revision runs with, so that a new revision carries the stable revision's configuration and
+/// nothing of a later (rolled-back) one.
+fn template_from_revision(base: &model::Revision) -> model::RevisionTemplate {
+    let mut template = model::RevisionTemplate::new();
+    template.labels = base
+        .labels
+        .iter()
+        .filter(|(key, _)| !key.contains('/'))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    template.annotations = base
+        .annotations
+        .iter()
+        .filter(|(key, _)| !key.starts_with("run.googleapis.com/") && !key.contains("serving.knative.dev"))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    template.scaling = base.scaling.clone();
+    template.vpc_access = base.vpc_access.clone();
+    template.timeout = base.timeout;
+    template.service_account = base.service_account.clone();
+    template.containers = base.containers.clone();
+    template.volumes = base.volumes.clone();
+    template.execution_environment = base.execution_environment.clone();
+    template.encryption_key = base.encryption_key.clone();
+    template.max_instance_request_concurrency = base.max_instance_request_concurrency;
+    template.service_mesh = base.service_mesh.clone();
+    template.session_affinity = base.session_affinity;
+    template.node_selector = base.node_selector.clone();
+    template
+}
+
+/// The managed settings of a revision's first container and scaling.
+fn revision_settings(revision: &model::Revision) -> RevisionSettings {
+    let mut settings = RevisionSettings::default();
+    if let Some(container) = revision.containers.first() {
+        for variable in &container.env {
+            match &variable.values {
+                Some(Values::Value(value)) => {
+                    settings.env.insert(variable.name.clone(), value.clone());
+                }
+                Some(Values::ValueSource(source)) => {
+                    if let Some(secret) = &source.secret_key_ref {
+                        settings.secrets.insert(
+                            variable.name.clone(),
+                            format!("{}/versions/{}", secret.secret, secret.version),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(resources) = &container.resources {
+            settings.cpu = resources.limits.get("cpu").cloned();
+            settings.memory = resources.limits.get("memory").cloned();
+        }
+    }
+    settings.service_account = non_empty(&revision.service_account);
+    settings.concurrency = u32::try_from(revision.max_instance_request_concurrency)
+        .ok()
+        .filter(|value| *value > 0);
+    if let Some(scaling) = &revision.scaling {
+        settings.min_instances = u32::try_from(scaling.min_instance_count)
+            .ok()
+            .filter(|value| *value > 0);
+        settings.max_instances = u32::try_from(scaling.max_instance_count)
+            .ok()
+            .filter(|value| *value > 0);
+    }
+    settings.timeout_seconds = revision
+        .timeout
+        .and_then(|timeout| u64::try_from(timeout.seconds()).ok());
+    settings
+}
+
+/// Writes `spec` into `template`: name, labels, image and every managed setting (replacing the
+/// base's; `None` removes the setting so the platform default applies).
 fn apply_template(template: &mut model::RevisionTemplate, spec: &RevisionSpec) {
     template.revision = spec.name.clone();
     for (key, value) in &spec.labels {
@@ -287,18 +366,56 @@ fn apply_template(template: &mut model::RevisionTemplate, spec: &RevisionSpec) {
     if template.containers.is_empty() {
         template.containers.push(model::Container::new());
     }
+    let settings = &spec.settings;
     let container = &mut template.containers[0];
     container.image = spec.image.clone();
-    if let Some(env) = &spec.env {
-        container.env = env
-            .iter()
-            .map(|(name, value)| {
-                model::EnvVar::new()
-                    .set_name(name.clone())
-                    .set_value(value.clone())
-            })
-            .collect();
+    let literal = settings.env.iter().map(|(name, value)| {
+        model::EnvVar::new()
+            .set_name(name.clone())
+            .set_value(value.clone())
+    });
+    let secrets = settings.secrets.iter().map(|(name, reference)| {
+        let (secret, version) = reference
+            .rsplit_once("/versions/")
+            .unwrap_or((reference.as_str(), "latest"));
+        model::EnvVar::new().set_name(name.clone()).set_value_source(
+            model::EnvVarSource::new().set_secret_key_ref(
+                model::SecretKeySelector::new()
+                    .set_secret(secret.to_string())
+                    .set_version(version.to_string()),
+            ),
+        )
+    });
+    container.env = literal.chain(secrets).collect();
+    let resources = container
+        .resources
+        .get_or_insert_with(model::ResourceRequirements::new);
+    for (key, value) in [("cpu", &settings.cpu), ("memory", &settings.memory)] {
+        match value {
+            Some(value) => resources.limits.insert(key.to_string(), value.clone()),
+            None => resources.limits.remove(key),
+        };
     }
+    template.service_account = settings.service_account.clone().unwrap_or_default();
+    template.max_instance_request_concurrency = settings
+        .concurrency
+        .and_then(|value| i32::try_from(value).ok())
+        .unwrap_or(0);
+    let scaling = template
+        .scaling
+        .get_or_insert_with(model::RevisionScaling::new);
+    scaling.min_instance_count = settings
+        .min_instances
+        .and_then(|value| i32::try_from(value).ok())
+        .unwrap_or(0);
+    scaling.max_instance_count = settings
+        .max_instances
+        .and_then(|value| i32::try_from(value).ok())
+        .unwrap_or(0);
+    template.timeout = settings
+        .timeout_seconds
+        .and_then(|seconds| i64::try_from(seconds).ok())
+        .and_then(|seconds| google_cloud_wkt::Duration::new(seconds, 0).ok());
 }
 
 #[async_trait]
@@ -389,9 +506,26 @@ impl Platform for CloudRunPlatform {
             return Err(PlatformError::Conflict(id.path()));
         }
         if let Some(spec) = &update.template {
-            let template = service
-                .template
-                .get_or_insert_with(model::RevisionTemplate::new);
+            let base = match &spec.base {
+                Some(base) => {
+                    let path = id.revision_path(base);
+                    let revision = self
+                        .revisions
+                        .get_revision()
+                        .set_name(path.clone())
+                        .send()
+                        .await
+                        .map_err(|error| map_error(&path, error))?;
+                    Some(template_from_revision(&revision))
+                }
+                None => None,
+            };
+            let template = match base {
+                Some(base) => service.template.insert(base),
+                None => service
+                    .template
+                    .get_or_insert_with(model::RevisionTemplate::new),
+            };
             apply_template(template, spec);
         }
         if let Some(split) = &update.traffic {

@@ -175,6 +175,8 @@ fn new_revision(state: &State, id: &ServiceId, spec: &RevisionSpec) -> RevisionS
         image: spec.image.clone(),
         labels: spec.labels.clone(),
         created: None,
+        // The spec's settings are complete (the driver built them from the base revision).
+        settings: spec.settings.clone(),
     }
 }
 
@@ -361,7 +363,8 @@ mod tests {
             name: name.into(),
             image: image.into(),
             labels: BTreeMap::new(),
-            env: None,
+            base: None,
+            settings: Default::default(),
         }
     }
 

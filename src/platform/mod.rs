@@ -194,6 +194,104 @@ pub struct RevisionSnapshot {
     /// Creation time (RFC 3339), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The settings it runs with (environment, resources, scaling, ...).
+    #[serde(default)]
+    pub settings: RevisionSettings,
+}
+
+/// The settings of a revision that deployer manages: a new revision starts from the stable
+/// revision's, then the service file's `[run]` section, then `--env`. `None` means "not set"
+/// (the platform's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionSettings {
+    /// Literal environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Environment variables from Secret Manager: name → `projects/P/secrets/S/versions/V`
+    /// (references only, never values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// The service account the revision runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// CPU limit (`1`, `2`, `1000m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory limit (`512Mi`, `2Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Concurrent requests per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Minimum instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
+    /// Maximum instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Request timeout, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl RevisionSettings {
+    /// What differs from `base`, one line per setting (`env FAIL_RATE: 0.3 → unset`). Secret
+    /// references are shown (they are names, not values).
+    pub fn differences(&self, base: &RevisionSettings) -> Vec<String> {
+        fn show<T: fmt::Display>(value: Option<&T>) -> String {
+            value.map_or_else(|| "unset".to_string(), ToString::to_string)
+        }
+        fn map_differences(
+            kind: &str,
+            new: &BTreeMap<String, String>,
+            old: &BTreeMap<String, String>,
+            lines: &mut Vec<String>,
+        ) {
+            let names: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+            for name in names {
+                let (before, after) = (old.get(name), new.get(name));
+                if before != after {
+                    lines.push(format!("{kind} {name}: {} → {}", show(before), show(after)));
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        map_differences("env", &self.env, &base.env, &mut lines);
+        map_differences("secret", &self.secrets, &base.secrets, &mut lines);
+        let mut scalar = |name: &str, before: String, after: String| {
+            if before != after {
+                lines.push(format!("{name}: {before} → {after}"));
+            }
+        };
+        scalar(
+            "service_account",
+            show(base.service_account.as_ref()),
+            show(self.service_account.as_ref()),
+        );
+        scalar("cpu", show(base.cpu.as_ref()), show(self.cpu.as_ref()));
+        scalar("memory", show(base.memory.as_ref()), show(self.memory.as_ref()));
+        scalar(
+            "concurrency",
+            show(base.concurrency.as_ref()),
+            show(self.concurrency.as_ref()),
+        );
+        scalar(
+            "min_instances",
+            show(base.min_instances.as_ref()),
+            show(self.min_instances.as_ref()),
+        );
+        scalar(
+            "max_instances",
+            show(base.max_instances.as_ref()),
+            show(self.max_instances.as_ref()),
+        );
+        scalar(
+            "timeout",
+            show(base.timeout_seconds.map(|seconds| format!("{seconds}s")).as_ref()),
+            show(self.timeout_seconds.map(|seconds| format!("{seconds}s")).as_ref()),
+        );
+        lines
+    }
 }
 
 /// A new revision: what changes in the service's template.
@@ -206,9 +304,14 @@ pub struct RevisionSpec {
     pub image: String,
     /// Labels of the revision (commit, deployer version).
     pub labels: BTreeMap<String, String>,
-    /// Environment variables of the container, replacing the current ones when `Some`.
+    /// The revision whose full template the new one starts from (the stable revision), so that
+    /// settings deployer does not manage (volumes, probes, VPC access, ...) carry over too.
+    /// `None`: the service's current template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<BTreeMap<String, String>>,
+    pub base: Option<String>,
+    /// The managed settings, complete: they replace the base's.
+    #[serde(default)]
+    pub settings: RevisionSettings,
 }
 
 /// A change to a service, applied to the service as last read.

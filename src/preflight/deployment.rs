@@ -374,7 +374,8 @@ mod platform_tests {
                 name: "svc-00002".into(),
                 image: "127.0.0.1:5000/svc@sha256:2".into(),
                 labels: BTreeMap::new(),
-                env: None,
+                base: None,
+                settings: Default::default(),
             }),
             traffic: Some(split),
             ..ServiceUpdate::default()

@@ -48,7 +48,8 @@ pub async fn deployed_at(commit: &str) -> MemoryPlatform {
                 name: "svc-00001".into(),
                 image: "127.0.0.1:5000/svc@sha256:1".into(),
                 labels: revision_labels(commit),
-                env: None,
+                base: None,
+                settings: Default::default(),
             },
         )
         .await

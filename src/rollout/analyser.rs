@@ -5,7 +5,10 @@
 //! test each look is the same sequential test as feeding windows one by one. Measurement errors
 //! and deadlines are counted by the driver's state machine, not here.
 
-use super::{driver::Analyser, machine::Judgement};
+use super::{
+    driver::{Analyser, REQUEST_ERRORS},
+    machine::{MetricResult, Status},
+};
 use crate::{
     analysis::{
         AnalysisError, AnalysisPolicy, CanaryAnalysis, Counts, FailureCause, InconclusiveReason,
@@ -50,11 +53,9 @@ fn counts(counts: RequestCounts) -> Counts {
 }
 
 impl Analyser for SequentialAnalyser {
-    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> Judgement {
+    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> MetricResult {
         let Ok(mut analysis) = CanaryAnalysis::new(self.policy) else {
-            return Judgement::MeasurementError {
-                reason: "the analysis policy is invalid".into(),
-            };
+            return MetricResult::new(REQUEST_ERRORS, Status::Error, "the analysis policy is invalid");
         };
         let observation = Observation {
             canary: counts(canary),
@@ -71,23 +72,25 @@ impl Analyser for SequentialAnalyser {
             None => format!("{}; {limit}", percent(assessment.canary)),
         };
         match assessment.verdict {
-            Verdict::Pass => Judgement::Pass,
+            Verdict::Pass => MetricResult::new(REQUEST_ERRORS, Status::Pass, numbers),
             Verdict::Fail {
                 cause: FailureCause::Canary,
-            } => Judgement::Fail { reason: numbers },
+            } => MetricResult::new(REQUEST_ERRORS, Status::Fail, numbers),
             Verdict::Fail {
                 cause: FailureCause::ServiceWide,
-            } => Judgement::ServiceWide { reason: numbers },
-            Verdict::Inconclusive { reason } => Judgement::Inconclusive {
-                reason: match reason {
-                    InconclusiveReason::NoData => "no data yet".into(),
+            } => MetricResult::new(REQUEST_ERRORS, Status::Fail, numbers).service_wide(),
+            Verdict::Inconclusive { reason } => MetricResult::new(
+                REQUEST_ERRORS,
+                Status::Inconclusive,
+                match reason {
+                    InconclusiveReason::NoData => format!("no requests yet; {limit}"),
                     InconclusiveReason::TooFewRequests { observed, required } => {
-                        format!("{observed} canary requests (< {required} needed)")
+                        format!("{observed} canary requests (< {required} needed); {numbers}")
                     }
                     InconclusiveReason::Undecided => format!("not decided yet: {numbers}"),
                     InconclusiveReason::MeasurementErrors { last_reason, .. } => last_reason,
                 },
-            },
+            ),
         }
     }
 }
@@ -96,7 +99,7 @@ impl Analyser for SequentialAnalyser {
 mod tests {
     use super::*;
 
-    fn judge(canary: (u64, u64), stable: Option<(u64, u64)>) -> Judgement {
+    fn judge(canary: (u64, u64), stable: Option<(u64, u64)>) -> MetricResult {
         SequentialAnalyser::new(&RolloutConfig::default())
             .unwrap()
             .judge(
@@ -110,20 +113,18 @@ mod tests {
 
     #[test]
     fn verdicts_carry_the_numbers() {
-        assert!(matches!(
-            judge((10, 0), Some((100, 0))),
-            Judgement::Inconclusive { .. }
-        ));
-        assert_eq!(judge((400, 0), Some((4000, 10))), Judgement::Pass);
-        match judge((200, 60), Some((2000, 10))) {
-            Judgement::Fail { reason } => {
-                assert!(reason.contains("canary 30.0% errors (60/200)"), "{reason}")
-            }
-            other => panic!("expected a failure, got {other:?}"),
-        }
-        assert!(matches!(
-            judge((200, 60), Some((2000, 600))),
-            Judgement::ServiceWide { .. }
-        ));
+        assert_eq!(judge((10, 0), Some((100, 0))).status, Status::Inconclusive);
+        assert_eq!(judge((400, 0), Some((4000, 10))).status, Status::Pass);
+        let failing = judge((200, 60), Some((2000, 10)));
+        assert_eq!(failing.status, Status::Fail);
+        assert!(!failing.service_wide);
+        assert!(
+            failing.detail.contains("canary 30.0% errors (60/200)"),
+            "{}",
+            failing.detail
+        );
+        let wide = judge((200, 60), Some((2000, 600)));
+        assert_eq!(wide.status, Status::Fail);
+        assert!(wide.service_wide);
     }
 }

@@ -1,76 +1,174 @@
-//! The rollout driver: the only async loop of a deploy. It executes the decisions of
-//! [`machine`](super::machine) through the [`Platform`], journals every phase in the same write as
-//! the traffic change it describes, and reports progress through [`RolloutReporter`].
+//! The rollout driver: the only async loop of a deploy. It carries out each
+//! [`Action`] of the state machine ([`machine::advance`]) through the traits — [`Platform`],
+//! [`RequestMetrics`], [`Analyser`], [`HealthProbe`], [`GateChecks`], [`Prompter`],
+//! [`RolloutReporter`] — feeds back what happened, and journals every state in the same write as
+//! the traffic change it describes. It decides nothing itself.
 //!
 //! Order of a deploy, and why:
 //! 1. take the lock (one rollout per service);
 //! 2. create the new revision with **0% traffic** and a tag, naming every revision of the split
 //!    explicitly — a split that follows "latest" would send traffic to an unverified revision;
+//!    its settings are the stable revision's, then the service file's `[run]`, then `--env`;
 //! 3. verify identity on the tag URL (service, commit) and the image digest;
-//! 4. canary steps, each judged by the analysis as soon as the data allow;
+//! 4. validation checks, then canary steps, each judged as soon as the data allow;
 //! 5. promote, then the post-deploy monitor;
 //! 6. on any failure after traffic moved: one write putting 100% back on the stable revision.
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, time::Duration};
 
+use async_trait::async_trait;
 use chrono::Utc;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
-    identity::{self, HealthProbe},
-    journal::{Journal, LocalJournal, Phase, JOURNAL_ANNOTATION},
+    identity::{self, short, HealthProbe, IdentityError},
+    journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
     lock::{self, Lock, LockError},
-    machine::{self, Judgement, MonitorNext, Next, StepPolicy, StepState},
+    machine::{
+        self, Action, Input, Interruption, MetricResult, Observation, Phase, Policy, Recovery,
+        State, Status, Written,
+    },
+    naming, rollback,
 };
 use crate::{
     checks::{RequestCounts, RequestMetrics},
-    config::{HealthConfig, RolloutConfig},
+    config::{Gate, HealthConfig, RolloutConfig, RunConfig},
     interaction::Prompter,
     platform::{
-        read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSpec, ServiceId,
-        ServiceSnapshot, ServiceUpdate, TrafficTarget,
+        read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSettings,
+        RevisionSpec, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
     },
 };
 
 /// The tag every canary gets: its URL reaches the new revision alone.
 pub const CANARY_TAG: &str = "canary";
 
+/// The name of the request-error metric in observations.
+pub const REQUEST_ERRORS: &str = "request errors";
+
 /// Judges request counts (the statistics live in `crate::analysis`).
 pub trait Analyser: Send + Sync {
     /// Judges the canary's counts against the stable revision's (`None` when there is no
-    /// baseline, as in the post-deploy monitor).
-    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> Judgement;
+    /// baseline, as in the post-deploy monitor): the request-error metric of one look.
+    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> MetricResult;
 }
 
-/// Progress events, for the CLI to draw.
+/// What a gate's service checks are run for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckScope {
+    /// The revision under test.
+    pub revision: String,
+    /// The stable revision, if any.
+    pub stable_revision: Option<String>,
+    /// The commit being deployed.
+    pub commit: String,
+    /// The canary's tag URL, if known (HTTP checks with a path go there).
+    pub revision_url: Option<String>,
+    /// Time the look covers.
+    pub window: Duration,
+}
+
+/// The service checks gated on a deploy phase (`validation`, `canary`, `monitor`).
+#[async_trait]
+pub trait GateChecks: Send + Sync {
+    /// True when some check gates `gate`.
+    fn gates(&self, gate: Gate) -> bool;
+    /// Runs the checks of `gate` once, concurrently, each within its timeout: one result each.
+    async fn run(&self, gate: Gate, scope: &CheckScope) -> Vec<MetricResult>;
+}
+
+/// A service without gated checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoChecks;
+
+#[async_trait]
+impl GateChecks for NoChecks {
+    fn gates(&self, _: Gate) -> bool {
+        false
+    }
+
+    async fn run(&self, _: Gate, _: &CheckScope) -> Vec<MetricResult> {
+        Vec::new()
+    }
+}
+
+/// Progress events. The CLI draws them as text, or writes one JSON object per line on stderr.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
-    /// Something happened (one line).
-    Note {
+    /// The rollout lock was taken.
+    LockTaken {
+        /// Who holds it, until when.
+        holder: String,
+    },
+    /// An unfinished rollout was found (a crash, `kill -9`).
+    InterruptedRolloutFound {
+        /// Its journal.
+        journal: Box<Journal>,
+    },
+    /// Something the report also notes (pinned traffic, a lock not released, ...).
+    Notice {
         /// The line.
         message: String,
     },
+    /// The settings of the new revision that differ from the stable revision's.
+    SettingsChanged {
+        /// One line per setting.
+        changes: Vec<String>,
+    },
+    /// The new revision was created with 0% and the canary tag.
+    RevisionCreated {
+        /// Its name.
+        revision: String,
+    },
+    /// The new revision's identity was verified on its tag URL.
+    IdentityVerified {
+        /// The URL asked.
+        url: String,
+        /// The service it reported.
+        service: String,
+        /// The commit it reported.
+        commit: String,
+    },
+    /// The validation checks ran.
+    Validation {
+        /// Their results.
+        results: Vec<MetricResult>,
+    },
     /// Traffic was moved.
-    Traffic {
+    TrafficMoved {
         /// The canary's percent.
         canary_percent: u8,
         /// The split written.
         split: Vec<TrafficTarget>,
     },
-    /// An analysis result.
+    /// One look of a canary step or of the monitor.
     Analysis {
+        /// `canary` or `monitoring`.
+        phase: Phase,
         /// The canary's percent.
         canary_percent: u8,
-        /// The canary's counts in the step.
-        canary: RequestCounts,
-        /// The stable revision's counts in the step.
+        /// The canary's request counts, if read.
+        canary: Option<RequestCounts>,
+        /// The stable revision's, if read (not in the monitor).
         stable: Option<RequestCounts>,
-        /// What the analysis said.
-        judgement: Judgement,
+        /// Every metric of the look.
+        results: Vec<MetricResult>,
         /// Time left at this step (or in the monitor).
         remaining: Duration,
+    },
+    /// Traffic goes back to the stable revision.
+    RollingBack {
+        /// Where traffic goes.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// The rollout ended.
+    Finished {
+        /// How.
+        outcome: Outcome,
     },
 }
 
@@ -113,6 +211,32 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome a finished journal records.
+    fn of(journal: &Journal) -> Outcome {
+        let reason = journal.state.reason.clone().unwrap_or_default();
+        match journal.state.phase {
+            Phase::Promoted => Outcome::Promoted {
+                revision: journal.canary.clone(),
+            },
+            Phase::RolledBack => Outcome::RolledBack {
+                reason,
+                revision: journal.stable.clone().unwrap_or_default(),
+            },
+            Phase::Held => Outcome::Held { reason },
+            Phase::RollbackFailed => Outcome::RollbackFailed { reason },
+            Phase::Stopped | Phase::Verifying | Phase::Validating => {
+                Outcome::StoppedBeforeTraffic { reason }
+            }
+            // Unfinished after traffic moved (cannot happen: the loop runs to a terminal
+            // phase); say so rather than claim an outcome.
+            Phase::Canary | Phase::Monitoring => Outcome::Held {
+                reason: format!("the rollout stopped in phase `{:?}`", journal.state.phase),
+            },
+        }
+    }
+}
+
 /// What to deploy.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
@@ -127,8 +251,10 @@ pub struct DeployRequest {
     /// The fingerprint of uncommitted changes the image was built with, if any (recorded on the
     /// revision as `deployer-dirty`, so a build from a dirty tree is never taken for the commit).
     pub dirty: Option<String>,
-    /// Environment of the new revision (`None`: keep the template's).
-    pub env: Option<BTreeMap<String, String>>,
+    /// Settings of new revisions from the service file (`[run]`).
+    pub run: RunConfig,
+    /// `--env`: applied last.
+    pub env: BTreeMap<String, String>,
     /// The rollout policy.
     pub policy: RolloutConfig,
     /// The health endpoint and identity fields.
@@ -152,7 +278,7 @@ pub struct RolloutReport {
     pub stable: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
-    /// Notes gathered on the way (pinned traffic found, checks not run, ...).
+    /// Notes gathered on the way (pinned traffic found, ...).
     pub notes: Vec<String>,
 }
 
@@ -180,9 +306,11 @@ pub struct Driver<'a> {
     pub analyser: &'a dyn Analyser,
     /// Health endpoints.
     pub probe: &'a dyn HealthProbe,
+    /// Service checks gated on deploy phases.
+    pub checks: &'a dyn GateChecks,
     /// Progress.
     pub reporter: &'a dyn RolloutReporter,
-    /// Questions (resume or roll back, on Ctrl-C).
+    /// Questions (resume or roll back, on Ctrl-C, validation warnings).
     pub prompter: &'a dyn Prompter,
     /// The local journal copy.
     pub local_journal: LocalJournal,
@@ -190,98 +318,32 @@ pub struct Driver<'a> {
     pub retry: RetryPolicy,
 }
 
-/// A rollout in progress: the journal and the last etag.
+/// A rollout in progress: its journal (revisions and machine state) and the last etag.
 struct Running {
     journal: Journal,
     etag: String,
+    /// When the current step or monitor started (its traffic write landed).
+    step_started: Instant,
+    /// The canary's tag URL, once known.
+    canary_url: Option<String>,
+}
+
+impl Running {
+    fn stable(&self) -> String {
+        self.journal.stable.clone().unwrap_or_default()
+    }
 }
 
 impl Driver<'_> {
-    fn note(&self, message: impl Into<String>) {
-        self.reporter.event(&Event::Note {
-            message: message.into(),
+    fn notice(&self, notes: &mut Vec<String>, message: String) {
+        self.reporter.event(&Event::Notice {
+            message: message.clone(),
         });
+        notes.push(message);
     }
 
-    /// Writes `update` plus the journal, guarded by the last etag; records the journal locally.
-    async fn write(
-        &self,
-        id: &ServiceId,
-        running: &mut Running,
-        journal: Journal,
-        mut update: ServiceUpdate,
-    ) -> Result<ServiceSnapshot, PlatformError> {
-        update
-            .annotations
-            .insert(JOURNAL_ANNOTATION.to_string(), Some(journal.encode()));
-        let snapshot = write_guarded(self.platform, id, &running.etag, &update, self.retry).await?;
-        running.etag = snapshot.etag.clone();
-        running.journal = journal;
-        self.local_journal.record(id, &running.journal);
-        Ok(snapshot)
-    }
-
-    /// Emergency-grade rollback inside a rollout: 100% to `stable`, releasing nothing else.
-    /// On a conflict (someone else wrote the service) it re-reads and still puts 100% on
-    /// `stable`: the intent is absolute, and a rollback must not give up because of a race.
-    async fn roll_back(
-        &self,
-        id: &ServiceId,
-        running: &mut Running,
-        stable: &str,
-        reason: &str,
-    ) -> Outcome {
-        self.note(format!("rolling back: 100% to `{stable}` — {reason}"));
-        let journal = running
-            .journal
-            .finished(Phase::RolledBack, 0, Some(reason.to_string()));
-        let update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(stable, 100)]);
-        for _ in 0..3 {
-            match self
-                .write(id, running, journal.clone(), update.clone())
-                .await
-            {
-                Ok(_) => {
-                    return Outcome::RolledBack {
-                        reason: reason.to_string(),
-                        revision: stable.to_string(),
-                    }
-                }
-                Err(PlatformError::Conflict(_)) => {
-                    match read_service(self.platform, id, self.retry).await {
-                        Ok(Some(snapshot)) => running.etag = snapshot.etag,
-                        Ok(None) => break,
-                        Err(error) => {
-                            return self.rollback_failed(id, running, reason, &error.to_string())
-                        }
-                    }
-                }
-                Err(error) => return self.rollback_failed(id, running, reason, &error.to_string()),
-            }
-        }
-        self.rollback_failed(
-            id,
-            running,
-            reason,
-            "the service kept changing under the rollback",
-        )
-    }
-
-    fn rollback_failed(
-        &self,
-        id: &ServiceId,
-        running: &mut Running,
-        reason: &str,
-        error: &str,
-    ) -> Outcome {
-        let reason = format!("{reason}; the rollback itself failed: {error}");
-        running.journal = running.journal.finished(
-            Phase::RollbackFailed,
-            running.journal.percent,
-            Some(reason.clone()),
-        );
-        self.local_journal.record(id, &running.journal);
-        Outcome::RollbackFailed { reason }
+    fn policy(&self, request: &DeployRequest) -> Policy {
+        Policy::new(&request.policy, self.checks.gates(Gate::Validation))
     }
 
     /// Deploys `request` as a guarded rollout. `interrupt` completes on Ctrl-C.
@@ -291,13 +353,12 @@ impl Driver<'_> {
         mut interrupt: Interrupt,
     ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
-        let rollout_id = rollout_id(&request.commit);
+        let rollout_id = naming::rollout_id(&request.commit);
         let mut notes = Vec::new();
-        let existing = read_service(self.platform, id, self.retry).await?;
-        let Some(existing) = existing else {
+        let Some(existing) = read_service(self.platform, id, self.retry).await? else {
             return self.first_deploy(request, rollout_id).await;
         };
-        if let Some(journal) = Journal::of(&existing).filter(|journal| !journal.phase.is_terminal())
+        if let Some(journal) = Journal::of(&existing).filter(|journal| !journal.phase().is_terminal())
         {
             // An unfinished journal under a live lock is a rollout that is running, not one
             // that was interrupted: recovering it would roll back someone else's rollout. Only
@@ -306,17 +367,15 @@ impl Driver<'_> {
             let running = Lock::of(&existing)
                 .is_some_and(|held| !held.is_expired(Utc::now()) && !held.holder_gone());
             if !running {
-                match self.recover(id, &existing, &journal).await? {
-                    Recovery::RolledBack(note) => notes.push(note),
-                    Recovery::Resume(journal) => {
-                        return self.resume(request, journal, &mut interrupt).await
-                    }
+                if let Some(report) = self
+                    .recover(request, &existing, journal, &mut notes, &mut interrupt)
+                    .await?
+                {
+                    return Ok(report);
                 }
             }
         }
-        let ttl =
-            rollout_duration(&request.policy) + request.ready_timeout + Duration::from_secs(600);
-        let lock = Lock::new(&rollout_id, ttl, Utc::now());
+        let lock = Lock::new(&rollout_id, lock_ttl(request), Utc::now());
         let snapshot = lock::acquire(
             self.platform,
             id,
@@ -325,24 +384,26 @@ impl Driver<'_> {
             Duration::from_secs(2),
         )
         .await?;
-        self.note(format!("lock taken: {}", lock.describe()));
-        let result = self
+        self.reporter.event(&Event::LockTaken {
+            holder: lock.describe(),
+        });
+        let report = self
             .run(request, &rollout_id, snapshot, &mut notes, &mut interrupt)
             .await;
-        if let Err(error) = lock::release(self.platform, id, &rollout_id).await {
-            notes.push(format!(
-                "could not release the lock: {error} (`deployer unlock` breaks it)"
-            ));
+        self.release(id, &rollout_id, &mut notes).await;
+        let mut report = report?;
+        notes.append(&mut report.notes);
+        report.notes = notes;
+        Ok(report)
+    }
+
+    async fn release(&self, id: &ServiceId, rollout_id: &str, notes: &mut Vec<String>) {
+        if let Err(error) = lock::release(self.platform, id, rollout_id).await {
+            self.notice(
+                notes,
+                format!("could not release the lock: {error} (`deployer unlock` breaks it)"),
+            );
         }
-        let (canary, stable, outcome) = result?;
-        Ok(RolloutReport {
-            id: rollout_id,
-            service: id.name.clone(),
-            canary,
-            stable,
-            outcome,
-            notes,
-        })
     }
 
     async fn first_deploy(
@@ -351,74 +412,82 @@ impl Driver<'_> {
         rollout_id: String,
     ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
-        let spec = revision_spec(request);
-        self.note(format!(
-            "`{}` does not exist yet: creating it with revision `{}` (no previous revision to compare with or roll back to)",
-            id.name, spec.name
-        ));
-        let snapshot = match self.platform.create(id, &spec).await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                return Ok(RolloutReport {
-                    id: rollout_id,
-                    service: id.name.clone(),
-                    canary: Some(spec.name),
-                    stable: None,
-                    outcome: Outcome::StoppedBeforeTraffic {
-                        reason: format!("the service could not be created: {error}"),
+        let name = naming::revision_name(&id.name, &request.commit);
+        let spec = self.revision_spec(request, name.clone(), None, RevisionSettings::default());
+        let mut notes = Vec::new();
+        self.notice(
+            &mut notes,
+            format!(
+                "`{}` does not exist yet: creating it with revision `{name}` (no previous revision to compare with or roll back to)",
+                id.name
+            ),
+        );
+        let outcome = match self.platform.create(id, &spec).await {
+            Err(error) => Outcome::StoppedBeforeTraffic {
+                reason: format!("the service could not be created: {error}"),
+            },
+            Ok(snapshot) => {
+                let url = format!(
+                    "{}{}",
+                    snapshot.uri.trim_end_matches('/'),
+                    request.health.path
+                );
+                match self.verify_url(request, &url).await {
+                    Ok(()) => Outcome::Promoted {
+                        revision: name.clone(),
                     },
-                    notes: Vec::new(),
-                })
+                    Err(error) => Outcome::RollbackFailed {
+                        reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
+                    },
+                }
             }
         };
-        let url = format!(
-            "{}{}",
-            snapshot.uri.trim_end_matches('/'),
-            request.health.path
-        );
-        let outcome = match self.verify_url(request, &url).await {
-            Ok(()) => Outcome::Promoted {
-                revision: spec.name.clone(),
-            },
-            Err(reason) => Outcome::RollbackFailed {
-                reason: format!("{reason}; this is the service's first revision, there is nothing to roll back to"),
-            },
-        };
+        self.reporter.event(&Event::Finished {
+            outcome: outcome.clone(),
+        });
         Ok(RolloutReport {
             id: rollout_id,
             service: id.name.clone(),
-            canary: Some(spec.name),
+            canary: Some(name),
             stable: None,
             outcome,
-            notes: Vec::new(),
+            notes,
         })
     }
 
-    /// Deals with an interrupted rollout found in the journal. Before traffic moved, the split is
-    /// put back (the only safe choice). After, the prompter chooses: roll back (the safe default,
-    /// taken when nobody can be asked), resume it where it stopped, or leave it for a human.
+    /// Deals with an interrupted rollout found in the journal. Before traffic moved, the canary
+    /// is dropped (the only safe choice). After, the prompter chooses: roll back (the safe
+    /// default, taken when nobody can be asked), resume it where it stopped, or leave it.
+    /// `Some(report)` when this run ends with the recovered rollout (resumed); `None` when the
+    /// requested deploy goes on.
     async fn recover(
         &self,
-        id: &ServiceId,
+        request: &DeployRequest,
         snapshot: &ServiceSnapshot,
-        journal: &Journal,
-    ) -> Result<Recovery, DeployError> {
+        journal: Journal,
+        notes: &mut Vec<String>,
+        interrupt: &mut Interrupt,
+    ) -> Result<Option<RolloutReport>, DeployError> {
+        let id = &request.id;
         let Some(stable) = journal.stable.clone() else {
-            return Ok(Recovery::RolledBack(format!(
-                "an interrupted rollout `{}` had no stable revision; left as it is",
-                journal.id
-            )));
+            self.notice(
+                notes,
+                format!(
+                    "an interrupted rollout `{}` had no stable revision; left as it is",
+                    journal.id
+                ),
+            );
+            return Ok(None);
         };
-        self.note(format!(
-            "found an interrupted rollout `{}` of `{}` in phase `{:?}` at {}% (owner {})",
-            journal.id, journal.canary, journal.phase, journal.percent, journal.owner
-        ));
-        if journal.phase.traffic_moved() {
+        self.reporter.event(&Event::InterruptedRolloutFound {
+            journal: Box::new(journal.clone()),
+        });
+        let choice = if journal.phase().traffic_moved() {
             let options = [
                 format!("roll it back (100% to `{stable}`), then deploy"),
                 format!(
                     "resume it: continue `{}` from {}% (this run then deploys nothing else)",
-                    journal.canary, journal.percent
+                    journal.canary, journal.state.percent
                 ),
                 "leave it for a human (stop here)".to_string(),
             ];
@@ -427,110 +496,96 @@ impl Driver<'_> {
                 .prompter
                 .choose("An interrupted rollout was found. What now?", &options, 0)
             {
-                1 => return Ok(Recovery::Resume(journal.clone())),
-                2 => {
-                    return Err(DeployError::Lock(LockError::Held {
-                        service: id.name.clone(),
-                        holder: format!(
-                            "an interrupted rollout `{}` (left for a human)",
-                            journal.id
-                        ),
-                    }))
-                }
-                _ => {}
+                1 => Recovery::Resume,
+                2 => Recovery::Leave,
+                _ => Recovery::RollBack,
             }
-        }
-        let mut running = Running {
-            journal: journal.clone(),
-            etag: snapshot.etag.clone(),
+        } else {
+            Recovery::RollBack
         };
-        let reason = format!("interrupted rollout `{}` recovered", journal.id);
-        match self.roll_back(id, &mut running, &stable, &reason).await {
-            Outcome::RolledBack { .. } => {
-                // The crashed run's lock is stale by construction: break it.
+        let policy = self.policy(request);
+        let (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        match choice {
+            Recovery::Leave => Err(DeployError::Lock(LockError::Held {
+                service: id.name.clone(),
+                holder: format!("an interrupted rollout `{}` (left for a human)", journal.id),
+            })),
+            Recovery::Resume => {
+                // The crashed run's lock is stale (expired, or its process is gone): replace it
+                // with ours, under the same rollout id.
                 lock::release(self.platform, id, &journal.id).await?;
-                Ok(Recovery::RolledBack(format!(
-                    "interrupted rollout `{}` rolled back: 100% on `{stable}`",
-                    journal.id
-                )))
+                let lock = Lock::new(&journal.id, lock_ttl(request), Utc::now());
+                let snapshot = lock::acquire(
+                    self.platform,
+                    id,
+                    &lock,
+                    request.lock_wait,
+                    Duration::from_secs(2),
+                )
+                .await?;
+                self.reporter.event(&Event::LockTaken {
+                    holder: lock.describe(),
+                });
+                self.notice(
+                    notes,
+                    format!(
+                        "resumed the interrupted rollout `{}`; the requested image was not deployed: run `deploy` again for it",
+                        journal.id
+                    ),
+                );
+                let mut running = Running {
+                    canary_url: tag_url(&snapshot, &request.health),
+                    journal,
+                    etag: snapshot.etag,
+                    step_started: Instant::now(),
+                };
+                let journal = self
+                    .drive(request, &policy, &mut running, state, action, notes, interrupt)
+                    .await;
+                self.release(id, &journal.id, notes).await;
+                Ok(Some(RolloutReport {
+                    id: journal.id.clone(),
+                    service: id.name.clone(),
+                    canary: Some(journal.canary.clone()),
+                    stable: journal.stable.clone(),
+                    outcome: Outcome::of(&journal),
+                    notes: std::mem::take(notes),
+                }))
             }
-            other => Err(DeployError::Platform(PlatformError::Refused(format!(
-                "could not recover the interrupted rollout: {other:?}"
-            )))),
+            Recovery::RollBack => {
+                let mut running = Running {
+                    canary_url: None,
+                    journal: journal.clone(),
+                    etag: snapshot.etag.clone(),
+                    step_started: Instant::now(),
+                };
+                let done = self
+                    .drive(request, &policy, &mut running, state, action, notes, interrupt)
+                    .await;
+                match done.phase() {
+                    Phase::RolledBack | Phase::Stopped => {
+                        // The crashed run's lock is stale by construction: break it.
+                        lock::release(self.platform, id, &journal.id).await?;
+                        self.notice(
+                            notes,
+                            format!(
+                                "interrupted rollout `{}` rolled back: 100% on `{stable}`",
+                                journal.id
+                            ),
+                        );
+                        Ok(None)
+                    }
+                    _ => Err(DeployError::Platform(PlatformError::Refused(format!(
+                        "could not recover the interrupted rollout `{}`: {}",
+                        journal.id,
+                        done.state.reason.unwrap_or_default()
+                    )))),
+                }
+            }
         }
     }
 
-    /// Continues an interrupted rollout from its journal: same canary, same stable revision,
-    /// from the step it was at (a rollout interrupted in its monitor is promoted again and
-    /// monitored from the start). Identity was verified before any traffic moved, and the
-    /// journal only reaches `canary` after that.
-    async fn resume(
-        &self,
-        request: &DeployRequest,
-        journal: Journal,
-        interrupt: &mut Interrupt,
-    ) -> Result<RolloutReport, DeployError> {
-        let id = &request.id;
-        let stable = journal.stable.clone().unwrap_or_default();
-        let canary = journal.canary.clone();
-        // The crashed run's lock is stale (expired, or its process is gone): replace it with
-        // ours, under the same rollout id.
-        lock::release(self.platform, id, &journal.id).await?;
-        let ttl =
-            rollout_duration(&request.policy) + request.ready_timeout + Duration::from_secs(600);
-        let lock = Lock::new(&journal.id, ttl, Utc::now());
-        let snapshot = lock::acquire(
-            self.platform,
-            id,
-            &lock,
-            request.lock_wait,
-            Duration::from_secs(2),
-        )
-        .await?;
-        self.note(format!(
-            "resuming rollout `{}`: `{canary}` at {}% (stable `{stable}`)",
-            journal.id, journal.percent
-        ));
-        let start = match journal.phase {
-            Phase::Monitoring => request.policy.steps.len().saturating_sub(1),
-            _ => journal.step.unwrap_or(0),
-        };
-        let mut running = Running {
-            journal,
-            etag: snapshot.etag,
-        };
-        let mut notes = vec![format!(
-            "resumed the interrupted rollout `{}`; the requested image was not deployed: run `deploy` again for it",
-            running.journal.id
-        )];
-        let outcome = self
-            .roll_out(
-                request,
-                &mut running,
-                Pair {
-                    canary: &canary,
-                    stable: &stable,
-                },
-                start,
-                &mut notes,
-                interrupt,
-            )
-            .await;
-        if let Err(error) = lock::release(self.platform, id, &running.journal.id).await {
-            notes.push(format!(
-                "could not release the lock: {error} (`deployer unlock` breaks it)"
-            ));
-        }
-        Ok(RolloutReport {
-            id: running.journal.id.clone(),
-            service: id.name.clone(),
-            canary: Some(canary),
-            stable: Some(stable),
-            outcome,
-            notes,
-        })
-    }
-
+    /// A new rollout on an existing service, from the lock to the end.
     async fn run(
         &self,
         request: &DeployRequest,
@@ -538,10 +593,20 @@ impl Driver<'_> {
         snapshot: ServiceSnapshot,
         notes: &mut Vec<String>,
         interrupt: &mut Interrupt,
-    ) -> Result<(Option<String>, Option<String>, Outcome), DeployError> {
+    ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
+        let report = |canary: Option<String>, stable: Option<String>, outcome: Outcome| {
+            RolloutReport {
+                id: rollout_id.to_string(),
+                service: id.name.clone(),
+                canary,
+                stable,
+                outcome,
+                notes: Vec::new(),
+            }
+        };
         let Some(stable) = snapshot.primary_revision() else {
-            return Ok((
+            return Ok(report(
                 None,
                 None,
                 Outcome::StoppedBeforeTraffic {
@@ -552,297 +617,452 @@ impl Driver<'_> {
             ));
         };
         if snapshot.traffic_follows_latest() {
-            notes.push(format!(
+            self.notice(notes, format!(
                 "traffic followed \"latest\" (now `{stable}`); deployer pins it to `{stable}` explicitly"
             ));
         } else if snapshot.serving().len() > 1 {
-            notes.push(format!(
+            self.notice(notes, format!(
                 "traffic was split across {} revisions; deployer moves it to `{stable}` and the canary",
                 snapshot.serving().len()
             ));
         } else if snapshot.latest_ready_revision != stable {
-            notes.push(format!(
-                "pinned traffic: 100% on `{stable}` while the latest ready revision is `{}`",
-                snapshot.latest_ready_revision
-            ));
+            self.notice(
+                notes,
+                format!(
+                    "pinned traffic: 100% on `{stable}` while the latest ready revision is `{}`",
+                    snapshot.latest_ready_revision
+                ),
+            );
         }
-        let spec = revision_spec(request);
-        let canary = spec.name.clone();
+        // The new revision's settings start from the stable revision's — the one serving —
+        // never from the service's template, which may still describe a rolled-back revision.
+        let base = self
+            .platform
+            .revision(id, &stable)
+            .await?
+            .map(|revision| revision.settings)
+            .unwrap_or_default();
+        let canary = naming::revision_name(&id.name, &request.commit);
+        let spec = self.revision_spec(request, canary.clone(), Some(stable.clone()), base.clone());
+        let changes = spec.settings.differences(&base);
+        if !changes.is_empty() {
+            self.reporter
+                .event(&Event::SettingsChanged { changes });
+        }
+        let policy = self.policy(request);
         let mut running = Running {
             journal: Journal {
                 id: rollout_id.to_string(),
-                phase: Phase::Verifying,
                 stable: Some(stable.clone()),
                 canary: canary.clone(),
                 commit: request.commit.clone(),
                 image: request.image.clone(),
-                step: None,
-                percent: 0,
-                reason: None,
                 owner: lock::current_owner(),
                 started: Utc::now(),
                 updated: Utc::now(),
+                state: State::start(),
             },
             etag: snapshot.etag.clone(),
-        };
-        let stop = |reason: String| {
-            Ok((
-                Some(canary.clone()),
-                Some(stable.clone()),
-                Outcome::StoppedBeforeTraffic { reason },
-            ))
+            step_started: Instant::now(),
+            canary_url: None,
         };
 
         // Safety: the new revision starts at 0% with a tag, and the rest of the split names the
         // stable revision explicitly. Nobody is served by it until its identity is verified.
-        self.note(format!(
-            "creating revision `{canary}` with 0% traffic and tag `{CANARY_TAG}`"
-        ));
         let update = ServiceUpdate {
             template: Some(spec),
             traffic: Some(split(&stable, &canary, 0)),
             ..ServiceUpdate::default()
         };
-        let journal = running.journal.clone();
-        if let Err(error) = self.write(id, &mut running, journal, update).await {
-            let reason = match self.platform.revision(id, &canary).await {
-                Ok(Some(revision)) if revision.failure.is_some() => format!(
-                    "revision `{canary}` failed to start: {}",
-                    revision.failure.unwrap_or_default()
-                ),
-                _ => format!("creating revision `{canary}` failed: {error}"),
-            };
-            self.finish_stopped(id, &mut running, &reason).await;
-            return stop(reason);
-        }
-
-        if let Err(reason) = self.verify(request, &canary, &mut running).await {
-            self.clear_canary(id, &mut running, &stable, &reason).await;
-            return stop(reason);
-        }
-
-        let outcome = self
-            .roll_out(
-                request,
-                &mut running,
-                Pair {
-                    canary: &canary,
-                    stable: &stable,
-                },
-                0,
-                notes,
-                interrupt,
-            )
+        let created = self.write(id, &mut running, State::start(), update).await;
+        let (state, action) = match created {
+            Ok(snapshot) => {
+                running.canary_url = tag_url(&snapshot, &request.health);
+                self.reporter.event(&Event::RevisionCreated {
+                    revision: canary.clone(),
+                });
+                (State::start(), Action::VerifyIdentity)
+            }
+            Err(error) => {
+                let reason = match self.platform.revision(id, &canary).await {
+                    Ok(Some(revision)) if revision.failure.is_some() => format!(
+                        "revision `{canary}` failed to start: {}",
+                        revision.failure.unwrap_or_default()
+                    ),
+                    _ => format!("creating revision `{canary}` failed: {error}"),
+                };
+                let state = State {
+                    phase: Phase::Stopped,
+                    reason: Some(reason),
+                    ..State::start()
+                };
+                (state, Action::Record)
+            }
+        };
+        let journal = self
+            .drive(request, &policy, &mut running, state, action, notes, interrupt)
             .await;
-        Ok((Some(canary), Some(stable), outcome))
+        Ok(report(
+            Some(canary),
+            Some(stable),
+            Outcome::of(&journal),
+        ))
     }
 
-    /// The canary steps from `start` (an index into `rollout.steps`), promotion, the monitor and
-    /// the final split: the part of a rollout that a resumed run repeats.
-    async fn roll_out(
+    fn revision_spec(
         &self,
         request: &DeployRequest,
-        running: &mut Running,
-        revisions: Pair<'_>,
-        start: usize,
-        notes: &mut Vec<String>,
-        interrupt: &mut Interrupt,
-    ) -> Outcome {
-        let Pair { canary, stable } = revisions;
-        let id = &request.id;
-        let step_policy = StepPolicy {
-            steps: request.policy.steps.clone(),
-            hold: request.policy.hold.get(),
-            inconclusive: request.policy.inconclusive,
-            consecutive_error_limit: request.policy.consecutive_error_limit,
-        };
-        let canary_health = read_service(self.platform, id, self.retry)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|snapshot| snapshot.tag_uri(CANARY_TAG).map(str::to_string))
-            .map(|url| format!("{}{}", url.trim_end_matches('/'), request.health.path));
-        let mut index = start.min(step_policy.steps.len().saturating_sub(1));
-        loop {
-            let percent = step_policy.steps[index];
-            if percent >= 100 {
-                break;
-            }
-            let journal = running.journal.at(Phase::Canary, Some(index), percent);
-            if let Err(error) = self
-                .move_traffic(id, running, journal, revisions, percent)
-                .await
-            {
-                return self
-                    .after_failed_write(id, running, stable, canary, percent, error)
-                    .await;
-            }
-            match self
-                .analyse_step(
-                    request,
-                    &step_policy,
-                    index,
-                    Pair { canary, stable },
-                    canary_health.as_deref(),
-                    interrupt,
-                )
-                .await
-            {
-                StepEnd::Step(next) => index = next,
-                StepEnd::Promote => break,
-                StepEnd::Rollback(reason) => {
-                    return self.roll_back(id, running, stable, &reason).await;
-                }
-                StepEnd::Hold(reason) => {
-                    let journal =
-                        running
-                            .journal
-                            .finished(Phase::Held, percent, Some(reason.clone()));
-                    // The split stays as it is; if this write fails, the journal still says
-                    // `canary` and the next run treats the rollout as interrupted.
-                    let _ = self
-                        .write(id, running, journal, ServiceUpdate::default())
-                        .await;
-                    return Outcome::Held { reason };
-                }
-            }
+        name: String,
+        base: Option<String>,
+        base_settings: RevisionSettings,
+    ) -> RevisionSpec {
+        let mut labels = crate::platform::cloud_run::revision_labels(&request.commit);
+        if let Some(fingerprint) = &request.dirty {
+            labels.insert(
+                "deployer-dirty".to_string(),
+                crate::platform::cloud_run::label_value(fingerprint),
+            );
         }
-
-        // Promote: the canary takes 100%; the stable revision stays listed at 0% so that the
-        // monitor's rollback is a plain split change.
-        let journal = running.journal.at(Phase::Monitoring, None, 100);
-        if let Err(error) = self
-            .move_traffic(id, running, journal, revisions, 100)
-            .await
-        {
-            return self
-                .roll_back(id, running, stable, &format!("promotion failed: {error}"))
-                .await;
-        }
-        if let Some(reason) = self.monitor(request, canary, interrupt).await {
-            let outcome = self.roll_back(id, running, stable, &reason).await;
-            return outcome;
-        }
-        let journal = running.journal.finished(Phase::Promoted, 100, None);
-        let final_split = vec![TrafficTarget::to_revision(canary, 100).tagged(CANARY_TAG)];
-        if let Err(error) = self
-            .write(id, running, journal, ServiceUpdate::traffic(final_split))
-            .await
-        {
-            notes.push(format!(
-                "promoted, but the final write (dropping `{stable}` from the split) failed: {error}"
-            ));
-        }
-        Outcome::Promoted {
-            revision: canary.to_string(),
+        RevisionSpec {
+            name,
+            image: request.image.clone(),
+            labels,
+            base,
+            settings: request.run.apply(&base_settings, &request.env),
         }
     }
 
-    /// Writes the split with the canary at `percent` together with `journal`, and reports it.
-    async fn move_traffic(
+    /// The loop: carry out `action`, feed back what happened, until the machine says done.
+    /// Returns the final journal (also recorded locally).
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        request: &DeployRequest,
+        policy: &Policy,
+        running: &mut Running,
+        mut state: State,
+        mut action: Action,
+        notes: &mut Vec<String>,
+        interrupt: &mut Interrupt,
+    ) -> Journal {
+        loop {
+            let input = match action {
+                Action::Done => break,
+                Action::VerifyIdentity => {
+                    Input::Identity(self.verify(request, running).await)
+                }
+                Action::Validate => {
+                    let results = self
+                        .checks
+                        .run(Gate::Validation, &self.scope(request, running, Duration::ZERO))
+                        .await;
+                    self.reporter.event(&Event::Validation {
+                        results: results.clone(),
+                    });
+                    Input::Validated(Observation::of(results))
+                }
+                Action::Confirm { warnings } => Input::Confirmed(self.prompter.confirm(
+                    &format!("Validation warnings: {warnings}. Continue the rollout?"),
+                    false,
+                )),
+                Action::MoveTraffic { percent } => {
+                    match self.move_traffic(request, running, state.clone(), percent).await {
+                        Ok(()) => Input::TrafficMoved,
+                        Err(error) => Input::TrafficFailed(error.to_string()),
+                    }
+                }
+                Action::Observe { wait } => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {
+                            let elapsed = running.step_started.elapsed();
+                            let observation = self.observe(request, policy, running, &state, elapsed).await;
+                            Input::Observed { observation, elapsed }
+                        }
+                        () = &mut *interrupt => Input::Interrupted(self.interrupted()),
+                    }
+                }
+                Action::RollBack | Action::ClearCanary => {
+                    Input::Wrote(self.roll_back(request, running, state.clone(), action == Action::RollBack).await)
+                }
+                Action::Record => Input::Wrote(self.record(request, running, state.clone()).await),
+                Action::Complete => {
+                    // The promoted revision alone in the split (still tagged, so its URL stays).
+                    let final_split =
+                        vec![TrafficTarget::to_revision(&running.journal.canary, 100).tagged(CANARY_TAG)];
+                    match self
+                        .write(&request.id, running, state.clone(), ServiceUpdate::traffic(final_split))
+                        .await
+                    {
+                        Ok(_) => Input::Wrote(Written::Done),
+                        Err(error) => {
+                            self.notice(notes, format!(
+                                "promoted, but the final write (dropping `{}` from the split) failed: {error}",
+                                running.stable()
+                            ));
+                            Input::Wrote(Written::Failed(error.to_string()))
+                        }
+                    }
+                }
+            };
+            (state, action) = machine::advance(policy, &state, input);
+        }
+        running.journal = running.journal.with_state(state);
+        self.local_journal.record(&request.id, &running.journal);
+        if running.journal.phase().is_terminal() {
+            self.reporter.event(&Event::Finished {
+                outcome: Outcome::of(&running.journal),
+            });
+        }
+        running.journal.clone()
+    }
+
+    /// Writes `update` plus the journal of `state`, guarded by the last etag; records the
+    /// journal locally.
+    async fn write(
         &self,
         id: &ServiceId,
         running: &mut Running,
-        journal: Journal,
-        revisions: Pair<'_>,
+        state: State,
+        mut update: ServiceUpdate,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        let journal = running.journal.with_state(state);
+        update
+            .annotations
+            .insert(JOURNAL_ANNOTATION.to_string(), Some(journal.encode()));
+        let snapshot = write_guarded(self.platform, id, &running.etag, &update, self.retry).await?;
+        running.etag = snapshot.etag.clone();
+        running.journal = journal;
+        self.local_journal.record(id, &running.journal);
+        Ok(snapshot)
+    }
+
+    async fn move_traffic(
+        &self,
+        request: &DeployRequest,
+        running: &mut Running,
+        state: State,
         percent: u8,
     ) -> Result<(), PlatformError> {
-        let traffic = split(revisions.stable, revisions.canary, percent);
-        self.write(
-            id,
-            running,
-            journal,
-            ServiceUpdate::traffic(traffic.clone()),
-        )
-        .await?;
-        self.reporter.event(&Event::Traffic {
+        let traffic = split(&running.stable(), &running.journal.canary.clone(), percent);
+        let snapshot = self
+            .write(&request.id, running, state, ServiceUpdate::traffic(traffic.clone()))
+            .await?;
+        if running.canary_url.is_none() {
+            running.canary_url = tag_url(&snapshot, &request.health);
+        }
+        running.step_started = Instant::now();
+        self.reporter.event(&Event::TrafficMoved {
             canary_percent: percent,
             split: traffic,
         });
         Ok(())
     }
 
-    /// A traffic write failed mid-rollout. If another writer already took the canary out of
-    /// the split (an emergency rollback, typically), respect that and stop; otherwise put all
-    /// traffic back on the stable revision.
-    async fn after_failed_write(
+    /// 100% back on the stable revision, with the journal of `state` in the same write (the
+    /// emergency-rollback write of [`rollback::execute`], which wins races by re-reading). If
+    /// someone else already took the canary out of the split (an on-call engineer's emergency
+    /// rollback, typically), their change stands: nothing is written.
+    async fn roll_back(
         &self,
-        id: &ServiceId,
+        request: &DeployRequest,
         running: &mut Running,
-        stable: &str,
-        canary: &str,
-        percent: u8,
-        error: PlatformError,
-    ) -> Outcome {
-        if let (PlatformError::Conflict(_), Ok(Some(snapshot))) =
-            (&error, read_service(self.platform, id, self.retry).await)
-        {
-            let canary_share: u8 = snapshot
-                .serving()
-                .iter()
-                .filter(|(name, _)| name == canary)
-                .map(|(_, share)| *share)
-                .sum();
-            if canary_share == 0 {
-                let serving = snapshot.primary_revision().unwrap_or_default();
-                let reason = format!(
-                    "someone else changed the service during the rollout and took the canary out of the split; now `{serving}` serves — deployer stops without writing"
-                );
-                running.etag = snapshot.etag;
-                running.journal =
-                    running
-                        .journal
-                        .finished(Phase::RolledBack, 0, Some(reason.clone()));
-                self.local_journal.record(id, &running.journal);
-                return Outcome::RolledBack {
-                    reason,
-                    revision: serving,
-                };
+        state: State,
+        traffic_moved: bool,
+    ) -> Written {
+        let id = &request.id;
+        let stable = running.stable();
+        let reason = state.reason.clone().unwrap_or_default();
+        self.reporter.event(&Event::RollingBack {
+            to: stable.clone(),
+            reason: reason.clone(),
+        });
+        let snapshot = match read_service(self.platform, id, self.retry).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Written::Failed(format!("`{}` disappeared", id.name)),
+            Err(error) => return Written::Failed(error.to_string()),
+        };
+        let canary = &running.journal.canary;
+        let ours = Journal::of(&snapshot).is_some_and(|journal| journal.id == running.journal.id);
+        let canary_share: u16 = snapshot
+            .serving()
+            .iter()
+            .filter(|(name, _)| name == canary)
+            .map(|(_, share)| u16::from(*share))
+            .sum();
+        if traffic_moved && canary_share == 0 && !ours {
+            let serving = snapshot.primary_revision().unwrap_or_default();
+            return Written::Superseded(format!(
+                "{reason}; meanwhile someone else changed the service and took the canary out of the split: `{serving}` serves — deployer stops without writing"
+            ));
+        }
+        let plan = rollback::RollbackPlan {
+            from: snapshot.serving(),
+            to: stable,
+            why: reason,
+        };
+        let journal = running.journal.with_state(state);
+        match rollback::execute(self.platform, snapshot, &plan, Some(&journal)).await {
+            Ok(after) => {
+                running.etag = after.etag;
+                running.journal = journal;
+                Written::Done
+            }
+            Err(error) => Written::Failed(error.to_string()),
+        }
+    }
+
+    /// Writes the journal of `state` alone (the split stays as it is).
+    async fn record(&self, request: &DeployRequest, running: &mut Running, state: State) -> Written {
+        for _ in 0..2 {
+            match self
+                .write(&request.id, running, state.clone(), ServiceUpdate::default())
+                .await
+            {
+                Ok(_) => return Written::Done,
+                Err(PlatformError::Conflict(_)) => {
+                    match read_service(self.platform, &request.id, self.retry).await {
+                        Ok(Some(snapshot)) => running.etag = snapshot.etag,
+                        _ => break,
+                    }
+                }
+                Err(error) => return Written::Failed(error.to_string()),
             }
         }
-        self.roll_back(
-            id,
-            running,
-            stable,
-            &format!("moving traffic to {percent}% failed: {error}"),
-        )
-        .await
+        // If this write failed, the journal still says where the rollout was and the next run
+        // treats it as interrupted.
+        Written::Failed("the journal could not be written".into())
     }
 
-    async fn finish_stopped(&self, id: &ServiceId, running: &mut Running, reason: &str) {
-        let journal = running
-            .journal
-            .finished(Phase::Stopped, 0, Some(reason.to_string()));
-        if let Ok(Some(snapshot)) = read_service(self.platform, id, self.retry).await {
-            running.etag = snapshot.etag;
-            let _ = self
-                .write(id, running, journal, ServiceUpdate::default())
-                .await;
-        } else {
-            running.journal = journal;
-            self.local_journal.record(id, &running.journal);
+    fn scope(&self, request: &DeployRequest, running: &Running, window: Duration) -> CheckScope {
+        CheckScope {
+            revision: running.journal.canary.clone(),
+            stable_revision: running.journal.stable.clone(),
+            commit: request.commit.clone(),
+            revision_url: running.canary_url.clone(),
+            window,
         }
     }
 
-    /// After a failed verification: the canary still has 0%; drop it from the split.
-    async fn clear_canary(
+    /// One look: the request-error test, the health of the canary (its tag URL in a step, the
+    /// service URL in the monitor) and the gate's service checks, read concurrently.
+    async fn observe(
         &self,
-        id: &ServiceId,
-        running: &mut Running,
-        stable: &str,
-        reason: &str,
-    ) {
-        self.note(format!("stopping before any traffic moved: {reason}"));
-        let journal = running
-            .journal
-            .finished(Phase::Stopped, 0, Some(reason.to_string()));
-        let update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(stable, 100)]);
-        if self.write(id, running, journal, update).await.is_err() {
-            self.finish_stopped(id, running, reason).await;
+        request: &DeployRequest,
+        policy: &Policy,
+        running: &Running,
+        state: &State,
+        elapsed: Duration,
+    ) -> Observation {
+        let id = &request.id;
+        let canary = running.journal.canary.clone();
+        let stable = running.stable();
+        let monitoring = state.phase == Phase::Monitoring;
+        let (gate, window, remaining) = if monitoring {
+            (
+                Gate::Monitor,
+                policy.monitor_interval,
+                policy.monitor_duration.saturating_sub(elapsed),
+            )
+        } else {
+            // Cumulative counts since the step started: the sequential test of the step.
+            (
+                Gate::Canary,
+                elapsed + Duration::from_secs(1),
+                policy.hold.saturating_sub(elapsed),
+            )
+        };
+        let requests = async {
+            let canary_counts = self.metrics.request_counts(id, &canary, window).await;
+            let stable_counts = if monitoring {
+                None
+            } else {
+                Some(self.metrics.request_counts(id, &stable, window).await)
+            };
+            match (canary_counts, stable_counts) {
+                (Ok(canary), None) => (self.analyser.judge(canary, None), Some(canary), None),
+                (Ok(canary), Some(Ok(stable))) => (
+                    self.analyser.judge(canary, Some(stable)),
+                    Some(canary),
+                    Some(stable),
+                ),
+                (Err(error), _) | (_, Some(Err(error))) => (
+                    MetricResult::new(REQUEST_ERRORS, Status::Error, error.to_string()),
+                    None,
+                    None,
+                ),
+            }
+        };
+        let health = async {
+            let url = if monitoring {
+                match read_service(self.platform, id, self.retry).await {
+                    Ok(Some(snapshot)) => Ok(format!(
+                        "{}{}",
+                        snapshot.uri.trim_end_matches('/'),
+                        request.health.path
+                    )),
+                    Ok(None) => Err("the service disappeared".to_string()),
+                    Err(error) => Err(error.to_string()),
+                }
+            } else {
+                running
+                    .canary_url
+                    .clone()
+                    .ok_or_else(|| format!("the platform reports no URL for tag `{CANARY_TAG}`"))
+            };
+            let name = if monitoring { "service health" } else { "canary health" };
+            match url {
+                Err(reason) => MetricResult::new(name, Status::Error, reason),
+                Ok(url) => match self.health_ok(&url, request).await {
+                    Ok(()) => MetricResult::new(name, Status::Pass, format!("`{url}` answered 200")),
+                    // A revision whose own `/health` fails is failing, whatever its request
+                    // counts say.
+                    Err(reason) => MetricResult::new(name, Status::Fail, reason),
+                },
+            }
+        };
+        let scope = self.scope(request, running, window);
+        let checks = async {
+            if self.checks.gates(gate) {
+                self.checks.run(gate, &scope).await
+            } else {
+                Vec::new()
+            }
+        };
+        let ((request_result, canary_counts, stable_counts), health, checks) =
+            tokio::join!(requests, health, checks);
+        let mut results = vec![request_result, health];
+        results.extend(checks);
+        self.reporter.event(&Event::Analysis {
+            phase: state.phase,
+            canary_percent: state.percent,
+            canary: canary_counts,
+            stable: stable_counts,
+            results: results.clone(),
+            remaining,
+        });
+        Observation::of(results)
+    }
+
+    fn interrupted(&self) -> Interruption {
+        // Ctrl-C: interactive users choose; unattended runs take the safe default (roll back).
+        let choice = self.prompter.choose(
+            "Interrupted. What now?",
+            &[
+                "roll back (100% to the stable revision)",
+                "leave the split as it is, for a human",
+            ],
+            0,
+        );
+        if choice == 0 {
+            Interruption::RollBack
+        } else {
+            Interruption::Leave
         }
     }
 
-    async fn verify_url(&self, request: &DeployRequest, url: &str) -> Result<(), String> {
+    /// `/health` of `url` reports the expected identity, retried until the ready timeout
+    /// (a wrong identity is final at once).
+    async fn verify_url(&self, request: &DeployRequest, url: &str) -> Result<(), IdentityError> {
         let deadline = Instant::now() + request.ready_timeout;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
@@ -854,262 +1074,67 @@ impl Driver<'_> {
                     &request.commit,
                 ) {
                     Ok(()) => return Ok(()),
-                    // A wrong identity is final: retrying will not change the code.
-                    Err(reason) if reason.starts_with("wrong code deployed") => return Err(reason),
-                    Err(reason) => last = reason,
+                    Err(error @ IdentityError::WrongCode(_)) => return Err(error),
+                    Err(error) => last = error.to_string(),
                 },
                 Err(error) => last = error,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(format!(
+        Err(IdentityError::Unreachable(format!(
             "`{url}` did not answer a healthy identity within {}: {last}",
             humantime::format_duration(request.ready_timeout)
-        ))
+        )))
     }
 
     /// Waits for the canary to be Ready, then checks its image digest and its identity on the
     /// tag URL.
-    async fn verify(
-        &self,
-        request: &DeployRequest,
-        canary: &str,
-        running: &mut Running,
-    ) -> Result<(), String> {
+    async fn verify(&self, request: &DeployRequest, running: &mut Running) -> Result<(), IdentityError> {
         let id = &request.id;
+        let canary = running.journal.canary.clone();
         let deadline = Instant::now() + request.ready_timeout;
         let revision = loop {
-            match self.platform.revision(id, canary).await {
+            match self.platform.revision(id, &canary).await {
                 Ok(Some(revision)) if revision.ready => break revision,
                 Ok(Some(revision)) if revision.failure.is_some() && !revision.reconciling => {
-                    return Err(format!(
+                    return Err(IdentityError::NotReady(format!(
                         "revision `{canary}` failed to start: {}",
                         revision.failure.unwrap_or_default()
-                    ))
+                    )))
                 }
                 Ok(_) | Err(_) if Instant::now() >= deadline => {
-                    return Err(format!(
+                    return Err(IdentityError::NotReady(format!(
                         "revision `{canary}` was not Ready within {}",
                         humantime::format_duration(request.ready_timeout)
-                    ))
+                    )))
                 }
                 _ => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
         if !identity::same_image(&revision.image, &request.image) {
-            return Err(format!(
-                "wrong code deployed: revision `{canary}` runs `{}`, expected `{}`",
+            return Err(IdentityError::WrongCode(format!(
+                "revision `{canary}` runs `{}`, expected `{}`",
                 revision.image, request.image
-            ));
+            )));
         }
         let snapshot = read_service(self.platform, id, self.retry)
             .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("`{}` disappeared", id.name))?;
+            .map_err(|error| IdentityError::Unreachable(error.to_string()))?
+            .ok_or_else(|| IdentityError::Unreachable(format!("`{}` disappeared", id.name)))?;
         running.etag = snapshot.etag.clone();
-        let url = snapshot
-            .tag_uri(CANARY_TAG)
-            .ok_or_else(|| format!("the platform reports no URL for tag `{CANARY_TAG}`"))?;
-        let url = format!("{}{}", url.trim_end_matches('/'), request.health.path);
+        let url = tag_url(&snapshot, &request.health).ok_or_else(|| {
+            IdentityError::Unreachable(format!(
+                "the platform reports no URL for tag `{CANARY_TAG}`"
+            ))
+        })?;
+        running.canary_url = Some(url.clone());
         self.verify_url(request, &url).await?;
-        self.note(format!(
-            "identity verified: `{url}` reports service `{}` and commit `{}`; image digest matches",
-            request.service_name,
-            short(&request.commit)
-        ));
+        self.reporter.event(&Event::IdentityVerified {
+            url,
+            service: request.service_name.clone(),
+            commit: short(&request.commit, 12),
+        });
         Ok(())
-    }
-
-    async fn analyse_step(
-        &self,
-        request: &DeployRequest,
-        policy: &StepPolicy,
-        index: usize,
-        revisions: Pair<'_>,
-        canary_health: Option<&str>,
-        interrupt: &mut Interrupt,
-    ) -> StepEnd {
-        let Pair { canary, stable } = revisions;
-        let started = Instant::now();
-        let interval = request.policy.interval.get();
-        let mut consecutive_errors = 0;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = &mut *interrupt => return self.interrupted(),
-            }
-            let elapsed = started.elapsed();
-            let window = elapsed + Duration::from_secs(1);
-            let (judgement, canary_counts, stable_counts) =
-                match self.counts(&request.id, canary, stable, window).await {
-                    Ok((canary_counts, stable_counts)) => (
-                        self.analyser.judge(canary_counts, Some(stable_counts)),
-                        canary_counts,
-                        Some(stable_counts),
-                    ),
-                    Err(reason) => (
-                        Judgement::MeasurementError { reason },
-                        RequestCounts::default(),
-                        None,
-                    ),
-                };
-            // A canary whose own `/health` fails is failing, whatever its request counts say.
-            let judgement = match (&judgement, canary_health) {
-                (Judgement::Fail { .. }, _) | (_, None) => judgement,
-                (_, Some(url)) => match self.health_ok(url, request).await {
-                    Ok(()) => judgement,
-                    Err(reason) => Judgement::Fail {
-                        reason: format!("the canary's health check failed: {reason}"),
-                    },
-                },
-            };
-            self.reporter.event(&Event::Analysis {
-                canary_percent: policy.steps[index],
-                canary: canary_counts,
-                stable: stable_counts,
-                judgement: judgement.clone(),
-                remaining: policy.hold.saturating_sub(elapsed),
-            });
-            let state = StepState {
-                index,
-                elapsed,
-                consecutive_errors,
-            };
-            match machine::after_analysis(policy, state, &judgement) {
-                Next::Analyse {
-                    consecutive_errors: errors,
-                } => consecutive_errors = errors,
-                Next::Step(next) => return StepEnd::Step(next),
-                Next::Promote => return StepEnd::Promote,
-                Next::Rollback(reason) => return StepEnd::Rollback(reason),
-                Next::Hold(reason) => return StepEnd::Hold(reason),
-            }
-        }
-    }
-
-    fn interrupted(&self) -> StepEnd {
-        // Ctrl-C: interactive users choose; unattended runs take the safe default (roll back).
-        let choice = self.prompter.choose(
-            "Interrupted. What now?",
-            &[
-                "roll back (100% to the stable revision)",
-                "leave the split as it is, for a human",
-            ],
-            0,
-        );
-        if choice == 0 {
-            StepEnd::Rollback("interrupted by the user".into())
-        } else {
-            StepEnd::Hold("interrupted by the user; split left as it was".into())
-        }
-    }
-
-    async fn counts(
-        &self,
-        id: &ServiceId,
-        canary: &str,
-        stable: &str,
-        window: Duration,
-    ) -> Result<(RequestCounts, RequestCounts), String> {
-        let canary_counts = self
-            .metrics
-            .request_counts(id, canary, window)
-            .await
-            .map_err(|error| error.to_string())?;
-        let stable_counts = self
-            .metrics
-            .request_counts(id, stable, window)
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok((canary_counts, stable_counts))
-    }
-
-    /// The post-deploy monitor. Returns the reason to roll back, if any.
-    async fn monitor(
-        &self,
-        request: &DeployRequest,
-        canary: &str,
-        interrupt: &mut Interrupt,
-    ) -> Option<String> {
-        let duration = request.policy.monitor_duration.get();
-        if duration.is_zero() {
-            self.note("post-deploy monitor disabled (monitor_duration = 0s)");
-            return None;
-        }
-        self.note(format!(
-            "post-deploy monitor: {} checks every {}",
-            humantime::format_duration(duration),
-            humantime::format_duration(request.policy.monitor_interval.get())
-        ));
-        let started = Instant::now();
-        let interval = request.policy.monitor_interval.get();
-        let mut consecutive_errors = 0;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = &mut *interrupt => {
-                    return match self.interrupted() {
-                        StepEnd::Rollback(reason) => Some(reason),
-                        _ => None,
-                    };
-                }
-            }
-            let elapsed = started.elapsed();
-            let judgement = match self
-                .metrics
-                .request_counts(&request.id, canary, interval)
-                .await
-            {
-                Ok(counts) => {
-                    let judgement = self.analyser.judge(counts, None);
-                    self.reporter.event(&Event::Analysis {
-                        canary_percent: 100,
-                        canary: counts,
-                        stable: None,
-                        judgement: judgement.clone(),
-                        remaining: duration.saturating_sub(elapsed),
-                    });
-                    judgement
-                }
-                Err(error) => Judgement::MeasurementError {
-                    reason: error.to_string(),
-                },
-            };
-            let judgement = match (&judgement, self.service_health(request).await) {
-                (Judgement::Fail { .. }, _) | (_, Ok(())) => judgement,
-                (_, Err(reason)) => Judgement::Fail { reason },
-            };
-            match machine::after_monitor_check(
-                &judgement,
-                elapsed,
-                duration,
-                consecutive_errors,
-                request.policy.consecutive_error_limit,
-            ) {
-                MonitorNext::Continue {
-                    consecutive_errors: errors,
-                } => consecutive_errors = errors,
-                MonitorNext::Done => {
-                    self.note("post-deploy monitor passed");
-                    return None;
-                }
-                MonitorNext::Rollback(reason) => return Some(reason),
-            }
-        }
-    }
-
-    /// `/health` of the service's main URL answers 200 (the seed's monitor check).
-    async fn service_health(&self, request: &DeployRequest) -> Result<(), String> {
-        let snapshot = read_service(self.platform, &request.id, self.retry)
-            .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| "the service disappeared".to_string())?;
-        let url = format!(
-            "{}{}",
-            snapshot.uri.trim_end_matches('/'),
-            request.health.path
-        );
-        self.health_ok(&url, request).await
     }
 
     /// `GET url` answers 200; two tries, so that one lost request does not roll back a healthy
@@ -1127,27 +1152,11 @@ impl Driver<'_> {
     }
 }
 
-/// The two revisions of a rollout.
-#[derive(Debug, Clone, Copy)]
-struct Pair<'a> {
-    canary: &'a str,
-    stable: &'a str,
-}
-
-/// What became of an interrupted rollout.
-enum Recovery {
-    /// Rolled back (or nothing to do); the note says what happened.
-    RolledBack(String),
-    /// To be resumed from its journal.
-    Resume(Journal),
-}
-
-/// How a canary step ended.
-enum StepEnd {
-    Step(usize),
-    Promote,
-    Rollback(String),
-    Hold(String),
+/// The health URL of the canary's tag, if the platform reports one.
+fn tag_url(snapshot: &ServiceSnapshot, health: &HealthConfig) -> Option<String> {
+    snapshot
+        .tag_uri(CANARY_TAG)
+        .map(|url| format!("{}{}", url.trim_end_matches('/'), health.path))
 }
 
 /// The split with the canary at `percent` and the stable revision at the rest.
@@ -1158,57 +1167,19 @@ pub fn split(stable: &str, canary: &str, percent: u8) -> Vec<TrafficTarget> {
     ]
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
+/// How long a rollout's lock lives: the longest the rollout can take, plus margins.
+fn lock_ttl(request: &DeployRequest) -> Duration {
+    rollout_duration(&request.policy)
+        .saturating_add(request.ready_timeout)
+        .saturating_add(Duration::from_secs(600))
 }
 
-/// `length` random lowercase letters and digits (valid in revision names and lock ids).
-fn random_suffix(length: usize) -> String {
-    (0..length)
-        .map(|_| {
-            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36usize)])
-        })
-        .collect()
-}
-
-/// A rollout's id, which is also its lock's id: unique per run, since two deploys of the same
-/// commit in the same second (a pipeline triggered twice) must not both hold "their" lock.
-fn rollout_id(commit: &str) -> String {
-    let suffix = random_suffix(4);
-    format!(
-        "{}-{}-{suffix}",
-        Utc::now().format("%Y%m%d%H%M%S"),
-        &short(commit).to_ascii_lowercase()
-    )
-}
-
-fn revision_spec(request: &DeployRequest) -> RevisionSpec {
-    let suffix = random_suffix(3);
-    let commit: String = short(&request.commit)
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    let name = format!("{}-{commit}-{suffix}", request.id.name);
-    RevisionSpec {
-        name,
-        image: request.image.clone(),
-        labels: {
-            let mut labels = crate::platform::cloud_run::revision_labels(&request.commit);
-            if let Some(fingerprint) = &request.dirty {
-                labels.insert(
-                    "deployer-dirty".to_string(),
-                    crate::platform::cloud_run::label_value(fingerprint),
-                );
-            }
-            labels
-        },
-        env: request.env.clone(),
-    }
-}
-
-/// The longest a rollout can take: every step held to its limit, plus the monitor.
+/// The longest a rollout can take: every step held to its limit, plus the monitor (saturating:
+/// absurd durations must not overflow).
 pub fn rollout_duration(policy: &RolloutConfig) -> Duration {
-    policy.hold.get() * u32::try_from(policy.steps.len()).unwrap_or(u32::MAX)
-        + policy.monitor_duration.get()
+    policy
+        .hold
+        .get()
+        .saturating_mul(u32::try_from(policy.steps.len()).unwrap_or(u32::MAX))
+        .saturating_add(policy.monitor_duration.get())
 }

@@ -74,50 +74,72 @@ pub fn field(body: &serde_json::Value, path: &str) -> Option<String> {
     }
 }
 
+/// What went wrong verifying the new revision's identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// It runs other code than the one deployed (service, commit or image digest): final,
+    /// retrying will not change the code.
+    #[error("wrong code deployed: {0}")]
+    WrongCode(String),
+    /// It did not become Ready (failed to start, or not within the ready timeout).
+    #[error("{0}")]
+    NotReady(String),
+    /// Its URL did not answer a healthy identity within the ready timeout.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// True when `reported` names the same commit as `expected` (either may be abbreviated, but at
-/// least 7 characters must agree).
+/// least 7 characters must agree). Compared by characters: `reported` comes from a remote
+/// system and may hold anything.
 pub fn same_commit(reported: &str, expected: &str) -> bool {
-    let reported = reported.trim().to_ascii_lowercase();
-    let expected = expected.trim().to_ascii_lowercase();
+    let reported: Vec<char> = reported.trim().to_lowercase().chars().collect();
+    let expected: Vec<char> = expected.trim().to_lowercase().chars().collect();
     let shorter = reported.len().min(expected.len());
     shorter >= 7 && reported[..shorter] == expected[..shorter]
 }
 
-/// Checks one health answer against the expected identity; `Err` says what is wrong.
+/// The first `length` characters of `text` (a commit, for display): never cuts a character.
+pub fn short(text: &str, length: usize) -> String {
+    text.chars().take(length).collect()
+}
+
+/// Checks one health answer against the expected identity.
 pub fn check_identity(
     answer: &HealthAnswer,
     health: &HealthConfig,
     service: &str,
     commit: &str,
-) -> Result<(), String> {
+) -> Result<(), IdentityError> {
     if answer.status != 200 {
-        return Err(format!("`{}` answered HTTP {}", health.path, answer.status));
+        return Err(IdentityError::Unreachable(format!(
+            "`{}` answered HTTP {}",
+            health.path, answer.status
+        )));
     }
-    let body = answer
-        .body
-        .as_ref()
-        .ok_or_else(|| format!("`{}` did not answer JSON", health.path))?;
+    let body = answer.body.as_ref().ok_or_else(|| {
+        IdentityError::Unreachable(format!("`{}` did not answer JSON", health.path))
+    })?;
     let reported_service = field(body, &health.service_field);
     if reported_service.as_deref() != Some(service) {
-        return Err(format!(
-            "wrong code deployed: `{}` reports service {} (field `{}`), expected `{service}`",
+        return Err(IdentityError::WrongCode(format!(
+            "`{}` reports service {} (field `{}`), expected `{service}`",
             health.path,
-            reported_service.map_or("nothing".to_string(), |name| format!("`{name}`")),
+            reported_service.map_or("nothing".to_string(), |name| format!("`{}`", name.escape_debug())),
             health.service_field
-        ));
+        )));
     }
     let reported_commit = field(body, &health.commit_field);
     match reported_commit {
         Some(reported) if same_commit(&reported, commit) => Ok(()),
-        other => Err(format!(
-            "wrong code deployed: `{}` reports commit {} (field `{}`), expected `{commit}`",
+        other => Err(IdentityError::WrongCode(format!(
+            "`{}` reports commit {} (field `{}`), expected `{commit}`",
             health.path,
-            other.map_or("nothing".to_string(), |commit| format!("`{commit}`")),
+            other.map_or("nothing".to_string(), |commit| format!("`{}`", commit.escape_debug())),
             health.commit_field
-        )),
+        ))),
     }
 }
-
 /// True when the image the platform runs is the image deployed: the same digest.
 pub fn same_image(running: &str, deployed: &str) -> bool {
     let digest = |image: &str| image.split_once('@').map(|(_, digest)| digest.to_string());
@@ -167,7 +189,8 @@ mod tests {
             "hello",
             commit,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             wrong_service.contains("reports service `grading-service`"),
             "{wrong_service}"
@@ -179,7 +202,7 @@ mod tests {
             commit,
         )
         .unwrap_err();
-        assert!(stale.starts_with("wrong code deployed"), "{stale}");
+        assert!(matches!(stale, IdentityError::WrongCode(_)), "{stale}");
         let short = check_identity(
             &answer(json!({"service": "hello", "commit": "01"})),
             &health,
@@ -211,8 +234,23 @@ mod tests {
         };
         assert_eq!(
             check_identity(&down, &health, "hello", "abcdef0"),
-            Err("`/health` answered HTTP 503".into())
+            Err(IdentityError::Unreachable(
+                "`/health` answered HTTP 503".into()
+            ))
         );
+    }
+
+    /// `deploy --commit 'aaaaaaaaaaaéé'` panicked slicing bytes (exit 101); a `/health` that
+    /// reports non-ASCII commits did too.
+    #[test]
+    fn commits_with_multibyte_characters_do_not_panic() {
+        assert!(!same_commit("aaaaaaaaaaaéé", "aaaaaaaaaaaa"));
+        assert!(same_commit("aaaaaaaéé", "aaaaaaaéé"));
+        assert!(!same_commit("ééééééé", "aaaaaaa"));
+        assert_eq!(short("aaaaaaéé", 7), "aaaaaaé");
+        let health = HealthConfig::default();
+        let answer = answer(json!({"service": "hello", "commit": "ééééééééé"}));
+        assert!(check_identity(&answer, &health, "hello", "abcdef0123").is_err());
     }
 
     #[test]

@@ -12,61 +12,17 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::machine::{Phase, State};
 use crate::platform::{ServiceId, ServiceSnapshot};
 
 /// The annotation holding the journal.
 pub const JOURNAL_ANNOTATION: &str = "deployer.dev/rollout";
 
-/// The phases of a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// The new revision is being created with 0% traffic.
-    Creating,
-    /// The new revision exists with 0%; its identity is being verified.
-    Verifying,
-    /// The canary has `percent`% of traffic and is being analysed.
-    Canary,
-    /// The canary has 100%; the post-deploy monitor is watching it.
-    Monitoring,
-    /// Done: the new revision serves 100%.
-    Promoted,
-    /// Done: traffic is back on the stable revision.
-    RolledBack,
-    /// Stopped before any traffic moved to the new revision.
-    Stopped,
-    /// Stopped with the split left as it was, for a human (inconclusive with `hold`).
-    Held,
-    /// A rollback was needed and failed: a human must act.
-    RollbackFailed,
-}
-
-impl Phase {
-    /// True when the rollout is over (nothing to resume).
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Phase::Promoted
-                | Phase::RolledBack
-                | Phase::Stopped
-                | Phase::Held
-                | Phase::RollbackFailed
-        )
-    }
-
-    /// True once the new revision may have received traffic.
-    pub fn traffic_moved(self) -> bool {
-        !matches!(self, Phase::Creating | Phase::Verifying | Phase::Stopped)
-    }
-}
-
-/// One rollout's record.
+/// One rollout's record: who runs it, on which revisions, and the state machine's [`State`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     /// The rollout's id (also the lock's id).
     pub id: String,
-    /// Where the rollout is.
-    pub phase: Phase,
     /// The revision serving before the rollout (the rollback target), if any.
     pub stable: Option<String>,
     /// The new revision.
@@ -75,20 +31,15 @@ pub struct Journal {
     pub commit: String,
     /// The image being deployed, by digest.
     pub image: String,
-    /// Index of the canary step (in `phase = canary`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<usize>,
-    /// The canary's traffic percent.
-    pub percent: u8,
-    /// Why the rollout ended as it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
     /// Who runs it (`user@host`).
     pub owner: String,
     /// When it started.
     pub started: DateTime<Utc>,
     /// When this record was written.
     pub updated: DateTime<Utc>,
+    /// Where the rollout is (phase, step, percent, the analysis' counters, the reason).
+    #[serde(flatten)]
+    pub state: State,
 }
 
 impl Journal {
@@ -100,26 +51,27 @@ impl Journal {
             .and_then(|text| serde_json::from_str(text).ok())
     }
 
-    /// This record in a later phase.
-    pub fn at(&self, phase: Phase, step: Option<usize>, percent: u8) -> Journal {
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.state.phase
+    }
+
+    /// This record with a new state.
+    pub fn with_state(&self, state: State) -> Journal {
         Journal {
-            phase,
-            step,
-            percent,
+            state,
             updated: Utc::now(),
             ..self.clone()
         }
     }
 
-    /// This record, finished with a reason.
-    pub fn finished(&self, phase: Phase, percent: u8, reason: Option<String>) -> Journal {
-        Journal {
+    /// This record, finished in `phase` with a reason (the rest of the state kept).
+    pub fn finished(&self, phase: Phase, reason: String) -> Journal {
+        self.with_state(State {
             phase,
-            percent,
-            reason,
-            updated: Utc::now(),
-            ..self.clone()
-        }
+            reason: Some(reason),
+            ..self.state.clone()
+        })
     }
 
     /// The annotation value.
@@ -195,26 +147,40 @@ mod tests {
     fn journal() -> Journal {
         Journal {
             id: "r1".into(),
-            phase: Phase::Canary,
             stable: Some("svc-1".into()),
             canary: "svc-2".into(),
             commit: "abc".into(),
             image: "img@sha256:1".into(),
-            step: Some(1),
-            percent: 25,
-            reason: None,
             owner: "alice@laptop".into(),
             started: Utc::now(),
             updated: Utc::now(),
+            state: State {
+                phase: Phase::Canary,
+                step: Some(1),
+                percent: 25,
+                ..State::start()
+            },
         }
     }
 
     #[test]
     fn phases_know_whether_traffic_moved() {
         assert!(!Phase::Verifying.traffic_moved());
+        assert!(!Phase::Validating.traffic_moved());
         assert!(Phase::Canary.traffic_moved());
         assert!(!Phase::Canary.is_terminal());
         assert!(Phase::RolledBack.is_terminal());
+    }
+
+    #[test]
+    fn the_annotation_round_trips_with_the_machine_state() {
+        let mut recorded = journal();
+        recorded.state.errors.insert("request errors".into(), 2);
+        recorded.state.elapsed_ms = 45_000;
+        let text = recorded.encode();
+        assert!(text.contains("\"phase\":\"canary\""), "{text}");
+        let snapshot_text: Journal = serde_json::from_str(&text).unwrap();
+        assert_eq!(snapshot_text, recorded);
     }
 
     #[test]

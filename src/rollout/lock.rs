@@ -264,7 +264,8 @@ mod tests {
                     name: "svc-1".into(),
                     image: "img@1".into(),
                     labels: Default::default(),
-                    env: None,
+                    base: None,
+                    settings: Default::default(),
                 },
             )
             .await

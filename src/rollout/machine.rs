@@ -1,322 +1,764 @@
-//! The rollout's decisions, as a pure function: given where the rollout is and what the last
-//! analysis said, what happens next. No I/O, no clocks: the driver passes elapsed times in, so
-//! every branch is a table test.
+//! The rollout as one explicit state machine: `advance(state, input) -> (state, action)`.
+//!
+//! Pure and synchronous: no I/O, no clock. The driver ([`super::driver`]) carries out each
+//! [`Action`] through the platform, the metrics and the prompter, and feeds what happened back
+//! as an [`Input`]. The [`State`] is exactly what the journal stores on the service, so resuming
+//! after `kill -9` is starting the same loop from the stored state.
+//!
+//! The phases: create at 0% (`verifying`) → identity verified → `validating` (service checks
+//! gated on `validation`) → each `canary` step → promotion and `monitoring` → `promoted`; or
+//! `rolled-back`, `stopped` (before any traffic moved), `held` (split left for a human),
+//! `rollback-failed`.
+//!
+//! One vocabulary for a decision. Every look produces an [`Observation`]: a list of
+//! [`MetricResult`]s (the request-error test is one of them, the canary's `/health` another, each
+//! gated service check one more), each [`Status::Pass`], `Warn`, `Inconclusive`, `NoData`,
+//! `Error` or `Fail`. The look's verdict is the worst of them, as in Argo Rollouts:
+//!
+//! | look (worst metric first)                   | canary step                         | monitor interval           |
+//! |---------------------------------------------|-------------------------------------|----------------------------|
+//! | a `Fail` of the canary                      | roll back                           | roll back                  |
+//! | a `Fail` the stable revision shares         | roll back if `inconclusive = "rollback"`, else hold | roll back    |
+//! | a metric unread more than its error limit   | roll back, or hold with `hold`      | roll back                  |
+//! | every metric `Pass`                         | next step (promote after the last)  | interval judged            |
+//! | read, not all `Pass`, before the deadline   | look again                          | interval judged            |
+//! | read, not all `Pass`, at the deadline       | the `inconclusive` policy           | —                          |
+//! | a metric unread (NoData/Error), before the deadline | look again                  | interval **not** judged    |
+//! | a metric unread at the deadline             | roll back, or hold: **never promote** | —                        |
+//! | monitor over, every interval judged          | —                                   | promoted                   |
+//! | monitor over, an interval without data       | —                                   | roll back, or hold: never promoted |
+//!
+//! The safety rule behind the last rows: *nothing is ever promoted when the metrics cannot be
+//! read*. `promote` applies only to a step whose metrics were read and were inconclusive (too
+//! little traffic, say); a look with no metric at all is never a pass.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::InconclusivePolicy;
+pub use super::identity::IdentityError;
+use crate::config::{InconclusivePolicy, RolloutConfig};
 
-/// What one analysis of the canary (or, in the monitor, of the promoted revision) concluded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "kebab-case")]
-pub enum Judgement {
-    /// Healthy, with the confidence the policy asks for.
-    Pass,
-    /// Worse than allowed, with the confidence the policy asks for.
-    Fail {
-        /// The numbers that decided it.
-        reason: String,
-    },
-    /// Not enough data to decide either way yet.
-    Inconclusive {
-        /// Why (too little traffic, ...).
-        reason: String,
-    },
-    /// The stable revision fails as much as the canary: the service is failing, not the canary.
-    ServiceWide {
-        /// The numbers.
-        reason: String,
-    },
-    /// The measurement itself failed (metrics unavailable).
-    MeasurementError {
-        /// What failed.
-        reason: String,
-    },
+/// Where a rollout is. Stored in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The new revision exists with 0%; its identity is being verified.
+    Verifying,
+    /// Identity verified; the validation-gated service checks run (still 0%).
+    Validating,
+    /// The canary has `percent`% of traffic and is being analysed.
+    Canary,
+    /// The canary has 100%; the post-deploy monitor is watching it.
+    Monitoring,
+    /// Done: the new revision serves 100%.
+    Promoted,
+    /// Done: traffic is back on the stable revision.
+    RolledBack,
+    /// Stopped before any traffic moved to the new revision.
+    Stopped,
+    /// Stopped with the split left as it was, for a human.
+    Held,
+    /// A rollback was needed and failed: a human must act.
+    RollbackFailed,
 }
 
-/// The policy knobs the decisions need.
+impl Phase {
+    /// True when the rollout is over (nothing to resume).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Promoted
+                | Phase::RolledBack
+                | Phase::Stopped
+                | Phase::Held
+                | Phase::RollbackFailed
+        )
+    }
+
+    /// True once the new revision may have received traffic.
+    pub fn traffic_moved(self) -> bool {
+        !matches!(
+            self,
+            Phase::Verifying | Phase::Validating | Phase::Stopped
+        )
+    }
+}
+
+/// The result of one metric at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Healthy.
+    Pass,
+    /// Read; worse than the warning threshold, better than the critical one.
+    Warn,
+    /// Read; not enough to decide (too little traffic, the test between its boundaries).
+    Inconclusive,
+    /// The provider answered, with nothing to judge (no row, no series): not a read.
+    NoData,
+    /// The metric could not be read (provider down, timeout, malformed answer).
+    Error,
+    /// Read, and failing.
+    Fail,
+}
+
+impl Status {
+    /// True when the metric was read: its value can be judged.
+    pub fn is_read(self) -> bool {
+        !matches!(self, Status::NoData | Status::Error)
+    }
+
+    /// The status as shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Inconclusive => "INCONCLUSIVE",
+            Status::NoData => "NO DATA",
+            Status::Error => "ERROR",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One metric's result at one look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricResult {
+    /// The metric (`request errors`, `canary health`, a check's name).
+    pub name: String,
+    /// Its status.
+    pub status: Status,
+    /// The numbers behind it, or what went wrong.
+    pub detail: String,
+    /// For a `Fail`: the stable revision fails as much (the whole service is failing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_wide: bool,
+    /// Unread looks in a row tolerated for this metric (`None`: the rollout's
+    /// `consecutive_error_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_limit: Option<u32>,
+}
+
+impl MetricResult {
+    /// A result with the rollout's error limit.
+    pub fn new(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            service_wide: false,
+            error_limit: None,
+        }
+    }
+
+    /// Marks a failure as shared by the stable revision.
+    pub fn service_wide(mut self) -> Self {
+        self.service_wide = true;
+        self
+    }
+
+    fn summary(&self) -> String {
+        format!("{} {}: {}", self.name, self.status.label(), self.detail)
+    }
+}
+
+/// Everything one look measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// One result per metric.
+    pub metrics: Vec<MetricResult>,
+}
+
+impl Observation {
+    /// An observation of these results.
+    pub fn of(metrics: Vec<MetricResult>) -> Self {
+        Self { metrics }
+    }
+
+    /// The worst status (`Error` for a look that measured nothing).
+    pub fn worst(&self) -> Status {
+        self.metrics
+            .iter()
+            .map(|metric| metric.status)
+            .max()
+            .unwrap_or(Status::Error)
+    }
+
+    /// True when every metric was read (and there was at least one).
+    pub fn all_read(&self) -> bool {
+        !self.metrics.is_empty() && self.metrics.iter().all(|metric| metric.status.is_read())
+    }
+
+    /// True when every metric passed (and there was at least one).
+    pub fn all_pass(&self) -> bool {
+        !self.metrics.is_empty()
+            && self
+                .metrics
+                .iter()
+                .all(|metric| metric.status == Status::Pass)
+    }
+
+    fn with_status(&self, keep: impl Fn(&MetricResult) -> bool) -> String {
+        let parts: Vec<String> = self
+            .metrics
+            .iter()
+            .filter(|metric| keep(metric))
+            .map(MetricResult::summary)
+            .collect();
+        if parts.is_empty() {
+            "no metric was measured".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    fn unread(&self) -> String {
+        self.with_status(|metric| !metric.status.is_read())
+    }
+}
+
+/// The policy knobs the machine needs (from the service file's `[rollout]`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepPolicy {
+pub struct Policy {
     /// Canary percentages, ascending, ending at 100.
     pub steps: Vec<u8>,
     /// Longest time at one step without a decision.
     pub hold: Duration,
-    /// What to do when `hold` passes without a decision.
+    /// Time between looks during a step.
+    pub interval: Duration,
+    /// What a step that reaches `hold` undecided does.
     pub inconclusive: InconclusivePolicy,
-    /// Measurement errors in a row that end the wait.
+    /// Unread looks in a row tolerated per metric (unless the metric sets its own).
     pub consecutive_error_limit: u32,
+    /// Length of the post-deploy monitor (zero: none).
+    pub monitor_duration: Duration,
+    /// Time between looks of the monitor.
+    pub monitor_interval: Duration,
+    /// True when service checks gate the validation phase.
+    pub validation: bool,
 }
 
-/// Where a canary step stands.
+impl Policy {
+    /// The policy of a service's rollout; `validation` tells whether it has validation checks.
+    pub fn new(rollout: &RolloutConfig, validation: bool) -> Self {
+        Self {
+            steps: rollout.steps.clone(),
+            hold: rollout.hold.get(),
+            interval: rollout.interval.get(),
+            inconclusive: rollout.inconclusive,
+            consecutive_error_limit: rollout.consecutive_error_limit,
+            monitor_duration: rollout.monitor_duration.get(),
+            monitor_interval: rollout.monitor_interval.get(),
+            validation,
+        }
+    }
+}
+
+/// Where a rollout is: what the journal stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The phase.
+    pub phase: Phase,
+    /// Index of the canary step (in `canary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    /// The canary's traffic percent.
+    pub percent: u8,
+    /// Time spent in the current step or monitor, in milliseconds.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    /// Unread looks in a row, per metric.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u32>,
+    /// Monitor intervals in which some metric could not be read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unjudged: u32,
+    /// Why the rollout ended as it did (or what a human is asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+impl State {
+    /// A new rollout: the revision is created at 0% in the write that journals this state.
+    pub fn start() -> Self {
+        Self {
+            phase: Phase::Verifying,
+            step: None,
+            percent: 0,
+            elapsed_ms: 0,
+            errors: BTreeMap::new(),
+            unjudged: 0,
+            reason: None,
+        }
+    }
+
+    /// Time spent in the current step or monitor.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_millis(self.elapsed_ms)
+    }
+
+    fn with_phase(&self, phase: Phase) -> Self {
+        Self {
+            phase,
+            ..self.clone()
+        }
+    }
+
+    fn ended(&self, phase: Phase, reason: String) -> Self {
+        Self {
+            phase,
+            reason: Some(reason),
+            ..self.clone()
+        }
+    }
+}
+
+/// A human's (or the unattended default's) answer to an interruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepState {
-    /// Index into `steps`.
-    pub index: usize,
-    /// Time spent at this step so far.
-    pub elapsed: Duration,
-    /// Measurement errors in a row so far.
-    pub consecutive_errors: u32,
+pub enum Interruption {
+    /// Roll back (the safe default).
+    RollBack,
+    /// Leave the split as it is for a human.
+    Leave,
+}
+
+/// What to do with a rollout found unfinished after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// 100% back on its stable revision (the safe default).
+    RollBack,
+    /// Continue from the journalled step (a rollout in its monitor is promoted and monitored
+    /// again).
+    Resume,
+    /// Touch nothing.
+    Leave,
+}
+
+/// How a write the machine asked for went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// It landed.
+    Done,
+    /// It failed.
+    Failed(String),
+    /// Someone else already took the canary out of the split: nothing was written.
+    Superseded(String),
+}
+
+/// What happened, fed to [`advance`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Identity verification finished.
+    Identity(Result<(), IdentityError>),
+    /// The validation-gated checks ran.
+    Validated(Observation),
+    /// The answer to [`Action::Confirm`].
+    Confirmed(bool),
+    /// A [`Action::MoveTraffic`] write landed.
+    TrafficMoved,
+    /// A [`Action::MoveTraffic`] write failed.
+    TrafficFailed(String),
+    /// A look of a canary step or the monitor; `elapsed` since the step (or monitor) started.
+    Observed {
+        /// What the look measured.
+        observation: Observation,
+        /// Time in the step or monitor.
+        elapsed: Duration,
+    },
+    /// Ctrl-C during a step or the monitor, with the answer.
+    Interrupted(Interruption),
+    /// An unfinished rollout found after a crash, with the choice.
+    Recovered(Recovery),
+    /// A final write ([`Action::RollBack`], [`Action::ClearCanary`], [`Action::Record`],
+    /// [`Action::Complete`]) went like this.
+    Wrote(Written),
 }
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
-    /// Wait one interval and analyse again (with the updated error count).
-    Analyse {
-        /// Measurement errors in a row, to carry into the next state.
-        consecutive_errors: u32,
+pub enum Action {
+    /// Wait for the new revision to be Ready and check its identity; answer [`Input::Identity`].
+    VerifyIdentity,
+    /// Run the validation-gated checks; answer [`Input::Validated`].
+    Validate,
+    /// Ask whether to continue past warnings; answer [`Input::Confirmed`].
+    Confirm {
+        /// What is asked about.
+        warnings: String,
     },
-    /// Move the canary to the step at this index.
-    Step(usize),
-    /// Give the canary 100% and start the post-deploy monitor.
-    Promote,
-    /// Put all traffic back on the stable revision.
-    Rollback(String),
-    /// Leave the split as it is and stop for a human.
-    Hold(String),
-}
-
-/// The decision after an analysis during a canary step.
-pub fn after_analysis(policy: &StepPolicy, state: StepState, judgement: &Judgement) -> Next {
-    let proceed = || {
-        let next = state.index + 1;
-        // The last step is 100%: reaching it is the promotion itself.
-        if next + 1 >= policy.steps.len() {
-            Next::Promote
-        } else {
-            Next::Step(next)
-        }
-    };
-    let deadline_passed = state.elapsed >= policy.hold;
-    let at_deadline = |why: &str| {
-        let reason = |name: &str| {
-            format!(
-                "no decision within {} at {}%: {why} (inconclusive policy: {name})",
-                humantime::format_duration(policy.hold),
-                policy.steps[state.index.min(policy.steps.len() - 1)]
-            )
-        };
-        match policy.inconclusive {
-            InconclusivePolicy::Promote => proceed(),
-            InconclusivePolicy::Rollback => Next::Rollback(reason("rollback")),
-            InconclusivePolicy::Hold => Next::Hold(reason("hold")),
-        }
-    };
-    match judgement {
-        Judgement::Pass => proceed(),
-        Judgement::Fail { reason } => Next::Rollback(reason.clone()),
-        // The stable revision fails too: never promote, and do not blame the canary. Rolling
-        // back does not fix a service-wide failure, so it happens only when the policy says
-        // `rollback`; otherwise the split is held for a human (docs/ANALYSIS.md).
-        Judgement::ServiceWide { reason } => {
-            let reason = format!("the whole service is failing, not only the canary: {reason}");
-            match policy.inconclusive {
-                InconclusivePolicy::Rollback => Next::Rollback(reason),
-                _ => Next::Hold(reason),
-            }
-        }
-        Judgement::Inconclusive { reason } if deadline_passed => at_deadline(reason),
-        Judgement::Inconclusive { .. } => Next::Analyse {
-            consecutive_errors: 0,
-        },
-        Judgement::MeasurementError { reason } => {
-            let errors = state.consecutive_errors + 1;
-            // `consecutive_error_limit` errors in a row are tolerated; one more ends the wait.
-            if errors > policy.consecutive_error_limit {
-                // Never promote on missing data: errors end in a rollback or a hold.
-                match policy.inconclusive {
-                    InconclusivePolicy::Hold => {
-                        Next::Hold(format!("{errors} measurement errors in a row: {reason}"))
-                    }
-                    _ => Next::Rollback(format!("{errors} measurement errors in a row: {reason}")),
-                }
-            } else if deadline_passed {
-                at_deadline(reason)
-            } else {
-                Next::Analyse {
-                    consecutive_errors: errors,
-                }
-            }
-        }
-    }
-}
-
-/// What the post-deploy monitor does after a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MonitorNext {
-    /// Keep watching.
-    Continue {
-        /// Measurement errors in a row so far.
-        consecutive_errors: u32,
+    /// Write the split with the canary at `percent` (journalling the new state in the same
+    /// write); answer [`Input::TrafficMoved`] or [`Input::TrafficFailed`].
+    MoveTraffic {
+        /// The canary's share.
+        percent: u8,
     },
-    /// The monitor ran its full duration without a failure.
+    /// Wait `wait`, then look (or answer [`Input::Interrupted`] on Ctrl-C).
+    Observe {
+        /// Time until the look.
+        wait: Duration,
+    },
+    /// 100% back on the stable revision, journalled `rolled-back`; answer [`Input::Wrote`].
+    RollBack,
+    /// Drop the 0% canary from the split, journalled `stopped`; answer [`Input::Wrote`].
+    ClearCanary,
+    /// Write the journal alone (the split stays); answer [`Input::Wrote`].
+    Record,
+    /// The promoted revision alone in the split, journalled `promoted`; answer [`Input::Wrote`].
+    Complete,
+    /// Nothing more: the state says how it ended. For an unfinished state (a recovery left
+    /// for a human) nothing was written.
     Done,
-    /// Roll back to the previous revision.
-    Rollback(String),
 }
 
-/// The decision after a check of the post-deploy monitor. Only a statistically significant
-/// failure (or persistent measurement errors) rolls back; inconclusive is fine here, the
-/// revision already passed its canary steps.
-pub fn after_monitor_check(
-    judgement: &Judgement,
-    elapsed: Duration,
-    duration: Duration,
-    consecutive_errors: u32,
-    consecutive_error_limit: u32,
-) -> MonitorNext {
-    match judgement {
-        Judgement::Fail { reason } => MonitorNext::Rollback(reason.clone()),
-        Judgement::MeasurementError { reason }
-            if consecutive_errors + 1 > consecutive_error_limit =>
-        {
-            MonitorNext::Rollback(format!(
-                "{} measurement errors in a row during the monitor: {reason}",
-                consecutive_errors + 1
-            ))
-        }
-        Judgement::MeasurementError { .. } if elapsed < duration => MonitorNext::Continue {
-            consecutive_errors: consecutive_errors + 1,
-        },
-        _ if elapsed >= duration => MonitorNext::Done,
-        _ => MonitorNext::Continue {
-            consecutive_errors: 0,
-        },
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
     }
+}
+
+/// The next state and action after `input` in `state`. Inputs that make no sense in a phase
+/// (a look after the rollout ended, say) leave the state as it is and answer [`Action::Done`]
+/// for terminal states, or repeat the phase's natural next action otherwise.
+pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) {
+    use Input as I;
+    match (state.phase, input) {
+        (Phase::Verifying, I::Identity(Ok(()))) if policy.validation => {
+            (state.with_phase(Phase::Validating), Action::Validate)
+        }
+        (Phase::Verifying, I::Identity(Ok(()))) => enter_step(policy, state, 0),
+        (Phase::Verifying, I::Identity(Err(error))) => stop(state, error.to_string()),
+
+        (Phase::Validating, I::Validated(observation)) => validated(policy, state, &observation),
+        (Phase::Validating, I::Confirmed(true)) => enter_step(policy, state, 0),
+        (Phase::Validating, I::Confirmed(false)) => stop(
+            state,
+            format!(
+                "validation warnings were not accepted: {}",
+                state.reason.clone().unwrap_or_default()
+            ),
+        ),
+
+        (Phase::Canary, I::TrafficMoved) => observe(state, policy.interval),
+        (Phase::Monitoring, I::TrafficMoved) if policy.monitor_duration.is_zero() => (
+            state.with_phase(Phase::Promoted),
+            Action::Complete,
+        ),
+        (Phase::Monitoring, I::TrafficMoved) => observe(state, policy.monitor_interval),
+        (Phase::Canary, I::TrafficFailed(error)) => roll_back(
+            state,
+            format!("moving traffic to {}% failed: {error}", state.percent),
+        ),
+        (Phase::Monitoring, I::TrafficFailed(error)) => {
+            roll_back(state, format!("the promotion failed: {error}"))
+        }
+
+        (Phase::Canary, I::Observed { observation, elapsed }) => {
+            canary_look(policy, state, &observation, elapsed)
+        }
+        (Phase::Monitoring, I::Observed { observation, elapsed }) => {
+            monitor_look(policy, state, &observation, elapsed)
+        }
+
+        (Phase::Canary | Phase::Monitoring, I::Interrupted(Interruption::RollBack)) => {
+            roll_back(state, "interrupted by the user".to_string())
+        }
+        (Phase::Canary | Phase::Monitoring, I::Interrupted(Interruption::Leave)) => hold(
+            state,
+            format!(
+                "interrupted by the user; the split was left as it was (canary at {}%)",
+                state.percent
+            ),
+        ),
+
+        (Phase::Verifying | Phase::Validating, I::Recovered(_)) => stop(
+            state,
+            "an interrupted rollout was recovered before any traffic moved".to_string(),
+        ),
+        (Phase::Canary | Phase::Monitoring, I::Recovered(Recovery::RollBack)) => {
+            roll_back(state, "an interrupted rollout was recovered".to_string())
+        }
+        (Phase::Canary, I::Recovered(Recovery::Resume)) => {
+            enter_step(policy, state, state.step.unwrap_or(0))
+        }
+        (Phase::Monitoring, I::Recovered(Recovery::Resume)) => promote(state),
+        (_, I::Recovered(Recovery::Leave)) => (state.clone(), Action::Done),
+
+        (Phase::RolledBack, I::Wrote(Written::Failed(error))) => {
+            let reason = format!(
+                "{}; the rollback itself failed: {error}",
+                state.reason.clone().unwrap_or_default()
+            );
+            (state.ended(Phase::RollbackFailed, reason), Action::Done)
+        }
+        (Phase::RolledBack, I::Wrote(Written::Superseded(reason))) => {
+            (state.ended(Phase::RolledBack, reason), Action::Done)
+        }
+        (_, I::Wrote(_)) => (state.clone(), Action::Done),
+
+        // Anything else is out of place: a finished rollout stays finished; an unfinished one
+        // repeats what it was waiting for.
+        (phase, _) if phase.is_terminal() => (state.clone(), Action::Done),
+        (Phase::Verifying, _) => (state.clone(), Action::VerifyIdentity),
+        (Phase::Validating, _) => (state.clone(), Action::Validate),
+        (Phase::Canary, _) => observe(state, policy.interval),
+        (Phase::Monitoring, _) => observe(state, policy.monitor_interval),
+        // Unreachable: every phase is covered above; kept total without a panic.
+        _ => (state.clone(), Action::Done),
+    }
+}
+
+fn observe(state: &State, wait: Duration) -> (State, Action) {
+    (state.clone(), Action::Observe { wait })
+}
+
+/// Moves to canary step `index` (or, when it is the 100% step, to the promotion).
+fn enter_step(policy: &Policy, state: &State, index: usize) -> (State, Action) {
+    let index = index.min(policy.steps.len().saturating_sub(1));
+    let percent = policy.steps.get(index).copied().unwrap_or(100);
+    if percent >= 100 {
+        return promote(state);
+    }
+    let next = State {
+        phase: Phase::Canary,
+        step: Some(index),
+        percent,
+        elapsed_ms: 0,
+        errors: BTreeMap::new(),
+        unjudged: 0,
+        reason: None,
+    };
+    (next, Action::MoveTraffic { percent })
+}
+
+/// The canary takes 100%; the monitor starts from zero.
+fn promote(state: &State) -> (State, Action) {
+    let next = State {
+        phase: Phase::Monitoring,
+        step: None,
+        percent: 100,
+        elapsed_ms: 0,
+        errors: BTreeMap::new(),
+        unjudged: 0,
+        reason: None,
+    };
+    let _ = state;
+    (next, Action::MoveTraffic { percent: 100 })
+}
+
+fn stop(state: &State, reason: String) -> (State, Action) {
+    (state.ended(Phase::Stopped, reason), Action::ClearCanary)
+}
+
+fn roll_back(state: &State, reason: String) -> (State, Action) {
+    (state.ended(Phase::RolledBack, reason), Action::RollBack)
+}
+
+fn hold(state: &State, reason: String) -> (State, Action) {
+    (state.ended(Phase::Held, reason), Action::Record)
+}
+
+/// Roll back, or hold when the policy is `hold`/`promote`: the answer when there is no data to
+/// promote on, or when the whole service is failing.
+fn without_promotion(policy: &Policy, state: &State, reason: String) -> (State, Action) {
+    match policy.inconclusive {
+        InconclusivePolicy::Rollback => roll_back(state, reason),
+        InconclusivePolicy::Hold | InconclusivePolicy::Promote => hold(state, reason),
+    }
+}
+
+fn validated(policy: &Policy, state: &State, observation: &Observation) -> (State, Action) {
+    let _ = policy;
+    match observation.worst() {
+        Status::Fail => stop(
+            state,
+            format!(
+                "validation failed: {}",
+                observation.with_status(|metric| metric.status == Status::Fail)
+            ),
+        ),
+        // A gate never counts NO DATA or ERROR as a pass.
+        Status::NoData | Status::Error => stop(
+            state,
+            format!(
+                "validation could not be judged: {}",
+                observation.unread()
+            ),
+        ),
+        Status::Warn | Status::Inconclusive => {
+            let warnings = observation.with_status(|metric| metric.status != Status::Pass);
+            let mut next = state.clone();
+            next.reason = Some(warnings.clone());
+            (next, Action::Confirm { warnings })
+        }
+        Status::Pass => enter_step(policy, state, 0),
+    }
+}
+
+/// Counts unread looks per metric; returns the new counts and the first metric over its limit.
+fn count_errors(
+    policy: &Policy,
+    state: &State,
+    observation: &Observation,
+) -> (BTreeMap<String, u32>, Option<String>) {
+    let mut errors = state.errors.clone();
+    let mut over = None;
+    if observation.metrics.is_empty() {
+        // A look that measured nothing counts against an implicit "observation" metric.
+        let count = errors.entry("observation".to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        if *count > policy.consecutive_error_limit {
+            over = Some(format!(
+                "{count} looks in a row measured nothing"
+            ));
+        }
+        return (errors, over);
+    }
+    errors.remove("observation");
+    for metric in &observation.metrics {
+        if metric.status.is_read() {
+            errors.remove(&metric.name);
+            continue;
+        }
+        let count = errors.entry(metric.name.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        let limit = metric.error_limit.unwrap_or(policy.consecutive_error_limit);
+        if *count > limit && over.is_none() {
+            over = Some(format!(
+                "{count} unread looks in a row of {}: {}",
+                metric.name, metric.detail
+            ));
+        }
+    }
+    (errors, over)
+}
+
+fn first_failure(observation: &Observation, service_wide: bool) -> Option<&MetricResult> {
+    observation
+        .metrics
+        .iter()
+        .find(|metric| metric.status == Status::Fail && metric.service_wide == service_wide)
+}
+
+fn canary_look(
+    policy: &Policy,
+    state: &State,
+    observation: &Observation,
+    elapsed: Duration,
+) -> (State, Action) {
+    let (errors, over_limit) = count_errors(policy, state, observation);
+    let state = &State {
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        errors,
+        ..state.clone()
+    };
+    if let Some(failure) = first_failure(observation, false) {
+        return roll_back(state, failure.summary());
+    }
+    if let Some(failure) = first_failure(observation, true) {
+        // The stable revision fails too: never promote, and do not blame the canary. Rolling
+        // back does not fix a service-wide failure, so it happens only with `rollback`.
+        return without_promotion(
+            policy,
+            state,
+            format!(
+                "the whole service is failing, not only the canary: {}",
+                failure.summary()
+            ),
+        );
+    }
+    if let Some(why) = over_limit {
+        return without_promotion(
+            policy,
+            state,
+            format!("the metrics could not be read at {}%: {why}", state.percent),
+        );
+    }
+    if observation.all_pass() {
+        return enter_step(policy, state, state.step.unwrap_or(0) + 1);
+    }
+    if elapsed < policy.hold {
+        return observe(state, policy.interval);
+    }
+    let at = format!(
+        "no decision within {} at {}%",
+        humantime::format_duration(policy.hold),
+        state.percent
+    );
+    if !observation.all_read() {
+        // Safety: a step whose metrics cannot be read is never a pass, whatever the policy.
+        return without_promotion(
+            policy,
+            state,
+            format!(
+                "{at}: the metrics could not be read ({}); never promoted without data",
+                observation.unread()
+            ),
+        );
+    }
+    let undecided = observation.with_status(|metric| metric.status != Status::Pass);
+    match policy.inconclusive {
+        InconclusivePolicy::Promote => enter_step(policy, state, state.step.unwrap_or(0) + 1),
+        InconclusivePolicy::Rollback => roll_back(
+            state,
+            format!("{at}: {undecided} (inconclusive policy: rollback)"),
+        ),
+        InconclusivePolicy::Hold => hold(
+            state,
+            format!("{at}: {undecided} (inconclusive policy: hold)"),
+        ),
+    }
+}
+
+fn monitor_look(
+    policy: &Policy,
+    state: &State,
+    observation: &Observation,
+    elapsed: Duration,
+) -> (State, Action) {
+    let (errors, over_limit) = count_errors(policy, state, observation);
+    let judged = observation.all_read();
+    let state = &State {
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        errors,
+        unjudged: state.unjudged.saturating_add(u32::from(!judged)),
+        ..state.clone()
+    };
+    if let Some(failure) = observation
+        .metrics
+        .iter()
+        .find(|metric| metric.status == Status::Fail)
+    {
+        return roll_back(state, format!("post-deploy monitor: {}", failure.summary()));
+    }
+    if let Some(why) = over_limit {
+        return roll_back(
+            state,
+            format!("post-deploy monitor: the metrics could not be read: {why}"),
+        );
+    }
+    if elapsed < policy.monitor_duration {
+        return observe(state, policy.monitor_interval);
+    }
+    if state.unjudged == 0 {
+        return (state.with_phase(Phase::Promoted), Action::Complete);
+    }
+    // Safety: the monitor passes only when every interval was judged on data.
+    without_promotion(
+        policy,
+        state,
+        format!(
+            "post-deploy monitor: {} interval(s) of {} had no readable metrics ({}); not passed",
+            state.unjudged,
+            humantime::format_duration(policy.monitor_duration),
+            observation.unread()
+        ),
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(inconclusive: InconclusivePolicy) -> StepPolicy {
-        StepPolicy {
-            steps: vec![5, 25, 50, 100],
-            hold: Duration::from_secs(300),
-            inconclusive,
-            consecutive_error_limit: 3,
-        }
-    }
-
-    fn state(index: usize, elapsed: u64, errors: u32) -> StepState {
-        StepState {
-            index,
-            elapsed: Duration::from_secs(elapsed),
-            consecutive_errors: errors,
-        }
-    }
-
-    fn inconclusive() -> Judgement {
-        Judgement::Inconclusive {
-            reason: "12 requests (< 50)".into(),
-        }
-    }
-
-    fn error() -> Judgement {
-        Judgement::MeasurementError {
-            reason: "HTTP 503".into(),
-        }
-    }
-
-    #[test]
-    fn step_decisions() {
-        use InconclusivePolicy::{Hold, Promote, Rollback};
-        let fail = Judgement::Fail {
-            reason: "canary 20% errors".into(),
-        };
-        let wide = Judgement::ServiceWide {
-            reason: "stable 30%".into(),
-        };
-        let cases: Vec<(InconclusivePolicy, StepState, Judgement, &str)> = vec![
-            // A pass moves one step; passing the last step below 100 promotes.
-            (Rollback, state(0, 10, 0), Judgement::Pass, "step 1"),
-            (Rollback, state(1, 10, 0), Judgement::Pass, "step 2"),
-            (Rollback, state(2, 10, 0), Judgement::Pass, "promote"),
-            // A failure rolls back whatever the policy.
-            (Promote, state(0, 10, 0), fail.clone(), "rollback"),
-            (Hold, state(2, 10, 0), fail, "rollback"),
-            // Service-wide failure is never blamed on the canary, never promoted.
-            (Promote, state(0, 10, 0), wide.clone(), "hold"),
-            (Hold, state(1, 400, 0), wide.clone(), "hold"),
-            (Rollback, state(1, 10, 0), wide, "rollback"),
-            // Inconclusive waits until the deadline, then follows the policy.
-            (Rollback, state(0, 299, 0), inconclusive(), "analyse 0"),
-            (Rollback, state(0, 300, 0), inconclusive(), "rollback"),
-            (Hold, state(0, 300, 0), inconclusive(), "hold"),
-            (Promote, state(0, 300, 0), inconclusive(), "step 1"),
-            (Promote, state(2, 300, 0), inconclusive(), "promote"),
-            // Measurement errors count up, end at the limit, and never promote.
-            (Rollback, state(0, 10, 0), error(), "analyse 1"),
-            (Rollback, state(0, 10, 2), error(), "analyse 3"),
-            (Rollback, state(0, 10, 3), error(), "rollback"),
-            (Promote, state(0, 10, 3), error(), "rollback"),
-            (Hold, state(0, 10, 3), error(), "hold"),
-            (Promote, state(0, 300, 0), error(), "step 1"),
-        ];
-        for (inconclusive_policy, step, judgement, expected) in cases {
-            let next = after_analysis(&policy(inconclusive_policy), step, &judgement);
-            let actual = match &next {
-                Next::Analyse { consecutive_errors } => format!("analyse {consecutive_errors}"),
-                Next::Step(index) => format!("step {index}"),
-                Next::Promote => "promote".into(),
-                Next::Rollback(_) => "rollback".into(),
-                Next::Hold(_) => "hold".into(),
-            };
-            assert_eq!(
-                actual, expected,
-                "{inconclusive_policy:?} {step:?} {judgement:?} → {next:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn reasons_carry_the_numbers() {
-        let next = after_analysis(
-            &policy(InconclusivePolicy::Rollback),
-            state(1, 300, 0),
-            &inconclusive(),
-        );
-        assert_eq!(
-            next,
-            Next::Rollback(
-                "no decision within 5m at 25%: 12 requests (< 50) (inconclusive policy: rollback)"
-                    .into()
-            )
-        );
-    }
-
-    #[test]
-    fn monitor_decisions() {
-        let minute = Duration::from_secs(60);
-        let thirty = Duration::from_secs(1800);
-        let fail = Judgement::Fail {
-            reason: "errors".into(),
-        };
-        assert_eq!(
-            after_monitor_check(&fail, minute, thirty, 0, 3),
-            MonitorNext::Rollback("errors".into())
-        );
-        assert_eq!(
-            after_monitor_check(&inconclusive(), minute, thirty, 2, 3),
-            MonitorNext::Continue {
-                consecutive_errors: 0
-            }
-        );
-        assert_eq!(
-            after_monitor_check(&Judgement::Pass, thirty, thirty, 0, 3),
-            MonitorNext::Done
-        );
-        assert_eq!(
-            after_monitor_check(&error(), minute, thirty, 2, 3),
-            MonitorNext::Continue {
-                consecutive_errors: 3
-            }
-        );
-        assert!(matches!(
-            after_monitor_check(&error(), minute, thirty, 3, 3),
-            MonitorNext::Rollback(_)
-        ));
-    }
-}
+mod tests;

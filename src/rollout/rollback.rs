@@ -7,7 +7,10 @@
 
 use serde::Serialize;
 
-use super::journal::{Journal, Phase, JOURNAL_ANNOTATION};
+use super::{
+    journal::{Journal, JOURNAL_ANNOTATION},
+    machine::Phase,
+};
 use crate::platform::{
     read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSnapshot, ServiceId,
     ServiceSnapshot, ServiceUpdate, TrafficTarget,
@@ -92,7 +95,7 @@ pub fn plan(
             why: "requested with `--to`".into(),
         });
     }
-    if let Some(journal) = Journal::of(snapshot).filter(|journal| !journal.phase.is_terminal()) {
+    if let Some(journal) = Journal::of(snapshot).filter(|journal| !journal.phase().is_terminal()) {
         if let Some(stable) = journal.stable.filter(|stable| ready(stable).is_ok()) {
             return Ok(RollbackPlan {
                 from,
@@ -137,25 +140,32 @@ pub async fn prepare(
     Ok((snapshot, plan))
 }
 
-/// Executes a rollback plan: one write of `[to: 100%]`, closing an unfinished rollout's journal
-/// in the same write. On a conflict it re-reads and writes again: the intent ("100% on this
+/// Executes a rollback plan: one write of `[to: 100%]`, with a journal in the same write —
+/// `closing` when given (a rollout's own rollback), else the journal of an unfinished rollout
+/// closed as rolled back. On a conflict it re-reads and writes again: the intent ("100% on this
 /// revision") does not depend on what changed, and a rollback must not lose a race.
 pub async fn execute(
     platform: &dyn Platform,
     mut snapshot: ServiceSnapshot,
     plan: &RollbackPlan,
+    closing: Option<&Journal>,
 ) -> Result<ServiceSnapshot, RollbackError> {
     let retry = RetryPolicy::default();
     for _ in 0..3 {
         let mut update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(&plan.to, 100)]);
-        if let Some(journal) = Journal::of(&snapshot).filter(|journal| !journal.phase.is_terminal())
-        {
-            let closed = journal.finished(
-                Phase::RolledBack,
-                0,
-                Some(format!("emergency rollback to `{}`", plan.to)),
-            );
-            update = update.with_annotation(JOURNAL_ANNOTATION, Some(closed.encode()));
+        let journal = match closing {
+            Some(journal) => Some(journal.clone()),
+            None => Journal::of(&snapshot)
+                .filter(|journal| !journal.phase().is_terminal())
+                .map(|journal| {
+                    journal.finished(
+                        Phase::RolledBack,
+                        format!("emergency rollback to `{}`", plan.to),
+                    )
+                }),
+        };
+        if let Some(journal) = journal {
+            update = update.with_annotation(JOURNAL_ANNOTATION, Some(journal.encode()));
         }
         match write_guarded(platform, &snapshot.id, &snapshot.etag, &update, retry).await {
             Ok(after) => return Ok(after),
@@ -188,7 +198,8 @@ mod tests {
             name: name.into(),
             image: image.into(),
             labels: Default::default(),
-            env: None,
+            base: None,
+            settings: Default::default(),
         }
     }
 
@@ -216,7 +227,7 @@ mod tests {
         assert_eq!(plan.from, [("svc-4".to_string(), 100)]);
         assert_eq!(plan.to, "svc-2");
         let writes = platform.writes();
-        let after = execute(&platform, snapshot, &plan).await.unwrap();
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
         assert_eq!(after.serving(), [("svc-2".to_string(), 100)]);
         assert_eq!(platform.writes(), writes + 1, "one write");
     }
@@ -246,7 +257,7 @@ mod tests {
         platform.inject(crate::platform::memory::Fault::Before(
             PlatformError::Unavailable("503".into()),
         ));
-        let after = execute(&platform, snapshot, &plan).await.unwrap();
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
         assert_eq!(after.serving(), [("svc-2".to_string(), 100)]);
         assert_eq!(
             after.annotations.get("someone").map(String::as_str),

@@ -1,0 +1,443 @@
+//! Table tests of `advance`: every phase × input, and the defects found in the first version.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn policy(inconclusive: InconclusivePolicy) -> Policy {
+    Policy {
+        steps: vec![10, 50, 100],
+        hold: Duration::from_secs(60),
+        interval: Duration::from_secs(5),
+        inconclusive,
+        consecutive_error_limit: 3,
+        monitor_duration: Duration::from_secs(30),
+        monitor_interval: Duration::from_secs(10),
+        validation: false,
+    }
+}
+
+fn at(phase: Phase, step: Option<usize>, percent: u8) -> State {
+    State {
+        phase,
+        step,
+        percent,
+        ..State::start()
+    }
+}
+
+fn metric(status: Status) -> MetricResult {
+    MetricResult::new("request errors", status, "numbers")
+}
+
+fn look(statuses: &[Status], seconds: u64) -> Input {
+    Input::Observed {
+        observation: Observation::of(
+            statuses
+                .iter()
+                .enumerate()
+                .map(|(index, status)| {
+                    MetricResult::new(format!("metric {index}"), *status, "numbers")
+                })
+                .collect(),
+        ),
+        elapsed: Duration::from_secs(seconds),
+    }
+}
+
+/// A short name for an action and the phase it leaves the rollout in.
+fn describe((state, action): (State, Action)) -> String {
+    let action = match action {
+        Action::VerifyIdentity => "verify".to_string(),
+        Action::Validate => "validate".to_string(),
+        Action::Confirm { .. } => "confirm".to_string(),
+        Action::MoveTraffic { percent } => format!("traffic {percent}"),
+        Action::Observe { wait } => format!("observe {}", wait.as_secs()),
+        Action::RollBack => "rollback".to_string(),
+        Action::ClearCanary => "clear".to_string(),
+        Action::Record => "record".to_string(),
+        Action::Complete => "complete".to_string(),
+        Action::Done => "done".to_string(),
+    };
+    format!("{action} / {:?}", state.phase)
+}
+
+#[test]
+fn every_phase_and_input() {
+    use InconclusivePolicy::{Hold, Promote, Rollback};
+    use Status::{Error, Fail, Inconclusive, NoData, Pass, Warn};
+    let canary = at(Phase::Canary, Some(0), 10);
+    let last_step = at(Phase::Canary, Some(1), 50);
+    let monitor = at(Phase::Monitoring, None, 100);
+    let verifying = State::start();
+    let validating = at(Phase::Validating, None, 0);
+    let wrong = IdentityError::WrongCode("commit `fedcba9`".into());
+    let rolled_back = at(Phase::RolledBack, Some(0), 10);
+    let promoted = at(Phase::Promoted, None, 100);
+    let held = at(Phase::Held, Some(0), 10);
+    let cases: Vec<(InconclusivePolicy, &State, Input, &str)> = vec![
+        // Identity.
+        (Rollback, &verifying, Input::Identity(Ok(())), "traffic 10 / Canary"),
+        (Rollback, &verifying, Input::Identity(Err(wrong)), "clear / Stopped"),
+        (
+            Rollback,
+            &verifying,
+            Input::Recovered(Recovery::Resume),
+            "clear / Stopped",
+        ),
+        // Validation.
+        (
+            Rollback,
+            &validating,
+            Input::Validated(Observation::of(vec![metric(Pass)])),
+            "traffic 10 / Canary",
+        ),
+        (
+            Rollback,
+            &validating,
+            Input::Validated(Observation::of(vec![metric(Fail)])),
+            "clear / Stopped",
+        ),
+        (
+            Promote,
+            &validating,
+            Input::Validated(Observation::of(vec![metric(NoData)])),
+            "clear / Stopped",
+        ),
+        (
+            Promote,
+            &validating,
+            Input::Validated(Observation::of(vec![metric(Error)])),
+            "clear / Stopped",
+        ),
+        (
+            Promote,
+            &validating,
+            Input::Validated(Observation::default()),
+            "clear / Stopped",
+        ),
+        (
+            Rollback,
+            &validating,
+            Input::Validated(Observation::of(vec![metric(Warn)])),
+            "confirm / Validating",
+        ),
+        (Rollback, &validating, Input::Confirmed(true), "traffic 10 / Canary"),
+        (Rollback, &validating, Input::Confirmed(false), "clear / Stopped"),
+        // Traffic writes.
+        (Rollback, &canary, Input::TrafficMoved, "observe 5 / Canary"),
+        (
+            Rollback,
+            &canary,
+            Input::TrafficFailed("503".into()),
+            "rollback / RolledBack",
+        ),
+        (Rollback, &monitor, Input::TrafficMoved, "observe 10 / Monitoring"),
+        (
+            Rollback,
+            &monitor,
+            Input::TrafficFailed("503".into()),
+            "rollback / RolledBack",
+        ),
+        // Canary looks.
+        (Rollback, &canary, look(&[Pass, Pass], 5), "traffic 50 / Canary"),
+        (Rollback, &last_step, look(&[Pass], 5), "traffic 100 / Monitoring"),
+        (Promote, &canary, look(&[Fail, Pass], 5), "rollback / RolledBack"),
+        (Hold, &canary, look(&[Pass, Fail], 5), "rollback / RolledBack"),
+        (Rollback, &canary, look(&[Inconclusive], 5), "observe 5 / Canary"),
+        (Rollback, &canary, look(&[Pass, Warn], 5), "observe 5 / Canary"),
+        (Promote, &canary, look(&[Error], 5), "observe 5 / Canary"),
+        (Promote, &canary, look(&[NoData], 5), "observe 5 / Canary"),
+        (Rollback, &canary, look(&[Inconclusive], 60), "rollback / RolledBack"),
+        (Hold, &canary, look(&[Inconclusive], 60), "record / Held"),
+        (Promote, &canary, look(&[Inconclusive], 60), "traffic 50 / Canary"),
+        (Promote, &canary, look(&[Pass, Warn], 60), "traffic 50 / Canary"),
+        (
+            Promote,
+            &last_step,
+            look(&[Inconclusive], 60),
+            "traffic 100 / Monitoring",
+        ),
+        // Defect 1: at the deadline after a failed read, `promote` never promotes.
+        (Promote, &canary, look(&[Error], 60), "record / Held"),
+        (Promote, &canary, look(&[Pass, NoData], 60), "record / Held"),
+        (Rollback, &canary, look(&[Error], 60), "rollback / RolledBack"),
+        (Hold, &canary, look(&[Error], 60), "record / Held"),
+        // A look that measured nothing is never a pass.
+        (Promote, &canary, look(&[], 5), "observe 5 / Canary"),
+        (Promote, &canary, look(&[], 60), "record / Held"),
+        // Ctrl-C.
+        (
+            Rollback,
+            &canary,
+            Input::Interrupted(Interruption::RollBack),
+            "rollback / RolledBack",
+        ),
+        (
+            Rollback,
+            &canary,
+            Input::Interrupted(Interruption::Leave),
+            "record / Held",
+        ),
+        // Monitor looks.
+        (Promote, &monitor, look(&[Pass, Pass], 10), "observe 10 / Monitoring"),
+        (Promote, &monitor, look(&[Inconclusive], 10), "observe 10 / Monitoring"),
+        (Promote, &monitor, look(&[Pass, Fail], 10), "rollback / RolledBack"),
+        (Promote, &monitor, look(&[Pass], 30), "complete / Promoted"),
+        // Defect 2: the last interval had no data: the monitor did not pass.
+        (Promote, &monitor, look(&[Error], 30), "record / Held"),
+        (Rollback, &monitor, look(&[NoData], 30), "rollback / RolledBack"),
+        // Defect 3: Ctrl-C "leave the split" during the monitor ends Held, never Promoted.
+        (
+            Promote,
+            &monitor,
+            Input::Interrupted(Interruption::Leave),
+            "record / Held",
+        ),
+        (
+            Promote,
+            &monitor,
+            Input::Interrupted(Interruption::RollBack),
+            "rollback / RolledBack",
+        ),
+        // Recovery after a crash.
+        (
+            Rollback,
+            &last_step,
+            Input::Recovered(Recovery::Resume),
+            "traffic 50 / Canary",
+        ),
+        (
+            Rollback,
+            &monitor,
+            Input::Recovered(Recovery::Resume),
+            "traffic 100 / Monitoring",
+        ),
+        (
+            Rollback,
+            &canary,
+            Input::Recovered(Recovery::RollBack),
+            "rollback / RolledBack",
+        ),
+        (
+            Rollback,
+            &canary,
+            Input::Recovered(Recovery::Leave),
+            "done / Canary",
+        ),
+        // Final writes.
+        (
+            Rollback,
+            &rolled_back,
+            Input::Wrote(Written::Done),
+            "done / RolledBack",
+        ),
+        (
+            Rollback,
+            &rolled_back,
+            Input::Wrote(Written::Failed("503".into())),
+            "done / RollbackFailed",
+        ),
+        (
+            Rollback,
+            &promoted,
+            Input::Wrote(Written::Failed("503".into())),
+            "done / Promoted",
+        ),
+        // Out-of-place inputs never move a finished rollout.
+        (
+            Promote,
+            &held,
+            look(&[Pass], 5),
+            "done / Held",
+        ),
+        (Promote, &verifying, look(&[Pass], 5), "verify / Verifying"),
+    ];
+    for (inconclusive, state, input, expected) in cases {
+        let shown = format!("{inconclusive:?} {:?} {input:?}", state.phase);
+        let actual = describe(advance(&policy(inconclusive), state, input));
+        assert_eq!(actual, expected, "{shown}");
+    }
+}
+
+/// Defect 1: with `inconclusive = "promote"`, `consecutive_error_limit = 100` and every read
+/// failing, the old machine moved 10% → 50% → 100% and the monitor "passed".
+#[test]
+fn metrics_that_cannot_be_read_are_never_promoted_even_with_a_high_error_limit() {
+    let policy = Policy {
+        consecutive_error_limit: 100,
+        ..policy(InconclusivePolicy::Promote)
+    };
+    let (mut state, mut action) = advance(&policy, &State::start(), Input::Identity(Ok(())));
+    let mut elapsed = 0;
+    for _ in 0..1000 {
+        let input = match action {
+            Action::MoveTraffic { .. } => {
+                elapsed = 0;
+                Input::TrafficMoved
+            }
+            Action::Observe { wait } => {
+                elapsed += wait.as_secs();
+                look(&[Status::Error, Status::Pass], elapsed)
+            }
+            Action::Done => break,
+            _ => Input::Wrote(Written::Done),
+        };
+        (state, action) = advance(&policy, &state, input);
+    }
+    assert_eq!(state.phase, Phase::Held, "{state:?}");
+    assert_eq!(state.percent, 10, "never left the first step");
+    assert!(
+        state
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("never promoted without data")),
+        "{state:?}"
+    );
+}
+
+#[test]
+fn per_metric_error_limits_end_the_step_without_promotion() {
+    let policy = policy(InconclusivePolicy::Promote);
+    let mut state = at(Phase::Canary, Some(0), 10);
+    let mut strict = MetricResult::new("coverage", Status::Error, "BigQuery down");
+    strict.error_limit = Some(1);
+    let observation = Observation::of(vec![metric(Status::Pass), strict]);
+    let input = || Input::Observed {
+        observation: observation.clone(),
+        elapsed: Duration::from_secs(5),
+    };
+    let (next, action) = advance(&policy, &state, input());
+    assert_eq!(action, Action::Observe { wait: policy.interval });
+    assert_eq!(next.errors.get("coverage"), Some(&1));
+    state = next;
+    let (next, action) = advance(&policy, &state, input());
+    assert_eq!((next.phase, action), (Phase::Held, Action::Record));
+    assert!(next.reason.unwrap().contains("2 unread looks in a row of coverage"));
+}
+
+#[test]
+fn a_service_wide_failure_is_not_blamed_on_the_canary() {
+    let wide = Input::Observed {
+        observation: Observation::of(vec![metric(Status::Fail).service_wide()]),
+        elapsed: Duration::from_secs(5),
+    };
+    let canary = at(Phase::Canary, Some(0), 10);
+    let (held, action) = advance(&policy(InconclusivePolicy::Promote), &canary, wide.clone());
+    assert_eq!((held.phase, action), (Phase::Held, Action::Record));
+    assert!(held.reason.unwrap().contains("the whole service is failing"));
+    let (rolled, _) = advance(&policy(InconclusivePolicy::Rollback), &canary, wide);
+    assert_eq!(rolled.phase, Phase::RolledBack);
+}
+
+#[test]
+fn reasons_carry_the_numbers() {
+    let (state, _) = advance(
+        &policy(InconclusivePolicy::Rollback),
+        &at(Phase::Canary, Some(1), 50),
+        Input::Observed {
+            observation: Observation::of(vec![MetricResult::new(
+                "request errors",
+                Status::Inconclusive,
+                "12 canary requests (< 50 needed)",
+            )]),
+            elapsed: Duration::from_secs(60),
+        },
+    );
+    assert_eq!(
+        state.reason.as_deref(),
+        Some(
+            "no decision within 1m at 50%: request errors INCONCLUSIVE: 12 canary requests \
+             (< 50 needed) (inconclusive policy: rollback)"
+        )
+    );
+}
+
+#[test]
+fn the_state_round_trips_through_the_journal_encoding() {
+    let mut state = at(Phase::Canary, Some(1), 50);
+    state.errors.insert("request errors".into(), 2);
+    state.elapsed_ms = 12_345;
+    let text = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
+}
+
+fn status() -> impl Strategy<Value = Status> {
+    prop_oneof![
+        Just(Status::Pass),
+        Just(Status::Warn),
+        Just(Status::Inconclusive),
+        Just(Status::NoData),
+        Just(Status::Error),
+        Just(Status::Fail),
+    ]
+}
+
+fn inconclusive_policy() -> impl Strategy<Value = InconclusivePolicy> {
+    prop_oneof![
+        Just(InconclusivePolicy::Promote),
+        Just(InconclusivePolicy::Hold),
+        Just(InconclusivePolicy::Rollback),
+    ]
+}
+
+proptest! {
+    /// For arbitrary observation sequences: the service is promoted only if every step ended
+    /// on a look whose metrics were all read (all passing, or, with `promote`, read and
+    /// inconclusive at the deadline) and every monitor interval was read; and the end state is
+    /// one revision at 100% (promoted or rolled back) or a journalled hold.
+    #[test]
+    fn never_promoted_without_a_successful_read(
+        inconclusive in inconclusive_policy(),
+        looks in proptest::collection::vec(
+            (proptest::collection::vec(status(), 0..4), 1u64..30),
+            1..200,
+        ),
+        limit in 0u32..5,
+    ) {
+        let policy = Policy { consecutive_error_limit: limit, ..policy(inconclusive) };
+        let (mut state, mut action) = advance(&policy, &State::start(), Input::Identity(Ok(())));
+        let mut looks = looks.into_iter().cycle();
+        let mut elapsed = 0;
+        let mut step_ended_on_read = Vec::new();
+        let mut monitor_unread = false;
+        let mut last_read = false;
+        for _ in 0..2000 {
+            let input = match action {
+                Action::MoveTraffic { percent } => {
+                    if state.phase == Phase::Canary || percent == 100 {
+                        if elapsed > 0 || percent == 100 {
+                            step_ended_on_read.push(last_read);
+                        }
+                    }
+                    elapsed = 0;
+                    Input::TrafficMoved
+                }
+                Action::Observe { wait } => {
+                    let (statuses, step) = looks.next().unwrap_or_default();
+                    elapsed += wait.as_secs().max(step);
+                    last_read = !statuses.is_empty() && statuses.iter().all(|s| s.is_read());
+                    if state.phase == Phase::Monitoring && !last_read {
+                        monitor_unread = true;
+                    }
+                    look(&statuses, elapsed)
+                }
+                Action::Done => break,
+                Action::Complete | Action::RollBack | Action::Record | Action::ClearCanary => {
+                    Input::Wrote(Written::Done)
+                }
+                Action::VerifyIdentity | Action::Validate | Action::Confirm { .. } => {
+                    Input::Identity(Ok(()))
+                }
+            };
+            (state, action) = advance(&policy, &state, input);
+        }
+        prop_assert!(state.phase.is_terminal(), "{:?}", state);
+        if state.phase == Phase::Promoted {
+            prop_assert!(step_ended_on_read.iter().all(|read| *read), "{:?}", step_ended_on_read);
+            prop_assert!(!monitor_unread);
+            prop_assert_eq!(state.percent, 100);
+        }
+        prop_assert!(matches!(state.phase, Phase::Promoted | Phase::RolledBack | Phase::Held));
+    }
+}
