@@ -46,7 +46,8 @@ fn main() {
                     name: "bench-00001".into(),
                     image: "127.0.0.1:5000/bench@sha256:1".into(),
                     labels: revision_labels(deployed),
-                    env: None,
+                    base: None,
+                    settings: Default::default(),
                 },
             )
             .await

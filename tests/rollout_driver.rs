@@ -6,19 +6,22 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 use async_trait::async_trait;
 use deployer::{
     checks::{MetricsError, RequestCounts, RequestMetrics},
-    config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig},
+    config::{Gate, HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
     interaction::{Prompter, Unattended},
     platform::{
         memory::{Fault, MemoryPlatform},
-        Platform, PlatformError, RetryPolicy, RevisionSpec, ServiceId, ServiceUpdate,
-        TrafficTarget,
+        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSpec, ServiceId,
+        ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{Analyser, DeployRequest, Driver, Event, Interrupt, Outcome, RolloutReporter},
+        driver::{
+            Analyser, CheckScope, DeployRequest, Driver, Event, GateChecks, Interrupt, NoChecks,
+            Outcome, RolloutReporter,
+        },
         identity::{HealthAnswer, HealthProbe},
-        journal::{Journal, LocalJournal, Phase, JOURNAL_ANNOTATION},
+        journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
-        machine::Judgement,
+        machine::{MetricResult, Phase, State, Status},
     },
 };
 use serde_json::json;
@@ -62,16 +65,16 @@ impl RequestMetrics for Metrics {
 }
 
 /// An analyser that answers from a script, then repeats its last answer.
-struct Script(Mutex<Vec<Judgement>>);
+struct Script(Mutex<Vec<MetricResult>>);
 
 impl Script {
-    fn new(judgements: Vec<Judgement>) -> Self {
+    fn new(judgements: Vec<MetricResult>) -> Self {
         Self(Mutex::new(judgements))
     }
 }
 
 impl Analyser for Script {
-    fn judge(&self, _: RequestCounts, _: Option<RequestCounts>) -> Judgement {
+    fn judge(&self, _: RequestCounts, _: Option<RequestCounts>) -> MetricResult {
         let mut script = self.0.lock().unwrap();
         if script.len() > 1 {
             script.remove(0)
@@ -116,7 +119,7 @@ impl Recorder {
             .unwrap()
             .iter()
             .filter_map(|event| match event {
-                Event::Traffic { canary_percent, .. } => Some(*canary_percent),
+                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
                 _ => None,
             })
             .collect()
@@ -142,11 +145,13 @@ fn request(policy: RolloutConfig) -> DeployRequest {
         image: IMAGE.into(),
         commit: COMMIT.into(),
         dirty: None,
-        env: None,
+        run: RunConfig::default(),
+        env: BTreeMap::new(),
         policy,
         health: HealthConfig::default(),
         lock_wait: Duration::ZERO,
         ready_timeout: Duration::from_secs(60),
+        accept_warnings: false,
     }
 }
 
@@ -159,7 +164,12 @@ async fn platform() -> MemoryPlatform {
                 name: "svc-stable".into(),
                 image: "127.0.0.1:5000/svc@sha256:old".into(),
                 labels: BTreeMap::new(),
-                env: None,
+                base: None,
+                settings: RevisionSettings {
+                    env: BTreeMap::from([("REGION".to_string(), "west".to_string())]),
+                    memory: Some("512Mi".into()),
+                    ..RevisionSettings::default()
+                },
             },
         )
         .await
@@ -177,11 +187,12 @@ struct Harness {
     analyser: Script,
     probe: Probe,
     recorder: Recorder,
+    checks: Box<dyn GateChecks>,
     state: tempfile::TempDir,
 }
 
 impl Harness {
-    async fn new(judgements: Vec<Judgement>) -> Self {
+    async fn new(judgements: Vec<MetricResult>) -> Self {
         Self {
             platform: platform().await,
             metrics: Metrics::default(),
@@ -190,6 +201,7 @@ impl Harness {
                 identity: json!({"service": "svc", "commit": COMMIT}),
             },
             recorder: Recorder::default(),
+            checks: Box::new(NoChecks),
             state: tempfile::tempdir().unwrap(),
         }
     }
@@ -204,6 +216,7 @@ impl Harness {
             metrics: &self.metrics,
             analyser: &self.analyser,
             probe: &self.probe,
+            checks: self.checks.as_ref(),
             reporter: &self.recorder,
             prompter,
             local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
@@ -226,15 +239,29 @@ impl Harness {
     }
 }
 
-fn fail() -> Judgement {
-    Judgement::Fail {
-        reason: "canary 30.0% errors (60/200) vs 5% allowed".into(),
-    }
+fn fail() -> MetricResult {
+    MetricResult::new(
+        "request errors",
+        Status::Fail,
+        "canary 30.0% errors (60/200) vs 5% allowed",
+    )
+}
+
+fn pass() -> MetricResult {
+    MetricResult::new("request errors", Status::Pass, "canary 0.0% errors (0/400)")
+}
+
+fn inconclusive() -> MetricResult {
+    MetricResult::new(
+        "request errors",
+        Status::Inconclusive,
+        "12 canary requests (< 50 needed)",
+    )
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     let started = tokio::time::Instant::now();
     let report = harness
         .driver()
@@ -257,7 +284,7 @@ async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
         started.elapsed()
     );
     let journal = harness.journal().await;
-    assert_eq!(journal.phase, Phase::Promoted);
+    assert_eq!(journal.phase(), Phase::Promoted);
     let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
     assert!(
         !snapshot.annotations.contains_key(LOCK_ANNOTATION),
@@ -275,7 +302,7 @@ async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_canary_is_rolled_back_with_its_numbers() {
-    let harness = Harness::new(vec![Judgement::Pass, fail()]).await;
+    let harness = Harness::new(vec![pass(), fail()]).await;
     let report = harness
         .driver()
         .deploy(&request(policy()), never())
@@ -290,12 +317,12 @@ async fn a_failing_canary_is_rolled_back_with_its_numbers() {
     }
     assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
     assert_eq!(harness.recorder.canary_percents(), [5, 25]);
-    assert_eq!(harness.journal().await.phase, Phase::RolledBack);
+    assert_eq!(harness.journal().await.phase(), Phase::RolledBack);
 }
 
 #[tokio::test(start_paused = true)]
 async fn wrong_code_never_gets_traffic() {
-    let mut harness = Harness::new(vec![Judgement::Pass]).await;
+    let mut harness = Harness::new(vec![pass()]).await;
     harness.probe.identity = json!({"service": "svc", "commit": "fedcba9876543210"});
     let report = harness
         .driver()
@@ -313,12 +340,12 @@ async fn wrong_code_never_gets_traffic() {
         "no traffic moved"
     );
     assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
-    assert_eq!(harness.journal().await.phase, Phase::Stopped);
+    assert_eq!(harness.journal().await.phase(), Phase::Stopped);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_revision_that_fails_to_start_stops_the_deploy() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     harness.platform.fail_image(IMAGE);
     let report = harness
         .driver()
@@ -336,7 +363,7 @@ async fn a_revision_that_fails_to_start_stops_the_deploy() {
 
 #[tokio::test(start_paused = true)]
 async fn metrics_unavailable_is_never_promoted() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     *harness.metrics.canary_errors.lock().unwrap() = true;
     let report = harness
         .driver()
@@ -345,7 +372,7 @@ async fn metrics_unavailable_is_never_promoted() {
         .unwrap();
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
-            assert!(reason.contains("4 measurement errors in a row"), "{reason}")
+            assert!(reason.contains("4 unread looks in a row"), "{reason}")
         }
         other => panic!("expected a rollback, got {other:?}"),
     }
@@ -354,10 +381,7 @@ async fn metrics_unavailable_is_never_promoted() {
 
 #[tokio::test(start_paused = true)]
 async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
-    let harness = Harness::new(vec![Judgement::Inconclusive {
-        reason: "12 requests (< 50)".into(),
-    }])
-    .await;
+    let harness = Harness::new(vec![inconclusive()]).await;
     let mut policy = policy();
     policy.inconclusive = InconclusivePolicy::Hold;
     let report = harness
@@ -375,19 +399,13 @@ async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
         harness.serving().await,
         [("svc-stable".to_string(), 95), (canary, 5)]
     );
-    assert_eq!(harness.journal().await.phase, Phase::Held);
+    assert_eq!(harness.journal().await.phase(), Phase::Held);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_in_the_monitor_rolls_back() {
     // Three passing steps, then the first monitor check fails.
-    let harness = Harness::new(vec![
-        Judgement::Pass,
-        Judgement::Pass,
-        Judgement::Pass,
-        fail(),
-    ])
-    .await;
+    let harness = Harness::new(vec![pass(), pass(), pass(), fail()]).await;
     let report = harness
         .driver()
         .deploy(&request(policy()), never())
@@ -429,7 +447,7 @@ async fn a_rollback_survives_platform_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn another_writer_mid_rollout_stops_safely() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     let driver = harness.driver();
     let deploy_request = request(policy());
     let deploy = driver.deploy(&deploy_request, never());
@@ -459,6 +477,21 @@ async fn another_writer_mid_rollout_stops_safely() {
 
 /// A previous deployer died (kill -9) with a canary at 25% and its lock held.
 async fn crash_mid_canary(harness: &Harness) {
+    crash_in(
+        harness,
+        State {
+            phase: Phase::Canary,
+            step: Some(1),
+            percent: 25,
+            ..State::start()
+        },
+    )
+    .await;
+}
+
+/// A previous deployer died (kill -9) in `state`, its lock held, the split as the state says.
+async fn crash_in(harness: &Harness, state: State) {
+    let percent = state.percent;
     let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
     harness
         .platform
@@ -470,11 +503,12 @@ async fn crash_mid_canary(harness: &Harness) {
                     name: "svc-crashed".into(),
                     image: "127.0.0.1:5000/svc@sha256:crashed".into(),
                     labels: BTreeMap::new(),
-                    env: None,
+                    base: None,
+                    settings: RevisionSettings::default(),
                 }),
                 traffic: Some(vec![
-                    TrafficTarget::to_revision("svc-stable", 75),
-                    TrafficTarget::to_revision("svc-crashed", 25).tagged("canary"),
+                    TrafficTarget::to_revision("svc-stable", 100 - percent),
+                    TrafficTarget::to_revision("svc-crashed", percent).tagged("canary"),
                 ]),
                 ..ServiceUpdate::default()
             },
@@ -483,17 +517,14 @@ async fn crash_mid_canary(harness: &Harness) {
         .unwrap();
     let dead = Journal {
         id: "dead-rollout".into(),
-        phase: Phase::Canary,
         stable: Some("svc-stable".into()),
         canary: "svc-crashed".into(),
         commit: "crashed".into(),
         image: "img".into(),
-        step: Some(1),
-        percent: 25,
-        reason: None,
         owner: "ci@runner".into(),
         started: chrono::Utc::now(),
         updated: chrono::Utc::now(),
+        state,
     };
     let mut lock = Lock::new(
         "dead-rollout",
@@ -517,7 +548,7 @@ async fn crash_mid_canary(harness: &Harness) {
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
     let report = harness
         .driver()
@@ -544,10 +575,7 @@ async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
 
 #[tokio::test(start_paused = true)]
 async fn ctrl_c_takes_the_safe_default_when_unattended() {
-    let harness = Harness::new(vec![Judgement::Inconclusive {
-        reason: "waiting".into(),
-    }])
-    .await;
+    let harness = Harness::new(vec![inconclusive()]).await;
     let interrupt: Interrupt = Box::pin(tokio::time::sleep(Duration::from_secs(40)));
     let report = harness
         .driver()
@@ -563,7 +591,7 @@ async fn ctrl_c_takes_the_safe_default_when_unattended() {
 
 #[tokio::test(start_paused = true)]
 async fn a_locked_service_is_not_touched() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     let other = Lock::new(
         "someone-else",
         Duration::from_secs(3600),
@@ -588,21 +616,23 @@ async fn a_locked_service_is_not_touched() {
 
 #[tokio::test(start_paused = true)]
 async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     // Another deployer, alive (this very process), is in its canary step.
     let running = Journal {
         id: "running-rollout".into(),
-        phase: Phase::Canary,
         stable: Some("svc-stable".into()),
         canary: "svc-other".into(),
         commit: "other".into(),
         image: "img".into(),
-        step: Some(0),
-        percent: 5,
-        reason: None,
         owner: "ci@runner".into(),
         started: chrono::Utc::now(),
         updated: chrono::Utc::now(),
+        state: State {
+            phase: Phase::Canary,
+            step: Some(0),
+            percent: 5,
+            ..State::start()
+        },
     };
     let lock = Lock::new(
         "running-rollout",
@@ -650,7 +680,7 @@ impl Prompter for Picks {
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let report = harness
@@ -682,7 +712,7 @@ async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_rollout_can_be_left_for_a_human() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let error = harness
@@ -696,7 +726,7 @@ async fn an_interrupted_rollout_can_be_left_for_a_human() {
 
 #[tokio::test(start_paused = true)]
 async fn a_build_from_a_dirty_tree_is_labelled_as_such_on_its_revision() {
-    let harness = Harness::new(vec![Judgement::Pass]).await;
+    let harness = Harness::new(vec![pass()]).await;
     let mut dirty = request(policy());
     dirty.dirty = Some("54bad933".into());
     let report = harness.driver().deploy(&dirty, never()).await.unwrap();
@@ -709,4 +739,271 @@ async fn a_build_from_a_dirty_tree_is_labelled_as_such_on_its_revision() {
         .unwrap();
     assert_eq!(revision.labels["deployer-dirty"], "54bad933");
     assert_eq!(revision.labels["deployer-commit"], COMMIT);
+}
+
+/// Service checks scripted per gate: every run of a gate answers the same results.
+struct Checks(BTreeMap<Gate, Vec<MetricResult>>);
+
+#[async_trait]
+impl GateChecks for Checks {
+    fn gates(&self, gate: Gate) -> bool {
+        self.0.contains_key(&gate)
+    }
+
+    async fn run(&self, gate: Gate, scope: &CheckScope) -> Vec<MetricResult> {
+        assert!(scope.revision.starts_with("svc-0123456-"), "{scope:?}");
+        assert_eq!(scope.stable_revision.as_deref(), Some("svc-stable"));
+        self.0.get(&gate).cloned().unwrap_or_default()
+    }
+}
+
+fn check(name: &str, status: Status) -> MetricResult {
+    MetricResult::new(name, status, "92.4% (threshold: >= 90%)")
+}
+
+/// Defect 1: with `inconclusive = "promote"`, a huge error limit and every metrics read failing,
+/// the old driver moved 10% → 50% → 100% and reported "post-deploy monitor passed".
+#[tokio::test(start_paused = true)]
+async fn metrics_always_failing_never_promote_under_any_inconclusive_policy() {
+    for inconclusive in [
+        InconclusivePolicy::Promote,
+        InconclusivePolicy::Hold,
+        InconclusivePolicy::Rollback,
+    ] {
+        let harness = Harness::new(vec![pass()]).await;
+        *harness.metrics.canary_errors.lock().unwrap() = true;
+        let mut policy = policy();
+        policy.inconclusive = inconclusive;
+        policy.consecutive_error_limit = 100;
+        let report = harness
+            .driver()
+            .deploy(&request(policy), never())
+            .await
+            .unwrap();
+        assert!(
+            !matches!(report.outcome, Outcome::Promoted { .. }),
+            "{inconclusive:?}: {:?}",
+            report.outcome
+        );
+        assert_eq!(
+            harness.recorder.canary_percents(),
+            [5],
+            "{inconclusive:?}: never left the first step"
+        );
+        let reason = match &report.outcome {
+            Outcome::Held { reason } | Outcome::RolledBack { reason, .. } => reason.clone(),
+            other => panic!("{inconclusive:?}: {other:?}"),
+        };
+        assert!(reason.contains("never promoted without data"), "{reason}");
+    }
+}
+
+/// Defect 2: a monitor in which nothing could be read "passed".
+#[tokio::test(start_paused = true)]
+async fn a_monitor_without_readable_metrics_does_not_pass() {
+    let no_data = MetricResult::new("request errors", Status::NoData, "no series");
+    let harness = Harness::new(vec![pass(), pass(), pass(), no_data]).await;
+    let mut policy = policy();
+    policy.consecutive_error_limit = 100;
+    policy.inconclusive = InconclusivePolicy::Hold;
+    let report = harness
+        .driver()
+        .deploy(&request(policy), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::Held { reason } => assert!(reason.contains("had no readable metrics"), "{reason}"),
+        other => panic!("expected a hold, got {other:?}"),
+    }
+    assert_eq!(harness.journal().await.phase(), Phase::Held);
+}
+
+/// Defect 3: Ctrl-C "leave the split" during the monitor journalled the rollout Promoted and
+/// dropped the stable revision from the split.
+#[tokio::test(start_paused = true)]
+async fn ctrl_c_leave_during_the_monitor_ends_held_with_the_stable_revision_kept() {
+    let harness = Harness::new(vec![pass()]).await;
+    // Three steps of 15 s, then 10 minutes into the 30-minute monitor.
+    let interrupt: Interrupt = Box::pin(tokio::time::sleep(Duration::from_secs(45 + 600)));
+    let report = harness
+        .driver_with(&Picks(1))
+        .deploy(&request(policy()), interrupt)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.outcome, Outcome::Held { reason } if reason.contains("interrupted")),
+        "{:?}",
+        report.outcome
+    );
+    let journal = harness.journal().await;
+    assert_eq!(journal.phase(), Phase::Held);
+    let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
+    assert!(
+        snapshot
+            .traffic
+            .iter()
+            .any(|target| target.revision.as_deref() == Some("svc-stable")),
+        "the stable revision stays in the split: {:?}",
+        snapshot.traffic
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_monitor_is_resumed_by_promoting_and_monitoring_again() {
+    let harness = Harness::new(vec![pass()]).await;
+    crash_in(
+        &harness,
+        State {
+            phase: Phase::Monitoring,
+            percent: 100,
+            ..State::start()
+        },
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let report = harness
+        .driver_with(&Picks(1))
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: "svc-crashed".into()
+        }
+    );
+    assert_eq!(harness.recorder.canary_percents(), [100]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1800),
+        "monitored again in full"
+    );
+}
+
+/// Defect 4: after a rolled-back `--env FAIL_RATE=0.3` deploy, the next plain deploy created a
+/// revision that again had `FAIL_RATE=0.3` (it edited the template of the rolled-back revision).
+#[tokio::test(start_paused = true)]
+async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one() {
+    let harness = Harness::new(vec![fail()]).await;
+    let mut faulty = request(policy());
+    faulty.env = BTreeMap::from([("FAIL_RATE".to_string(), "0.3".to_string())]);
+    let report = harness.driver().deploy(&faulty, never()).await.unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }));
+
+    *harness.analyser.0.lock().unwrap() = vec![pass()];
+    let mut plain = request(policy());
+    plain.run = RunConfig {
+        memory: Some("1Gi".into()),
+        ..RunConfig::default()
+    };
+    let report = harness.driver().deploy(&plain, never()).await.unwrap();
+    let canary = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        }
+    );
+    let revision = harness
+        .platform
+        .revision(&id(), &canary)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        revision.settings.env,
+        BTreeMap::from([("REGION".to_string(), "west".to_string())]),
+        "the stable revision's environment, without the rolled-back FAIL_RATE"
+    );
+    assert_eq!(revision.settings.memory.as_deref(), Some("1Gi"));
+    let changes: Vec<Vec<String>> = harness
+        .recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            Event::SettingsChanged { changes } => Some(changes.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            vec!["env FAIL_RATE: unset → 0.3".to_string()],
+            vec!["memory: 512Mi → 1Gi".to_string()]
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_critical_validation_check_stops_the_deploy_before_any_traffic() {
+    let mut harness = Harness::new(vec![pass()]).await;
+    harness.checks = Box::new(Checks(BTreeMap::from([(
+        Gate::Validation,
+        vec![check("Vegas Line Coverage", Status::Fail)],
+    )])));
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::StoppedBeforeTraffic { reason } => {
+            assert!(reason.contains("Vegas Line Coverage FAIL"), "{reason}")
+        }
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert!(harness.recorder.canary_percents().is_empty());
+    assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() {
+    let mut harness = Harness::new(vec![pass()]).await;
+    harness.checks = Box::new(Checks(BTreeMap::from([(
+        Gate::Validation,
+        vec![check("Grading Completeness", Status::Warn)],
+    )])));
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.outcome, Outcome::StoppedBeforeTraffic { reason } if reason.contains("not accepted")),
+        "{:?}",
+        report.outcome
+    );
+    let mut accepted = request(policy());
+    accepted.accept_warnings = true;
+    let report = harness.driver().deploy(&accepted, never()).await.unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Promoted { .. }),
+        "{:?}",
+        report.outcome
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_critical_canary_check_rolls_back_naming_the_check() {
+    let mut harness = Harness::new(vec![inconclusive()]).await;
+    harness.checks = Box::new(Checks(BTreeMap::from([(
+        Gate::Canary,
+        vec![check("Recent Predictions", Status::Fail)],
+    )])));
+    let report = harness
+        .driver()
+        .deploy(&request(policy()), never())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Outcome::RolledBack { reason, .. } => {
+            assert!(
+                reason.contains("Recent Predictions FAIL: 92.4%"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(harness.recorder.canary_percents(), [5]);
 }

@@ -22,20 +22,21 @@ use std::{
 use async_trait::async_trait;
 use deployer::{
     checks::cloud_monitoring::CloudMonitoring,
-    config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig},
+    config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
     emulator::{faults::FaultConfig, Emulator},
     interaction::Unattended,
     platform::{
         cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-        Platform, PlatformError, RetryPolicy, RevisionSnapshot, RevisionSpec, ServiceId,
-        ServiceSnapshot, ServiceUpdate,
+        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
+        ServiceId, ServiceSnapshot, ServiceUpdate,
     },
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployError, DeployRequest, Driver, Event, Outcome, RolloutReporter},
+        driver::{DeployError, DeployRequest, Driver, Event, NoChecks, Outcome, RolloutReporter},
         identity::HttpProbe,
-        journal::{Journal, LocalJournal, Phase, JOURNAL_ANNOTATION},
+        journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{LockError, LOCK_ANNOTATION},
+        machine::Phase,
     },
 };
 use support::{hello_image, start_emulator, Load};
@@ -102,11 +103,13 @@ fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
         image: hello_image().to_string(),
         commit: commit.into(),
         dirty: None,
-        env: Some(hello_env(name, commit, fail_rate)),
+        run: RunConfig::default(),
+        env: hello_env(name, commit, fail_rate),
         policy: policy(),
         health: health(),
         lock_wait: Duration::ZERO,
         ready_timeout: Duration::from_secs(30),
+        accept_warnings: false,
     }
 }
 
@@ -126,7 +129,7 @@ impl Recorder {
             .unwrap()
             .iter()
             .filter_map(|event| match event {
-                Event::Traffic { canary_percent, .. } => Some(*canary_percent),
+                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
                 _ => None,
             })
             .collect()
@@ -175,7 +178,11 @@ impl Fixture {
                     name: stable.clone(),
                     image: hello_image().to_string(),
                     labels: revision_labels(STABLE_COMMIT),
-                    env: Some(hello_env(name, STABLE_COMMIT, None)),
+                    base: None,
+                    settings: RevisionSettings {
+                        env: hello_env(name, STABLE_COMMIT, None),
+                        ..RevisionSettings::default()
+                    },
                 },
             )
             .await
@@ -212,7 +219,7 @@ impl Fixture {
         loop {
             let snapshot = self.service().await;
             if let Some(journal) = Journal::of(&snapshot) {
-                if journal.phase == phase && journal.percent == percent {
+                if journal.phase() == phase && journal.state.percent == percent {
                     return journal;
                 }
             }
@@ -289,6 +296,7 @@ impl Parts {
             metrics: &self.metrics,
             analyser: &self.analyser,
             probe: &self.probe,
+            checks: &NoChecks,
             reporter: &self.recorder,
             prompter: &self.prompter,
             local_journal: LocalJournal::in_directory(state.to_path_buf()),
@@ -329,7 +337,7 @@ async fn a_healthy_canary_is_promoted_step_by_step_under_real_traffic() {
     );
     let snapshot = fixture.assert_serves_only(&canary).await;
     let journal = Journal::of(&snapshot).unwrap();
-    assert_eq!(journal.phase, Phase::Promoted);
+    assert_eq!(journal.phase(), Phase::Promoted);
     assert_eq!(journal.commit, NEW_COMMIT);
     let revision = fixture.revision(&canary).await;
     assert_eq!(revision.labels["deployer-commit"], NEW_COMMIT);
@@ -385,8 +393,8 @@ async fn a_canary_failing_30_percent_of_requests_is_rolled_back_with_the_numbers
     );
     let snapshot = fixture.assert_serves_only(&fixture.stable).await;
     let journal = Journal::of(&snapshot).unwrap();
-    assert_eq!(journal.phase, Phase::RolledBack);
-    assert_eq!(journal.reason.as_deref(), Some(reason.as_str()));
+    assert_eq!(journal.phase(), Phase::RolledBack);
+    assert_eq!(journal.state.reason.as_deref(), Some(reason.as_str()));
     // The canary really failed real requests, and only the canary.
     let load = fixture.finish_load().await;
     let failed: usize = load
@@ -424,7 +432,7 @@ fn is_rollback(update: &ServiceUpdate) -> bool {
         .get(JOURNAL_ANNOTATION)
         .and_then(|value| value.as_deref())
         .and_then(|text| serde_json::from_str::<Journal>(text).ok())
-        .is_some_and(|journal| journal.phase == Phase::RolledBack)
+        .is_some_and(|journal| journal.phase() == Phase::RolledBack)
 }
 
 #[async_trait]
@@ -526,7 +534,7 @@ async fn a_rollback_gets_through_an_api_answering_503s() {
     );
     assert!(platform.unavailable.load(Ordering::SeqCst) >= 2);
     let snapshot = fixture.assert_serves_only(&fixture.stable).await;
-    assert_eq!(Journal::of(&snapshot).unwrap().phase, Phase::RolledBack);
+    assert_eq!(Journal::of(&snapshot).unwrap().phase(), Phase::RolledBack);
     fixture.shutdown().await;
 }
 
@@ -854,7 +862,7 @@ async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
     assert!(output.contains("PROMOTED"), "{output}");
     let snapshot = fixture.service().await;
     let journal = Journal::of(&snapshot).unwrap();
-    assert_eq!(journal.phase, Phase::Promoted);
+    assert_eq!(journal.phase(), Phase::Promoted);
     assert_ne!(journal.canary, crashed);
     fixture.assert_serves_only(&journal.canary).await;
     assert_eq!(

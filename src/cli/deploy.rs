@@ -441,6 +441,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             health: config.health.clone(),
             lock_wait: args.lock_wait.get(),
             ready_timeout: args.ready_timeout.get(),
+            accept_warnings: args.preflight.accept_warnings,
         };
         let metrics = CloudMonitoring::new(&monitoring_endpoint(&config, args, &endpoint))?;
         let analyser = SequentialAnalyser::new(&config.rollout)

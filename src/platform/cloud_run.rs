@@ -17,8 +17,7 @@ use google_cloud_run_v2::{
 
 use super::{
     Platform, PlatformError, RevisionSettings, RevisionSnapshot, RevisionSpec, ServiceId,
-    ServiceSnapshot,
-    ServiceUpdate, TrafficStatus, TrafficTarget,
+    ServiceSnapshot, ServiceUpdate, TrafficStatus, TrafficTarget,
 };
 
 /// Where the Cloud Run Admin API is.
@@ -295,7 +294,9 @@ fn template_from_revision(base: &model::Revision) -> model::RevisionTemplate {
     template.annotations = base
         .annotations
         .iter()
-        .filter(|(key, _)| !key.starts_with("run.googleapis.com/") && !key.contains("serving.knative.dev"))
+        .filter(|(key, _)| {
+            !key.starts_with("run.googleapis.com/") && !key.contains("serving.knative.dev")
+        })
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     template.scaling = base.scaling.clone();
@@ -378,13 +379,15 @@ fn apply_template(template: &mut model::RevisionTemplate, spec: &RevisionSpec) {
         let (secret, version) = reference
             .rsplit_once("/versions/")
             .unwrap_or((reference.as_str(), "latest"));
-        model::EnvVar::new().set_name(name.clone()).set_value_source(
-            model::EnvVarSource::new().set_secret_key_ref(
-                model::SecretKeySelector::new()
-                    .set_secret(secret.to_string())
-                    .set_version(version.to_string()),
-            ),
-        )
+        model::EnvVar::new()
+            .set_name(name.clone())
+            .set_value_source(
+                model::EnvVarSource::new().set_secret_key_ref(
+                    model::SecretKeySelector::new()
+                        .set_secret(secret.to_string())
+                        .set_version(version.to_string()),
+                ),
+            )
     });
     container.env = literal.chain(secrets).collect();
     let resources = container

@@ -269,7 +269,11 @@ impl RevisionSettings {
             show(self.service_account.as_ref()),
         );
         scalar("cpu", show(base.cpu.as_ref()), show(self.cpu.as_ref()));
-        scalar("memory", show(base.memory.as_ref()), show(self.memory.as_ref()));
+        scalar(
+            "memory",
+            show(base.memory.as_ref()),
+            show(self.memory.as_ref()),
+        );
         scalar(
             "concurrency",
             show(base.concurrency.as_ref()),
@@ -287,8 +291,16 @@ impl RevisionSettings {
         );
         scalar(
             "timeout",
-            show(base.timeout_seconds.map(|seconds| format!("{seconds}s")).as_ref()),
-            show(self.timeout_seconds.map(|seconds| format!("{seconds}s")).as_ref()),
+            show(
+                base.timeout_seconds
+                    .map(|seconds| format!("{seconds}s"))
+                    .as_ref(),
+            ),
+            show(
+                self.timeout_seconds
+                    .map(|seconds| format!("{seconds}s"))
+                    .as_ref(),
+            ),
         );
         lines
     }

@@ -55,7 +55,11 @@ fn counts(counts: RequestCounts) -> Counts {
 impl Analyser for SequentialAnalyser {
     fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> MetricResult {
         let Ok(mut analysis) = CanaryAnalysis::new(self.policy) else {
-            return MetricResult::new(REQUEST_ERRORS, Status::Error, "the analysis policy is invalid");
+            return MetricResult::new(
+                REQUEST_ERRORS,
+                Status::Error,
+                "the analysis policy is invalid",
+            );
         };
         let observation = Observation {
             canary: counts(canary),

@@ -263,6 +263,9 @@ pub struct DeployRequest {
     pub lock_wait: Duration,
     /// How long a new revision may take to become Ready and answer `/health`.
     pub ready_timeout: Duration,
+    /// Validation warnings are accepted without asking (`--accept-warnings`, for unattended
+    /// runs: the preflight rule).
+    pub accept_warnings: bool,
 }
 
 /// The rollout's final report.
@@ -358,7 +361,8 @@ impl Driver<'_> {
         let Some(existing) = read_service(self.platform, id, self.retry).await? else {
             return self.first_deploy(request, rollout_id).await;
         };
-        if let Some(journal) = Journal::of(&existing).filter(|journal| !journal.phase().is_terminal())
+        if let Some(journal) =
+            Journal::of(&existing).filter(|journal| !journal.phase().is_terminal())
         {
             // An unfinished journal under a live lock is a rollout that is running, not one
             // that was interrupted: recovering it would roll back someone else's rollout. Only
@@ -540,7 +544,15 @@ impl Driver<'_> {
                     step_started: Instant::now(),
                 };
                 let journal = self
-                    .drive(request, &policy, &mut running, state, action, notes, interrupt)
+                    .drive(
+                        request,
+                        &policy,
+                        &mut running,
+                        state,
+                        action,
+                        notes,
+                        interrupt,
+                    )
                     .await;
                 self.release(id, &journal.id, notes).await;
                 Ok(Some(RolloutReport {
@@ -560,7 +572,15 @@ impl Driver<'_> {
                     step_started: Instant::now(),
                 };
                 let done = self
-                    .drive(request, &policy, &mut running, state, action, notes, interrupt)
+                    .drive(
+                        request,
+                        &policy,
+                        &mut running,
+                        state,
+                        action,
+                        notes,
+                        interrupt,
+                    )
                     .await;
                 match done.phase() {
                     Phase::RolledBack | Phase::Stopped => {
@@ -595,16 +615,15 @@ impl Driver<'_> {
         interrupt: &mut Interrupt,
     ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
-        let report = |canary: Option<String>, stable: Option<String>, outcome: Outcome| {
-            RolloutReport {
+        let report =
+            |canary: Option<String>, stable: Option<String>, outcome: Outcome| RolloutReport {
                 id: rollout_id.to_string(),
                 service: id.name.clone(),
                 canary,
                 stable,
                 outcome,
                 notes: Vec::new(),
-            }
-        };
+            };
         let Some(stable) = snapshot.primary_revision() else {
             return Ok(report(
                 None,
@@ -646,8 +665,7 @@ impl Driver<'_> {
         let spec = self.revision_spec(request, canary.clone(), Some(stable.clone()), base.clone());
         let changes = spec.settings.differences(&base);
         if !changes.is_empty() {
-            self.reporter
-                .event(&Event::SettingsChanged { changes });
+            self.reporter.event(&Event::SettingsChanged { changes });
         }
         let policy = self.policy(request);
         let mut running = Running {
@@ -700,13 +718,17 @@ impl Driver<'_> {
             }
         };
         let journal = self
-            .drive(request, &policy, &mut running, state, action, notes, interrupt)
+            .drive(
+                request,
+                &policy,
+                &mut running,
+                state,
+                action,
+                notes,
+                interrupt,
+            )
             .await;
-        Ok(report(
-            Some(canary),
-            Some(stable),
-            Outcome::of(&journal),
-        ))
+        Ok(report(Some(canary), Some(stable), Outcome::of(&journal)))
     }
 
     fn revision_spec(
@@ -748,25 +770,32 @@ impl Driver<'_> {
         loop {
             let input = match action {
                 Action::Done => break,
-                Action::VerifyIdentity => {
-                    Input::Identity(self.verify(request, running).await)
-                }
+                Action::VerifyIdentity => Input::Identity(self.verify(request, running).await),
                 Action::Validate => {
                     let results = self
                         .checks
-                        .run(Gate::Validation, &self.scope(request, running, Duration::ZERO))
+                        .run(
+                            Gate::Validation,
+                            &self.scope(request, running, Duration::ZERO),
+                        )
                         .await;
                     self.reporter.event(&Event::Validation {
                         results: results.clone(),
                     });
                     Input::Validated(Observation::of(results))
                 }
-                Action::Confirm { warnings } => Input::Confirmed(self.prompter.confirm(
-                    &format!("Validation warnings: {warnings}. Continue the rollout?"),
-                    false,
-                )),
+                Action::Confirm { warnings } => Input::Confirmed(
+                    request.accept_warnings
+                        || self.prompter.confirm(
+                            &format!("Validation warnings: {warnings}. Continue the rollout?"),
+                            false,
+                        ),
+                ),
                 Action::MoveTraffic { percent } => {
-                    match self.move_traffic(request, running, state.clone(), percent).await {
+                    match self
+                        .move_traffic(request, running, state.clone(), percent)
+                        .await
+                    {
                         Ok(()) => Input::TrafficMoved,
                         Err(error) => Input::TrafficFailed(error.to_string()),
                     }
@@ -781,16 +810,23 @@ impl Driver<'_> {
                         () = &mut *interrupt => Input::Interrupted(self.interrupted()),
                     }
                 }
-                Action::RollBack | Action::ClearCanary => {
-                    Input::Wrote(self.roll_back(request, running, state.clone(), action == Action::RollBack).await)
-                }
+                Action::RollBack | Action::ClearCanary => Input::Wrote(
+                    self.roll_back(request, running, state.clone(), action == Action::RollBack)
+                        .await,
+                ),
                 Action::Record => Input::Wrote(self.record(request, running, state.clone()).await),
                 Action::Complete => {
                     // The promoted revision alone in the split (still tagged, so its URL stays).
                     let final_split =
-                        vec![TrafficTarget::to_revision(&running.journal.canary, 100).tagged(CANARY_TAG)];
+                        vec![TrafficTarget::to_revision(&running.journal.canary, 100)
+                            .tagged(CANARY_TAG)];
                     match self
-                        .write(&request.id, running, state.clone(), ServiceUpdate::traffic(final_split))
+                        .write(
+                            &request.id,
+                            running,
+                            state.clone(),
+                            ServiceUpdate::traffic(final_split),
+                        )
                         .await
                     {
                         Ok(_) => Input::Wrote(Written::Done),
@@ -845,7 +881,12 @@ impl Driver<'_> {
     ) -> Result<(), PlatformError> {
         let traffic = split(&running.stable(), &running.journal.canary.clone(), percent);
         let snapshot = self
-            .write(&request.id, running, state, ServiceUpdate::traffic(traffic.clone()))
+            .write(
+                &request.id,
+                running,
+                state,
+                ServiceUpdate::traffic(traffic.clone()),
+            )
             .await?;
         if running.canary_url.is_none() {
             running.canary_url = tag_url(&snapshot, &request.health);
@@ -882,14 +923,15 @@ impl Driver<'_> {
             Err(error) => return Written::Failed(error.to_string()),
         };
         let canary = &running.journal.canary;
-        let ours = Journal::of(&snapshot).is_some_and(|journal| journal.id == running.journal.id);
+        // Someone else wrote the service since our last write (its etag moved on).
+        let changed_by_others = snapshot.etag != running.etag;
         let canary_share: u16 = snapshot
             .serving()
             .iter()
             .filter(|(name, _)| name == canary)
             .map(|(_, share)| u16::from(*share))
             .sum();
-        if traffic_moved && canary_share == 0 && !ours {
+        if traffic_moved && canary_share == 0 && changed_by_others {
             let serving = snapshot.primary_revision().unwrap_or_default();
             return Written::Superseded(format!(
                 "{reason}; meanwhile someone else changed the service and took the canary out of the split: `{serving}` serves — deployer stops without writing"
@@ -912,10 +954,20 @@ impl Driver<'_> {
     }
 
     /// Writes the journal of `state` alone (the split stays as it is).
-    async fn record(&self, request: &DeployRequest, running: &mut Running, state: State) -> Written {
+    async fn record(
+        &self,
+        request: &DeployRequest,
+        running: &mut Running,
+        state: State,
+    ) -> Written {
         for _ in 0..2 {
             match self
-                .write(&request.id, running, state.clone(), ServiceUpdate::default())
+                .write(
+                    &request.id,
+                    running,
+                    state.clone(),
+                    ServiceUpdate::default(),
+                )
                 .await
             {
                 Ok(_) => return Written::Done,
@@ -1009,11 +1061,17 @@ impl Driver<'_> {
                     .clone()
                     .ok_or_else(|| format!("the platform reports no URL for tag `{CANARY_TAG}`"))
             };
-            let name = if monitoring { "service health" } else { "canary health" };
+            let name = if monitoring {
+                "service health"
+            } else {
+                "canary health"
+            };
             match url {
                 Err(reason) => MetricResult::new(name, Status::Error, reason),
                 Ok(url) => match self.health_ok(&url, request).await {
-                    Ok(()) => MetricResult::new(name, Status::Pass, format!("`{url}` answered 200")),
+                    Ok(()) => {
+                        MetricResult::new(name, Status::Pass, format!("`{url}` answered 200"))
+                    }
                     // A revision whose own `/health` fails is failing, whatever its request
                     // counts say.
                     Err(reason) => MetricResult::new(name, Status::Fail, reason),
@@ -1089,7 +1147,11 @@ impl Driver<'_> {
 
     /// Waits for the canary to be Ready, then checks its image digest and its identity on the
     /// tag URL.
-    async fn verify(&self, request: &DeployRequest, running: &mut Running) -> Result<(), IdentityError> {
+    async fn verify(
+        &self,
+        request: &DeployRequest,
+        running: &mut Running,
+    ) -> Result<(), IdentityError> {
         let id = &request.id;
         let canary = running.journal.canary.clone();
         let deadline = Instant::now() + request.ready_timeout;

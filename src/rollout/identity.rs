@@ -125,7 +125,10 @@ pub fn check_identity(
         return Err(IdentityError::WrongCode(format!(
             "`{}` reports service {} (field `{}`), expected `{service}`",
             health.path,
-            reported_service.map_or("nothing".to_string(), |name| format!("`{}`", name.escape_debug())),
+            reported_service.map_or("nothing".to_string(), |name| format!(
+                "`{}`",
+                name.escape_debug()
+            )),
             health.service_field
         )));
     }
@@ -135,7 +138,10 @@ pub fn check_identity(
         other => Err(IdentityError::WrongCode(format!(
             "`{}` reports commit {} (field `{}`), expected `{commit}`",
             health.path,
-            other.map_or("nothing".to_string(), |commit| format!("`{}`", commit.escape_debug())),
+            other.map_or("nothing".to_string(), |commit| format!(
+                "`{}`",
+                commit.escape_debug()
+            )),
             health.commit_field
         ))),
     }

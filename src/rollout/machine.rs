@@ -78,10 +78,7 @@ impl Phase {
 
     /// True once the new revision may have received traffic.
     pub fn traffic_moved(self) -> bool {
-        !matches!(
-            self,
-            Phase::Verifying | Phase::Validating | Phase::Stopped
-        )
+        !matches!(self, Phase::Verifying | Phase::Validating | Phase::Stopped)
     }
 }
 
@@ -444,10 +441,9 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
         ),
 
         (Phase::Canary, I::TrafficMoved) => observe(state, policy.interval),
-        (Phase::Monitoring, I::TrafficMoved) if policy.monitor_duration.is_zero() => (
-            state.with_phase(Phase::Promoted),
-            Action::Complete,
-        ),
+        (Phase::Monitoring, I::TrafficMoved) if policy.monitor_duration.is_zero() => {
+            (state.with_phase(Phase::Promoted), Action::Complete)
+        }
         (Phase::Monitoring, I::TrafficMoved) => observe(state, policy.monitor_interval),
         (Phase::Canary, I::TrafficFailed(error)) => roll_back(
             state,
@@ -457,12 +453,20 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
             roll_back(state, format!("the promotion failed: {error}"))
         }
 
-        (Phase::Canary, I::Observed { observation, elapsed }) => {
-            canary_look(policy, state, &observation, elapsed)
-        }
-        (Phase::Monitoring, I::Observed { observation, elapsed }) => {
-            monitor_look(policy, state, &observation, elapsed)
-        }
+        (
+            Phase::Canary,
+            I::Observed {
+                observation,
+                elapsed,
+            },
+        ) => canary_look(policy, state, &observation, elapsed),
+        (
+            Phase::Monitoring,
+            I::Observed {
+                observation,
+                elapsed,
+            },
+        ) => monitor_look(policy, state, &observation, elapsed),
 
         (Phase::Canary | Phase::Monitoring, I::Interrupted(Interruption::RollBack)) => {
             roll_back(state, "interrupted by the user".to_string())
@@ -584,10 +588,7 @@ fn validated(policy: &Policy, state: &State, observation: &Observation) -> (Stat
         // A gate never counts NO DATA or ERROR as a pass.
         Status::NoData | Status::Error => stop(
             state,
-            format!(
-                "validation could not be judged: {}",
-                observation.unread()
-            ),
+            format!("validation could not be judged: {}", observation.unread()),
         ),
         Status::Warn | Status::Inconclusive => {
             let warnings = observation.with_status(|metric| metric.status != Status::Pass);
@@ -612,9 +613,7 @@ fn count_errors(
         let count = errors.entry("observation".to_string()).or_insert(0);
         *count = count.saturating_add(1);
         if *count > policy.consecutive_error_limit {
-            over = Some(format!(
-                "{count} looks in a row measured nothing"
-            ));
+            over = Some(format!("{count} looks in a row measured nothing"));
         }
         return (errors, over);
     }

@@ -77,8 +77,18 @@ fn every_phase_and_input() {
     let held = at(Phase::Held, Some(0), 10);
     let cases: Vec<(InconclusivePolicy, &State, Input, &str)> = vec![
         // Identity.
-        (Rollback, &verifying, Input::Identity(Ok(())), "traffic 10 / Canary"),
-        (Rollback, &verifying, Input::Identity(Err(wrong)), "clear / Stopped"),
+        (
+            Rollback,
+            &verifying,
+            Input::Identity(Ok(())),
+            "traffic 10 / Canary",
+        ),
+        (
+            Rollback,
+            &verifying,
+            Input::Identity(Err(wrong)),
+            "clear / Stopped",
+        ),
         (
             Rollback,
             &verifying,
@@ -122,8 +132,18 @@ fn every_phase_and_input() {
             Input::Validated(Observation::of(vec![metric(Warn)])),
             "confirm / Validating",
         ),
-        (Rollback, &validating, Input::Confirmed(true), "traffic 10 / Canary"),
-        (Rollback, &validating, Input::Confirmed(false), "clear / Stopped"),
+        (
+            Rollback,
+            &validating,
+            Input::Confirmed(true),
+            "traffic 10 / Canary",
+        ),
+        (
+            Rollback,
+            &validating,
+            Input::Confirmed(false),
+            "clear / Stopped",
+        ),
         // Traffic writes.
         (Rollback, &canary, Input::TrafficMoved, "observe 5 / Canary"),
         (
@@ -132,7 +152,12 @@ fn every_phase_and_input() {
             Input::TrafficFailed("503".into()),
             "rollback / RolledBack",
         ),
-        (Rollback, &monitor, Input::TrafficMoved, "observe 10 / Monitoring"),
+        (
+            Rollback,
+            &monitor,
+            Input::TrafficMoved,
+            "observe 10 / Monitoring",
+        ),
         (
             Rollback,
             &monitor,
@@ -140,18 +165,63 @@ fn every_phase_and_input() {
             "rollback / RolledBack",
         ),
         // Canary looks.
-        (Rollback, &canary, look(&[Pass, Pass], 5), "traffic 50 / Canary"),
-        (Rollback, &last_step, look(&[Pass], 5), "traffic 100 / Monitoring"),
-        (Promote, &canary, look(&[Fail, Pass], 5), "rollback / RolledBack"),
-        (Hold, &canary, look(&[Pass, Fail], 5), "rollback / RolledBack"),
-        (Rollback, &canary, look(&[Inconclusive], 5), "observe 5 / Canary"),
-        (Rollback, &canary, look(&[Pass, Warn], 5), "observe 5 / Canary"),
+        (
+            Rollback,
+            &canary,
+            look(&[Pass, Pass], 5),
+            "traffic 50 / Canary",
+        ),
+        (
+            Rollback,
+            &last_step,
+            look(&[Pass], 5),
+            "traffic 100 / Monitoring",
+        ),
+        (
+            Promote,
+            &canary,
+            look(&[Fail, Pass], 5),
+            "rollback / RolledBack",
+        ),
+        (
+            Hold,
+            &canary,
+            look(&[Pass, Fail], 5),
+            "rollback / RolledBack",
+        ),
+        (
+            Rollback,
+            &canary,
+            look(&[Inconclusive], 5),
+            "observe 5 / Canary",
+        ),
+        (
+            Rollback,
+            &canary,
+            look(&[Pass, Warn], 5),
+            "observe 5 / Canary",
+        ),
         (Promote, &canary, look(&[Error], 5), "observe 5 / Canary"),
         (Promote, &canary, look(&[NoData], 5), "observe 5 / Canary"),
-        (Rollback, &canary, look(&[Inconclusive], 60), "rollback / RolledBack"),
+        (
+            Rollback,
+            &canary,
+            look(&[Inconclusive], 60),
+            "rollback / RolledBack",
+        ),
         (Hold, &canary, look(&[Inconclusive], 60), "record / Held"),
-        (Promote, &canary, look(&[Inconclusive], 60), "traffic 50 / Canary"),
-        (Promote, &canary, look(&[Pass, Warn], 60), "traffic 50 / Canary"),
+        (
+            Promote,
+            &canary,
+            look(&[Inconclusive], 60),
+            "traffic 50 / Canary",
+        ),
+        (
+            Promote,
+            &canary,
+            look(&[Pass, Warn], 60),
+            "traffic 50 / Canary",
+        ),
         (
             Promote,
             &last_step,
@@ -161,7 +231,12 @@ fn every_phase_and_input() {
         // Defect 1: at the deadline after a failed read, `promote` never promotes.
         (Promote, &canary, look(&[Error], 60), "record / Held"),
         (Promote, &canary, look(&[Pass, NoData], 60), "record / Held"),
-        (Rollback, &canary, look(&[Error], 60), "rollback / RolledBack"),
+        (
+            Rollback,
+            &canary,
+            look(&[Error], 60),
+            "rollback / RolledBack",
+        ),
         (Hold, &canary, look(&[Error], 60), "record / Held"),
         // A look that measured nothing is never a pass.
         (Promote, &canary, look(&[], 5), "observe 5 / Canary"),
@@ -180,13 +255,33 @@ fn every_phase_and_input() {
             "record / Held",
         ),
         // Monitor looks.
-        (Promote, &monitor, look(&[Pass, Pass], 10), "observe 10 / Monitoring"),
-        (Promote, &monitor, look(&[Inconclusive], 10), "observe 10 / Monitoring"),
-        (Promote, &monitor, look(&[Pass, Fail], 10), "rollback / RolledBack"),
+        (
+            Promote,
+            &monitor,
+            look(&[Pass, Pass], 10),
+            "observe 10 / Monitoring",
+        ),
+        (
+            Promote,
+            &monitor,
+            look(&[Inconclusive], 10),
+            "observe 10 / Monitoring",
+        ),
+        (
+            Promote,
+            &monitor,
+            look(&[Pass, Fail], 10),
+            "rollback / RolledBack",
+        ),
         (Promote, &monitor, look(&[Pass], 30), "complete / Promoted"),
         // Defect 2: the last interval had no data: the monitor did not pass.
         (Promote, &monitor, look(&[Error], 30), "record / Held"),
-        (Rollback, &monitor, look(&[NoData], 30), "rollback / RolledBack"),
+        (
+            Rollback,
+            &monitor,
+            look(&[NoData], 30),
+            "rollback / RolledBack",
+        ),
         // Defect 3: Ctrl-C "leave the split" during the monitor ends Held, never Promoted.
         (
             Promote,
@@ -245,12 +340,7 @@ fn every_phase_and_input() {
             "done / Promoted",
         ),
         // Out-of-place inputs never move a finished rollout.
-        (
-            Promote,
-            &held,
-            look(&[Pass], 5),
-            "done / Held",
-        ),
+        (Promote, &held, look(&[Pass], 5), "done / Held"),
         (Promote, &verifying, look(&[Pass], 5), "verify / Verifying"),
     ];
     for (inconclusive, state, input, expected) in cases {
@@ -308,12 +398,20 @@ fn per_metric_error_limits_end_the_step_without_promotion() {
         elapsed: Duration::from_secs(5),
     };
     let (next, action) = advance(&policy, &state, input());
-    assert_eq!(action, Action::Observe { wait: policy.interval });
+    assert_eq!(
+        action,
+        Action::Observe {
+            wait: policy.interval
+        }
+    );
     assert_eq!(next.errors.get("coverage"), Some(&1));
     state = next;
     let (next, action) = advance(&policy, &state, input());
     assert_eq!((next.phase, action), (Phase::Held, Action::Record));
-    assert!(next.reason.unwrap().contains("2 unread looks in a row of coverage"));
+    assert!(next
+        .reason
+        .unwrap()
+        .contains("2 unread looks in a row of coverage"));
 }
 
 #[test]
@@ -325,7 +423,10 @@ fn a_service_wide_failure_is_not_blamed_on_the_canary() {
     let canary = at(Phase::Canary, Some(0), 10);
     let (held, action) = advance(&policy(InconclusivePolicy::Promote), &canary, wide.clone());
     assert_eq!((held.phase, action), (Phase::Held, Action::Record));
-    assert!(held.reason.unwrap().contains("the whole service is failing"));
+    assert!(held
+        .reason
+        .unwrap()
+        .contains("the whole service is failing"));
     let (rolled, _) = advance(&policy(InconclusivePolicy::Rollback), &canary, wide);
     assert_eq!(rolled.phase, Phase::RolledBack);
 }
