@@ -604,7 +604,7 @@ async fn without_metrics_a_canary_is_never_promoted() {
         panic!("expected a rollback, got {:?}", report.outcome);
     };
     assert_eq!(revision, &fixture.stable);
-    assert!(reason.contains("4 measurement errors in a row"), "{reason}");
+    assert!(reason.contains("4 unread looks in a row"), "{reason}");
     assert!(reason.contains("metrics unavailable"), "{reason}");
     assert_eq!(parts.recorder.canary_percents(), [10]);
     fixture.assert_serves_only(&fixture.stable).await;
@@ -635,6 +635,72 @@ async fn without_metrics_a_canary_is_never_promoted() {
         "never promoted"
     );
     fixture.assert_serves_only(&fixture.stable).await;
+
+    // The first defect of the rollout core: `inconclusive = "promote"` and a huge error limit
+    // with every Monitoring read failing promoted the canary. Now the step ends at its
+    // deadline held at 10%, never promoted.
+    let mut blind = request("blind", NEW_COMMIT, None);
+    blind.policy.inconclusive = InconclusivePolicy::Promote;
+    blind.policy.consecutive_error_limit = 100;
+    blind.policy.hold = HumanDuration(Duration::from_secs(6));
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let report = driver.deploy(&blind, never()).await.unwrap();
+    let Outcome::Held { reason } = &report.outcome else {
+        panic!("expected a hold, got {:?}", report.outcome);
+    };
+    assert!(reason.contains("never promoted without data"), "{reason}");
+    assert_eq!(parts.recorder.canary_percents(), [10]);
+    fixture.shutdown().await;
+}
+
+/// The fourth defect of the rollout core: after a rolled-back `--env FAIL_RATE=0.3` deploy, the
+/// next plain deploy created a revision that again had `FAIL_RATE=0.3`, because it edited the
+/// service's template (which still described the rolled-back revision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rolled_back_deploy_the_next_one_does_not_inherit_its_environment() {
+    let mut fixture = Fixture::new("inherit").await;
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let report = driver
+        .deploy(&request("inherit", NEW_COMMIT, Some("0.3")), never())
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::RolledBack { .. }),
+        "{:?}",
+        report.outcome
+    );
+    let faulty = report.canary.unwrap();
+    assert_eq!(
+        fixture.revision(&faulty).await.settings.env["FAIL_RATE"],
+        "0.3"
+    );
+
+    // A plain deploy: only the commit changes (`--env` names nothing else).
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver(&fixture.platform, fixture.state.path());
+    let mut plain = request("inherit", NEW_COMMIT, None);
+    plain.env = BTreeMap::from([("BUILD_COMMIT".to_string(), NEW_COMMIT.to_string())]);
+    let report = driver.deploy(&plain, never()).await.unwrap();
+    let canary = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: canary.clone()
+        },
+        "{}",
+        parts.recorder.transcript()
+    );
+    let env = fixture.revision(&canary).await.settings.env;
+    assert!(!env.contains_key("FAIL_RATE"), "{env:?}");
+    assert_eq!(
+        env["SERVICE_NAME"], "inherit",
+        "the stable revision's setting kept"
+    );
+    fixture.assert_serves_only(&canary).await;
+    let load = fixture.finish_load().await;
+    assert_eq!(load.served_by(&canary) > 0, true, "{load:?}");
     fixture.shutdown().await;
 }
 
