@@ -1,23 +1,29 @@
-//! Simulation benchmark of the canary analysis (`src/analysis/`), run by
-//! `bench/analysis_simulation.sh`; results in `docs/BENCHMARKS.md`.
+//! Simulation benchmark of the canary analysis, run by `bench/analysis_simulation.sh`; results
+//! in `docs/BENCHMARKS.md`.
 //!
-//! Thousands of simulated canary steps with Poisson traffic and Bernoulli errors: 50 requests/s
-//! in total, 10% to the canary, metrics read every `interval`. Each step is judged twice on the
-//! same traffic, by the sequential analysis with the default rollout policy and by the old
-//! fixed-threshold rule (every interval's error rate < 5%, 6 checks). It reports how fast a bad
-//! canary is rolled back and how often a healthy one is. The random generator is seeded, so a
-//! run is reproducible.
+//! Thousands of simulated rollouts with Poisson traffic and Bernoulli errors: 50 requests/s in
+//! total, the canary's share by step, metrics read every `interval`. Each rollout runs the
+//! product's own decision path: the real [`SequentialAnalyser`] (the driver's `Analyser`) judges
+//! the step's cumulative counts at every look, and the real state machine
+//! ([`machine::advance`]) decides, from the identity check to the end of the post-deploy
+//! monitor, with the default rollout policy. For comparison, the same traffic is judged by the
+//! team's old fixed-threshold rule (every interval's error rate < 5%, 6 checks). It reports how
+//! fast a bad canary is rolled back and how often a healthy one is. Seeded: reproducible.
 //!
 //! Usage: `cargo run --example analysis_simulation -- [--runs N] [--seed S] [--interval SECS]`
 
 use std::{process::ExitCode, time::Duration};
 
 use deployer::{
-    analysis::{
-        decide, decide_at_deadline, AnalysisPolicy, CanaryAnalysis, Counts, Decision, FailureCause,
-        FixedThresholdAnalysis, Measurement, Observation, Phase, Verdict,
-    },
+    checks::RequestCounts,
     config::RolloutConfig,
+    rollout::{
+        analyser::SequentialAnalyser,
+        driver::Analyser,
+        machine::{
+            self, Action, Input, MetricResult, Observation, Phase, Policy, State, Status, Written,
+        },
+    },
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -25,6 +31,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 const TOTAL_RATE: f64 = 50.0;
 /// Checks of the old rule (the team's monitor ran 6 checks).
 const FIXED_CHECKS: u32 = 6;
+/// The old rule's threshold.
+const FIXED_THRESHOLD: f64 = 0.05;
 
 struct Settings {
     runs: usize,
@@ -37,21 +45,38 @@ struct Scenario {
     name: &'static str,
     canary_error_rate: f64,
     stable_error_rate: f64,
-    /// Canary traffic percentages, one analysed step each (a full rollout has several).
-    steps: &'static [f64],
+    /// Canary traffic percentages before the promotion.
+    steps: &'static [u8],
+    /// Every metrics read fails.
+    metrics_unavailable: bool,
 }
 
-/// How one simulated step or rollout ended, for one analyser.
+/// How one simulated rollout ended, for one analyser.
 #[derive(Clone, Copy, PartialEq)]
 enum Outcome {
     /// Rolled back after this many seconds.
     RolledBack(f64),
-    /// Reported as a service-wide failure after this many seconds (no blame on the canary).
+    /// Stopped as a service-wide failure after this many seconds (no blame on the canary).
     ServiceWide(f64),
-    /// Passed (promoted to the next step or fully).
+    /// Promoted (the old rule: passed its checks).
     Promoted,
-    /// Stopped on hold.
+    /// Held for a human.
     Held,
+}
+
+const fn scenario(
+    name: &'static str,
+    canary_error_rate: f64,
+    stable_error_rate: f64,
+    steps: &'static [u8],
+) -> Scenario {
+    Scenario {
+        name,
+        canary_error_rate,
+        stable_error_rate,
+        steps,
+        metrics_unavailable: false,
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,24 +87,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rollout = RolloutConfig::default();
-    let policy = AnalysisPolicy::from(&rollout);
-    let hold = rollout.hold.get();
+    let rollout = RolloutConfig {
+        interval: deployer::config::HumanDuration(Duration::from_secs_f64(settings.interval)),
+        ..RolloutConfig::default()
+    };
+    let analyser = match SequentialAnalyser::new(&rollout) {
+        Ok(analyser) => analyser,
+        Err(error) => {
+            eprintln!("error: the default rollout policy is not usable: {error}");
+            return ExitCode::from(1);
+        }
+    };
     println!(
-        "Policy: max_error_rate {:.3} (p1), healthy rate {:.3} (p0), alpha {}, beta {}, min_requests {}, \
-         hold {}, inconclusive {:?}",
-        policy.max_error_rate,
-        policy.healthy_error_rate,
-        policy.alpha,
-        policy.beta,
-        policy.min_requests,
+        "Policy (defaults): max_error_rate {}, alpha {}, beta {}, min_requests {}, hold {}, \
+         inconclusive {:?}, consecutive_error_limit {}, monitor {} every {}",
+        rollout.max_error_rate,
+        rollout.alpha,
+        rollout.beta,
+        rollout.min_requests,
         rollout.hold,
-        policy.inconclusive,
+        rollout.inconclusive,
+        rollout.consecutive_error_limit,
+        rollout.monitor_duration,
+        rollout.monitor_interval,
     );
     println!(
-        "Traffic: {TOTAL_RATE} req/s Poisson; interval {} s; fixed threshold: error rate < {} in each \
-         of {FIXED_CHECKS} intervals; {} runs per scenario, seed {}\n",
-        settings.interval, policy.max_error_rate, settings.runs, settings.seed
+        "Traffic: {TOTAL_RATE} req/s Poisson; interval {} s; fixed threshold: error rate < \
+         {FIXED_THRESHOLD} in each of {FIXED_CHECKS} intervals; {} runs per scenario, seed {}\n",
+        settings.interval, settings.runs, settings.seed
     );
     println!(
         "| scenario | analyser | rolled back | service-wide | promoted | held | rolled back ≤ 15 s | \
@@ -88,53 +123,37 @@ fn main() -> ExitCode {
     println!("|---|---|---|---|---|---|---|---|");
 
     let scenarios = [
+        scenario(
+            "bad canary 20% (4× threshold), stable 1%",
+            0.20,
+            0.01,
+            &[10],
+        ),
+        scenario("canary at the threshold 5%, stable 1%", 0.05, 0.01, &[10]),
+        scenario("healthy canary 1%, stable 1%", 0.01, 0.01, &[10]),
+        scenario("healthy canary 2% = stable 2% (= p0)", 0.02, 0.02, &[10]),
+        scenario(
+            "indifference zone: canary 3.5%, stable 1%",
+            0.035,
+            0.01,
+            &[10],
+        ),
+        scenario("service-wide: canary 20%, stable 20%", 0.20, 0.20, &[10]),
+        scenario(
+            "full rollout 5→25→50%, healthy canary 1%",
+            0.01,
+            0.01,
+            &[5, 25, 50],
+        ),
+        scenario(
+            "full rollout 5→25→50%, bad canary 20%",
+            0.20,
+            0.01,
+            &[5, 25, 50],
+        ),
         Scenario {
-            name: "bad canary 20% (4× threshold), stable 1%",
-            canary_error_rate: 0.20,
-            stable_error_rate: 0.01,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "canary at the threshold 5%, stable 1%",
-            canary_error_rate: 0.05,
-            stable_error_rate: 0.01,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "healthy canary 1%, stable 1%",
-            canary_error_rate: 0.01,
-            stable_error_rate: 0.01,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "healthy canary 2% = stable 2% (= p0)",
-            canary_error_rate: 0.02,
-            stable_error_rate: 0.02,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "indifference zone: canary 3.5%, stable 1%",
-            canary_error_rate: 0.035,
-            stable_error_rate: 0.01,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "service-wide: canary 20%, stable 20%",
-            canary_error_rate: 0.20,
-            stable_error_rate: 0.20,
-            steps: &[10.0],
-        },
-        Scenario {
-            name: "full rollout 5→25→50%, healthy canary 1%",
-            canary_error_rate: 0.01,
-            stable_error_rate: 0.01,
-            steps: &[5.0, 25.0, 50.0],
-        },
-        Scenario {
-            name: "full rollout 5→25→50%, bad canary 20%",
-            canary_error_rate: 0.20,
-            stable_error_rate: 0.01,
-            steps: &[5.0, 25.0, 50.0],
+            metrics_unavailable: true,
+            ..scenario("metrics unavailable, healthy canary 1%", 0.01, 0.01, &[10])
         },
     ];
     for (index, scenario) in scenarios.iter().enumerate() {
@@ -145,31 +164,24 @@ fn main() -> ExitCode {
         for _ in 0..settings.runs {
             // Both analysers get the same seed: the same traffic, as long as both are looking.
             let run_seed = seeds.random::<u64>();
-            sequential.push(simulate_rollout(
+            sequential.push(simulate_product(
                 scenario,
-                hold,
-                settings.interval,
+                &rollout,
+                &analyser,
                 &mut StdRng::seed_from_u64(run_seed),
-                || Sequential {
-                    analysis: CanaryAnalysis::new(policy).expect("the default policy is valid"),
-                    policy,
-                },
             ));
-            fixed.push(simulate_rollout(
+            fixed.push(simulate_fixed(
                 scenario,
-                hold,
+                rollout.hold.get(),
                 settings.interval,
                 &mut StdRng::seed_from_u64(run_seed),
-                || {
-                    Fixed(FixedThresholdAnalysis::new(
-                        policy.max_error_rate,
-                        FIXED_CHECKS,
-                        policy.consecutive_error_limit,
-                    ))
-                },
             ));
         }
-        print_row(scenario.name, "sequential (SPRT)", &sequential);
+        print_row(
+            scenario.name,
+            "sequential (SPRT), product path",
+            &sequential,
+        );
         print_row(scenario.name, "fixed threshold", &fixed);
     }
     ExitCode::SUCCESS
@@ -200,103 +212,140 @@ fn parse_arguments() -> Result<Settings, String> {
     Ok(settings)
 }
 
-/// How a step ended for an analyser that stops the rollout.
-#[derive(Clone, Copy)]
-enum Stop {
-    RolledBack,
-    ServiceWide,
-    Held,
-}
-
-/// An analyser judging one step, one look at a time.
-trait Judge {
-    /// `None`: keep looking; `Some(None)`: step passed; `Some(Some(stop))`: rollout stopped.
-    fn look(&mut self, canary: Counts, stable: Counts, at_deadline: bool) -> Option<Option<Stop>>;
-}
-
-/// The sequential analysis with the driver's decision rules.
-struct Sequential {
-    analysis: CanaryAnalysis,
-    policy: AnalysisPolicy,
-}
-
-impl Judge for Sequential {
-    fn look(&mut self, canary: Counts, stable: Counts, at_deadline: bool) -> Option<Option<Stop>> {
-        let assessment = self.analysis.record(Measurement::Counts(Observation {
-            canary,
-            stable: Some(stable),
-        }));
-        let decision = if at_deadline {
-            Some(decide_at_deadline(&assessment, &self.policy))
-        } else {
-            decide(&assessment, &self.policy)
-        }?;
-        let service_wide = assessment.verdict
-            == Verdict::Fail {
-                cause: FailureCause::ServiceWide,
-            };
-        Some(match decision {
-            Decision::Continue => None,
-            _ if service_wide => Some(Stop::ServiceWide),
-            Decision::Rollback => Some(Stop::RolledBack),
-            Decision::Hold => Some(Stop::Held),
-        })
+/// One rollout through the product's state machine, the analyser judging each look.
+fn simulate_product(
+    scenario: &Scenario,
+    rollout: &RolloutConfig,
+    analyser: &SequentialAnalyser,
+    random: &mut StdRng,
+) -> Outcome {
+    let mut rollout = rollout.clone();
+    rollout.steps = scenario.steps.iter().copied().chain([100]).collect();
+    let policy = Policy::new(&rollout, false);
+    let (mut state, mut action) =
+        machine::advance(&policy, &State::start(), Input::Identity(Ok(())));
+    let mut clock = 0.0;
+    let mut step_started = 0.0;
+    let (mut canary, mut stable) = (RequestCounts::default(), RequestCounts::default());
+    loop {
+        let input = match action {
+            Action::MoveTraffic { .. } => {
+                step_started = clock;
+                canary = RequestCounts::default();
+                stable = RequestCounts::default();
+                Input::TrafficMoved
+            }
+            Action::Observe { wait } => {
+                let wait = wait.as_secs_f64();
+                clock += wait;
+                let share = f64::from(state.percent) / 100.0;
+                let monitoring = state.phase == Phase::Monitoring;
+                let window_canary = window(
+                    random,
+                    TOTAL_RATE * share * wait,
+                    scenario.canary_error_rate,
+                );
+                let window_stable = window(
+                    random,
+                    TOTAL_RATE * (1.0 - share) * wait,
+                    scenario.stable_error_rate,
+                );
+                let result = if scenario.metrics_unavailable {
+                    MetricResult::new("request errors", Status::Error, "metrics unavailable")
+                } else if monitoring {
+                    // The monitor judges each interval alone, without a baseline (as the driver).
+                    analyser.judge(window_canary, None)
+                } else {
+                    // A step is judged on its cumulative counts (as the driver reads them).
+                    canary = add(canary, window_canary);
+                    stable = add(stable, window_stable);
+                    analyser.judge(canary, Some(stable))
+                };
+                Input::Observed {
+                    observation: Observation::of(vec![result]),
+                    elapsed: Duration::from_secs_f64(clock - step_started),
+                }
+            }
+            Action::Done => break,
+            Action::RollBack | Action::Record | Action::Complete | Action::ClearCanary => {
+                Input::Wrote(Written::Done)
+            }
+            Action::VerifyIdentity | Action::Validate | Action::Confirm { .. } => {
+                Input::Identity(Ok(()))
+            }
+        };
+        (state, action) = machine::advance(&policy, &state, input);
+    }
+    let service_wide = state
+        .reason
+        .as_deref()
+        .is_some_and(|reason| reason.contains("whole service"));
+    match state.phase {
+        Phase::Promoted => Outcome::Promoted,
+        Phase::RolledBack if service_wide => Outcome::ServiceWide(clock),
+        Phase::RolledBack => Outcome::RolledBack(clock),
+        Phase::Held if service_wide => Outcome::ServiceWide(clock),
+        _ => Outcome::Held,
     }
 }
 
-/// The old rule.
-struct Fixed(FixedThresholdAnalysis);
-
-impl Judge for Fixed {
-    fn look(&mut self, canary: Counts, _stable: Counts, at_deadline: bool) -> Option<Option<Stop>> {
-        match self.0.record(Some(canary)) {
-            Phase::Successful => Some(None),
-            phase if phase.is_final() => Some(Some(Stop::RolledBack)),
-            _ if at_deadline => Some(Some(Stop::Held)),
-            _ => None,
-        }
+fn add(total: RequestCounts, window: RequestCounts) -> RequestCounts {
+    RequestCounts {
+        total: total.total + window.total,
+        errors: total.errors + window.errors,
     }
 }
 
-/// Simulates one rollout through the scenario's steps, one fresh judge per step.
-fn simulate_rollout<J: Judge>(
+/// The team's old rule on the same traffic: each step passes after `FIXED_CHECKS` intervals
+/// whose error rate is below the threshold (no requests counts as 0%, as the script printed);
+/// one interval at or above it rolls back. Unreadable metrics: no check passes, so the step
+/// reaches its deadline and holds.
+fn simulate_fixed(
     scenario: &Scenario,
     hold: Duration,
     interval: f64,
     random: &mut StdRng,
-    mut new_judge: impl FnMut() -> J,
 ) -> Outcome {
-    let mut elapsed = 0.0;
+    let mut clock = 0.0;
     for &percent in scenario.steps {
-        let canary_rate = TOTAL_RATE * percent / 100.0;
-        let stable_rate = TOTAL_RATE - canary_rate;
-        let mut judge = new_judge();
+        let share = f64::from(percent) / 100.0;
+        let mut passed = 0;
         let mut step_time = 0.0;
-        loop {
+        while passed < FIXED_CHECKS {
+            if step_time >= hold.as_secs_f64() {
+                return Outcome::Held;
+            }
             step_time += interval;
-            let at_deadline = step_time >= hold.as_secs_f64();
-            let canary = window(random, canary_rate * interval, scenario.canary_error_rate);
-            let stable = window(random, stable_rate * interval, scenario.stable_error_rate);
-            match judge.look(canary, stable, at_deadline) {
-                None if !at_deadline => continue,
-                None | Some(None) => break,
-                Some(Some(Stop::RolledBack)) => return Outcome::RolledBack(elapsed + step_time),
-                Some(Some(Stop::ServiceWide)) => return Outcome::ServiceWide(elapsed + step_time),
-                Some(Some(Stop::Held)) => return Outcome::Held,
+            clock += interval;
+            let canary = window(
+                random,
+                TOTAL_RATE * share * interval,
+                scenario.canary_error_rate,
+            );
+            let _stable = window(
+                random,
+                TOTAL_RATE * (1.0 - share) * interval,
+                scenario.stable_error_rate,
+            );
+            if scenario.metrics_unavailable {
+                continue;
+            }
+            match canary.error_rate() {
+                Some(rate) if rate >= FIXED_THRESHOLD => return Outcome::RolledBack(clock),
+                _ => passed += 1,
             }
         }
-        elapsed += step_time;
     }
     Outcome::Promoted
 }
 
 /// One interval of one revision: Poisson requests, each an error with probability `error_rate`.
-fn window(random: &mut StdRng, mean_requests: f64, error_rate: f64) -> Counts {
-    let requests = poisson(random, mean_requests);
-    let errors = (0..requests)
+fn window(random: &mut StdRng, mean_requests: f64, error_rate: f64) -> RequestCounts {
+    let total = poisson(random, mean_requests);
+    let errors = (0..total)
         .filter(|_| random.random_bool(error_rate))
         .count() as u64;
-    Counts::new(requests, errors).expect("errors are drawn from the requests")
+    RequestCounts { total, errors }
 }
 
 /// A Poisson draw (Knuth's method on chunks of mean ≤ 30, summed: Poisson means add up, and

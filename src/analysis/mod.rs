@@ -3,8 +3,8 @@
 //!
 //! This module is pure: no I/O, no clock, no printing. The rollout driver reads the counts
 //! (Cloud Monitoring `request_count` by revision), feeds them in as [`Measurement`]s, one per
-//! look, and acts on the [`Assessment`] through [`decide`] and, at a step's deadline,
-//! [`decide_at_deadline`]. The statistics (Wald's SPRT with Ville's boundaries, minimum traffic,
+//! look; [`crate::rollout::analyser`] turns the [`Assessment`] into the request-error metric of
+//! an observation, and the rollout's state machine (`crate::rollout::machine`) decides. The statistics (Wald's SPRT with Ville's boundaries, minimum traffic,
 //! service-wide failures, measurement errors) are explained in `docs/ANALYSIS.md`; the
 //! simulation that measures them is `examples/analysis_simulation.rs`.
 //!
@@ -12,18 +12,12 @@
 //! a fresh test on that step's requests, so that a revision that only breaks under the larger
 //! share of a later step is judged on that step's own traffic.
 
-mod decision;
-mod fixed_threshold;
-mod metric;
 mod policy;
 mod sprt;
 
 use serde::Serialize;
 use thiserror::Error;
 
-pub use decision::{decide, decide_at_deadline, Decision};
-pub use fixed_threshold::FixedThresholdAnalysis;
-pub use metric::{MeasurementOutcome, MetricLimits, MetricTracker, Phase};
 pub use policy::{AnalysisPolicy, HEALTHY_FRACTION};
 pub use sprt::{Sprt, SprtOutcome};
 
@@ -199,8 +193,6 @@ pub enum BaselineStatus {
 /// The state of a step's analysis after a look: everything the driver reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assessment {
-    /// argo-style phase of the error-rate metric.
-    pub phase: Phase,
     /// The verdict.
     pub verdict: Verdict,
     /// Canary requests and errors in the step so far.
@@ -244,7 +236,7 @@ pub struct CanaryAnalysis {
     last_error: Option<String>,
     last_measurement_failed: bool,
     /// Set once the verdict is final: the SPRT stops at a boundary, and so does this.
-    settled: Option<(Phase, Verdict)>,
+    settled: Option<Verdict>,
 }
 
 impl CanaryAnalysis {
@@ -310,12 +302,11 @@ impl CanaryAnalysis {
 
     /// The assessment without a new look.
     pub fn assessment(&self) -> Assessment {
-        let (phase, verdict) = match &self.settled {
-            Some((phase, verdict)) => (*phase, verdict.clone()),
+        let verdict = match &self.settled {
+            Some(verdict) => verdict.clone(),
             None => self.unsettled(),
         };
         Assessment {
-            phase,
             verdict,
             canary: self.canary,
             stable: self.stable,
@@ -330,13 +321,13 @@ impl CanaryAnalysis {
     }
 
     /// A final phase and verdict, if the data allow one.
-    fn settle(&self) -> Option<(Phase, Verdict)> {
+    fn settle(&self) -> Option<Verdict> {
         if self.consecutive_errors > self.policy.consecutive_error_limit {
             let reason = InconclusiveReason::MeasurementErrors {
                 consecutive: self.consecutive_errors,
                 last_reason: self.last_error.clone().unwrap_or_default(),
             };
-            return Some((Phase::Error, Verdict::Inconclusive { reason }));
+            return Some(Verdict::Inconclusive { reason });
         }
         // Why a minimum even though the SPRT is valid from the first request: the Bernoulli
         // model assumes independent requests, which start-up (cold starts, connection pools
@@ -351,23 +342,18 @@ impl CanaryAnalysis {
                 } else {
                     FailureCause::Canary
                 };
-                Some((Phase::Failed, Verdict::Fail { cause }))
+                Some(Verdict::Fail { cause })
             }
-            SprtOutcome::Healthy => Some((Phase::Successful, Verdict::Pass)),
+            SprtOutcome::Healthy => Some(Verdict::Pass),
             SprtOutcome::Continue => None,
         }
     }
 
-    /// Phase and verdict while no decision is final.
-    fn unsettled(&self) -> (Phase, Verdict) {
+    /// The verdict while no decision is final.
+    fn unsettled(&self) -> Verdict {
         if self.measurements == 0 {
-            let phase = if self.consecutive_errors == 0 {
-                Phase::Pending
-            } else {
-                Phase::Running
-            };
             let reason = InconclusiveReason::NoData;
-            return (phase, Verdict::Inconclusive { reason });
+            return Verdict::Inconclusive { reason };
         }
         let required = self.policy.min_requests.max(1);
         let reason = if self.canary.requests() < required {
@@ -378,7 +364,7 @@ impl CanaryAnalysis {
         } else {
             InconclusiveReason::Undecided
         };
-        (Phase::Running, Verdict::Inconclusive { reason })
+        Verdict::Inconclusive { reason }
     }
 
     /// The stable revision's test, on the same hypotheses and minimum.

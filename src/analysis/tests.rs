@@ -1,9 +1,8 @@
-//! Table and property tests of the step analysis and the decisions built on it.
+//! Table and property tests of the step analysis.
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::InconclusivePolicy;
 
 /// The default policy: max 5%, healthy 2%, min 50 requests, alpha 0.01, beta 0.05, 4
 /// consecutive errors tolerated, roll back when inconclusive. Hand-computed weights (see
@@ -59,67 +58,41 @@ const FAIL_SERVICE: Verdict = Verdict::Fail {
 
 #[test]
 fn verdicts_on_known_counts() {
-    // (looks as (canary, stable), expected verdict, expected phase; LLRs by hand)
-    let table: Vec<(Vec<Measurement>, Verdict, Phase)> = vec![
+    // (looks as (canary, stable), expected verdict; LLRs by hand)
+    let table: Vec<(Vec<Measurement>, Verdict)> = vec![
         (
             vec![],
             Verdict::Inconclusive {
                 reason: InconclusiveReason::NoData,
             },
-            Phase::Pending,
         ),
         // No canary traffic at all: inconclusive, never pass.
-        (
-            vec![look((0, 0), Some((250, 0))); 3],
-            too_few(0),
-            Phase::Running,
-        ),
+        (vec![look((0, 0), Some((250, 0))); 3], too_few(0)),
         // 40 requests, all errors: far beyond the boundary, but below min_requests.
-        (vec![look((40, 40), None)], too_few(40), Phase::Running),
+        (vec![look((40, 40), None)], too_few(40)),
         // 50 requests, 10 errors: 9.163 − 40 × 0.031091 = 7.919 ≥ 4.605.
-        (
-            vec![look((25, 5), None), look((25, 5), None)],
-            FAIL_CANARY,
-            Phase::Failed,
-        ),
+        (vec![look((25, 5), None), look((25, 5), None)], FAIL_CANARY),
         // 50 requests, 1 error: 0.916 − 49 × 0.031091 = −0.607: between the boundaries.
-        (vec![look((50, 1), None)], UNDECIDED, Phase::Running),
+        (vec![look((50, 1), None)], UNDECIDED),
         // 100 requests, no error: −3.109 ≤ −2.996.
-        (vec![look((100, 0), None)], Verdict::Pass, Phase::Successful),
+        (vec![look((100, 0), None)], Verdict::Pass),
         // 96 requests, no error: −2.985, not yet.
-        (vec![look((96, 0), None)], UNDECIDED, Phase::Running),
+        (vec![look((96, 0), None)], UNDECIDED),
         // Canary 100/10 (9.163 − 2.798 = 6.365, failing); stable 900/90 (10%):
         // 82.466 − 25.184 = 57.3, failing too → the whole service.
-        (
-            vec![look((100, 10), Some((900, 90)))],
-            FAIL_SERVICE,
-            Phase::Failed,
-        ),
+        (vec![look((100, 10), Some((900, 90)))], FAIL_SERVICE),
         // Same canary; stable 900/9 (1%): 8.247 − 27.702 = −19.5, healthy → the canary.
-        (
-            vec![look((100, 10), Some((900, 9)))],
-            FAIL_CANARY,
-            Phase::Failed,
-        ),
+        (vec![look((100, 10), Some((900, 9)))], FAIL_CANARY),
         // Stable failing but below min_requests (30 requests): not known → the canary.
-        (
-            vec![look((100, 10), Some((30, 30)))],
-            FAIL_CANARY,
-            Phase::Failed,
-        ),
+        (vec![look((100, 10), Some((30, 30)))], FAIL_CANARY),
         // A healthy canary passes even when the stable revision fails: it may be the fix.
-        (
-            vec![look((100, 0), Some((900, 90)))],
-            Verdict::Pass,
-            Phase::Successful,
-        ),
+        (vec![look((100, 0), Some((900, 90)))], Verdict::Pass),
         // Four unreadable looks are tolerated (consecutive_error_limit = 4) ...
         (
             vec![unavailable(); 4],
             Verdict::Inconclusive {
                 reason: InconclusiveReason::NoData,
             },
-            Phase::Running,
         ),
         // ... the fifth is not.
         (
@@ -130,7 +103,6 @@ fn verdicts_on_known_counts() {
                     last_reason: "timeSeries.list: 503".into(),
                 },
             },
-            Phase::Error,
         ),
         // A successful read resets the run of errors.
         (
@@ -141,19 +113,16 @@ fn verdicts_on_known_counts() {
             ]
             .concat(),
             too_few(10),
-            Phase::Running,
         ),
         // The first boundary crossing is final: later good data do not undo a failure.
         (
             vec![look((50, 10), None), look((10_000, 0), None)],
             FAIL_CANARY,
-            Phase::Failed,
         ),
     ];
-    for (index, (looks, verdict, phase)) in table.into_iter().enumerate() {
+    for (index, (looks, verdict)) in table.into_iter().enumerate() {
         let assessment = run(policy(), looks);
         assert_eq!(assessment.verdict, verdict, "row {index}: {assessment:?}");
-        assert_eq!(assessment.phase, phase, "row {index}: {assessment:?}");
     }
 }
 
@@ -186,72 +155,6 @@ fn invalid_inputs_are_errors_not_panics() {
         ..policy()
     };
     assert!(CanaryAnalysis::new(broken).is_err());
-}
-
-fn with_policy(inconclusive: InconclusivePolicy) -> AnalysisPolicy {
-    AnalysisPolicy {
-        inconclusive,
-        ..policy()
-    }
-}
-
-#[test]
-fn decisions_after_a_look() {
-    use InconclusivePolicy::{Hold, Promote, Rollback};
-    let pass = run(policy(), [look((100, 0), None)]);
-    let fail = run(policy(), [look((100, 10), None)]);
-    let service = run(policy(), [look((100, 10), Some((900, 90)))]);
-    let undecided = run(policy(), [look((50, 1), None)]);
-    let errors = run(policy(), vec![unavailable(); 5]);
-    // (assessment, policy, decision)
-    let table = [
-        (&pass, Rollback, Some(Decision::Continue)),
-        (&fail, Promote, Some(Decision::Rollback)),
-        (&fail, Hold, Some(Decision::Rollback)),
-        (&service, Rollback, Some(Decision::Rollback)),
-        (&service, Hold, Some(Decision::Hold)),
-        (&service, Promote, Some(Decision::Hold)),
-        (&undecided, Promote, None),
-        (&errors, Rollback, Some(Decision::Rollback)),
-        (&errors, Promote, Some(Decision::Hold)),
-    ];
-    for (assessment, inconclusive, expected) in table {
-        assert_eq!(
-            decide(assessment, &with_policy(inconclusive)),
-            expected,
-            "{inconclusive:?}: {assessment:?}"
-        );
-    }
-}
-
-#[test]
-fn decisions_at_the_deadline() {
-    use InconclusivePolicy::{Hold, Promote, Rollback};
-    let undecided = run(policy(), [look((50, 1), None)]);
-    let no_traffic = run(policy(), [look((0, 0), None)]);
-    let never_read = run(policy(), [unavailable()]);
-    let read_then_lost = run(policy(), [look((50, 1), None), unavailable()]);
-    let pass = run(policy(), [look((100, 0), None)]);
-    let table = [
-        (&undecided, Hold, Decision::Hold),
-        (&undecided, Rollback, Decision::Rollback),
-        (&undecided, Promote, Decision::Continue),
-        // Too little traffic follows the policy too: the user chose it for quiet services.
-        (&no_traffic, Promote, Decision::Continue),
-        (&no_traffic, Rollback, Decision::Rollback),
-        // Unavailable metrics never promote.
-        (&never_read, Promote, Decision::Hold),
-        (&never_read, Rollback, Decision::Rollback),
-        (&read_then_lost, Promote, Decision::Hold),
-        (&pass, Rollback, Decision::Continue),
-    ];
-    for (assessment, inconclusive, expected) in table {
-        assert_eq!(
-            decide_at_deadline(assessment, &with_policy(inconclusive)),
-            expected,
-            "{inconclusive:?}: {assessment:?}"
-        );
-    }
 }
 
 /// Windows of (canary requests, canary errors), errors ≤ requests.
@@ -335,7 +238,6 @@ proptest! {
             "{:?}",
             assessment.verdict
         );
-        prop_assert_eq!(decide(&assessment, &policy), None);
     }
 
     /// Below `min_requests` canary requests in the step, nothing is decided.
@@ -364,27 +266,5 @@ proptest! {
         let low = rank(final_verdict(policy, &[(requests, low)]));
         let high = rank(final_verdict(policy, &[(requests, high)]));
         prop_assert!(low <= high);
-    }
-
-    /// Unavailable metrics never lead to promotion, before or at the deadline.
-    #[test]
-    fn unavailable_metrics_never_promote(
-        inconclusive in prop_oneof![
-            Just(InconclusivePolicy::Hold),
-            Just(InconclusivePolicy::Rollback),
-            Just(InconclusivePolicy::Promote),
-        ],
-        windows in windows(),
-        failures in 1usize..10,
-    ) {
-        let policy = with_policy(inconclusive);
-        let looks = windows
-            .iter()
-            .map(|&(requests, errors)| look((requests, errors), None))
-            .chain(std::iter::repeat_with(unavailable).take(failures));
-        let assessment = run(policy, looks);
-        if assessment.verdict != Verdict::Pass {
-            prop_assert_ne!(decide_at_deadline(&assessment, &policy), Decision::Continue);
-        }
     }
 }

@@ -17,7 +17,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use crate::{
     emulator::{
         background::{find_running, spawn_background, BackgroundError, BackgroundOptions},
-        default_data_dir, process_alive, Emulator, EmulatorConfig, RunningEmulator, DEFAULT_PORT,
+        default_data_dir, Emulator, EmulatorConfig, RunningEmulator, DEFAULT_PORT,
     },
     exit::ExitStatus,
 };
@@ -247,7 +247,7 @@ fn stop(context: &Context, data_dir: &Path) -> anyhow::Result<ExitStatus> {
         bail!("the emulator refused to stop (HTTP {code}): {body}");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while process_alive(running.pid) {
+    while crate::process::process_alive(running.pid) {
         if std::time::Instant::now() > deadline {
             bail!(
                 "the emulator (pid {}) is still running 60 s after it was asked to stop",

@@ -22,8 +22,104 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_names(config, &mut report);
     check_files(config, root, &mut report);
     check_rollout(config, &mut report);
+    check_run(config, &mut report);
     check_checks(config, &mut report);
     report.diagnostics
+}
+
+/// An environment variable name as Cloud Run accepts it.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A Secret Manager version reference: `projects/P/secrets/S/versions/V`.
+fn is_secret_reference(reference: &str) -> bool {
+    let parts: Vec<&str> = reference.split('/').collect();
+    parts.len() == 6
+        && parts[0] == "projects"
+        && parts[2] == "secrets"
+        && parts[4] == "versions"
+        && [parts[1], parts[3], parts[5]].iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+fn check_run(config: &ServiceConfig, report: &mut Report<'_>) {
+    let run = &config.run;
+    for (table, names) in [("env", &run.env), ("secrets", &run.secrets)] {
+        for name in names.keys() {
+            if !is_env_name(name) {
+                report.error(
+                    &[Part::Key("run"), Part::Key(table), Part::Key(name)],
+                    format!(
+                        "`run.{table}`: `{}` is not an environment variable name",
+                        name.escape_debug()
+                    ),
+                    "names are letters, digits and `_`, not starting with a digit",
+                );
+            }
+        }
+    }
+    for (name, value) in &run.env {
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            report.error(
+                &[Part::Key("run"), Part::Key("env"), Part::Key(name)],
+                format!("`run.env.{name}` holds control characters"),
+                "write the value on one line",
+            );
+        }
+        if run.secrets.contains_key(name) {
+            report.error(
+                &[Part::Key("run"), Part::Key("secrets"), Part::Key(name)],
+                format!("`{name}` is both in `run.env` and in `run.secrets`"),
+                "a variable is either a literal or a secret reference",
+            );
+        }
+    }
+    for (name, reference) in &run.secrets {
+        if !is_secret_reference(reference) {
+            report.error(
+                &[Part::Key("run"), Part::Key("secrets"), Part::Key(name)],
+                // The value is not echoed: it may be the secret itself, written by mistake.
+                format!("`run.secrets.{name}` is not a Secret Manager reference"),
+                "write `projects/PROJECT/secrets/SECRET/versions/VERSION` (a version number or `latest`); never the secret's value",
+            );
+        }
+    }
+    if let Some(concurrency) = run.concurrency {
+        if !(1..=1000).contains(&concurrency) {
+            report.error(
+                &[Part::Key("run"), Part::Key("concurrency")],
+                format!("`run.concurrency` = {concurrency} is not between 1 and 1000"),
+                "Cloud Run allows 1 to 1000 concurrent requests per instance",
+            );
+        }
+    }
+    if let (Some(min), Some(max)) = (run.min_instances, run.max_instances) {
+        if min > max {
+            report.error(
+                &[Part::Key("run"), Part::Key("min_instances")],
+                format!("`run.min_instances` ({min}) is above `run.max_instances` ({max})"),
+                "lower `min_instances` or raise `max_instances`",
+            );
+        }
+    }
+    if let Some(timeout) = run.timeout {
+        if timeout.get().is_zero() || timeout.get() > std::time::Duration::from_secs(3600) {
+            report.error(
+                &[Part::Key("run"), Part::Key("timeout")],
+                format!("`run.timeout` = {timeout} is not between 1s and 60m"),
+                "Cloud Run's request timeout is at most 60 minutes",
+            );
+        }
+    }
 }
 
 struct Report<'a> {

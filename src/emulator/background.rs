@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{process_alive, RunningEmulator, STATE_FILE};
+use super::{RunningEmulator, STATE_FILE};
+use crate::process::process_alive;
 
 /// How long a background emulator may take to announce itself (it restores containers first).
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(120);

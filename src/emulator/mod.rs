@@ -34,8 +34,6 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::process::process_alive;
-
 use self::{
     admin::ApiState, control::Controller, faults::FaultConfig, faults::Faults, logging::Logging,
     monitoring::Monitoring, router::Routers, runtime::Runtime, store::Store,
@@ -47,11 +45,6 @@ pub const DEFAULT_PORT: u16 = 8090;
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name of the file in the data directory that says where a running emulator listens.
 pub const STATE_FILE: &str = "emulator.json";
-/// The project and region the product uses for services on the emulator (any other name works
-/// too; these are conventions).
-pub const LOCAL_PROJECT: &str = "local";
-/// See [`LOCAL_PROJECT`].
-pub const LOCAL_REGION: &str = "local";
 
 /// Errors starting or stopping an emulator.
 #[derive(Debug, thiserror::Error)]
@@ -353,7 +346,7 @@ async fn start_inside(config: EmulatorConfig) -> Result<Started, EmulatorError> 
     std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
     let data_dir = config.data_dir.canonicalize().map_err(data_dir_error)?;
     if let Some(running) = RunningEmulator::read(&data_dir) {
-        if running.pid != std::process::id() && process_alive(running.pid) {
+        if running.pid != std::process::id() && crate::process::process_alive(running.pid) {
             return Err(EmulatorError::AlreadyRunning {
                 pid: running.pid,
                 endpoint: running.endpoint,
