@@ -14,10 +14,8 @@ use deployer::{
         ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{
-            Analyser, CheckScope, DeployRequest, Driver, Event, GateChecks, Interrupt, NoChecks,
-            Outcome, RolloutReporter,
-        },
+        driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
+        events::{Event, Outcome, RolloutReporter},
         identity::{HealthAnswer, HealthProbe},
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},

@@ -32,7 +32,8 @@ use deployer::{
     },
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployError, DeployRequest, Driver, Event, NoChecks, Outcome, RolloutReporter},
+        driver::{DeployError, DeployRequest, Driver, NoChecks},
+        events::{Event, Outcome, RolloutReporter},
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{LockError, LOCK_ANNOTATION},

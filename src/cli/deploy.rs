@@ -18,10 +18,8 @@ use crate::{
     rollout::driver::rollout_duration,
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{
-            DeployRequest, Driver, Event, Interrupt, NoChecks, Outcome, RolloutReport,
-            RolloutReporter,
-        },
+        driver::{DeployRequest, Driver, Interrupt, NoChecks},
+        events::{Event, Outcome, RolloutReport, RolloutReporter},
         identity::{short, HttpProbe},
         journal::LocalJournal,
         machine::{MetricResult, Phase, Status},

@@ -18,16 +18,16 @@ use std::{collections::BTreeMap, future::Future, pin::Pin, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
+    events::{Event, Outcome, RolloutReport, RolloutReporter},
     identity::{self, short, HealthProbe, IdentityError},
     journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
     lock::{self, Lock, LockError},
     machine::{
-        self, Action, Input, Interruption, MetricResult, Observation, Phase, Policy, Recovery,
-        State, Status, Written,
+        self, Action, Input, Interruption, MetricResult, Observation, Phase, Policy, State, Status,
+        Written,
     },
     naming, rollback,
 };
@@ -93,150 +93,6 @@ impl GateChecks for NoChecks {
     }
 }
 
-/// Progress events. The CLI draws them as text, or writes one JSON object per line on stderr.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    /// The rollout lock was taken.
-    LockTaken {
-        /// Who holds it, until when.
-        holder: String,
-    },
-    /// An unfinished rollout was found (a crash, `kill -9`).
-    InterruptedRolloutFound {
-        /// Its journal.
-        journal: Box<Journal>,
-    },
-    /// Something the report also notes (pinned traffic, a lock not released, ...).
-    Notice {
-        /// The line.
-        message: String,
-    },
-    /// The settings of the new revision that differ from the stable revision's.
-    SettingsChanged {
-        /// One line per setting.
-        changes: Vec<String>,
-    },
-    /// The new revision was created with 0% and the canary tag.
-    RevisionCreated {
-        /// Its name.
-        revision: String,
-    },
-    /// The new revision's identity was verified on its tag URL.
-    IdentityVerified {
-        /// The URL asked.
-        url: String,
-        /// The service it reported.
-        service: String,
-        /// The commit it reported.
-        commit: String,
-    },
-    /// The validation checks ran.
-    Validation {
-        /// Their results.
-        results: Vec<MetricResult>,
-    },
-    /// Traffic was moved.
-    TrafficMoved {
-        /// The canary's percent.
-        canary_percent: u8,
-        /// The split written.
-        split: Vec<TrafficTarget>,
-    },
-    /// One look of a canary step or of the monitor.
-    Analysis {
-        /// `canary` or `monitoring`.
-        phase: Phase,
-        /// The canary's percent.
-        canary_percent: u8,
-        /// The canary's request counts, if read.
-        canary: Option<RequestCounts>,
-        /// The stable revision's, if read (not in the monitor).
-        stable: Option<RequestCounts>,
-        /// Every metric of the look.
-        results: Vec<MetricResult>,
-        /// Time left at this step (or in the monitor).
-        remaining: Duration,
-    },
-    /// Traffic goes back to the stable revision.
-    RollingBack {
-        /// Where traffic goes.
-        to: String,
-        /// Why.
-        reason: String,
-    },
-    /// The rollout ended.
-    Finished {
-        /// How.
-        outcome: Outcome,
-    },
-}
-
-/// Receives progress events.
-pub trait RolloutReporter: Send + Sync {
-    /// One event.
-    fn event(&self, event: &Event);
-}
-
-/// How a rollout ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The new revision serves 100%.
-    Promoted {
-        /// The new revision.
-        revision: String,
-    },
-    /// Stopped before any traffic moved to the new revision; the service is unchanged.
-    StoppedBeforeTraffic {
-        /// Why.
-        reason: String,
-    },
-    /// Traffic went back to the stable revision.
-    RolledBack {
-        /// Why.
-        reason: String,
-        /// Where traffic went.
-        revision: String,
-    },
-    /// The split was left as it is, for a human.
-    Held {
-        /// Why.
-        reason: String,
-    },
-    /// A rollback was needed and failed: a human must act now.
-    RollbackFailed {
-        /// Why the rollback was needed and why it failed.
-        reason: String,
-    },
-}
-
-impl Outcome {
-    /// The outcome a finished journal records.
-    fn of(journal: &Journal) -> Outcome {
-        let reason = journal.state.reason.clone().unwrap_or_default();
-        match journal.state.phase {
-            Phase::Promoted => Outcome::Promoted {
-                revision: journal.canary.clone(),
-            },
-            Phase::RolledBack => Outcome::RolledBack {
-                reason,
-                revision: journal.stable.clone().unwrap_or_default(),
-            },
-            Phase::Held => Outcome::Held { reason },
-            Phase::RollbackFailed => Outcome::RollbackFailed { reason },
-            Phase::Stopped | Phase::Verifying | Phase::Validating => {
-                Outcome::StoppedBeforeTraffic { reason }
-            }
-            // Unfinished after traffic moved (cannot happen: the loop runs to a terminal
-            // phase); say so rather than claim an outcome.
-            Phase::Canary | Phase::Monitoring => Outcome::Held {
-                reason: format!("the rollout stopped in phase `{:?}`", journal.state.phase),
-            },
-        }
-    }
-}
-
 /// What to deploy.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
@@ -268,21 +124,17 @@ pub struct DeployRequest {
     pub accept_warnings: bool,
 }
 
-/// The rollout's final report.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutReport {
-    /// The rollout's id.
-    pub id: String,
-    /// The service.
-    pub service: String,
-    /// The new revision, once created.
-    pub canary: Option<String>,
-    /// The revision serving before.
-    pub stable: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Notes gathered on the way (pinned traffic found, ...).
-    pub notes: Vec<String>,
+impl DeployRequest {
+    /// What the new revision must be.
+    pub fn expected(&self) -> identity::Expected<'_> {
+        identity::Expected {
+            service: &self.service_name,
+            commit: &self.commit,
+            image: &self.image,
+            health: &self.health,
+            ready_timeout: self.ready_timeout,
+        }
+    }
 }
 
 /// Errors that end a deploy before it could start (nothing changed).
@@ -322,13 +174,13 @@ pub struct Driver<'a> {
 }
 
 /// A rollout in progress: its journal (revisions and machine state) and the last etag.
-struct Running {
-    journal: Journal,
-    etag: String,
+pub(super) struct Running {
+    pub(super) journal: Journal,
+    pub(super) etag: String,
     /// When the current step or monitor started (its traffic write landed).
-    step_started: Instant,
+    pub(super) step_started: Instant,
     /// The canary's tag URL, once known.
-    canary_url: Option<String>,
+    pub(super) canary_url: Option<String>,
 }
 
 impl Running {
@@ -338,14 +190,14 @@ impl Running {
 }
 
 impl Driver<'_> {
-    fn notice(&self, notes: &mut Vec<String>, message: String) {
+    pub(super) fn notice(&self, notes: &mut Vec<String>, message: String) {
         self.reporter.event(&Event::Notice {
             message: message.clone(),
         });
         notes.push(message);
     }
 
-    fn policy(&self, request: &DeployRequest) -> Policy {
+    pub(super) fn policy(&self, request: &DeployRequest) -> Policy {
         Policy::new(&request.policy, self.checks.gates(Gate::Validation))
     }
 
@@ -401,7 +253,7 @@ impl Driver<'_> {
         Ok(report)
     }
 
-    async fn release(&self, id: &ServiceId, rollout_id: &str, notes: &mut Vec<String>) {
+    pub(super) async fn release(&self, id: &ServiceId, rollout_id: &str, notes: &mut Vec<String>) {
         if let Err(error) = lock::release(self.platform, id, rollout_id).await {
             self.notice(
                 notes,
@@ -436,7 +288,7 @@ impl Driver<'_> {
                     snapshot.uri.trim_end_matches('/'),
                     request.health.path
                 );
-                match self.verify_url(request, &url).await {
+                match identity::verify_url(self.probe, &url, request.expected()).await {
                     Ok(()) => Outcome::Promoted {
                         revision: name.clone(),
                     },
@@ -457,152 +309,6 @@ impl Driver<'_> {
             outcome,
             notes,
         })
-    }
-
-    /// Deals with an interrupted rollout found in the journal. Before traffic moved, the canary
-    /// is dropped (the only safe choice). After, the prompter chooses: roll back (the safe
-    /// default, taken when nobody can be asked), resume it where it stopped, or leave it.
-    /// `Some(report)` when this run ends with the recovered rollout (resumed); `None` when the
-    /// requested deploy goes on.
-    async fn recover(
-        &self,
-        request: &DeployRequest,
-        snapshot: &ServiceSnapshot,
-        journal: Journal,
-        notes: &mut Vec<String>,
-        interrupt: &mut Interrupt,
-    ) -> Result<Option<RolloutReport>, DeployError> {
-        let id = &request.id;
-        let Some(stable) = journal.stable.clone() else {
-            self.notice(
-                notes,
-                format!(
-                    "an interrupted rollout `{}` had no stable revision; left as it is",
-                    journal.id
-                ),
-            );
-            return Ok(None);
-        };
-        self.reporter.event(&Event::InterruptedRolloutFound {
-            journal: Box::new(journal.clone()),
-        });
-        let choice = if journal.phase().traffic_moved() {
-            let options = [
-                format!("roll it back (100% to `{stable}`), then deploy"),
-                format!(
-                    "resume it: continue `{}` from {}% (this run then deploys nothing else)",
-                    journal.canary, journal.state.percent
-                ),
-                "leave it for a human (stop here)".to_string(),
-            ];
-            let options: Vec<&str> = options.iter().map(String::as_str).collect();
-            match self
-                .prompter
-                .choose("An interrupted rollout was found. What now?", &options, 0)
-            {
-                1 => Recovery::Resume,
-                2 => Recovery::Leave,
-                _ => Recovery::RollBack,
-            }
-        } else {
-            Recovery::RollBack
-        };
-        let policy = self.policy(request);
-        let (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
-        match choice {
-            Recovery::Leave => Err(DeployError::Lock(LockError::Held {
-                service: id.name.clone(),
-                holder: format!("an interrupted rollout `{}` (left for a human)", journal.id),
-            })),
-            Recovery::Resume => {
-                // The crashed run's lock is stale (expired, or its process is gone): replace it
-                // with ours, under the same rollout id.
-                lock::release(self.platform, id, &journal.id).await?;
-                let lock = Lock::new(&journal.id, lock_ttl(request), Utc::now());
-                let snapshot = lock::acquire(
-                    self.platform,
-                    id,
-                    &lock,
-                    request.lock_wait,
-                    Duration::from_secs(2),
-                )
-                .await?;
-                self.reporter.event(&Event::LockTaken {
-                    holder: lock.describe(),
-                });
-                self.notice(
-                    notes,
-                    format!(
-                        "resumed the interrupted rollout `{}`; the requested image was not deployed: run `deploy` again for it",
-                        journal.id
-                    ),
-                );
-                let mut running = Running {
-                    canary_url: tag_url(&snapshot, &request.health),
-                    journal,
-                    etag: snapshot.etag,
-                    step_started: Instant::now(),
-                };
-                let journal = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
-                self.release(id, &journal.id, notes).await;
-                Ok(Some(RolloutReport {
-                    id: journal.id.clone(),
-                    service: id.name.clone(),
-                    canary: Some(journal.canary.clone()),
-                    stable: journal.stable.clone(),
-                    outcome: Outcome::of(&journal),
-                    notes: std::mem::take(notes),
-                }))
-            }
-            Recovery::RollBack => {
-                let mut running = Running {
-                    canary_url: None,
-                    journal: journal.clone(),
-                    etag: snapshot.etag.clone(),
-                    step_started: Instant::now(),
-                };
-                let done = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
-                match done.phase() {
-                    Phase::RolledBack | Phase::Stopped => {
-                        // The crashed run's lock is stale by construction: break it.
-                        lock::release(self.platform, id, &journal.id).await?;
-                        self.notice(
-                            notes,
-                            format!(
-                                "interrupted rollout `{}` rolled back: 100% on `{stable}`",
-                                journal.id
-                            ),
-                        );
-                        Ok(None)
-                    }
-                    _ => Err(DeployError::Platform(PlatformError::Refused(format!(
-                        "could not recover the interrupted rollout `{}`: {}",
-                        journal.id,
-                        done.state.reason.unwrap_or_default()
-                    )))),
-                }
-            }
-        }
     }
 
     /// A new rollout on an existing service, from the lock to the end.
@@ -757,7 +463,7 @@ impl Driver<'_> {
     /// The loop: carry out `action`, feed back what happened, until the machine says done.
     /// Returns the final journal (also recorded locally).
     #[allow(clippy::too_many_arguments)]
-    async fn drive(
+    pub(super) async fn drive(
         &self,
         request: &DeployRequest,
         policy: &Policy,
@@ -1118,34 +824,9 @@ impl Driver<'_> {
         }
     }
 
-    /// `/health` of `url` reports the expected identity, retried until the ready timeout
-    /// (a wrong identity is final at once).
-    async fn verify_url(&self, request: &DeployRequest, url: &str) -> Result<(), IdentityError> {
-        let deadline = Instant::now() + request.ready_timeout;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
-            match self.probe.get(url, request.health.timeout.get()).await {
-                Ok(answer) => match identity::check_identity(
-                    &answer,
-                    &request.health,
-                    &request.service_name,
-                    &request.commit,
-                ) {
-                    Ok(()) => return Ok(()),
-                    Err(error @ IdentityError::WrongCode(_)) => return Err(error),
-                    Err(error) => last = error.to_string(),
-                },
-                Err(error) => last = error,
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(IdentityError::Unreachable(format!(
-            "`{url}` did not answer a healthy identity within {}: {last}",
-            humantime::format_duration(request.ready_timeout)
-        )))
-    }
-
-    /// Waits for the canary to be Ready, then checks its image digest and its identity on the
+    /// `GET url` answers 200; two tries, so that one lost request does not roll back a healthy
+    /// revision.
+    /// Waits for the canary to be Ready with the right image, then checks its identity on the
     /// tag URL.
     async fn verify(
         &self,
@@ -1153,32 +834,8 @@ impl Driver<'_> {
         running: &mut Running,
     ) -> Result<(), IdentityError> {
         let id = &request.id;
-        let canary = running.journal.canary.clone();
-        let deadline = Instant::now() + request.ready_timeout;
-        let revision = loop {
-            match self.platform.revision(id, &canary).await {
-                Ok(Some(revision)) if revision.ready => break revision,
-                Ok(Some(revision)) if revision.failure.is_some() && !revision.reconciling => {
-                    return Err(IdentityError::NotReady(format!(
-                        "revision `{canary}` failed to start: {}",
-                        revision.failure.unwrap_or_default()
-                    )))
-                }
-                Ok(_) | Err(_) if Instant::now() >= deadline => {
-                    return Err(IdentityError::NotReady(format!(
-                        "revision `{canary}` was not Ready within {}",
-                        humantime::format_duration(request.ready_timeout)
-                    )))
-                }
-                _ => tokio::time::sleep(Duration::from_secs(1)).await,
-            }
-        };
-        if !identity::same_image(&revision.image, &request.image) {
-            return Err(IdentityError::WrongCode(format!(
-                "revision `{canary}` runs `{}`, expected `{}`",
-                revision.image, request.image
-            )));
-        }
+        let expected = request.expected();
+        identity::wait_ready(self.platform, id, &running.journal.canary, expected).await?;
         let snapshot = read_service(self.platform, id, self.retry)
             .await
             .map_err(|error| IdentityError::Unreachable(error.to_string()))?
@@ -1190,7 +847,7 @@ impl Driver<'_> {
             ))
         })?;
         running.canary_url = Some(url.clone());
-        self.verify_url(request, &url).await?;
+        identity::verify_url(self.probe, &url, expected).await?;
         self.reporter.event(&Event::IdentityVerified {
             url,
             service: request.service_name.clone(),
@@ -1199,9 +856,7 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// `GET url` answers 200; two tries, so that one lost request does not roll back a healthy
-    /// revision.
-    async fn health_ok(&self, url: &str, request: &DeployRequest) -> Result<(), String> {
+    pub(super) async fn health_ok(&self, url: &str, request: &DeployRequest) -> Result<(), String> {
         let mut last = String::new();
         for _ in 0..2 {
             match self.probe.get(url, request.health.timeout.get()).await {
@@ -1215,7 +870,7 @@ impl Driver<'_> {
 }
 
 /// The health URL of the canary's tag, if the platform reports one.
-fn tag_url(snapshot: &ServiceSnapshot, health: &HealthConfig) -> Option<String> {
+pub(super) fn tag_url(snapshot: &ServiceSnapshot, health: &HealthConfig) -> Option<String> {
     snapshot
         .tag_uri(CANARY_TAG)
         .map(|url| format!("{}{}", url.trim_end_matches('/'), health.path))
@@ -1230,7 +885,7 @@ pub fn split(stable: &str, canary: &str, percent: u8) -> Vec<TrafficTarget> {
 }
 
 /// How long a rollout's lock lives: the longest the rollout can take, plus margins.
-fn lock_ttl(request: &DeployRequest) -> Duration {
+pub(super) fn lock_ttl(request: &DeployRequest) -> Duration {
     rollout_duration(&request.policy)
         .saturating_add(request.ready_timeout)
         .saturating_add(Duration::from_secs(600))

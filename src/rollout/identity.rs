@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::HealthConfig;
+use tokio::time::Instant;
+
+use crate::{
+    config::HealthConfig,
+    platform::{Platform, RevisionSnapshot, ServiceId},
+};
 
 /// The parsed answer of a health endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +158,84 @@ pub fn same_image(running: &str, deployed: &str) -> bool {
         (Some(running), Some(deployed)) => running == deployed,
         _ => running == deployed,
     }
+}
+
+/// What the new revision must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The service name `/health` must report.
+    pub service: &'a str,
+    /// The commit it must report.
+    pub commit: &'a str,
+    /// The image the platform must run, by digest.
+    pub image: &'a str,
+    /// The health endpoint and its identity fields.
+    pub health: &'a HealthConfig,
+    /// How long the revision may take to become Ready and answer.
+    pub ready_timeout: Duration,
+}
+
+/// `/health` at `url` reports the expected identity, retried until the ready timeout (a wrong
+/// identity is final at once: retrying will not change the code).
+pub async fn verify_url(
+    probe: &dyn HealthProbe,
+    url: &str,
+    expected: Expected<'_>,
+) -> Result<(), IdentityError> {
+    let deadline = Instant::now() + expected.ready_timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match probe.get(url, expected.health.timeout.get()).await {
+            Ok(answer) => {
+                match check_identity(&answer, expected.health, expected.service, expected.commit) {
+                    Ok(()) => return Ok(()),
+                    Err(error @ IdentityError::WrongCode(_)) => return Err(error),
+                    Err(error) => last = error.to_string(),
+                }
+            }
+            Err(error) => last = error,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(IdentityError::Unreachable(format!(
+        "`{url}` did not answer a healthy identity within {}: {last}",
+        humantime::format_duration(expected.ready_timeout)
+    )))
+}
+
+/// Waits for `revision` to be Ready, then checks that it runs the expected image digest.
+pub async fn wait_ready(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    revision: &str,
+    expected: Expected<'_>,
+) -> Result<RevisionSnapshot, IdentityError> {
+    let deadline = Instant::now() + expected.ready_timeout;
+    let ready = loop {
+        match platform.revision(id, revision).await {
+            Ok(Some(found)) if found.ready => break found,
+            Ok(Some(found)) if found.failure.is_some() && !found.reconciling => {
+                return Err(IdentityError::NotReady(format!(
+                    "revision `{revision}` failed to start: {}",
+                    found.failure.unwrap_or_default()
+                )))
+            }
+            Ok(_) | Err(_) if Instant::now() >= deadline => {
+                return Err(IdentityError::NotReady(format!(
+                    "revision `{revision}` was not Ready within {}",
+                    humantime::format_duration(expected.ready_timeout)
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    };
+    if !same_image(&ready.image, expected.image) {
+        return Err(IdentityError::WrongCode(format!(
+            "revision `{revision}` runs `{}`, expected `{}`",
+            ready.image, expected.image
+        )));
+    }
+    Ok(ready)
 }
 
 #[cfg(test)]

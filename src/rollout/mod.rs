@@ -1,18 +1,20 @@
 //! Guarded rollouts: the plan, the pure decisions, the driver, the lock and the journal.
 //!
-//! [`machine`] decides (pure, table-tested: `advance(state, input) -> (state, action)`);
+//! [`events`] is what a rollout reports; [`machine`] decides (pure, table-tested: `advance(state, input) -> (state, action)`);
 //! [`driver`] acts (the only async loop, through the [`Platform`](crate::platform::Platform)
 //! trait); [`naming`] chooses rollout ids and revision names; [`rollback`] is the emergency
 //! rollback write, which the driver's own rollbacks reuse; [`lock`] keeps rollouts of one service
 //! exclusive; [`journal`] records every phase on the service itself so that an interrupted
-//! rollout is found and finished by the next run; [`identity`] checks that the new revision
+//! rollout is found and finished by the next run ([`recovery`] resumes or rolls it back); [`identity`] checks that the new revision
 //! runs the code we meant to deploy before it gets any traffic.
 
 pub mod analyser;
 pub mod driver;
+pub mod events;
 pub mod identity;
 pub mod journal;
 pub mod lock;
 pub mod machine;
 pub mod naming;
+pub mod recovery;
 pub mod rollback;

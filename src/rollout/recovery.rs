@@ -1,0 +1,169 @@
+//! Recovery of a rollout found unfinished after a crash, `kill -9` or a lost machine.
+//!
+//! The journal on the service says where the rollout was. Before any traffic moved, the canary
+//! is dropped (the only safe choice). After, the prompter chooses: roll it back (the safe
+//! default, taken when nobody can be asked), resume it from the journalled step through the same
+//! state machine, or leave it for a human. A rollout whose lock is alive is not recovered: it
+//! is running elsewhere.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::{
+    driver::{lock_ttl, tag_url, DeployError, DeployRequest, Driver, Interrupt, Running},
+    events::{Event, Outcome, RolloutReport},
+    journal::Journal,
+    lock::{self, Lock, LockError},
+    machine::{self, Input, Phase, Recovery},
+};
+use crate::platform::{PlatformError, ServiceSnapshot};
+
+impl Driver<'_> {
+    /// Deals with an interrupted rollout found in the journal. Before traffic moved, the canary
+    /// is dropped (the only safe choice). After, the prompter chooses: roll back (the safe
+    /// default, taken when nobody can be asked), resume it where it stopped, or leave it.
+    /// `Some(report)` when this run ends with the recovered rollout (resumed); `None` when the
+    /// requested deploy goes on.
+    pub(super) async fn recover(
+        &self,
+        request: &DeployRequest,
+        snapshot: &ServiceSnapshot,
+        journal: Journal,
+        notes: &mut Vec<String>,
+        interrupt: &mut Interrupt,
+    ) -> Result<Option<RolloutReport>, DeployError> {
+        let id = &request.id;
+        let Some(stable) = journal.stable.clone() else {
+            self.notice(
+                notes,
+                format!(
+                    "an interrupted rollout `{}` had no stable revision; left as it is",
+                    journal.id
+                ),
+            );
+            return Ok(None);
+        };
+        self.reporter.event(&Event::InterruptedRolloutFound {
+            journal: Box::new(journal.clone()),
+        });
+        let choice = if journal.phase().traffic_moved() {
+            let options = [
+                format!("roll it back (100% to `{stable}`), then deploy"),
+                format!(
+                    "resume it: continue `{}` from {}% (this run then deploys nothing else)",
+                    journal.canary, journal.state.percent
+                ),
+                "leave it for a human (stop here)".to_string(),
+            ];
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            match self
+                .prompter
+                .choose("An interrupted rollout was found. What now?", &options, 0)
+            {
+                1 => Recovery::Resume,
+                2 => Recovery::Leave,
+                _ => Recovery::RollBack,
+            }
+        } else {
+            Recovery::RollBack
+        };
+        let policy = self.policy(request);
+        let (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        match choice {
+            Recovery::Leave => Err(DeployError::Lock(LockError::Held {
+                service: id.name.clone(),
+                holder: format!("an interrupted rollout `{}` (left for a human)", journal.id),
+            })),
+            Recovery::Resume => {
+                // The crashed run's lock is stale (expired, or its process is gone): replace it
+                // with ours, under the same rollout id.
+                lock::release(self.platform, id, &journal.id).await?;
+                let lock = Lock::new(&journal.id, lock_ttl(request), Utc::now());
+                let snapshot = lock::acquire(
+                    self.platform,
+                    id,
+                    &lock,
+                    request.lock_wait,
+                    Duration::from_secs(2),
+                )
+                .await?;
+                self.reporter.event(&Event::LockTaken {
+                    holder: lock.describe(),
+                });
+                self.notice(
+                    notes,
+                    format!(
+                        "resumed the interrupted rollout `{}`; the requested image was not deployed: run `deploy` again for it",
+                        journal.id
+                    ),
+                );
+                let mut running = Running {
+                    canary_url: tag_url(&snapshot, &request.health),
+                    journal,
+                    etag: snapshot.etag,
+                    step_started: Instant::now(),
+                };
+                let journal = self
+                    .drive(
+                        request,
+                        &policy,
+                        &mut running,
+                        state,
+                        action,
+                        notes,
+                        interrupt,
+                    )
+                    .await;
+                self.release(id, &journal.id, notes).await;
+                Ok(Some(RolloutReport {
+                    id: journal.id.clone(),
+                    service: id.name.clone(),
+                    canary: Some(journal.canary.clone()),
+                    stable: journal.stable.clone(),
+                    outcome: Outcome::of(&journal),
+                    notes: std::mem::take(notes),
+                }))
+            }
+            Recovery::RollBack => {
+                let mut running = Running {
+                    canary_url: None,
+                    journal: journal.clone(),
+                    etag: snapshot.etag.clone(),
+                    step_started: Instant::now(),
+                };
+                let done = self
+                    .drive(
+                        request,
+                        &policy,
+                        &mut running,
+                        state,
+                        action,
+                        notes,
+                        interrupt,
+                    )
+                    .await;
+                match done.phase() {
+                    Phase::RolledBack | Phase::Stopped => {
+                        // The crashed run's lock is stale by construction: break it.
+                        lock::release(self.platform, id, &journal.id).await?;
+                        self.notice(
+                            notes,
+                            format!(
+                                "interrupted rollout `{}` rolled back: 100% on `{stable}`",
+                                journal.id
+                            ),
+                        );
+                        Ok(None)
+                    }
+                    _ => Err(DeployError::Platform(PlatformError::Refused(format!(
+                        "could not recover the interrupted rollout `{}`: {}",
+                        journal.id,
+                        done.state.reason.unwrap_or_default()
+                    )))),
+                }
+            }
+        }
+    }
+}
