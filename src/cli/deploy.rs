@@ -427,6 +427,14 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             context.output.message(format!("warning: {note}"));
             notes.push(note);
         }
+        if matches!(config.target, Target::Local { .. }) && !config.run.secrets.is_empty() {
+            let note = format!(
+                "the local emulator does not resolve Secret Manager references: {} will be absent in the container",
+                config.run.secrets.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+            );
+            context.output.message(format!("warning: {note}"));
+            notes.push(note);
+        }
         let request = DeployRequest {
             id,
             service_name: config.name.clone(),

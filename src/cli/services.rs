@@ -156,9 +156,10 @@ fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     } else {
         let text = toml::to_string_pretty(&config).context("cannot render the service as TOML")?;
         context.output.data(format!(
-            "# {} (resolved: defaults filled in, overrides applied)\n{}",
+            "# {} (resolved: defaults filled in, overrides applied)\n{}\n\n# New revisions start from the stable revision's settings (the one serving), then\n# `[run]`{}, then `deploy --env`; settings not named here are kept from the stable revision.",
             relative(&workspace.root, &loaded.path),
-            text.trim_end()
+            text.trim_end(),
+            if config.run.is_empty() { " (not set)" } else { "" }
         ));
     }
     Ok(ExitStatus::Success)
