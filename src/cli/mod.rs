@@ -228,11 +228,24 @@ pub fn run(cli: Cli) -> ExitStatus {
 /// Maps an error to its exit status: problems with what the user wrote (flags, service files)
 /// are usage errors (2); everything else is a failure (1).
 fn classify(error: &anyhow::Error) -> ExitStatus {
-    if error
-        .chain()
-        .any(|cause| cause.is::<rollback::RollbackFailed>())
-    {
+    // `RollbackFailed` is attached as context: anyhow finds a context type by downcasting the
+    // error itself, not by walking `chain()` (where it is hidden inside anyhow's wrapper).
+    if error.downcast_ref::<rollback::RollbackFailed>().is_some() {
         return ExitStatus::RollbackFailed;
+    }
+    // A deploy refused by another rollout's lock changed nothing: exit 3, as documented.
+    use crate::rollout::{driver::DeployError, lock::LockError};
+    let locked = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<DeployError>(),
+            Some(DeployError::Lock(LockError::Held { .. }))
+        ) || matches!(
+            cause.downcast_ref::<LockError>(),
+            Some(LockError::Held { .. })
+        )
+    });
+    if locked {
+        return ExitStatus::StoppedBeforeTraffic;
     }
     let is_usage = error.chain().any(|cause| {
         cause.is::<Diagnostics>() || cause.is::<WorkspaceError>() || cause.is::<UsageError>()
@@ -290,5 +303,36 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// A failed `rollback` exited 1, never the documented 5: `classify` looked for the context
+    /// type in `chain()`, where anyhow hides it.
+    #[test]
+    fn a_failed_rollback_exits_5() {
+        let error = anyhow::Error::new(crate::platform::PlatformError::Unavailable("503".into()))
+            .context("rollback of `hello` failed: a human must act")
+            .context(rollback::RollbackFailed);
+        assert_eq!(classify(&error), ExitStatus::RollbackFailed);
+    }
+
+    /// A deploy refused by the lock exited 1, not the documented 3.
+    #[test]
+    fn a_deploy_refused_by_the_lock_exits_3() {
+        use crate::rollout::{driver::DeployError, lock::LockError};
+        let held = DeployError::Lock(LockError::Held {
+            service: "hello".into(),
+            holder: "alice on laptop".into(),
+        });
+        let error = anyhow::Error::new(held).context("deploy of `hello` did not start");
+        assert_eq!(classify(&error), ExitStatus::StoppedBeforeTraffic);
+        let platform = DeployError::Lock(LockError::Platform(
+            crate::platform::PlatformError::Unavailable("503".into()),
+        ));
+        let error = anyhow::Error::new(platform).context("deploy of `hello` did not start");
+        assert_eq!(
+            classify(&error),
+            ExitStatus::Failure,
+            "a platform failure is not a lock"
+        );
     }
 }

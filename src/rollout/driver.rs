@@ -231,6 +231,15 @@ impl Driver<'_> {
                 }
             }
         }
+        if let Some(stale) = Lock::of(&existing).filter(|held| held.holder_gone()) {
+            self.notice(
+                &mut notes,
+                format!(
+                    "taking over the lock of a deployer that is gone (its process no longer runs): {}",
+                    stale.describe()
+                ),
+            );
+        }
         let lock = Lock::new(&rollout_id, lock_ttl(request), Utc::now());
         let snapshot = lock::acquire(
             self.platform,

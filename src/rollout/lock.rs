@@ -174,7 +174,8 @@ pub async fn acquire(
             .ok_or_else(|| LockError::NotFound(id.path()))?;
         let now = Utc::now();
         match Lock::of(&snapshot) {
-            Some(held) if held.id != lock.id && !held.is_expired(now) => {
+            // A lock whose holder is provably gone (same host, process dead) is stale at once.
+            Some(held) if held.id != lock.id && !held.is_expired(now) && !held.holder_gone() => {
                 if started.elapsed() >= wait {
                     return Err(LockError::Held {
                         service: id.name.clone(),
@@ -190,7 +191,7 @@ pub async fn acquire(
             }
             previous => {
                 if let Some(expired) = previous.filter(|held| held.id != lock.id) {
-                    tracing::warn!(holder = %expired.describe(), "taking over an expired lock");
+                    tracing::warn!(holder = %expired.describe(), "taking over a stale lock (expired, or its process is gone)");
                 }
                 // `None`: someone wrote the service between our read and our write (perhaps
                 // another deployer taking the lock): read again and re-decide.
@@ -334,6 +335,32 @@ mod tests {
         .unwrap();
         releaser.await.unwrap();
         assert_eq!(Lock::of(&snapshot).unwrap().id, "b");
+    }
+
+    /// A lock whose holder died on this host refused every deploy until it expired.
+    #[tokio::test]
+    async fn a_lock_whose_process_is_gone_is_taken_over_at_once() {
+        let platform = platform().await;
+        let mut dead = Lock::new("dead", Duration::from_secs(3600), Utc::now());
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        dead.pid = gone.id();
+        let snapshot = platform.service(&id()).await.unwrap().unwrap();
+        write_lock(&platform, &snapshot, Some(dead.encode()))
+            .await
+            .unwrap()
+            .unwrap();
+        let ours = Lock::new("ours", Duration::from_secs(60), Utc::now());
+        let after = acquire(
+            &platform,
+            &id(),
+            &ours,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(Lock::of(&after).unwrap().id, "ours");
     }
 
     #[tokio::test]

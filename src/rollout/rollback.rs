@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{
     journal::{Journal, JOURNAL_ANNOTATION},
+    lock::{Lock, LOCK_ANNOTATION},
     machine::Phase,
 };
 use crate::platform::{
@@ -167,6 +168,15 @@ pub async fn execute(
         if let Some(journal) = journal {
             update = update.with_annotation(JOURNAL_ANNOTATION, Some(journal.encode()));
         }
+        // After a crash the dead run's lock would refuse the next deploy until it expires:
+        // release it in the same write. A live holder keeps its lock (its rollout then meets
+        // the changed etag and stops).
+        if closing.is_none()
+            && Lock::of(&snapshot)
+                .is_some_and(|held| held.holder_gone() || held.is_expired(chrono::Utc::now()))
+        {
+            update = update.with_annotation(LOCK_ANNOTATION, None);
+        }
         match write_guarded(platform, &snapshot.id, &snapshot.etag, &update, retry).await {
             Ok(after) => return Ok(after),
             Err(PlatformError::Conflict(_)) => {
@@ -244,6 +254,44 @@ mod tests {
         );
         let (_, plan) = prepare(&platform, &id(), Some("svc-1")).await.unwrap();
         assert_eq!(plan.to, "svc-1");
+    }
+
+    /// `deployer rollback` after a crash left the dead run's lock: the next deploy was refused
+    /// for ~14 minutes, until the lock expired.
+    #[tokio::test]
+    async fn a_rollback_after_a_crash_releases_the_dead_runs_lock_in_the_same_write() {
+        let platform = platform().await;
+        let mut dead = Lock::new(
+            "dead",
+            std::time::Duration::from_secs(3600),
+            chrono::Utc::now(),
+        );
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        dead.pid = gone.id();
+        let mut alive = Lock::new(
+            "alive",
+            std::time::Duration::from_secs(3600),
+            chrono::Utc::now(),
+        );
+        alive.pid = std::process::id();
+        for (lock, released) in [(dead, true), (alive, false)] {
+            platform.external_update(
+                &id(),
+                &ServiceUpdate::default()
+                    .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
+            );
+            let (snapshot, plan) = prepare(&platform, &id(), Some("svc-2")).await.unwrap();
+            let writes = platform.writes();
+            let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+            assert_eq!(platform.writes(), writes + 1, "one write");
+            assert_eq!(
+                Lock::of(&after).is_none(),
+                released,
+                "lock of pid {} released: {released}",
+                lock.pid
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
