@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use model::{
-    BuildConfig, CheckConfig, Comparison, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
+    BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
     NotificationConfig, PreflightConfig, Provider, RolloutConfig, ServiceConfig, Target, Unit,
 };
 
