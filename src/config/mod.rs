@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use model::{
-    BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
-    NotificationConfig, PreflightConfig, Provider, RolloutConfig, ServiceConfig, Target, Unit,
+    BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig,
+    InconclusivePolicy, NotificationConfig, PreflightConfig, Provider, RolloutConfig,
+    ServiceConfig, Target, Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.

@@ -30,7 +30,7 @@ use crate::{
 };
 
 pub use decision::{decide, Acceptance, Decision, Resolution, StepDecision};
-pub use deployment::DeployedRevision;
+pub use deployment::{DeployedRevision, COMMIT_LABEL};
 
 /// How many steps the checklist has (`[3/8]`).
 pub const STEP_COUNT: u8 = 8;
