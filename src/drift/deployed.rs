@@ -185,6 +185,91 @@ pub async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::{memory::MemoryPlatform, RevisionSpec};
+
+    /// Image labels by image name; an image absent from the map cannot be read.
+    struct Labels(std::collections::BTreeMap<&'static str, Option<&'static str>>);
+
+    #[async_trait]
+    impl ImageLabels for Labels {
+        async fn revision(&self, image: &str) -> Result<Option<String>, String> {
+            match self.0.get(image) {
+                Some(label) => Ok(label.map(str::to_string)),
+                None => Err("connection refused".into()),
+            }
+        }
+    }
+
+    async fn serving_one(
+        image: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> DeployedState {
+        let platform = MemoryPlatform::new();
+        let id = ServiceId {
+            project: "local".into(),
+            region: "local".into(),
+            name: "svc".into(),
+        };
+        platform
+            .create(
+                &id,
+                &RevisionSpec {
+                    name: "svc-00001".into(),
+                    image: image.into(),
+                    labels,
+                    env: None,
+                },
+            )
+            .await
+            .unwrap();
+        let images = Labels(std::collections::BTreeMap::from([
+            ("r/svc@sha256:labelled", Some("abcdef0123")),
+            ("r/svc@sha256:bare", None),
+        ]));
+        read(&platform, &id, &images, Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn the_commit_comes_from_the_revision_label_then_the_image_label() {
+        let labelled = crate::platform::cloud_run::revision_labels("1234567890abcdef");
+        let DeployedState::Serving(found) = serving_one("r/svc@sha256:labelled", labelled).await
+        else {
+            panic!("serving")
+        };
+        assert_eq!(found[0].commit.as_deref(), Some("1234567890abcdef"));
+        assert_eq!(found[0].commit_origin, Some(CommitOrigin::RevisionLabel));
+        assert_eq!(found[0].percent, 100);
+
+        let cases = [
+            ("r/svc@sha256:labelled", None, Some("abcdef0123")),
+            (
+                "r/svc@sha256:bare",
+                Some("has no `org.opencontainers.image.revision` label"),
+                None,
+            ),
+            (
+                "r/svc@sha256:unreachable",
+                Some("its image's labels cannot be read: connection refused"),
+                None,
+            ),
+        ];
+        for (image, reason, commit) in cases {
+            let DeployedState::Serving(found) = serving_one(image, Default::default()).await else {
+                panic!("serving")
+            };
+            assert_eq!(found[0].commit.as_deref(), commit, "{image}");
+            if let Some(reason) = reason {
+                let text = found[0].unknown_reason.clone().unwrap();
+                assert!(text.contains(reason), "{text}");
+                assert!(
+                    text.starts_with("revision `svc-00001` has no `deployer-commit` label"),
+                    "{text}"
+                );
+            } else {
+                assert_eq!(found[0].commit_origin, Some(CommitOrigin::ImageLabel));
+            }
+        }
+    }
 
     #[test]
     fn commit_labels_keep_their_hex_prefix() {
