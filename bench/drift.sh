@@ -2,7 +2,7 @@
 # Benchmark of `deployer drift` on a large history (issue 12): one service on the preflight
 # benchmark's generated repository (100 000 commits), deployed 600 commits behind `main` (the
 # seeds saw 598). Times drift through the library (in-memory platform, `origin/main` as last
-# fetched, paths `src/module01/**`, schema paths `schemas/**`) and the git CLI gathering the same
+# fetched, paths `src/module30/**`, schema paths `schemas/**`) and the git CLI gathering the same
 # facts in one run, and prints both and their ratio. Targets: median <= 100 ms, <= 2x git.
 #
 # Usage: bench/drift.sh [COMMITS] [BEHIND]      (defaults 100000 600)
@@ -34,13 +34,13 @@ echo "== git CLI: the same facts (main, ahead/behind, commits touching the paths
 git_facts() {
   git -C "$dir" rev-parse origin/main >/dev/null
   git -C "$dir" rev-list --left-right --count "$deployed...origin/main" >/dev/null
-  git -C "$dir" log --format='%H %an %ct %s' "$deployed..origin/main" -- 'src/module01/' >"target/bench-drift/git-log.txt"
+  git -C "$dir" log --format='%H %an %ct %s' "$deployed..origin/main" -- 'src/module30/' >"target/bench-drift/git-log.txt"
   git -C "$dir" diff --name-only "$deployed" origin/main -- 'schemas/' >/dev/null
 }
 git_facts # warm the page cache like the deployer warm-up run
 git_relevant=$(wc -l <target/bench-drift/git-log.txt)
 if [ "$git_relevant" -ne "$relevant" ]; then
-  echo "error: git finds $git_relevant commits touching src/module01/, deployer $relevant" >&2
+  echo "error: git finds $git_relevant commits touching src/module30/, deployer $relevant" >&2
   exit 1
 fi
 times=()
@@ -51,5 +51,5 @@ for _ in $(seq "$runs"); do
 done
 git_us=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p")
 git_ms=$(echo "scale=1; $git_us / 1000" | bc)
-echo "git CLI: median ${git_ms} ms over $runs runs ($git_relevant commits touching src/module01/)"
+echo "git CLI: median ${git_ms} ms over $runs runs ($git_relevant commits touching src/module30/)"
 echo "== ratio deployer / git CLI: $(echo "scale=2; $deployer_ms / $git_ms" | bc)"

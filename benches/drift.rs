@@ -53,7 +53,7 @@ fn main() {
             .expect("create");
         let config = config::parse(
             std::path::Path::new("services/bench.toml"),
-            "name = \"bench\"\nrunbook = \"r.md\"\n[target]\nkind = \"local\"\n[image]\nrepository = \"r/bench\"\n[preflight]\npaths = [\"src/module01/**\"]\nschema_paths = [\"schemas/**\"]\n",
+            "name = \"bench\"\nrunbook = \"r.md\"\n[target]\nkind = \"local\"\n[image]\nrepository = \"r/bench\"\n[preflight]\npaths = [\"src/module30/**\"]\nschema_paths = [\"schemas/**\"]\n",
         )
         .expect("service");
         let options = GitOptions {
@@ -92,7 +92,7 @@ fn main() {
             .expect("the benchmark must measure a real range");
         assert!(facts.behind > 0, "the benchmark must measure a real range");
         println!(
-            "{} {}: {} behind, {} touching src/module01/**, {} schema files",
+            "{} {}: {} behind, {} touching src/module30/**, {} schema files",
             service.severity.label(),
             service.service,
             facts.behind,
