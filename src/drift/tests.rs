@@ -53,7 +53,9 @@ fn thresholds(critical_commits: Option<u32>) -> DriftConfig {
 
 #[test]
 fn severity_follows_the_age_of_the_oldest_relevant_commit() {
-    let cases: &[(usize, &[i64], Option<u32>, Severity, &str)] = &[
+    /// Commits behind, ages of the relevant ones (hours), `critical_commits`, expected.
+    type Case<'a> = (usize, &'a [i64], Option<u32>, Severity, &'a str);
+    let cases: &[Case<'_>] = &[
         (0, &[], None, Severity::Ok, "up to date with `origin/main`"),
         (
             598,

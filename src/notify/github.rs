@@ -731,7 +731,9 @@ mod tests {
     #[test]
     fn rate_limit_waits_table() {
         let now = 1_000;
-        let cases: &[(u16, &[(&'static str, &str)], Option<u64>)] = &[
+        /// Status, headers, expected wait in seconds.
+        type Case<'a> = (u16, &'a [(&'static str, &'a str)], Option<u64>);
+        let cases: &[Case<'_>] = &[
             (403, &[("retry-after", "7")], Some(7)),
             (429, &[("retry-after", "2")], Some(2)),
             (
