@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use git2::{DiffOptions, Oid, Sort};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::repo::Repository;
+use crate::{preflight::describe, repo::Repository};
 
 use super::{Commit, Facts, LISTED_COMMITS};
 
@@ -77,23 +77,6 @@ pub fn main_tip(
         Err(error) => tip.problem = Some(describe(&error)),
     }
     tip
-}
-
-/// An error and its causes on one line, libgit2's `class=...` suffix left out.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(error);
-    while let Some(error) = current {
-        let text = match error.downcast_ref::<git2::Error>() {
-            Some(git) => git.message().to_string(),
-            None => error.to_string(),
-        };
-        if !parts.iter().any(|part| part.contains(&text)) {
-            parts.push(text);
-        }
-        current = error.source();
-    }
-    parts.join(": ")
 }
 
 /// The service's paths: globs (`services/api/**`, `schemas/*.json`) relative to the repository
