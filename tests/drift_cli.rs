@@ -4,118 +4,42 @@
 //! revisions, a deployed commit off `main`, an unknown commit; then `--github-issue` against the
 //! GitHub stand-in and the GitHub Actions outputs.
 
+#[path = "support/git_repo.rs"]
+mod git_repo;
 #[path = "support/github.rs"]
 mod github;
 mod support;
 
-use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use deployer::platform::{
     cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
     Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
 };
-use git2::{Signature, Time};
+use git_repo::Repo;
 use support::{hello_image, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
-struct Repo {
-    directory: tempfile::TempDir,
-    _remote: tempfile::TempDir,
-}
-
-impl Repo {
-    /// `services/svc.toml` (local target, `api/**` its paths) committed 100 h ago and pushed.
-    fn new() -> (Self, String) {
-        let directory = tempfile::tempdir().unwrap();
-        let remote = tempfile::tempdir().unwrap();
-        git2::Repository::init_bare(remote.path()).unwrap();
-        let mut options = git2::RepositoryInitOptions::new();
-        options.initial_head("main");
-        let repository = git2::Repository::init_opts(directory.path(), &options).unwrap();
-        repository
-            .remote("origin", remote.path().to_str().unwrap())
-            .unwrap();
-        let repo = Self {
-            directory,
-            _remote: remote,
-        };
-        repo.write("runbooks/svc.md", RUNBOOK);
-        repo.write("Dockerfile", "FROM scratch\n");
-        repo.write(
-            "services/svc.toml",
-            "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\nkind = \"local\"\n\
-             [image]\nrepository = \"127.0.0.1:5000/svc\"\n[preflight]\npaths = [\"api/**\"]\n\
-             [notifications]\ngithub_repository = \"o/r\"\ngithub_token_env = \"DRIFT_TEST_TOKEN\"\n",
-        );
-        let first = repo.commit(
-            &["runbooks/svc.md", "Dockerfile", "services/svc.toml"],
-            "first",
-            100,
-        );
-        repo.push();
-        (repo, first)
-    }
-
-    fn path(&self) -> &Path {
-        self.directory.path()
-    }
-
-    fn write(&self, file: &str, content: &str) {
-        let path = self.path().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
-    fn commit(&self, files: &[&str], message: &str, hours_ago: i64) -> String {
-        let repository = git2::Repository::open(self.path()).unwrap();
-        let mut index = repository.index().unwrap();
-        for file in files {
-            index.add_path(Path::new(file)).unwrap();
-        }
-        index.write().unwrap();
-        let tree = repository.find_tree(index.write_tree().unwrap()).unwrap();
-        let when = Time::new(chrono::Utc::now().timestamp() - hours_ago * 3600, 0);
-        let signature = Signature::new("Ada", "ada@example.com", &when).unwrap();
-        let parent = repository
-            .head()
-            .ok()
-            .and_then(|head| head.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        repository
-            .commit(
-                Some("HEAD"),
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &parents,
-            )
-            .unwrap()
-            .to_string()
-    }
-
-    fn change(&self, file: &str, message: &str, hours_ago: i64) -> String {
-        self.write(file, message);
-        self.commit(&[file], message, hours_ago)
-    }
-
-    fn push(&self) {
-        let repository = git2::Repository::open(self.path()).unwrap();
-        let mut remote = repository.find_remote("origin").unwrap();
-        remote
-            .push(&["+refs/heads/main:refs/heads/main"], None)
-            .unwrap();
-    }
-
-    /// Moves `main` back to `commit` locally (commits made after stay only in the object store).
-    fn reset(&self, commit: &str) {
-        let repository = git2::Repository::open(self.path()).unwrap();
-        let object = repository.revparse_single(commit).unwrap();
-        repository
-            .reset(&object, git2::ResetType::Hard, None)
-            .unwrap();
-    }
+/// A repository with `services/svc.toml` (local target, `api/**` its paths) committed 100 h ago
+/// and pushed; returns it and that first commit.
+fn repository() -> (Repo, String) {
+    let repo = Repo::new();
+    repo.write("runbooks/svc.md", RUNBOOK);
+    repo.write("Dockerfile", "FROM scratch\n");
+    repo.write(
+        "services/svc.toml",
+        "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\nkind = \"local\"\n\
+         [image]\nrepository = \"127.0.0.1:5000/svc\"\n[preflight]\npaths = [\"api/**\"]\n\
+         [notifications]\ngithub_repository = \"o/r\"\ngithub_token_env = \"DRIFT_TEST_TOKEN\"\n",
+    );
+    let first = repo.commit(
+        &["runbooks/svc.md", "Dockerfile", "services/svc.toml"],
+        "first",
+        100,
+    );
+    repo.push();
+    (repo, first)
 }
 
 fn id() -> ServiceId {
@@ -180,9 +104,9 @@ async fn drift_of_revisions_on_the_emulator() {
         CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
             .await
             .unwrap();
-    let (repo, first) = Repo::new();
-    let deployed = repo.change("api/main.rs", "api v1", 90);
-    repo.change("web/index.html", "web only", 85);
+    let (repo, first) = repository();
+    let deployed = repo.change("api/main.rs", "api v1", "api v1", 90);
+    repo.change("web/index.html", "web only", "web only", 85);
     repo.push();
     platform
         .create(&id(), &spec("svc-00001", &deployed))
@@ -200,7 +124,7 @@ async fn drift_of_revisions_on_the_emulator() {
     assert_eq!(service["revisions"][0]["commit_origin"], "revision_label");
 
     // A relevant commit 80 h old: CRITICAL (exit 2), listed with subject and author.
-    let fix = repo.change("api/main.rs", "api: the fix", 80);
+    let fix = repo.change("api/main.rs", "api: the fix", "api: the fix", 80);
     repo.push();
     let (code, stdout, stderr) = drift(&repo, &endpoint, &[], &[]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
@@ -262,7 +186,12 @@ async fn drift_of_revisions_on_the_emulator() {
     assert_eq!(by_name["svc-00002"]["percent"], 50);
 
     // A commit off `main` (a hotfix from a branch) serving 100%: WARN, never "0 behind".
-    let head = repo.change("api/main.rs", "hotfix from a branch", 2);
+    let head = repo.change(
+        "api/main.rs",
+        "hotfix from a branch",
+        "hotfix from a branch",
+        2,
+    );
     repo.reset(&fix);
     let snapshot = platform.service(&id()).await.unwrap().unwrap();
     platform

@@ -3,6 +3,8 @@
 //! lifecycle over five runs, the errors a user sees, and the GitHub drift source against the
 //! git one on the same repository.
 
+#[path = "support/git_repo.rs"]
+mod git_repo;
 #[path = "support/github.rs"]
 mod github;
 
@@ -19,74 +21,8 @@ use deployer::{
     },
     repo::Repository,
 };
-use git2::{Signature, Time};
+use git_repo::Repo;
 use github::{GitHubStandIn, TOKEN};
-
-/// A repository with a bare `origin`; commits are dated `hours_ago`.
-struct Repo {
-    directory: tempfile::TempDir,
-    _remote: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Self {
-        let directory = tempfile::tempdir().unwrap();
-        let remote = tempfile::tempdir().unwrap();
-        git2::Repository::init_bare(remote.path()).unwrap();
-        let mut options = git2::RepositoryInitOptions::new();
-        options.initial_head("main");
-        let repository = git2::Repository::init_opts(directory.path(), &options).unwrap();
-        repository
-            .remote("origin", remote.path().to_str().unwrap())
-            .unwrap();
-        Self {
-            directory,
-            _remote: remote,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.directory.path()
-    }
-
-    fn commit(&self, file: &str, content: &str, message: &str, hours_ago: i64) -> String {
-        let repository = git2::Repository::open(self.path()).unwrap();
-        let path = self.path().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, content).unwrap();
-        let mut index = repository.index().unwrap();
-        index.add_path(Path::new(file)).unwrap();
-        index.write().unwrap();
-        let tree = repository.find_tree(index.write_tree().unwrap()).unwrap();
-        let when = Time::new(Utc::now().timestamp() - hours_ago * 3600, 0);
-        let signature = Signature::new("Ada", "ada@example.com", &when).unwrap();
-        let parent = repository
-            .head()
-            .ok()
-            .and_then(|head| head.peel_to_commit().ok());
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let id = repository
-            .commit(
-                Some("HEAD"),
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &parents,
-            )
-            .unwrap();
-        id.to_string()
-    }
-
-    /// Pushes `main` to `origin` (so `origin/main` moves when drift fetches).
-    fn push(&self) {
-        let repository = git2::Repository::open(self.path()).unwrap();
-        let mut remote = repository.find_remote("origin").unwrap();
-        remote
-            .push(&["+refs/heads/main:refs/heads/main"], None)
-            .unwrap();
-    }
-}
 
 fn service(name: &str) -> config::ServiceConfig {
     config::parse(
@@ -186,9 +122,9 @@ async fn sync(standin: &GitHubStandIn, report: &drift::DriftReport) -> issue::Ou
 #[tokio::test(flavor = "multi_thread")]
 async fn one_issue_per_drifting_service_through_its_whole_lifecycle() {
     let repo = Repo::new();
-    let deployed_commit = repo.commit("api/main.rs", "v1", "deployed", 100);
-    repo.commit("web/index.html", "x", "web only: not the service's", 90);
-    repo.commit("api/main.rs", "v2", "api: the fix nobody deployed", 80);
+    let deployed_commit = repo.change("api/main.rs", "v1", "deployed", 100);
+    repo.change("web/index.html", "x", "web only: not the service's", 90);
+    repo.change("api/main.rs", "v2", "api: the fix nobody deployed", 80);
     repo.push();
     let platform = MemoryPlatform::new();
     deploy(&platform, "svc", "svc-00001", &deployed_commit).await;
@@ -273,7 +209,7 @@ async fn one_issue_per_drifting_service_through_its_whole_lifecycle() {
     );
 
     // Run 3: another relevant commit → the body is updated, nothing else.
-    repo.commit("api/schemas/t.json", "{}", "api: new column", 1);
+    repo.change("api/schemas/t.json", "{}", "api: new column", 1);
     repo.push();
     let report = measure(&repo, &platform).await;
     let third = sync(&standin, &report).await;
@@ -291,7 +227,7 @@ async fn one_issue_per_drifting_service_through_its_whole_lifecycle() {
     );
 
     // Run 4: deployed again → a comment, then closed.
-    let head = repo.commit("docs/x.md", "x", "docs", 0);
+    let head = repo.change("docs/x.md", "x", "docs", 0);
     repo.push();
     deploy(&platform, "svc", "svc-00002", &head).await;
     let report = measure(&repo, &platform).await;
@@ -312,7 +248,7 @@ async fn one_issue_per_drifting_service_through_its_whole_lifecycle() {
     );
 
     // Run 5: drift returns (past `warn_after` 6 h) → the same issue is reopened.
-    repo.commit("api/main.rs", "v3", "api: another fix", 7);
+    repo.change("api/main.rs", "v3", "api: another fix", 7);
     repo.push();
     let report = measure(&repo, &platform).await;
     assert_eq!(report.services[0].severity, Severity::Warn);
@@ -398,16 +334,16 @@ async fn github_errors_are_clear_and_never_show_the_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_github_source_agrees_with_git() {
     let repo = Repo::new();
-    let deployed_commit = repo.commit("api/main.rs", "v1", "deployed", 50);
+    let deployed_commit = repo.change("api/main.rs", "v1", "deployed", 50);
     for index in 0..120 {
         let file = if index % 3 == 0 {
             "api/main.rs"
         } else {
             "web/index.html"
         };
-        repo.commit(file, &format!("v{index}"), &format!("change {index}"), 40);
+        repo.change(file, &format!("v{index}"), &format!("change {index}"), 40);
     }
-    repo.commit("api/schemas/t.json", "{}", "schema", 30);
+    repo.change("api/schemas/t.json", "{}", "schema", 30);
     repo.push();
     let platform = MemoryPlatform::new();
     deploy(&platform, "svc", "svc-00001", &deployed_commit).await;
