@@ -7,6 +7,7 @@
 mod build;
 mod completions;
 mod deploy;
+mod drift;
 mod emulator;
 mod output;
 mod preflight;
@@ -125,6 +126,11 @@ pub enum Command {
     Man(completions::ManArgs),
     /// Run the local Cloud Run emulator (foreground, or `--detach`), or show/stop a running one.
     Emulator(emulator::EmulatorArgs),
+    /// Deployed commit vs `main`: commits behind, those touching the service, severity.
+    ///
+    /// Every service by default (read concurrently). Exit 0 = all OK, 1 = worst WARN,
+    /// 2 = worst CRITICAL. `--github-issue` keeps one GitHub issue per drifting service.
+    Drift(drift::DriftArgs),
 }
 
 /// What every command gets: the global conventions, resolved once.
@@ -214,6 +220,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
         Command::Emulator(args) => emulator::run(&context, args),
+        Command::Drift(args) => drift::run(&context, &args),
     };
     match result {
         Ok(status) => status,

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use model::{
-    BuildConfig, CheckConfig, Comparison, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
-    NotificationConfig, PreflightConfig, Provider, RolloutConfig, RunConfig, ServiceConfig, Target,
-    Unit,
+    BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig,
+    InconclusivePolicy, NotificationConfig, PreflightConfig, Provider, RolloutConfig, RunConfig,
+    ServiceConfig, Target, Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.

@@ -50,6 +50,9 @@ pub struct ServiceConfig {
     /// Where alerts go.
     #[serde(default)]
     pub notifications: NotificationConfig,
+    /// Drift thresholds: how long a service-relevant commit may stay undeployed.
+    #[serde(default)]
+    pub drift: DriftConfig,
 }
 
 /// Where a service runs: Cloud Run in a GCP project, or the local emulator.
@@ -573,5 +576,45 @@ pub(crate) mod defaults {
     }
     pub fn github_token_env() -> String {
         "GITHUB_TOKEN".into()
+    }
+}
+
+/// Drift thresholds (`deployer drift`): how long a commit that touches the service's
+/// `preflight.paths` may wait on `main` before the drift is a WARN, then CRITICAL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Age of the oldest undeployed service-relevant commit at which drift is a WARN.
+    #[serde(default = "drift_defaults::warn_after")]
+    pub warn_after: HumanDuration,
+    /// Age of the oldest undeployed service-relevant commit at which drift is CRITICAL.
+    #[serde(default = "drift_defaults::critical_after")]
+    pub critical_after: HumanDuration,
+    /// Number of undeployed service-relevant commits at which drift is CRITICAL, whatever
+    /// their age. Unset: only age counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_commits: Option<u32>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            warn_after: drift_defaults::warn_after(),
+            critical_after: drift_defaults::critical_after(),
+            critical_commits: None,
+        }
+    }
+}
+
+/// Defaults of [`DriftConfig`]: the seeds' goal is to detect drift within 6 hours.
+mod drift_defaults {
+    use super::HumanDuration;
+    use std::time::Duration;
+
+    pub fn warn_after() -> HumanDuration {
+        HumanDuration(Duration::from_secs(6 * 3600))
+    }
+    pub fn critical_after() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3 * 24 * 3600))
     }
 }

@@ -24,6 +24,7 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_rollout(config, &mut report);
     check_run(config, &mut report);
     check_checks(config, &mut report);
+    check_drift(config, &mut report);
     report.diagnostics
 }
 
@@ -486,6 +487,29 @@ fn check_checks(config: &ServiceConfig, report: &mut Report<'_>) {
                 ),
             );
         }
+    }
+}
+
+/// `[drift]`: a WARN threshold beyond the CRITICAL one would never warn; a zero commit count
+/// would make every drift CRITICAL at once.
+fn check_drift(config: &ServiceConfig, report: &mut Report<'_>) {
+    let drift = &config.drift;
+    if drift.warn_after > drift.critical_after {
+        report.error(
+            &[Part::Key("drift"), Part::Key("warn_after")],
+            format!(
+                "`drift.warn_after` ({}) is longer than `drift.critical_after` ({})",
+                drift.warn_after, drift.critical_after
+            ),
+            "drift becomes a WARN first, then CRITICAL: make `warn_after` at most `critical_after`",
+        );
+    }
+    if drift.critical_commits == Some(0) {
+        report.error(
+            &[Part::Key("drift"), Part::Key("critical_commits")],
+            "`drift.critical_commits` is 0".into(),
+            "the number of undeployed service-relevant commits that makes drift CRITICAL: at least 1 (or leave it unset)",
+        );
     }
 }
 

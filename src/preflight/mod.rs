@@ -30,7 +30,7 @@ use crate::{
 };
 
 pub use decision::{decide, Acceptance, Decision, Resolution, StepDecision};
-pub use deployment::DeployedRevision;
+pub use deployment::{DeployedRevision, COMMIT_LABEL};
 
 /// How many steps the checklist has (`[3/8]`).
 pub const STEP_COUNT: u8 = 8;
@@ -358,7 +358,7 @@ pub async fn run(
 
 /// An error and its causes on one line. libgit2's messages are used without their
 /// `; class=...; code=...` suffix, which means nothing to a user.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut current = Some(error);
     while let Some(error) = current {
