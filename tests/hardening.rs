@@ -1,0 +1,632 @@
+//! Hostile and broken input (issue 14): special files where service files are expected, paths
+//! leaving the repository, absurd durations and rates, terminal escapes in echoed names, and
+//! malformed or oversized answers from a fake Cloud Run API driven through Google's client.
+//!
+//! Each test is named after what broke; each failed on the code before its fix.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use deployer::config::Workspace;
+
+/// A repository with `services/`, `runbooks/ok.md` and a `Dockerfile`, in a temp dir.
+struct Repository {
+    directory: tempfile::TempDir,
+}
+
+impl Repository {
+    fn new() -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::create_dir_all(root.join("services")).unwrap();
+        std::fs::create_dir_all(root.join("runbooks")).unwrap();
+        std::fs::copy("tests/fixtures/runbooks/ok.md", root.join("runbooks/ok.md")).unwrap();
+        std::fs::copy("tests/fixtures/Dockerfile", root.join("Dockerfile")).unwrap();
+        Self { directory }
+    }
+
+    fn root(&self) -> &Path {
+        self.directory.path()
+    }
+
+    fn workspace(&self) -> Workspace {
+        Workspace {
+            root: self.root().to_path_buf(),
+            services_dir: self.root().join("services"),
+        }
+    }
+
+    /// Writes `services/NAME.toml` and returns its path.
+    fn service(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.root().join("services").join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The diagnostics of loading `path`, one `line:col: message` per entry.
+    fn diagnostics(&self, path: &Path) -> Vec<String> {
+        match self.workspace().load_file(path) {
+            Ok(_) => vec![],
+            Err(diagnostics) => diagnostics
+                .iter()
+                .map(|diagnostic| {
+                    format!(
+                        "{}:{}: {}",
+                        diagnostic.line, diagnostic.column, diagnostic.message
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The valid fixture with `replace` applied (each `(from, to)` must match).
+fn valid_with(replacements: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string("tests/fixtures/valid.toml").unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "`{from}` is in the valid fixture");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// The valid fixture with a `[rollout]` section (and nothing after it but checks).
+fn valid_with_rollout(rollout: &str) -> String {
+    valid_with(&[("[[checks]]", &format!("[rollout]\n{rollout}\n\n[[checks]]"))])
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// What a finished `deployer` run left: exit code, stdout, stderr.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `deployer ARGS` in `cwd`, killing it (and failing) after `limit`: a hang is a failure,
+/// never a stuck suite.
+fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env("CI", "1")
+        .env_remove("DEPLOYER_SERVICES_DIR")
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`deployer {}` still running after {limit:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Run {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+fn deployer(cwd: &Path, args: &[&str]) -> Run {
+    deployer_within(cwd, args, Duration::from_secs(60))
+}
+
+// ---- item 9: special files, linear validation ------------------------------------------------
+
+#[test]
+fn services_validate_on_a_fifo_reports_a_named_pipe_instead_of_blocking() {
+    let repository = Repository::new();
+    let fifo = repository.root().join("services/pipe.toml");
+    mkfifo(&fifo);
+    let run = deployer_within(
+        repository.root(),
+        &["services", "validate", "services/pipe.toml"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("services/pipe.toml:1:1: is a named pipe (FIFO), not a regular file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_fifo_in_the_services_directory_is_reported_not_skipped() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    mkfifo(&repository.root().join("services/pipe.toml"));
+    let run = deployer_within(
+        repository.root(),
+        &["services", "validate"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pipe.toml:1:1: is a named pipe"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("ok     services/svc.toml"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_fifo_runbook_does_not_block_validation() {
+    let repository = Repository::new();
+    mkfifo(&repository.root().join("runbooks/pipe.md"));
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("runbooks/ok.md", "runbooks/pipe.md")]),
+    );
+    let started = Instant::now();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let workspace = repository.workspace();
+    std::thread::spawn(move || {
+        let _ = sender.send(workspace.load_file(&path).map(|_| ()));
+    });
+    let result = receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("validation of a FIFO runbook finishes");
+    let diagnostics = result.expect_err("a FIFO runbook is an error");
+    let text = diagnostics.to_string();
+    assert!(
+        text.contains(
+            ":2:11: runbook `runbooks/pipe.md` is a named pipe (FIFO), not a regular file"
+        ),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_directory_named_like_a_service_file_is_reported_as_a_directory() {
+    let repository = Repository::new();
+    std::fs::create_dir(repository.root().join("services/dir.toml")).unwrap();
+    let diagnostics = repository.diagnostics(&repository.root().join("services/dir.toml"));
+    assert_eq!(diagnostics, ["1:1: is a directory, not a regular file"]);
+}
+
+#[test]
+fn a_device_named_as_a_service_file_is_reported_as_a_device() {
+    let repository = Repository::new();
+    // `/dev/null`, not `/dev/zero`: the old code read `/dev/zero` until memory ran out.
+    std::os::unix::fs::symlink("/dev/null", repository.root().join("services/null.toml")).unwrap();
+    let diagnostics = repository.diagnostics(&repository.root().join("services/null.toml"));
+    assert_eq!(
+        diagnostics,
+        ["1:1: is a character device, not a regular file"]
+    );
+}
+
+#[test]
+fn a_service_file_that_is_a_symlink_loop_says_so() {
+    let repository = Repository::new();
+    let services = repository.root().join("services");
+    std::os::unix::fs::symlink("b.toml", services.join("a.toml")).unwrap();
+    std::os::unix::fs::symlink("a.toml", services.join("b.toml")).unwrap();
+    let diagnostics = repository.diagnostics(&services.join("a.toml"));
+    assert_eq!(diagnostics, ["1:1: is a symlink loop"]);
+    let run = deployer(repository.root(), &["services", "validate"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a.toml:1:1: is a symlink loop"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_services_directory_that_is_a_file_says_so() {
+    let repository = Repository::new();
+    let file = repository.root().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let run = deployer(
+        repository.root(),
+        &["services", "list", "--services-dir", "not-a-dir"],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("services directory `not-a-dir` is a regular file, not a directory"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_services_directory_that_is_a_symlink_loop_says_so() {
+    let repository = Repository::new();
+    let root = repository.root();
+    std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+    let run = deployer(root, &["services", "list", "--services-dir", "loop-a"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("services directory `loop-a` is a symlink loop"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn ten_thousand_checks_with_one_name_give_one_diagnostic_per_duplicate() {
+    let repository = Repository::new();
+    let check = "[[checks]]\nname = \"Coverage\"\nprovider = \"bigquery\"\nquery = \"SELECT 95\"\ncomparison = \">=\"\nwarn = 90\ncritical = 70\nunit = \"percent\"\n\n";
+    let head = valid_with(&[]);
+    let head = head.split("[[checks]]").next().unwrap();
+    let head_lines = head.lines().count();
+    let text = format!("{head}{}", check.repeat(10_000));
+    let path = repository.service("many", &text);
+    let diagnostics = repository.diagnostics(&path);
+    assert_eq!(diagnostics.len(), 9_999);
+    // Check K (0-based) starts at line head_lines + 1 + 9K; its name is on the next line, col 8.
+    for (index, diagnostic) in diagnostics.iter().enumerate() {
+        let check = index + 1;
+        let line = head_lines + 1 + 9 * check + 1;
+        assert_eq!(
+            diagnostic,
+            &format!("{line}:8: duplicate check name `Coverage`"),
+            "duplicate #{check}"
+        );
+    }
+}
+
+// ---- item 15: service files ------------------------------------------------------------------
+
+#[test]
+fn a_runbook_outside_the_repository_is_refused() {
+    let repository = Repository::new();
+    let outside = repository
+        .root()
+        .parent()
+        .unwrap()
+        .join("outside-runbook.md");
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("runbooks/ok.md", "../outside-runbook.md")]),
+    );
+    let diagnostics = repository.diagnostics(&path);
+    assert_eq!(
+        diagnostics,
+        ["2:11: runbook `../outside-runbook.md` is outside the repository"],
+        "{}",
+        outside.display()
+    );
+}
+
+#[test]
+fn an_absolute_dockerfile_path_is_refused() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[(
+            "dockerfile = \"Dockerfile\"",
+            "dockerfile = \"/etc/passwd\"",
+        )]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["12:14: Dockerfile `/etc/passwd` is outside the repository"]
+    );
+}
+
+#[test]
+fn a_dockerfile_through_a_symlink_out_of_the_repository_is_refused() {
+    let repository = Repository::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::os::unix::fs::symlink(
+        elsewhere.path().join("Dockerfile"),
+        repository.root().join("Linked.Dockerfile"),
+    )
+    .unwrap();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[(
+            "dockerfile = \"Dockerfile\"",
+            "dockerfile = \"Linked.Dockerfile\"",
+        )]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["12:14: Dockerfile `Linked.Dockerfile` is outside the repository (through a symlink)"]
+    );
+}
+
+#[test]
+fn a_directory_where_the_dockerfile_is_expected_is_not_called_missing() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("dockerfile = \"Dockerfile\"", "dockerfile = \"runbooks\"")]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["12:14: Dockerfile `runbooks` is a directory, not a regular file"]
+    );
+}
+
+#[test]
+fn a_directory_where_the_runbook_is_expected_is_not_called_missing() {
+    let repository = Repository::new();
+    let path = repository.service("svc", &valid_with(&[("runbooks/ok.md", "runbooks")]));
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["2:11: runbook `runbooks` is a directory, not a regular file"]
+    );
+}
+
+#[test]
+fn a_build_context_outside_the_repository_is_refused() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("context = \".\"", "context = \"../..\"")]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["11:11: build context `../..` is outside the repository"]
+    );
+}
+
+#[test]
+fn a_health_path_with_crlf_is_refused() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[(
+            "[[checks]]",
+            "[health]\npath = \"/health\\r\\nX-Injected: 1\"\n\n[[checks]]",
+        )]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["15:8: health path `/health\\r\\nX-Injected: 1` contains control characters"]
+    );
+}
+
+#[test]
+fn a_non_ascii_image_repository_is_refused() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("127.0.0.1:5000/svc", "127.0.0.1:5000/sérvice")]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["8:14: invalid image repository `127.0.0.1:5000/sérvice`"]
+    );
+}
+
+#[test]
+fn a_hold_of_a_million_years_is_refused_at_parse_time() {
+    let repository = Repository::new();
+    let path = repository.service("svc", &valid_with_rollout("hold = \"1000000y\""));
+    let diagnostics = repository.diagnostics(&path);
+    assert_eq!(
+        diagnostics,
+        ["15:8: duration `1000000y` is longer than the longest allowed, 365days"]
+    );
+}
+
+#[test]
+fn a_hold_that_overflows_the_rollout_duration_with_six_steps_is_refused() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with_rollout("steps = [1, 2, 5, 25, 50, 100]\nhold = \"99999999999y\""),
+    );
+    let diagnostics = repository.diagnostics(&path);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert!(diagnostics[0].starts_with("16:8: "), "{diagnostics:?}");
+    assert!(diagnostics[0].contains("99999999999y"), "{diagnostics:?}");
+}
+
+#[test]
+fn a_hold_above_seven_days_is_out_of_its_documented_range() {
+    let repository = Repository::new();
+    let path = repository.service("svc", &valid_with_rollout("hold = \"8days\""));
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["15:8: `rollout.hold` = 8days is out of range 1s..=7days"]
+    );
+}
+
+#[test]
+fn a_monitor_duration_above_seven_days_is_out_of_its_documented_range() {
+    let repository = Repository::new();
+    let path = repository.service("svc", &valid_with_rollout("monitor_duration = \"30days\""));
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["15:20: `rollout.monitor_duration` = 30days is out of range 0s..=7days"]
+    );
+}
+
+// ---- item 16: echoed names are escaped -------------------------------------------------------
+
+#[test]
+fn an_unknown_service_name_with_terminal_escapes_is_shown_escaped() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    let run = deployer(
+        repository.root(),
+        &["services", "show", "\u{1b}[2J\u{1b}[31mevil"],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no service named `\\u{1b}[2J\\u{1b}[31mevil`"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_did_you_mean_suggestion_with_terminal_escapes_is_shown_escaped() {
+    let repository = Repository::new();
+    repository.service(
+        "svc",
+        &valid_with(&[("name = \"svc\"", "name = \"svc\\u001b]0;pwned\\u0007\"")]),
+    );
+    let run = deployer(repository.root(), &["services", "show", "svc]0;pwned"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(!run.stderr.contains('\u{7}'), "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("did you mean `svc\\u{1b}]0;pwned\\u{7}`?"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_invalid_service_name_with_terminal_escapes_is_shown_escaped_in_its_diagnostic() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("name = \"svc\"", "name = \"\\u001b[31mred\"")]),
+    );
+    assert_eq!(
+        repository.diagnostics(&path),
+        ["1:8: invalid service name `\\u{1b}[31mred`"]
+    );
+}
+
+#[test]
+fn an_unknown_key_with_terminal_escapes_is_shown_escaped_in_its_diagnostic() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "svc",
+        &valid_with(&[("[target]", "\"\\u001b[31mkey\" = 1\n\n[target]")]),
+    );
+    let run = deployer(
+        repository.root(),
+        &["services", "validate", path.to_str().unwrap()],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown key `\\u{1b}[31mkey`"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_name_with_terminal_escapes_is_shown_escaped() {
+    let repository = Repository::new();
+    let path = repository.service(
+        "evil\u{1b}[2J",
+        &valid_with(&[("name = \"svc\"", "name = \"Bad\"")]),
+    );
+    let run = deployer(
+        repository.root(),
+        &["services", "validate", path.to_str().unwrap()],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
+    assert!(
+        run.stderr.contains("evil\\u{1b}[2J.toml:1:8"),
+        "{:?}",
+        run.stderr
+    );
+}
+
+// ---- item 13: duration and rate flags --------------------------------------------------------
+
+#[test]
+fn a_ready_timeout_of_a_million_years_is_a_usage_error() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    let run = deployer(
+        repository.root(),
+        &["deploy", "svc", "--ready-timeout", "1000000y"],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--ready-timeout"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("longer than the longest allowed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_lock_wait_of_500000000000_years_is_a_usage_error() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    let run = deployer(
+        repository.root(),
+        &["deploy", "svc", "--lock-wait", "500000000000y"],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--lock-wait"), "{}", run.stderr);
+}
+
+#[test]
+fn an_emulator_startup_timeout_of_zero_is_a_usage_error() {
+    let repository = Repository::new();
+    let data = repository.root().join("emulator-data");
+    let run = deployer(
+        repository.root(),
+        &[
+            "emulator",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--startup-timeout",
+            "0s",
+            "status",
+        ],
+    );
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--startup-timeout"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("shorter than the shortest allowed, 1s"),
+        "{}",
+        run.stderr
+    );
+}
