@@ -630,3 +630,249 @@ fn an_emulator_startup_timeout_of_zero_is_a_usage_error() {
         run.stderr
     );
 }
+
+// ---- items 11 and 12: answers of a fake Cloud Run API, through Google's client -------------
+
+mod fake_cloud_run {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use axum::{
+        http::{header, StatusCode},
+        response::IntoResponse,
+    };
+    use deployer::platform::{
+        cloud_run::{CloudRunPlatform, Endpoint},
+        Platform, ServiceId,
+    };
+
+    /// A fake Admin API answering every request with one status, content type and body.
+    pub struct Server {
+        pub url: String,
+        pub requests: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        pub async fn start(status: u16, content_type: &'static str, body: String) -> Self {
+            let requests = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&requests);
+            let app = axum::Router::new().fallback(move || {
+                let counter = Arc::clone(&counter);
+                let body = body.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    (
+                        StatusCode::from_u16(status).unwrap(),
+                        [(header::CONTENT_TYPE, content_type)],
+                        body,
+                    )
+                        .into_response()
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Self {
+                url: format!("http://{address}"),
+                requests,
+            }
+        }
+
+        pub async fn platform(&self) -> CloudRunPlatform {
+            CloudRunPlatform::connect(
+                &Endpoint::Custom(self.url.clone()),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+        }
+
+        pub fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+    }
+
+    pub fn id() -> ServiceId {
+        ServiceId {
+            project: "p".into(),
+            region: "r".into(),
+            name: "s".into(),
+        }
+    }
+
+    /// A Cloud Run service answer whose `trafficStatuses` have these percents.
+    pub fn service_with_statuses(percents: &[i64]) -> String {
+        let statuses: Vec<serde_json::Value> = percents
+            .iter()
+            .enumerate()
+            .map(|(index, percent)| {
+                serde_json::json!({"type": 2, "revision": format!("s-{index}"), "percent": percent})
+            })
+            .collect();
+        serde_json::json!({
+            "name": "projects/p/locations/r/services/s",
+            "etag": "\"e1\"",
+            "uri": "https://s.example",
+            "latestReadyRevision": "projects/p/locations/r/services/s/revisions/s-0",
+            "latestCreatedRevision": "projects/p/locations/r/services/s/revisions/s-0",
+            "traffic": [{"type": 2, "revision": "s-0", "percent": 100}],
+            "trafficStatuses": statuses,
+        })
+        .to_string()
+    }
+
+    /// The error of reading the service.
+    pub async fn read_error(server: &Server) -> deployer::platform::PlatformError {
+        let platform = server.platform().await;
+        platform
+            .service(&id())
+            .await
+            .expect_err("the answer is refused")
+    }
+}
+
+use deployer::platform::Platform as _;
+use fake_cloud_run::{read_error, service_with_statuses, Server};
+
+/// A fast retry policy, so that a wrongly retried answer shows as extra requests, not a delay.
+fn quick_retries() -> deployer::platform::RetryPolicy {
+    deployer::platform::RetryPolicy {
+        attempts: 5,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_a_malformed_answer_not_an_unavailable_platform() {
+    let server = Server::start(200, "application/json", "{\"name\": [garbage".into()).await;
+    let error = read_error(&server).await;
+    let text = error.to_string();
+    assert!(!error.is_transient(), "{text}");
+    assert!(text.contains("malformed answer"), "{text}");
+    assert!(!text.contains("unavailable"), "{text}");
+    assert!(text.contains(&server.url), "names the endpoint: {text}");
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_not_retried() {
+    let server = Server::start(200, "application/json", "not json at all".into()).await;
+    let platform = server.platform().await;
+    let result =
+        deployer::platform::read_service(&platform, &fake_cloud_run::id(), quick_retries()).await;
+    assert!(result.is_err());
+    assert_eq!(server.requests(), 1, "a malformed answer is read once");
+}
+
+#[tokio::test]
+async fn an_html_page_is_a_malformed_answer_shown_shortened() {
+    let page = format!(
+        "<!DOCTYPE html>\n<html><body>{}</body></html>\n",
+        "<p>Sign in to continue</p>\n".repeat(2_000)
+    );
+    let server = Server::start(200, "text/html", page).await;
+    let error = read_error(&server).await;
+    let text = error.to_string();
+    assert!(!error.is_transient(), "{text}");
+    assert!(
+        text.chars().count() < 600,
+        "{} characters: {text}",
+        text.chars().count()
+    );
+    assert!(!text.contains('\n'), "one line: {text}");
+    assert!(text.contains(&server.url), "names the endpoint: {text}");
+}
+
+#[tokio::test]
+async fn a_one_megabyte_403_body_is_shown_shortened() {
+    let body = "é".repeat(1_000_000);
+    let server = Server::start(403, "text/plain", body).await;
+    let error = read_error(&server).await;
+    let text = error.to_string();
+    assert!(text.starts_with("permission denied"), "{text}");
+    assert!(
+        text.chars().count() < 600,
+        "{} characters",
+        text.chars().count()
+    );
+    assert!(
+        text.contains("more characters)"),
+        "says what was left out: {text}"
+    );
+    assert!(text.contains(&server.url), "names the endpoint: {text}");
+    assert!(text.contains("403"), "{text}");
+}
+
+#[tokio::test]
+async fn an_html_502_from_a_proxy_is_shown_shortened_and_retried() {
+    let page = format!("<html>\n{}\n</html>", "bad gateway ".repeat(50_000));
+    let server = Server::start(502, "text/html", page).await;
+    let platform = server.platform().await;
+    let error = deployer::platform::read_service(&platform, &fake_cloud_run::id(), quick_retries())
+        .await
+        .expect_err("a 502 fails the read");
+    let text = error.to_string();
+    assert!(error.is_transient(), "{text}");
+    assert!(
+        text.chars().count() < 600,
+        "{} characters",
+        text.chars().count()
+    );
+    assert!(
+        server.requests() >= 5,
+        "transient: retried ({})",
+        server.requests()
+    );
+}
+
+#[tokio::test]
+async fn three_full_traffic_statuses_are_not_read_as_44_percent() {
+    let server = Server::start(
+        200,
+        "application/json",
+        service_with_statuses(&[100, 100, 100]),
+    )
+    .await;
+    let error = read_error(&server).await;
+    let text = error.to_string();
+    assert!(!error.is_transient(), "{text}");
+    assert!(text.contains("sum to 300"), "{text}");
+}
+
+#[tokio::test]
+async fn a_negative_traffic_percent_is_a_decode_error_not_clamped_to_zero() {
+    let server = Server::start(200, "application/json", service_with_statuses(&[-10, 110])).await;
+    let text = read_error(&server).await.to_string();
+    assert!(text.contains("-10"), "{text}");
+}
+
+#[tokio::test]
+async fn a_traffic_percent_above_100_is_a_decode_error_not_clamped() {
+    let server = Server::start(200, "application/json", service_with_statuses(&[150])).await;
+    let text = read_error(&server).await.to_string();
+    assert!(text.contains("150"), "{text}");
+}
+
+#[tokio::test]
+async fn a_traffic_split_summing_to_80_is_reported() {
+    let server = Server::start(200, "application/json", service_with_statuses(&[50, 30])).await;
+    let text = read_error(&server).await.to_string();
+    assert!(text.contains("sum to 80"), "{text}");
+}
+
+#[tokio::test]
+async fn a_consistent_split_still_decodes() {
+    let server = Server::start(200, "application/json", service_with_statuses(&[90, 10, 0])).await;
+    let platform = server.platform().await;
+    let snapshot = platform
+        .service(&fake_cloud_run::id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        snapshot.serving(),
+        [("s-0".to_string(), 90), ("s-1".to_string(), 10)]
+    );
+}
