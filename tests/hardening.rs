@@ -636,7 +636,7 @@ fn an_emulator_startup_timeout_of_zero_is_a_usage_error() {
 mod fake_cloud_run {
     use std::sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     };
 
     use axum::{
@@ -648,19 +648,24 @@ mod fake_cloud_run {
         Platform, ServiceId,
     };
 
+    type Answer = (u16, &'static str, String);
+
     /// A fake Admin API answering every request with one status, content type and body.
     pub struct Server {
         pub url: String,
         pub requests: Arc<AtomicUsize>,
+        answer: Arc<Mutex<Answer>>,
     }
 
     impl Server {
         pub async fn start(status: u16, content_type: &'static str, body: String) -> Self {
             let requests = Arc::new(AtomicUsize::new(0));
+            let answer = Arc::new(Mutex::new((status, content_type, body)));
             let counter = Arc::clone(&requests);
+            let shared = Arc::clone(&answer);
             let app = axum::Router::new().fallback(move || {
                 let counter = Arc::clone(&counter);
-                let body = body.clone();
+                let (status, content_type, body) = shared.lock().unwrap().clone();
                 async move {
                     counter.fetch_add(1, Ordering::SeqCst);
                     (
@@ -677,7 +682,13 @@ mod fake_cloud_run {
             Self {
                 url: format!("http://{address}"),
                 requests,
+                answer,
             }
+        }
+
+        /// Answers from now on with `status` and `body` (JSON).
+        pub fn answer(&self, status: u16, body: String) {
+            *self.answer.lock().unwrap() = (status, "application/json", body);
         }
 
         pub async fn platform(&self) -> CloudRunPlatform {
@@ -875,4 +886,403 @@ async fn a_consistent_split_still_decodes() {
         snapshot.serving(),
         [("s-0".to_string(), 90), ("s-1".to_string(), 10)]
     );
+}
+
+// ---- property tests: the loader and the decoding of Cloud Run answers never panic ----------
+//
+// `PROPTEST_CASES=N` runs a longer campaign (docs/FUZZING.md); the suite's default is small.
+
+mod properties {
+    use std::path::Path;
+
+    use deployer::platform::cloud_run::{decode_revision, decode_service};
+    use google_cloud_run_v2::model;
+    use proptest::{collection, prelude::*, sample};
+    use serde_json::Value;
+
+    use super::{fake_cloud_run, valid_with, Repository};
+
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Keys of Cloud Run's Service and Revision (and their parts), so that arbitrary JSON often
+    /// decodes into a model with fields set, plus arbitrary keys.
+    const KEYS: &[&str] = &[
+        "name",
+        "uid",
+        "etag",
+        "uri",
+        "urls",
+        "generation",
+        "observedGeneration",
+        "reconciling",
+        "conditions",
+        "terminalCondition",
+        "latestReadyRevision",
+        "latestCreatedRevision",
+        "traffic",
+        "trafficStatuses",
+        "annotations",
+        "labels",
+        "template",
+        "containers",
+        "image",
+        "type",
+        "revision",
+        "percent",
+        "tag",
+        "state",
+        "message",
+        "reason",
+        "createTime",
+        "env",
+        "value",
+        "service",
+        "scaling",
+    ];
+
+    fn json_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => sample::select(KEYS).prop_map(str::to_string),
+            1 => "\\PC{0,8}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-300i64..300).prop_map(Value::from),
+            any::<i64>().prop_map(|number| Value::from(number.to_string())),
+            any::<f64>()
+                .prop_map(|number| serde_json::Number::from_f64(number)
+                    .map_or(Value::Null, Value::Number)),
+            "\\PC{0,24}".prop_map(Value::from),
+            sample::select(
+                &[
+                    "REVISION",
+                    "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST",
+                    "CONDITION_SUCCEEDED",
+                    "CONDITION_FAILED",
+                    "Ready",
+                    "2024-01-01T00:00:00Z",
+                    "30s"
+                ][..]
+            )
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 96, 8, |inner| {
+            prop_oneof![
+                collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                collection::btree_map(json_key(), inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A value for a field: mostly of the field's type (`typed`), sometimes anything.
+    fn field(typed: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Option<Value>> {
+        proptest::option::of(prop_oneof![40 => typed, 1 => json_value()]).boxed()
+    }
+
+    fn text() -> BoxedStrategy<Value> {
+        prop_oneof![
+            "\\PC{0,16}",
+            "projects/p/locations/r/services/s/revisions/[a-z0-9-]{0,8}"
+        ]
+        .prop_map(Value::from)
+        .boxed()
+    }
+
+    fn enumeration() -> BoxedStrategy<Value> {
+        prop_oneof![
+            (-2i64..5).prop_map(Value::from),
+            sample::select(
+                &[
+                    "REVISION",
+                    "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST",
+                    "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+                    "CONDITION_SUCCEEDED",
+                    "CONDITION_FAILED",
+                    "CONDITION_PENDING"
+                ][..]
+            )
+            .prop_map(Value::from),
+        ]
+        .boxed()
+    }
+
+    fn object(fields: Vec<(&'static str, BoxedStrategy<Option<Value>>)>) -> BoxedStrategy<Value> {
+        let (names, strategies): (Vec<_>, Vec<_>) = fields.into_iter().unzip();
+        strategies
+            .prop_map(move |values| {
+                Value::Object(
+                    names
+                        .iter()
+                        .zip(values)
+                        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+                        .collect(),
+                )
+            })
+            .boxed()
+    }
+
+    fn traffic_entry() -> BoxedStrategy<Value> {
+        object(vec![
+            ("type", field(enumeration())),
+            ("revision", field(text())),
+            (
+                "percent",
+                field(
+                    prop_oneof![(-300i64..300), any::<i32>().prop_map(i64::from)]
+                        .prop_map(Value::from),
+                ),
+            ),
+            ("tag", field(text())),
+            ("uri", field(text())),
+        ])
+    }
+
+    fn condition() -> BoxedStrategy<Value> {
+        object(vec![
+            (
+                "type",
+                field(prop_oneof![Just(Value::from("Ready")), text()]),
+            ),
+            ("state", field(enumeration())),
+            ("message", field(text())),
+        ])
+    }
+
+    fn string_map() -> BoxedStrategy<Value> {
+        collection::btree_map("\\PC{0,8}", "\\PC{0,16}", 0..4)
+            .prop_map(|map| {
+                Value::Object(map.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+            })
+            .boxed()
+    }
+
+    fn containers() -> BoxedStrategy<Value> {
+        collection::vec(object(vec![("image", field(text()))]), 0..3)
+            .prop_map(Value::Array)
+            .boxed()
+    }
+
+    /// JSON shaped like a Cloud Run Service or Revision, each field usually of its type.
+    fn resource_json() -> BoxedStrategy<Value> {
+        object(vec![
+            ("name", field(text())),
+            ("etag", field(text())),
+            ("uri", field(text())),
+            (
+                "generation",
+                field(any::<i64>().prop_map(|n| Value::from(n.to_string()))),
+            ),
+            (
+                "observedGeneration",
+                field(any::<i64>().prop_map(Value::from)),
+            ),
+            ("reconciling", field(any::<bool>().prop_map(Value::from))),
+            ("latestReadyRevision", field(text())),
+            ("latestCreatedRevision", field(text())),
+            (
+                "traffic",
+                field(collection::vec(traffic_entry(), 0..5).prop_map(Value::Array)),
+            ),
+            (
+                "trafficStatuses",
+                field(collection::vec(traffic_entry(), 0..5).prop_map(Value::Array)),
+            ),
+            (
+                "conditions",
+                field(collection::vec(condition(), 0..3).prop_map(Value::Array)),
+            ),
+            ("terminalCondition", field(condition())),
+            ("annotations", field(string_map())),
+            ("labels", field(string_map())),
+            (
+                "template",
+                field(object(vec![("containers", field(containers()))])),
+            ),
+            ("containers", field(containers())),
+            (
+                "createTime",
+                field(prop_oneof![
+                    Just(Value::from("2024-01-01T00:00:00Z")),
+                    text()
+                ]),
+            ),
+        ])
+    }
+
+    fn top_level_object() -> impl Strategy<Value = Value> {
+        collection::btree_map(json_key(), json_value(), 0..12)
+            .prop_map(|map| Value::Object(map.into_iter().collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+
+        /// Arbitrary JSON that Google's client accepts as a Service or a Revision never panics
+        /// our decoding.
+        #[test]
+        fn arbitrary_service_and_revision_answers_never_panic_decoding(
+            value in prop_oneof![3 => resource_json(), 1 => top_level_object().boxed()]
+        ) {
+            if let Ok(service) = serde_json::from_value::<model::Service>(value.clone()) {
+                let _ = decode_service(&fake_cloud_run::id(), &service);
+            }
+            if let Ok(revision) = serde_json::from_value::<model::Revision>(value) {
+                let _ = decode_revision(&revision);
+            }
+        }
+
+        /// A split decodes exactly when every percent is 0..=100 and a non-empty split sums to
+        /// 100; then the serving percents sum to 100 too (no wrap, no clamp).
+        #[test]
+        fn traffic_splits_decode_only_when_they_add_up(
+            percents in collection::vec(prop_oneof![0i32..=100, any::<i32>()], 0..5)
+        ) {
+            let statuses: Vec<model::TrafficTargetStatus> = percents
+                .iter()
+                .enumerate()
+                .map(|(index, percent)| {
+                    model::TrafficTargetStatus::new()
+                        .set_revision(format!("s-{}", index % 2))
+                        .set_percent(*percent)
+                })
+                .collect();
+            let service = model::Service::new().set_traffic_statuses(statuses);
+            let valid = percents.iter().all(|percent| (0..=100).contains(percent))
+                && (percents.is_empty() || percents.iter().map(|p| i64::from(*p)).sum::<i64>() == 100);
+            match decode_service(&fake_cloud_run::id(), &service) {
+                Ok(snapshot) => {
+                    prop_assert!(valid, "{percents:?} decoded");
+                    let total: u32 = snapshot.serving().iter().map(|(_, p)| u32::from(*p)).sum();
+                    prop_assert_eq!(total, if percents.is_empty() { 0 } else { 100 });
+                }
+                Err(problem) => prop_assert!(!valid, "{percents:?} refused: {problem}"),
+            }
+        }
+
+        /// Arbitrary bytes as a service file never panic the loader, and every diagnostic is
+        /// inside the file.
+        #[test]
+        fn arbitrary_bytes_as_a_service_file_never_panic_the_loader(
+            bytes in collection::vec(any::<u8>(), 0..600)
+        ) {
+            let repository = Repository::new();
+            let path = repository.root().join("services/bytes.toml");
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(diagnostics) = repository.workspace().load_file(&path) {
+                let lines = bytes.iter().filter(|byte| **byte == b'\n').count() + 2;
+                for diagnostic in diagnostics.iter() {
+                    prop_assert!(diagnostic.line >= 1 && diagnostic.line <= lines);
+                    prop_assert!(diagnostic.column >= 1);
+                    prop_assert!(!diagnostic.message.contains('\u{1b}'), "escaped: {:?}", diagnostic.message);
+                }
+            }
+        }
+
+        /// Arbitrary values in every duration and path of a valid file never panic, never load
+        /// a path outside the repository, and never let a duration beyond 365 days through.
+        #[test]
+        fn arbitrary_durations_and_paths_never_panic_or_escape(
+            durations in collection::vec(prop_oneof![
+                "[0-9]{1,22}[a-z]{1,6}",
+                "[0-9 ]{0,4}\\PC{0,6}",
+            ], 6),
+            runbook in prop_oneof![
+                Just("runbooks/ok.md".to_string()),
+                "(\\.\\./|/|runbooks/|\\./){0,4}[a-z.\\n\\u{1b}]{0,10}",
+            ],
+            dockerfile in prop_oneof![
+                Just("Dockerfile".to_string()),
+                "(\\.\\./|/|\\./|runbooks){0,3}[A-Za-z.]{0,10}",
+            ],
+        ) {
+            let repository = Repository::new();
+            let text = valid_with(&[
+                ("runbooks/ok.md", &runbook.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\u{1b}', "\\u001b")),
+                ("dockerfile = \"Dockerfile\"", &format!("dockerfile = {dockerfile:?}")),
+                ("[[checks]]", &format!(
+                    "[health]\ntimeout = {:?}\n\n[preflight]\ntest_timeout = {:?}\n\n[rollout]\nhold = {:?}\ninterval = {:?}\nmonitor_duration = {:?}\nmonitor_interval = {:?}\n\n[[checks]]",
+                    durations[0], durations[1], durations[2], durations[3], durations[4], durations[5],
+                )),
+            ]);
+            let path = repository.service("svc", &text);
+            if let Ok(loaded) = repository.workspace().load_file(&path) {
+                let config = &loaded.config;
+                for duration in [
+                    config.health.timeout, config.preflight.test_timeout, config.rollout.hold,
+                    config.rollout.interval, config.rollout.monitor_duration,
+                    config.rollout.monitor_interval,
+                ] {
+                    prop_assert!(duration.get() <= std::time::Duration::from_secs(7 * 24 * 3600));
+                }
+                let root = repository.root().canonicalize().unwrap();
+                for relative in [&config.runbook, &config.build.dockerfile] {
+                    let resolved = repository.root().join(relative).canonicalize().unwrap();
+                    prop_assert!(resolved.starts_with(&root), "{relative} escaped");
+                }
+                prop_assert!(Path::new(&config.runbook).is_relative());
+            }
+        }
+    }
+
+    /// Arbitrary bodies (and statuses) answered by the fake Admin API never panic the real
+    /// client path: transport, Google's decoding, ours, error mapping.
+    #[test]
+    fn arbitrary_http_answers_never_panic_the_cloud_run_platform() {
+        use deployer::platform::Platform as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut runner =
+            proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
+        let strategy = (
+            sample::select(
+                &[
+                    // No 503: Google's client retries it inside its own loop for about a
+                    // minute (the per-call deadline is item 6 of issue 14, not decoding).
+                    200u16, 200, 200, 400, 401, 403, 404, 409, 429, 500, 502,
+                ][..],
+            ),
+            prop_oneof![
+                resource_json().prop_map(|value| value.to_string()),
+                top_level_object().prop_map(|value| value.to_string()),
+                "\\PC{0,200}",
+                Just(super::service_with_statuses(&[100, 100, 100])),
+            ],
+        );
+        let (server, platform) = runtime.block_on(async {
+            let server =
+                fake_cloud_run::Server::start(200, "application/json", String::new()).await;
+            let platform = server.platform().await;
+            (server, platform)
+        });
+        runner
+            .run(&strategy, |(status, body)| {
+                server.answer(status, body);
+                runtime.block_on(async {
+                    match platform.service(&fake_cloud_run::id()).await {
+                        Ok(_) => {}
+                        Err(error) => {
+                            let text = error.to_string();
+                            prop_assert!(text.chars().count() < 700, "{text}");
+                            prop_assert!(!text.contains('\n'), "{text}");
+                        }
+                    }
+                    let _ = platform.revision(&fake_cloud_run::id(), "s-1").await;
+                    Ok(())
+                })
+            })
+            .unwrap();
+    }
 }

@@ -309,7 +309,9 @@ fn short_name(name: &str) -> String {
     name.rsplit('/').next().unwrap_or(name).to_string()
 }
 
-fn revision_snapshot(revision: &model::Revision) -> RevisionSnapshot {
+/// Decodes a Cloud Run revision into a [`RevisionSnapshot`] (infallible: every field has a
+/// safe reading; never panics, whatever the answer).
+pub fn decode_revision(revision: &model::Revision) -> RevisionSnapshot {
     RevisionSnapshot {
         name: short_name(&revision.name),
         ready: condition_ready(&revision.conditions, None),
@@ -386,7 +388,7 @@ impl Platform for CloudRunPlatform {
                 .send()
                 .await
                 .map_err(|error| self.map_error(&id.path(), error))?;
-            revisions.extend(page.revisions.iter().map(revision_snapshot));
+            revisions.extend(page.revisions.iter().map(decode_revision));
             if page.next_page_token.is_empty() {
                 break;
             }
@@ -409,7 +411,7 @@ impl Platform for CloudRunPlatform {
             .send()
             .await
         {
-            Ok(revision) => Ok(Some(revision_snapshot(&revision))),
+            Ok(revision) => Ok(Some(decode_revision(&revision))),
             Err(error) => match self.map_error(&path, error) {
                 PlatformError::NotFound(_) => Ok(None),
                 other => Err(other),
