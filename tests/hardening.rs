@@ -1286,3 +1286,17 @@ mod properties {
             .unwrap();
     }
 }
+
+#[test]
+fn a_revision_name_with_terminal_escapes_is_shown_escaped_in_platform_errors() {
+    use deployer::platform::PlatformError;
+    let path = "projects/p/locations/r/services/s/revisions/\u{1b}[2Jx".to_string();
+    for error in [
+        PlatformError::NotFound(path.clone()),
+        PlatformError::Conflict(path),
+    ] {
+        let text = error.to_string();
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("revisions/\\u{1b}[2Jx"), "{text:?}");
+    }
+}

@@ -282,10 +282,13 @@ impl ServiceUpdate {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PlatformError {
     /// The service or revision does not exist.
-    #[error("`{0}` not found")]
+    #[error("`{}` not found", crate::untrusted::escaped(.0))]
     NotFound(String),
     /// The service changed since it was read (stale `etag`): someone else wrote it.
-    #[error("`{0}` was changed by someone else since it was read (etag mismatch)")]
+    #[error(
+        "`{}` was changed by someone else since it was read (etag mismatch)",
+        crate::untrusted::escaped(.0)
+    )]
     Conflict(String),
     /// The platform is unavailable or throttling (503, 429, timeout): the request may or may
     /// not have been applied.
