@@ -72,6 +72,38 @@ mod tests {
         assert!(lock("2days").is_err());
     }
 
+    /// The flags as `deploy` declares them, with these parsers: defaults parse, values out of
+    /// range are clap errors (exit 2) naming the flag.
+    #[derive(Debug, clap::Parser)]
+    struct DeployLike {
+        #[arg(long, default_value = "0s", value_parser = duration_in(LOCK_WAIT))]
+        lock_wait: HumanDuration,
+        #[arg(long, default_value = "2m", value_parser = duration_in(READY_TIMEOUT))]
+        ready_timeout: HumanDuration,
+        #[arg(long, value_parser = traffic_rate)]
+        traffic: Option<u32>,
+    }
+
+    #[test]
+    fn deploy_flags_with_these_parsers_refuse_absurd_values_as_usage_errors() {
+        use clap::Parser as _;
+        let parsed = DeployLike::try_parse_from(["deploy"]).unwrap();
+        assert_eq!(parsed.lock_wait.get(), Duration::ZERO);
+        assert_eq!(parsed.ready_timeout.get(), Duration::from_secs(120));
+        assert_eq!(parsed.traffic, None);
+        for (flag, value) in [
+            ("--ready-timeout", "500000000000y"),
+            ("--ready-timeout", "1000000y"),
+            ("--ready-timeout", "0s"),
+            ("--lock-wait", "1000000y"),
+            ("--traffic", "4294967295"),
+        ] {
+            let error = DeployLike::try_parse_from(["deploy", flag, value]).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{flag} {value}");
+            assert!(error.to_string().contains(flag), "{flag} {value}: {error}");
+        }
+    }
+
     #[test]
     fn traffic_rates_of_u32_max_are_refused() {
         assert_eq!(traffic_rate("0"), Ok(0));
