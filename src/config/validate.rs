@@ -123,7 +123,7 @@ fn check_names(config: &ServiceConfig, report: &mut Report<'_>) {
         report.error(
             &[Part::Key("image"), Part::Key("repository")],
             format!("invalid image repository `{repository}`"),
-            "write the repository without tag or digest, in lowercase, e.g. `127.0.0.1:5000/hello`; deployer adds the tag and deploys by digest",
+            "write the repository without tag or digest, in lowercase ASCII (`a-z 0-9 . _ - / :`), e.g. `127.0.0.1:5000/hello`; deployer adds the tag and deploys by digest",
         );
     }
     if config.health.path.chars().any(char::is_control) {
