@@ -22,6 +22,7 @@ pub mod rollout;
 #[cfg(test)]
 mod testing;
 pub mod traffic;
+pub mod untrusted;
 
 /// Installs rustls' `ring` crypto provider as the process default, once. Every TLS client
 /// (reqwest, the Google clients) needs a process-level provider, and the crates are built without

@@ -45,8 +45,14 @@ pub struct TrafficGenerator {
 /// Requests in flight at most (a slow service must not pile up connections).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// The highest rate, in requests per second (`deploy --traffic` refuses more). A rehearsal
+/// needs tens of requests per second; a rate near `u32::MAX` made the period between requests
+/// round to zero, which panicked the timer.
+pub const MAX_RATE: u32 = 1000;
+
 impl TrafficGenerator {
-    /// Sends `rate` requests per second to `url` for at most `limit`.
+    /// Sends `rate` requests per second (at most [`MAX_RATE`]: a higher rate is sent at
+    /// [`MAX_RATE`]) to `url` for at most `limit`.
     pub fn start(url: String, rate: u32, limit: Duration) -> Self {
         let counters = Arc::new(Counters::default());
         let shared = Arc::clone(&counters);
@@ -60,7 +66,13 @@ impl TrafficGenerator {
                 return;
             };
             let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-            let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+            if rate > MAX_RATE {
+                tracing::warn!(
+                    rate,
+                    "synthetic traffic is capped at {MAX_RATE} requests per second"
+                );
+            }
+            let period = Duration::from_secs(1) / rate.clamp(1, MAX_RATE);
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let deadline = tokio::time::Instant::now() + limit;
@@ -170,6 +182,18 @@ mod tests {
         .await
         .expect("the generator ends at its limit");
         assert!(hits.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_rate_of_u32_max_does_not_panic_with_a_zero_period() {
+        let (url, hits) = server(200).await;
+        let generator = TrafficGenerator::start(url, u32::MAX, Duration::from_secs(60));
+        wait_for(&hits, 5).await;
+        assert!(
+            !generator.task.is_finished(),
+            "the generator is still running"
+        );
+        generator.stop();
     }
 
     #[tokio::test]

@@ -46,15 +46,15 @@ pub struct DeployArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
     /// How long to wait for another rollout of the service to finish.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::args::duration_in(super::args::LOCK_WAIT))]
     pub lock_wait: HumanDuration,
     /// How long the new revision may take to become Ready and answer `/health`.
-    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::args::duration_in(super::args::READY_TIMEOUT))]
     pub ready_timeout: HumanDuration,
     /// Requests per second of synthetic traffic sent to a `local` service while it rolls out,
     /// so that the analysis has data (0: none). Refused for Cloud Run targets: deployer never
     /// sends synthetic load to production.
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, value_name = "RATE", value_parser = super::args::traffic_rate)]
     pub traffic: Option<u32>,
     /// Skip the preflight checklist (recorded in the report). For emergencies only.
     #[arg(long)]

@@ -15,6 +15,7 @@ use clap::{Args, Subcommand};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use crate::{
+    config::HumanDuration,
     emulator::{
         background::{find_running, spawn_background, BackgroundError, BackgroundOptions},
         default_data_dir, Emulator, EmulatorConfig, RunningEmulator, DEFAULT_PORT,
@@ -48,8 +49,8 @@ pub struct EmulatorArgs {
     #[arg(long)]
     detach: bool,
     /// How long a revision may take to pass its startup probe.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    startup_timeout: Duration,
+    #[arg(long, default_value = "30s", value_parser = super::args::duration_in(super::args::STARTUP_TIMEOUT), value_name = "DURATION")]
+    startup_timeout: HumanDuration,
 }
 
 /// Subcommands of `deployer emulator`.
@@ -89,7 +90,7 @@ fn foreground(
 ) -> anyhow::Result<ExitStatus> {
     let mut config = EmulatorConfig::new(data_dir);
     config.listen.set_port(args.port);
-    config.startup_timeout = args.startup_timeout;
+    config.startup_timeout = args.startup_timeout.get();
     tokio_runtime()?.block_on(async {
         let emulator = Emulator::start(config)
             .await
@@ -138,7 +139,7 @@ fn detach(context: &Context, args: &EmulatorArgs, data_dir: &Path) -> anyhow::Re
         executable: std::env::current_exe().context("cannot find the deployer executable")?,
         data_dir: data_dir.to_path_buf(),
         port: args.port,
-        startup_timeout: args.startup_timeout,
+        startup_timeout: args.startup_timeout.get(),
     };
     let running = match spawn_background(&options) {
         Ok(running) => running,

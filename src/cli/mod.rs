@@ -4,6 +4,7 @@
 //! (text, or JSON with `--format json`); messages, diagnostics and logs go to stderr, so
 //! `deployer ... --format json | jq` always works.
 
+pub mod args;
 mod build;
 mod completions;
 mod deploy;

@@ -7,6 +7,7 @@ use crate::{
     config::{Diagnostics, WorkspaceError},
     image::ImageError,
     repo::RepoError,
+    untrusted::escaped,
 };
 
 use super::Format;
@@ -84,7 +85,7 @@ impl Output {
             eprintln!(
                 "{}: {}:{}:{}: {}",
                 self.error_label(),
-                diagnostic.file.display(),
+                escaped(&diagnostic.file.display().to_string()),
                 diagnostic.line,
                 diagnostic.column,
                 diagnostic.message
@@ -139,10 +140,13 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
         WorkspaceError::NotFound { .. } => Some(
             "run deployer inside the repository, or pass `--services-dir DIR` (or set `DEPLOYER_SERVICES_DIR`)".into(),
         ),
-        WorkspaceError::MissingDir(_) => Some("check `--services-dir` / `DEPLOYER_SERVICES_DIR`".into()),
-        WorkspaceError::UnknownService { suggestion: Some(name), .. } => {
-            Some(format!("did you mean `{name}`? (`deployer services list` shows them all)"))
+        WorkspaceError::MissingDir(_) | WorkspaceError::NotADirectory { .. } => {
+            Some("check `--services-dir` / `DEPLOYER_SERVICES_DIR`".into())
         }
+        WorkspaceError::UnknownService { suggestion: Some(name), .. } => Some(format!(
+            "did you mean `{}`? (`deployer services list` shows them all)",
+            escaped(name)
+        )),
         WorkspaceError::UnknownService { .. } => {
             Some("`deployer services list` shows the defined services".into())
         }

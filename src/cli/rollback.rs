@@ -55,13 +55,15 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             Err(
                 error @ (RollbackError::UnknownRevision { .. } | RollbackError::NotReady { .. }),
             ) => {
+                // `--to` is echoed (twice): escaped, as everything the user typed.
                 return Err(UsageError {
-                    message: format!(
+                    message: crate::untrusted::escaped(&format!(
                         "cannot roll back to `--to {}`: {error}",
                         args.to.as_deref().unwrap_or_default()
-                    ),
+                    ))
+                    .into_owned(),
                 }
-                .into())
+                .into());
             }
             Err(error) => return Err(error).context(format!("cannot roll back `{}`", config.name)),
         };

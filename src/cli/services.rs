@@ -10,6 +10,7 @@ use super::Context;
 use crate::{
     config::{self, Diagnostic, LoadedService, ServiceConfig, Target},
     exit::ExitStatus,
+    untrusted::escaped,
 };
 
 /// The `services` subcommands.
@@ -208,9 +209,11 @@ fn validate(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus
             if let (true, Some(name)) = (report.valid, &report.service) {
                 context
                     .output
-                    .data(format!("ok     {} ({name})", report.file));
+                    .data(format!("ok     {} ({name})", escaped(&report.file)));
             } else {
-                context.output.data(format!("error  {}", report.file));
+                context
+                    .output
+                    .data(format!("error  {}", escaped(&report.file)));
             }
         }
         context.output.diagnostics(&diagnostics);

@@ -9,6 +9,7 @@ use std::{
 use serde::Serialize;
 
 use super::{closest, locate};
+use crate::untrusted::escaped;
 
 /// One problem in a service file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,11 +38,33 @@ impl Diagnostic {
         let (line, column) = span
             .map(|span| line_column(source, span.start))
             .unwrap_or((1, 1));
+        Self::at_line_column(file, (line, column), message)
+    }
+
+    /// A problem at `span`, located through `lines` (the index of the file's text): for a file
+    /// with many problems, each one costs a binary search instead of a scan of the text.
+    pub fn located(
+        file: &Path,
+        lines: &LineIndex<'_>,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
+        let position = span.map_or((1, 1), |span| lines.line_column(span.start));
+        Self::at_line_column(file, position, message)
+    }
+
+    fn at_line_column(
+        file: &Path,
+        (line, column): (usize, usize),
+        message: impl Into<String>,
+    ) -> Self {
+        // Messages quote what the user wrote (names, keys, paths): control characters in it
+        // must not reach the terminal raw.
         Self {
             file: file.to_path_buf(),
             line,
             column,
-            message: message.into(),
+            message: escaped(&message.into()).into_owned(),
             hint: None,
         }
     }
@@ -53,7 +76,7 @@ impl Diagnostic {
 
     /// Adds the hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(escaped(&hint.into()).into_owned());
         self
     }
 }
@@ -63,7 +86,7 @@ impl fmt::Display for Diagnostic {
         write!(
             f,
             "{}:{}:{}: {}",
-            self.file.display(),
+            escaped(&self.file.display().to_string()),
             self.line,
             self.column,
             self.message
@@ -140,6 +163,36 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Line starts of one file's text, computed once, so that locating many diagnostics in a large
+/// file stays linear in the file's size (10,000 duplicate checks used to take minutes).
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    /// Indexes `source`.
+    pub fn new(source: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(index, _)| index + 1))
+            .collect();
+        Self { source, starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`, as [`line_column`].
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.source.len());
+        while !self.source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|start| *start <= offset);
+        let line_start = self.starts[line - 1];
+        let column = self.source[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
+}
+
 /// Turns a TOML/serde error into a diagnostic, pointing at the offending key when serde only
 /// knows the enclosing table, and suggesting the closest valid key or value for a typo.
 pub fn from_toml_error(file: &Path, source: &str, error: &toml::de::Error) -> Diagnostic {
@@ -184,6 +237,8 @@ pub fn from_toml_error(file: &Path, source: &str, error: &toml::de::Error) -> Di
         Some("add the key; `deployer services schema` lists every key")
     } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
         Some("check the value's type against `deployer services schema`")
+    } else if message.starts_with("duration `") {
+        Some("every duration is at most 365 days; `deployer services schema` gives each setting's range")
     } else if span.is_some() && !message.starts_with("invalid duration") {
         Some("fix the TOML syntax at this position")
     } else {
@@ -260,6 +315,19 @@ mod tests {
         assert_eq!(line_column(source, 6), (2, 1));
         assert_eq!(line_column(source, 9), (2, 3));
         assert_eq!(line_column(source, 1000), (3, 1));
+    }
+
+    #[test]
+    fn line_index_agrees_with_line_column() {
+        let source = "a = 1\nbé = 2\n\nlast";
+        let index = LineIndex::new(source);
+        for offset in 0..=source.len() + 2 {
+            assert_eq!(
+                index.line_column(offset),
+                line_column(source, offset),
+                "{offset}"
+            );
+        }
     }
 
     #[test]

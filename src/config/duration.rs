@@ -1,19 +1,103 @@
-//! `HumanDuration`: durations written as people write them (`30s`, `5m`, `1h 30m`).
+//! `HumanDuration`: durations written as people write them (`30s`, `5m`, `1h 30m`), and the
+//! ranges they must fall in.
+//!
+//! Every duration deployer reads — in a service file or from a flag — is at most
+//! [`HumanDuration::MAX`] (365 days), checked when it is parsed. Without that bound a
+//! `hold = "1000000y"` parsed fine and later overflowed the arithmetic of lock expiries and
+//! rollout deadlines (a panic after the lock and the 0% revision were written). Settings with a
+//! tighter documented range check it with a [`DurationRange`].
 
 use std::{borrow::Cow, fmt, str::FromStr, time::Duration};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::untrusted::escaped;
+
 /// A duration read from and written as a human string (`humantime` syntax: `90s`, `5m`, `1h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// The longest duration accepted anywhere: 365 days. Sums of a few hundred of them (every
+    /// step's hold, a monitor) still fit comfortably in any time arithmetic.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
     /// The wrapped duration.
     pub fn get(self) -> Duration {
         self.0
     }
+}
+
+/// A documented range of durations, both ends included (`1s..=7days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// The shortest duration allowed.
+    pub min: Duration,
+    /// The longest duration allowed (at most [`HumanDuration::MAX`]).
+    pub max: Duration,
+}
+
+impl DurationRange {
+    /// `min..=max`.
+    pub const fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max }
+    }
+
+    /// True when `duration` is in the range.
+    pub fn contains(&self, duration: Duration) -> bool {
+        (self.min..=self.max).contains(&duration)
+    }
+
+    /// Parses `text` as a duration in this range; the error says which end it crossed.
+    pub fn parse(&self, text: &str) -> Result<HumanDuration, String> {
+        let duration = parse_unbounded(text)?;
+        if duration > self.max {
+            Err(format!(
+                "duration `{}` is longer than the longest allowed, {}",
+                escaped(text),
+                describe(self.max)
+            ))
+        } else if duration < self.min {
+            Err(format!(
+                "duration `{}` is shorter than the shortest allowed, {}",
+                escaped(text),
+                describe(self.min)
+            ))
+        } else {
+            Ok(HumanDuration(duration))
+        }
+    }
+}
+
+impl fmt::Display for DurationRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", describe(self.min), describe(self.max))
+    }
+}
+
+/// A range end as written in the docs: whole days as days (`365days`, where `humantime` would
+/// say `11months 30days 3h 50m 24s`), anything else as `humantime` writes it.
+fn describe(duration: Duration) -> String {
+    const DAY: u64 = 24 * 60 * 60;
+    let seconds = duration.as_secs();
+    if seconds >= DAY && seconds % DAY == 0 && duration.subsec_nanos() == 0 {
+        match seconds / DAY {
+            1 => "1day".to_string(),
+            days => format!("{days}days"),
+        }
+    } else {
+        humantime::format_duration(duration).to_string()
+    }
+}
+
+fn parse_unbounded(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        format!(
+            "invalid duration `{}`: {error} (write e.g. `30s`, `5m`, `1h 30m`)",
+            escaped(text)
+        )
+    })
 }
 
 impl fmt::Display for HumanDuration {
@@ -25,12 +109,9 @@ impl fmt::Display for HumanDuration {
 impl FromStr for HumanDuration {
     type Err = String;
 
+    /// Parses a duration from zero to [`HumanDuration::MAX`].
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(text.trim())
-            .map(HumanDuration)
-            .map_err(|error| {
-                format!("invalid duration `{text}`: {error} (write e.g. `30s`, `5m`, `1h 30m`)")
-            })
+        DurationRange::new(Duration::ZERO, HumanDuration::MAX).parse(text)
     }
 }
 
@@ -64,7 +145,7 @@ impl JsonSchema for HumanDuration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "A duration such as `30s`, `5m` or `1h 30m`.",
+            "description": "A duration such as `30s`, `5m` or `1h 30m`, at most 365 days (each setting documents its own range).",
             "pattern": "^\\s*[0-9]+\\s*[a-zµ]+(\\s*[0-9]+\\s*[a-zµ]+)*\\s*$"
         })
     }
@@ -82,6 +163,36 @@ mod tests {
             let again: HumanDuration = duration.to_string().parse().unwrap();
             assert_eq!(again, duration);
         }
+    }
+
+    #[test]
+    fn durations_beyond_a_year_are_refused_when_parsed() {
+        let error = "1000000y".parse::<HumanDuration>().unwrap_err();
+        assert_eq!(
+            error,
+            "duration `1000000y` is longer than the longest allowed, 365days"
+        );
+        assert!("99999999999y".parse::<HumanDuration>().is_err());
+        assert!("500000000000y".parse::<HumanDuration>().is_err());
+        assert_eq!(
+            "365days".parse::<HumanDuration>().unwrap().get(),
+            HumanDuration::MAX
+        );
+    }
+
+    #[test]
+    fn ranges_name_the_end_crossed() {
+        let range = DurationRange::new(Duration::from_secs(1), Duration::from_secs(3600));
+        assert_eq!(range.to_string(), "1s..=1h");
+        assert_eq!(
+            range.parse("0s").unwrap_err(),
+            "duration `0s` is shorter than the shortest allowed, 1s"
+        );
+        assert_eq!(
+            range.parse("2h").unwrap_err(),
+            "duration `2h` is longer than the longest allowed, 1h"
+        );
+        assert_eq!(range.parse("1h").unwrap().get(), Duration::from_secs(3600));
     }
 
     #[test]

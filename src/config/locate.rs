@@ -18,8 +18,14 @@ pub enum Part<'a> {
 }
 
 /// The span of the value at `path` (for a table, of its header), if the text has it.
+///
+/// Parses `source`; to locate many paths in one file, parse it once and use [`span_in`].
 pub fn span_of(source: &str, path: &[Part<'_>]) -> Option<Range<usize>> {
-    let document = Document::parse(source).ok()?;
+    span_in(&Document::parse(source).ok()?, path)
+}
+
+/// The span of the value at `path` in a parsed document (see [`span_of`]).
+pub fn span_in<S>(document: &Document<S>, path: &[Part<'_>]) -> Option<Range<usize>> {
     let mut item: &Item = document.as_item();
     let mut last_key_span = None;
     for (position, part) in path.iter().enumerate() {

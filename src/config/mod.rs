@@ -8,14 +8,17 @@
 
 mod diagnostic;
 mod duration;
+mod files;
 mod locate;
 mod model;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+use crate::untrusted::escaped;
+
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use duration::HumanDuration;
+pub use duration::{DurationRange, HumanDuration};
 pub use model::{
     BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig,
     InconclusivePolicy, NotificationConfig, PreflightConfig, Provider, RolloutConfig, RunConfig,
@@ -49,17 +52,25 @@ pub enum WorkspaceError {
     #[error("no `services/` directory found in `{start}` or any parent directory")]
     NotFound { start: PathBuf },
     /// The services directory given by flag or environment does not exist.
-    #[error("services directory `{0}` does not exist")]
+    #[error("services directory `{}` does not exist", escaped_path(.0))]
     MissingDir(PathBuf),
+    /// The services directory given by flag or environment is something else (a file, a symlink
+    /// loop).
+    #[error("services directory `{}` {problem}", escaped_path(.path))]
+    NotADirectory {
+        path: PathBuf,
+        /// What it is instead, e.g. "is a regular file, not a directory".
+        problem: String,
+    },
     /// The services directory could not be read.
-    #[error("cannot read services directory `{path}`")]
+    #[error("cannot read services directory `{}`", escaped_path(.path))]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// No service of that name.
-    #[error("no service named `{name}` in `{dir}`")]
+    /// No service of that name (the name is shown escaped: it is what the user typed).
+    #[error("no service named `{}` in `{}`", escaped(.name), escaped_path(.dir))]
     UnknownService {
         name: String,
         dir: PathBuf,
@@ -72,8 +83,22 @@ impl Workspace {
     /// else the nearest `services/` directory in `start` or its parents.
     pub fn discover(explicit: Option<&Path>, start: &Path) -> Result<Self, WorkspaceError> {
         if let Some(dir) = explicit {
-            if !dir.is_dir() {
-                return Err(WorkspaceError::MissingDir(dir.to_path_buf()));
+            let problem = match std::fs::metadata(dir).map_err(files::FileProblem::from) {
+                Ok(metadata) if metadata.is_dir() => None,
+                Ok(metadata) => Some(match files::kind_of(metadata.file_type()) {
+                    Some(kind) => format!("is {kind}, not a directory"),
+                    None => "is a regular file, not a directory".to_string(),
+                }),
+                Err(files::FileProblem::Missing) => {
+                    return Err(WorkspaceError::MissingDir(dir.to_path_buf()))
+                }
+                Err(problem) => Some(problem.to_string()),
+            };
+            if let Some(problem) = problem {
+                return Err(WorkspaceError::NotADirectory {
+                    path: dir.to_path_buf(),
+                    problem,
+                });
             }
             let root = match dir.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -115,7 +140,8 @@ impl Workspace {
         Ok(Self { root, services_dir })
     }
 
-    /// The service files, sorted by path.
+    /// The service files, sorted by path: every `*.toml` entry, whatever it is — a FIFO, a
+    /// directory or a dangling symlink named `*.toml` is reported when loaded, not skipped.
     pub fn service_files(&self) -> Result<Vec<PathBuf>, WorkspaceError> {
         let read_error = |source| WorkspaceError::Read {
             path: self.services_dir.clone(),
@@ -127,7 +153,6 @@ impl Workspace {
             if path
                 .extension()
                 .is_some_and(|extension| extension == "toml")
-                && path.is_file()
             {
                 files.push(path);
             }
@@ -154,7 +179,7 @@ impl Workspace {
                         .iter()
                         .find(|other| other.config.name == loaded.config.name)
                     {
-                        let source = std::fs::read_to_string(path).unwrap_or_default();
+                        let source = files::read_regular_file(path).unwrap_or_default();
                         let span = locate::span_of(&source, &[locate::Part::Key("name")]);
                         diagnostics.push(
                             Diagnostic::at(
@@ -181,12 +206,12 @@ impl Workspace {
 
     /// Loads and validates one service file.
     pub fn load_file(&self, path: &Path) -> Result<LoadedService, Diagnostics> {
-        let source = match std::fs::read_to_string(path) {
+        let source = match files::read_regular_file(path) {
             Ok(source) => source,
-            Err(error) => {
+            Err(problem) => {
                 return Err(Diagnostics::from(Diagnostic::whole_file(
                     path,
-                    format!("cannot read the file: {error}"),
+                    problem.to_string(),
                 )))
             }
         };
@@ -212,19 +237,17 @@ impl Workspace {
     /// Tries `services/NAME.toml` first, then every file, since the file name need not match.
     pub fn find(&self, name: &str) -> Result<Result<LoadedService, Diagnostics>, WorkspaceError> {
         let direct = self.services_dir.join(format!("{name}.toml"));
-        if direct.is_file() {
-            if let Ok(source) = std::fs::read_to_string(&direct) {
-                if let Ok(config) = parse(&direct, &source) {
-                    if config.name == name {
-                        return Ok(self.load_file(&direct));
-                    }
+        if let Ok(source) = files::read_regular_file(&direct) {
+            if let Ok(config) = parse(&direct, &source) {
+                if config.name == name {
+                    return Ok(self.load_file(&direct));
                 }
             }
         }
         let files = self.service_files()?;
         let mut names = Vec::new();
         for path in &files {
-            let Ok(source) = std::fs::read_to_string(path) else {
+            let Ok(source) = files::read_regular_file(path) else {
                 continue;
             };
             match parse(path, &source) {
@@ -239,6 +262,10 @@ impl Workspace {
             suggestion: closest(name, names.iter().map(String::as_str)).map(str::to_string),
         })
     }
+}
+
+fn escaped_path(path: &Path) -> String {
+    escaped(&path.display().to_string()).into_owned()
 }
 
 /// Parses one file's text into the model (pass one: types, unknown keys, defaults).

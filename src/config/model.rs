@@ -22,7 +22,7 @@ pub struct ServiceConfig {
     /// One line saying what the service does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Path of the service's runbook, relative to the repository root.
+    /// Path of the service's runbook, relative to the repository root and inside it.
     pub runbook: String,
     /// Where the service runs.
     pub target: Target,
@@ -97,7 +97,7 @@ pub struct BuildConfig {
     /// team's script did.
     #[serde(default = "defaults::context")]
     pub context: String,
-    /// Dockerfile, relative to the repository root.
+    /// Dockerfile, relative to the repository root and inside it.
     #[serde(default = "defaults::dockerfile")]
     pub dockerfile: String,
     /// Build arguments (`--build-arg`). `BUILD_COMMIT` is always added by deployer.
@@ -201,7 +201,7 @@ impl RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// Path of the health endpoint.
+    /// Path of the health endpoint (starting with `/`, no control characters).
     #[serde(default = "defaults::health_path")]
     pub path: String,
     /// JSON field (dotted path) of the health answer holding the service name.
@@ -210,7 +210,7 @@ pub struct HealthConfig {
     /// JSON field (dotted path) of the health answer holding the git commit.
     #[serde(default = "defaults::commit_field")]
     pub commit_field: String,
-    /// Time limit of one health request.
+    /// Time limit of one health request: 1s to 5 minutes.
     #[serde(default = "defaults::health_timeout")]
     pub timeout: HumanDuration,
 }
@@ -240,7 +240,7 @@ pub struct PreflightConfig {
     /// is skipped with that reason recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_command: Option<String>,
-    /// Time limit of the test command.
+    /// Time limit of the test command: 1s to 1 day.
     #[serde(default = "defaults::test_timeout")]
     pub test_timeout: HumanDuration,
     /// Globs (relative to the repository root) of schema files: a change to one needs an
@@ -284,10 +284,10 @@ pub struct RolloutConfig {
     /// Canary traffic percentages, strictly ascending, ending at 100.
     #[serde(default = "defaults::steps")]
     pub steps: Vec<u8>,
-    /// Longest time spent at one step waiting for a decision.
+    /// Longest time spent at one step waiting for a decision: 1s to 7 days.
     #[serde(default = "defaults::hold")]
     pub hold: HumanDuration,
-    /// How often metrics are read during a step.
+    /// How often metrics are read during a step: 1s to 1 day, and at most `hold`.
     #[serde(default = "defaults::interval")]
     pub interval: HumanDuration,
     /// Error rate (fraction of 5xx responses) at which a canary is failing, in `(0, 1)`: the
@@ -308,10 +308,11 @@ pub struct RolloutConfig {
     /// What to do when a step reaches `hold` without a decision.
     #[serde(default = "defaults::inconclusive")]
     pub inconclusive: InconclusivePolicy,
-    /// How long the post-deploy monitor watches the promoted revision.
+    /// How long the post-deploy monitor watches the promoted revision: 0s (no monitor) to 7
+    /// days.
     #[serde(default = "defaults::monitor_duration")]
     pub monitor_duration: HumanDuration,
-    /// How often the post-deploy monitor checks.
+    /// How often the post-deploy monitor checks: 1s to 1 day, and at most `monitor_duration`.
     #[serde(default = "defaults::monitor_interval")]
     pub monitor_interval: HumanDuration,
     /// Consecutive measurement errors tolerated before the analysis reports an error.

@@ -4,11 +4,20 @@
 //! that do not end at 100 never promote; a warning threshold beyond the critical one never warns;
 //! a missing runbook leaves on-call without instructions at 3 a.m.
 
-use std::path::Path;
+use std::{
+    cell::OnceCell,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use toml_edit::Document;
 
 use super::{
-    locate::{span_of, Part},
-    Comparison, Diagnostic, Diagnostics, Provider, ServiceConfig, Target, Unit,
+    diagnostic::LineIndex,
+    files::{self, FileProblem},
+    locate::{span_in, Part},
+    Comparison, Diagnostic, Diagnostics, DurationRange, HumanDuration, Provider, ServiceConfig,
+    Target, Unit,
 };
 
 /// Collects every semantic problem of `config` (read from `file`, whose text is `source`);
@@ -16,7 +25,9 @@ use super::{
 pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) -> Diagnostics {
     let mut report = Report {
         file,
+        document: OnceCell::new(),
         source,
+        lines: OnceCell::new(),
         diagnostics: Diagnostics::default(),
     };
     check_names(config, &mut report);
@@ -123,17 +134,27 @@ fn check_run(config: &ServiceConfig, report: &mut Report<'_>) {
     }
 }
 
+/// The diagnostics of one file, with the file's text parsed and indexed once — at the first
+/// error — so that locating N errors costs N lookups, not N parses and N scans of the text.
 struct Report<'a> {
     file: &'a Path,
     source: &'a str,
+    document: OnceCell<Option<Document<&'a str>>>,
+    lines: OnceCell<LineIndex<'a>>,
     diagnostics: Diagnostics,
 }
 
 impl Report<'_> {
     fn error(&mut self, path: &[Part<'_>], message: String, hint: &str) {
-        let span = span_of(self.source, path);
+        let source = self.source;
+        let span = self
+            .document
+            .get_or_init(|| Document::parse(source).ok())
+            .as_ref()
+            .and_then(|document| span_in(document, path));
+        let lines = self.lines.get_or_init(|| LineIndex::new(source));
         self.diagnostics
-            .push(Diagnostic::at(self.file, self.source, span, message).with_hint(hint));
+            .push(Diagnostic::located(self.file, lines, span, message).with_hint(hint));
     }
 }
 
@@ -192,16 +213,28 @@ fn check_names(config: &ServiceConfig, report: &mut Report<'_>) {
     if repository.trim().is_empty()
         || repository.contains('@')
         || last_segment.contains(':')
-        || repository.chars().any(char::is_whitespace)
-        || repository.chars().any(|c| c.is_ascii_uppercase())
+        || !repository.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/' | ':')
+        })
     {
         report.error(
             &[Part::Key("image"), Part::Key("repository")],
             format!("invalid image repository `{repository}`"),
-            "write the repository without tag or digest, in lowercase, e.g. `127.0.0.1:5000/hello`; deployer adds the tag and deploys by digest",
+            "write the repository without tag or digest, in lowercase ASCII (`a-z 0-9 . _ - / :`), e.g. `127.0.0.1:5000/hello`; deployer adds the tag and deploys by digest",
         );
     }
-    if !config.health.path.starts_with('/') {
+    if config.health.path.chars().any(char::is_control) {
+        // A CR/LF in the path would end the request line of the health request: header
+        // injection, or a request for something else entirely.
+        report.error(
+            &[Part::Key("health"), Part::Key("path")],
+            format!(
+                "health path `{}` contains control characters",
+                config.health.path
+            ),
+            "write a plain URL path such as `/health`",
+        );
+    } else if !config.health.path.starts_with('/') {
         report.error(
             &[Part::Key("health"), Part::Key("path")],
             format!(
@@ -217,6 +250,47 @@ fn check_names(config: &ServiceConfig, report: &mut Report<'_>) {
             "`health.timeout` is zero".into(),
             "give the health request a time limit such as `5s`",
         );
+    } else {
+        check_range(
+            report,
+            ("health", "timeout"),
+            config.health.timeout,
+            HEALTH_TIMEOUT,
+        );
+    }
+}
+
+/// Documented ranges of the durations of a service file (README, "Service definitions"), so
+/// that no setting can make a rollout wait for years or overflow a deadline.
+pub const HOLD: DurationRange = DurationRange::new(SECOND, WEEK);
+/// `rollout.interval` (also at most `hold`).
+pub const INTERVAL: DurationRange = DurationRange::new(SECOND, DAY);
+/// `rollout.monitor_duration` (`0s` skips the monitor).
+pub const MONITOR_DURATION: DurationRange = DurationRange::new(Duration::ZERO, WEEK);
+/// `rollout.monitor_interval` (also at most `monitor_duration`).
+pub const MONITOR_INTERVAL: DurationRange = DurationRange::new(SECOND, DAY);
+/// `health.timeout`.
+pub const HEALTH_TIMEOUT: DurationRange = DurationRange::new(SECOND, Duration::from_secs(300));
+/// `preflight.test_timeout`.
+pub const TEST_TIMEOUT: DurationRange = DurationRange::new(SECOND, DAY);
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Reports `section.key` when `value` is outside `range`.
+fn check_range(
+    report: &mut Report<'_>,
+    (section, key): (&str, &str),
+    value: HumanDuration,
+    range: DurationRange,
+) {
+    if !range.contains(value.get()) {
+        report.error(
+            &[Part::Key(section), Part::Key(key)],
+            format!("`{section}.{key}` = {value} is out of range {range}"),
+            "durations of a service file have documented ranges (README, \"Service definitions\")",
+        );
     }
 }
 
@@ -225,14 +299,44 @@ fn check_names(config: &ServiceConfig, report: &mut Report<'_>) {
 pub const RUNBOOK_SECTIONS: [&str; 5] =
     ["pre-flight", "deploy", "verify", "troubleshoot", "rollback"];
 
+/// A path of the service file, resolved inside the repository, or the reason it is not there
+/// (reported at `key`).
+fn repository_path(
+    report: &mut Report<'_>,
+    root: &Path,
+    key: &[Part<'_>],
+    what: &str,
+    relative: &str,
+) -> Option<PathBuf> {
+    match files::inside_repository(root, relative) {
+        Ok(path) => Some(path),
+        Err(outside) => {
+            report.error(
+                key,
+                format!("{what} `{relative}` {outside}"),
+                "paths in service files are relative to the repository root and stay inside it",
+            );
+            None
+        }
+    }
+}
+
 fn check_files(config: &ServiceConfig, root: &Path, report: &mut Report<'_>) {
-    match std::fs::read_to_string(root.join(&config.runbook)) {
-        Err(_) => report.error(
-            &[Part::Key("runbook")],
+    let runbook_key = [Part::Key("runbook")];
+    let runbook = repository_path(report, root, &runbook_key, "runbook", &config.runbook);
+    match runbook.map(|path| files::read_regular_file(&path)) {
+        None => {}
+        Some(Err(FileProblem::Missing)) => report.error(
+            &runbook_key,
             format!("runbook `{}` not found", config.runbook),
             "every service needs a runbook: create it (paths are relative to the repository root)",
         ),
-        Ok(text) => {
+        Some(Err(problem)) => report.error(
+            &runbook_key,
+            format!("runbook `{}` {problem}", config.runbook),
+            "`runbook` names a Markdown file, relative to the repository root",
+        ),
+        Some(Ok(text)) => {
             let headings: Vec<String> = text
                 .lines()
                 .filter(|line| line.trim_start().starts_with('#'))
@@ -259,24 +363,46 @@ fn check_files(config: &ServiceConfig, root: &Path, report: &mut Report<'_>) {
             }
         }
     }
-    let context = root.join(&config.build.context);
-    if !context.is_dir() {
-        report.error(
-            &[Part::Key("build"), Part::Key("context")],
-            format!(
-                "build context `{}` is not a directory",
-                config.build.context
+    let context_key = [Part::Key("build"), Part::Key("context")];
+    let context = &config.build.context;
+    if let Some(path) = repository_path(report, root, &context_key, "build context", context) {
+        if !path.is_dir() {
+            report.error(
+                &context_key,
+                format!("build context `{context}` is not a directory"),
+                "paths are relative to the repository root",
+            );
+        }
+    }
+    let dockerfile_key = [Part::Key("build"), Part::Key("dockerfile")];
+    let dockerfile = &config.build.dockerfile;
+    if let Some(path) = repository_path(report, root, &dockerfile_key, "Dockerfile", dockerfile) {
+        let problem = std::fs::metadata(&path)
+            .map_err(FileProblem::from)
+            .and_then(|metadata| match files::kind_of(metadata.file_type()) {
+                Some(kind) => Err(FileProblem::NotRegular(kind)),
+                None => Ok(()),
+            });
+        match problem {
+            Ok(()) => {}
+            Err(FileProblem::Missing) => report.error(
+                &dockerfile_key,
+                format!("Dockerfile `{dockerfile}` not found"),
+                "paths are relative to the repository root",
             ),
-            "paths are relative to the repository root",
-        );
+            Err(problem) => report.error(
+                &dockerfile_key,
+                format!("Dockerfile `{dockerfile}` {problem}"),
+                "`build.dockerfile` names a file, relative to the repository root",
+            ),
+        }
     }
-    if !root.join(&config.build.dockerfile).is_file() {
-        report.error(
-            &[Part::Key("build"), Part::Key("dockerfile")],
-            format!("Dockerfile `{}` not found", config.build.dockerfile),
-            "paths are relative to the repository root",
-        );
-    }
+    check_range(
+        report,
+        ("preflight", "test_timeout"),
+        config.preflight.test_timeout,
+        TEST_TIMEOUT,
+    );
     for (index, pattern) in config.preflight.schema_paths.iter().enumerate() {
         if pattern.trim().is_empty() {
             report.error(
@@ -352,18 +478,28 @@ fn check_rollout(config: &ServiceConfig, report: &mut Report<'_>) {
         }
     }
     let durations = [
-        ("hold", rollout.hold),
-        ("interval", rollout.interval),
-        ("monitor_duration", rollout.monitor_duration),
-        ("monitor_interval", rollout.monitor_interval),
+        ("hold", rollout.hold, HOLD),
+        ("interval", rollout.interval, INTERVAL),
+        (
+            "monitor_duration",
+            rollout.monitor_duration,
+            MONITOR_DURATION,
+        ),
+        (
+            "monitor_interval",
+            rollout.monitor_interval,
+            MONITOR_INTERVAL,
+        ),
     ];
-    for (key, value) in durations {
+    for (key, value, range) in durations {
         if value.get().is_zero() && key != "monitor_duration" {
             report.error(
                 &[Part::Key("rollout"), Part::Key(key)],
                 format!("`rollout.{key}` is zero"),
                 "give a positive duration such as `30s`",
             );
+        } else {
+            check_range(report, ("rollout", key), value, range);
         }
     }
     if rollout.interval > rollout.hold {
@@ -398,15 +534,13 @@ fn check_rollout(config: &ServiceConfig, report: &mut Report<'_>) {
 }
 
 fn check_checks(config: &ServiceConfig, report: &mut Report<'_>) {
+    let mut seen_names = std::collections::HashSet::new();
     for (index, check) in config.checks.iter().enumerate() {
         let at = |key| [Part::Key("checks"), Part::Index(index), Part::Key(key)];
         if check.name.trim().is_empty() {
             report.error(&at("name"), "check name is empty".into(), "name the check");
         }
-        if config.checks[..index]
-            .iter()
-            .any(|other| other.name == check.name)
-        {
+        if !seen_names.insert(check.name.as_str()) {
             report.error(
                 &at("name"),
                 format!("duplicate check name `{}`", check.name),

@@ -15,6 +15,8 @@ use google_cloud_run_v2::{
     model::{self, condition::State, env_var::Values, TrafficTargetAllocationType},
 };
 
+use crate::untrusted::remote_message;
+
 use super::{
     Platform, PlatformError, RevisionSettings, RevisionSnapshot, RevisionSpec, ServiceId,
     ServiceSnapshot, ServiceUpdate, TrafficStatus, TrafficTarget,
@@ -35,6 +37,8 @@ pub struct CloudRunPlatform {
     services: Services,
     revisions: Revisions,
     operation_deadline: Duration,
+    /// The endpoint, named in every error (`run.googleapis.com` or the custom URL).
+    endpoint: String,
 }
 
 /// Errors creating the client.
@@ -93,13 +97,14 @@ impl CloudRunPlatform {
             services,
             revisions,
             operation_deadline,
+            endpoint: label,
         })
     }
 
     async fn raw_service(&self, id: &ServiceId) -> Result<Option<model::Service>, PlatformError> {
         match self.services.get_service().set_name(id.path()).send().await {
             Ok(service) => Ok(Some(service)),
-            Err(error) => match map_error(&id.path(), error) {
+            Err(error) => match self.map_error(&id.path(), error) {
                 PlatformError::NotFound(_) => Ok(None),
                 other => Err(other),
             },
@@ -113,22 +118,53 @@ impl CloudRunPlatform {
         subject: &str,
     ) -> Result<T, PlatformError> {
         match tokio::time::timeout(self.operation_deadline, future).await {
-            Ok(result) => result.map_err(|error| map_error(subject, error)),
+            Ok(result) => result.map_err(|error| self.map_error(subject, error)),
             Err(_) => Err(PlatformError::Timeout {
                 operation: operation.to_string(),
                 deadline: self.operation_deadline,
             }),
         }
     }
+
+    /// Maps the client's errors onto [`PlatformError`] (see [`map_error`]).
+    fn map_error(&self, subject: &str, error: google_cloud_run_v2::Error) -> PlatformError {
+        map_error(&self.endpoint, subject, error)
+    }
+
+    /// Decodes a service answer (see [`decode_service`]), naming the endpoint on failure.
+    fn decode_service(
+        &self,
+        id: &ServiceId,
+        service: &model::Service,
+    ) -> Result<ServiceSnapshot, PlatformError> {
+        decode_service(id, service)
+            .map_err(|problem| PlatformError::Malformed(format!("`{}`: {problem}", self.endpoint)))
+    }
 }
 
 /// Maps the client's errors onto [`PlatformError`], by gRPC status or HTTP status.
-fn map_error(subject: &str, error: google_cloud_run_v2::Error) -> PlatformError {
-    let message = error
+///
+/// Every message names `endpoint` and shows the remote text shortened and escaped (a 1 MB 403
+/// body or a proxy's HTML page used to be printed whole, once per retry). An answer that could
+/// not be decoded is [`PlatformError::Malformed`]: not "unavailable", and not retried.
+fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -> PlatformError {
+    if error.is_deserialization() {
+        return PlatformError::Malformed(format!(
+            "`{endpoint}`: {}",
+            remote_message(&error.to_string())
+        ));
+    }
+    let remote = error
         .status()
         .map(|status| status.message.clone())
         .filter(|message| !message.is_empty())
+        .or_else(|| {
+            let code = error.http_status_code()?;
+            let payload = error.http_payload()?;
+            Some(format!("HTTP {code}: {}", String::from_utf8_lossy(payload)))
+        })
         .unwrap_or_else(|| error.to_string());
+    let message = format!("`{endpoint}`: {}", remote_message(&remote));
     if let Some(status) = error.status() {
         return match status.code {
             Code::NotFound => PlatformError::NotFound(subject.to_string()),
@@ -184,16 +220,67 @@ fn condition_failure(
         })
 }
 
-fn percent(value: i32) -> u8 {
-    u8::try_from(value.clamp(0, 100)).unwrap_or(0)
+/// A traffic percent as answered: 0 to 100, anything else is a malformed answer (it used to be
+/// clamped silently).
+fn percent(field: &str, index: usize, value: i32) -> Result<u8, String> {
+    u8::try_from(value)
+        .ok()
+        .filter(|percent| *percent <= 100)
+        .ok_or_else(|| format!("`{field}[{index}].percent` is {value}, not between 0 and 100"))
+}
+
+/// Checks that a split's percents sum to 100 (see [`super::traffic_sum`]).
+fn check_sum(field: &str, percents: impl IntoIterator<Item = u8>) -> Result<(), String> {
+    super::traffic_sum(percents)
+        .map_err(|total| format!("the percents of `{field}` sum to {total}, not 100"))
 }
 
 fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
-fn snapshot(id: &ServiceId, service: &model::Service) -> ServiceSnapshot {
-    ServiceSnapshot {
+/// Decodes a Cloud Run service into a [`ServiceSnapshot`]; `Err` says what does not add up
+/// (a percent out of range, a split that does not sum to 100). Never panics, whatever the
+/// answer (a property test holds it to that).
+pub fn decode_service(id: &ServiceId, service: &model::Service) -> Result<ServiceSnapshot, String> {
+    let traffic = service
+        .traffic
+        .iter()
+        .enumerate()
+        .map(|(index, target)| {
+            Ok(TrafficTarget {
+                revision: match target.r#type {
+                    TrafficTargetAllocationType::Latest => None,
+                    _ => non_empty(&target.revision),
+                },
+                percent: percent("traffic", index, target.percent)?,
+                tag: non_empty(&target.tag),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    check_sum("traffic", traffic.iter().map(|target| target.percent))?;
+    let traffic_statuses = service
+        .traffic_statuses
+        .iter()
+        .enumerate()
+        .map(|(index, status)| {
+            Ok(TrafficStatus {
+                revision: if status.revision.is_empty() {
+                    short_name(&service.latest_ready_revision)
+                } else {
+                    short_name(&status.revision)
+                },
+                percent: percent("trafficStatuses", index, status.percent)?,
+                tag: non_empty(&status.tag),
+                uri: non_empty(&status.uri),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    check_sum(
+        "trafficStatuses",
+        traffic_statuses.iter().map(|status| status.percent),
+    )?;
+    Ok(ServiceSnapshot {
         id: id.clone(),
         etag: service.etag.clone(),
         uri: service.uri.clone(),
@@ -204,32 +291,8 @@ fn snapshot(id: &ServiceId, service: &model::Service) -> ServiceSnapshot {
         failure: condition_failure(&service.conditions, service.terminal_condition.as_ref()),
         latest_created_revision: short_name(&service.latest_created_revision),
         latest_ready_revision: short_name(&service.latest_ready_revision),
-        traffic: service
-            .traffic
-            .iter()
-            .map(|target| TrafficTarget {
-                revision: match target.r#type {
-                    TrafficTargetAllocationType::Latest => None,
-                    _ => non_empty(&target.revision),
-                },
-                percent: percent(target.percent),
-                tag: non_empty(&target.tag),
-            })
-            .collect(),
-        traffic_statuses: service
-            .traffic_statuses
-            .iter()
-            .map(|status| TrafficStatus {
-                revision: if status.revision.is_empty() {
-                    short_name(&service.latest_ready_revision)
-                } else {
-                    short_name(&status.revision)
-                },
-                percent: percent(status.percent),
-                tag: non_empty(&status.tag),
-                uri: non_empty(&status.uri),
-            })
-            .collect(),
+        traffic,
+        traffic_statuses,
         annotations: service.annotations.clone().into_iter().collect(),
         labels: service.labels.clone().into_iter().collect(),
         image: service
@@ -238,7 +301,7 @@ fn snapshot(id: &ServiceId, service: &model::Service) -> ServiceSnapshot {
             .and_then(|template| template.containers.first())
             .map(|container| container.image.clone())
             .unwrap_or_default(),
-    }
+    })
 }
 
 /// `projects/.../revisions/NAME` → `NAME` (Cloud Run returns short names, the emulator may too).
@@ -246,7 +309,9 @@ fn short_name(name: &str) -> String {
     name.rsplit('/').next().unwrap_or(name).to_string()
 }
 
-fn revision_snapshot(revision: &model::Revision) -> RevisionSnapshot {
+/// Decodes a Cloud Run revision into a [`RevisionSnapshot`] (infallible: every field has a
+/// safe reading; never panics, whatever the answer).
+pub fn decode_revision(revision: &model::Revision) -> RevisionSnapshot {
     RevisionSnapshot {
         name: short_name(&revision.name),
         ready: condition_ready(&revision.conditions, None),
@@ -427,7 +492,8 @@ impl Platform for CloudRunPlatform {
         Ok(self
             .raw_service(id)
             .await?
-            .map(|service| snapshot(id, &service)))
+            .map(|service| self.decode_service(id, &service))
+            .transpose()?)
     }
 
     async fn revisions(&self, id: &ServiceId) -> Result<Vec<RevisionSnapshot>, PlatformError> {
@@ -441,8 +507,8 @@ impl Platform for CloudRunPlatform {
                 .set_page_token(token.clone())
                 .send()
                 .await
-                .map_err(|error| map_error(&id.path(), error))?;
-            revisions.extend(page.revisions.iter().map(revision_snapshot));
+                .map_err(|error| self.map_error(&id.path(), error))?;
+            revisions.extend(page.revisions.iter().map(decode_revision));
             if page.next_page_token.is_empty() {
                 break;
             }
@@ -465,8 +531,8 @@ impl Platform for CloudRunPlatform {
             .send()
             .await
         {
-            Ok(revision) => Ok(Some(revision_snapshot(&revision))),
-            Err(error) => match map_error(&path, error) {
+            Ok(revision) => Ok(Some(decode_revision(&revision))),
+            Err(error) => match self.map_error(&path, error) {
                 PlatformError::NotFound(_) => Ok(None),
                 other => Err(other),
             },
@@ -490,7 +556,7 @@ impl Platform for CloudRunPlatform {
             .poller()
             .until_done();
         let created = self.wait("create service", request, &id.path()).await?;
-        Ok(snapshot(id, &created))
+        self.decode_service(id, &created)
     }
 
     async fn update(
@@ -518,7 +584,7 @@ impl Platform for CloudRunPlatform {
                         .set_name(path.clone())
                         .send()
                         .await
-                        .map_err(|error| map_error(&path, error))?;
+                        .map_err(|error| self.map_error(&path, error))?;
                     Some(template_from_revision(&revision))
                 }
                 None => None,
@@ -558,7 +624,7 @@ impl Platform for CloudRunPlatform {
             .poller()
             .until_done();
         let updated = self.wait("update service", request, &id.path()).await?;
-        Ok(snapshot(id, &updated))
+        self.decode_service(id, &updated)
     }
 }
 

@@ -147,7 +147,10 @@ impl ServiceSnapshot {
                 .iter_mut()
                 .find(|(name, _)| *name == status.revision)
             {
-                Some((_, percent)) => *percent += status.percent,
+                // Decoding refuses statuses that do not sum to 100 (`traffic_sum`), so this
+                // never saturates on a snapshot read from a platform; it never wraps either (an
+                // 8-bit wrap once read three 100% statuses as 44%).
+                Some((_, percent)) => *percent = percent.saturating_add(status.percent),
                 None => serving.push((status.revision.clone(), status.percent)),
             }
         }
@@ -172,6 +175,22 @@ impl ServiceSnapshot {
             .iter()
             .find(|status| status.tag.as_deref() == Some(tag))
             .and_then(|status| status.uri.as_deref())
+    }
+}
+
+/// The sum of traffic percents, computed wide and checked: `Err` with the sum when a non-empty
+/// split does not add up to exactly 100 (Cloud Run's own invariant for `traffic` and
+/// `trafficStatuses`).
+pub fn traffic_sum(percents: impl IntoIterator<Item = u8>) -> Result<(), u32> {
+    let mut count = 0usize;
+    let total = percents.into_iter().fold(0u32, |total, percent| {
+        count += 1;
+        total.saturating_add(u32::from(percent))
+    });
+    if count == 0 || total == 100 {
+        Ok(())
+    } else {
+        Err(total)
     }
 }
 
@@ -378,10 +397,13 @@ impl ServiceUpdate {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PlatformError {
     /// The service or revision does not exist.
-    #[error("`{0}` not found")]
+    #[error("`{}` not found", crate::untrusted::escaped(.0))]
     NotFound(String),
     /// The service changed since it was read (stale `etag`): someone else wrote it.
-    #[error("`{0}` was changed by someone else since it was read (etag mismatch)")]
+    #[error(
+        "`{}` was changed by someone else since it was read (etag mismatch)",
+        crate::untrusted::escaped(.0)
+    )]
     Conflict(String),
     /// The platform is unavailable or throttling (503, 429, timeout): the request may or may
     /// not have been applied.
@@ -393,6 +415,11 @@ pub enum PlatformError {
     /// Credentials are missing or lack permission.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// The platform answered something that is not a valid answer (not JSON, an HTML page, a
+    /// traffic split that does not add up). Never retried: asking again gets the same answer,
+    /// and acting on it — on a split read as 44% where it is 300% — would be wrong.
+    #[error("malformed answer from the platform: {0}")]
+    Malformed(String),
     /// A long-running operation did not finish within its deadline.
     #[error("`{operation}` did not finish within {}", humantime::format_duration(*deadline))]
     Timeout {
