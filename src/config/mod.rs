@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::HumanDuration;
 pub use model::{
-    BuildConfig, CheckConfig, Comparison, Gate, HealthConfig, ImageConfig, InconclusivePolicy,
-    NotificationConfig, PreflightConfig, Provider, RolloutConfig, ServiceConfig, Target, Unit,
+    BigquerySource, BuildConfig, CheckConfig, CheckSource, CloudLoggingSource,
+    CloudMonitoringSource, Comparison, Gate, HealthConfig, HttpSource, ImageConfig,
+    InconclusivePolicy, NoDataPolicy, NotificationConfig, PreflightConfig, PrometheusSource,
+    Provider, RequestMetricsSource, RolloutConfig, ServiceConfig, Target, Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.
