@@ -51,17 +51,21 @@ impl BigQuery {
             .get_or_init(|| async {
                 crate::install_crypto_provider();
                 let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = JobService::builder().with_credentials(credentials);
+                let mut builder = JobService::builder()
+                    .with_credentials(credentials)
+                    .with_retry_policy(super::retry_policy());
                 if let Some(endpoint) = &self.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());
                 }
                 builder.build().await.map_err(|error| error.to_string())
             })
             .await;
-        built.as_ref().map_err(|message| ProviderError::Unavailable {
-            provider: PROVIDER,
-            message: format!("cannot create the BigQuery client: {message}"),
-        })
+        built
+            .as_ref()
+            .map_err(|message| ProviderError::Unavailable {
+                provider: PROVIDER,
+                message: format!("cannot create the BigQuery client: {message}"),
+            })
     }
 }
 
@@ -240,9 +244,10 @@ mod tests {
 
     #[test]
     fn reads_the_first_cell_and_the_counts_behind_it() {
-        let sample =
-            sample_of_rows(&rows(json!([{"f": [{"v": "44.2"}, {"v": "442"}, {"v": "1000"}]}])))
-                .unwrap();
+        let sample = sample_of_rows(&rows(
+            json!([{"f": [{"v": "44.2"}, {"v": "442"}, {"v": "1000"}]}]),
+        ))
+        .unwrap();
         assert_eq!(
             sample,
             Sample::Value {

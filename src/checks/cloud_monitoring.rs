@@ -69,7 +69,9 @@ impl Client {
             .get_or_init(|| async {
                 crate::install_crypto_provider();
                 let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = MetricService::builder().with_credentials(credentials);
+                let mut builder = MetricService::builder()
+                    .with_credentials(credentials)
+                    .with_retry_policy(super::retry_policy());
                 if let Some(endpoint) = &self.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());
                 }

@@ -83,12 +83,15 @@ impl MetricProvider for Http {
             message: "cannot create an HTTP client".into(),
         })?;
         let shown = redact_url(url);
-        let response = client.get(url).send().await.map_err(|error| {
-            ProviderError::Unavailable {
-                provider: PROVIDER,
-                message: format!("GET {shown}: {}", error.without_url()),
-            }
-        })?;
+        let response =
+            client
+                .get(url)
+                .send()
+                .await
+                .map_err(|error| ProviderError::Unavailable {
+                    provider: PROVIDER,
+                    message: format!("GET {shown}: {}", error.without_url()),
+                })?;
         let status = response.status();
         let body = response
             .bytes()
@@ -99,7 +102,10 @@ impl MetricProvider for Http {
             })?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
-            let message = format!("GET {shown} answered HTTP {status}: {}", excerpt(&text, 200));
+            let message = format!(
+                "GET {shown} answered HTTP {status}: {}",
+                excerpt(&text, 200)
+            );
             return Err(if status.is_server_error() {
                 ProviderError::Unavailable {
                     provider: PROVIDER,
@@ -136,10 +142,7 @@ mod tests {
     #[test]
     fn dotted_fields_reach_objects_and_arrays() {
         let document = json!({"coverage": {"percent": 92.4}, "items": [{"n": "7"}], "gone": null});
-        assert_eq!(
-            field(&document, "coverage.percent"),
-            Some(&json!(92.4))
-        );
+        assert_eq!(field(&document, "coverage.percent"), Some(&json!(92.4)));
         assert_eq!(
             to_sample(field(&document, "items.0.n").unwrap(), "x").unwrap(),
             Sample::value(7.0)

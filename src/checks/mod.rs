@@ -437,7 +437,11 @@ struct Measurement {
     sample: Result<Sample, String>,
 }
 
-async fn measure(check: &CheckConfig, context: &CheckContext, providers: &Providers) -> Measurement {
+async fn measure(
+    check: &CheckConfig,
+    context: &CheckContext,
+    providers: &Providers,
+) -> Measurement {
     let query = match resolve(check, context) {
         Ok(query) => query,
         Err(error) => {
@@ -448,17 +452,16 @@ async fn measure(check: &CheckConfig, context: &CheckContext, providers: &Provid
         }
     };
     let timeout = check.timeout.get();
-    let sample = match tokio::time::timeout(timeout, providers.for_query(&query).sample(&query))
-        .await
-    {
-        Ok(Ok(sample)) => Ok(sample),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(ProviderError::Timeout {
-            provider: check.provider().as_str(),
-            after: timeout,
-        }
-        .to_string()),
-    };
+    let sample =
+        match tokio::time::timeout(timeout, providers.for_query(&query).sample(&query)).await {
+            Ok(Ok(sample)) => Ok(sample),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(ProviderError::Timeout {
+                provider: check.provider().as_str(),
+                after: timeout,
+            }
+            .to_string()),
+        };
     Measurement {
         query: Ok(query),
         sample,
@@ -576,8 +579,9 @@ pub fn request_metrics_for(
                 .clone()
                 .ok_or_else(|| MetricsError::Unavailable {
                     provider: "prometheus".into(),
-                    message: "`rollout.request_metrics = \"prometheus\"` needs `DEPLOYER_PROMETHEUS_URL`"
-                        .into(),
+                    message:
+                        "`rollout.request_metrics = \"prometheus\"` needs `DEPLOYER_PROMETHEUS_URL`"
+                            .into(),
                 })?;
             Box::new(prometheus::PrometheusRequests::new(url))
         }
@@ -598,6 +602,16 @@ pub(crate) fn credentials_for(
             .build()
             .map_err(|error| format!("no Application Default Credentials: {error}")),
     }
+}
+
+/// The retry policy of the Google clients: at most two attempts. A check is re-read at the
+/// next look anyway, and retrying a refused connection until the check's timeout would report
+/// a provider that is down as merely slow.
+pub(crate) fn retry_policy(
+) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
+{
+    use google_cloud_gax::retry_policy::RetryPolicyExt;
+    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
 }
 
 /// The first `limit` characters of `text` (never cut inside a character).

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    excerpt, link::redact_url, promql_duration, MetricProvider, MetricsError, ProviderError,
-    Query, RequestCounts, RequestMetrics, Sample,
+    excerpt, link::redact_url, promql_duration, MetricProvider, MetricsError, ProviderError, Query,
+    RequestCounts, RequestMetrics, Sample,
 };
 use crate::platform::ServiceId;
 
@@ -194,13 +194,14 @@ impl MetricProvider for Prometheus {
                 message: "not a prometheus query".into(),
             });
         };
-        let base = url
-            .as_ref()
-            .or(self.default_url.as_ref())
-            .ok_or(ProviderError::Unavailable {
-                provider: PROVIDER,
-                message: "no server: set `url` in the check or `DEPLOYER_PROMETHEUS_URL`".into(),
-            })?;
+        let base =
+            url.as_ref()
+                .or(self.default_url.as_ref())
+                .ok_or(ProviderError::Unavailable {
+                    provider: PROVIDER,
+                    message: "no server: set `url` in the check or `DEPLOYER_PROMETHEUS_URL`"
+                        .into(),
+                })?;
         let client = self.client.as_ref().ok_or(ProviderError::Unavailable {
             provider: PROVIDER,
             message: "cannot create an HTTP client".into(),
@@ -213,7 +214,10 @@ impl MetricProvider for Prometheus {
             1 => Ok(Sample::value(series.remove(0).1)),
             _ => Err(ProviderError::Ambiguous {
                 provider: PROVIDER,
-                series: series.iter().map(|(labels, _)| series_name(labels)).collect(),
+                series: series
+                    .iter()
+                    .map(|(labels, _)| series_name(labels))
+                    .collect(),
             }),
         }
     }
@@ -263,18 +267,19 @@ impl RequestMetrics for PrometheusRequests {
             quoted(revision),
             promql_duration(window)
         );
-        let series = instant_query(client, &self.url, &promql)
-            .await
-            .map_err(|error| match error {
-                ProviderError::Malformed { message, .. } => MetricsError::Malformed {
-                    provider: provider.clone(),
-                    message,
-                },
-                other => MetricsError::Unavailable {
-                    provider: provider.clone(),
-                    message: other.to_string(),
-                },
-            })?;
+        let series =
+            instant_query(client, &self.url, &promql)
+                .await
+                .map_err(|error| match error {
+                    ProviderError::Malformed { message, .. } => MetricsError::Malformed {
+                        provider: provider.clone(),
+                        message,
+                    },
+                    other => MetricsError::Unavailable {
+                        provider: provider.clone(),
+                        message: other.to_string(),
+                    },
+                })?;
         let mut counts = RequestCounts::default();
         for (labels, value) in series {
             // `increase` extrapolates to the window's edges: round to whole requests.

@@ -13,8 +13,7 @@ use serde::Serialize;
 use super::{block_on, target, Context, UsageError};
 use crate::{
     checks::{
-        self, format_value, CheckContext, CheckResult, ProviderEndpoints, Providers, Scope,
-        Status,
+        self, format_value, CheckContext, CheckResult, ProviderEndpoints, Providers, Scope, Status,
     },
     config::{CheckConfig, CheckSource, Gate, ServiceConfig},
     exit::ExitStatus,
