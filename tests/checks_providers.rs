@@ -14,8 +14,9 @@ use std::{path::Path, time::Duration};
 use axum::{http::StatusCode, routing::get, Router};
 use deployer::{
     checks::{
-        self, cloud_logging::CloudLoggingRequests, cloud_monitoring::CloudMonitoring, CheckContext,
-        CheckResult, ProviderEndpoints, Providers, RequestMetrics, Scope, Status,
+        self, cloud_logging::CloudLoggingRequests, cloud_monitoring::CloudMonitoring,
+        prometheus::PrometheusRequests, CheckContext, CheckResult, ProviderEndpoints, Providers,
+        RequestMetrics, Scope, Status,
     },
     config::{CheckConfig, Gate, Workspace},
     platform::ServiceId,
@@ -420,6 +421,22 @@ async fn prometheus_value_no_data_several_series_malformed_down_and_timeout() {
     )
     .await;
     assert_error(&silent, "did not answer within 2s");
+    // Request counts: Prometheus accepts the reader's PromQL; a revision without series
+    // counts nothing, a server that is down is an error.
+    let service = ServiceId {
+        project: "p".into(),
+        region: "r".into(),
+        name: "api".into(),
+    };
+    let counts = PrometheusRequests::new(server.clone())
+        .request_counts(&service, "api-00001-abc", Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!((counts.total, counts.errors), (0, 0));
+    assert!(PrometheusRequests::new(closed_port())
+        .request_counts(&service, "api-00001-abc", Duration::from_secs(300))
+        .await
+        .is_err());
     let unset = run_one(
         &prometheus_check("up", None),
         &context,

@@ -138,12 +138,16 @@ impl CheckResult {
         self.status == Status::Pass
     }
 
-    /// One line for people: `92.4% (threshold: >= 90%)`, or the message when no value.
+    /// One line for people: `44.2% = 442/1000 (warn < 90%, critical < 70%)`, or the message
+    /// when there is no value.
     pub fn summary(&self) -> String {
         match self.value {
             Some(value) => format!(
-                "{} (warn {} {}, critical {} {})",
+                "{}{} (warn {} {}, critical {} {})",
                 format_value(value, self.unit),
+                self.counts
+                    .map(|counts| format!(" = {}/{}", counts.matching, counts.total))
+                    .unwrap_or_default(),
                 warn_symbol(self.thresholds.comparison),
                 format_value(self.thresholds.warn, self.unit),
                 warn_symbol(self.thresholds.comparison),
@@ -281,6 +285,42 @@ mod tests {
             assert_eq!(severity(&check, Status::NoData), expected);
             assert_eq!(severity(&check, Status::Error), Severity::Warning);
         }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_worst_result() {
+        let coverage = check(">=", 90.0, 70.0, "warn");
+        let result = |status: Status| CheckResult {
+            name: "c".into(),
+            provider: "bigquery",
+            status,
+            severity: severity(&coverage, status),
+            value: status.evaluated().then_some(1.0),
+            counts: None,
+            unit: Unit::Percent,
+            thresholds: Thresholds {
+                comparison: ">=",
+                warn: 90.0,
+                critical: 70.0,
+            },
+            query: String::new(),
+            link: None,
+            elapsed_ms: 0,
+            message: None,
+            revision: None,
+            baseline: None,
+            scope: Scope::Revision,
+        };
+        let code = |statuses: &[Status]| {
+            exit_code(&statuses.iter().map(|s| result(*s)).collect::<Vec<_>>())
+        };
+        assert_eq!(code(&[Status::Pass, Status::Pass]), 0);
+        assert_eq!(code(&[Status::Pass, Status::Warn]), 1);
+        assert_eq!(code(&[Status::Pass, Status::Error]), 1);
+        assert_eq!(code(&[Status::Pass, Status::NoData]), 1);
+        assert_eq!(code(&[Status::Warn, Status::Critical]), 2);
+        assert_eq!(code(&[Status::NoData, Status::Error]), 3);
+        assert_eq!(code(&[]), 3);
     }
 
     #[test]
