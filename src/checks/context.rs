@@ -155,18 +155,17 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
         if !before.is_empty() {
             tokens.push(Token::Text(before));
         }
-        if from_brace.starts_with("{{") {
+        if let Some(after) = from_brace.strip_prefix("{{") {
             tokens.push(Token::Text("{"));
-            rest = &from_brace[2..];
+            rest = after;
             continue;
         }
-        if from_brace.starts_with("}}") {
+        if let Some(after) = from_brace.strip_prefix("}}") {
             tokens.push(Token::Text("}"));
-            rest = &from_brace[2..];
+            rest = after;
             continue;
         }
-        if from_brace.starts_with('{') {
-            let inner = &from_brace[1..];
+        if let Some(inner) = from_brace.strip_prefix('{') {
             let name_length = inner
                 .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
                 .unwrap_or(inner.len());
