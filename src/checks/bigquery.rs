@@ -90,7 +90,7 @@ fn transport_error(error: google_cloud_bigquery_v2::Error) -> ProviderError {
         }
         _ => ProviderError::Unavailable {
             provider: PROVIDER,
-            message: excerpt(&error.to_string(), 300),
+            message: super::describe_google_error(&error),
         },
     }
 }

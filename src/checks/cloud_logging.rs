@@ -108,9 +108,9 @@ impl Client {
                         ListError::Rejected(excerpt(&status.message, 300))
                     }
                     _ if error.is_deserialization() => {
-                        ListError::Malformed(excerpt(&error.to_string(), 300))
+                        ListError::Malformed(super::describe_google_error(&error))
                     }
-                    _ => ListError::Unavailable(excerpt(&error.to_string(), 300)),
+                    _ => ListError::Unavailable(super::describe_google_error(&error)),
                 })?;
             page.entries.iter().for_each(&mut visit);
             if page.next_page_token.is_empty() {

@@ -3,10 +3,11 @@
 //! # The API the rollout and the health check call
 //!
 //! ```text
-//! checks_for_gate(&config, Gate::Canary) -> Vec<&CheckConfig>        // the checks of a phase
-//! Providers::new(ProviderEndpoints::from_env())                        // built once per run
+//! let endpoints = ProviderEndpoints::from_env().or_emulator(local_emulator_url); // once
+//! let providers = Providers::new(endpoints.clone());                             // once
+//! checks_for_gate(&config, Gate::Canary) -> Vec<&CheckConfig>      // the checks of a phase
 //! run_checks(&checks, &CheckContext { .. }, &providers).await -> Vec<CheckResult>
-//! request_metrics_for(&config.rollout, &endpoints) -> Box<dyn RequestMetrics>
+//! request_metrics_for(&config.rollout, &endpoints) -> Result<Box<dyn RequestMetrics>, _>
 //! ```
 //!
 //! [`run_checks`] runs every check concurrently, each bounded by its own `timeout`, so a slow
@@ -278,6 +279,16 @@ impl ProviderEndpoints {
     /// The endpoints named by the environment.
     pub fn from_env() -> Self {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// These endpoints, with Cloud Logging and Cloud Monitoring at `emulator` where unset: the
+    /// local emulator serves both APIs next to the Admin API (pass `None` for Google targets).
+    pub fn or_emulator(mut self, emulator: Option<&str>) -> Self {
+        if let Some(url) = emulator {
+            self.logging.get_or_insert_with(|| url.to_string());
+            self.monitoring.get_or_insert_with(|| url.to_string());
+        }
+        self
     }
 
     /// The endpoints named by `lookup` (an environment).
@@ -612,6 +623,16 @@ pub(crate) fn retry_policy(
 {
     use google_cloud_gax::retry_policy::RetryPolicyExt;
     google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
+}
+
+/// A Google client's error as people read it: the HTTP status first when there was one (a
+/// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
+pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {
+    let message = excerpt(&error.to_string(), 300);
+    match error.http_status_code() {
+        Some(code) => format!("HTTP {code}: {message}"),
+        None => message,
+    }
 }
 
 /// The first `limit` characters of `text` (never cut inside a character).

@@ -86,10 +86,11 @@ fn endpoints(config: &ServiceConfig, args: &CheckArgs, context: &Context) -> Pro
     };
     ProviderEndpoints {
         bigquery: args.bigquery_endpoint.clone(),
-        logging: args.logging_endpoint.clone().or_else(|| emulator.clone()),
-        monitoring: args.monitoring_endpoint.clone().or(emulator),
+        logging: args.logging_endpoint.clone(),
+        monitoring: args.monitoring_endpoint.clone(),
         prometheus: args.prometheus_url.clone(),
     }
+    .or_emulator(emulator.as_deref())
 }
 
 /// Fills the revisions and URLs of `check_context` from the platform.

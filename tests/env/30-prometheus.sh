@@ -1,10 +1,8 @@
 # Prometheus (Debian package `prometheus`, 2.42) on 127.0.0.1:9090, for the `prometheus`
 # provider and request counts. Installed if missing (the packaged service is stopped: we run
 # our own config); scrapes itself as two jobs every second (`up` is then two series, the
-# provider's "more than one series" case), and whatever targets the tests write as file
-# service discovery JSON into $DEPLOYER_TEST_PROMETHEUS_TARGETS (the emulator's `/metrics`).
-# Reused when something already answers there. Exports DEPLOYER_TEST_PROMETHEUS and
-# DEPLOYER_TEST_PROMETHEUS_TARGETS.
+# provider's "more than one series" case). Reused when something already answers there.
+# Exports DEPLOYER_TEST_PROMETHEUS.
 prometheus_address=127.0.0.1:9090
 prometheus_dir="$DEPLOYER_TEST_STATE/prometheus"
 
@@ -13,7 +11,7 @@ prometheus_has_samples() {
         grep -q '"job":"self"'
 }
 
-mkdir -p "$prometheus_dir/targets"
+mkdir -p "$prometheus_dir"
 if ! prometheus_has_samples; then
     if ! curl -fsS -o /dev/null --max-time 2 "http://$prometheus_address/-/ready" 2>/dev/null; then
         if ! command -v prometheus >/dev/null 2>&1; then
@@ -39,10 +37,6 @@ scrape_configs:
   - job_name: self-again
     static_configs:
       - targets: ["$prometheus_address"]
-  - job_name: emulator
-    file_sd_configs:
-      - files: ["$prometheus_dir/targets/*.json"]
-        refresh_interval: 1s
 CONFIG
         rm -rf "$prometheus_dir/data"
         # setsid: Prometheus outlives this script and is reused by later runs.
@@ -63,4 +57,3 @@ CONFIG
 fi
 echo "prometheus http://$prometheus_address" >&2
 export DEPLOYER_TEST_PROMETHEUS="http://$prometheus_address"
-export DEPLOYER_TEST_PROMETHEUS_TARGETS="$prometheus_dir/targets"
