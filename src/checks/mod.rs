@@ -643,3 +643,98 @@ pub(crate) fn excerpt(text: &str, limit: usize) -> String {
     }
     cut
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str) -> CheckConfig {
+        toml::from_str(&format!(
+            "name = \"c\"\ncomparison = \">=\"\nwarn = 1\ncritical = 0\n{toml}"
+        ))
+        .unwrap()
+    }
+
+    fn context() -> CheckContext {
+        CheckContext {
+            service: "api".into(),
+            project: "target-project".into(),
+            region: "us-west2".into(),
+            revision: Some("api-00002-new".into()),
+            revision_url: Some("https://canary---api.example/".into()),
+            ..CheckContext::default()
+        }
+    }
+
+    #[test]
+    fn queries_resolve_projects_paths_and_windows() {
+        let bigquery = check("provider = \"bigquery\"\nquery = \"SELECT 1 FROM `{project}.d.t`\"\nproject = \"billing-{region}\"\ntimeout = \"5s\"");
+        assert_eq!(
+            resolve(&bigquery, &context()).unwrap(),
+            Query::Bigquery {
+                project: "billing-us-west2".into(),
+                sql: "SELECT 1 FROM `target-project.d.t`".into(),
+                maximum_bytes_billed: 10_000_000_000,
+                timeout: Duration::from_secs(5),
+            }
+        );
+        let http = check("provider = \"http\"\nurl = \"/stats?rev={revision}\"\nfield = \"a.b\"");
+        assert_eq!(
+            resolve(&http, &context()).unwrap(),
+            Query::Http {
+                url: "https://canary---api.example/stats?rev=api-00002-new".into(),
+                field: "a.b".into(),
+            }
+        );
+        assert_eq!(
+            resolve(
+                &http,
+                &CheckContext {
+                    revision_url: None,
+                    ..context()
+                }
+            ),
+            Err(ResolveError::NoServiceUrl)
+        );
+        let logging = check("provider = \"cloud-logging\"\nfilter = \"x\"\nwindow = \"2m\"");
+        assert!(matches!(
+            resolve(&logging, &context()).unwrap(),
+            Query::CloudLogging { project, window, .. }
+                if project == "target-project" && window == Duration::from_secs(120)
+        ));
+        let prometheus =
+            check("provider = \"prometheus\"\nquery = \"rate(x[{window}])\"\nwindow = \"5m\"");
+        assert!(matches!(
+            resolve(&prometheus, &context()).unwrap(),
+            Query::Prometheus { promql, url: None } if promql == "rate(x[5m])"
+        ));
+        let stable =
+            check("provider = \"prometheus\"\nquery = \"x{{r=\\\"{stable_revision}\\\"}}\"");
+        assert!(matches!(
+            resolve(&stable, &context()),
+            Err(ResolveError::Missing(MissingPlaceholder { name })) if name == "stable_revision"
+        ));
+    }
+
+    #[test]
+    fn endpoints_come_from_the_environment_and_the_emulator() {
+        let endpoints = ProviderEndpoints::from_lookup(|name| match name {
+            "DEPLOYER_BIGQUERY_ENDPOINT" => Some("http://127.0.0.1:9050".into()),
+            "DEPLOYER_LOGGING_ENDPOINT" => Some(" ".into()),
+            "DEPLOYER_MONITORING_ENDPOINT" => Some("http://monitoring".into()),
+            _ => None,
+        })
+        .or_emulator(Some("http://127.0.0.1:8090"));
+        assert_eq!(endpoints.bigquery.as_deref(), Some("http://127.0.0.1:9050"));
+        assert_eq!(endpoints.logging.as_deref(), Some("http://127.0.0.1:8090"));
+        assert_eq!(endpoints.monitoring.as_deref(), Some("http://monitoring"));
+        assert_eq!(endpoints.prometheus, None);
+        let mut rollout = RolloutConfig {
+            request_metrics: RequestMetricsSource::Prometheus,
+            ..RolloutConfig::default()
+        };
+        assert!(request_metrics_for(&rollout, &endpoints).is_err());
+        rollout.request_metrics = RequestMetricsSource::CloudLogging;
+        assert!(request_metrics_for(&rollout, &endpoints).is_ok());
+    }
+}
