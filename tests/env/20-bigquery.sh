@@ -35,7 +35,7 @@ if ! bigquery_answers; then
     fi
     # DuckDB loads the spatial extension from ~/.duckdb; the wheel ships the file.
     spatial_source=$(find "$bigquery_venv" -path '*duckdb_extension_spatial*' \
-        -name spatial.duckdb_extension 2>/dev/null | head -1)
+        -name spatial.duckdb_extension -print -quit 2>/dev/null || true)
     if [ -z "$spatial_source" ]; then
         echo "error: spatial.duckdb_extension not found in $bigquery_venv" >&2
         exit 1
