@@ -651,6 +651,98 @@ async fn logging_and_monitoring_on_the_emulator_fed_by_real_requests() {
     emulator.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scraping_the_emulator_counts_real_requests() {
+    let server = prometheus_env();
+    let targets = std::env::var("DEPLOYER_TEST_PROMETHEUS_TARGETS")
+        .expect("DEPLOYER_TEST_PROMETHEUS_TARGETS is set by tests/env/30-prometheus.sh");
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = support::start_emulator(directory.path()).await;
+    let (services, _) = support::clients(emulator.endpoint()).await;
+    let name = format!("scraped-{}", std::process::id());
+    let operation = services
+        .create_service()
+        .set_parent(support::PROJECT_PARENT)
+        .set_service_id(&name)
+        .set_service(support::echo_service(&[]))
+        .send()
+        .await
+        .unwrap();
+    support::wait_operation(&services, operation).await;
+    let service = services
+        .get_service()
+        .set_name(format!("{}/services/{name}", support::PROJECT_PARENT))
+        .send()
+        .await
+        .unwrap();
+    let revision = support::short(&service.latest_ready_revision);
+    let target_file = Path::new(&targets).join(format!("{name}.json"));
+    let address = emulator
+        .endpoint()
+        .trim_start_matches("http://")
+        .to_string();
+    std::fs::write(&target_file, format!("[{{\"targets\": [\"{address}\"]}}]")).unwrap();
+
+    let http = support::http();
+    for _ in 0..9 {
+        support::get_json(&http, &service.uri).await;
+    }
+    support::get_json(&http, &format!("{}/status/500", service.uri)).await;
+    let providers = providers_with(ProviderEndpoints {
+        prometheus: Some(server.clone()),
+        ..ProviderEndpoints::default()
+    });
+    let mut total = prometheus_check(
+        &format!("sum(emulator_request_count{{service_name=\"{name}\"}})"),
+        None,
+    );
+    total.warn = 10.0;
+    total.critical = 1.0;
+    // Prometheus scrapes the emulator within seconds of discovering it.
+    let started = std::time::Instant::now();
+    let first = loop {
+        let result = run_one(&total, &context("p"), &providers).await;
+        if result.value == Some(10.0) || started.elapsed() > Duration::from_secs(20) {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (first.status, first.value),
+        (Status::Pass, Some(10.0)),
+        "{first:#?}"
+    );
+
+    // More requests, a quarter of them failing: the reader counts every request of the young
+    // revision by class, exactly.
+    for _ in 0..15 {
+        support::get_json(&http, &service.uri).await;
+    }
+    for _ in 0..5 {
+        support::get_json(&http, &format!("{}/status/500", service.uri)).await;
+    }
+    let id = ServiceId {
+        project: "test".into(),
+        region: "local".into(),
+        name: name.clone(),
+    };
+    let reader = PrometheusRequests::new(server);
+    let started = std::time::Instant::now();
+    let counts = loop {
+        let counts = reader
+            .request_counts(&id, &revision, Duration::from_secs(600))
+            .await
+            .unwrap();
+        if (counts.total, counts.errors) == (30, 6) || started.elapsed() > Duration::from_secs(20) {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = std::fs::remove_file(&target_file);
+    assert_eq!((counts.total, counts.errors), (30, 6));
+    emulator.shutdown().await;
+}
+
 #[tokio::test]
 async fn one_slow_provider_never_delays_the_others() {
     let endpoint = seed::endpoint();

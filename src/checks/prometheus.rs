@@ -226,7 +226,8 @@ impl MetricProvider for Prometheus {
 /// Per-revision request counts from Prometheus: Cloud Run's `request_count` as Google's
 /// Managed Service for Prometheus names it (`run_googleapis_com:request_count`), or the local
 /// emulator's `emulator_request_count`, both labelled `service_name`, `revision_name` and
-/// `response_code_class`.
+/// `response_code_class`. Counts are the counter's growth over the window (exact for
+/// counters without resets).
 #[derive(Debug, Clone)]
 pub struct PrometheusRequests {
     url: String,
@@ -261,11 +262,18 @@ impl RequestMetrics for PrometheusRequests {
             provider: provider.clone(),
             message: "cannot create an HTTP client".into(),
         })?;
-        let promql = format!(
-            "sum by (response_code_class) (increase({{__name__=~\"run_googleapis_com:request_count|emulator_request_count\", service_name=\"{}\", revision_name=\"{}\"}}[{}]))",
+        // The counter now minus the counter a window ago, per class — not `increase()`, which
+        // extrapolates to the window's edges and misses the requests behind a series' first
+        // sample. A series younger than the window (a new revision) subtracts nothing: its
+        // whole count is in the window.
+        let selector = format!(
+            "{{__name__=~\"run_googleapis_com:request_count|emulator_request_count\", service_name=\"{}\", revision_name=\"{}\"}}",
             quoted(&service.name),
-            quoted(revision),
-            promql_duration(window)
+            quoted(revision)
+        );
+        let window = promql_duration(window);
+        let promql = format!(
+            "sum by (response_code_class) ({selector}) - (sum by (response_code_class) ({selector} offset {window}) or sum by (response_code_class) ({selector}) * 0)"
         );
         let series =
             instant_query(client, &self.url, &promql)
@@ -282,7 +290,7 @@ impl RequestMetrics for PrometheusRequests {
                 })?;
         let mut counts = RequestCounts::default();
         for (labels, value) in series {
-            // `increase` extrapolates to the window's edges: round to whole requests.
+            // A counter reset (a restarted exporter) makes the difference negative: count 0.
             let count = if value.is_finite() {
                 value.max(0.0).round() as u64
             } else {

@@ -1,8 +1,11 @@
 # Prometheus (Debian package `prometheus`, 2.42) on 127.0.0.1:9090, for the `prometheus`
 # provider and request counts. Installed if missing (the packaged service is stopped: we run
 # our own config); scrapes itself as two jobs every second (`up` is then two series, the
-# provider's "more than one series" case). Reused when something already answers there.
-# Exports DEPLOYER_TEST_PROMETHEUS.
+# provider's "more than one series" case), and whatever targets the tests write as file
+# service discovery JSON into $DEPLOYER_TEST_PROMETHEUS_TARGETS (the Cloud Run emulator's
+# `/metrics`, scraped every second).
+# Reused when something already answers there. Exports DEPLOYER_TEST_PROMETHEUS and
+# DEPLOYER_TEST_PROMETHEUS_TARGETS.
 prometheus_address=127.0.0.1:9090
 prometheus_dir="$DEPLOYER_TEST_STATE/prometheus"
 
@@ -11,7 +14,7 @@ prometheus_has_samples() {
         grep -q '"job":"self"'
 }
 
-mkdir -p "$prometheus_dir"
+mkdir -p "$prometheus_dir/targets"
 if ! prometheus_has_samples; then
     if ! curl -fsS -o /dev/null --max-time 2 "http://$prometheus_address/-/ready" 2>/dev/null; then
         if ! command -v prometheus >/dev/null 2>&1; then
@@ -37,6 +40,10 @@ scrape_configs:
   - job_name: self-again
     static_configs:
       - targets: ["$prometheus_address"]
+  - job_name: emulator
+    file_sd_configs:
+      - files: ["$prometheus_dir/targets/*.json"]
+        refresh_interval: 1s
 CONFIG
         rm -rf "$prometheus_dir/data"
         # setsid: Prometheus outlives this script and is reused by later runs.
@@ -57,3 +64,4 @@ CONFIG
 fi
 echo "prometheus http://$prometheus_address" >&2
 export DEPLOYER_TEST_PROMETHEUS="http://$prometheus_address"
+export DEPLOYER_TEST_PROMETHEUS_TARGETS="$prometheus_dir/targets"
