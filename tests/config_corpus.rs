@@ -129,7 +129,7 @@ fn the_seeds_checks_are_configured_with_their_thresholds() {
         ("BDB Coverage", 90.0, ">="),
     ] {
         let check = find(name);
-        assert_eq!(check.provider, config::Provider::Bigquery, "{name}");
+        assert_eq!(check.provider(), config::Provider::Bigquery, "{name}");
         assert_eq!(check.warn, warn, "{name}");
         assert_eq!(check.comparison.symbol(), comparison, "{name}");
     }

@@ -1,125 +1,303 @@
-//! Cloud Monitoring: `projects.timeSeries.list` for Cloud Run's per-revision request counts.
+//! Cloud Monitoring on Google's official `google-cloud-monitoring-v3` client (REST
+//! `projects.timeSeries.list`): the `cloud-monitoring` provider and
+//! [`CloudMonitoring`], Cloud Run's per-revision request counts.
 //!
-//! The filter selects `run.googleapis.com/request_count` of one revision; points are summed
-//! per `response_code_class`. Against Google the request carries an OAuth token from
-//! Application Default Credentials; against the local emulator (an `http://` endpoint) none.
+//! A check's filter is read over its window, each series aligned over the whole window by the
+//! check's aligner, then reduced across series by its reducer: one series with one value is
+//! expected; several are an error that names them. Request counts select
+//! `run.googleapis.com/request_count` of one revision, summed per `response_code_class`.
+//! Against Google the client uses Application Default Credentials; against any other endpoint
+//! (the local emulator) anonymous ones.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use google_cloud_monitoring_v3::{
+    client::MetricService,
+    model::{
+        aggregation::{Aligner, Reducer},
+        typed_value::Value as PointValue,
+        Aggregation, TimeInterval, TimeSeries,
+    },
+};
+use tokio::sync::OnceCell;
 
-use super::{MetricsError, RequestCounts, RequestMetrics};
+use super::{
+    credentials_for, excerpt, MetricProvider, MetricsError, ProviderError, Query, RequestCounts,
+    RequestMetrics, Sample,
+};
 use crate::platform::ServiceId;
 
 /// Google's Cloud Monitoring endpoint.
 pub const GOOGLE_ENDPOINT: &str = "https://monitoring.googleapis.com";
 
-/// A Cloud Monitoring client for request counts.
-#[derive(Debug, Clone)]
-pub struct CloudMonitoring {
-    endpoint: String,
-    http: reqwest::Client,
-    credentials: Option<google_cloud_auth::credentials::Credentials>,
+const PROVIDER: &str = "cloud-monitoring";
+
+/// A lazily built Monitoring client.
+#[derive(Debug)]
+struct Client {
+    /// `None`: Google's endpoint.
+    endpoint: Option<String>,
+    client: OnceCell<Result<MetricService, String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListResponse {
-    #[serde(default)]
-    time_series: Vec<TimeSeries>,
-    #[serde(default)]
-    next_page_token: String,
+enum ListError {
+    Unavailable(String),
+    Rejected(String),
+    Malformed(String),
 }
 
-#[derive(Debug, Deserialize)]
-struct TimeSeries {
-    #[serde(default)]
-    metric: Metric,
-    #[serde(default)]
-    points: Vec<Point>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Metric {
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Point {
-    value: PointValue,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PointValue {
-    /// int64 values travel as JSON strings.
-    #[serde(default)]
-    int64_value: Option<serde_json::Value>,
-    #[serde(default)]
-    double_value: Option<f64>,
-}
-
-impl PointValue {
-    fn count(&self) -> Option<u64> {
-        match &self.int64_value {
-            Some(serde_json::Value::String(text)) => text.parse().ok(),
-            Some(serde_json::Value::Number(number)) => number.as_u64(),
-            Some(_) => None,
-            None => self.double_value.map(|value| value.max(0.0).round() as u64),
+impl Client {
+    fn new(endpoint: Option<String>) -> Self {
+        let endpoint = endpoint
+            .map(|url| url.trim_end_matches('/').to_string())
+            .filter(|url| url != GOOGLE_ENDPOINT);
+        Self {
+            endpoint,
+            client: OnceCell::new(),
         }
     }
+
+    fn label(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| GOOGLE_ENDPOINT.to_string())
+    }
+
+    async fn get(&self) -> Result<&MetricService, String> {
+        self.client
+            .get_or_init(|| async {
+                crate::install_crypto_provider();
+                let credentials = credentials_for(self.endpoint.as_deref())?;
+                let mut builder = MetricService::builder()
+                    .with_credentials(credentials)
+                    .with_retry_policy(super::retry_policy());
+                if let Some(endpoint) = &self.endpoint {
+                    builder = builder.with_endpoint(endpoint.clone());
+                }
+                builder
+                    .build()
+                    .await
+                    .map_err(|error| format!("cannot create the Cloud Monitoring client: {error}"))
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Every series of `project` matching `filter` over the last `window`, aggregated.
+    async fn list(
+        &self,
+        project: &str,
+        filter: &str,
+        window: Duration,
+        aggregation: Aggregation,
+    ) -> Result<Vec<TimeSeries>, ListError> {
+        let client = self.get().await.map_err(ListError::Unavailable)?;
+        let end = chrono::Utc::now();
+        let seconds = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
+        let interval = TimeInterval::new()
+            .set_start_time(google_cloud_wkt::Timestamp::clamp(
+                end.timestamp() - seconds,
+                0,
+            ))
+            .set_end_time(google_cloud_wkt::Timestamp::clamp(end.timestamp(), 0));
+        let mut series = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = client
+                .list_time_series()
+                .set_name(format!("projects/{project}"))
+                .set_filter(filter)
+                .set_interval(interval.clone())
+                .set_aggregation(aggregation.clone())
+                .set_page_token(page_token.clone())
+                .send()
+                .await
+                .map_err(|error| match error.status() {
+                    Some(status)
+                        if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument =>
+                    {
+                        ListError::Rejected(excerpt(&status.message, 300))
+                    }
+                    _ if error.is_deserialization() => {
+                        ListError::Malformed(super::describe_google_error(&error))
+                    }
+                    _ => ListError::Unavailable(super::describe_google_error(&error)),
+                })?;
+            series.extend(page.time_series);
+            if page.next_page_token.is_empty() {
+                return Ok(series);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+fn point_value(value: &PointValue) -> Option<f64> {
+    match value {
+        PointValue::Int64Value(value) => Some(*value as f64),
+        PointValue::DoubleValue(value) => Some(*value),
+        PointValue::BoolValue(value) => Some(if *value { 1.0 } else { 0.0 }),
+        PointValue::DistributionValue(distribution) => Some(distribution.mean),
+        PointValue::StringValue(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// `metric.type{label="value", ...}` of one series, for errors naming it.
+fn series_name(series: &TimeSeries) -> String {
+    let mut labels: Vec<String> = Vec::new();
+    let mut name = String::new();
+    if let Some(metric) = &series.metric {
+        name = metric.r#type.clone();
+        labels.extend(
+            metric
+                .labels
+                .iter()
+                .map(|(key, value)| format!("metric.labels.{key}=\"{value}\"")),
+        );
+    }
+    if let Some(resource) = &series.resource {
+        labels.extend(
+            resource
+                .labels
+                .iter()
+                .map(|(key, value)| format!("resource.labels.{key}=\"{value}\"")),
+        );
+    }
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(", "))
+}
+
+fn whole_window(window: Duration) -> google_cloud_wkt::Duration {
+    google_cloud_wkt::Duration::clamp(
+        i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX),
+        0,
+    )
+}
+
+/// The `cloud-monitoring` provider.
+#[derive(Debug)]
+pub struct MonitoringProvider {
+    client: Client,
+}
+
+impl MonitoringProvider {
+    /// A provider for `endpoint` (`DEPLOYER_MONITORING_ENDPOINT`), or Google's when `None`.
+    pub fn new(endpoint: Option<String>) -> Self {
+        Self {
+            client: Client::new(endpoint),
+        }
+    }
+}
+
+#[async_trait]
+impl MetricProvider for MonitoringProvider {
+    async fn sample(&self, query: &Query) -> Result<Sample, ProviderError> {
+        let Query::CloudMonitoring {
+            project,
+            filter,
+            window,
+            aligner,
+            reducer,
+        } = query
+        else {
+            return Err(ProviderError::Rejected {
+                provider: PROVIDER,
+                message: "not a cloud-monitoring query".into(),
+            });
+        };
+        let aligner_value = Aligner::from(aligner.as_str());
+        let reducer_value = Reducer::from(reducer.as_str());
+        if matches!(aligner_value, Aligner::UnknownValue(_)) {
+            return Err(ProviderError::Rejected {
+                provider: PROVIDER,
+                message: format!("unknown aligner `{aligner}`: use e.g. `ALIGN_SUM`"),
+            });
+        }
+        if matches!(reducer_value, Reducer::UnknownValue(_)) {
+            return Err(ProviderError::Rejected {
+                provider: PROVIDER,
+                message: format!("unknown reducer `{reducer}`: use e.g. `REDUCE_SUM`"),
+            });
+        }
+        let aggregation = Aggregation::new()
+            .set_alignment_period(whole_window(*window))
+            .set_per_series_aligner(aligner_value.clone())
+            .set_cross_series_reducer(reducer_value);
+        let series = self
+            .client
+            .list(project, filter, *window, aggregation)
+            .await
+            .map_err(|error| match error {
+                ListError::Unavailable(message) => ProviderError::Unavailable {
+                    provider: PROVIDER,
+                    message,
+                },
+                ListError::Rejected(message) => ProviderError::Rejected {
+                    provider: PROVIDER,
+                    message,
+                },
+                ListError::Malformed(message) => ProviderError::Malformed {
+                    provider: PROVIDER,
+                    message,
+                },
+            })?;
+        let series: Vec<&TimeSeries> = series.iter().filter(|s| !s.points.is_empty()).collect();
+        match series.as_slice() {
+            [] => Ok(Sample::NoData {
+                reason: "no time series matched in the window".into(),
+            }),
+            [one] => {
+                // Points come newest first. Counting aligners split a window that straddles
+                // an alignment boundary into two points: add them; others read the newest.
+                let values: Vec<f64> = one
+                    .points
+                    .iter()
+                    .filter_map(|point| point.value.as_ref()?.value.as_ref())
+                    .filter_map(point_value)
+                    .collect();
+                let value = if matches!(
+                    aligner_value,
+                    Aligner::AlignSum | Aligner::AlignDelta | Aligner::AlignCount
+                ) {
+                    values.iter().sum::<f64>()
+                } else {
+                    values.first().copied().ok_or(ProviderError::Malformed {
+                        provider: PROVIDER,
+                        message: "the series' points carry no number".into(),
+                    })?
+                };
+                if values.is_empty() {
+                    return Err(ProviderError::Malformed {
+                        provider: PROVIDER,
+                        message: "the series' points carry no number".into(),
+                    });
+                }
+                Ok(Sample::value(value))
+            }
+            many => Err(ProviderError::Ambiguous {
+                provider: PROVIDER,
+                series: many.iter().map(|series| series_name(series)).collect(),
+            }),
+        }
+    }
+}
+
+/// A Cloud Monitoring client for request counts.
+#[derive(Debug)]
+pub struct CloudMonitoring {
+    client: Client,
 }
 
 impl CloudMonitoring {
     /// A client for `endpoint` (without `/v3`). Google's endpoint uses Application Default
     /// Credentials; any other endpoint is called without credentials.
     pub fn new(endpoint: &str) -> Result<Self, MetricsError> {
-        crate::install_crypto_provider();
-        let endpoint = endpoint.trim_end_matches('/').to_string();
-        let unavailable = |message: String| MetricsError::Unavailable {
-            provider: endpoint.clone(),
-            message,
-        };
-        let credentials = if endpoint.starts_with("https://") {
-            Some(
-                google_cloud_auth::credentials::Builder::default()
-                    .build()
-                    .map_err(|error| unavailable(format!("no credentials: {error}")))?,
-            )
-        } else {
-            None
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .map_err(|error| unavailable(error.to_string()))?;
         Ok(Self {
-            endpoint,
-            http,
-            credentials,
+            client: Client::new(Some(endpoint.to_string())),
         })
-    }
-
-    fn unavailable(&self, message: impl Into<String>) -> MetricsError {
-        MetricsError::Unavailable {
-            provider: self.endpoint.clone(),
-            message: message.into(),
-        }
-    }
-
-    async fn auth_headers(&self) -> Result<reqwest::header::HeaderMap, MetricsError> {
-        let Some(credentials) = &self.credentials else {
-            return Ok(reqwest::header::HeaderMap::new());
-        };
-        match credentials.headers(http::Extensions::new()).await {
-            Ok(google_cloud_auth::credentials::CacheableResource::New { data, .. }) => Ok(data),
-            Ok(google_cloud_auth::credentials::CacheableResource::NotModified) => {
-                Err(self.unavailable("credentials returned no headers"))
-            }
-            Err(error) => Err(self.unavailable(format!("credentials: {error}"))),
-        }
     }
 }
 
@@ -131,101 +309,51 @@ impl RequestMetrics for CloudMonitoring {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError> {
-        let end = chrono::Utc::now();
-        let start = end
-            - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::minutes(5));
         let filter = format!(
             "metric.type = \"run.googleapis.com/request_count\" AND resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"{}\" AND resource.labels.revision_name = \"{revision}\"",
             service.name
         );
-        let url = format!(
-            "{}/v3/projects/{}/timeSeries",
-            self.endpoint, service.project
-        );
-        let headers = self.auth_headers().await?;
-        let mut counts = RequestCounts::default();
-        let mut page_token = String::new();
-        loop {
-            let response = self
-                .http
-                .get(&url)
-                .headers(headers.clone())
-                .query(&[
-                    ("filter", filter.as_str()),
-                    (
-                        "interval.startTime",
-                        &start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    ),
-                    (
-                        "interval.endTime",
-                        &end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    ),
-                    ("pageToken", page_token.as_str()),
-                ])
-                .send()
-                .await
-                .map_err(|error| self.unavailable(error.without_url().to_string()))?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.text().await.unwrap_or_default();
-                return Err(self.unavailable(format!(
-                    "HTTP {status}: {}",
-                    body.chars().take(200).collect::<String>()
-                )));
-            }
-            let page: ListResponse =
-                response
-                    .json()
-                    .await
-                    .map_err(|error| MetricsError::Malformed {
-                        provider: self.endpoint.clone(),
-                        message: error.without_url().to_string(),
-                    })?;
-            for series in &page.time_series {
-                let class = series
-                    .metric
-                    .labels
-                    .get("response_code_class")
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                let sum: u64 = series
-                    .points
-                    .iter()
-                    .filter_map(|point| point.value.count())
-                    .sum();
-                counts.total += sum;
-                if class == "5xx" {
-                    counts.errors += sum;
+        let aggregation = Aggregation::new()
+            .set_alignment_period(whole_window(window))
+            .set_per_series_aligner(Aligner::AlignDelta)
+            .set_cross_series_reducer(Reducer::ReduceSum)
+            .set_group_by_fields(["metric.labels.response_code_class"]);
+        let series = self
+            .client
+            .list(&service.project, &filter, window, aggregation)
+            .await
+            .map_err(|error| match error {
+                ListError::Malformed(message) => MetricsError::Malformed {
+                    provider: self.client.label(),
+                    message,
+                },
+                ListError::Unavailable(message) | ListError::Rejected(message) => {
+                    MetricsError::Unavailable {
+                        provider: self.client.label(),
+                        message,
+                    }
                 }
+            })?;
+        let mut counts = RequestCounts::default();
+        for series in &series {
+            let class = series
+                .metric
+                .as_ref()
+                .and_then(|metric| metric.labels.get("response_code_class"))
+                .map(String::as_str)
+                .unwrap_or_default();
+            let sum: u64 = series
+                .points
+                .iter()
+                .filter_map(|point| point.value.as_ref()?.value.as_ref())
+                .filter_map(point_value)
+                .map(|value| value.max(0.0).round() as u64)
+                .sum();
+            counts.total += sum;
+            if class == "5xx" {
+                counts.errors += sum;
             }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
         }
         Ok(counts)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_int64_values_as_strings_or_numbers() {
-        let page: ListResponse = serde_json::from_str(
-            r#"{"timeSeries":[
-                {"metric":{"type":"run.googleapis.com/request_count","labels":{"response_code_class":"2xx"}},
-                 "points":[{"interval":{},"value":{"int64Value":"90"}},{"value":{"int64Value":7}}]},
-                {"metric":{"labels":{"response_code_class":"5xx"}},"points":[{"value":{"int64Value":"3"}}]}
-            ]}"#,
-        )
-        .unwrap();
-        let counts: Vec<u64> = page
-            .time_series
-            .iter()
-            .flat_map(|series| series.points.iter().filter_map(|point| point.value.count()))
-            .collect();
-        assert_eq!(counts, [90, 7, 3]);
     }
 }

@@ -1,17 +1,70 @@
-//! Metric providers: where numbers about a service come from.
+//! Service checks and metric providers: where numbers about a service come from.
+//!
+//! # The API the rollout and the health check call
+//!
+//! ```text
+//! let endpoints = ProviderEndpoints::from_env().or_emulator(local_emulator_url); // once
+//! let providers = Providers::new(endpoints.clone());                             // once
+//! checks_for_gate(&config, Gate::Canary) -> Vec<&CheckConfig>      // the checks of a phase
+//! run_checks(&checks, &CheckContext { .. }, &providers).await -> Vec<CheckResult>
+//! request_metrics_for(&config.rollout, &endpoints) -> Result<Box<dyn RequestMetrics>, _>
+//! ```
+//!
+//! [`run_checks`] runs every check concurrently, each bounded by its own `timeout`, so a slow
+//! provider never delays a decision another metric already made; it never fails as a whole:
+//! a check that cannot be evaluated is an [`Status::Error`] result. A [`CheckResult`] carries
+//! the status (PASS / WARN / CRITICAL / NO DATA / ERROR), the value and unit, the thresholds,
+//! the resolved query, the time taken and a link a person can open; for `baseline = true`
+//! checks also the stable revision's value, and [`Scope::ServiceWide`] when the stable
+//! revision breaches as badly (the whole service is failing: do not blame the canary).
+//! A gate passes only on [`CheckResult::passes_gate`]: NO DATA and ERROR never pass one, whatever
+//! `on_no_data` says (that only weighs reports and `deployer check`'s exit code).
+//!
+//! # Providers
+//!
+//! One [`MetricProvider`] per vendor, behind one seam: a resolved [`Query`] in, a [`Sample`]
+//! out (a value, with the counts behind a rate when known, or no data), or a typed
+//! [`ProviderError`]. `bigquery` ([`bigquery`]), `http` ([`http`]), `cloud-logging`
+//! ([`cloud_logging`]), `cloud-monitoring` ([`cloud_monitoring`]) and `prometheus`
+//! ([`prometheus`]). Endpoints come from [`ProviderEndpoints`] (`DEPLOYER_*_ENDPOINT`,
+//! `DEPLOYER_PROMETHEUS_URL`), the same code path for Google and for local parts; Google
+//! endpoints (`https://`) use Application Default Credentials, others none. Clients are built on
+//! first use, so a run whose checks never touch BigQuery never looks for credentials.
+//!
+//! # Request counts
 //!
 //! [`RequestMetrics`] gives per-revision request and error counts, the input of the canary
-//! analysis; [`cloud_monitoring::CloudMonitoring`] reads them from Cloud Monitoring's
-//! `run.googleapis.com/request_count` (Google's, or the local emulator's identical API).
+//! analysis, from Cloud Logging request logs ([`cloud_logging::CloudLoggingRequests`]), Cloud
+//! Monitoring ([`cloud_monitoring::CloudMonitoring`]) or Prometheus
+//! ([`prometheus::PrometheusRequests`]), chosen by `rollout.request_metrics`
+//! ([`request_metrics_for`]).
 
+pub mod bigquery;
+pub mod cloud_logging;
 pub mod cloud_monitoring;
+mod context;
+pub mod http;
+mod link;
+pub mod prometheus;
+mod result;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{
+    CheckConfig, CheckSource, Gate, RequestMetricsSource, RolloutConfig, ServiceConfig,
+};
 use crate::platform::ServiceId;
+
+pub use context::{
+    promql_duration, unknown_placeholders, uses_placeholder, CheckContext, MissingPlaceholder,
+    PLACEHOLDERS,
+};
+pub use result::{
+    exit_code, format_value, BaselineResult, CheckResult, Scope, Severity, Status, Thresholds,
+};
 
 /// Requests served by one revision in a window, by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,4 +113,628 @@ pub trait RequestMetrics: Send + Sync {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError>;
+}
+
+/// The counts behind a rate (`matching` of `total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// The events counted by the rate's numerator.
+    pub matching: u64,
+    /// All events.
+    pub total: u64,
+}
+
+/// What a provider measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// A value, with the counts behind it for rates.
+    Value {
+        /// The value.
+        value: f64,
+        /// The counts behind a rate, when the provider gives them.
+        counts: Option<Counts>,
+    },
+    /// The provider answered, but there was nothing to measure.
+    NoData {
+        /// What was empty (`no row`, `NULL`, `empty vector`).
+        reason: String,
+    },
+}
+
+impl Sample {
+    /// A value with no counts.
+    pub fn value(value: f64) -> Self {
+        Sample::Value {
+            value,
+            counts: None,
+        }
+    }
+}
+
+/// Why a provider gave no sample. None of these ever lets a check pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider could not be reached, or failed (transport error, 5xx, no credentials).
+    #[error("`{provider}` is unavailable: {message}")]
+    Unavailable {
+        /// Which provider.
+        provider: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The provider refused the query (a SQL error, a missing table, HTTP 4xx, bad PromQL).
+    #[error("`{provider}` refused the query: {message}")]
+    Rejected {
+        /// Which provider.
+        provider: &'static str,
+        /// The provider's reason.
+        message: String,
+    },
+    /// The answer could not be read as a value.
+    #[error("unreadable answer from `{provider}`: {message}")]
+    Malformed {
+        /// Which provider.
+        provider: &'static str,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// The query matched several series where one value was expected.
+    #[error("`{provider}` answered {} series where one was expected: {}", series.len(), series.join(", "))]
+    Ambiguous {
+        /// Which provider.
+        provider: &'static str,
+        /// The series, by their labels.
+        series: Vec<String>,
+    },
+    /// No answer within the check's timeout.
+    #[error("`{provider}` did not answer within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// Which provider.
+        provider: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+/// A check's query with its placeholders resolved: what a provider runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// A BigQuery SQL query.
+    Bigquery {
+        /// The project the job runs in.
+        project: String,
+        /// Standard SQL.
+        sql: String,
+        /// Cost guard.
+        maximum_bytes_billed: u64,
+        /// Time the job may take.
+        timeout: Duration,
+    },
+    /// An HTTP GET.
+    Http {
+        /// Absolute URL.
+        url: String,
+        /// Dotted JSON field of the value.
+        field: String,
+    },
+    /// A count of log entries.
+    CloudLogging {
+        /// Project of the logs.
+        project: String,
+        /// The filter, without the time range.
+        filter: String,
+        /// The time range, up to now.
+        window: Duration,
+    },
+    /// One value from time series.
+    CloudMonitoring {
+        /// Project of the metrics.
+        project: String,
+        /// The time-series filter.
+        filter: String,
+        /// The time range, up to now (also the alignment period).
+        window: Duration,
+        /// Per-series aligner.
+        aligner: String,
+        /// Cross-series reducer.
+        reducer: String,
+    },
+    /// A PromQL instant query.
+    Prometheus {
+        /// The server, when the check names one.
+        url: Option<String>,
+        /// The expression.
+        promql: String,
+    },
+}
+
+impl Query {
+    /// The query as people read it in reports.
+    pub fn text(&self) -> String {
+        match self {
+            Query::Bigquery { sql, .. } => sql.trim().to_string(),
+            Query::Http { url, field } => format!("GET {} → {field}", link::redact_url(url)),
+            Query::CloudLogging { filter, .. } | Query::CloudMonitoring { filter, .. } => {
+                filter.clone()
+            }
+            Query::Prometheus { promql, .. } => promql.clone(),
+        }
+    }
+}
+
+/// Where the providers are. `None`: Google's endpoint (Prometheus has no default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderEndpoints {
+    /// BigQuery REST endpoint (`DEPLOYER_BIGQUERY_ENDPOINT`), without `/bigquery/v2`.
+    pub bigquery: Option<String>,
+    /// Cloud Logging endpoint (`DEPLOYER_LOGGING_ENDPOINT`).
+    pub logging: Option<String>,
+    /// Cloud Monitoring endpoint (`DEPLOYER_MONITORING_ENDPOINT`).
+    pub monitoring: Option<String>,
+    /// Prometheus server (`DEPLOYER_PROMETHEUS_URL`).
+    pub prometheus: Option<String>,
+}
+
+impl ProviderEndpoints {
+    /// The endpoints named by the environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// These endpoints, with Cloud Logging and Cloud Monitoring at `emulator` where unset: the
+    /// local emulator serves both APIs next to the Admin API (pass `None` for Google targets).
+    pub fn or_emulator(mut self, emulator: Option<&str>) -> Self {
+        if let Some(url) = emulator {
+            self.logging.get_or_insert_with(|| url.to_string());
+            self.monitoring.get_or_insert_with(|| url.to_string());
+        }
+        self
+    }
+
+    /// The endpoints named by `lookup` (an environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        Self {
+            bigquery: get("DEPLOYER_BIGQUERY_ENDPOINT"),
+            logging: get("DEPLOYER_LOGGING_ENDPOINT"),
+            monitoring: get("DEPLOYER_MONITORING_ENDPOINT"),
+            prometheus: get("DEPLOYER_PROMETHEUS_URL"),
+        }
+    }
+}
+
+/// A metric provider: runs a resolved query, answers one sample.
+#[async_trait]
+pub trait MetricProvider: Send + Sync {
+    /// Runs `query`. A query of another provider is a [`ProviderError::Rejected`].
+    async fn sample(&self, query: &Query) -> Result<Sample, ProviderError>;
+}
+
+/// One provider of each kind, shared by every check of a run.
+#[derive(Clone)]
+pub struct Providers {
+    /// `bigquery` checks.
+    pub bigquery: Arc<dyn MetricProvider>,
+    /// `http` checks.
+    pub http: Arc<dyn MetricProvider>,
+    /// `cloud-logging` checks.
+    pub cloud_logging: Arc<dyn MetricProvider>,
+    /// `cloud-monitoring` checks.
+    pub cloud_monitoring: Arc<dyn MetricProvider>,
+    /// `prometheus` checks.
+    pub prometheus: Arc<dyn MetricProvider>,
+    endpoints: ProviderEndpoints,
+}
+
+impl Providers {
+    /// The five providers at `endpoints` (clients are built on first use).
+    pub fn new(endpoints: ProviderEndpoints) -> Self {
+        Self {
+            bigquery: Arc::new(bigquery::BigQuery::new(endpoints.bigquery.clone())),
+            http: Arc::new(http::Http::new()),
+            cloud_logging: Arc::new(cloud_logging::CloudLogging::new(endpoints.logging.clone())),
+            cloud_monitoring: Arc::new(cloud_monitoring::MonitoringProvider::new(
+                endpoints.monitoring.clone(),
+            )),
+            prometheus: Arc::new(prometheus::Prometheus::new(endpoints.prometheus.clone())),
+            endpoints,
+        }
+    }
+
+    /// The endpoints the providers use.
+    pub fn endpoints(&self) -> &ProviderEndpoints {
+        &self.endpoints
+    }
+
+    fn for_query(&self, query: &Query) -> &dyn MetricProvider {
+        match query {
+            Query::Bigquery { .. } => self.bigquery.as_ref(),
+            Query::Http { .. } => self.http.as_ref(),
+            Query::CloudLogging { .. } => self.cloud_logging.as_ref(),
+            Query::CloudMonitoring { .. } => self.cloud_monitoring.as_ref(),
+            Query::Prometheus { .. } => self.prometheus.as_ref(),
+        }
+    }
+}
+
+/// The checks of `config` that gate `gate`, in file order.
+pub fn checks_for_gate(config: &ServiceConfig, gate: Gate) -> Vec<&CheckConfig> {
+    config
+        .checks
+        .iter()
+        .filter(|check| check.gates.contains(&gate))
+        .collect()
+}
+
+/// Errors resolving a check's query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A placeholder has no value.
+    #[error(transparent)]
+    Missing(#[from] MissingPlaceholder),
+    /// An `http` check is a path but no URL reaches the revision.
+    #[error("`url` is a path and no URL of the service is known")]
+    NoServiceUrl,
+}
+
+/// `check`'s query for `context`.
+pub fn resolve(check: &CheckConfig, context: &CheckContext) -> Result<Query, ResolveError> {
+    let window = check.window.get();
+    let text = |text: &str| context.resolve(text, window);
+    let project = |project: &Option<String>| match project {
+        Some(project) => text(project),
+        None => Ok(context.project.clone()),
+    };
+    Ok(match &check.source {
+        CheckSource::Bigquery(source) => Query::Bigquery {
+            project: project(&source.project)?,
+            sql: text(&source.query)?,
+            maximum_bytes_billed: source.maximum_bytes_billed,
+            timeout: check.timeout.get(),
+        },
+        CheckSource::Http(source) => {
+            let url = text(&source.url)?;
+            let url = if url.starts_with('/') {
+                let base = context
+                    .revision_url
+                    .as_deref()
+                    .ok_or(ResolveError::NoServiceUrl)?;
+                format!("{}{url}", base.trim_end_matches('/'))
+            } else {
+                url
+            };
+            Query::Http {
+                url,
+                field: text(&source.field)?,
+            }
+        }
+        CheckSource::CloudLogging(source) => Query::CloudLogging {
+            project: project(&source.project)?,
+            filter: text(&source.filter)?,
+            window,
+        },
+        CheckSource::CloudMonitoring(source) => Query::CloudMonitoring {
+            project: project(&source.project)?,
+            filter: text(&source.filter)?,
+            window,
+            aligner: source.aligner.clone(),
+            reducer: source.reducer.clone(),
+        },
+        CheckSource::Prometheus(source) => Query::Prometheus {
+            url: source.url.as_deref().map(text).transpose()?,
+            promql: text(&source.query)?,
+        },
+    })
+}
+
+/// Runs `checks` for `context`, concurrently, each bounded by its timeout. The results are in
+/// the order of `checks`.
+pub async fn run_checks(
+    checks: &[&CheckConfig],
+    context: &CheckContext,
+    providers: &Providers,
+) -> Vec<CheckResult> {
+    futures::future::join_all(
+        checks
+            .iter()
+            .map(|check| run_check(check, context, providers)),
+    )
+    .await
+}
+
+/// One measurement: the query run (or why it could not be), the sample, the time taken.
+struct Measurement {
+    query: Result<Query, String>,
+    sample: Result<Sample, String>,
+}
+
+async fn measure(
+    check: &CheckConfig,
+    context: &CheckContext,
+    providers: &Providers,
+) -> Measurement {
+    let query = match resolve(check, context) {
+        Ok(query) => query,
+        Err(error) => {
+            return Measurement {
+                query: Err(check.source.query_text().to_string()),
+                sample: Err(error.to_string()),
+            }
+        }
+    };
+    let timeout = check.timeout.get();
+    let sample =
+        match tokio::time::timeout(timeout, providers.for_query(&query).sample(&query)).await {
+            Ok(Ok(sample)) => Ok(sample),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(ProviderError::Timeout {
+                provider: check.provider().as_str(),
+                after: timeout,
+            }
+            .to_string()),
+        };
+    Measurement {
+        query: Ok(query),
+        sample,
+    }
+}
+
+/// Runs one check (and its baseline): never fails, an unevaluable check is an ERROR result.
+pub async fn run_check(
+    check: &CheckConfig,
+    context: &CheckContext,
+    providers: &Providers,
+) -> CheckResult {
+    let started = std::time::Instant::now();
+    let stable_context = check
+        .baseline
+        .then(|| context.for_stable())
+        .flatten()
+        .filter(|stable| stable.revision != context.revision);
+    let (measured, baseline) = match &stable_context {
+        Some(stable) => {
+            let (measured, baseline) = futures::future::join(
+                measure(check, context, providers),
+                measure(check, stable, providers),
+            )
+            .await;
+            (measured, Some(baseline))
+        }
+        None => (measure(check, context, providers).await, None),
+    };
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (status, value, counts, mut message) = result::outcome(check, measured.sample);
+    let baseline = baseline.zip(stable_context).map(|(baseline, stable)| {
+        let (status, value, _, message) = result::outcome(check, baseline.sample);
+        BaselineResult {
+            revision: stable.revision.unwrap_or_default(),
+            status,
+            value,
+            query: match baseline.query {
+                Ok(query) => query.text(),
+                Err(text) => text,
+            },
+            message,
+        }
+    });
+    if check.baseline && baseline.is_none() && message.is_none() {
+        message = Some(match (&context.stable_revision, &context.revision) {
+            (None, _) => "baseline not measured: no stable revision".to_string(),
+            _ => "baseline not measured: the stable revision is the one measured".to_string(),
+        });
+    }
+    // A breach the stable revision shares (as bad or worse) is the service's, not the
+    // canary's: rolling back would not fix it, so it is reported as service-wide.
+    let scope = match &baseline {
+        Some(baseline)
+            if matches!(status, Status::Warn | Status::Critical)
+                && matches!(baseline.status, Status::Warn | Status::Critical)
+                && baseline.status >= status =>
+        {
+            Scope::ServiceWide
+        }
+        _ => Scope::Revision,
+    };
+    let (query_text, link) = match &measured.query {
+        Ok(query) => (query.text(), link::for_query(query, providers.endpoints())),
+        Err(text) => (text.clone(), None),
+    };
+    let revision = match &measured.query {
+        Ok(_) if uses_placeholder(check.source.query_text(), "revision") || check.baseline => {
+            context.revision.clone()
+        }
+        _ => None,
+    };
+    CheckResult {
+        name: check.name.clone(),
+        provider: check.provider().as_str(),
+        status,
+        severity: result::severity(check, status),
+        value,
+        counts,
+        unit: check.unit,
+        thresholds: Thresholds {
+            comparison: check.comparison.symbol(),
+            warn: check.warn,
+            critical: check.critical,
+        },
+        query: query_text,
+        link,
+        elapsed_ms,
+        message,
+        revision,
+        baseline,
+        scope,
+    }
+}
+
+/// The reader of per-revision request counts that `rollout.request_metrics` names, at
+/// `endpoints` (Google's when unset; Prometheus needs `DEPLOYER_PROMETHEUS_URL`).
+pub fn request_metrics_for(
+    rollout: &RolloutConfig,
+    endpoints: &ProviderEndpoints,
+) -> Result<Box<dyn RequestMetrics>, MetricsError> {
+    Ok(match rollout.request_metrics {
+        RequestMetricsSource::CloudLogging => Box::new(cloud_logging::CloudLoggingRequests::new(
+            endpoints.logging.clone(),
+        )),
+        RequestMetricsSource::CloudMonitoring => Box::new(cloud_monitoring::CloudMonitoring::new(
+            endpoints
+                .monitoring
+                .as_deref()
+                .unwrap_or(cloud_monitoring::GOOGLE_ENDPOINT),
+        )?),
+        RequestMetricsSource::Prometheus => {
+            let url = endpoints
+                .prometheus
+                .clone()
+                .ok_or_else(|| MetricsError::Unavailable {
+                    provider: "prometheus".into(),
+                    message:
+                        "`rollout.request_metrics = \"prometheus\"` needs `DEPLOYER_PROMETHEUS_URL`"
+                            .into(),
+                })?;
+            Box::new(prometheus::PrometheusRequests::new(url))
+        }
+    })
+}
+
+/// Application Default Credentials for a Google endpoint, anonymous ones for any other (a
+/// local emulator): without explicit anonymous credentials the Google clients probe the
+/// metadata server and hang for about a minute.
+pub(crate) fn credentials_for(
+    endpoint: Option<&str>,
+) -> Result<google_cloud_auth::credentials::Credentials, String> {
+    match endpoint {
+        Some(url) if !url.starts_with("https://") => {
+            Ok(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        }
+        _ => google_cloud_auth::credentials::Builder::default()
+            .build()
+            .map_err(|error| format!("no Application Default Credentials: {error}")),
+    }
+}
+
+/// The retry policy of the Google clients: at most two attempts. A check is re-read at the
+/// next look anyway, and retrying a refused connection until the check's timeout would report
+/// a provider that is down as merely slow.
+pub(crate) fn retry_policy(
+) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
+{
+    use google_cloud_gax::retry_policy::RetryPolicyExt;
+    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
+}
+
+/// A Google client's error as people read it: the HTTP status first when there was one (a
+/// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
+pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {
+    let message = excerpt(&error.to_string(), 300);
+    match error.http_status_code() {
+        Some(code) => format!("HTTP {code}: {message}"),
+        None => message,
+    }
+}
+
+/// The first `limit` characters of `text` (never cut inside a character).
+pub(crate) fn excerpt(text: &str, limit: usize) -> String {
+    let mut cut: String = text.chars().take(limit).collect();
+    if text.chars().nth(limit).is_some() {
+        cut.push('…');
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str) -> CheckConfig {
+        toml::from_str(&format!(
+            "name = \"c\"\ncomparison = \">=\"\nwarn = 1\ncritical = 0\n{toml}"
+        ))
+        .unwrap()
+    }
+
+    fn context() -> CheckContext {
+        CheckContext {
+            service: "api".into(),
+            project: "target-project".into(),
+            region: "us-west2".into(),
+            revision: Some("api-00002-new".into()),
+            revision_url: Some("https://canary---api.example/".into()),
+            ..CheckContext::default()
+        }
+    }
+
+    #[test]
+    fn queries_resolve_projects_paths_and_windows() {
+        let bigquery = check("provider = \"bigquery\"\nquery = \"SELECT 1 FROM `{project}.d.t`\"\nproject = \"billing-{region}\"\ntimeout = \"5s\"");
+        assert_eq!(
+            resolve(&bigquery, &context()).unwrap(),
+            Query::Bigquery {
+                project: "billing-us-west2".into(),
+                sql: "SELECT 1 FROM `target-project.d.t`".into(),
+                maximum_bytes_billed: 10_000_000_000,
+                timeout: Duration::from_secs(5),
+            }
+        );
+        let http = check("provider = \"http\"\nurl = \"/stats?rev={revision}\"\nfield = \"a.b\"");
+        assert_eq!(
+            resolve(&http, &context()).unwrap(),
+            Query::Http {
+                url: "https://canary---api.example/stats?rev=api-00002-new".into(),
+                field: "a.b".into(),
+            }
+        );
+        assert_eq!(
+            resolve(
+                &http,
+                &CheckContext {
+                    revision_url: None,
+                    ..context()
+                }
+            ),
+            Err(ResolveError::NoServiceUrl)
+        );
+        let logging = check("provider = \"cloud-logging\"\nfilter = \"x\"\nwindow = \"2m\"");
+        assert!(matches!(
+            resolve(&logging, &context()).unwrap(),
+            Query::CloudLogging { project, window, .. }
+                if project == "target-project" && window == Duration::from_secs(120)
+        ));
+        let prometheus =
+            check("provider = \"prometheus\"\nquery = \"rate(x[{window}])\"\nwindow = \"5m\"");
+        assert!(matches!(
+            resolve(&prometheus, &context()).unwrap(),
+            Query::Prometheus { promql, url: None } if promql == "rate(x[5m])"
+        ));
+        let stable =
+            check("provider = \"prometheus\"\nquery = \"x{{r=\\\"{stable_revision}\\\"}}\"");
+        assert!(matches!(
+            resolve(&stable, &context()),
+            Err(ResolveError::Missing(MissingPlaceholder { name })) if name == "stable_revision"
+        ));
+    }
+
+    #[test]
+    fn endpoints_come_from_the_environment_and_the_emulator() {
+        let endpoints = ProviderEndpoints::from_lookup(|name| match name {
+            "DEPLOYER_BIGQUERY_ENDPOINT" => Some("http://127.0.0.1:9050".into()),
+            "DEPLOYER_LOGGING_ENDPOINT" => Some(" ".into()),
+            "DEPLOYER_MONITORING_ENDPOINT" => Some("http://monitoring".into()),
+            _ => None,
+        })
+        .or_emulator(Some("http://127.0.0.1:8090"));
+        assert_eq!(endpoints.bigquery.as_deref(), Some("http://127.0.0.1:9050"));
+        assert_eq!(endpoints.logging.as_deref(), Some("http://127.0.0.1:8090"));
+        assert_eq!(endpoints.monitoring.as_deref(), Some("http://monitoring"));
+        assert_eq!(endpoints.prometheus, None);
+        let mut rollout = RolloutConfig {
+            request_metrics: RequestMetricsSource::Prometheus,
+            ..RolloutConfig::default()
+        };
+        assert!(request_metrics_for(&rollout, &endpoints).is_err());
+        rollout.request_metrics = RequestMetricsSource::CloudLogging;
+        assert!(request_metrics_for(&rollout, &endpoints).is_ok());
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod args;
 mod build;
+mod check;
 mod completions;
 mod deploy;
 mod drift;
@@ -116,6 +117,11 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Break a service's rollout lock (after a crashed deploy), showing who held it.
     Unlock(rollback::UnlockArgs),
+    /// Run a service's checks once: a dry run of what the rollout's gates would see.
+    ///
+    /// Exit 0 = all pass, 1 = the worst is a warning (or an error), 2 = the worst is critical,
+    /// 3 = no check could be evaluated.
+    Check(check::CheckArgs),
     /// Run the 8-step preflight checklist: is it safe to deploy this service now?
     ///
     /// Exit 0 = safe to deploy, 1 = not. A WARN needs an interactive yes or
@@ -218,6 +224,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Rollback(args) => rollback::rollback(&context, &args),
         Command::Unlock(args) => rollback::unlock(&context, &args),
         Command::Preflight(args) => preflight::run(&context, &args),
+        Command::Check(args) => check::run(&context, &args),
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
         Command::Emulator(args) => emulator::run(&context, args),

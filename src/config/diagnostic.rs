@@ -203,7 +203,9 @@ pub fn from_toml_error(file: &Path, source: &str, error: &toml::de::Error) -> Di
             NameKind::Field => span
                 .clone()
                 .and_then(|within| locate::key_within(source, within, &unknown.name)),
-            NameKind::Variant => None,
+            NameKind::Variant => span
+                .clone()
+                .and_then(|within| quoted_within(source, within, &unknown.name)),
         }
         .or(span);
         let what = match unknown.kind {
@@ -244,11 +246,45 @@ pub fn from_toml_error(file: &Path, source: &str, error: &toml::de::Error) -> Di
     } else {
         None
     };
+    // Inside a table read through a tagged enum (`[[checks]]`), serde only knows the table:
+    // point at the offending string value when it is quoted there.
+    let span = message
+        .strip_prefix("invalid type: string \"")
+        .and_then(|rest| rest.split_once('"'))
+        .and_then(|(text, _)| {
+            span.clone()
+                .and_then(|within| quoted_within(source, within, text))
+        })
+        .or(span);
     let diagnostic = Diagnostic::at(file, source, span, message);
     match hint {
         Some(hint) => diagnostic.with_hint(hint),
         None => diagnostic,
     }
+}
+
+/// The first `"text"` or `'text'` in `source[within]`.
+fn quoted_within(
+    source: &str,
+    within: std::ops::Range<usize>,
+    text: &str,
+) -> Option<std::ops::Range<usize>> {
+    // serde may know only the table's header: look through the table's body too.
+    let end = source
+        .get(within.end..)
+        .and_then(|rest| rest.find("\n["))
+        .map_or(source.len(), |offset| within.end + offset)
+        .max(within.end);
+    let within = within.start..end;
+    let region = source.get(within.clone())?;
+    ['"', '\'']
+        .iter()
+        .filter_map(|quote| {
+            region
+                .find(&format!("{quote}{text}{quote}"))
+                .map(|offset| within.start + offset..within.start + offset + text.len() + 2)
+        })
+        .min_by_key(|range| range.start)
 }
 
 /// Serde names Rust types (`u8`, `f64`, `a sequence`); users write TOML.

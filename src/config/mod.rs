@@ -20,9 +20,10 @@ use crate::untrusted::escaped;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::{DurationRange, HumanDuration};
 pub use model::{
-    BuildConfig, CheckConfig, Comparison, DriftConfig, Gate, HealthConfig, ImageConfig,
-    InconclusivePolicy, NotificationConfig, PreflightConfig, Provider, RolloutConfig, RunConfig,
-    ServiceConfig, Target, Unit,
+    BigquerySource, BuildConfig, CheckConfig, CheckSource, CloudLoggingSource,
+    CloudMonitoringSource, Comparison, DriftConfig, Gate, HealthConfig, HttpSource, ImageConfig,
+    InconclusivePolicy, NoDataPolicy, NotificationConfig, PreflightConfig, PrometheusSource,
+    Provider, RequestMetricsSource, RolloutConfig, RunConfig, ServiceConfig, Target, Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.

@@ -318,6 +318,23 @@ pub struct RolloutConfig {
     /// Consecutive measurement errors tolerated before the analysis reports an error.
     #[serde(default = "defaults::consecutive_error_limit")]
     pub consecutive_error_limit: u32,
+    /// Where per-revision request and 5xx counts come from: `cloud-logging` (request logs,
+    /// seconds of delay; the default, `docs/ANALYSIS.md` says why), `cloud-monitoring`
+    /// (`request_count`, minutes of ingestion delay on Google Cloud) or `prometheus`.
+    #[serde(default = "defaults::request_metrics")]
+    pub request_metrics: RequestMetricsSource,
+}
+
+/// Where the rollout reads per-revision request counts (`rollout.request_metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestMetricsSource {
+    /// Cloud Run request logs in Cloud Logging (`run.googleapis.com/requests`).
+    CloudLogging,
+    /// Cloud Monitoring's `run.googleapis.com/request_count`.
+    CloudMonitoring,
+    /// A Prometheus server (`DEPLOYER_PROMETHEUS_URL`).
+    Prometheus,
 }
 
 impl Default for RolloutConfig {
@@ -334,24 +351,9 @@ impl Default for RolloutConfig {
             monitor_duration: defaults::monitor_duration(),
             monitor_interval: defaults::monitor_interval(),
             consecutive_error_limit: defaults::consecutive_error_limit(),
+            request_metrics: defaults::request_metrics(),
         }
     }
-}
-
-/// Which metric provider answers a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Provider {
-    /// An HTTP GET whose JSON answer holds the value at `field`.
-    Http,
-    /// A BigQuery SQL query whose first row's first column is the value.
-    Bigquery,
-    /// A Cloud Monitoring time-series filter.
-    CloudMonitoring,
-    /// A Cloud Logging filter; the value is the number of matching entries in `window`.
-    CloudLogging,
-    /// A PromQL expression.
-    Prometheus,
 }
 
 /// How a check's value is compared with its thresholds.
@@ -427,35 +429,294 @@ pub enum Gate {
     Health,
 }
 
-/// One service-specific check: a provider query that yields a number, compared with thresholds.
+/// Which metric provider answers a check (the `provider` key of a `[[checks]]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// An HTTP GET whose JSON answer holds the value at `field`.
+    Http,
+    /// A BigQuery SQL query whose first row's first column is the value.
+    Bigquery,
+    /// A Cloud Monitoring time-series filter, aligned and reduced to one value.
+    CloudMonitoring,
+    /// A Cloud Logging filter; the value is the number of matching entries in `window`.
+    CloudLogging,
+    /// A PromQL instant query.
+    Prometheus,
+}
+
+impl Provider {
+    /// The name as written in service files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Http => "http",
+            Provider::Bigquery => "bigquery",
+            Provider::CloudMonitoring => "cloud-monitoring",
+            Provider::CloudLogging => "cloud-logging",
+            Provider::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// How a check with no data is reported (a gate never counts it as a pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoDataPolicy {
+    /// As a warning.
+    #[default]
+    Warn,
+    /// As critical.
+    Critical,
+    /// As passed (for reporting; gates still refuse it).
+    Pass,
+}
+
+/// One service-specific check: a provider query that yields a number, compared with
+/// thresholds.
+///
+/// In service files a `[[checks]]` table is tagged by `provider`, and each provider has its own
+/// table type (`RawCheck` below), so a key that belongs to another provider (a `field` on a
+/// `bigquery` check) is rejected with the file, line and column like any unknown key. In
+/// memory the keys every check has are fields here and the provider's own are in
+/// [`CheckSource`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawCheck", into = "RawCheck")]
 pub struct CheckConfig {
     /// Display name, e.g. `Vegas Line Coverage`. Unique within the service.
     pub name: String,
-    /// The metric provider that answers the query.
-    pub provider: Provider,
-    /// The query: SQL for `bigquery`, PromQL for `prometheus`, a filter for `cloud-monitoring`
-    /// and `cloud-logging`, a URL (absolute, or a path on the service) for `http`.
-    pub query: String,
-    /// For `http`: the dotted JSON field holding the value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// For `cloud-logging` and `cloud-monitoring`: the time window looked at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<HumanDuration>,
+    /// The provider and its query.
+    pub source: CheckSource,
     /// How the value is compared with the thresholds.
     pub comparison: Comparison,
-    /// Below this (for `>=`/`>`; above it for `<=`/`<`) the check is a WARNING.
+    /// Past this (below it for `>=`/`>`, above it for `<=`/`<`) the check is a WARNING.
     pub warn: f64,
-    /// Below this (for `>=`/`>`; above it for `<=`/`<`) the check is CRITICAL.
+    /// Past this the check is CRITICAL.
     pub critical: f64,
     /// Unit of the value, for display and range checks.
-    #[serde(default)]
     pub unit: Unit,
-    /// Which phases this check gates. Default: the unified health check only.
-    #[serde(default = "defaults::gates")]
+    /// Which phases this check gates.
     pub gates: Vec<Gate>,
+    /// How NO DATA is reported.
+    pub on_no_data: NoDataPolicy,
+    /// Also run the query for the stable revision.
+    pub baseline: bool,
+    /// Time limit of one evaluation.
+    pub timeout: HumanDuration,
+    /// The window looked at.
+    pub window: HumanDuration,
+}
+
+/// Declares, for each provider, its source type (its own keys) and its `[[checks]]` table type
+/// (the keys every check has, then its own), with the conversions between the two shapes.
+macro_rules! check_tables {
+    ($(
+        $(#[$meta:meta])*
+        $variant:ident($source:ident, $raw:ident) {
+            $($(#[$field_meta:meta])* $field:ident : $type:ty,)*
+        }
+    )*) => {
+        /// The provider of a check and its provider-specific keys.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "provider", rename_all = "kebab-case")]
+        pub enum CheckSource {
+            $($(#[$meta])* $variant($source),)*
+        }
+
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+            #[serde(deny_unknown_fields)]
+            pub struct $source {
+                $($(#[$field_meta])* pub $field: $type,)*
+            }
+
+            $(#[$meta])*
+            #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+            #[serde(deny_unknown_fields)]
+            struct $raw {
+                /// Display name, e.g. `Vegas Line Coverage`. Unique within the service.
+                name: String,
+                $($(#[$field_meta])* $field: $type,)*
+                /// How the value is compared with the thresholds.
+                comparison: Comparison,
+                /// Past this (below it for `>=`/`>`, above it for `<=`/`<`) the check is a
+                /// WARNING.
+                warn: f64,
+                /// Past this the check is CRITICAL.
+                critical: f64,
+                /// Unit of the value, for display and range checks.
+                #[serde(default)]
+                unit: Unit,
+                /// Which phases this check gates. Default: the unified health check only.
+                #[serde(default = "defaults::gates")]
+                gates: Vec<Gate>,
+                /// How NO DATA is reported: `warn` (default), `critical` or `pass`. A gate
+                /// never counts NO DATA as a pass.
+                #[serde(default)]
+                on_no_data: NoDataPolicy,
+                /// Also run the query for the stable revision (`{revision}` becomes the stable
+                /// one): both values are reported, and a breach the stable revision shares is
+                /// reported as service-wide rather than blamed on the new revision.
+                #[serde(default)]
+                baseline: bool,
+                /// Time limit of one evaluation; past it the check is an ERROR.
+                #[serde(default = "defaults::check_timeout")]
+                timeout: HumanDuration,
+                /// The window looked at: `{window}` (and `{window_seconds}`) in queries, and
+                /// the time range of `cloud-logging` and `cloud-monitoring` checks.
+                #[serde(default = "defaults::check_window")]
+                window: HumanDuration,
+            }
+        )*
+
+        /// A `[[checks]]` table as written: tagged by `provider`.
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "provider", rename_all = "kebab-case")]
+        enum RawCheck {
+            $($(#[$meta])* $variant($raw),)*
+        }
+
+        impl From<RawCheck> for CheckConfig {
+            fn from(raw: RawCheck) -> Self {
+                match raw {
+                    $(RawCheck::$variant(raw) => CheckConfig {
+                        source: CheckSource::$variant($source { $($field: raw.$field,)* }),
+                        name: raw.name,
+                        comparison: raw.comparison,
+                        warn: raw.warn,
+                        critical: raw.critical,
+                        unit: raw.unit,
+                        gates: raw.gates,
+                        on_no_data: raw.on_no_data,
+                        baseline: raw.baseline,
+                        timeout: raw.timeout,
+                        window: raw.window,
+                    },)*
+                }
+            }
+        }
+
+        impl From<CheckConfig> for RawCheck {
+            fn from(check: CheckConfig) -> Self {
+                match check.source {
+                    $(CheckSource::$variant(source) => RawCheck::$variant($raw {
+                        $($field: source.$field,)*
+                        name: check.name,
+                        comparison: check.comparison,
+                        warn: check.warn,
+                        critical: check.critical,
+                        unit: check.unit,
+                        gates: check.gates,
+                        on_no_data: check.on_no_data,
+                        baseline: check.baseline,
+                        timeout: check.timeout,
+                        window: check.window,
+                    }),)*
+                }
+            }
+        }
+    };
+}
+
+check_tables! {
+    /// `provider = "bigquery"`: a standard-SQL query; the first column of the first row is the
+    /// value (NULL or no row: no data). Optional second and third columns, when whole numbers,
+    /// are the counts behind a rate (matching, total).
+    Bigquery(BigquerySource, RawBigqueryCheck) {
+        /// The SQL query (standard SQL). Qualify tables with their project and dataset.
+        query: String,
+        /// The project the query job runs (and is billed) in. Default: the target's project.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+        /// Cost guard: the job fails instead of billing more bytes than this.
+        #[serde(default = "defaults::maximum_bytes_billed")]
+        maximum_bytes_billed: u64,
+    }
+    /// `provider = "http"`: a GET whose JSON answer holds the value at `field`; a non-2xx
+    /// answer is an error.
+    Http(HttpSource, RawHttpCheck) {
+        /// An absolute URL, or a path on the revision under test (its tag URL during a
+        /// rollout, the service URL otherwise).
+        url: String,
+        /// The dotted JSON field holding the value, e.g. `coverage.percent` (`items.0.n`
+        /// indexes arrays).
+        field: String,
+    }
+    /// `provider = "cloud-logging"`: the number of log entries matching `filter` in the last
+    /// `window`.
+    CloudLogging(CloudLoggingSource, RawCloudLoggingCheck) {
+        /// A Cloud Logging filter (deployer adds the time range).
+        filter: String,
+        /// The project whose logs are read. Default: the target's project.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+    }
+    /// `provider = "cloud-monitoring"`: a time-series filter over the last `window`, each
+    /// series aligned over the whole window by `aligner`, then reduced across series by
+    /// `reducer` to one value.
+    CloudMonitoring(CloudMonitoringSource, RawCloudMonitoringCheck) {
+        /// A Cloud Monitoring filter, e.g.
+        /// `metric.type = "run.googleapis.com/request_count" AND resource.labels.service_name = "{service}"`.
+        filter: String,
+        /// The per-series aligner, e.g. `ALIGN_SUM`, `ALIGN_MEAN`, `ALIGN_RATE`.
+        #[serde(default = "defaults::aligner")]
+        aligner: String,
+        /// The cross-series reducer, e.g. `REDUCE_SUM`, `REDUCE_MEAN`, `REDUCE_MAX`.
+        #[serde(default = "defaults::reducer")]
+        reducer: String,
+        /// The project whose metrics are read. Default: the target's project.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+    }
+    /// `provider = "prometheus"`: a PromQL instant query; an empty vector is no data, more
+    /// than one series an error naming them.
+    Prometheus(PrometheusSource, RawPrometheusCheck) {
+        /// The PromQL expression.
+        query: String,
+        /// The Prometheus server. Default: `DEPLOYER_PROMETHEUS_URL`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+    }
+}
+
+impl CheckSource {
+    /// The check's provider.
+    pub fn provider(&self) -> Provider {
+        match self {
+            CheckSource::Bigquery(_) => Provider::Bigquery,
+            CheckSource::Http(_) => Provider::Http,
+            CheckSource::CloudLogging(_) => Provider::CloudLogging,
+            CheckSource::CloudMonitoring(_) => Provider::CloudMonitoring,
+            CheckSource::Prometheus(_) => Provider::Prometheus,
+        }
+    }
+
+    /// The query text as written (SQL, URL, filter or PromQL).
+    pub fn query_text(&self) -> &str {
+        match self {
+            CheckSource::Bigquery(source) => &source.query,
+            CheckSource::Http(source) => &source.url,
+            CheckSource::CloudLogging(source) => &source.filter,
+            CheckSource::CloudMonitoring(source) => &source.filter,
+            CheckSource::Prometheus(source) => &source.query,
+        }
+    }
+
+    /// The key holding [`CheckSource::query_text`] in service files.
+    pub fn query_key(&self) -> &'static str {
+        match self {
+            CheckSource::Bigquery(_) | CheckSource::Prometheus(_) => "query",
+            CheckSource::Http(_) => "url",
+            CheckSource::CloudLogging(_) | CheckSource::CloudMonitoring(_) => "filter",
+        }
+    }
+}
+
+impl CheckConfig {
+    /// The check's provider.
+    pub fn provider(&self) -> Provider {
+        self.source.provider()
+    }
 }
 
 /// Where alerts go. Secrets are never written in service files: only the names of the
@@ -506,7 +767,7 @@ impl ServiceConfig {
 
 /// Default values, shared by serde and `Default` impls so the two never disagree.
 pub(crate) mod defaults {
-    use super::{Gate, HumanDuration, InconclusivePolicy};
+    use super::{Gate, HumanDuration, InconclusivePolicy, RequestMetricsSource};
     use std::time::Duration;
 
     pub fn context() -> String {
@@ -571,6 +832,24 @@ pub(crate) mod defaults {
     }
     pub fn gates() -> Vec<Gate> {
         vec![Gate::Health]
+    }
+    pub fn check_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn check_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+    pub fn maximum_bytes_billed() -> u64 {
+        10_000_000_000
+    }
+    pub fn aligner() -> String {
+        "ALIGN_SUM".into()
+    }
+    pub fn reducer() -> String {
+        "REDUCE_SUM".into()
+    }
+    pub fn request_metrics() -> RequestMetricsSource {
+        RequestMetricsSource::CloudLogging
     }
     pub fn slack_webhook_env() -> String {
         "SLACK_WEBHOOK_URL".into()

@@ -16,7 +16,7 @@ use super::{
     diagnostic::LineIndex,
     files::{self, FileProblem},
     locate::{span_in, Part},
-    Comparison, Diagnostic, Diagnostics, DurationRange, HumanDuration, Provider, ServiceConfig,
+    CheckSource, Comparison, Diagnostic, Diagnostics, DurationRange, HumanDuration, ServiceConfig,
     Target, Unit,
 };
 
@@ -547,19 +547,93 @@ fn check_checks(config: &ServiceConfig, report: &mut Report<'_>) {
                 "give each check of a service a unique name",
             );
         }
-        if check.query.trim().is_empty() {
+        let query_key = check.source.query_key();
+        let query = check.source.query_text();
+        if query.trim().is_empty() {
             report.error(
-                &at("query"),
-                format!("check `{}` has an empty query", check.name),
+                &at(query_key),
+                format!("check `{}` has an empty `{query_key}`", check.name),
                 "write the provider's query (SQL, PromQL, a filter or a URL)",
             );
         }
-        if check.provider == Provider::Http && check.field.is_none() {
+        let unknown = crate::checks::unknown_placeholders(query);
+        if !unknown.is_empty() {
             report.error(
-                &[Part::Key("checks"), Part::Index(index)],
-                format!("http check `{}` has no `field`", check.name),
-                "name the JSON field holding the value, e.g. `field = \"coverage.percent\"`",
+                &at(query_key),
+                format!(
+                    "check `{}` uses unknown placeholder{} {}",
+                    check.name,
+                    if unknown.len() > 1 { "s" } else { "" },
+                    unknown
+                        .iter()
+                        .map(|name| format!("`{{{name}}}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &format!(
+                    "placeholders are {}; write `{{{{` for a literal brace",
+                    crate::checks::PLACEHOLDERS
+                        .iter()
+                        .map(|name| format!("`{{{name}}}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             );
+        }
+        match &check.source {
+            CheckSource::Http(http) => {
+                if !(http.url.starts_with('/')
+                    || http.url.starts_with("http://")
+                    || http.url.starts_with("https://"))
+                {
+                    report.error(
+                        &at("url"),
+                        format!(
+                            "http check `{}`: `url` is neither an absolute URL nor a path",
+                            check.name
+                        ),
+                        "write `https://host/path` or a path on the service such as `/stats`",
+                    );
+                }
+                if http.field.trim().is_empty() {
+                    report.error(
+                        &at("field"),
+                        format!("http check `{}` has an empty `field`", check.name),
+                        "name the JSON field holding the value, e.g. `field = \"coverage.percent\"`",
+                    );
+                }
+            }
+            CheckSource::Bigquery(bigquery) if bigquery.maximum_bytes_billed == 0 => {
+                report.error(
+                    &at("maximum_bytes_billed"),
+                    format!("check `{}`: `maximum_bytes_billed` is zero", check.name),
+                    "allow the bytes the query reads, e.g. `10_000_000_000` (10 GB)",
+                );
+            }
+            CheckSource::Prometheus(prometheus) => {
+                if let Some(url) = &prometheus.url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        report.error(
+                            &at("url"),
+                            format!(
+                                "prometheus check `{}`: `url` `{url}` is not an http(s) URL",
+                                check.name
+                            ),
+                            "write the server's base URL, e.g. `http://127.0.0.1:9090`",
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, value) in [("timeout", check.timeout), ("window", check.window)] {
+            if value.get().is_zero() {
+                report.error(
+                    &at(key),
+                    format!("check `{}`: `{key}` is zero", check.name),
+                    "give a positive duration such as `30s`",
+                );
+            }
         }
         if check.gates.is_empty() {
             report.error(

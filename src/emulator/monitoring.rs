@@ -466,8 +466,8 @@ fn parse_query(parameters: &[(String, String)]) -> Result<Query, ApiError> {
             "aggregation.alignmentPeriod" => {
                 query.alignment_period = Some(parse_seconds(name, value)?)
             }
-            "aggregation.perSeriesAligner" => query.aligner = value.clone(),
-            "aggregation.crossSeriesReducer" => query.reducer = value.clone(),
+            "aggregation.perSeriesAligner" => query.aligner = aligner_name(value),
+            "aggregation.crossSeriesReducer" => query.reducer = reducer_name(value),
             "aggregation.groupByFields" => query.group_by.push(value.clone()),
             "pageSize" => {
                 query.page_size = value
@@ -516,6 +516,43 @@ fn parse_query(parameters: &[(String, String)]) -> Result<Query, ApiError> {
         return Err(ApiError::invalid("the filter must name a metric.type"));
     }
     Ok(query)
+}
+
+/// An aligner by name; Google's clients send enums as their numbers (`enum-encoding=int`).
+fn aligner_name(value: &str) -> String {
+    let name = match value {
+        "0" => "ALIGN_NONE",
+        "1" => "ALIGN_DELTA",
+        "2" => "ALIGN_RATE",
+        "3" => "ALIGN_INTERPOLATE",
+        "4" => "ALIGN_NEXT_OLDER",
+        "10" => "ALIGN_MIN",
+        "11" => "ALIGN_MAX",
+        "12" => "ALIGN_MEAN",
+        "13" => "ALIGN_COUNT",
+        "14" => "ALIGN_SUM",
+        "15" => "ALIGN_STDDEV",
+        "18" => "ALIGN_PERCENTILE_99",
+        "19" => "ALIGN_PERCENTILE_95",
+        "20" => "ALIGN_PERCENTILE_50",
+        "21" => "ALIGN_PERCENTILE_05",
+        other => other,
+    };
+    name.to_string()
+}
+
+/// A reducer by name (numbers as [`aligner_name`]).
+fn reducer_name(value: &str) -> String {
+    let name = match value {
+        "0" => "REDUCE_NONE",
+        "1" => "REDUCE_MEAN",
+        "2" => "REDUCE_MIN",
+        "3" => "REDUCE_MAX",
+        "4" => "REDUCE_SUM",
+        "6" => "REDUCE_COUNT",
+        other => other,
+    };
+    name.to_string()
 }
 
 /// Splits a filter on `AND` outside quotes.

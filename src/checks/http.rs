@@ -1,0 +1,158 @@
+//! The `http` provider: GET a URL, read a number at a dotted JSON field.
+//!
+//! A non-2xx answer is an error (a 503 from a stats endpoint is not a measurement); a field
+//! that is `null` is no data; a field that is missing or not a number is a malformed answer.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{excerpt, link::redact_url, MetricProvider, ProviderError, Query, Sample};
+
+const PROVIDER: &str = "http";
+
+/// The `http` provider.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: Option<reqwest::Client>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    /// A provider with its own connection pool.
+    pub fn new() -> Self {
+        crate::install_crypto_provider();
+        Self {
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .user_agent(concat!("deployer/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .ok(),
+        }
+    }
+}
+
+/// The value at `path` (`a.b.0.c`: object keys, array indexes) in `document`.
+pub fn field<'a>(document: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|segment| !segment.is_empty())
+        .try_fold(document, |current, segment| match current {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
+/// A JSON value as a measurement: numbers, numeric strings, booleans (1/0); `null` is no data.
+pub fn to_sample(value: &Value, what: &str) -> Result<Sample, String> {
+    match value {
+        Value::Null => Ok(Sample::NoData {
+            reason: format!("{what} is null"),
+        }),
+        Value::Number(number) => number
+            .as_f64()
+            .map(Sample::value)
+            .ok_or_else(|| format!("{what} is not a finite number")),
+        Value::String(text) => text
+            .trim()
+            .parse::<f64>()
+            .map(Sample::value)
+            .map_err(|_| format!("{what} is the text `{}`, not a number", excerpt(text, 40))),
+        Value::Bool(flag) => Ok(Sample::value(if *flag { 1.0 } else { 0.0 })),
+        Value::Array(_) | Value::Object(_) => Err(format!("{what} is not a number")),
+    }
+}
+
+#[async_trait]
+impl MetricProvider for Http {
+    async fn sample(&self, query: &Query) -> Result<Sample, ProviderError> {
+        let Query::Http { url, field: path } = query else {
+            return Err(ProviderError::Rejected {
+                provider: PROVIDER,
+                message: "not an http query".into(),
+            });
+        };
+        let client = self.client.as_ref().ok_or(ProviderError::Unavailable {
+            provider: PROVIDER,
+            message: "cannot create an HTTP client".into(),
+        })?;
+        let shown = redact_url(url);
+        let response =
+            client
+                .get(url)
+                .send()
+                .await
+                .map_err(|error| ProviderError::Unavailable {
+                    provider: PROVIDER,
+                    message: format!("GET {shown}: {}", error.without_url()),
+                })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| ProviderError::Unavailable {
+                provider: PROVIDER,
+                message: format!("GET {shown}: {}", error.without_url()),
+            })?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            let message = format!(
+                "GET {shown} answered HTTP {status}: {}",
+                excerpt(&text, 200)
+            );
+            return Err(if status.is_server_error() {
+                ProviderError::Unavailable {
+                    provider: PROVIDER,
+                    message,
+                }
+            } else {
+                ProviderError::Rejected {
+                    provider: PROVIDER,
+                    message,
+                }
+            });
+        }
+        let document: Value =
+            serde_json::from_slice(&body).map_err(|error| ProviderError::Malformed {
+                provider: PROVIDER,
+                message: format!("GET {shown}: the answer is not JSON ({error})"),
+            })?;
+        let value = field(&document, path).ok_or_else(|| ProviderError::Malformed {
+            provider: PROVIDER,
+            message: format!("GET {shown}: the answer has no field `{path}`"),
+        })?;
+        to_sample(value, &format!("field `{path}`")).map_err(|message| ProviderError::Malformed {
+            provider: PROVIDER,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_fields_reach_objects_and_arrays() {
+        let document = json!({"coverage": {"percent": 92.4}, "items": [{"n": "7"}], "gone": null});
+        assert_eq!(field(&document, "coverage.percent"), Some(&json!(92.4)));
+        assert_eq!(
+            to_sample(field(&document, "items.0.n").unwrap(), "x").unwrap(),
+            Sample::value(7.0)
+        );
+        assert!(matches!(
+            to_sample(field(&document, "gone").unwrap(), "x").unwrap(),
+            Sample::NoData { .. }
+        ));
+        assert!(field(&document, "coverage.missing").is_none());
+        assert!(to_sample(&json!("ninety"), "x").is_err());
+        assert!(to_sample(&json!({"a": 1}), "x").is_err());
+    }
+}
