@@ -10,6 +10,9 @@
 
 mod support;
 
+#[path = "fixtures/bigquery/seed.rs"]
+mod seed;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -32,13 +35,20 @@ use deployer::{
     },
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployError, DeployRequest, Driver, NoChecks},
+        driver::{DeployError, DeployRequest, Driver, GateChecks, NoChecks},
         events::{Event, Outcome, RolloutReporter},
+        gates::ServiceChecks,
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{LockError, LOCK_ANNOTATION},
         machine::Phase,
     },
+};
+use std::sync::{atomic::AtomicU64, Arc};
+
+use deployer::{
+    checks::{ProviderEndpoints, Providers},
+    config::ServiceConfig,
 };
 use support::{hello_image, start_emulator, Load};
 
@@ -292,12 +302,21 @@ impl Parts {
     }
 
     fn driver<'a>(&'a self, platform: &'a dyn Platform, state: &std::path::Path) -> Driver<'a> {
+        self.driver_with_checks(platform, state, &NoChecks)
+    }
+
+    fn driver_with_checks<'a>(
+        &'a self,
+        platform: &'a dyn Platform,
+        state: &std::path::Path,
+        checks: &'a dyn GateChecks,
+    ) -> Driver<'a> {
         Driver {
             platform,
             metrics: &self.metrics,
             analyser: &self.analyser,
             probe: &self.probe,
-            checks: &NoChecks,
+            checks,
             reporter: &self.recorder,
             prompter: &self.prompter,
             local_journal: LocalJournal::in_directory(state.to_path_buf()),
@@ -936,5 +955,244 @@ async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
         fixture.revision(&journal.canary).await.labels["deployer-commit"],
         STABLE_COMMIT
     );
+    fixture.shutdown().await;
+}
+
+/// A service file for `name` on the emulator with the given `[[checks]]` tables.
+fn service_with_checks(name: &str, checks: &str) -> ServiceConfig {
+    toml::from_str(&format!(
+        r#"
+name = "{name}"
+runbook = "runbooks/hello.md"
+[target]
+kind = "local"
+[image]
+repository = "127.0.0.1:5000/hello"
+{checks}
+"#
+    ))
+    .unwrap()
+}
+
+/// A JSON endpoint whose `coverage` field the test sets (a data-quality metric of the service).
+async fn coverage_server(coverage: Arc<AtomicU64>) -> String {
+    let app =
+        axum::Router::new().route(
+            "/quality",
+            axum::routing::get(move || {
+                let coverage = coverage.clone();
+                async move {
+                    axum::Json(serde_json::json!({"coverage": coverage.load(Ordering::SeqCst)}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{address}/quality")
+}
+
+fn providers(emulator: &str, bigquery: Option<String>) -> Providers {
+    Providers::new(
+        ProviderEndpoints {
+            bigquery,
+            ..ProviderEndpoints::default()
+        }
+        .or_emulator(Some(emulator)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_check_at_the_degraded_level_stops_the_deploy_before_traffic() {
+    let fixture = Fixture::new("validated").await;
+    let bigquery = seed::endpoint();
+    seed::seed(&bigquery, "local", seed::Level::Degraded).await;
+    let config = service_with_checks(
+        "validated",
+        r#"
+[[checks]]
+name = "Vegas Line Coverage"
+provider = "bigquery"
+query = """
+SELECT ROUND(100 * SAFE_DIVIDE(SUM(IF(features[OFFSET(25)] > 0, 1, 0)), COUNT(*)), 1),
+       SUM(IF(features[OFFSET(25)] > 0, 1, 0)),
+       COUNT(*)
+FROM `{project}.nba_predictions.ml_feature_store_v2`
+WHERE game_date = DATE_SUB(CURRENT_DATE(), INTERVAL 1 DAY)
+"""
+comparison = ">="
+warn = 90
+critical = 70
+unit = "percent"
+gates = ["validation"]
+"#,
+    );
+    let checks = ServiceChecks::new(
+        &config,
+        &fixture.id,
+        providers(fixture.emulator.endpoint(), Some(bigquery)),
+    );
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver_with_checks(&fixture.platform, fixture.state.path(), &checks);
+    let report = driver
+        .deploy(&request("validated", NEW_COMMIT, None), never())
+        .await
+        .unwrap();
+    let Outcome::StoppedBeforeTraffic { reason } = &report.outcome else {
+        panic!("expected a stop, got {:?}", report.outcome);
+    };
+    assert!(
+        reason.contains("Vegas Line Coverage FAIL: 44.2%"),
+        "{reason}"
+    );
+    assert!(
+        parts.recorder.canary_percents().is_empty(),
+        "no traffic moved"
+    );
+    fixture.assert_serves_only(&fixture.stable).await;
+
+    // The provider down: the gate never passes.
+    let config = service_with_checks(
+        "validated",
+        r#"
+[[checks]]
+name = "Recent Predictions"
+provider = "bigquery"
+query = "SELECT COUNT(*) FROM `{project}.nba_predictions.player_prop_predictions`"
+comparison = ">"
+warn = 100
+critical = 10
+timeout = "3s"
+gates = ["validation"]
+"#,
+    );
+    let down = ServiceChecks::new(
+        &config,
+        &fixture.id,
+        providers(
+            fixture.emulator.endpoint(),
+            Some("http://127.0.0.1:1".into()),
+        ),
+    );
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver_with_checks(&fixture.platform, fixture.state.path(), &down);
+    let report = driver
+        .deploy(&request("validated", NEW_COMMIT, None), never())
+        .await
+        .unwrap();
+    let Outcome::StoppedBeforeTraffic { reason } = &report.outcome else {
+        panic!("expected a stop, got {:?}", report.outcome);
+    };
+    assert!(reason.contains("Recent Predictions ERROR"), "{reason}");
+    fixture.assert_serves_only(&fixture.stable).await;
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_check_turning_critical_rolls_back_naming_the_check() {
+    let fixture = Fixture::new("quality").await;
+    let coverage = Arc::new(AtomicU64::new(95));
+    let url = coverage_server(coverage.clone()).await;
+    let config = service_with_checks(
+        "quality",
+        &format!(
+            r#"
+[[checks]]
+name = "BDB Coverage"
+provider = "http"
+url = "{url}"
+field = "coverage"
+comparison = ">="
+warn = 90
+critical = 70
+unit = "percent"
+gates = ["canary"]
+"#
+        ),
+    );
+    let checks = ServiceChecks::new(
+        &config,
+        &fixture.id,
+        providers(fixture.emulator.endpoint(), None),
+    );
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let (report, rolled_back_after) = {
+        let driver = parts.driver_with_checks(&fixture.platform, fixture.state.path(), &checks);
+        let deploy_request = request("quality", NEW_COMMIT, None);
+        let deploy = driver.deploy(&deploy_request, never());
+        tokio::pin!(deploy);
+        // Once the canary has traffic, the data it produces degrades.
+        let turned = loop {
+            tokio::select! {
+                report = &mut deploy => panic!("finished before the check turned: {report:?}"),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if parts.recorder.canary_percents().contains(&10) {
+                coverage.store(10, Ordering::SeqCst);
+                break std::time::Instant::now();
+            }
+        };
+        let report = deploy.await.unwrap();
+        (report, turned.elapsed())
+    };
+    let Outcome::RolledBack { reason, revision } = &report.outcome else {
+        panic!("expected a rollback, got {:?}", report.outcome);
+    };
+    assert_eq!(revision, &fixture.stable);
+    assert!(reason.contains("BDB Coverage FAIL: 10%"), "{reason}");
+    println!(
+        "check CRITICAL → rollback written: {} ms",
+        rolled_back_after.as_millis()
+    );
+    fixture.assert_serves_only(&fixture.stable).await;
+    fixture.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_check_on_the_canarys_error_logs_rolls_back() {
+    let fixture = Fixture::new("logs").await;
+    let config = service_with_checks(
+        "logs",
+        r#"
+[[checks]]
+name = "Error Log Lines"
+provider = "cloud-logging"
+filter = 'resource.labels.service_name="{service}" AND resource.labels.revision_name="{revision}" AND severity>=ERROR'
+window = "10s"
+comparison = "<="
+warn = 1
+critical = 3
+gates = ["monitor"]
+"#,
+    );
+    let checks = ServiceChecks::new(
+        &config,
+        &fixture.id,
+        providers(fixture.emulator.endpoint(), None),
+    );
+    let parts = Parts::new(fixture.emulator.endpoint());
+    let driver = parts.driver_with_checks(&fixture.platform, fixture.state.path(), &checks);
+    // 3% of requests fail: the canary passes the request-error test (20% allowed), and its
+    // error log lines (one per 5xx) breach the monitor's check once it serves everything.
+    let mut canary = request("logs", NEW_COMMIT, Some("0.03"));
+    canary.policy.monitor_duration = HumanDuration(Duration::from_secs(20));
+    canary.policy.monitor_interval = HumanDuration(Duration::from_secs(2));
+    let report = driver.deploy(&canary, never()).await.unwrap();
+    let Outcome::RolledBack { reason, .. } = &report.outcome else {
+        panic!(
+            "expected a rollback, got {:?}\n{}",
+            report.outcome,
+            parts.recorder.transcript()
+        );
+    };
+    assert!(
+        reason.starts_with("post-deploy monitor: Error Log Lines FAIL"),
+        "{reason}"
+    );
+    assert!(
+        parts.recorder.canary_percents().contains(&100),
+        "it was promoted first"
+    );
+    fixture.assert_serves_only(&fixture.stable).await;
     fixture.shutdown().await;
 }

@@ -35,6 +35,13 @@ pub struct CheckArgs {
     /// The commit for `{commit}`.
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
+    #[command(flatten)]
+    pub providers: ProviderFlags,
+}
+
+/// Where the metric providers are (`check` and `deploy`).
+#[derive(Debug, Clone, Args)]
+pub struct ProviderFlags {
     /// BigQuery REST endpoint [default: Google's].
     #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
     pub bigquery_endpoint: Option<String>,
@@ -44,7 +51,7 @@ pub struct CheckArgs {
     /// Cloud Monitoring endpoint [default: the emulator for local targets, Google otherwise].
     #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
     pub monitoring_endpoint: Option<String>,
-    /// Prometheus server of checks that name none.
+    /// Prometheus server of checks that name none (and of `request_metrics = "prometheus"`).
     #[arg(long, env = "DEPLOYER_PROMETHEUS_URL", value_name = "URL")]
     pub prometheus_url: Option<String>,
 }
@@ -77,7 +84,11 @@ fn needs_platform(checks: &[&CheckConfig]) -> bool {
 
 /// Endpoints from the flags (and environment); for a local target the emulator serves
 /// Cloud Logging and Cloud Monitoring next to the Admin API.
-fn endpoints(config: &ServiceConfig, args: &CheckArgs, context: &Context) -> ProviderEndpoints {
+pub fn endpoints(
+    config: &ServiceConfig,
+    flags: &ProviderFlags,
+    context: &Context,
+) -> ProviderEndpoints {
     let emulator = match target::endpoint(config, context.endpoint.as_deref()) {
         crate::platform::cloud_run::Endpoint::Custom(url) if url.starts_with("http://") => {
             Some(url)
@@ -85,10 +96,10 @@ fn endpoints(config: &ServiceConfig, args: &CheckArgs, context: &Context) -> Pro
         _ => None,
     };
     ProviderEndpoints {
-        bigquery: args.bigquery_endpoint.clone(),
-        logging: args.logging_endpoint.clone(),
-        monitoring: args.monitoring_endpoint.clone(),
-        prometheus: args.prometheus_url.clone(),
+        bigquery: flags.bigquery_endpoint.clone(),
+        logging: flags.logging_endpoint.clone(),
+        monitoring: flags.monitoring_endpoint.clone(),
+        prometheus: flags.prometheus_url.clone(),
     }
     .or_emulator(emulator.as_deref())
 }
@@ -168,7 +179,7 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
         commit: args.commit.clone(),
         ..CheckContext::default()
     };
-    let providers = Providers::new(endpoints(&config, args, context));
+    let providers = Providers::new(endpoints(&config, &args.providers, context));
     let results = block_on(async {
         if needs_platform(&selected) {
             read_revisions(&config, &id, context, &mut check_context).await?;

@@ -8,18 +8,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{block_on, target, Context, UsageError};
 use crate::{
-    checks::cloud_monitoring::{CloudMonitoring, GOOGLE_ENDPOINT},
-    config::{Gate, HumanDuration, ServiceConfig, Target},
+    checks::Providers,
+    config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    platform::{
-        cloud_run::{CloudRunPlatform, Endpoint},
-        Platform, RetryPolicy,
-    },
+    platform::{cloud_run::CloudRunPlatform, Platform, RetryPolicy},
     rollout::driver::rollout_duration,
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployRequest, Driver, Interrupt, NoChecks},
+        driver::{DeployRequest, Driver, Interrupt},
         events::{Event, Outcome, RolloutReport, RolloutReporter},
+        gates::ServiceChecks,
         identity::{short, HttpProbe},
         journal::LocalJournal,
         machine::{MetricResult, Phase, Status},
@@ -61,10 +59,9 @@ pub struct DeployArgs {
     pub skip_preflight: bool,
     #[command(flatten)]
     pub preflight: super::preflight::PreflightFlags,
-    /// Cloud Monitoring endpoint for request counts [default: the emulator for local targets,
-    /// Google otherwise].
-    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
-    pub monitoring_endpoint: Option<String>,
+    /// Validation warnings of service checks are accepted too with `--accept-warnings`.
+    #[command(flatten)]
+    pub providers: super::check::ProviderFlags,
 }
 
 /// `--commit`: 7 to 40 hexadecimal digits (a full or abbreviated git commit id).
@@ -101,18 +98,6 @@ fn head_commit(root: &Path) -> Result<String, UsageError> {
         .and_then(|head| head.peel_to_commit())
         .map_err(|error| failure(error.message().to_string()))?;
     Ok(head.id().to_string())
-}
-
-fn monitoring_endpoint(config: &ServiceConfig, args: &DeployArgs, endpoint: &Endpoint) -> String {
-    if let Some(url) = &args.monitoring_endpoint {
-        return url.clone();
-    }
-    match (&config.target, endpoint) {
-        // The emulator serves Cloud Monitoring's API next to the Admin API.
-        (Target::Local { .. }, Endpoint::Custom(url)) => url.clone(),
-        (_, Endpoint::Custom(url)) if url.starts_with("http://") => url.clone(),
-        _ => GOOGLE_ENDPOINT.to_string(),
-    }
 }
 
 /// Progress: a spinner line on a terminal, plain lines otherwise.
@@ -406,27 +391,6 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         }
         let (image, commit, dirty) =
             image_to_deploy(context, &config, &workspace.root, args, &mut notes).await?;
-        // Service checks (BigQuery, logs, ...) are validated in service files but their
-        // providers are not part of this version: say so rather than pass them silently.
-        let unrun: Vec<&str> = config
-            .checks
-            .iter()
-            .filter(|check| {
-                check
-                    .gates
-                    .iter()
-                    .any(|gate| matches!(gate, Gate::Validation | Gate::Canary | Gate::Monitor))
-            })
-            .map(|check| check.name.as_str())
-            .collect();
-        if !unrun.is_empty() {
-            let note = format!(
-                "service checks not run by this version (their providers are not built yet): {}",
-                unrun.join(", ")
-            );
-            context.output.message(format!("warning: {note}"));
-            notes.push(note);
-        }
         if matches!(config.target, Target::Local { .. }) && !config.run.secrets.is_empty() {
             let note = format!(
                 "the local emulator does not resolve Secret Manager references: {} will be absent in the container",
@@ -449,7 +413,12 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             ready_timeout: args.ready_timeout.get(),
             accept_warnings: args.preflight.accept_warnings,
         };
-        let metrics = CloudMonitoring::new(&monitoring_endpoint(&config, args, &endpoint))?;
+        // Request counts (`rollout.request_metrics`) and the gated service checks read the
+        // same providers; for a local target the emulator serves Logging and Monitoring.
+        let endpoints = super::check::endpoints(&config, &args.providers, context);
+        let metrics = crate::checks::request_metrics_for(&config.rollout, &endpoints)
+            .context("the request metrics of `rollout.request_metrics` cannot be read")?;
+        let gates = ServiceChecks::new(&config, &request.id, Providers::new(endpoints));
         let analyser = SequentialAnalyser::new(&config.rollout)
             .context("the rollout policy is not usable by the analysis")?;
         let probe = HttpProbe::new();
@@ -457,10 +426,10 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         let prompter = super::prompt::prompter(context);
         let driver = Driver {
             platform: &platform,
-            metrics: &metrics,
+            metrics: metrics.as_ref(),
             analyser: &analyser,
             probe: &probe,
-            checks: &NoChecks,
+            checks: &gates,
             reporter: &progress,
             prompter: prompter.as_ref(),
             local_journal: LocalJournal::from_environment(),

@@ -65,8 +65,8 @@ pub struct CheckScope {
     pub commit: String,
     /// The canary's tag URL, if known (HTTP checks with a path go there).
     pub revision_url: Option<String>,
-    /// Time the look covers.
-    pub window: Duration,
+    /// The service URL (reaching the stable revision during a canary step).
+    pub stable_url: Option<String>,
 }
 
 /// The service checks gated on a deploy phase (`validation`, `canary`, `monitor`).
@@ -179,8 +179,10 @@ pub(super) struct Running {
     pub(super) etag: String,
     /// When the current step or monitor started (its traffic write landed).
     pub(super) step_started: Instant,
-    /// The canary's tag URL, once known.
-    pub(super) canary_url: Option<String>,
+    /// The canary's tag URL (without a path), once known.
+    pub(super) canary_base: Option<String>,
+    /// The service's main URL, once known.
+    pub(super) service_url: Option<String>,
 }
 
 impl Running {
@@ -397,7 +399,8 @@ impl Driver<'_> {
             },
             etag: snapshot.etag.clone(),
             step_started: Instant::now(),
-            canary_url: None,
+            canary_base: None,
+            service_url: Some(snapshot.uri.clone()),
         };
 
         // Safety: the new revision starts at 0% with a tag, and the rest of the split names the
@@ -410,7 +413,7 @@ impl Driver<'_> {
         let created = self.write(id, &mut running, State::start(), update).await;
         let (state, action) = match created {
             Ok(snapshot) => {
-                running.canary_url = tag_url(&snapshot, &request.health);
+                running.canary_base = tag_url(&snapshot);
                 self.reporter.event(&Event::RevisionCreated {
                     revision: canary.clone(),
                 });
@@ -489,10 +492,7 @@ impl Driver<'_> {
                 Action::Validate => {
                     let results = self
                         .checks
-                        .run(
-                            Gate::Validation,
-                            &self.scope(request, running, Duration::ZERO),
-                        )
+                        .run(Gate::Validation, &self.scope(request, running))
                         .await;
                     self.reporter.event(&Event::Validation {
                         results: results.clone(),
@@ -603,8 +603,8 @@ impl Driver<'_> {
                 ServiceUpdate::traffic(traffic.clone()),
             )
             .await?;
-        if running.canary_url.is_none() {
-            running.canary_url = tag_url(&snapshot, &request.health);
+        if running.canary_base.is_none() {
+            running.canary_base = tag_url(&snapshot);
         }
         running.step_started = Instant::now();
         self.reporter.event(&Event::TrafficMoved {
@@ -700,13 +700,13 @@ impl Driver<'_> {
         Written::Failed("the journal could not be written".into())
     }
 
-    fn scope(&self, request: &DeployRequest, running: &Running, window: Duration) -> CheckScope {
+    fn scope(&self, request: &DeployRequest, running: &Running) -> CheckScope {
         CheckScope {
             revision: running.journal.canary.clone(),
             stable_revision: running.journal.stable.clone(),
             commit: request.commit.clone(),
-            revision_url: running.canary_url.clone(),
-            window,
+            revision_url: running.canary_base.clone(),
+            stable_url: running.service_url.clone(),
         }
     }
 
@@ -772,8 +772,9 @@ impl Driver<'_> {
                 }
             } else {
                 running
-                    .canary_url
-                    .clone()
+                    .canary_base
+                    .as_ref()
+                    .map(|base| format!("{base}{}", request.health.path))
                     .ok_or_else(|| format!("the platform reports no URL for tag `{CANARY_TAG}`"))
             };
             let name = if monitoring {
@@ -793,7 +794,7 @@ impl Driver<'_> {
                 },
             }
         };
-        let scope = self.scope(request, running, window);
+        let scope = self.scope(request, running);
         let checks = async {
             if self.checks.gates(gate) {
                 self.checks.run(gate, &scope).await
@@ -850,12 +851,14 @@ impl Driver<'_> {
             .map_err(|error| IdentityError::Unreachable(error.to_string()))?
             .ok_or_else(|| IdentityError::Unreachable(format!("`{}` disappeared", id.name)))?;
         running.etag = snapshot.etag.clone();
-        let url = tag_url(&snapshot, &request.health).ok_or_else(|| {
+        let url = tag_url(&snapshot).ok_or_else(|| {
             IdentityError::Unreachable(format!(
                 "the platform reports no URL for tag `{CANARY_TAG}`"
             ))
         })?;
-        running.canary_url = Some(url.clone());
+        running.canary_base = Some(url.clone());
+        running.service_url = Some(snapshot.uri.clone());
+        let url = format!("{url}{}", request.health.path);
         identity::verify_url(self.probe, &url, expected).await?;
         self.reporter.event(&Event::IdentityVerified {
             url,
@@ -878,11 +881,11 @@ impl Driver<'_> {
     }
 }
 
-/// The health URL of the canary's tag, if the platform reports one.
-pub(super) fn tag_url(snapshot: &ServiceSnapshot, health: &HealthConfig) -> Option<String> {
+/// The URL of the canary's tag (without a path), if the platform reports one.
+pub(super) fn tag_url(snapshot: &ServiceSnapshot) -> Option<String> {
     snapshot
         .tag_uri(CANARY_TAG)
-        .map(|url| format!("{}{}", url.trim_end_matches('/'), health.path))
+        .map(|url| url.trim_end_matches('/').to_string())
 }
 
 /// The split with the canary at `percent` and the stable revision at the rest.

@@ -1,6 +1,6 @@
 //! Guarded rollouts: the plan, the pure decisions, the driver, the lock and the journal.
 //!
-//! [`events`] is what a rollout reports; [`machine`] decides (pure, table-tested: `advance(state, input) -> (state, action)`);
+//! [`events`] is what a rollout reports; [`gates`] turns service checks into metrics of a look; [`machine`] decides (pure, table-tested: `advance(state, input) -> (state, action)`);
 //! [`driver`] acts (the only async loop, through the [`Platform`](crate::platform::Platform)
 //! trait); [`naming`] chooses rollout ids and revision names; [`rollback`] is the emergency
 //! rollback write, which the driver's own rollbacks reuse; [`lock`] keeps rollouts of one service
@@ -11,6 +11,7 @@
 pub mod analyser;
 pub mod driver;
 pub mod events;
+pub mod gates;
 pub mod identity;
 pub mod journal;
 pub mod lock;

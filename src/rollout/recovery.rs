@@ -100,7 +100,8 @@ impl Driver<'_> {
                     ),
                 );
                 let mut running = Running {
-                    canary_url: tag_url(&snapshot, &request.health),
+                    canary_base: tag_url(&snapshot),
+                    service_url: Some(snapshot.uri.clone()),
                     journal,
                     etag: snapshot.etag,
                     step_started: Instant::now(),
@@ -128,7 +129,8 @@ impl Driver<'_> {
             }
             Recovery::RollBack => {
                 let mut running = Running {
-                    canary_url: None,
+                    canary_base: None,
+                    service_url: Some(snapshot.uri.clone()),
                     journal: journal.clone(),
                     etag: snapshot.etag.clone(),
                     step_started: Instant::now(),
