@@ -14,7 +14,18 @@ prometheus_has_samples() {
         grep -q '"job":"self"'
 }
 
+# A Prometheus already listening is reused only if it reads our targets directory: one started
+# for another checkout would never scrape the emulators these tests start.
+prometheus_is_ours() {
+    curl -fsS --max-time 2 "http://$prometheus_address/api/v1/status/config" 2>/dev/null |
+        grep -qF "$prometheus_dir/targets/"
+}
+
 mkdir -p "$prometheus_dir/targets"
+if curl -fsS -o /dev/null --max-time 2 "http://$prometheus_address/-/ready" 2>/dev/null && ! prometheus_is_ours; then
+    echo "error: a Prometheus on http://$prometheus_address scrapes another checkout's targets (not $prometheus_dir/targets); stop it, or run the tests from that checkout" >&2
+    exit 1
+fi
 if ! prometheus_has_samples; then
     if ! curl -fsS -o /dev/null --max-time 2 "http://$prometheus_address/-/ready" 2>/dev/null; then
         if ! command -v prometheus >/dev/null 2>&1; then
