@@ -627,7 +627,11 @@ impl Platform for CloudRunPlatform {
             .set_service(service)
             .poller()
             .until_done();
-        let created = self.wait("create service", request, &id.path()).await?;
+        let waiting = format!(
+            "Cloud Run creating `{}` (its operation)",
+            crate::untrusted::escaped(&id.name)
+        );
+        let created = self.wait(&waiting, request, &id.path()).await?;
         self.decode_service(id, &created)
     }
 
@@ -690,7 +694,11 @@ impl Platform for CloudRunPlatform {
             .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(paths))
             .poller()
             .until_done();
-        let updated = self.wait("update service", request, &id.path()).await?;
+        let waiting = format!(
+            "Cloud Run applying the update of `{}` (its operation)",
+            crate::untrusted::escaped(&id.name)
+        );
+        let updated = self.wait(&waiting, request, &id.path()).await?;
         self.decode_service(id, &updated)
     }
 }
