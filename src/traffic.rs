@@ -125,7 +125,9 @@ impl TrafficGenerator {
                     Ok(None) => "the service does not exist yet".to_string(),
                     Err(error) => format!("cannot read the URL of `{id}`: {error}"),
                 };
-                tracing::warn!("synthetic traffic not started yet: {problem}; retrying in {wait:?}");
+                tracing::warn!(
+                    "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
+                );
                 shared.set_problem(Some(problem));
                 if tokio::time::Instant::now() + wait >= deadline {
                     return;
@@ -346,7 +348,10 @@ mod tests {
         wait_for(&hits, 5).await;
         let summary = generator.stop();
         assert!(summary.started, "{summary:?}");
-        assert!(summary.describe().contains("requests answered"), "{summary:?}");
+        assert!(
+            summary.describe().contains("requests answered"),
+            "{summary:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,9 +1,15 @@
 //! Faults: every Google API call bounded, every safety write persistent (issue 14).
 //!
+//! The second part is a small fault matrix against the emulator (real containers, Google's
+//! client, the real `Driver`): Admin API 429s, 503s and latency × a healthy or a faulty canary,
+//! asserting the outcome, one revision at 100% and no lock left behind.
+//!
 //! The first part drives the real `CloudRunPlatform` (Google's official client) against broken
 //! local endpoints — a silent one, a slow drip, connection resets, a refused port, an endless
 //! `nextPageToken`, an operation that never finishes — with tokio's paused clock: the waits
 //! are the policy's, not the test machine's, and nothing sleeps.
+
+mod support;
 
 use std::{
     sync::{
@@ -188,9 +194,7 @@ impl FakeApi {
                 )
                     .into_response();
                 for (name, value) in headers {
-                    response
-                        .headers_mut()
-                        .insert(name, value.parse().unwrap());
+                    response.headers_mut().insert(name, value.parse().unwrap());
                 }
                 response
             }
@@ -260,7 +264,11 @@ async fn a_429_is_throttling_with_the_retry_after_the_api_asked_for() {
     let platform = platform(&api.url).await;
     let error = platform.service(&id()).await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)), "{error:?}");
+    assert_eq!(
+        error.retry_after(),
+        Some(Duration::from_secs(7)),
+        "{error:?}"
+    );
     assert!(error.to_string().contains(&api.url), "{error}");
 }
 
@@ -268,8 +276,7 @@ async fn a_429_is_throttling_with_the_retry_after_the_api_asked_for() {
 /// waited for a short deadline, the error says what was waited for, and the rollback re-reads
 /// and tries again until its own budget is spent.
 #[tokio::test]
-async fn a_rollback_whose_operation_never_finishes_stops_at_its_budget_saying_what_it_waited_for(
-) {
+async fn a_rollback_whose_operation_never_finishes_stops_at_its_budget_saying_what_it_waited_for() {
     let api = FakeApi::start(|method, path| {
         let operation = serde_json::json!({
             "name": "projects/p/locations/r/operations/op-1",
@@ -306,4 +313,205 @@ async fn a_rollback_whose_operation_never_finishes_stops_at_its_budget_saying_wh
         "{message}"
     );
     assert!(message.contains("gave up after"), "tried again: {message}");
+}
+
+// ---- The fault matrix on the emulator ----------------------------------------------------
+
+mod matrix {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use deployer::{
+        checks::cloud_monitoring::CloudMonitoring,
+        config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
+        emulator::faults::FaultConfig,
+        interaction::Unattended,
+        platform::{
+            cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
+            Platform, RetryPolicy, RevisionSettings, RevisionSpec, ServiceId,
+        },
+        rollout::{
+            analyser::SequentialAnalyser,
+            driver::{DeployRequest, Driver, NoChecks},
+            events::{Event, Outcome, RolloutReporter},
+            identity::HttpProbe,
+            journal::LocalJournal,
+            lock::LOCK_ANNOTATION,
+        },
+    };
+
+    use super::support::{hello_image, start_emulator, Load};
+
+    /// Nothing recorded: the matrix asserts on the report and the service.
+    struct Quiet;
+
+    impl RolloutReporter for Quiet {
+        fn event(&self, _: &Event) {}
+    }
+
+    fn env(name: &str, commit: &str, fail_rate: Option<&str>) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([
+            ("SERVICE_NAME".to_string(), name.to_string()),
+            ("BUILD_COMMIT".to_string(), commit.to_string()),
+        ]);
+        if let Some(rate) = fail_rate {
+            env.insert("FAIL_RATE".into(), rate.into());
+        }
+        env
+    }
+
+    /// 10% → 100%, a look a second: a healthy canary passes after ~22 requests at 10%.
+    fn policy() -> RolloutConfig {
+        RolloutConfig {
+            steps: vec![10, 100],
+            hold: HumanDuration(Duration::from_secs(20)),
+            interval: HumanDuration(Duration::from_secs(1)),
+            max_error_rate: 0.2,
+            min_requests: 20,
+            inconclusive: InconclusivePolicy::Rollback,
+            monitor_duration: HumanDuration(Duration::from_secs(2)),
+            monitor_interval: HumanDuration(Duration::from_secs(1)),
+            consecutive_error_limit: 3,
+            ..RolloutConfig::default()
+        }
+    }
+
+    /// Deploys a canary (`fail_rate` of its answers 500s) under `faults` on the Admin API and
+    /// checks the end state: `expect_promoted` or rolled back to the stable revision, exactly
+    /// one revision at 100%, no lock left.
+    async fn deploy_under(
+        name: &str,
+        faults: FaultConfig,
+        fail_rate: Option<&str>,
+        expect_promoted: bool,
+    ) {
+        let directory = tempfile::tempdir().unwrap();
+        let emulator = start_emulator(&directory.path().join("emulator")).await;
+        let platform = CloudRunPlatform::connect(
+            &Endpoint::Custom(emulator.endpoint().to_string()),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let id = ServiceId {
+            project: "local".into(),
+            region: "local".into(),
+            name: name.into(),
+        };
+        let stable = format!("{name}-stable");
+        let stable_commit = "5ab1e00000000000000000000000000000000001";
+        let created = platform
+            .create(
+                &id,
+                &RevisionSpec {
+                    name: stable.clone(),
+                    image: hello_image().to_string(),
+                    labels: revision_labels(stable_commit),
+                    base: None,
+                    settings: RevisionSettings {
+                        env: env(name, stable_commit, None),
+                        ..RevisionSettings::default()
+                    },
+                },
+            )
+            .await
+            .unwrap();
+        let load = Load::start(&created.uri, 50, Duration::from_secs(120));
+        emulator.set_faults(faults.clone()).unwrap();
+
+        let commit = "c0ffee0000000000000000000000000000000002";
+        let metrics = CloudMonitoring::new(emulator.endpoint()).unwrap();
+        let analyser = SequentialAnalyser::new(&policy()).unwrap();
+        let probe = HttpProbe::new();
+        let state = tempfile::tempdir().unwrap();
+        let driver = Driver {
+            platform: &platform,
+            metrics: &metrics,
+            analyser: &analyser,
+            probe: &probe,
+            checks: &NoChecks,
+            reporter: &Quiet,
+            prompter: &Unattended::default(),
+            local_journal: LocalJournal::in_directory(state.path().to_path_buf()),
+            retry: RetryPolicy::default(),
+        };
+        let request = DeployRequest {
+            id: id.clone(),
+            service_name: name.into(),
+            image: hello_image().to_string(),
+            commit: commit.into(),
+            dirty: None,
+            run: RunConfig::default(),
+            env: env(name, commit, fail_rate),
+            policy: policy(),
+            health: HealthConfig {
+                timeout: HumanDuration(Duration::from_secs(2)),
+                ..HealthConfig::default()
+            },
+            lock_wait: Duration::ZERO,
+            ready_timeout: Duration::from_secs(30),
+            accept_warnings: false,
+        };
+        let report = driver
+            .deploy(&request, Box::pin(std::future::pending()))
+            .await
+            .unwrap_or_else(|error| panic!("{faults:?}: {error}"));
+        emulator.set_faults(FaultConfig::default()).unwrap();
+        load.finish().await;
+
+        let snapshot = platform.service(&id).await.unwrap().unwrap();
+        let expected = match (&report.outcome, expect_promoted) {
+            (Outcome::Promoted { revision }, true) => revision.clone(),
+            (Outcome::RolledBack { revision, .. }, false) => {
+                assert_eq!(revision, &stable);
+                stable.clone()
+            }
+            (other, _) => panic!("{faults:?}: unexpected outcome {other:?}"),
+        };
+        assert_eq!(snapshot.serving(), [(expected, 100)], "{faults:?}");
+        assert!(
+            !snapshot.annotations.contains_key(LOCK_ANNOTATION),
+            "{faults:?}: no lock left behind"
+        );
+        emulator.shutdown().await;
+    }
+
+    /// With 30% of Admin API writes answering 429, a faulty canary's automatic rollback failed
+    /// after 5 quick tries (exit 5, split left 90/10).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_faulty_canary_is_rolled_back_through_429s_on_30_percent_of_writes() {
+        let faults = FaultConfig {
+            error_rate: 0.3,
+            error_status: Some(429),
+            path_prefix: Some("/v2/".into()),
+            method: Some("PATCH".into()),
+            ..FaultConfig::default()
+        };
+        deploy_under("throttled", faults, Some("0.5"), false).await;
+    }
+
+    /// A first service read failed the deploy after 4 retries in 4 s (exit 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_healthy_canary_is_promoted_through_503s_and_latency_on_30_percent_of_reads() {
+        let faults = FaultConfig {
+            error_rate: 0.3,
+            error_status: Some(503),
+            path_prefix: Some("/v2/".into()),
+            method: Some("GET".into()),
+            latency_ms: 200,
+            ..FaultConfig::default()
+        };
+        deploy_under("unavailable", faults, None, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_faulty_canary_is_rolled_back_through_500s_and_latency_on_every_kind_of_call() {
+        let faults = FaultConfig {
+            error_rate: 0.2,
+            error_status: Some(500),
+            path_prefix: Some("/v2/".into()),
+            latency_ms: 100,
+            ..FaultConfig::default()
+        };
+        deploy_under("internal", faults, Some("0.5"), false).await;
+    }
 }

@@ -411,7 +411,6 @@ impl RequestMetrics for CloudMonitoring {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,7 +425,9 @@ mod tests {
                     PointValue::DoubleValue(v) if v.is_finite() => {
                         serde_json::json!({"doubleValue": v})
                     }
-                    PointValue::DoubleValue(v) if v.is_nan() => serde_json::json!({"doubleValue": "NaN"}),
+                    PointValue::DoubleValue(v) if v.is_nan() => {
+                        serde_json::json!({"doubleValue": "NaN"})
+                    }
                     PointValue::DoubleValue(_) => serde_json::json!({"doubleValue": "Infinity"}),
                     PointValue::StringValue(v) => serde_json::json!({"stringValue": v}),
                     other => panic!("{other:?}"),
@@ -447,13 +448,19 @@ mod tests {
         let huge = PointValue::Int64Value(i64::MAX);
         let answer = [
             series("2xx", &[PointValue::Int64Value(10)]),
-            series("5xx", &[huge.clone(), huge.clone(), PointValue::Int64Value(2)]),
+            series(
+                "5xx",
+                &[huge.clone(), huge.clone(), PointValue::Int64Value(2)],
+            ),
         ];
         let error = request_counts_of(&answer).unwrap_err();
         assert!(error.contains("overflow"), "{error}");
         let doubles = [series(
             "5xx",
-            &[PointValue::DoubleValue(9.3e18), PointValue::DoubleValue(9.3e18)],
+            &[
+                PointValue::DoubleValue(9.3e18),
+                PointValue::DoubleValue(9.3e18),
+            ],
         )];
         assert!(request_counts_of(&doubles).is_err());
     }
@@ -468,7 +475,7 @@ mod tests {
             PointValue::DoubleValue(1e30),
             PointValue::StringValue("lots".into()),
         ] {
-            let answer = [series("5xx", &[value.clone()])];
+            let answer = [series("5xx", std::slice::from_ref(&value))];
             assert!(request_counts_of(&answer).is_err(), "{value:?}");
         }
     }
@@ -476,8 +483,17 @@ mod tests {
     #[test]
     fn plausible_counts_add_up_per_class() {
         let answer = [
-            series("2xx", &[PointValue::Int64Value(90), PointValue::DoubleValue(5.0)]),
-            series("5xx", &[PointValue::Int64Value(3), PointValue::StringValue("2".into())]),
+            series(
+                "2xx",
+                &[PointValue::Int64Value(90), PointValue::DoubleValue(5.0)],
+            ),
+            series(
+                "5xx",
+                &[
+                    PointValue::Int64Value(3),
+                    PointValue::StringValue("2".into()),
+                ],
+            ),
             series("4xx", &[PointValue::Int64Value(1)]),
         ];
         assert_eq!(

@@ -580,9 +580,7 @@ impl Platform for CloudRunPlatform {
                 .set_parent(id.path())
                 .set_page_token(token.clone())
                 .send();
-            let page = self
-                .call("listing the revisions", &id.path(), list)
-                .await?;
+            let page = self.call("listing the revisions", &id.path(), list).await?;
             revisions.extend(page.revisions.iter().map(decode_revision));
             if page.next_page_token.is_empty() {
                 revisions.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));

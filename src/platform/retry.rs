@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use super::{
-    Platform, PlatformError, RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate,
-};
+use super::{Platform, PlatformError, RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate};
 
 /// How often and how patiently transient failures are retried (docs/ROLLOUT.md, "Retries").
 ///

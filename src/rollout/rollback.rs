@@ -443,7 +443,11 @@ mod tests {
         let error = execute_with(&platform, snapshot, &plan, None, policy)
             .await
             .unwrap_err();
-        assert!(started.elapsed() <= policy.budget, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() <= policy.budget,
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             started.elapsed() >= policy.budget - policy.max_backoff,
             "kept trying for most of the budget: {:?}",
@@ -479,7 +483,10 @@ mod tests {
         ));
         let writes = platform.writes();
         let error = execute(&platform, snapshot, &plan, None).await.unwrap_err();
-        assert!(matches!(error, RollbackError::Platform(PlatformError::PermissionDenied(_))));
+        assert!(matches!(
+            error,
+            RollbackError::Platform(PlatformError::PermissionDenied(_))
+        ));
         assert_eq!(platform.writes(), writes);
     }
 }
