@@ -8,8 +8,8 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -17,8 +17,10 @@ use std::{
 use serde::Serialize;
 use tokio::{sync::Semaphore, task::JoinHandle};
 
+use crate::platform::{Platform, ServiceId};
+
 /// What the generator sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TrafficSummary {
     /// Requests answered.
     pub answered: u64,
@@ -26,6 +28,30 @@ pub struct TrafficSummary {
     pub server_errors: u64,
     /// Requests that got no answer (connection refused, timeout).
     pub unanswered: u64,
+    /// False when the generator never sent anything because it could not learn the service's
+    /// URL; `problem` then says why.
+    pub started: bool,
+    /// The last reason it could not start (or `None`).
+    pub problem: Option<String>,
+}
+
+impl TrafficSummary {
+    /// One line for the deploy report: what was sent, or that nothing was and why.
+    pub fn describe(&self) -> String {
+        if self.started {
+            format!(
+                "synthetic traffic: {} requests answered ({} with 5xx), {} unanswered",
+                self.answered, self.server_errors, self.unanswered
+            )
+        } else {
+            format!(
+                "synthetic traffic never started: {} (the canary had no requests to judge)",
+                self.problem
+                    .as_deref()
+                    .unwrap_or("stopped before the service's URL was known")
+            )
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +59,17 @@ struct Counters {
     answered: AtomicU64,
     server_errors: AtomicU64,
     unanswered: AtomicU64,
+    started: AtomicBool,
+    problem: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn set_problem(&self, problem: Option<String>) {
+        *self
+            .problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
 }
 
 /// A running generator; [`TrafficGenerator::stop`] ends it.
@@ -50,55 +87,57 @@ const MAX_IN_FLIGHT: usize = 64;
 /// round to zero, which panicked the timer.
 pub const MAX_RATE: u32 = 1000;
 
+/// Longest wait between two reads of the service's URL while it is not known.
+const MAX_URL_BACKOFF: Duration = Duration::from_secs(5);
+
 impl TrafficGenerator {
     /// Sends `rate` requests per second (at most [`MAX_RATE`]: a higher rate is sent at
     /// [`MAX_RATE`]) to `url` for at most `limit`.
     pub fn start(url: String, rate: u32, limit: Duration) -> Self {
         let counters = Arc::new(Counters::default());
+        counters.started.store(true, Ordering::Relaxed);
         let shared = Arc::clone(&counters);
-        crate::install_crypto_provider();
+        let deadline = tokio::time::Instant::now() + limit;
+        let task = tokio::spawn(async move { send(url, rate, deadline, shared).await });
+        Self { task, counters }
+    }
+
+    /// Like [`TrafficGenerator::start`], for the URL of service `id`, read from `platform`
+    /// until it is known: a failed read (or a service not created yet) is retried, not the end
+    /// of the traffic — one failed read at start used to disable the generator without a word
+    /// and the healthy canary was rolled back for lack of data. The summary says when it never
+    /// started, and why.
+    pub fn start_for_service(
+        platform: Arc<dyn Platform>,
+        id: ServiceId,
+        rate: u32,
+        limit: Duration,
+    ) -> Self {
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::clone(&counters);
+        let deadline = tokio::time::Instant::now() + limit;
         let task = tokio::spawn(async move {
-            let Ok(client) = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-            else {
-                tracing::warn!("cannot build an HTTP client: no synthetic traffic");
-                return;
-            };
-            let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-            if rate > MAX_RATE {
-                tracing::warn!(
-                    rate,
-                    "synthetic traffic is capped at {MAX_RATE} requests per second"
-                );
-            }
-            let period = Duration::from_secs(1) / rate.clamp(1, MAX_RATE);
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let deadline = tokio::time::Instant::now() + limit;
-            while tokio::time::Instant::now() < deadline {
-                ticks.tick().await;
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    continue;
+            let mut wait = Duration::from_millis(250);
+            let url = loop {
+                let problem = match platform.service(&id).await {
+                    Ok(Some(snapshot)) if !snapshot.uri.is_empty() => break snapshot.uri,
+                    Ok(Some(_)) => "the service has no URL yet".to_string(),
+                    Ok(None) => "the service does not exist yet".to_string(),
+                    Err(error) => format!("cannot read the URL of `{id}`: {error}"),
                 };
-                let client = client.clone();
-                let url = url.clone();
-                let counters = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    match client.get(&url).send().await {
-                        Ok(response) => {
-                            counters.answered.fetch_add(1, Ordering::Relaxed);
-                            if response.status().is_server_error() {
-                                counters.server_errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Err(_) => {
-                            counters.unanswered.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    drop(permit);
-                });
-            }
+                tracing::warn!(
+                    "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
+                );
+                shared.set_problem(Some(problem));
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_URL_BACKOFF);
+            };
+            shared.set_problem(None);
+            shared.started.store(true, Ordering::Relaxed);
+            send(url, rate, deadline, shared).await;
         });
         Self { task, counters }
     }
@@ -109,6 +148,13 @@ impl TrafficGenerator {
             answered: self.counters.answered.load(Ordering::Relaxed),
             server_errors: self.counters.server_errors.load(Ordering::Relaxed),
             unanswered: self.counters.unanswered.load(Ordering::Relaxed),
+            started: self.counters.started.load(Ordering::Relaxed),
+            problem: self
+                .counters
+                .problem
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -116,6 +162,56 @@ impl TrafficGenerator {
     pub fn stop(self) -> TrafficSummary {
         self.task.abort();
         self.summary()
+    }
+}
+
+/// Sends `rate` requests per second to `url` until `deadline`.
+async fn send(url: String, rate: u32, deadline: tokio::time::Instant, shared: Arc<Counters>) {
+    crate::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            shared.started.store(false, Ordering::Relaxed);
+            shared.set_problem(Some(format!("cannot build an HTTP client: {error}")));
+            tracing::warn!("cannot build an HTTP client: no synthetic traffic");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    if rate > MAX_RATE {
+        tracing::warn!(
+            rate,
+            "synthetic traffic is capped at {MAX_RATE} requests per second"
+        );
+    }
+    let period = Duration::from_secs(1) / rate.clamp(1, MAX_RATE);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while tokio::time::Instant::now() < deadline {
+        ticks.tick().await;
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            continue;
+        };
+        let client = client.clone();
+        let url = url.clone();
+        let counters = Arc::clone(&shared);
+        tokio::spawn(async move {
+            match client.get(&url).send().await {
+                Ok(response) => {
+                    counters.answered.fetch_add(1, Ordering::Relaxed);
+                    if response.status().is_server_error() {
+                        counters.server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => {
+                    counters.unanswered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -211,5 +307,69 @@ mod tests {
         .expect("unanswered requests are counted");
         let summary = generator.stop();
         assert_eq!(summary.answered, 0);
+    }
+
+    fn memory_service() -> (Arc<crate::platform::memory::MemoryPlatform>, ServiceId) {
+        let platform = Arc::new(crate::platform::memory::MemoryPlatform::new());
+        let id = ServiceId {
+            project: "p".into(),
+            region: "r".into(),
+            name: "svc".into(),
+        };
+        (platform, id)
+    }
+
+    async fn create(platform: &crate::platform::memory::MemoryPlatform, id: &ServiceId) {
+        let spec = crate::platform::RevisionSpec {
+            name: "svc-1".into(),
+            image: "a".into(),
+            labels: Default::default(),
+            base: None,
+            settings: Default::default(),
+        };
+        platform.create(id, &spec).await.unwrap();
+    }
+
+    /// One failed read at start disabled the local traffic generator without a word, and the
+    /// healthy canary was rolled back for lack of data.
+    #[tokio::test]
+    async fn a_failed_first_read_of_the_url_is_retried_and_traffic_flows() {
+        let (url, hits) = server(200).await;
+        let (platform, id) = memory_service();
+        create(&platform, &id).await;
+        platform.set_uri(&id, &url);
+        for _ in 0..2 {
+            platform.inject_read_failure(crate::platform::PlatformError::Unavailable(
+                "HTTP 503".into(),
+            ));
+        }
+        let generator =
+            TrafficGenerator::start_for_service(platform, id, 100, Duration::from_secs(60));
+        wait_for(&hits, 5).await;
+        let summary = generator.stop();
+        assert!(summary.started, "{summary:?}");
+        assert!(
+            summary.describe().contains("requests answered"),
+            "{summary:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_generator_that_never_learns_the_url_says_so_and_why() {
+        let (platform, id) = memory_service();
+        create(&platform, &id).await;
+        for _ in 0..1000 {
+            platform.inject_read_failure(crate::platform::PlatformError::Unavailable(
+                "`http://fake`: HTTP 503".into(),
+            ));
+        }
+        let generator =
+            TrafficGenerator::start_for_service(platform, id, 100, Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let summary = generator.stop();
+        assert!(!summary.started);
+        let line = summary.describe();
+        assert!(line.contains("never started"), "{line}");
+        assert!(line.contains("http://fake"), "{line}");
     }
 }

@@ -753,6 +753,7 @@ fn quick_retries() -> deployer::platform::RetryPolicy {
         attempts: 5,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(1),
+        ..Default::default()
     }
 }
 

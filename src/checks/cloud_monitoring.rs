@@ -28,6 +28,9 @@ use super::{
 };
 use crate::platform::ServiceId;
 
+/// The most pages of time series followed: an endless `nextPageToken` is an error, not a loop.
+const MAX_PAGES: usize = 100;
+
 /// Google's Cloud Monitoring endpoint.
 pub const GOOGLE_ENDPOINT: &str = "https://monitoring.googleapis.com";
 
@@ -104,7 +107,7 @@ impl Client {
             .set_end_time(google_cloud_wkt::Timestamp::clamp(end.timestamp(), 0));
         let mut series = Vec::new();
         let mut page_token = String::new();
-        loop {
+        for _ in 0..MAX_PAGES {
             let page = client
                 .list_time_series()
                 .set_name(format!("projects/{project}"))
@@ -131,7 +134,74 @@ impl Client {
             }
             page_token = page.next_page_token;
         }
+        Err(ListError::Malformed(format!(
+            "`{}`: still a next page after {MAX_PAGES} pages of time series",
+            self.label()
+        )))
     }
+}
+
+/// One point of a request count: a whole number of requests, or why it cannot be one.
+fn point_count(value: &PointValue) -> Result<Option<u64>, String> {
+    let impossible = |shown: String| Err(format!("a request count of {shown} is impossible"));
+    match value {
+        PointValue::Int64Value(value) => match u64::try_from(*value) {
+            Ok(count) => Ok(Some(count)),
+            Err(_) => impossible(value.to_string()),
+        },
+        PointValue::DoubleValue(value) => {
+            // 2^64 as f64: every finite value below it converts exactly after rounding.
+            const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+            if value.is_finite() && *value >= 0.0 && value.round() < LIMIT {
+                Ok(Some(value.round() as u64))
+            } else {
+                impossible(value.to_string())
+            }
+        }
+        PointValue::StringValue(text) => match text.trim().parse::<u64>() {
+            Ok(count) => Ok(Some(count)),
+            Err(_) => impossible(format!("`{}`", excerpt(text, 40))),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Request counts per response code class from `run.googleapis.com/request_count` series,
+/// in checked arithmetic: a negative, fractional-infinite or overflowing count, or more errors
+/// than requests, is a malformed answer — never a pass (two 5xx points of 2^63 used to add up
+/// to 0 errors and promote a failing canary).
+fn request_counts_of(series: &[TimeSeries]) -> Result<RequestCounts, String> {
+    let overflow = || "request counts overflow 64 bits".to_string();
+    let mut counts = RequestCounts::default();
+    for series in series {
+        let class = series
+            .metric
+            .as_ref()
+            .and_then(|metric| metric.labels.get("response_code_class"))
+            .map(String::as_str)
+            .unwrap_or_default();
+        let mut sum = 0u64;
+        for value in series
+            .points
+            .iter()
+            .filter_map(|point| point.value.as_ref()?.value.as_ref())
+        {
+            if let Some(count) = point_count(value)? {
+                sum = sum.checked_add(count).ok_or_else(overflow)?;
+            }
+        }
+        counts.total = counts.total.checked_add(sum).ok_or_else(overflow)?;
+        if class == "5xx" {
+            counts.errors = counts.errors.checked_add(sum).ok_or_else(overflow)?;
+        }
+    }
+    if counts.errors > counts.total {
+        return Err(format!(
+            "{} errors out of {} requests",
+            counts.errors, counts.total
+        ));
+    }
+    Ok(counts)
 }
 
 fn point_value(value: &PointValue) -> Option<f64> {
@@ -334,26 +404,104 @@ impl RequestMetrics for CloudMonitoring {
                     }
                 }
             })?;
-        let mut counts = RequestCounts::default();
-        for series in &series {
-            let class = series
-                .metric
-                .as_ref()
-                .and_then(|metric| metric.labels.get("response_code_class"))
-                .map(String::as_str)
-                .unwrap_or_default();
-            let sum: u64 = series
-                .points
-                .iter()
-                .filter_map(|point| point.value.as_ref()?.value.as_ref())
-                .filter_map(point_value)
-                .map(|value| value.max(0.0).round() as u64)
-                .sum();
-            counts.total += sum;
-            if class == "5xx" {
-                counts.errors += sum;
-            }
+        request_counts_of(&series).map_err(|message| MetricsError::Malformed {
+            provider: self.client.label(),
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series as the REST API answers it (decoded by the client's own model).
+    fn series(class: &str, values: &[PointValue]) -> TimeSeries {
+        let points: Vec<serde_json::Value> = values
+            .iter()
+            .map(|value| {
+                let value = match value {
+                    PointValue::Int64Value(v) => serde_json::json!({"int64Value": v.to_string()}),
+                    PointValue::DoubleValue(v) if v.is_finite() => {
+                        serde_json::json!({"doubleValue": v})
+                    }
+                    PointValue::DoubleValue(v) if v.is_nan() => {
+                        serde_json::json!({"doubleValue": "NaN"})
+                    }
+                    PointValue::DoubleValue(_) => serde_json::json!({"doubleValue": "Infinity"}),
+                    PointValue::StringValue(v) => serde_json::json!({"stringValue": v}),
+                    other => panic!("{other:?}"),
+                };
+                serde_json::json!({"value": value})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metric": {"type": "run.googleapis.com/request_count", "labels": {"response_code_class": class}},
+            "points": points,
+        }))
+        .unwrap()
+    }
+
+    /// Two 5xx points of 2^63 wrapped to 0 errors and the failing canary was promoted.
+    #[test]
+    fn two_5xx_points_of_2_pow_63_are_malformed_not_zero_errors() {
+        let huge = PointValue::Int64Value(i64::MAX);
+        let answer = [
+            series("2xx", &[PointValue::Int64Value(10)]),
+            series(
+                "5xx",
+                &[huge.clone(), huge.clone(), PointValue::Int64Value(2)],
+            ),
+        ];
+        let error = request_counts_of(&answer).unwrap_err();
+        assert!(error.contains("overflow"), "{error}");
+        let doubles = [series(
+            "5xx",
+            &[
+                PointValue::DoubleValue(9.3e18),
+                PointValue::DoubleValue(9.3e18),
+            ],
+        )];
+        assert!(request_counts_of(&doubles).is_err());
+    }
+
+    #[test]
+    fn negative_infinite_and_non_numeric_counts_are_malformed_not_clamped_to_zero() {
+        for value in [
+            PointValue::Int64Value(-5),
+            PointValue::DoubleValue(-1.0),
+            PointValue::DoubleValue(f64::NAN),
+            PointValue::DoubleValue(f64::INFINITY),
+            PointValue::DoubleValue(1e30),
+            PointValue::StringValue("lots".into()),
+        ] {
+            let answer = [series("5xx", std::slice::from_ref(&value))];
+            assert!(request_counts_of(&answer).is_err(), "{value:?}");
         }
-        Ok(counts)
+    }
+
+    #[test]
+    fn plausible_counts_add_up_per_class() {
+        let answer = [
+            series(
+                "2xx",
+                &[PointValue::Int64Value(90), PointValue::DoubleValue(5.0)],
+            ),
+            series(
+                "5xx",
+                &[
+                    PointValue::Int64Value(3),
+                    PointValue::StringValue("2".into()),
+                ],
+            ),
+            series("4xx", &[PointValue::Int64Value(1)]),
+        ];
+        assert_eq!(
+            request_counts_of(&answer).unwrap(),
+            RequestCounts {
+                total: 101,
+                errors: 5
+            }
+        );
     }
 }

@@ -49,7 +49,12 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
     let started = Instant::now();
     let (_, config, id) = context.service(&args.service)?;
     block_on(async {
-        let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        let platform = target::connect_with_deadline(
+            &config,
+            context.endpoint.as_deref(),
+            target::ROLLBACK_OPERATION_DEADLINE,
+        )
+        .await?;
         let (snapshot, plan) = match rollback::prepare(&platform, &id, args.to.as_deref()).await {
             Ok(prepared) => prepared,
             Err(
@@ -104,7 +109,15 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                 .message("rollback cancelled; nothing changed");
             return Ok(ExitStatus::Failure);
         }
-        let after = rollback::execute(&platform, snapshot, &plan, None)
+        let policy = rollback::RollbackPolicy::default();
+        context.output.message(format!(
+            "waiting for Cloud Run to move 100% of `{}` to `{}` (each try up to {}, retrying for up to {})",
+            config.name,
+            plan.to,
+            humantime::format_duration(target::ROLLBACK_OPERATION_DEADLINE),
+            humantime::format_duration(policy.budget)
+        ));
+        let after = rollback::execute_with(&platform, snapshot, &plan, None, policy)
             .await
             .with_context(|| format!("rollback of `{}` failed: a human must act", config.name))
             .map_err(|error| error.context(RollbackFailed))?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{block_on, target, Context};
 use crate::{
     exit::ExitStatus,
-    platform::{read_service, Platform, RevisionSnapshot, ServiceSnapshot},
+    platform::{read_revisions, read_service, RevisionSnapshot, ServiceSnapshot},
     rollout::{
         journal::{Journal, LocalJournal},
         lock::Lock,
@@ -52,7 +52,7 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
                 return Err(error.into());
             }
         };
-        let revisions = platform.revisions(&id).await?;
+        let revisions = read_revisions(&platform, &id, Default::default()).await?;
         let output = StatusOutput {
             rollout: Journal::of(&snapshot),
             lock: Lock::of(&snapshot),

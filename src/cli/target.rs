@@ -81,6 +81,11 @@ pub fn ensure_emulator(
 /// waiting — generous, since a cold image pull on Cloud Run can take minutes.
 pub const OPERATION_DEADLINE: Duration = Duration::from_secs(600);
 
+/// How long an emergency rollback waits for one Cloud Run operation (a traffic change, which
+/// creates no revision and takes seconds) before it re-reads and tries again; the rollback's
+/// whole budget is [`crate::rollout::rollback::RollbackPolicy`]'s.
+pub const ROLLBACK_OPERATION_DEADLINE: Duration = Duration::from_secs(60);
+
 /// The platform-side id of a service: project and region from the (overridden) target.
 pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
     match &config.target {
@@ -129,6 +134,15 @@ pub async fn connect(
     config: &ServiceConfig,
     explicit: Option<&str>,
 ) -> anyhow::Result<CloudRunPlatform> {
+    connect_with_deadline(config, explicit, OPERATION_DEADLINE).await
+}
+
+/// [`connect`] waiting at most `operation_deadline` for each long-running operation.
+pub async fn connect_with_deadline(
+    config: &ServiceConfig,
+    explicit: Option<&str>,
+    operation_deadline: Duration,
+) -> anyhow::Result<CloudRunPlatform> {
     let endpoint = endpoint(config, explicit);
-    Ok(CloudRunPlatform::connect(&endpoint, OPERATION_DEADLINE).await?)
+    Ok(CloudRunPlatform::connect(&endpoint, operation_deadline).await?)
 }

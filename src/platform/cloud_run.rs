@@ -37,6 +37,7 @@ pub struct CloudRunPlatform {
     services: Services,
     revisions: Revisions,
     operation_deadline: Duration,
+    call_deadline: Duration,
     /// The endpoint, named in every error (`run.googleapis.com` or the custom URL).
     endpoint: String,
 }
@@ -54,12 +55,45 @@ pub enum ConnectError {
     },
 }
 
+/// The longest one request may take (connect, send, answer), per try: a slow or silent
+/// endpoint costs seconds, not the client's minute (docs/ROLLOUT.md, "Retries").
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The most pages of one list followed: an endless `nextPageToken` is an error, not a loop.
+pub const MAX_PAGES: usize = 100;
+
+/// Sets the one retry policy on a Google client builder: no retry inside the client (deployer
+/// retries in one place, `platform::retry`, with its budget and `Retry-After`), one attempt at
+/// most `call_deadline`, and operations polled every 1 s doubling up to 5 s.
+macro_rules! configured {
+    ($builder:expr, $call_deadline:expr) => {{
+        use google_cloud_gax::retry_policy::RetryPolicyExt as _;
+        let polling = google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder::new()
+            .with_initial_delay(Duration::from_secs(1))
+            .with_maximum_delay(Duration::from_secs(5))
+            .clamp();
+        $builder
+            .with_retry_policy(google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1))
+            .with_attempt_timeout($call_deadline)
+            .with_polling_backoff_policy(polling)
+    }};
+}
+
 impl CloudRunPlatform {
     /// Connects to `endpoint`; long-running operations are waited for at most
-    /// `operation_deadline`.
+    /// `operation_deadline`, one request at most [`CALL_DEADLINE`].
     pub async fn connect(
         endpoint: &Endpoint,
         operation_deadline: Duration,
+    ) -> Result<Self, ConnectError> {
+        Self::connect_with(endpoint, operation_deadline, CALL_DEADLINE).await
+    }
+
+    /// [`CloudRunPlatform::connect`] with another per-request deadline.
+    pub async fn connect_with(
+        endpoint: &Endpoint,
+        operation_deadline: Duration,
+        call_deadline: Duration,
     ) -> Result<Self, ConnectError> {
         crate::install_crypto_provider();
         let label = match endpoint {
@@ -72,19 +106,25 @@ impl CloudRunPlatform {
         };
         let (services, revisions) = match endpoint {
             Endpoint::Google => (
-                Services::builder().build().await.map_err(error)?,
-                Revisions::builder().build().await.map_err(error)?,
+                configured!(Services::builder(), call_deadline)
+                    .build()
+                    .await
+                    .map_err(error)?,
+                configured!(Revisions::builder(), call_deadline)
+                    .build()
+                    .await
+                    .map_err(error)?,
             ),
             Endpoint::Custom(url) => {
                 let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
                 (
-                    Services::builder()
+                    configured!(Services::builder(), call_deadline)
                         .with_endpoint(url.clone())
                         .with_credentials(anonymous.clone())
                         .build()
                         .await
                         .map_err(error)?,
-                    Revisions::builder()
+                    configured!(Revisions::builder(), call_deadline)
                         .with_endpoint(url.clone())
                         .with_credentials(anonymous)
                         .build()
@@ -97,17 +137,35 @@ impl CloudRunPlatform {
             services,
             revisions,
             operation_deadline,
+            call_deadline,
             endpoint: label,
         })
     }
 
+    /// Sends one request, at most `call_deadline` (the client's own attempt timeout is the
+    /// same; this one also covers an answer that trickles in).
+    async fn call<T>(
+        &self,
+        what: &str,
+        subject: &str,
+        future: impl std::future::Future<Output = Result<T, google_cloud_run_v2::Error>>,
+    ) -> Result<T, PlatformError> {
+        match tokio::time::timeout(self.call_deadline, future).await {
+            Ok(result) => result.map_err(|error| self.map_error(subject, error)),
+            Err(_) => Err(PlatformError::Unavailable(format!(
+                "`{}`: no answer to {what} within {}",
+                self.endpoint,
+                humantime::format_duration(self.call_deadline)
+            ))),
+        }
+    }
+
     async fn raw_service(&self, id: &ServiceId) -> Result<Option<model::Service>, PlatformError> {
-        match self.services.get_service().set_name(id.path()).send().await {
+        let read = self.services.get_service().set_name(id.path()).send();
+        match self.call("reading the service", &id.path(), read).await {
             Ok(service) => Ok(Some(service)),
-            Err(error) => match self.map_error(&id.path(), error) {
-                PlatformError::NotFound(_) => Ok(None),
-                other => Err(other),
-            },
+            Err(PlatformError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other),
         }
     }
 
@@ -165,6 +223,16 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
         })
         .unwrap_or_else(|| error.to_string());
     let message = format!("`{endpoint}`: {}", remote_message(&remote));
+    let throttled = error.http_status_code() == Some(429)
+        || error
+            .status()
+            .is_some_and(|status| status.code == Code::ResourceExhausted);
+    if throttled {
+        return PlatformError::Throttled {
+            message,
+            retry_after: error.http_headers().and_then(retry_after),
+        };
+    }
     if let Some(status) = error.status() {
         return match status.code {
             Code::NotFound => PlatformError::NotFound(subject.to_string()),
@@ -189,6 +257,12 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
         // Connection errors, timeouts, 5xx, 429: the request may or may not have landed.
         _ => PlatformError::Unavailable(message),
     }
+}
+
+/// A `Retry-After` header in seconds (an HTTP date is not honoured: clocks differ).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn condition_ready(conditions: &[model::Condition], terminal: Option<&model::Condition>) -> bool {
@@ -499,23 +573,26 @@ impl Platform for CloudRunPlatform {
     async fn revisions(&self, id: &ServiceId) -> Result<Vec<RevisionSnapshot>, PlatformError> {
         let mut revisions = Vec::new();
         let mut token = String::new();
-        loop {
-            let page = self
+        for _ in 0..MAX_PAGES {
+            let list = self
                 .revisions
                 .list_revisions()
                 .set_parent(id.path())
                 .set_page_token(token.clone())
-                .send()
-                .await
-                .map_err(|error| self.map_error(&id.path(), error))?;
+                .send();
+            let page = self.call("listing the revisions", &id.path(), list).await?;
             revisions.extend(page.revisions.iter().map(decode_revision));
             if page.next_page_token.is_empty() {
-                break;
+                revisions.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+                return Ok(revisions);
             }
             token = page.next_page_token;
         }
-        revisions.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
-        Ok(revisions)
+        Err(PlatformError::Malformed(format!(
+            "`{}`: the revisions of `{}` still had a next page after {MAX_PAGES} pages",
+            self.endpoint,
+            crate::untrusted::escaped(&id.path())
+        )))
     }
 
     async fn revision(
@@ -524,18 +601,11 @@ impl Platform for CloudRunPlatform {
         name: &str,
     ) -> Result<Option<RevisionSnapshot>, PlatformError> {
         let path = id.revision_path(name);
-        match self
-            .revisions
-            .get_revision()
-            .set_name(path.clone())
-            .send()
-            .await
-        {
+        let read = self.revisions.get_revision().set_name(path.clone()).send();
+        match self.call("reading the revision", &path, read).await {
             Ok(revision) => Ok(Some(decode_revision(&revision))),
-            Err(error) => match self.map_error(&path, error) {
-                PlatformError::NotFound(_) => Ok(None),
-                other => Err(other),
-            },
+            Err(PlatformError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other),
         }
     }
 
@@ -555,7 +625,11 @@ impl Platform for CloudRunPlatform {
             .set_service(service)
             .poller()
             .until_done();
-        let created = self.wait("create service", request, &id.path()).await?;
+        let waiting = format!(
+            "Cloud Run creating `{}` (its operation)",
+            crate::untrusted::escaped(&id.name)
+        );
+        let created = self.wait(&waiting, request, &id.path()).await?;
         self.decode_service(id, &created)
     }
 
@@ -578,13 +652,8 @@ impl Platform for CloudRunPlatform {
             let base = match &spec.base {
                 Some(base) => {
                     let path = id.revision_path(base);
-                    let revision = self
-                        .revisions
-                        .get_revision()
-                        .set_name(path.clone())
-                        .send()
-                        .await
-                        .map_err(|error| self.map_error(&path, error))?;
+                    let read = self.revisions.get_revision().set_name(path.clone()).send();
+                    let revision = self.call("reading the base revision", &path, read).await?;
                     Some(template_from_revision(&revision))
                 }
                 None => None,
@@ -623,7 +692,11 @@ impl Platform for CloudRunPlatform {
             .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(paths))
             .poller()
             .until_done();
-        let updated = self.wait("update service", request, &id.path()).await?;
+        let waiting = format!(
+            "Cloud Run applying the update of `{}` (its operation)",
+            crate::untrusted::escaped(&id.name)
+        );
+        let updated = self.wait(&waiting, request, &id.path()).await?;
         self.decode_service(id, &updated)
     }
 }

@@ -11,14 +11,14 @@
 
 pub mod cloud_run;
 pub mod memory;
-mod retry;
+pub(crate) mod retry;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use retry::{read_service, write_guarded, RetryPolicy};
+pub use retry::{read_revisions, read_service, retry_read, write_guarded, RetryPolicy};
 
 /// A Cloud Run service's full name: `projects/P/locations/R/services/S`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -409,6 +409,15 @@ pub enum PlatformError {
     /// not have been applied.
     #[error("the platform is unavailable: {0}")]
     Unavailable(String),
+    /// The platform is throttling (429, `RESOURCE_EXHAUSTED`): the request was not applied;
+    /// try again, not before `retry_after` when the platform said so.
+    #[error("the platform is throttling requests: {message}")]
+    Throttled {
+        /// What the platform said, with the endpoint.
+        message: String,
+        /// The platform's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
     /// The platform refused the request as invalid.
     #[error("the platform refused the request: {0}")]
     Refused(String),
@@ -435,8 +444,42 @@ impl PlatformError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            PlatformError::Unavailable(_) | PlatformError::Timeout { .. }
+            PlatformError::Unavailable(_)
+                | PlatformError::Throttled { .. }
+                | PlatformError::Timeout { .. }
         )
+    }
+
+    /// How long the platform asked to wait before the next try (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PlatformError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The same error with `note` added to its message (kinds without a message unchanged).
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            PlatformError::Unavailable(message) => {
+                PlatformError::Unavailable(format!("{message} ({note})"))
+            }
+            PlatformError::Throttled {
+                message,
+                retry_after,
+            } => PlatformError::Throttled {
+                message: format!("{message} ({note})"),
+                retry_after,
+            },
+            PlatformError::Timeout {
+                operation,
+                deadline,
+            } => PlatformError::Timeout {
+                operation: format!("{operation} ({note})"),
+                deadline,
+            },
+            other => other,
+        }
     }
 }
 

@@ -9,35 +9,101 @@
 
 use std::time::Duration;
 
-use super::{Platform, PlatformError, ServiceId, ServiceSnapshot, ServiceUpdate};
+use super::{Platform, PlatformError, RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate};
 
-/// How often and how patiently transient failures are retried.
+/// How often and how patiently transient failures are retried (docs/ROLLOUT.md, "Retries").
+///
+/// A try is retried while both limits allow: at most `attempts` tries, and no wait that would
+/// end after `budget` (counted from the first try). Waits double from `initial_backoff` up to
+/// `max_backoff`, each drawn at random between half and all of it (jitter: many deployers
+/// throttled together do not come back in step), and never shorter than a `Retry-After` the
+/// platform asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in total (1 = no retry).
+    /// Tries in total (1 = no retry).
     pub attempts: u32,
     /// Wait before the first retry; doubled each time up to `max_backoff`.
     pub initial_backoff: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// The whole operation's budget: no retry starts after it.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
+            attempts: 10,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            budget: Duration::from_secs(60),
         }
     }
 }
 
+/// The longest `Retry-After` honoured: a larger one is treated as this (the budget decides).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 impl RetryPolicy {
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_backoff
+    /// The wait after failed try number `attempt` (1-based) with `error`: exponential, with
+    /// jitter, at least the error's `Retry-After`.
+    pub fn delay(&self, attempt: u32, error: &PlatformError) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        let ceiling = self
+            .initial_backoff
             .saturating_mul(factor)
-            .min(self.max_backoff)
+            .min(self.max_backoff);
+        let jittered = if ceiling.is_zero() {
+            ceiling
+        } else {
+            use rand::Rng as _;
+            rand::rng().random_range(ceiling / 2..=ceiling)
+        };
+        match error.retry_after() {
+            Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
+            None => jittered,
+        }
+    }
+}
+
+/// Tracks one operation's tries against its [`RetryPolicy`].
+#[derive(Debug)]
+pub(crate) struct Budget {
+    policy: RetryPolicy,
+    started: tokio::time::Instant,
+    tries: u32,
+}
+
+impl Budget {
+    pub(crate) fn start(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            started: tokio::time::Instant::now(),
+            tries: 0,
+        }
+    }
+
+    /// Counts a failed try; the wait before the next one, or `None` when the policy is spent.
+    pub(crate) fn after_failure(&mut self, error: &PlatformError) -> Option<Duration> {
+        self.tries += 1;
+        if self.tries >= self.policy.attempts {
+            return None;
+        }
+        let wait = self.policy.delay(self.tries, error);
+        let elapsed = self.started.elapsed();
+        (elapsed.saturating_add(wait) <= self.policy.budget).then_some(wait)
+    }
+
+    /// The error to report once the policy is spent: the last one, saying how long it tried.
+    pub(crate) fn exhausted(&self, error: PlatformError) -> PlatformError {
+        if self.tries <= 1 {
+            return error;
+        }
+        error.with_note(&format!(
+            "gave up after {} tries over {}",
+            self.tries,
+            humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs()))
+        ))
     }
 }
 
@@ -49,16 +115,18 @@ pub async fn write_guarded(
     update: &ServiceUpdate,
     policy: RetryPolicy,
 ) -> Result<ServiceSnapshot, PlatformError> {
-    let mut attempt = 1;
+    let mut budget = Budget::start(policy);
     loop {
         let error = match platform.update(id, etag, update).await {
             Ok(snapshot) => return Ok(snapshot),
-            Err(error) if error.is_transient() && attempt < policy.attempts => error,
+            Err(error) if error.is_transient() => error,
             Err(error) => return Err(error),
         };
-        tracing::warn!(%id, attempt, %error, "write failed ambiguously; re-reading the service");
-        tokio::time::sleep(policy.backoff(attempt)).await;
-        attempt += 1;
+        let Some(wait) = budget.after_failure(&error) else {
+            return Err(budget.exhausted(error));
+        };
+        tracing::warn!(%id, %error, "write failed ambiguously; re-reading the service in {wait:?}");
+        tokio::time::sleep(wait).await;
         match platform.service(id).await {
             Ok(Some(snapshot)) if update.is_visible_in(&snapshot) => {
                 tracing::info!(%id, "the write had landed");
@@ -75,21 +143,49 @@ pub async fn write_guarded(
     }
 }
 
+/// Runs the read `call`, retrying transient failures within `policy` (reads are always safe
+/// to repeat). `what` names the read in the message logged after each failed try.
+pub async fn retry_read<T, F, Fut>(
+    policy: RetryPolicy,
+    what: &str,
+    mut call: F,
+) -> Result<T, PlatformError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PlatformError>>,
+{
+    let mut budget = Budget::start(policy);
+    loop {
+        match call().await {
+            Err(error) if error.is_transient() => {
+                let Some(wait) = budget.after_failure(&error) else {
+                    return Err(budget.exhausted(error));
+                };
+                tracing::warn!(%error, "{what} failed; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Reads a service, retrying transient failures (reads are always safe to repeat).
 pub async fn read_service(
     platform: &dyn Platform,
     id: &ServiceId,
     policy: RetryPolicy,
 ) -> Result<Option<ServiceSnapshot>, PlatformError> {
-    let mut attempt = 1;
-    loop {
-        match platform.service(id).await {
-            Err(error) if error.is_transient() && attempt < policy.attempts => {
-                tracing::warn!(%id, attempt, %error, "read failed; retrying");
-                tokio::time::sleep(policy.backoff(attempt)).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    retry_read(policy, &format!("reading `{id}`"), || platform.service(id)).await
+}
+
+/// Lists a service's revisions, retrying transient failures.
+pub async fn read_revisions(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    policy: RetryPolicy,
+) -> Result<Vec<RevisionSnapshot>, PlatformError> {
+    retry_read(policy, &format!("listing the revisions of `{id}`"), || {
+        platform.revisions(id)
+    })
+    .await
 }

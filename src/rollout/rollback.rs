@@ -5,6 +5,8 @@
 //! refuse one that is not Ready); the only write is the split, guarded by the etag, with the
 //! journal of an interrupted rollout closed in the same write.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::{
@@ -13,8 +15,8 @@ use super::{
     machine::Phase,
 };
 use crate::platform::{
-    read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSnapshot, ServiceId,
-    ServiceSnapshot, ServiceUpdate, TrafficTarget,
+    read_revisions, read_service, retry::Budget, Platform, PlatformError, RetryPolicy,
+    RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
 };
 
 /// What a rollback will do.
@@ -136,58 +138,137 @@ pub async fn prepare(
     let snapshot = read_service(platform, id, retry)
         .await?
         .ok_or_else(|| RollbackError::NoService(id.path()))?;
-    let revisions = platform.revisions(id).await?;
+    let revisions = read_revisions(platform, id, retry).await?;
     let plan = plan(&snapshot, &revisions, to)?;
     Ok((snapshot, plan))
 }
 
+/// How long and how patiently a rollback write keeps trying (docs/ROLLOUT.md, "Retries").
+///
+/// The rollback is the most important write deployer makes: while it has not landed, users
+/// are on a revision judged bad. It re-reads the service before every try and keeps trying on
+/// throttling (429), unavailability (500, 503, refused or dropped connections), timeouts and
+/// conflicts for `budget` — minutes, not the seconds of an ordinary write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackPolicy {
+    /// The whole rollback's budget: no try starts after it.
+    pub budget: Duration,
+    /// Wait before the second try; doubled each time up to `max_backoff`, with jitter.
+    pub initial_backoff: Duration,
+    /// Longest wait between tries (a longer `Retry-After` is honoured, up to a minute).
+    pub max_backoff: Duration,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(5 * 60),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(15),
+        }
+    }
+}
+
+impl RollbackPolicy {
+    fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: u32::MAX,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            budget: self.budget,
+        }
+    }
+}
+
+/// The rollback write for the service as `snapshot` shows it.
+fn rollback_update(
+    snapshot: &ServiceSnapshot,
+    plan: &RollbackPlan,
+    closing: Option<&Journal>,
+) -> ServiceUpdate {
+    let mut update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(&plan.to, 100)]);
+    let journal = match closing {
+        Some(journal) => Some(journal.clone()),
+        None => Journal::of(snapshot)
+            .filter(|journal| !journal.phase().is_terminal())
+            .map(|journal| {
+                journal.finished(
+                    Phase::RolledBack,
+                    format!("emergency rollback to `{}`", plan.to),
+                )
+            }),
+    };
+    if let Some(journal) = journal {
+        update = update.with_annotation(JOURNAL_ANNOTATION, Some(journal.encode()));
+    }
+    // After a crash the dead run's lock would refuse the next deploy until it expires:
+    // release it in the same write. A live holder keeps its lock (its rollout then meets
+    // the changed etag and stops).
+    if closing.is_none()
+        && Lock::of(snapshot)
+            .is_some_and(|held| held.holder_gone() || held.is_expired(chrono::Utc::now()))
+    {
+        update = update.with_annotation(LOCK_ANNOTATION, None);
+    }
+    update
+}
+
+/// Executes a rollback plan with the default [`RollbackPolicy`] (see [`execute_with`]).
+pub async fn execute(
+    platform: &dyn Platform,
+    snapshot: ServiceSnapshot,
+    plan: &RollbackPlan,
+    closing: Option<&Journal>,
+) -> Result<ServiceSnapshot, RollbackError> {
+    execute_with(platform, snapshot, plan, closing, RollbackPolicy::default()).await
+}
+
 /// Executes a rollback plan: one write of `[to: 100%]`, with a journal in the same write —
 /// `closing` when given (a rollout's own rollback), else the journal of an unfinished rollout
-/// closed as rolled back. On a conflict it re-reads and writes again: the intent ("100% on this
-/// revision") does not depend on what changed, and a rollback must not lose a race.
-pub async fn execute(
+/// closed as rolled back. After a conflict or a transient failure it waits, re-reads and
+/// writes again (the intent, "100% on this revision", does not depend on what changed; a
+/// rollback must not lose a race), until the write lands or `policy.budget` is spent.
+pub async fn execute_with(
     platform: &dyn Platform,
     mut snapshot: ServiceSnapshot,
     plan: &RollbackPlan,
     closing: Option<&Journal>,
+    policy: RollbackPolicy,
 ) -> Result<ServiceSnapshot, RollbackError> {
-    let retry = RetryPolicy::default();
-    for _ in 0..3 {
-        let mut update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(&plan.to, 100)]);
-        let journal = match closing {
-            Some(journal) => Some(journal.clone()),
-            None => Journal::of(&snapshot)
-                .filter(|journal| !journal.phase().is_terminal())
-                .map(|journal| {
-                    journal.finished(
-                        Phase::RolledBack,
-                        format!("emergency rollback to `{}`", plan.to),
-                    )
-                }),
-        };
-        if let Some(journal) = journal {
-            update = update.with_annotation(JOURNAL_ANNOTATION, Some(journal.encode()));
-        }
-        // After a crash the dead run's lock would refuse the next deploy until it expires:
-        // release it in the same write. A live holder keeps its lock (its rollout then meets
-        // the changed etag and stops).
-        if closing.is_none()
-            && Lock::of(&snapshot)
-                .is_some_and(|held| held.holder_gone() || held.is_expired(chrono::Utc::now()))
-        {
-            update = update.with_annotation(LOCK_ANNOTATION, None);
-        }
-        match write_guarded(platform, &snapshot.id, &snapshot.etag, &update, retry).await {
+    let mut budget = Budget::start(policy.retry());
+    let started = tokio::time::Instant::now();
+    loop {
+        let update = rollback_update(&snapshot, plan, closing);
+        let error = match platform.update(&snapshot.id, &snapshot.etag, &update).await {
             Ok(after) => return Ok(after),
-            Err(PlatformError::Conflict(_)) => {
-                snapshot = read_service(platform, &snapshot.id, retry)
-                    .await?
-                    .ok_or_else(|| RollbackError::NoService(snapshot.id.path()))?;
-            }
+            Err(error @ PlatformError::Conflict(_)) => error,
+            Err(error) if error.is_transient() => error,
             Err(error) => return Err(error.into()),
+        };
+        let Some(wait) = budget.after_failure(&error) else {
+            return Err(budget.exhausted(error).into());
+        };
+        tracing::warn!(
+            id = %snapshot.id,
+            %error,
+            "rollback to `{}` not written yet; re-reading and trying again in {wait:?}",
+            plan.to
+        );
+        tokio::time::sleep(wait).await;
+        let remaining = policy.budget.saturating_sub(started.elapsed());
+        let read = RetryPolicy {
+            budget: remaining,
+            ..policy.retry()
+        };
+        let fresh = read_service(platform, &snapshot.id, read)
+            .await?
+            .ok_or_else(|| RollbackError::NoService(snapshot.id.path()))?;
+        if update.is_visible_in(&fresh) {
+            tracing::info!(id = %snapshot.id, "the rollback write had landed");
+            return Ok(fresh);
         }
+        snapshot = fresh;
     }
-    Err(PlatformError::Conflict(snapshot.id.path()).into())
 }
 
 #[cfg(test)]
@@ -311,5 +392,101 @@ mod tests {
             after.annotations.get("someone").map(String::as_str),
             Some("else")
         );
+    }
+
+    /// With 30% of Admin API calls answering 429, a faulty canary's automatic rollback failed
+    /// after 5 quick tries (exit 5, split left 90/10).
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_keeps_trying_through_twenty_throttled_writes_instead_of_giving_up() {
+        let platform = platform().await;
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        for _ in 0..20 {
+            platform.inject(crate::platform::memory::Fault::Before(
+                PlatformError::Unavailable("HTTP 429: quota exceeded".into()),
+            ));
+        }
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+        assert_eq!(after.serving(), [("svc-2".to_string(), 100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_re_reads_through_failing_reads_between_its_tries() {
+        let platform = platform().await;
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        platform.inject(crate::platform::memory::Fault::Before(
+            PlatformError::Unavailable("HTTP 503".into()),
+        ));
+        for _ in 0..15 {
+            platform.inject_read_failure(PlatformError::Unavailable("HTTP 503".into()));
+        }
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+        assert_eq!(after.serving(), [("svc-2".to_string(), 100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_under_endless_throttling_gives_up_within_its_budget_saying_so() {
+        let platform = platform().await;
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        for _ in 0..10_000 {
+            platform.inject(crate::platform::memory::Fault::Before(
+                PlatformError::Throttled {
+                    message: "`http://fake`: HTTP 429".into(),
+                    retry_after: None,
+                },
+            ));
+        }
+        let policy = RollbackPolicy {
+            budget: Duration::from_secs(120),
+            ..RollbackPolicy::default()
+        };
+        let started = tokio::time::Instant::now();
+        let error = execute_with(&platform, snapshot, &plan, None, policy)
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() <= policy.budget,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() >= policy.budget - policy.max_backoff,
+            "kept trying for most of the budget: {:?}",
+            started.elapsed()
+        );
+        let message = error.to_string();
+        assert!(message.contains("http://fake"), "{message}");
+        assert!(message.contains("gave up after"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_waits_as_long_as_retry_after_asks() {
+        let platform = platform().await;
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        platform.inject(crate::platform::memory::Fault::Before(
+            PlatformError::Throttled {
+                message: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(20)),
+            },
+        ));
+        let started = tokio::time::Instant::now();
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+        assert_eq!(after.serving(), [("svc-2".to_string(), 100)]);
+        assert!(started.elapsed() >= Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_does_not_retry_what_the_platform_refused() {
+        let platform = platform().await;
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        platform.inject(crate::platform::memory::Fault::Before(
+            PlatformError::PermissionDenied("403".into()),
+        ));
+        let writes = platform.writes();
+        let error = execute(&platform, snapshot, &plan, None).await.unwrap_err();
+        assert!(matches!(
+            error,
+            RollbackError::Platform(PlatformError::PermissionDenied(_))
+        ));
+        assert_eq!(platform.writes(), writes);
     }
 }
