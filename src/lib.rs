@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod drift;
+pub mod health;
 pub mod emulator;
 pub mod exit;
 pub mod image;

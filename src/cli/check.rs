@@ -35,6 +35,13 @@ pub struct CheckArgs {
     /// The commit for `{commit}`.
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// The provider endpoints (shared by `check` and `health`).
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
     /// BigQuery REST endpoint [default: Google's].
     #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
     pub bigquery_endpoint: Option<String>,
@@ -65,7 +72,7 @@ struct CheckOutput<'a> {
 }
 
 /// True when some check needs the platform: a revision placeholder, a path URL, a baseline.
-fn needs_platform(checks: &[&CheckConfig]) -> bool {
+pub(super) fn needs_platform(checks: &[&CheckConfig]) -> bool {
     checks.iter().any(|check| {
         let text = check.source.query_text();
         check.baseline
@@ -77,7 +84,11 @@ fn needs_platform(checks: &[&CheckConfig]) -> bool {
 
 /// Endpoints from the flags (and environment); for a local target the emulator serves
 /// Cloud Logging and Cloud Monitoring next to the Admin API.
-fn endpoints(config: &ServiceConfig, args: &CheckArgs, context: &Context) -> ProviderEndpoints {
+pub(super) fn endpoints(
+    config: &ServiceConfig,
+    args: &ProviderArgs,
+    context: &Context,
+) -> ProviderEndpoints {
     let emulator = match target::endpoint(config, context.endpoint.as_deref()) {
         crate::platform::cloud_run::Endpoint::Custom(url) if url.starts_with("http://") => {
             Some(url)
@@ -94,7 +105,7 @@ fn endpoints(config: &ServiceConfig, args: &CheckArgs, context: &Context) -> Pro
 }
 
 /// Fills the revisions and URLs of `check_context` from the platform.
-async fn read_revisions(
+pub(super) async fn read_revisions(
     config: &ServiceConfig,
     id: &ServiceId,
     context: &Context,
@@ -168,7 +179,7 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
         commit: args.commit.clone(),
         ..CheckContext::default()
     };
-    let providers = Providers::new(endpoints(&config, args, context));
+    let providers = Providers::new(endpoints(&config, &args.providers, context));
     let results = block_on(async {
         if needs_platform(&selected) {
             read_revisions(&config, &id, context, &mut check_context).await?;
@@ -202,12 +213,12 @@ fn render(service: &str, results: &[CheckResult]) -> String {
     let mut text = format!("Checks of `{service}`\n\n");
     let total = results.len();
     for (index, result) in results.iter().enumerate() {
-        let title = format!("[{}/{total}] {} ", index + 1, result.name);
-        let dots = 48usize.saturating_sub(title.chars().count()).max(3);
-        text.push_str(&format!(
-            "{title}{} {}\n",
-            ".".repeat(dots),
-            result.status.label()
+        text.push_str(&title_line(
+            index,
+            total,
+            &result.name,
+            result.status.label(),
+            &|label| label.to_string(),
         ));
         text.push_str(&format!(
             "      {} · {} · {} ms\n",
@@ -254,4 +265,19 @@ fn render(service: &str, results: &[CheckResult]) -> String {
         count(Status::Error)
     ));
     text
+}
+
+/// The title line of a dashboard block: `[1/6] Vegas Line Coverage ........ PASS`, the label
+/// passed through `paint` (colour, when the caller's output is a terminal). Shared by
+/// `deployer check` and `deployer health`.
+pub(super) fn title_line(
+    index: usize,
+    total: usize,
+    name: &str,
+    label: &str,
+    paint: &dyn Fn(&str) -> String,
+) -> String {
+    let title = format!("[{}/{total}] {name} ", index + 1);
+    let dots = 48usize.saturating_sub(title.chars().count()).max(3);
+    format!("{title}{} {}\n", ".".repeat(dots), paint(label))
 }
