@@ -168,7 +168,8 @@ fn default_repository() -> anyhow::Result<Option<RepositoryName>> {
 pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
     let (root, configs) = load(context, &args.services)?;
     super::block_on(async {
-        let (inputs, report) = measure(context, &root, configs, args.source, !args.no_fetch).await?;
+        let (inputs, report) =
+            measure(context, &root, configs, args.source, !args.no_fetch).await?;
         let mut status = exit_for(report.worst);
         let mut outcomes = None;
         if args.github_issue {

@@ -406,7 +406,10 @@ mod tests {
             text.contains("runbook: runbooks/phase4-processors.md#troubleshoot"),
             "{text}"
         );
-        assert!(text.contains("Score: 50/100 (CRITICAL): 1 of 2 passed"), "{text}");
+        assert!(
+            text.contains("Score: 50/100 (CRITICAL): 1 of 2 passed"),
+            "{text}"
+        );
         assert!(text.contains("Last Check: 2026-02-02 18:00 UTC"), "{text}");
         assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
         let coloured = render(&results, &score, at, &Painter { color: true });

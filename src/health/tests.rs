@@ -71,7 +71,9 @@ fn any_critical_check_makes_the_run_critical() {
     assert_eq!(score.passed, 3);
     assert_eq!(score.verdict, Verdict::Critical);
     assert_eq!(score.verdict.exit_code(), 2);
-    let mostly_fine = statuses(&[Pass, Pass, Pass, Pass, Pass, Pass, Pass, Pass, Pass, Critical]);
+    let mostly_fine = statuses(&[
+        Pass, Pass, Pass, Pass, Pass, Pass, Pass, Pass, Pass, Critical,
+    ]);
     assert_eq!(super::score(&mostly_fine).verdict, Verdict::Critical);
     // NO DATA weighed critical by `on_no_data` is critical too.
     let mut no_data = statuses(&[Pass, Pass, Pass, Pass, Pass, NoData]);
@@ -95,8 +97,5 @@ fn exit_codes_are_0_1_2() {
 
 #[test]
 fn runbook_links_name_the_troubleshooting_section() {
-    assert_eq!(
-        runbook_link(&config("api")),
-        "runbooks/api.md#troubleshoot"
-    );
+    assert_eq!(runbook_link(&config("api")), "runbooks/api.md#troubleshoot");
 }
