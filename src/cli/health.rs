@@ -398,7 +398,7 @@ mod tests {
             .to_utc();
         let text = render(&results, &score, at, &Painter { color: false });
         assert!(
-            text.contains("[1/2] Vegas Line Coverage ....................... PASS\n      92.4% (threshold: ≥90%)\n"),
+            text.contains("[1/2] Vegas Line Coverage ...................... PASS\n      92.4% (threshold: ≥90%)\n"),
             "{text}"
         );
         assert!(text.contains("44.2% (threshold: ≥90%)"), "{text}");

@@ -11,6 +11,8 @@
 //! check makes the whole run CRITICAL. Only PASS passes: WARN, CRITICAL, NO DATA and ERROR do
 //! not. Nothing here prints: `src/cli/health.rs` does.
 
+pub mod alerts;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -212,4 +214,4 @@ pub fn score(checks: &[HealthCheck]) -> Score {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
