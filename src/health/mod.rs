@@ -12,6 +12,7 @@
 //! not. Nothing here prints: `src/cli/health.rs` does.
 
 pub mod alerts;
+pub mod history;
 
 use serde::{Deserialize, Serialize};
 
