@@ -18,12 +18,21 @@ use crate::{
     checks::{self, format_value, CheckContext, Providers, Status},
     config::{CheckConfig, Gate, ServiceConfig},
     exit::ExitStatus,
-    health::{self, HealthCheck, Score, Verdict},
+    health::{
+        self,
+        alerts::{self, Alert, Kind, Level},
+        history::{self, FileStore, RunRecord},
+        HealthCheck, Score, Verdict,
+    },
+    notify::slack::Webhook,
 };
 
 /// `health`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct HealthArgs {
+    #[command(subcommand)]
+    pub command: Option<HealthCommand>,
     /// Only these services [default: every service].
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
@@ -37,8 +46,39 @@ pub struct HealthArgs {
     /// Do not fetch `main` for the drift check (compare with it as last fetched).
     #[arg(long)]
     pub no_fetch: bool,
+    /// Do not send Slack alerts (the lifecycle state is left as it is).
+    #[arg(long)]
+    pub no_alerts: bool,
     #[command(flatten)]
     pub providers: ProviderArgs,
+}
+
+/// `health` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum HealthCommand {
+    /// Each check's trend from the recorded runs (a sparkline on a terminal, the series in
+    /// JSON).
+    History(HistoryArgs),
+}
+
+/// `health history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Only runs this recent (`7d`, `12h`).
+    #[arg(long, default_value = "7d", value_parser = parse_since)]
+    pub since: std::time::Duration,
+    /// Only the checks of this name (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub check: Option<String>,
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration (`7d`, `12h`): {error}"))?;
+    if duration > std::time::Duration::from_secs(10 * 365 * 86_400) {
+        return Err(format!("`{text}` is more than 10 years"));
+    }
+    Ok(duration)
 }
 
 /// The JSON document.
@@ -48,6 +88,36 @@ struct HealthOutput<'a> {
     score: &'a Score,
     exit_code: u8,
     checks: &'a [HealthCheck],
+    alerts: &'a AlertReport,
+}
+
+/// What happened to this run's alerts.
+#[derive(Debug, Default, Serialize)]
+struct AlertReport {
+    /// The alerts of the run (new, worse, repeat, resolved).
+    planned: Vec<PlannedAlert>,
+    /// One per webhook.
+    deliveries: Vec<Delivery>,
+    /// Alerts with no webhook variable set.
+    not_sent: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PlannedAlert {
+    service: String,
+    check: String,
+    kind: Kind,
+    level: Level,
+}
+
+#[derive(Debug, Serialize)]
+struct Delivery {
+    /// The variable holding the webhook (never its value).
+    variable: String,
+    alerts: usize,
+    delivered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// One service's checks, ready to run.
@@ -197,9 +267,22 @@ fn drift_error(config: &ServiceConfig, why: &str, elapsed_ms: u64) -> HealthChec
 
 /// Runs `health`.
 pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
+    if let Some(HealthCommand::History(history_args)) = &args.command {
+        return history_command(context, history_args);
+    }
     let (root, configs) = drift_cli::load(context, &args.services)?;
     let generated_at = chrono::Utc::now();
-    let results = super::block_on(async { Ok(run_all(context, args, &root, configs).await) })?;
+    let store = FileStore::from_environment();
+    let (results, report) = super::block_on(async {
+        let results = run_all(context, args, &root, configs.clone()).await;
+        let score = health::score(&results);
+        let report = if args.no_alerts {
+            AlertReport::default()
+        } else {
+            alert(context, &store, &configs, &results, &score, generated_at).await
+        };
+        Ok((results, report))
+    })?;
     if results.is_empty() {
         return Err(UsageError {
             message: "no check to run".into(),
@@ -207,12 +290,20 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
         .into());
     }
     let score = health::score(&results);
+    if let Err(error) = store.append(&RunRecord::new(generated_at, &score, &results)) {
+        context
+            .output
+            .message(format!("warning: the run is not recorded: {error}"));
+    }
+    let failed = report.deliveries.iter().any(|delivery| !delivery.delivered);
+    let code = score.verdict.exit_code_with(failed);
     if context.output.is_json() {
         context.output.json(&HealthOutput {
             generated_at,
             score: &score,
-            exit_code: score.verdict.exit_code(),
+            exit_code: code,
             checks: &results,
+            alerts: &report,
         })?;
     } else {
         let paint = Painter {
@@ -222,7 +313,216 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             .output
             .data(render(&results, &score, generated_at, &paint));
     }
-    Ok(exit_for(score.verdict))
+    Ok(match code {
+        0 => exit_for(Verdict::Pass),
+        1 => exit_for(Verdict::Warning),
+        _ => exit_for(Verdict::Critical),
+    })
+}
+
+fn variable_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| !value.trim().is_empty())
+}
+
+/// Plans this run's alerts against the stored lifecycle, sends one digest per webhook, and
+/// keeps the state of what was delivered. Reports every step on stderr (never a URL).
+async fn alert(
+    context: &Context,
+    store: &FileStore,
+    configs: &[ServiceConfig],
+    results: &[HealthCheck],
+    score: &Score,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AlertReport {
+    let mut report = AlertReport::default();
+    let previous = match store.load_alerts() {
+        Ok(state) => state,
+        Err(error) => {
+            context.output.message(format!(
+                "warning: {error}: alerts start over (every failing check alerts as new)"
+            ));
+            Default::default()
+        }
+    };
+    let config_of = |service: &str| configs.iter().find(|config| config.name == service);
+    let (planned, next) = alerts::plan(&previous, results, now, |check| {
+        config_of(&check.service)
+            .and_then(|config| config.notifications.repeat_interval)
+            .map(|interval| interval.get())
+            .unwrap_or(alerts::DEFAULT_REPEAT_INTERVAL)
+    });
+    report.planned = planned
+        .iter()
+        .map(|alert| PlannedAlert {
+            service: alert.check.service.clone(),
+            check: alert.check.check.clone(),
+            kind: alert.kind,
+            level: alert.level,
+        })
+        .collect();
+    let repositories = configs
+        .iter()
+        .filter_map(|config| {
+            let repository = config.notifications.github_repository.as_ref()?;
+            let server = std::env::var("GITHUB_SERVER_URL")
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+                .unwrap_or_else(|| "https://github.com".into());
+            Some((
+                config.name.clone(),
+                format!("{}/{repository}/blob/main", server.trim_end_matches('/')),
+            ))
+        })
+        .collect();
+    let (destinations, unrouted) = alerts::route(
+        planned,
+        |service| {
+            config_of(service)
+                .map(|config| config.notifications.slack_webhook_env.clone())
+                .unwrap_or_else(|| "SLACK_WEBHOOK_URL".into())
+        },
+        variable_set,
+    );
+    report.not_sent = unrouted.len();
+    if !unrouted.is_empty() {
+        let mut variables: Vec<String> = unrouted
+            .iter()
+            .filter_map(|alert| config_of(&alert.check.service))
+            .map(|config| format!("`{}`", config.notifications.slack_webhook_env))
+            .collect();
+        variables.dedup();
+        context.output.message(format!(
+            "warning: {} alert(s) not sent: no Slack webhook is set ({})",
+            unrouted.len(),
+            variables.join(", ")
+        ));
+    }
+    let mut undelivered: Vec<&Alert> = unrouted.iter().collect();
+    for destination in &destinations {
+        let message = alerts::digest(&destination.alerts, score, &repositories);
+        let url = std::env::var(&destination.variable).unwrap_or_default();
+        let sent = match Webhook::new(&destination.variable, &url) {
+            Ok(webhook) => webhook.post(&message).await,
+            Err(error) => Err(error),
+        };
+        match &sent {
+            Ok(()) => context.output.message(format!(
+                "Slack: sent {} alert(s) through the webhook in `{}`",
+                destination.alerts.len(),
+                destination.variable
+            )),
+            Err(error) => {
+                context.output.message(format!("error: {error}"));
+                undelivered.extend(destination.alerts.iter());
+            }
+        }
+        report.deliveries.push(Delivery {
+            variable: destination.variable.clone(),
+            alerts: destination.alerts.len(),
+            delivered: sent.is_ok(),
+            error: sent.err().map(|error| error.to_string()),
+        });
+    }
+    let kept = alerts::settle(&previous, next, &undelivered);
+    if kept != previous {
+        if let Err(error) = store.save_alerts(&kept) {
+            context
+                .output
+                .message(format!("error: the alert state is not saved: {error}"));
+            report.deliveries.push(Delivery {
+                variable: "state".into(),
+                alerts: 0,
+                delivered: false,
+                error: Some(error.to_string()),
+            });
+        }
+    }
+    report
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryOutput {
+    since: chrono::DateTime<chrono::Utc>,
+    runs: usize,
+    skipped_lines: usize,
+    series: std::collections::BTreeMap<String, Vec<history::Point>>,
+}
+
+/// `health history`.
+fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitStatus> {
+    let store = FileStore::from_environment();
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
+    let (runs, skipped) = store.read(since)?;
+    let series = history::series(&runs, args.check.as_deref());
+    if skipped > 0 {
+        context.output.message(format!(
+            "warning: {skipped} unreadable line(s) of `{}` skipped",
+            store.history_path().display()
+        ));
+    }
+    if context.output.is_json() {
+        context.output.json(&HistoryOutput {
+            since,
+            runs: runs.len(),
+            skipped_lines: skipped,
+            series,
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    if series.is_empty() {
+        context.output.data(format!(
+            "no recorded run{} since {} (`{}`)",
+            args.check
+                .as_ref()
+                .map(|name| format!(" of `{name}`"))
+                .unwrap_or_default(),
+            since.format("%Y-%m-%d %H:%M UTC"),
+            store.history_path().display()
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    let sparklines = color_enabled_on_stdout();
+    let width = series
+        .keys()
+        .map(|key| key.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!(
+        "{} run(s) since {}\n",
+        runs.len(),
+        since.format("%Y-%m-%d %H:%M UTC")
+    );
+    for (key, points) in &series {
+        let passed = points
+            .iter()
+            .filter(|point| point.status == Status::Pass)
+            .count();
+        let last = points
+            .last()
+            .map(|point| point.status.label())
+            .unwrap_or("-");
+        let trend = if sparklines {
+            history::sparkline(&points.iter().map(|point| point.value).collect::<Vec<_>>())
+        } else {
+            points
+                .iter()
+                .map(|point| match point.value {
+                    Some(value) => format!("{value}"),
+                    None => point.status.label().to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            text,
+            "{key}{}  {trend}  last {last}, {passed}/{} passed",
+            " ".repeat(width - key.chars().count()),
+            points.len()
+        );
+    }
+    context.output.data(text.trim_end());
+    Ok(ExitStatus::Success)
 }
 
 /// 0 PASS, 1 WARNING, 2 CRITICAL (the seeds' convention, shared with `drift`).

@@ -102,15 +102,16 @@ pub fn plan(
     state: &AlertState,
     checks: &[HealthCheck],
     now: DateTime<Utc>,
-    repeat_interval: Duration,
+    repeat_interval: impl Fn(&HealthCheck) -> Duration,
 ) -> (Vec<Alert>, AlertState) {
-    let repeat = chrono::Duration::from_std(repeat_interval).unwrap_or(chrono::Duration::MAX);
     let mut next = state.clone();
     let mut alerts = Vec::new();
     for check in checks {
         let key = check.key();
         let previous = state.checks.get(&key);
         let level = Level::of(check);
+        let repeat =
+            chrono::Duration::from_std(repeat_interval(check)).unwrap_or(chrono::Duration::MAX);
         let kind = match (previous, level) {
             (None, None) => None,
             (None, Some(_)) => Some(Kind::New),
@@ -158,6 +159,61 @@ pub fn plan(
     (alerts, next)
 }
 
+/// Where a digest goes: the variable holding the webhook, and its alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// The environment variable (its value, the URL, is secret).
+    pub variable: String,
+    /// The alerts sent there.
+    pub alerts: Vec<Alert>,
+}
+
+/// Groups `alerts` by webhook: `<VAR>_WARNING` / `<VAR>_CRITICAL` when set (a resolved alert
+/// goes where its level went), else `<VAR>`, `<VAR>` being the service's
+/// `notifications.slack_webhook_env` (`variable_of`). Alerts whose variables are all unset
+/// are returned apart: nowhere to send them.
+pub fn route(
+    alerts: Vec<Alert>,
+    variable_of: impl Fn(&str) -> String,
+    is_set: impl Fn(&str) -> bool,
+) -> (Vec<Destination>, Vec<Alert>) {
+    let mut destinations: Vec<Destination> = Vec::new();
+    let mut unrouted = Vec::new();
+    for alert in alerts {
+        let base = variable_of(&alert.check.service);
+        let by_level = format!("{base}_{}", alert.level.label());
+        let variable = [by_level, base].into_iter().find(|name| is_set(name));
+        match variable {
+            Some(variable) => match destinations.iter_mut().find(|d| d.variable == variable) {
+                Some(destination) => destination.alerts.push(alert),
+                None => destinations.push(Destination {
+                    variable,
+                    alerts: vec![alert],
+                }),
+            },
+            None => unrouted.push(alert),
+        }
+    }
+    (destinations, unrouted)
+}
+
+/// The state to keep: `next` except for the checks whose alert was not delivered, which keep
+/// their `previous` entry (so the next run alerts them again).
+pub fn settle(previous: &AlertState, mut next: AlertState, undelivered: &[&Alert]) -> AlertState {
+    for alert in undelivered {
+        let key = alert.check.key();
+        match previous.checks.get(&key) {
+            Some(entry) => {
+                next.checks.insert(key, entry.clone());
+            }
+            None => {
+                next.checks.remove(&key);
+            }
+        }
+    }
+    next
+}
+
 /// Cuts `text` to at most `limit` characters (never inside a character), with `…`.
 pub fn truncate_chars(text: &str, limit: usize) -> String {
     if text.chars().count() <= limit {
@@ -177,14 +233,14 @@ fn escape(text: &str) -> String {
 
 /// A runbook as a link: a URL through the repository when `repository_url` is known
 /// (`https://github.com/OWNER/NAME/blob/main`), else the path.
-fn runbook_text(runbook: &str, repository_url: Option<&str>) -> String {
+fn runbook_text(runbook: &str, repository_url: Option<&String>) -> String {
     match repository_url {
         Some(base) => format!("<{base}/{runbook}|runbook>"),
         None => format!("runbook: `{}`", escape(runbook)),
     }
 }
 
-fn line(alert: &Alert, repository_url: Option<&str>) -> String {
+fn line(alert: &Alert, repositories: &BTreeMap<String, String>) -> String {
     let check = &alert.check;
     let what = match alert.kind {
         Kind::New => format!("{} (new)", alert.level.label()),
@@ -202,12 +258,13 @@ fn line(alert: &Alert, repository_url: Option<&str>) -> String {
         escape(&check.service),
         escape(&check.check),
         escape(&truncate_chars(&value, VALUE_CHARS)),
-        runbook_text(&check.runbook, repository_url)
+        runbook_text(&check.runbook, repositories.get(&check.service))
     )
 }
 
-/// The digest of `alerts`: the `text` fallback and the blocks.
-pub fn digest(alerts: &[Alert], score: &Score, repository_url: Option<&str>) -> Value {
+/// The digest of `alerts`: the `text` fallback and the blocks. `repositories` maps a service
+/// to the web base of its files (`https://github.com/OWNER/NAME/blob/main`), for runbook links.
+pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, String>) -> Value {
     let open = alerts.iter().filter(|a| a.kind != Kind::Resolved).count();
     let resolved = alerts.len() - open;
     let title = format!(
@@ -226,7 +283,7 @@ pub fn digest(alerts: &[Alert], score: &Score, repository_url: Option<&str>) -> 
     for alert in alerts.iter().take(room) {
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": truncate_chars(&line(alert, repository_url), MAX_SECTION_CHARS)}
+            "text": {"type": "mrkdwn", "text": truncate_chars(&line(alert, repositories), MAX_SECTION_CHARS)}
         }));
     }
     if alerts.len() > room {
@@ -236,7 +293,7 @@ pub fn digest(alerts: &[Alert], score: &Score, repository_url: Option<&str>) -> 
         }));
     }
     let fallback = std::iter::once(title)
-        .chain(alerts.iter().map(|alert| line(alert, repository_url)))
+        .chain(alerts.iter().map(|alert| line(alert, repositories)))
         .collect::<Vec<_>>()
         .join("\n");
     json!({"text": truncate_chars(&fallback, 3000), "blocks": blocks})
@@ -264,7 +321,7 @@ mod tests {
 
     #[test]
     fn the_lifecycle_fires_repeats_sparingly_worsens_and_resolves() {
-        let six = DEFAULT_REPEAT_INTERVAL;
+        let six = |_: &HealthCheck| DEFAULT_REPEAT_INTERVAL;
         let warn = vec![check("s", "vegas", Status::Warn)];
         let (alerts, state) = plan(&AlertState::default(), &warn, at(0), six);
         assert_eq!(kinds(&alerts), [("vegas".into(), Kind::New)]);
@@ -298,7 +355,7 @@ mod tests {
 
     #[test]
     fn errors_alert_as_warnings_and_checks_not_run_keep_their_state() {
-        let six = DEFAULT_REPEAT_INTERVAL;
+        let six = |_: &HealthCheck| DEFAULT_REPEAT_INTERVAL;
         let run = vec![
             check("a", "x", Status::Error),
             check("b", "y", Status::Critical),
@@ -329,7 +386,11 @@ mod tests {
             .collect();
         let checks: Vec<HealthCheck> = many.iter().map(|a| a.check.clone()).collect();
         let score = crate::health::score(&checks);
-        let message = digest(&many, &score, Some("https://github.com/o/r/blob/main"));
+        let repositories = BTreeMap::from([(
+            "svc".to_string(),
+            "https://github.com/o/r/blob/main".to_string(),
+        )]);
+        let message = digest(&many, &score, &repositories);
         let blocks = message["blocks"].as_array().unwrap();
         assert_eq!(blocks.len(), MAX_BLOCKS);
         for block in blocks {
@@ -350,6 +411,37 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("deployer health: CRITICAL"));
+    }
+
+    #[test]
+    fn alerts_route_by_severity_and_undelivered_ones_are_kept_for_later() {
+        let run = vec![
+            check("a", "x", Status::Warn),
+            check("a", "y", Status::Critical),
+            check("b", "z", Status::Critical),
+        ];
+        let (alerts, next) = plan(&AlertState::default(), &run, at(0), |_| {
+            DEFAULT_REPEAT_INTERVAL
+        });
+        let variable_of = |service: &str| match service {
+            "a" => "SLACK_WEBHOOK_URL".to_string(),
+            _ => "OTHER_HOOK".to_string(),
+        };
+        let set = ["SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_CRITICAL"];
+        let (destinations, unrouted) =
+            route(alerts.clone(), variable_of, |name| set.contains(&name));
+        assert_eq!(destinations.len(), 2);
+        assert_eq!(destinations[0].variable, "SLACK_WEBHOOK_URL");
+        assert_eq!(destinations[0].alerts[0].check.check, "x");
+        assert_eq!(destinations[1].variable, "SLACK_WEBHOOK_URL_CRITICAL");
+        assert_eq!(destinations[1].alerts[0].check.check, "y");
+        assert_eq!(unrouted.len(), 1, "b has no webhook");
+        // `x` was not delivered: the next run alerts it again as new.
+        let kept = settle(&AlertState::default(), next, &[&alerts[0]]);
+        assert!(!kept.checks.contains_key("a/x"));
+        assert!(kept.checks.contains_key("a/y"));
+        let (again, _) = plan(&kept, &run, at(1), |_| DEFAULT_REPEAT_INTERVAL);
+        assert_eq!(kinds(&again), [("x".into(), Kind::New)]);
     }
 
     #[test]

@@ -306,7 +306,7 @@ mod tests {
             &AlertState::default(),
             &[check("s", "Vegas", Status::Critical)],
             at(6),
-            alerts::DEFAULT_REPEAT_INTERVAL,
+            |_| alerts::DEFAULT_REPEAT_INTERVAL,
         );
         store.save_alerts(&state).unwrap();
         // A new process (a new job) reads the same lifecycle.

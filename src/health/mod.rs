@@ -164,6 +164,12 @@ impl Verdict {
         }
     }
 
+    /// The exit code of a run: the verdict's, and at least 1 when an alert could not be
+    /// delivered (a failed delivery is never silent).
+    pub fn exit_code_with(self, delivery_failed: bool) -> u8 {
+        self.exit_code().max(u8::from(delivery_failed))
+    }
+
     /// The exit code: 0 PASS, 1 WARNING, 2 CRITICAL.
     pub fn exit_code(self) -> u8 {
         match self {

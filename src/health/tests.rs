@@ -93,6 +93,9 @@ fn exit_codes_are_0_1_2() {
     assert_eq!(Verdict::Pass.exit_code(), 0);
     assert_eq!(Verdict::Warning.exit_code(), 1);
     assert_eq!(Verdict::Critical.exit_code(), 2);
+    assert_eq!(Verdict::Pass.exit_code_with(true), 1);
+    assert_eq!(Verdict::Critical.exit_code_with(true), 2);
+    assert_eq!(Verdict::Pass.exit_code_with(false), 0);
 }
 
 #[test]
