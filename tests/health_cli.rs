@@ -1,9 +1,13 @@
 //! `deployer health` end to end: the shipped services' `health` checks against the BigQuery
 //! emulator seeded at the seeds' healthy and degraded levels, with their drift; the dashboard,
-//! the JSON document and the exit codes 0 / 1 / 2.
+//! the JSON document and the exit codes; Slack alerts through the local stand-in across runs
+//! (new processes sharing a state directory): fire once, stay quiet, resolve; the webhook URL
+//! never shown; and the trend of `health history`.
 
 #[path = "fixtures/bigquery/seed.rs"]
 mod seed;
+#[path = "support/slack.rs"]
+mod slack;
 
 use std::process::{Command, Output};
 
@@ -148,4 +152,199 @@ async fn healthy_levels_as_json_carry_every_field() {
     assert_eq!(document["score"]["verdict"], "WARNING");
     assert_eq!(document["exit_code"], 1);
     assert_eq!(output.status.code(), Some(1));
+}
+
+const BASE_HOOK: &str = "T000/B000/s3cr3tbase";
+const CRITICAL_HOOK: &str = "T000/B001/s3cr3tcrit";
+
+fn texts(message: &serde_json::Value) -> String {
+    message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|block| {
+            block["text"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn slack_alerts_fire_once_stay_quiet_and_resolve_across_runs() {
+    let bigquery = seed::endpoint();
+    seed::seed(&bigquery, "health-slack-bad", Level::Degraded).await;
+    seed::seed(&bigquery, "health-slack-good", Level::Healthy).await;
+    let slack = slack::SlackStandIn::start(&[BASE_HOOK, CRITICAL_HOOK]);
+    slack.lock().rate_limit_next = 1;
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    let base = slack.hook_url(BASE_HOOK);
+    let critical = slack.hook_url(CRITICAL_HOOK);
+    let env = [
+        ("DEPLOYER_STATE_DIR", state_dir.as_str()),
+        ("SLACK_WEBHOOK_URL", base.as_str()),
+        ("SLACK_WEBHOOK_URL_CRITICAL", critical.as_str()),
+    ];
+    let closed = closed_port();
+    let run = |project: &str| {
+        let args = service_args(project, &closed);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = health(&args, &bigquery, &env);
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert!(
+            !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"),
+            "the webhook URL shows: {stdout}\n{stderr}"
+        );
+        (output.status.code(), stdout, stderr)
+    };
+
+    // First degraded run: one digest per webhook, after waiting out a 429.
+    let (code, stdout, stderr) = run("health-slack-bad");
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert_eq!(slack.lock().answers.first(), Some(&429));
+    let critical_messages = slack.messages(CRITICAL_HOOK);
+    assert_eq!(critical_messages.len(), 1, "{stderr}");
+    let body = texts(&critical_messages[0]);
+    assert!(
+        body.contains("*CRITICAL (new)* `phase4-processors` · *Vegas Line Coverage*: 44.2%"),
+        "{body}"
+    );
+    assert!(body.contains("Grading Completeness"), "{body}");
+    // The runbook section, through the repository of `notifications.github_repository`.
+    assert!(
+        body.contains("<https://github.com/nba-props/platform/blob/main/runbooks/phase4-processors.md#troubleshoot|runbook>"),
+        "{body}"
+    );
+    assert!(critical_messages[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("deployer health: CRITICAL (score 33/100, 3 of 9 passed)"));
+    let warnings = slack.messages(BASE_HOOK);
+    assert_eq!(warnings.len(), 1, "the drift that cannot be read warns");
+    assert!(
+        texts(&warnings[0]).contains("*WARNING (new)*"),
+        "{warnings:?}"
+    );
+    assert!(
+        stderr.contains("through the webhook in `SLACK_WEBHOOK_URL_CRITICAL`"),
+        "{stderr}"
+    );
+
+    // The same state again, within the repeat interval: nothing is sent.
+    let (code, _, stderr) = run("health-slack-bad");
+    assert_eq!(code, Some(2));
+    assert_eq!(slack.messages(CRITICAL_HOOK).len(), 1, "{stderr}");
+    assert_eq!(slack.messages(BASE_HOOK).len(), 1, "{stderr}");
+
+    // Healthy again: the resolved message, where the critical alerts went.
+    let (code, _, stderr) = run("health-slack-good");
+    assert_eq!(code, Some(1), "{stderr}");
+    let critical_messages = slack.messages(CRITICAL_HOOK);
+    assert_eq!(critical_messages.len(), 2, "{stderr}");
+    let body = texts(&critical_messages[1]);
+    assert!(
+        body.contains("*RESOLVED* `phase4-processors` · *Vegas Line Coverage*: 92.4%"),
+        "{body}"
+    );
+    assert!(body.contains("*RESOLVED* `grading-service`"), "{body}");
+    assert_eq!(slack.messages(BASE_HOOK).len(), 1);
+
+    // The history holds the three runs: Vegas's trend.
+    let output = health(
+        &[
+            "history",
+            "--check",
+            "vegas line coverage",
+            "--format",
+            "json",
+        ],
+        &bigquery,
+        &env,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["runs"], 3);
+    let points = document["series"]["phase4-processors/Vegas Line Coverage"]
+        .as_array()
+        .unwrap();
+    let values: Vec<f64> = points
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values, [44.2, 44.2, 92.4]);
+    assert_eq!(points[2]["status"], "PASS");
+    let output = health(
+        &["history", "--check", "Vegas Line Coverage"],
+        &bigquery,
+        &env,
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(
+            "phase4-processors/Vegas Line Coverage  44.2 44.2 92.4  last PASS, 1/3 passed"
+        ),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() {
+    let bigquery = seed::endpoint();
+    seed::seed(&bigquery, "health-slack-fail", Level::Degraded).await;
+    let slack = slack::SlackStandIn::start(&[BASE_HOOK]);
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    // A hook Slack does not know: 404 no_service.
+    let gone = slack.hook_url("T000/B000/s3cr3tgone");
+    let env = [
+        ("DEPLOYER_STATE_DIR", state_dir.as_str()),
+        ("SLACK_WEBHOOK_URL", gone.as_str()),
+    ];
+    let closed = closed_port();
+    let mut args = vec![
+        "--service",
+        "phase4-processors",
+        "--project",
+        "health-slack-fail",
+        "--no-fetch",
+        "--endpoint",
+        closed.as_str(),
+        "--format",
+        "json",
+    ];
+    let output = health(&args, &bigquery, &env);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "Slack refused the message sent to the webhook in `SLACK_WEBHOOK_URL`: 404 no_service"
+        ),
+        "{stderr}"
+    );
+    let document: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(document["alerts"]["deliveries"][0]["delivered"], false);
+    assert_eq!(
+        document["alerts"]["deliveries"][0]["variable"],
+        "SLACK_WEBHOOK_URL"
+    );
+    assert_eq!(output.status.code(), Some(2));
+    // Not delivered: the next run (with a working hook) alerts it as new.
+    let good = slack.hook_url(BASE_HOOK);
+    let env = [
+        ("DEPLOYER_STATE_DIR", state_dir.as_str()),
+        ("SLACK_WEBHOOK_URL", good.as_str()),
+    ];
+    args.truncate(7);
+    let output = health(&args, &bigquery, &env);
+    assert_eq!(output.status.code(), Some(2));
+    let messages = slack.messages(BASE_HOOK);
+    assert_eq!(messages.len(), 1, "{}", text(&output.stderr));
+    assert!(texts(&messages[0])
+        .contains("*CRITICAL (new)* `phase4-processors` · *Vegas Line Coverage*"));
 }
