@@ -701,7 +701,7 @@ async fn after_a_rolled_back_deploy_the_next_one_does_not_inherit_its_environmen
     );
     fixture.assert_serves_only(&canary).await;
     let load = fixture.finish_load().await;
-    assert_eq!(load.served_by(&canary) > 0, true, "{load:?}");
+    assert!(load.served_by(&canary) > 0, "{load:?}");
     fixture.shutdown().await;
 }
 

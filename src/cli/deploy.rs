@@ -157,7 +157,7 @@ impl Progress {
 /// One look's results: the worst first, each `NAME STATUS (detail)`.
 fn results_text(results: &[MetricResult]) -> String {
     let mut sorted: Vec<&MetricResult> = results.iter().collect();
-    sorted.sort_by(|a, b| b.status.cmp(&a.status));
+    sorted.sort_by_key(|result| std::cmp::Reverse(result.status));
     sorted
         .iter()
         .map(|result| {

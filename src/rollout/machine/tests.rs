@@ -506,10 +506,8 @@ proptest! {
         for _ in 0..2000 {
             let input = match action {
                 Action::MoveTraffic { percent } => {
-                    if state.phase == Phase::Canary || percent == 100 {
-                        if elapsed > 0 || percent == 100 {
-                            step_ended_on_read.push(last_read);
-                        }
+                    if (state.phase == Phase::Canary && elapsed > 0) || percent == 100 {
+                        step_ended_on_read.push(last_read);
                     }
                     elapsed = 0;
                     Input::TrafficMoved
