@@ -348,3 +348,63 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
     assert!(texts(&messages[0])
         .contains("*CRITICAL (new)* `phase4-processors` · *Vegas Line Coverage*"));
 }
+
+#[test]
+fn the_scheduled_job_runs_deployer_health_from_the_repositorys_image() {
+    use yaml_rust2::YamlLoader;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/health-job.yaml")).unwrap();
+    let documents = YamlLoader::load_from_str(&text).unwrap();
+    let job = &documents[0];
+    assert_eq!(job["apiVersion"].as_str(), Some("run.googleapis.com/v1"));
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    let task = &job["spec"]["template"]["spec"]["template"]["spec"];
+    assert_eq!(
+        task["maxRetries"].as_i64(),
+        Some(0),
+        "a verdict is not retried"
+    );
+    let container = &task["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|arg| arg.as_str())
+        .collect();
+    assert_eq!(args, ["health"]);
+    assert!(container["image"].as_str().unwrap().contains("/deployer"));
+    let env: Vec<&str> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|var| var["name"].as_str())
+        .collect();
+    for name in [
+        "SLACK_WEBHOOK_URL",
+        "SLACK_WEBHOOK_URL_CRITICAL",
+        "DEPLOYER_STATE_DIR",
+        "GITHUB_REPOSITORY",
+    ] {
+        assert!(env.contains(&name), "{name} in {env:?}");
+    }
+    // The webhooks come from Secret Manager, never as plain values.
+    for var in container["env"].as_vec().unwrap() {
+        if var["name"].as_str().unwrap().starts_with("SLACK_") {
+            assert!(var["value"].is_badvalue(), "{var:?}");
+            assert!(!var["valueFrom"]["secretKeyRef"]["name"].is_badvalue());
+        }
+    }
+    // The image the job runs is the repository's Dockerfile, whose entry point is deployer.
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ENTRYPOINT [\"/deployer\"]"));
+    // The README schedules it every 6 hours with OIDC.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("--schedule=\"0 */6 * * *\""),
+        "README schedule"
+    );
+    assert!(
+        readme.contains("--oidc-service-account-email"),
+        "README OIDC"
+    );
+}
