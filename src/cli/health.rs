@@ -36,8 +36,9 @@ pub struct HealthArgs {
     /// Only these services [default: every service].
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
-    /// Checks run at once, across all services.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Checks run at once, across all services (they wait on providers, not on this
+    /// machine: the default runs 50 services × 5 checks in one round).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Where the drift's history comes from: the local repository, the GitHub API, or `auto`
     /// (the repository when there is one; in a container without a checkout, GitHub).
