@@ -1,14 +1,14 @@
 //! The outcome of one check: a [`Status`] with everything a person needs to trust it — the
 //! value and unit, the thresholds, the resolved query, the time it took and a link to open.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CheckConfig, Comparison, NoDataPolicy, Unit};
 
 use super::{Counts, Sample};
 
 /// A check's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     /// Within the thresholds.

@@ -72,7 +72,7 @@ struct CheckOutput<'a> {
 }
 
 /// True when some check needs the platform: a revision placeholder, a path URL, a baseline.
-fn needs_platform(checks: &[&CheckConfig]) -> bool {
+pub(super) fn needs_platform(checks: &[&CheckConfig]) -> bool {
     checks.iter().any(|check| {
         let text = check.source.query_text();
         check.baseline
@@ -105,7 +105,7 @@ pub fn endpoints(
 }
 
 /// Fills the revisions and URLs of `check_context` from the platform.
-async fn read_revisions(
+pub(super) async fn read_revisions(
     config: &ServiceConfig,
     id: &ServiceId,
     context: &Context,
@@ -213,12 +213,12 @@ fn render(service: &str, results: &[CheckResult]) -> String {
     let mut text = format!("Checks of `{service}`\n\n");
     let total = results.len();
     for (index, result) in results.iter().enumerate() {
-        let title = format!("[{}/{total}] {} ", index + 1, result.name);
-        let dots = 48usize.saturating_sub(title.chars().count()).max(3);
-        text.push_str(&format!(
-            "{title}{} {}\n",
-            ".".repeat(dots),
-            result.status.label()
+        text.push_str(&title_line(
+            index,
+            total,
+            &result.name,
+            result.status.label(),
+            &|label| label.to_string(),
         ));
         text.push_str(&format!(
             "      {} · {} · {} ms\n",
@@ -265,4 +265,19 @@ fn render(service: &str, results: &[CheckResult]) -> String {
         count(Status::Error)
     ));
     text
+}
+
+/// The title line of a dashboard block: `[1/6] Vegas Line Coverage ........ PASS`, the label
+/// passed through `paint` (colour, when the caller's output is a terminal). Shared by
+/// `deployer check` and `deployer health`.
+pub(super) fn title_line(
+    index: usize,
+    total: usize,
+    name: &str,
+    label: &str,
+    paint: &dyn Fn(&str) -> String,
+) -> String {
+    let title = format!("[{}/{total}] {name} ", index + 1);
+    let dots = 48usize.saturating_sub(title.chars().count()).max(3);
+    format!("{title}{} {}\n", ".".repeat(dots), paint(label))
 }

@@ -79,7 +79,7 @@ fn exit_for(severity: Severity) -> ExitStatus {
     }
 }
 
-fn load(
+pub(super) fn load(
     context: &Context,
     names: &[String],
 ) -> anyhow::Result<(std::path::PathBuf, Vec<ServiceConfig>)> {
@@ -168,36 +168,8 @@ fn default_repository() -> anyhow::Result<Option<RepositoryName>> {
 pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
     let (root, configs) = load(context, &args.services)?;
     super::block_on(async {
-        let inputs = read_all(context, configs).await?;
-        let now = chrono::Utc::now();
-        let repository = match args.source {
-            SourceArg::Github => None,
-            SourceArg::Git => Some(Repository::discover(&root).context(
-                "`--source git` needs the repository's working tree (use `--source github` where there is none)",
-            )?),
-            SourceArg::Auto => Repository::discover(&root).ok(),
-        };
-        let report = match &repository {
-            Some(repository) => drift::from_git(
-                repository,
-                &inputs,
-                &GitOptions {
-                    fetch: !args.no_fetch,
-                    fetch_time_limit: FETCH_TIME_LIMIT,
-                },
-                now,
-            ),
-            None => {
-                if args.source == SourceArg::Auto {
-                    context.output.message(format!(
-                        "no git repository at `{}`: reading the history from the GitHub API",
-                        root.display()
-                    ));
-                }
-                let client = github_client(&inputs)?;
-                drift::from_github(&client, &inputs, default_repository()?.as_ref(), now).await
-            }
-        };
+        let (inputs, report) =
+            measure(context, &root, configs, args.source, !args.no_fetch).await?;
         let mut status = exit_for(report.worst);
         let mut outcomes = None;
         if args.github_issue {
@@ -225,6 +197,48 @@ pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
         }
         Ok(status)
     })
+}
+
+/// Reads what serves `configs` and measures their drift, from the repository at `root` or
+/// from GitHub (`source`): what `deployer drift` and `deployer health` report.
+pub(super) async fn measure(
+    context: &Context,
+    root: &std::path::Path,
+    configs: Vec<ServiceConfig>,
+    source: SourceArg,
+    fetch: bool,
+) -> anyhow::Result<(Vec<ServiceInput>, DriftReport)> {
+    let inputs = read_all(context, configs).await?;
+    let now = chrono::Utc::now();
+    let repository = match source {
+        SourceArg::Github => None,
+        SourceArg::Git => Some(Repository::discover(root).context(
+            "`--source git` needs the repository's working tree (use `--source github` where there is none)",
+        )?),
+        SourceArg::Auto => Repository::discover(root).ok(),
+    };
+    let report = match &repository {
+        Some(repository) => drift::from_git(
+            repository,
+            &inputs,
+            &GitOptions {
+                fetch,
+                fetch_time_limit: FETCH_TIME_LIMIT,
+            },
+            now,
+        ),
+        None => {
+            if source == SourceArg::Auto {
+                context.output.message(format!(
+                    "no git repository at `{}`: reading the history from the GitHub API",
+                    root.display()
+                ));
+            }
+            let client = github_client(&inputs)?;
+            drift::from_github(&client, &inputs, default_repository()?.as_ref(), now).await
+        }
+    };
+    Ok((inputs, report))
 }
 
 /// Keeps the issues; prints one line per service that has or needs one.

@@ -11,6 +11,7 @@ mod completions;
 mod deploy;
 mod drift;
 mod emulator;
+mod health;
 mod output;
 mod preflight;
 pub mod prompt;
@@ -138,6 +139,9 @@ pub enum Command {
     /// Every service by default (read concurrently). Exit 0 = all OK, 1 = worst WARN,
     /// 2 = worst CRITICAL. `--github-issue` keeps one GitHub issue per drifting service.
     Drift(drift::DriftArgs),
+    /// The unified health check: every `health` check of every service and their drift, a
+    /// score, a dashboard; exit 0 PASS, 1 WARNING, 2 CRITICAL.
+    Health(health::HealthArgs),
 }
 
 /// What every command gets: the global conventions, resolved once.
@@ -229,6 +233,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Man(args) => completions::man(&args),
         Command::Emulator(args) => emulator::run(&context, args),
         Command::Drift(args) => drift::run(&context, &args),
+        Command::Health(args) => health::run(&context, &args),
     };
     match result {
         Ok(status) => status,

@@ -27,6 +27,12 @@ pub fn color_enabled_on_stderr() -> bool {
         && std::io::stderr().is_terminal()
 }
 
+/// True when stdout is a terminal and `NO_COLOR` is unset: colour in data written to stdout.
+pub fn color_enabled_on_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
 impl Output {
     /// Output for `--format`.
     pub fn new(format: Format) -> Self {

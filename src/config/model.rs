@@ -736,6 +736,9 @@ pub struct NotificationConfig {
     /// Environment variable holding the GitHub token.
     #[serde(default = "defaults::github_token_env")]
     pub github_token_env: String,
+    /// How often `deployer health` repeats an unchanged alert [default: 6h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval: Option<HumanDuration>,
 }
 
 impl Default for NotificationConfig {
@@ -745,6 +748,7 @@ impl Default for NotificationConfig {
             slack_channel: None,
             github_repository: None,
             github_token_env: defaults::github_token_env(),
+            repeat_interval: None,
         }
     }
 }

@@ -3,3 +3,4 @@
 //! errors that never carry a secret.
 
 pub mod github;
+pub mod slack;

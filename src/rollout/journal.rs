@@ -102,6 +102,11 @@ impl LocalJournal {
         Self { directory }
     }
 
+    /// The state directory (shared with the health check's history).
+    pub fn directory(&self) -> &std::path::Path {
+        &self.directory
+    }
+
     /// A journal store in `directory`.
     pub fn in_directory(directory: PathBuf) -> Self {
         Self { directory }

@@ -1,0 +1,731 @@
+//! `deployer health [--service S...]`: the unified health check. Every `health`-gated check of
+//! every service and one "Deployment Drift" check per service, run concurrently (at most
+//! `--concurrency` at once, each within its own timeout), as the dashboard or `--format json`.
+//! Exit 0 PASS, 1 WARNING, 2 CRITICAL (see [`crate::health`]).
+
+use std::{fmt::Write as _, time::Instant};
+
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use super::{
+    check::{self, ProviderFlags},
+    drift::{self as drift_cli, SourceArg},
+    output::color_enabled_on_stdout,
+    Context, UsageError,
+};
+use crate::{
+    checks::{self, format_value, CheckContext, Providers, Status},
+    config::{CheckConfig, Gate, ServiceConfig},
+    exit::ExitStatus,
+    health::{
+        self,
+        alerts::{self, Alert, Kind, Level},
+        history::{self, FileStore, RunRecord},
+        HealthCheck, Score, Verdict,
+    },
+    notify::slack::Webhook,
+};
+
+/// `health`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HealthArgs {
+    #[command(subcommand)]
+    pub command: Option<HealthCommand>,
+    /// Only these services [default: every service].
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Checks run at once, across all services (they wait on providers, not on this
+    /// machine: the default runs 50 services × 5 checks in one round).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Where the drift's history comes from: the local repository, the GitHub API, or `auto`
+    /// (the repository when there is one; in a container without a checkout, GitHub).
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub source: SourceArg,
+    /// Do not fetch `main` for the drift check (compare with it as last fetched).
+    #[arg(long)]
+    pub no_fetch: bool,
+    /// Do not send Slack alerts (the lifecycle state is left as it is).
+    #[arg(long)]
+    pub no_alerts: bool,
+    #[command(flatten)]
+    pub providers: ProviderFlags,
+}
+
+/// `health` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum HealthCommand {
+    /// Each check's trend from the recorded runs (a sparkline on a terminal, the series in
+    /// JSON).
+    History(HistoryArgs),
+}
+
+/// `health history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Only runs this recent (`7d`, `12h`).
+    #[arg(long, default_value = "7d", value_parser = parse_since)]
+    pub since: std::time::Duration,
+    /// Only the checks of this name (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    pub check: Option<String>,
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration (`7d`, `12h`): {error}"))?;
+    if duration > std::time::Duration::from_secs(10 * 365 * 86_400) {
+        return Err(format!("`{text}` is more than 10 years"));
+    }
+    Ok(duration)
+}
+
+/// The JSON document.
+#[derive(Debug, Serialize)]
+struct HealthOutput<'a> {
+    generated_at: chrono::DateTime<chrono::Utc>,
+    score: &'a Score,
+    exit_code: u8,
+    checks: &'a [HealthCheck],
+    alerts: &'a AlertReport,
+}
+
+/// What happened to this run's alerts.
+#[derive(Debug, Default, Serialize)]
+struct AlertReport {
+    /// The alerts of the run (new, worse, repeat, resolved).
+    planned: Vec<PlannedAlert>,
+    /// One per webhook.
+    deliveries: Vec<Delivery>,
+    /// Alerts with no webhook variable set.
+    not_sent: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PlannedAlert {
+    service: String,
+    check: String,
+    kind: Kind,
+    level: Level,
+}
+
+#[derive(Debug, Serialize)]
+struct Delivery {
+    /// The variable holding the webhook (never its value).
+    variable: String,
+    alerts: usize,
+    delivered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// One service's checks, ready to run.
+struct Prepared {
+    config: ServiceConfig,
+    context: CheckContext,
+    providers: Providers,
+    /// Why the service's checks cannot run (the platform unreadable for a `{revision}`).
+    blocked: Option<String>,
+}
+
+async fn prepare(context: &Context, args: &HealthArgs, config: ServiceConfig) -> Prepared {
+    let providers = Providers::new(check::endpoints(&config, &args.providers, context));
+    let mut check_context = CheckContext::default();
+    let mut blocked = None;
+    match super::target::service_id(&config) {
+        Ok(id) => {
+            check_context.service = id.name.clone();
+            check_context.project = id.project.clone();
+            check_context.region = id.region.clone();
+            let selected = checks::checks_for_gate(&config, Gate::Health);
+            if check::needs_platform(&selected) {
+                if let Err(error) =
+                    check::read_revisions(&config, &id, context, &mut check_context).await
+                {
+                    blocked = Some(format!("{error:#}"));
+                }
+            }
+        }
+        Err(error) => blocked = Some(format!("{error:#}")),
+    }
+    Prepared {
+        config,
+        context: check_context,
+        providers,
+        blocked,
+    }
+}
+
+/// An ERROR result for a check that could not be run.
+fn not_run(config: &ServiceConfig, check: &CheckConfig, why: &str) -> HealthCheck {
+    HealthCheck {
+        service: config.name.clone(),
+        check: check.name.clone(),
+        provider: check.provider().as_str(),
+        status: Status::Error,
+        severity: checks::Severity::Warning,
+        value: None,
+        unit: check.unit,
+        thresholds: Some(checks::Thresholds {
+            comparison: check.comparison.symbol(),
+            warn: check.warn,
+            critical: check.critical,
+        }),
+        query: check.source.query_text().to_string(),
+        elapsed_ms: 0,
+        link: None,
+        runbook: health::runbook_link(config),
+        message: Some(why.to_string()),
+    }
+}
+
+/// Runs every check and every drift measurement: the results, each service's checks then its
+/// drift, in the order of the services.
+pub(super) async fn run_all(
+    context: &Context,
+    args: &HealthArgs,
+    root: &std::path::Path,
+    configs: Vec<ServiceConfig>,
+) -> Vec<HealthCheck> {
+    let checks_future = async {
+        let prepared = futures::future::join_all(
+            configs
+                .iter()
+                .cloned()
+                .map(|config| prepare(context, args, config)),
+        )
+        .await;
+        let jobs: Vec<(usize, &Prepared, &CheckConfig)> = prepared
+            .iter()
+            .enumerate()
+            .flat_map(|(index, service)| {
+                checks::checks_for_gate(&service.config, Gate::Health)
+                    .into_iter()
+                    .map(move |check| (index, service, check))
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(index, service, check)| async move {
+                let result = match &service.blocked {
+                    Some(why) => not_run(&service.config, check, why),
+                    None => HealthCheck::from_result(
+                        &service.config,
+                        &checks::run_check(check, &service.context, &service.providers).await,
+                    ),
+                };
+                (index, result)
+            })
+            .buffered(usize::from(args.concurrency))
+            .collect::<Vec<_>>()
+            .await
+    };
+    let drift_future = async {
+        let started = Instant::now();
+        let measured =
+            drift_cli::measure(context, root, configs.clone(), args.source, !args.no_fetch).await;
+        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        configs
+            .iter()
+            .enumerate()
+            .map(|(index, config)| {
+                let check = match &measured {
+                    Ok((_, report)) => match report.services.get(index) {
+                        Some(drift) => HealthCheck::from_drift(config, drift, elapsed),
+                        None => drift_error(config, "no drift measured", elapsed),
+                    },
+                    Err(error) => drift_error(config, &format!("{error:#}"), elapsed),
+                };
+                (index, check)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut results, drifts) = futures::future::join(checks_future, drift_future).await;
+    results.extend(drifts);
+    // Stable: each service's checks keep their order, its drift comes after them.
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, check)| check).collect()
+}
+
+fn drift_error(config: &ServiceConfig, why: &str, elapsed_ms: u64) -> HealthCheck {
+    HealthCheck {
+        service: config.name.clone(),
+        check: health::DRIFT_CHECK.to_string(),
+        provider: "drift",
+        status: Status::Error,
+        severity: checks::Severity::Warning,
+        value: None,
+        unit: crate::config::Unit::Count,
+        thresholds: None,
+        query: format!("serving revisions of `{}` vs main", config.name),
+        elapsed_ms,
+        link: None,
+        runbook: health::runbook_link(config),
+        message: Some(format!("drift unknown: {why}")),
+    }
+}
+
+/// Runs `health`.
+pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
+    if let Some(HealthCommand::History(history_args)) = &args.command {
+        return history_command(context, history_args);
+    }
+    let (root, configs) = drift_cli::load(context, &args.services)?;
+    let generated_at = chrono::Utc::now();
+    let store = FileStore::from_environment();
+    let (results, report) = super::block_on(async {
+        let results = run_all(context, args, &root, configs.clone()).await;
+        let score = health::score(&results);
+        let report = if args.no_alerts {
+            AlertReport::default()
+        } else {
+            alert(context, &store, &configs, &results, &score, generated_at).await
+        };
+        Ok((results, report))
+    })?;
+    if results.is_empty() {
+        return Err(UsageError {
+            message: "no check to run".into(),
+        }
+        .into());
+    }
+    let score = health::score(&results);
+    if let Err(error) = store.append(&RunRecord::new(generated_at, &score, &results)) {
+        context
+            .output
+            .message(format!("warning: the run is not recorded: {error}"));
+    }
+    let failed = report.deliveries.iter().any(|delivery| !delivery.delivered);
+    let code = score.verdict.exit_code_with(failed);
+    if context.output.is_json() {
+        context.output.json(&HealthOutput {
+            generated_at,
+            score: &score,
+            exit_code: code,
+            checks: &results,
+            alerts: &report,
+        })?;
+    } else {
+        let paint = Painter {
+            color: color_enabled_on_stdout(),
+        };
+        context
+            .output
+            .data(render(&results, &score, generated_at, &paint));
+    }
+    Ok(match code {
+        0 => exit_for(Verdict::Pass),
+        1 => exit_for(Verdict::Warning),
+        _ => exit_for(Verdict::Critical),
+    })
+}
+
+fn variable_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| !value.trim().is_empty())
+}
+
+/// Plans this run's alerts against the stored lifecycle, sends one digest per webhook, and
+/// keeps the state of what was delivered. Reports every step on stderr (never a URL).
+async fn alert(
+    context: &Context,
+    store: &FileStore,
+    configs: &[ServiceConfig],
+    results: &[HealthCheck],
+    score: &Score,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AlertReport {
+    let mut report = AlertReport::default();
+    let previous = match store.load_alerts() {
+        Ok(state) => state,
+        Err(error) => {
+            context.output.message(format!(
+                "warning: {error}: alerts start over (every failing check alerts as new)"
+            ));
+            Default::default()
+        }
+    };
+    let config_of = |service: &str| configs.iter().find(|config| config.name == service);
+    let (planned, next) = alerts::plan(&previous, results, now, |check| {
+        config_of(&check.service)
+            .and_then(|config| config.notifications.repeat_interval)
+            .map(|interval| interval.get())
+            .unwrap_or(alerts::DEFAULT_REPEAT_INTERVAL)
+    });
+    report.planned = planned
+        .iter()
+        .map(|alert| PlannedAlert {
+            service: alert.check.service.clone(),
+            check: alert.check.check.clone(),
+            kind: alert.kind,
+            level: alert.level,
+        })
+        .collect();
+    let repositories = configs
+        .iter()
+        .filter_map(|config| {
+            let repository = config.notifications.github_repository.as_ref()?;
+            let server = std::env::var("GITHUB_SERVER_URL")
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+                .unwrap_or_else(|| "https://github.com".into());
+            Some((
+                config.name.clone(),
+                format!("{}/{repository}/blob/main", server.trim_end_matches('/')),
+            ))
+        })
+        .collect();
+    let (destinations, unrouted) = alerts::route(
+        planned,
+        |service| {
+            config_of(service)
+                .map(|config| config.notifications.slack_webhook_env.clone())
+                .unwrap_or_else(|| "SLACK_WEBHOOK_URL".into())
+        },
+        variable_set,
+    );
+    report.not_sent = unrouted.len();
+    if !unrouted.is_empty() {
+        let mut variables: Vec<String> = unrouted
+            .iter()
+            .filter_map(|alert| config_of(&alert.check.service))
+            .map(|config| format!("`{}`", config.notifications.slack_webhook_env))
+            .collect();
+        variables.dedup();
+        context.output.message(format!(
+            "warning: {} alert(s) not sent: no Slack webhook is set ({})",
+            unrouted.len(),
+            variables.join(", ")
+        ));
+    }
+    let mut undelivered: Vec<&Alert> = unrouted.iter().collect();
+    for destination in &destinations {
+        let message = alerts::digest(&destination.alerts, score, &repositories);
+        let url = std::env::var(&destination.variable).unwrap_or_default();
+        let sent = match Webhook::new(&destination.variable, &url) {
+            Ok(webhook) => webhook.post(&message).await,
+            Err(error) => Err(error),
+        };
+        match &sent {
+            Ok(()) => context.output.message(format!(
+                "Slack: sent {} alert(s) through the webhook in `{}`",
+                destination.alerts.len(),
+                destination.variable
+            )),
+            Err(error) => {
+                context.output.message(format!("error: {error}"));
+                undelivered.extend(destination.alerts.iter());
+            }
+        }
+        report.deliveries.push(Delivery {
+            variable: destination.variable.clone(),
+            alerts: destination.alerts.len(),
+            delivered: sent.is_ok(),
+            error: sent.err().map(|error| error.to_string()),
+        });
+    }
+    let kept = alerts::settle(&previous, next, &undelivered);
+    if kept != previous {
+        if let Err(error) = store.save_alerts(&kept) {
+            context
+                .output
+                .message(format!("error: the alert state is not saved: {error}"));
+            report.deliveries.push(Delivery {
+                variable: "state".into(),
+                alerts: 0,
+                delivered: false,
+                error: Some(error.to_string()),
+            });
+        }
+    }
+    report
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryOutput {
+    since: chrono::DateTime<chrono::Utc>,
+    runs: usize,
+    skipped_lines: usize,
+    series: std::collections::BTreeMap<String, Vec<history::Point>>,
+}
+
+/// `health history`.
+fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitStatus> {
+    let store = FileStore::from_environment();
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
+    let (runs, skipped) = store.read(since)?;
+    let series = history::series(&runs, args.check.as_deref());
+    if skipped > 0 {
+        context.output.message(format!(
+            "warning: {skipped} unreadable line(s) of `{}` skipped",
+            store.history_path().display()
+        ));
+    }
+    if context.output.is_json() {
+        context.output.json(&HistoryOutput {
+            since,
+            runs: runs.len(),
+            skipped_lines: skipped,
+            series,
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    if series.is_empty() {
+        context.output.data(format!(
+            "no recorded run{} since {} (`{}`)",
+            args.check
+                .as_ref()
+                .map(|name| format!(" of `{name}`"))
+                .unwrap_or_default(),
+            since.format("%Y-%m-%d %H:%M UTC"),
+            store.history_path().display()
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    let sparklines = color_enabled_on_stdout();
+    let width = series
+        .keys()
+        .map(|key| key.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!(
+        "{} run(s) since {}\n",
+        runs.len(),
+        since.format("%Y-%m-%d %H:%M UTC")
+    );
+    for (key, points) in &series {
+        let passed = points
+            .iter()
+            .filter(|point| point.status == Status::Pass)
+            .count();
+        let last = points
+            .last()
+            .map(|point| point.status.label())
+            .unwrap_or("-");
+        let trend = if sparklines {
+            history::sparkline(&points.iter().map(|point| point.value).collect::<Vec<_>>())
+        } else {
+            points
+                .iter()
+                .map(|point| match point.value {
+                    Some(value) => format!("{value}"),
+                    None => point.status.label().to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            text,
+            "{key}{}  {trend}  last {last}, {passed}/{} passed",
+            " ".repeat(width - key.chars().count()),
+            points.len()
+        );
+    }
+    context.output.data(text.trim_end());
+    Ok(ExitStatus::Success)
+}
+
+/// 0 PASS, 1 WARNING, 2 CRITICAL (the seeds' convention, shared with `drift`).
+fn exit_for(verdict: Verdict) -> ExitStatus {
+    match verdict {
+        Verdict::Pass => ExitStatus::Success,
+        Verdict::Warning => ExitStatus::Failure,
+        Verdict::Critical => ExitStatus::Usage,
+    }
+}
+
+/// Colour for the dashboard's labels (only on a terminal, never with `NO_COLOR`).
+pub(super) struct Painter {
+    pub color: bool,
+}
+
+impl Painter {
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A status or verdict label: green PASS, yellow WARN(ING), red CRITICAL, magenta others.
+    pub fn label(&self, label: &str) -> String {
+        let code = match label {
+            "PASS" => "1;32",
+            "WARN" | "WARNING" => "1;33",
+            "CRITICAL" => "1;31",
+            _ => "1;35",
+        };
+        self.paint(label, code)
+    }
+}
+
+/// `≥90%`: the threshold a value must hold to pass.
+fn threshold_text(check: &HealthCheck) -> Option<String> {
+    let thresholds = check.thresholds?;
+    let symbol = match thresholds.comparison {
+        ">=" => "≥",
+        "<=" => "≤",
+        other => other,
+    };
+    Some(format!(
+        "{symbol}{}",
+        format_value(thresholds.warn, check.unit)
+    ))
+}
+
+/// The detail line: `92.4% (threshold: ≥90%)`, or why there is no value.
+fn detail(check: &HealthCheck) -> String {
+    match (check.value, check.provider) {
+        (Some(value), "drift") => format!(
+            "{} undeployed commit{} touching the service: {}",
+            format_value(value, check.unit),
+            if value == 1.0 { "" } else { "s" },
+            check.message.as_deref().unwrap_or_default()
+        ),
+        (Some(value), _) => match threshold_text(check) {
+            Some(threshold) => format!(
+                "{} (threshold: {threshold})",
+                format_value(value, check.unit)
+            ),
+            None => format_value(value, check.unit),
+        },
+        (None, _) => check.message.clone().unwrap_or_default(),
+    }
+}
+
+/// The dashboard of the seeds: the score, one block per check, the score line.
+pub(super) fn render(
+    results: &[HealthCheck],
+    score: &Score,
+    generated_at: chrono::DateTime<chrono::Utc>,
+    paint: &Painter,
+) -> String {
+    let label = |text: &str| paint.label(text);
+    let mut text = format!(
+        "System Health · Score: {:.0}/100 ({})\n\n",
+        score.percent.floor(),
+        label(score.verdict.label())
+    );
+    let total = results.len();
+    for (index, result) in results.iter().enumerate() {
+        text.push_str(&check::title_line(
+            index,
+            total,
+            &result.check,
+            result.status.label(),
+            &label,
+        ));
+        let _ = writeln!(text, "      {}", detail(result));
+        let _ = writeln!(
+            text,
+            "      {} · {} · {} ms",
+            result.service, result.provider, result.elapsed_ms
+        );
+        if !result.passed() {
+            if result.value.is_some() && result.provider != "drift" {
+                if let Some(message) = &result.message {
+                    let _ = writeln!(text, "      {message}");
+                }
+            }
+            if let Some(link) = &result.link {
+                let _ = writeln!(text, "      {link}");
+            }
+            let _ = writeln!(text, "      runbook: {}", result.runbook);
+        }
+        text.push('\n');
+    }
+    let count = |status: Status| results.iter().filter(|r| r.status == status).count();
+    let _ = writeln!(
+        text,
+        "Score: {:.0}/100 ({}): {} of {} passed · {} warning, {} critical, {} no data, {} error",
+        score.percent.floor(),
+        label(score.verdict.label()),
+        score.passed,
+        score.total,
+        count(Status::Warn),
+        count(Status::Critical),
+        count(Status::NoData),
+        count(Status::Error),
+    );
+    let _ = write!(
+        text,
+        "Last Check: {}",
+        generated_at.format("%Y-%m-%d %H:%M UTC")
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(status: Status, value: Option<f64>) -> HealthCheck {
+        HealthCheck {
+            service: "phase4-processors".into(),
+            check: "Vegas Line Coverage".into(),
+            provider: "bigquery",
+            status,
+            severity: match status {
+                Status::Pass => checks::Severity::Ok,
+                Status::Critical => checks::Severity::Critical,
+                _ => checks::Severity::Warning,
+            },
+            value,
+            unit: crate::config::Unit::Percent,
+            thresholds: Some(checks::Thresholds {
+                comparison: ">=",
+                warn: 90.0,
+                critical: 70.0,
+            }),
+            query: "SELECT 1".into(),
+            elapsed_ms: 12,
+            link: Some("https://console.cloud.google.com/bigquery".into()),
+            runbook: "runbooks/phase4-processors.md#troubleshoot".into(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn the_dashboard_reads_like_the_seeds() {
+        let results = vec![
+            sample(Status::Pass, Some(92.4)),
+            sample(Status::Critical, Some(44.2)),
+        ];
+        let score = health::score(&results);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-02-02T18:00:00Z")
+            .unwrap()
+            .to_utc();
+        let text = render(&results, &score, at, &Painter { color: false });
+        assert!(
+            text.contains("[1/2] Vegas Line Coverage ...................... PASS\n      92.4% (threshold: ≥90%)\n"),
+            "{text}"
+        );
+        assert!(text.contains("44.2% (threshold: ≥90%)"), "{text}");
+        assert!(
+            text.contains("runbook: runbooks/phase4-processors.md#troubleshoot"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Score: 50/100 (CRITICAL): 1 of 2 passed"),
+            "{text}"
+        );
+        assert!(text.contains("Last Check: 2026-02-02 18:00 UTC"), "{text}");
+        assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
+        let coloured = render(&results, &score, at, &Painter { color: true });
+        assert!(coloured.contains("\x1b[1;32mPASS\x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{coloured}");
+    }
+
+    #[test]
+    fn no_value_shows_why() {
+        let mut check = sample(Status::NoData, None);
+        check.message = Some("no row".into());
+        assert_eq!(detail(&check), "no row");
+        check.thresholds.as_mut().unwrap().comparison = "<=";
+        check.value = Some(3.0);
+        check.unit = crate::config::Unit::Count;
+        assert_eq!(detail(&check), "3 (threshold: ≤90)");
+    }
+}

@@ -1,0 +1,349 @@
+//! The history store: each run's results appended to `health/history.jsonl` in the state
+//! directory (the one [`LocalJournal::from_environment`] uses: `DEPLOYER_STATE_DIR`, else
+//! `$XDG_STATE_HOME/deployer`, else `~/.local/state/deployer`), and the alert lifecycle in
+//! `health/alerts.json`, written atomically. Then the trends: each check's series and a
+//! sparkline, as pure functions.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{alerts::AlertState, HealthCheck, Score, Verdict};
+use crate::{checks::Status, rollout::journal::LocalJournal};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// A file could not be read or written.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// `read`, `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The alert state is not what deployer writes.
+    #[error("`{}` is not an alert state: {message}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One check of a recorded run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedCheck {
+    /// The service.
+    pub service: String,
+    /// The check.
+    pub check: String,
+    /// The status.
+    pub status: Status,
+    /// The value.
+    pub value: Option<f64>,
+}
+
+/// One run, as a line of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// When it ran.
+    pub at: DateTime<Utc>,
+    /// The score (passed / total × 100).
+    pub score: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Every check.
+    pub checks: Vec<RecordedCheck>,
+}
+
+impl RunRecord {
+    /// The record of a run.
+    pub fn new(at: DateTime<Utc>, score: &Score, checks: &[HealthCheck]) -> Self {
+        Self {
+            at,
+            score: score.percent,
+            verdict: score.verdict,
+            checks: checks
+                .iter()
+                .map(|check| RecordedCheck {
+                    service: check.service.clone(),
+                    check: check.check.clone(),
+                    status: check.status,
+                    value: check.value,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The files of the store.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    directory: PathBuf,
+}
+
+impl FileStore {
+    /// The store in the state directory.
+    pub fn from_environment() -> Self {
+        Self::in_directory(LocalJournal::from_environment().directory())
+    }
+
+    /// The store under `state_directory`.
+    pub fn in_directory(state_directory: &Path) -> Self {
+        Self {
+            directory: state_directory.join("health"),
+        }
+    }
+
+    /// The history file.
+    pub fn history_path(&self) -> PathBuf {
+        self.directory.join("history.jsonl")
+    }
+
+    /// The alert state file.
+    pub fn alerts_path(&self) -> PathBuf {
+        self.directory.join("alerts.json")
+    }
+
+    fn create_directory(&self) -> Result<(), HistoryError> {
+        fs_err::create_dir_all(&self.directory).map_err(|source| HistoryError::Io {
+            action: "create",
+            path: self.directory.clone(),
+            source,
+        })
+    }
+
+    /// Appends `record` as one line.
+    pub fn append(&self, record: &RunRecord) -> Result<(), HistoryError> {
+        self.create_directory()?;
+        let path = self.history_path();
+        let io = |source| HistoryError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_string(record).map_err(|error| io(error.into()))?;
+        line.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(line.as_bytes()).map_err(io)
+    }
+
+    /// The runs recorded at or after `since`, oldest first; lines that cannot be read are
+    /// skipped and counted.
+    pub fn read(&self, since: DateTime<Utc>) -> Result<(Vec<RunRecord>, usize), HistoryError> {
+        let path = self.history_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(HistoryError::Io {
+                    action: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let mut skipped = 0;
+        let mut runs = Vec::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            match serde_json::from_str::<RunRecord>(line) {
+                Ok(run) if run.at >= since => runs.push(run),
+                Ok(_) => {}
+                Err(_) => skipped += 1,
+            }
+        }
+        runs.sort_by_key(|run| run.at);
+        Ok((runs, skipped))
+    }
+
+    /// The alert state (empty when none was saved).
+    pub fn load_alerts(&self) -> Result<AlertState, HistoryError> {
+        let path = self.alerts_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|error| HistoryError::Corrupt {
+                path,
+                message: error.to_string(),
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(AlertState::default()),
+            Err(source) => Err(HistoryError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Saves the alert state (write then rename: a crash never leaves half a file).
+    pub fn save_alerts(&self, state: &AlertState) -> Result<(), HistoryError> {
+        self.create_directory()?;
+        let path = self.alerts_path();
+        let temporary = self.directory.join("alerts.json.tmp");
+        let io = |source| HistoryError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_string_pretty(state).map_err(|error| io(error.into()))?;
+        std::fs::write(&temporary, text).map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)
+    }
+}
+
+/// One point of a check's trend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The status.
+    pub status: Status,
+    /// The value.
+    pub value: Option<f64>,
+}
+
+/// Each check's series (`service/check` → points, oldest first), only checks named `check`
+/// when given (case-insensitive).
+pub fn series(runs: &[RunRecord], check: Option<&str>) -> BTreeMap<String, Vec<Point>> {
+    let wanted = check.map(str::to_lowercase);
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for run in runs {
+        for recorded in &run.checks {
+            if wanted
+                .as_ref()
+                .is_some_and(|wanted| recorded.check.to_lowercase() != *wanted)
+            {
+                continue;
+            }
+            series
+                .entry(format!("{}/{}", recorded.service, recorded.check))
+                .or_default()
+                .push(Point {
+                    at: run.at,
+                    status: recorded.status,
+                    value: recorded.value,
+                });
+        }
+    }
+    series
+}
+
+/// A sparkline of `values` scaled between their minimum and maximum; a point with no value
+/// is `·`.
+pub fn sparkline(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let known: Vec<f64> = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let min = known.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = known.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    values
+        .iter()
+        .map(|value| match value {
+            Some(value) if value.is_finite() => {
+                if max > min {
+                    let step = ((value - min) / (max - min) * 7.0).round() as usize;
+                    BARS[step.min(7)]
+                } else {
+                    BARS[3]
+                }
+            }
+            _ => '·',
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{alerts, score, tests::check};
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-02-02T00:00:00Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::hours(hours)
+    }
+
+    #[test]
+    fn runs_and_alert_state_round_trip_through_files() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = FileStore::in_directory(directory.path());
+        assert!(store.read(at(0)).unwrap().0.is_empty());
+        assert_eq!(store.load_alerts().unwrap(), AlertState::default());
+        for (hour, status) in [(0, Status::Pass), (6, Status::Critical), (12, Status::Pass)] {
+            let checks = vec![check("s", "Vegas", status)];
+            store
+                .append(&RunRecord::new(at(hour), &score(&checks), &checks))
+                .unwrap();
+        }
+        // A line someone broke is skipped, not fatal.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(store.history_path())
+            .unwrap();
+        writeln!(file, "{{not json").unwrap();
+        let (runs, skipped) = store.read(at(6)).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(skipped, 1);
+        assert_eq!(runs[0].checks[0].status, Status::Critical);
+
+        let (_, state) = alerts::plan(
+            &AlertState::default(),
+            &[check("s", "Vegas", Status::Critical)],
+            at(6),
+            |_| alerts::DEFAULT_REPEAT_INTERVAL,
+        );
+        store.save_alerts(&state).unwrap();
+        // A new process (a new job) reads the same lifecycle.
+        let again = FileStore::in_directory(directory.path());
+        assert_eq!(again.load_alerts().unwrap(), state);
+        std::fs::write(again.alerts_path(), "[]").unwrap();
+        assert!(matches!(
+            again.load_alerts(),
+            Err(HistoryError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn series_follow_each_check() {
+        let runs: Vec<RunRecord> = (0..3)
+            .map(|hour| {
+                let mut vegas = check("p4", "Vegas", Status::Pass);
+                vegas.value = Some(90.0 + hour as f64);
+                let checks = vec![vegas, check("p3", "BDB", Status::Warn)];
+                RunRecord::new(at(hour), &score(&checks), &checks)
+            })
+            .collect();
+        let all = series(&runs, None);
+        assert_eq!(all.len(), 2);
+        let vegas = series(&runs, Some("vegas"));
+        assert_eq!(vegas.len(), 1);
+        let points = &vegas["p4/Vegas"];
+        assert_eq!(
+            points.iter().map(|p| p.value).collect::<Vec<_>>(),
+            [Some(90.0), Some(91.0), Some(92.0)]
+        );
+    }
+
+    #[test]
+    fn sparklines_scale_between_min_and_max() {
+        assert_eq!(sparkline(&[Some(0.0), Some(50.0), Some(100.0)]), "▁▅█");
+        assert_eq!(sparkline(&[Some(5.0), None, Some(5.0)]), "▄·▄");
+        assert_eq!(sparkline(&[]), "");
+    }
+}
