@@ -272,6 +272,30 @@ async fn a_429_is_throttling_with_the_retry_after_the_api_asked_for() {
     assert!(error.to_string().contains(&api.url), "{error}");
 }
 
+/// Google's client retried a revision read on 503; it no longer retries by itself, so the
+/// platform does (the driver reads the canary's revision directly).
+#[tokio::test]
+async fn a_revision_read_is_retried_through_a_503() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let api = FakeApi::start(move |_, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            let body = serde_json::json!({"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}});
+            return (503, vec![], body.to_string());
+        }
+        let revision = serde_json::json!({
+            "name": "projects/p/locations/r/services/s/revisions/s-1",
+            "conditions": [{"type": "Ready", "state": 4}],
+        });
+        (200, vec![], revision.to_string())
+    })
+    .await;
+    let platform = platform(&api.url).await;
+    let revision = platform.revision(&id(), "s-1").await.unwrap().unwrap();
+    assert_eq!(revision.name, "s-1");
+    assert_eq!(api.requests(), 2);
+}
+
 /// An operation that never completed kept `rollback` waiting 10 minutes: now each operation is
 /// waited for a short deadline, the error says what was waited for, and the rollback re-reads
 /// and tries again until its own budget is spent.

@@ -595,18 +595,27 @@ impl Platform for CloudRunPlatform {
         )))
     }
 
+    /// Retried here (its callers read one revision directly): the client itself no longer
+    /// retries, and a 503 on the canary's revision must not fail a rollout.
     async fn revision(
         &self,
         id: &ServiceId,
         name: &str,
     ) -> Result<Option<RevisionSnapshot>, PlatformError> {
         let path = id.revision_path(name);
-        let read = self.revisions.get_revision().set_name(path.clone()).send();
-        match self.call("reading the revision", &path, read).await {
-            Ok(revision) => Ok(Some(decode_revision(&revision))),
-            Err(PlatformError::NotFound(_)) => Ok(None),
-            Err(other) => Err(other),
-        }
+        let policy = super::RetryPolicy {
+            budget: Duration::from_secs(20),
+            ..super::RetryPolicy::default()
+        };
+        super::retry_read(policy, &format!("reading `{path}`"), || async {
+            let read = self.revisions.get_revision().set_name(path.clone()).send();
+            match self.call("reading the revision", &path, read).await {
+                Ok(revision) => Ok(Some(decode_revision(&revision))),
+                Err(PlatformError::NotFound(_)) => Ok(None),
+                Err(other) => Err(other),
+            }
+        })
+        .await
     }
 
     async fn create(
