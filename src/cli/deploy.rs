@@ -11,7 +11,7 @@ use crate::{
     checks::Providers,
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    platform::{cloud_run::CloudRunPlatform, Platform, RetryPolicy},
+    platform::{cloud_run::CloudRunPlatform, RetryPolicy},
     rollout::driver::rollout_duration,
     rollout::{
         analyser::SequentialAnalyser,
@@ -442,27 +442,27 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             request.image,
             short(&request.commit, 12)
         ));
-        let generator = match platform.service(&request.id).await {
-            Ok(Some(snapshot)) if traffic_rate > 0 => {
-                progress.line(format!(
-                    "sending {traffic_rate} req/s of synthetic traffic to {} (local target; `--traffic 0` turns it off)",
-                    snapshot.uri
-                ));
-                let limit = rollout_duration(&request.policy)
-                    + request.ready_timeout
-                    + Duration::from_secs(300);
-                Some(TrafficGenerator::start(snapshot.uri, traffic_rate, limit))
-            }
-            _ => None,
-        };
+        // Synthetic traffic for local targets: the generator keeps reading the service until
+        // its URL is known, and says so in the report if it never started.
+        let generator = (traffic_rate > 0).then(|| {
+            let limit = rollout_duration(&request.policy)
+                + request.ready_timeout
+                + Duration::from_secs(300);
+            progress.line(format!(
+                "sending {traffic_rate} req/s of synthetic traffic to `{}` once its URL is known (local target; `--traffic 0` turns it off)",
+                request.id
+            ));
+            TrafficGenerator::start_for_service(
+                std::sync::Arc::new(platform.clone()),
+                request.id.clone(),
+                traffic_rate,
+                limit,
+            )
+        });
         let report = driver.deploy(&request, ctrl_c()).await;
         progress.finish();
         if let Some(generator) = generator {
-            let summary = generator.stop();
-            notes.push(format!(
-                "synthetic traffic: {} requests answered ({} with 5xx), {} unanswered",
-                summary.answered, summary.server_errors, summary.unanswered
-            ));
+            notes.push(generator.stop().describe());
         }
         let mut report =
             report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
