@@ -304,7 +304,9 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("SLACK_WEBHOOK_URL", gone.as_str()),
     ];
     let closed = closed_port();
+    // Trace logs on: the URL must not show in them either.
     let mut args = vec![
+        "-vvv",
         "--service",
         "phase4-processors",
         "--project",
@@ -340,7 +342,7 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("DEPLOYER_STATE_DIR", state_dir.as_str()),
         ("SLACK_WEBHOOK_URL", good.as_str()),
     ];
-    args.truncate(7);
+    args.truncate(8);
     let output = health(&args, &bigquery, &env);
     assert_eq!(output.status.code(), Some(2));
     let messages = slack.messages(BASE_HOOK);
@@ -407,4 +409,29 @@ fn the_scheduled_job_runs_deployer_health_from_the_repositorys_image() {
         readme.contains("--oidc-service-account-email"),
         "README OIDC"
     );
+}
+
+#[test]
+fn bad_input_is_a_clear_usage_error() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["history", "--since", "soon"], "`soon` is not a duration"),
+        (&["--concurrency", "0"], "0 is not in 1..=1024"),
+        (
+            &["--service", "no-such-service", "--no-fetch"],
+            "no-such-service",
+        ),
+        (&["history", "--since", "999999d"], "more than 10 years"),
+    ];
+    for (args, expected) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let output = health(
+            args,
+            "http://127.0.0.1:1",
+            &[("DEPLOYER_STATE_DIR", state.path().to_str().unwrap())],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
