@@ -21,12 +21,6 @@ const BIGQUERY_SERVICES: [&str; 4] = [
     "prediction-worker",
 ];
 
-/// A port nothing listens on: the platform cannot be read, so drift is unknown.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
-}
-
 fn health(args: &[&str], bigquery: &str, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
     command
@@ -70,7 +64,7 @@ fn text(bytes: &[u8]) -> String {
 async fn degraded_levels_are_critical_with_vegas_at_44_2() {
     let bigquery = seed::endpoint();
     seed::seed(&bigquery, "health-degraded", Level::Degraded).await;
-    let args = service_args("health-degraded", &closed_port());
+    let args = service_args("health-degraded", &bigquery);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = health(&args, &bigquery, &[]);
     let stdout = text(&output.stdout);
@@ -108,7 +102,7 @@ async fn degraded_levels_are_critical_with_vegas_at_44_2() {
 async fn healthy_levels_as_json_carry_every_field() {
     let bigquery = seed::endpoint();
     seed::seed(&bigquery, "health-healthy", Level::Healthy).await;
-    let args = service_args("health-healthy", &closed_port());
+    let args = service_args("health-healthy", &bigquery);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--format", "json"]);
     let output = health(&args, &bigquery, &[]);
@@ -188,7 +182,8 @@ async fn slack_alerts_fire_once_stay_quiet_and_resolve_across_runs() {
         ("SLACK_WEBHOOK_URL", base.as_str()),
         ("SLACK_WEBHOOK_URL_CRITICAL", critical.as_str()),
     ];
-    let closed = closed_port();
+    // An HTTP server that is no Cloud Run: every service reads as not deployed (drift ERROR).
+    let closed = bigquery.clone();
     let run = |project: &str| {
         let args = service_args(project, &closed);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -303,7 +298,8 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("DEPLOYER_STATE_DIR", state_dir.as_str()),
         ("SLACK_WEBHOOK_URL", gone.as_str()),
     ];
-    let closed = closed_port();
+    // An HTTP server that is no Cloud Run: every service reads as not deployed (drift ERROR).
+    let closed = bigquery.clone();
     // Trace logs on: the URL must not show in them either.
     let mut args = vec![
         "-vvv",
