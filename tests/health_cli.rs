@@ -21,12 +21,6 @@ const BIGQUERY_SERVICES: [&str; 4] = [
     "prediction-worker",
 ];
 
-/// A port nothing listens on: the platform cannot be read, so drift is unknown.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
-}
-
 fn health(args: &[&str], bigquery: &str, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
     command
@@ -70,7 +64,7 @@ fn text(bytes: &[u8]) -> String {
 async fn degraded_levels_are_critical_with_vegas_at_44_2() {
     let bigquery = seed::endpoint();
     seed::seed(&bigquery, "health-degraded", Level::Degraded).await;
-    let args = service_args("health-degraded", &closed_port());
+    let args = service_args("health-degraded", &bigquery);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = health(&args, &bigquery, &[]);
     let stdout = text(&output.stdout);
@@ -108,7 +102,7 @@ async fn degraded_levels_are_critical_with_vegas_at_44_2() {
 async fn healthy_levels_as_json_carry_every_field() {
     let bigquery = seed::endpoint();
     seed::seed(&bigquery, "health-healthy", Level::Healthy).await;
-    let args = service_args("health-healthy", &closed_port());
+    let args = service_args("health-healthy", &bigquery);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--format", "json"]);
     let output = health(&args, &bigquery, &[]);
@@ -188,7 +182,8 @@ async fn slack_alerts_fire_once_stay_quiet_and_resolve_across_runs() {
         ("SLACK_WEBHOOK_URL", base.as_str()),
         ("SLACK_WEBHOOK_URL_CRITICAL", critical.as_str()),
     ];
-    let closed = closed_port();
+    // An HTTP server that is no Cloud Run: every service reads as not deployed (drift ERROR).
+    let closed = bigquery.clone();
     let run = |project: &str| {
         let args = service_args(project, &closed);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -303,8 +298,11 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("DEPLOYER_STATE_DIR", state_dir.as_str()),
         ("SLACK_WEBHOOK_URL", gone.as_str()),
     ];
-    let closed = closed_port();
+    // An HTTP server that is no Cloud Run: every service reads as not deployed (drift ERROR).
+    let closed = bigquery.clone();
+    // Trace logs on: the URL must not show in them either.
     let mut args = vec![
+        "-vvv",
         "--service",
         "phase4-processors",
         "--project",
@@ -340,7 +338,7 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("DEPLOYER_STATE_DIR", state_dir.as_str()),
         ("SLACK_WEBHOOK_URL", good.as_str()),
     ];
-    args.truncate(7);
+    args.truncate(8);
     let output = health(&args, &bigquery, &env);
     assert_eq!(output.status.code(), Some(2));
     let messages = slack.messages(BASE_HOOK);
@@ -407,4 +405,29 @@ fn the_scheduled_job_runs_deployer_health_from_the_repositorys_image() {
         readme.contains("--oidc-service-account-email"),
         "README OIDC"
     );
+}
+
+#[test]
+fn bad_input_is_a_clear_usage_error() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["history", "--since", "soon"], "`soon` is not a duration"),
+        (&["--concurrency", "0"], "0 is not in 1..=1024"),
+        (
+            &["--service", "no-such-service", "--no-fetch"],
+            "no-such-service",
+        ),
+        (&["history", "--since", "999999d"], "more than 10 years"),
+    ];
+    for (args, expected) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let output = health(
+            args,
+            "http://127.0.0.1:1",
+            &[("DEPLOYER_STATE_DIR", state.path().to_str().unwrap())],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

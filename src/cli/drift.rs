@@ -451,14 +451,14 @@ fn render(report: &DriftReport) -> String {
 }
 
 /// A GitHub Actions workflow command's message: `%`, CR and LF escaped.
-fn escape_data(text: &str) -> String {
+pub(super) fn escape_data(text: &str) -> String {
     text.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// A workflow command's property value: also `:` and `,`.
-fn escape_property(text: &str) -> String {
+pub(super) fn escape_property(text: &str) -> String {
     escape_data(text).replace(':', "%3A").replace(',', "%2C")
 }
 

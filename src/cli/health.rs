@@ -296,6 +296,9 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             .output
             .message(format!("warning: the run is not recorded: {error}"));
     }
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true") {
+        github_actions(context, &results, &score);
+    }
     let failed = report.deliveries.iter().any(|delivery| !delivery.delivered);
     let code = score.verdict.exit_code_with(failed);
     if context.output.is_json() {
@@ -319,6 +322,69 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
         1 => exit_for(Verdict::Warning),
         _ => exit_for(Verdict::Critical),
     })
+}
+
+/// The annotation of a check that did not pass: `::error` for CRITICAL, `::warning` otherwise.
+fn annotation(check: &HealthCheck) -> Option<String> {
+    let command = match check.status {
+        Status::Pass => return None,
+        Status::Critical => "error",
+        _ => "warning",
+    };
+    Some(format!(
+        "::{command} title={}::{} {} (runbook: {})",
+        drift_cli::escape_property(&format!("Health: {} / {}", check.service, check.check)),
+        check.status.label(),
+        drift_cli::escape_data(&detail(check)),
+        drift_cli::escape_data(&check.runbook)
+    ))
+}
+
+/// The Markdown of `$GITHUB_STEP_SUMMARY`.
+fn step_summary(results: &[HealthCheck], score: &Score) -> String {
+    let mut text = format!(
+        "## Health: {} ({:.0}/100, {} of {} passed)\n\n| service | check | status | value |\n|---|---|---|---|\n",
+        score.verdict.label(),
+        score.percent.floor(),
+        score.passed,
+        score.total
+    );
+    for check in results {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {} |",
+            check.service.replace('|', "\\|"),
+            check.check.replace('|', "\\|"),
+            check.status.label(),
+            detail(check).replace('|', "\\|").replace('\n', " ")
+        );
+    }
+    text
+}
+
+/// Annotations (stderr with JSON, so stdout stays one document) and the step summary.
+fn github_actions(context: &Context, results: &[HealthCheck], score: &Score) {
+    for line in results.iter().filter_map(annotation) {
+        if context.output.is_json() {
+            context.output.message(line);
+        } else {
+            context.output.data(line);
+        }
+    }
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|path| !path.is_empty()) else {
+        return;
+    };
+    use std::io::Write as _;
+    let written = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(step_summary(results, score).as_bytes()));
+    if let Err(error) = written {
+        context
+            .output
+            .message(format!("warning: cannot write the step summary: {error}"));
+    }
 }
 
 fn variable_set(name: &str) -> bool {
@@ -716,6 +782,30 @@ mod tests {
         let coloured = render(&results, &score, at, &Painter { color: true });
         assert!(coloured.contains("\x1b[1;32mPASS\x1b[0m"), "{coloured}");
         assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{coloured}");
+    }
+
+    #[test]
+    fn github_actions_annotate_what_did_not_pass() {
+        assert_eq!(annotation(&sample(Status::Pass, Some(92.4))), None);
+        assert_eq!(
+            annotation(&sample(Status::Critical, Some(44.2))).unwrap(),
+            "::error title=Health%3A phase4-processors / Vegas Line Coverage::CRITICAL 44.2%25 (threshold: ≥90%25) (runbook: runbooks/phase4-processors.md#troubleshoot)"
+        );
+        assert!(annotation(&sample(Status::Warn, Some(80.0)))
+            .unwrap()
+            .starts_with("::warning "));
+        let results = vec![sample(Status::Critical, Some(44.2))];
+        let summary = step_summary(&results, &health::score(&results));
+        assert!(
+            summary.starts_with("## Health: CRITICAL (0/100, 0 of 1 passed)"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(
+                "| phase4-processors | Vegas Line Coverage | CRITICAL | 44.2% (threshold: ≥90%) |"
+            ),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!
 //! Score = passed / total × 100: ≥ 80 PASS, 50–79 WARNING, < 50 CRITICAL, and any CRITICAL
 //! check makes the whole run CRITICAL. Only PASS passes: WARN, CRITICAL, NO DATA and ERROR do
-//! not. Nothing here prints: `src/cli/health.rs` does.
+//! not. [`alerts`] holds the Slack alert lifecycle (pure functions of state, results and time)
+//! and the digest; [`history`] the JSON-lines run history and the lifecycle state in the state
+//! directory, and the trends. The webhook client is [`crate::notify::slack`]. Nothing here
+//! prints: `src/cli/health.rs` does.
 
 pub mod alerts;
 pub mod history;
