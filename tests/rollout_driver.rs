@@ -695,7 +695,8 @@ async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
         report.notes
     );
     assert_eq!(
-        report.id, "dead-rollout",
+        report.id.as_deref(),
+        Some("dead-rollout"),
         "the resumed rollout keeps its id"
     );
     // Resumed at its step (25%), not from the start; no new revision was created.
@@ -1004,4 +1005,345 @@ async fn a_critical_canary_check_rolls_back_naming_the_check() {
         other => panic!("expected a rollback, got {other:?}"),
     }
     assert_eq!(harness.recorder.canary_percents(), [5]);
+}
+
+/// Recovery from every phase a crashed run can have journalled: before traffic moved the
+/// canary is dropped and the requested deploy goes on; after, "resume" continues from the
+/// journalled step (or the monitor) through the same state machine, and ends promoted.
+#[tokio::test(start_paused = true)]
+async fn recovery_resumes_from_each_journalled_phase() {
+    let at = |phase, step: Option<usize>, percent| State {
+        phase,
+        step,
+        percent,
+        ..State::start()
+    };
+    let cases = [
+        (at(Phase::Verifying, None, 0), None),
+        (at(Phase::Validating, None, 0), None),
+        (at(Phase::Canary, Some(0), 5), Some(vec![5, 25, 50, 100])),
+        (at(Phase::Canary, Some(1), 25), Some(vec![25, 50, 100])),
+        (at(Phase::Canary, Some(2), 50), Some(vec![50, 100])),
+        // The monitor is resumed by writing 100% again (idempotent), then monitoring afresh.
+        (at(Phase::Monitoring, None, 100), Some(vec![100])),
+    ];
+    for (state, resumed_percents) in cases {
+        let phase = state.phase;
+        let harness = Harness::new(vec![pass()]).await;
+        crash_in(&harness, state).await;
+        let report = harness
+            .driver_with(&Picks(1))
+            .deploy(&request(policy()), never())
+            .await
+            .unwrap();
+        let serving = harness.serving().await;
+        match resumed_percents {
+            Some(percents) => {
+                assert_eq!(
+                    report.outcome,
+                    Outcome::Promoted {
+                        revision: "svc-crashed".into()
+                    },
+                    "{phase:?}: {:?}",
+                    report.notes
+                );
+                assert_eq!(harness.recorder.canary_percents(), percents, "{phase:?}");
+                assert_eq!(serving, [("svc-crashed".to_string(), 100)], "{phase:?}");
+            }
+            None => {
+                // Nothing had moved: the crashed canary is dropped, the new image deployed.
+                let canary = report.canary.clone().unwrap();
+                assert_ne!(canary, "svc-crashed", "{phase:?}");
+                assert_eq!(
+                    report.outcome,
+                    Outcome::Promoted {
+                        revision: canary.clone()
+                    },
+                    "{phase:?}: {:?}",
+                    report.notes
+                );
+                assert_eq!(serving, [(canary, 100)], "{phase:?}");
+            }
+        }
+        let journal = harness.journal().await;
+        assert_eq!(journal.phase(), Phase::Promoted, "{phase:?}");
+        let snapshot = harness.platform.service(&id()).await.unwrap().unwrap();
+        assert!(
+            !snapshot.annotations.contains_key(LOCK_ANNOTATION),
+            "{phase:?}: no lock left by the dead run or this one"
+        );
+    }
+}
+
+/// The deploy pipeline (preflight → image → rollout) on the in-memory platform: the order of
+/// its stages and what each outcome leaves behind.
+mod pipeline {
+    use std::sync::Arc;
+
+    use deployer::rollout::pipeline::{
+        self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind, PREFLIGHT_STOPPED,
+    };
+
+    use super::*;
+
+    /// Stages that answer from a script and record what was asked.
+    struct Scripted {
+        safe: bool,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(safe: bool) -> Self {
+            Self {
+                safe,
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait(?Send)]
+    impl Stages for Scripted {
+        async fn preflight(&self) -> anyhow::Result<bool> {
+            self.calls.lock().unwrap().push("preflight".into());
+            Ok(self.safe)
+        }
+
+        async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("build push={push}"));
+            Ok(Delivered {
+                image: IMAGE.into(),
+                commit: COMMIT.into(),
+                dirty: None,
+            })
+        }
+    }
+
+    fn plan(target: TargetKind, image: ImageSource, run: RunConfig) -> Plan {
+        Plan {
+            target,
+            target_name: id().to_string(),
+            // Nothing listens on port 1: the optional local registry does not answer.
+            repository: "127.0.0.1:1/svc".into(),
+            skip_preflight: false,
+            image,
+            service: "svc".into(),
+            rollout: Box::new(move |delivered: Delivered| DeployRequest {
+                image: delivered.image,
+                commit: delivered.commit,
+                dirty: delivered.dirty,
+                run,
+                ..request(policy())
+            }),
+            traffic: None,
+        }
+    }
+
+    fn events(harness: &Harness) -> Vec<Event> {
+        harness.recorder.0.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
+        let harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(false);
+        let writes = harness.platform.writes();
+        let report = pipeline::deploy(
+            plan(
+                TargetKind::CloudRun,
+                ImageSource::Build,
+                RunConfig::default(),
+            ),
+            &stages,
+            &harness.driver(),
+            never(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.outcome,
+            Outcome::StoppedBeforeTraffic {
+                reason: PREFLIGHT_STOPPED.into()
+            }
+        );
+        assert_eq!(report.id, None, "no rollout began");
+        assert_eq!(stages.calls(), ["preflight"], "nothing was built");
+        assert_eq!(harness.platform.writes(), writes, "nothing was written");
+        assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
+        let harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(true);
+        let report = pipeline::deploy(
+            plan(
+                TargetKind::CloudRun,
+                ImageSource::Build,
+                RunConfig::default(),
+            ),
+            &stages,
+            &harness.driver(),
+            never(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stages.calls(), ["preflight", "build push=true"]);
+        let canary = report.canary.clone().unwrap();
+        assert_eq!(
+            report.outcome,
+            Outcome::Promoted {
+                revision: canary.clone()
+            }
+        );
+        let revision = harness
+            .platform
+            .revision(&id(), &canary)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revision.image, IMAGE);
+        assert_eq!(revision.labels["deployer-commit"], COMMIT);
+        // The opening line comes before the revision exists.
+        let events = events(&harness);
+        let deploying = events
+            .iter()
+            .position(|event| matches!(event, Event::Deploying { .. }))
+            .expect("the opening event");
+        let created = events
+            .iter()
+            .position(|event| matches!(event, Event::RevisionCreated { .. }))
+            .unwrap();
+        assert!(deploying < created);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_target_without_a_registry_deploys_the_local_image_and_says_so() {
+        let harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(true);
+        let report = pipeline::deploy(
+            plan(TargetKind::Local, ImageSource::Build, RunConfig::default()),
+            &stages,
+            &harness.driver(),
+            never(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stages.calls(), ["preflight", "build push=false"]);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|note| note.contains("does not answer: deploying the local image")),
+            "{:?}",
+            report.notes
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_given_image_is_deployed_without_a_build_and_skipping_the_checklist_is_recorded() {
+        let mut harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(false);
+        let given = Delivered {
+            image: "127.0.0.1:5000/svc@sha256:given".into(),
+            commit: "fedcba9".into(),
+            dirty: None,
+        };
+        let mut plan = plan(
+            TargetKind::CloudRun,
+            ImageSource::Given(given),
+            RunConfig::default(),
+        );
+        plan.skip_preflight = true;
+        harness.probe = Probe {
+            identity: json!({"service": "svc", "commit": "fedcba9"}),
+        };
+        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
+            .await
+            .unwrap();
+        assert!(stages.calls().is_empty(), "{:?}", stages.calls());
+        let canary = report.canary.clone().unwrap();
+        assert_eq!(
+            report.outcome,
+            Outcome::Promoted {
+                revision: canary.clone()
+            },
+            "{:?}",
+            report.notes
+        );
+        let revision = harness
+            .platform
+            .revision(&id(), &canary)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(revision.image, "127.0.0.1:5000/svc@sha256:given");
+        assert!(events(&harness).iter().any(|event| matches!(
+            event,
+            Event::Warning { message } if message.contains("--skip-preflight")
+        )));
+        assert!(report
+            .notes
+            .iter()
+            .any(|note| note.contains("--skip-preflight")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn secrets_a_local_target_cannot_resolve_are_warned_before_the_revision_exists() {
+        let harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(true);
+        let run = RunConfig {
+            secrets: BTreeMap::from([(
+                "API_KEY".to_string(),
+                "projects/p/secrets/api-key/versions/3".to_string(),
+            )]),
+            ..RunConfig::default()
+        };
+        pipeline::deploy(
+            plan(TargetKind::Local, ImageSource::Build, run),
+            &stages,
+            &harness.driver(),
+            never(),
+        )
+        .await
+        .unwrap();
+        let events = events(&harness);
+        let warned = events
+            .iter()
+            .position(|event| matches!(event, Event::Warning { message } if message.contains("`API_KEY`")))
+            .expect("the secret is named");
+        let created = events
+            .iter()
+            .position(|event| matches!(event, Event::RevisionCreated { .. }))
+            .unwrap();
+        assert!(warned < created);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn synthetic_traffic_is_summarised_in_the_report() {
+        let harness = Harness::new(vec![pass()]).await;
+        let stages = Scripted::new(true);
+        let mut plan = plan(TargetKind::Local, ImageSource::Build, RunConfig::default());
+        plan.traffic = Some(SyntheticTraffic {
+            rate: 5,
+            platform: Arc::new(MemoryPlatform::new()),
+        });
+        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
+            .await
+            .unwrap();
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|note| note.starts_with("synthetic traffic")),
+            "{:?}",
+            report.notes
+        );
+    }
 }

@@ -764,8 +764,10 @@ async fn concurrent_deploys_one_proceeds_the_others_fail_naming_the_holder() {
         };
         assert_eq!(service, "contended");
         assert!(
-            holder.contains(&format!("rollout {}", winner.id))
-                && holder.contains(&format!("pid {}", std::process::id())),
+            holder.contains(&format!(
+                "rollout {}",
+                winner.id.as_deref().unwrap_or_default()
+            )) && holder.contains(&format!("pid {}", std::process::id())),
             "the error names the holder: {holder}"
         );
         assert!(error.to_string().contains("is locked by"), "{error}");

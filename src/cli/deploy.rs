@@ -11,18 +11,17 @@ use crate::{
     checks::Providers,
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    platform::{cloud_run::CloudRunPlatform, RetryPolicy},
-    rollout::driver::rollout_duration,
+    platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
         driver::{DeployRequest, Driver, Interrupt},
         events::{Event, Outcome, RolloutReport, RolloutReporter},
         gates::ServiceChecks,
-        identity::{short, HttpProbe},
+        identity::HttpProbe,
         journal::LocalJournal,
         machine::{MetricResult, Phase, Status},
+        pipeline::{self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind},
     },
-    traffic::TrafficGenerator,
 };
 
 /// `deploy`.
@@ -182,6 +181,13 @@ impl RolloutReporter for Progress {
                 journal.owner
             ),
             Event::Notice { message } => message.clone(),
+            Event::Warning { message } => format!("warning: {message}"),
+            Event::Deploying {
+                service,
+                target,
+                image,
+                commit,
+            } => format!("deploying `{service}` to {target}: image {image}, commit {commit}"),
             Event::SettingsChanged { changes } => format!(
                 "the new revision differs from the stable one: {}",
                 changes.join("; ")
@@ -273,70 +279,86 @@ fn ctrl_c() -> Interrupt {
 /// rate of the analysis benchmark).
 const DEFAULT_LOCAL_TRAFFIC: u32 = 50;
 
-/// True when the registry of `repository` answers its API root (a local registry is optional).
-async fn registry_answers(repository: &str) -> bool {
-    let host = crate::image::registry_host(repository);
-    let client = reqwest::Client::new();
-    let url = format!("http://{host}/v2/");
-    matches!(
-        client.get(&url).timeout(Duration::from_secs(2)).send().await,
-        Ok(response) if response.status().as_u16() < 500
-    )
+/// The stages that draw: the checklist and the build.
+struct CliStages<'a> {
+    context: &'a Context,
+    config: &'a ServiceConfig,
+    root: &'a Path,
+    args: &'a DeployArgs,
+    platform: &'a CloudRunPlatform,
+    id: &'a ServiceId,
 }
 
-/// The image to deploy, its commit and dirty fingerprint: `--image`, or a fresh build (and push).
-async fn image_to_deploy(
-    context: &Context,
-    config: &ServiceConfig,
-    root: &Path,
-    args: &DeployArgs,
-    notes: &mut Vec<String>,
-) -> anyhow::Result<(String, String, Option<String>)> {
-    if let Some(image) = &args.image {
-        let commit = match &args.commit {
-            Some(commit) => commit.clone(),
-            None => head_commit(root)?,
+#[async_trait::async_trait(?Send)]
+impl Stages for CliStages<'_> {
+    async fn preflight(&self) -> anyhow::Result<bool> {
+        let source = crate::preflight::DeployedSource::Platform {
+            platform: self.platform,
+            id: self.id.clone(),
         };
-        return Ok((image.clone(), commit, None));
+        super::preflight::checklist(
+            self.context,
+            self.config,
+            self.root,
+            &self.args.preflight,
+            source,
+            false,
+        )
+        .await
     }
-    // Cloud Run pulls from a registry; the emulator can also run the engine's local image.
-    let push = match config.target {
-        Target::CloudRun { .. } => true,
-        Target::Local { .. } => registry_answers(&config.image.repository).await,
-    };
-    if !push {
-        let note = format!(
-            "the registry of `{}` does not answer: deploying the local image by its content id",
-            config.image.repository
-        );
-        context.output.message(format!("note: {note}"));
-        notes.push(note);
+
+    async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
+        let (plan, built, pushed) =
+            super::build::build_image(self.context, self.config, self.root, push).await?;
+        Ok(Delivered {
+            image: match pushed {
+                Some(pushed) => pushed.pinned,
+                None => built.id,
+            },
+            commit: plan.revision.commit,
+            dirty: plan.revision.dirty,
+        })
     }
-    let (plan, built, pushed) = super::build::build_image(context, config, root, push).await?;
-    let image = match pushed {
-        Some(pushed) => pushed.pinned,
-        None => built.id,
-    };
-    if let Some(commit) = &args.commit {
-        if !crate::rollout::identity::same_commit(commit, &plan.revision.commit) {
-            return Err(UsageError {
-                message: format!(
-                    "`--commit {commit}` differs from the commit being built (`{}`): `--commit` only goes with `--image`",
-                    plan.revision.commit
-                ),
-            }
-            .into());
-        }
-    }
-    Ok((image, plan.revision.commit, plan.revision.dirty))
 }
 
-/// Runs `deploy`: preflight → build and push (unless `--image`) → the guarded rollout.
+/// `--image` with its commit (`--commit`, or `HEAD`), or a build; `--commit` alone must name
+/// the commit being built.
+fn image_source(root: &Path, args: &DeployArgs) -> Result<ImageSource, UsageError> {
+    match (&args.image, &args.commit) {
+        (Some(image), commit) => Ok(ImageSource::Given(Delivered {
+            image: image.clone(),
+            commit: match commit {
+                Some(commit) => commit.clone(),
+                None => head_commit(root)?,
+            },
+            dirty: None,
+        })),
+        (None, Some(commit)) => {
+            let head = head_commit(root)?;
+            if !crate::rollout::identity::same_commit(commit, &head) {
+                return Err(UsageError {
+                    message: format!(
+                        "`--commit {commit}` differs from the commit being built (`{head}`): `--commit` only goes with `--image`"
+                    ),
+                });
+            }
+            Ok(ImageSource::Build)
+        }
+        (None, None) => Ok(ImageSource::Build),
+    }
+}
+
+/// Runs `deploy`: resolves the flags, then the pipeline (preflight → image → guarded rollout)
+/// draws its events and the final report.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
     let (workspace, config, id) = context.service(&args.service)?;
     let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
-    let traffic_rate = match (&config.target, args.traffic) {
-        (Target::CloudRun { .. }, Some(rate)) if rate > 0 => {
+    let kind = match config.target {
+        Target::CloudRun { .. } => TargetKind::CloudRun,
+        Target::Local { .. } => TargetKind::Local,
+    };
+    let traffic_rate = match (kind, args.traffic) {
+        (TargetKind::CloudRun, Some(rate)) if rate > 0 => {
             return Err(UsageError {
                 message: format!(
                     "`--traffic {rate}` is only for `local` targets: deployer never sends synthetic load to Cloud Run"
@@ -344,81 +366,21 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             }
             .into())
         }
-        (Target::Local { .. }, rate) => rate.unwrap_or(DEFAULT_LOCAL_TRAFFIC),
+        (TargetKind::Local, rate) => rate.unwrap_or(DEFAULT_LOCAL_TRAFFIC),
         _ => 0,
     };
+    let image = image_source(&workspace.root, args)?;
     let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
-    if let Some(line) = &started_emulator {
-        context.output.message(line);
-    }
     block_on(async {
         // Resolved once: for a local target it reads the emulator's state file.
         let endpoint = target::endpoint(&config, context.endpoint.as_deref());
         let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE).await?;
-        let mut notes: Vec<String> = started_emulator.into_iter().collect();
-        if args.skip_preflight {
-            notes.push("preflight checklist skipped (`--skip-preflight`)".to_string());
-            context
-                .output
-                .message("warning: preflight checklist skipped (`--skip-preflight`)");
-        } else {
-            let source = crate::preflight::DeployedSource::Platform {
-                platform: &platform,
-                id: id.clone(),
-            };
-            let safe = super::preflight::checklist(
-                context,
-                &config,
-                &workspace.root,
-                &args.preflight,
-                source,
-                false,
-            )
-            .await?;
-            if !safe {
-                let reason = "the preflight checklist found problems: nothing was changed";
-                if context.output.is_json() {
-                    context.output.json(&serde_json::json!({
-                        "service": config.name,
-                        "outcome": {"outcome": "stopped-before-traffic", "reason": reason},
-                        "notes": notes,
-                    }))?;
-                } else {
-                    context.output.message(format!("deploy stopped: {reason}"));
-                }
-                return Ok(ExitStatus::StoppedBeforeTraffic);
-            }
-        }
-        let (image, commit, dirty) =
-            image_to_deploy(context, &config, &workspace.root, args, &mut notes).await?;
-        if matches!(config.target, Target::Local { .. }) && !config.run.secrets.is_empty() {
-            let note = format!(
-                "the local emulator does not resolve Secret Manager references: {} will be absent in the container",
-                config.run.secrets.keys().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
-            );
-            context.output.message(format!("warning: {note}"));
-            notes.push(note);
-        }
-        let request = DeployRequest {
-            id,
-            service_name: config.name.clone(),
-            image,
-            commit,
-            dirty,
-            run: config.run.clone(),
-            env,
-            policy: config.rollout.clone(),
-            health: config.health.clone(),
-            lock_wait: args.lock_wait.get(),
-            ready_timeout: args.ready_timeout.get(),
-            accept_warnings: args.preflight.accept_warnings,
-        };
         // Request counts (`rollout.request_metrics`) and the gated service checks read the
         // same providers; for a local target the emulator serves Logging and Monitoring.
         let endpoints = super::check::endpoints(&config, &args.providers, context);
         let metrics = crate::checks::request_metrics_for(&config.rollout, &endpoints)
             .context("the request metrics of `rollout.request_metrics` cannot be read")?;
-        let gates = ServiceChecks::new(&config, &request.id, Providers::new(endpoints));
+        let gates = ServiceChecks::new(&config, &id, Providers::new(endpoints));
         let analyser = SequentialAnalyser::new(&config.rollout)
             .context("the rollout policy is not usable by the analysis")?;
         let probe = HttpProbe::new();
@@ -435,39 +397,57 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             local_journal: LocalJournal::from_environment(),
             retry: RetryPolicy::default(),
         };
-        progress.line(format!(
-            "deploying `{}` to {}: image {}, commit {}",
-            config.name,
-            request.id,
-            request.image,
-            short(&request.commit, 12)
-        ));
-        // Synthetic traffic for local targets: the generator keeps reading the service until
-        // its URL is known, and says so in the report if it never started.
-        let generator = (traffic_rate > 0).then(|| {
-            let limit = rollout_duration(&request.policy)
-                + request.ready_timeout
-                + Duration::from_secs(300);
-            progress.line(format!(
-                "sending {traffic_rate} req/s of synthetic traffic to `{}` once its URL is known (local target; `--traffic 0` turns it off)",
-                request.id
-            ));
-            TrafficGenerator::start_for_service(
-                std::sync::Arc::new(platform.clone()),
-                request.id.clone(),
-                traffic_rate,
-                limit,
-            )
-        });
-        let report = driver.deploy(&request, ctrl_c()).await;
-        progress.finish();
-        if let Some(generator) = generator {
-            notes.push(generator.stop().describe());
+        if let Some(line) = &started_emulator {
+            progress.event(&Event::Notice {
+                message: line.clone(),
+            });
         }
-        let mut report =
-            report.with_context(|| format!("deploy of `{}` did not start", config.name))?;
-        notes.append(&mut report.notes);
-        report.notes = notes;
+        let rollout = {
+            let (id, config) = (id.clone(), config.clone());
+            let (lock_wait, ready_timeout) = (args.lock_wait.get(), args.ready_timeout.get());
+            let accept_warnings = args.preflight.accept_warnings;
+            Box::new(move |delivered: Delivered| DeployRequest {
+                id,
+                service_name: config.name,
+                image: delivered.image,
+                commit: delivered.commit,
+                dirty: delivered.dirty,
+                run: config.run,
+                env,
+                policy: config.rollout,
+                health: config.health,
+                lock_wait,
+                ready_timeout,
+                accept_warnings,
+            })
+        };
+        let plan = Plan {
+            target: kind,
+            target_name: id.to_string(),
+            repository: config.image.repository.clone(),
+            skip_preflight: args.skip_preflight,
+            image,
+            service: config.name.clone(),
+            rollout,
+            traffic: (traffic_rate > 0).then(|| SyntheticTraffic {
+                rate: traffic_rate,
+                platform: std::sync::Arc::new(platform.clone()),
+            }),
+        };
+        let stages = CliStages {
+            context,
+            config: &config,
+            root: &workspace.root,
+            args,
+            platform: &platform,
+            id: &id,
+        };
+        let result = pipeline::deploy(plan, &stages, &driver, ctrl_c()).await;
+        progress.finish();
+        let mut report = result?;
+        if let Some(line) = started_emulator {
+            report.notes.insert(0, line);
+        }
         print_report(context, &report)?;
         Ok(match report.outcome {
             Outcome::Promoted { .. } => ExitStatus::Success,

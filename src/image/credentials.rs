@@ -107,6 +107,17 @@ pub fn registry_host(repository: &str) -> &str {
     }
 }
 
+/// True when the registry of `repository` answers its API root (`/v2/`) within 2 s: a local
+/// registry is optional for the emulator, which can run the engine's image by its content id.
+pub async fn registry_answers(repository: &str) -> bool {
+    crate::install_crypto_provider();
+    let url = format!("http://{}/v2/", registry_host(repository));
+    matches!(
+        reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(2)).send().await,
+        Ok(response) if response.status().as_u16() < 500
+    )
+}
+
 /// Whether the host is Artifact Registry or Container Registry.
 fn is_google_registry(host: &str) -> bool {
     host.ends_with("-docker.pkg.dev") || host == "gcr.io" || host.ends_with(".gcr.io")

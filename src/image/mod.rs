@@ -20,7 +20,7 @@ mod registry;
 
 pub use build::{build, BuildPlan, BuiltImage, LABEL_DIRTY, LABEL_SERVICE, LABEL_VERSION};
 pub use context::{BuildContext, ContextSummary};
-pub use credentials::{registry_host, RegistryCredentials};
+pub use credentials::{registry_answers, registry_host, RegistryCredentials};
 pub use dockerignore::{IgnoreRules, PatternError};
 pub use engine::Engine;
 pub use inspect::{verify_identity, IdentityMismatch, ImageIdentity};

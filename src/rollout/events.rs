@@ -30,6 +30,23 @@ pub enum Event {
         /// The line.
         message: String,
     },
+    /// Something the user should know is unusual (a skipped checklist, a setting the target
+    /// will not apply); the report also notes it.
+    Warning {
+        /// The line.
+        message: String,
+    },
+    /// The rollout of an image starts (the pipeline's opening line).
+    Deploying {
+        /// The service.
+        service: String,
+        /// Where it is deployed.
+        target: String,
+        /// The image, by digest or content id.
+        image: String,
+        /// The commit (abbreviated to 12 digits).
+        commit: String,
+    },
     /// The settings of the new revision that differ from the stable revision's.
     SettingsChanged {
         /// One line per setting.
@@ -158,8 +175,10 @@ impl Outcome {
 /// The rollout's final report.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutReport {
-    /// The rollout's id.
-    pub id: String,
+    /// The rollout's id (none when the deploy stopped before its rollout began, at the
+    /// preflight checklist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The service.
     pub service: String,
     /// The new revision, once created.

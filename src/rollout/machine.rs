@@ -427,11 +427,11 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
         (Phase::Verifying, I::Identity(Ok(()))) if policy.validation => {
             (state.with_phase(Phase::Validating), Action::Validate)
         }
-        (Phase::Verifying, I::Identity(Ok(()))) => enter_step(policy, state, 0),
+        (Phase::Verifying, I::Identity(Ok(()))) => enter_step(policy, 0),
         (Phase::Verifying, I::Identity(Err(error))) => stop(state, error.to_string()),
 
         (Phase::Validating, I::Validated(observation)) => validated(policy, state, &observation),
-        (Phase::Validating, I::Confirmed(true)) => enter_step(policy, state, 0),
+        (Phase::Validating, I::Confirmed(true)) => enter_step(policy, 0),
         (Phase::Validating, I::Confirmed(false)) => stop(
             state,
             format!(
@@ -487,9 +487,9 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
             roll_back(state, "an interrupted rollout was recovered".to_string())
         }
         (Phase::Canary, I::Recovered(Recovery::Resume)) => {
-            enter_step(policy, state, state.step.unwrap_or(0))
+            enter_step(policy, state.step.unwrap_or(0))
         }
-        (Phase::Monitoring, I::Recovered(Recovery::Resume)) => promote(state),
+        (Phase::Monitoring, I::Recovered(Recovery::Resume)) => promote(),
         (_, I::Recovered(Recovery::Leave)) => (state.clone(), Action::Done),
 
         (Phase::RolledBack, I::Wrote(Written::Failed(error))) => {
@@ -521,11 +521,11 @@ fn observe(state: &State, wait: Duration) -> (State, Action) {
 }
 
 /// Moves to canary step `index` (or, when it is the 100% step, to the promotion).
-fn enter_step(policy: &Policy, state: &State, index: usize) -> (State, Action) {
+fn enter_step(policy: &Policy, index: usize) -> (State, Action) {
     let index = index.min(policy.steps.len().saturating_sub(1));
     let percent = policy.steps.get(index).copied().unwrap_or(100);
     if percent >= 100 {
-        return promote(state);
+        return promote();
     }
     let next = State {
         phase: Phase::Canary,
@@ -539,8 +539,8 @@ fn enter_step(policy: &Policy, state: &State, index: usize) -> (State, Action) {
     (next, Action::MoveTraffic { percent })
 }
 
-/// The canary takes 100%; the monitor starts from zero.
-fn promote(state: &State) -> (State, Action) {
+/// The canary takes 100%; the monitor starts from zero (whatever the step was).
+fn promote() -> (State, Action) {
     let next = State {
         phase: Phase::Monitoring,
         step: None,
@@ -550,7 +550,6 @@ fn promote(state: &State) -> (State, Action) {
         unjudged: 0,
         reason: None,
     };
-    let _ = state;
     (next, Action::MoveTraffic { percent: 100 })
 }
 
@@ -576,7 +575,6 @@ fn without_promotion(policy: &Policy, state: &State, reason: String) -> (State, 
 }
 
 fn validated(policy: &Policy, state: &State, observation: &Observation) -> (State, Action) {
-    let _ = policy;
     match observation.worst() {
         Status::Fail => stop(
             state,
@@ -596,7 +594,7 @@ fn validated(policy: &Policy, state: &State, observation: &Observation) -> (Stat
             next.reason = Some(warnings.clone());
             (next, Action::Confirm { warnings })
         }
-        Status::Pass => enter_step(policy, state, 0),
+        Status::Pass => enter_step(policy, 0),
     }
 }
 
@@ -678,7 +676,7 @@ fn canary_look(
         );
     }
     if observation.all_pass() {
-        return enter_step(policy, state, state.step.unwrap_or(0) + 1);
+        return enter_step(policy, state.step.unwrap_or(0) + 1);
     }
     if elapsed < policy.hold {
         return observe(state, policy.interval);
@@ -701,7 +699,7 @@ fn canary_look(
     }
     let undecided = observation.with_status(|metric| metric.status != Status::Pass);
     match policy.inconclusive {
-        InconclusivePolicy::Promote => enter_step(policy, state, state.step.unwrap_or(0) + 1),
+        InconclusivePolicy::Promote => enter_step(policy, state.step.unwrap_or(0) + 1),
         InconclusivePolicy::Rollback => roll_back(
             state,
             format!("{at}: {undecided} (inconclusive policy: rollback)"),
@@ -747,14 +745,18 @@ fn monitor_look(
         return (state.with_phase(Phase::Promoted), Action::Complete);
     }
     // Safety: the monitor passes only when every interval was judged on data.
+    let last = if judged {
+        "the last look read every metric".to_string()
+    } else {
+        format!("last look: {}", observation.unread())
+    };
     without_promotion(
         policy,
         state,
         format!(
-            "post-deploy monitor: {} interval(s) of {} had no readable metrics ({}); not passed",
+            "post-deploy monitor: {} interval(s) of {} had no readable metrics ({last}); not passed",
             state.unjudged,
             humantime::format_duration(policy.monitor_duration),
-            observation.unread()
         ),
     )
 }

@@ -1,6 +1,7 @@
 //! Guarded rollouts: the plan, the pure decisions, the driver, the lock and the journal.
 //!
 //! [`events`] is what a rollout reports; [`gates`] turns service checks into metrics of a look; [`machine`] decides (pure, table-tested: `advance(state, input) -> (state, action)`);
+//! [`pipeline`] is the whole deploy (preflight → image → rollout) as one runbook-like function;
 //! [`driver`] acts (the only async loop, through the [`Platform`](crate::platform::Platform)
 //! trait); [`naming`] chooses rollout ids and revision names; [`rollback`] is the emergency
 //! rollback write, which the driver's own rollbacks reuse; [`lock`] keeps rollouts of one service
@@ -17,5 +18,7 @@ pub mod journal;
 pub mod lock;
 pub mod machine;
 pub mod naming;
+mod observe;
+pub mod pipeline;
 pub mod recovery;
 pub mod rollback;

@@ -119,7 +119,7 @@ impl Driver<'_> {
                     .await;
                 self.release(id, &journal.id, notes).await;
                 Ok(Some(RolloutReport {
-                    id: journal.id.clone(),
+                    id: Some(journal.id.clone()),
                     service: id.name.clone(),
                     canary: Some(journal.canary.clone()),
                     stable: journal.stable.clone(),

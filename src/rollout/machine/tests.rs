@@ -387,6 +387,24 @@ fn metrics_that_cannot_be_read_are_never_promoted_even_with_a_high_error_limit()
 }
 
 #[test]
+fn a_monitor_ending_unjudged_after_a_read_last_look_does_not_claim_nothing_was_measured() {
+    // Monitor: 30 s every 10 s. The first interval could not be read, the last one was.
+    let policy = policy(InconclusivePolicy::Hold);
+    let state = at(Phase::Monitoring, None, 100);
+    let (state, _) = advance(&policy, &state, look(&[Status::Error, Status::Pass], 10));
+    let (state, _) = advance(&policy, &state, look(&[Status::Pass, Status::Pass], 20));
+    let (state, action) = advance(&policy, &state, look(&[Status::Pass, Status::Pass], 30));
+    assert_eq!((state.phase, action), (Phase::Held, Action::Record));
+    let reason = state.reason.unwrap_or_default();
+    assert!(reason.contains("1 interval(s)"), "{reason}");
+    assert!(!reason.contains("no metric was measured"), "{reason}");
+    assert!(
+        reason.contains("the last look read every metric"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn per_metric_error_limits_end_the_step_without_promotion() {
     let policy = policy(InconclusivePolicy::Promote);
     let mut state = at(Phase::Canary, Some(0), 10);
