@@ -470,10 +470,15 @@ fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()>
         Outcome::Promoted { revision } => {
             format!("PROMOTED: `{revision}` serves 100% of `{}`", report.service)
         }
-        Outcome::StoppedBeforeTraffic { reason } => format!(
-            "STOPPED before any traffic moved: {reason}\n`{}` serves as before",
-            report.stable.as_deref().unwrap_or("the previous revision")
-        ),
+        Outcome::StoppedBeforeTraffic { reason } => match &report.stable {
+            Some(stable) => format!(
+                "STOPPED before any traffic moved: {reason}\n`{stable}` serves as before"
+            ),
+            None => format!(
+                "STOPPED before any traffic moved: {reason}\n`{}` is unchanged",
+                report.service
+            ),
+        },
         Outcome::RolledBack { reason, revision } => {
             format!("ROLLED BACK: `{revision}` serves 100% again\nwhy: {reason}")
         }
