@@ -119,15 +119,22 @@ impl TrafficGenerator {
         let task = tokio::spawn(async move {
             let mut wait = Duration::from_millis(250);
             let url = loop {
-                let problem = match platform.service(&id).await {
+                let (problem, expected) = match platform.service(&id).await {
                     Ok(Some(snapshot)) if !snapshot.uri.is_empty() => break snapshot.uri,
-                    Ok(Some(_)) => "the service has no URL yet".to_string(),
-                    Ok(None) => "the service does not exist yet".to_string(),
-                    Err(error) => format!("cannot read the URL of `{id}`: {error}"),
+                    // Expected while a first deploy creates the service: not worth a warning.
+                    Ok(Some(_)) => ("the service has no URL yet".to_string(), true),
+                    Ok(None) => ("the service does not exist yet".to_string(), true),
+                    Err(error) => (format!("cannot read the URL of `{id}`: {error}"), false),
                 };
-                tracing::warn!(
-                    "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
-                );
+                if expected {
+                    tracing::debug!(
+                        "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
+                    );
+                } else {
+                    tracing::warn!(
+                        "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
+                    );
+                }
                 shared.set_problem(Some(problem));
                 if tokio::time::Instant::now() + wait >= deadline {
                     return;
