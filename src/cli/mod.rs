@@ -11,6 +11,7 @@ mod completions;
 mod deploy;
 mod drift;
 mod emulator;
+mod github_actions;
 mod health;
 mod output;
 mod preflight;
