@@ -154,7 +154,7 @@ where
 }
 
 /// In GitHub Actions: prints the annotations (stdout for text, stderr with `--format json`) and
-/// appends `summary` to `$GITHUB_STEP_SUMMARY` (when set). Nothing otherwise. A summary that
+/// appends `summary` (unless empty) to `$GITHUB_STEP_SUMMARY` (when set). Nothing otherwise. A summary that
 /// cannot be written is a warning on stderr, never a failure of the command: the report itself
 /// is already out.
 pub(super) fn publish(context: &Context, annotations: &[Annotation], summary: &str) {
@@ -171,6 +171,9 @@ pub(super) fn publish(context: &Context, annotations: &[Annotation], summary: &s
     let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|path| !path.is_empty()) else {
         return;
     };
+    if summary.is_empty() {
+        return;
+    }
     let written = fs_err::OpenOptions::new()
         .create(true)
         .append(true)
