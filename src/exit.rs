@@ -16,6 +16,12 @@ pub enum ExitStatus {
     Failure,
     /// 2: the command line or a service file is invalid; nothing was changed.
     Usage,
+    /// 2: a check found the worst severity, CRITICAL (`drift`, `health`, `check`). The same
+    /// number as [`ExitStatus::Usage`] — the seeds' health-check convention 0 OK / 1 WARN /
+    /// 2 CRITICAL, which schedulers and alerting already branch on — but a variant of its own,
+    /// so that the code never confuses "the command line is wrong" with "the command ran and
+    /// found something critical" (`Usage` only ever means the input is wrong).
+    Critical,
     /// 3: a deploy stopped before any traffic moved to the new revision (failed identity
     /// check, revision did not start, service locked by another rollout); the service serves
     /// as before.
@@ -36,7 +42,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
-            ExitStatus::Usage => 2,
+            ExitStatus::Usage | ExitStatus::Critical => 2,
             ExitStatus::StoppedBeforeTraffic => 3,
             ExitStatus::RolledBack => 4,
             ExitStatus::RollbackFailed => 5,

@@ -2,9 +2,14 @@
 //! commit, ahead/behind against a remote branch (with a time-limited fetch), the commits and
 //! changed paths between two commits, and whether a commit exists.
 //!
-//! deployer never shells out to `git`: the answers must not depend on the user's git version,
-//! aliases or configuration (a `log.showSignature` or a pager would change the output), and
-//! libgit2 answers in-process, which keeps the preflight checklist fast on large histories.
+//! deployer reads through libgit2, never by parsing `git` output: the answers must not depend
+//! on the user's git version, aliases or configuration (a `log.showSignature` or a pager would
+//! change the output), and libgit2 answers in-process, which keeps the preflight checklist fast
+//! on large histories. The one exception is fetching https and ssh remotes: deployer's libgit2
+//! is built without TLS and SSH (no OpenSSL, no libssh2 to build or keep patched), and the `git`
+//! CLI already has the user's credentials (credential helpers, `ssh-agent`, the `extraheader`
+//! that `actions/checkout` leaves), so [`Repository::fetch`] runs `git fetch` for them when
+//! `git` is installed. Only its exit status is read, never its output.
 //!
 //! Speed matters here because the preflight runs before every deploy, on repositories with a
 //! hundred thousand commits: ranges are walked with `hide()` (libgit2 stops at the hidden commit
@@ -77,6 +82,202 @@ pub enum FetchError {
         #[source]
         source: git2::Error,
     },
+    /// An https or ssh remote, and no `git` CLI to fetch it: the built-in libgit2 has no TLS
+    /// or SSH.
+    #[error(
+        "fetching `{remote}` needs the `git` CLI (its URL is {transport}), which is not installed"
+    )]
+    NeedsGitCli {
+        /// The remote.
+        remote: String,
+        /// `https`, `http` or `ssh`.
+        transport: &'static str,
+        /// libgit2's answer.
+        #[source]
+        source: git2::Error,
+    },
+    /// `git fetch` (the CLI, for https and ssh remotes) ended in failure.
+    #[error("fetching `{remote}` with `git fetch` failed ({status}): {stderr}")]
+    GitCliFailed {
+        /// The remote.
+        remote: String,
+        /// `exit status 128`, `killed by signal 9`, or why it could not start.
+        status: String,
+        /// Its stderr, on one line, shortened, credentials in URLs masked.
+        stderr: String,
+    },
+}
+
+/// How often a running `git fetch` is looked at: at first every 2 ms (a local fetch takes tens
+/// of milliseconds), doubling up to 50 ms.
+const GIT_CLI_POLL: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(50));
+
+/// The transport a remote URL needs when libgit2 cannot speak it: `Some("https")` for
+/// `https://`, `Some("http")` for `http://`, `Some("ssh")` for `ssh://` and scp-like
+/// `user@host:path`; `None` for local paths, `file://` and `git://`, which libgit2 fetches.
+/// `http://` goes to the CLI too: libgit2 speaks only git's smart HTTP protocol, the CLI also
+/// the dumb one and the user's credential helpers.
+fn cli_transport(url: &str) -> Option<&'static str> {
+    let lower = url.trim().to_ascii_lowercase();
+    if let Some((scheme, _)) = lower.split_once("://") {
+        return match scheme {
+            "https" => Some("https"),
+            "http" => Some("http"),
+            "ssh" | "git+ssh" | "ssh+git" => Some("ssh"),
+            _ => None,
+        };
+    }
+    // git's rule for scp-like syntax: a colon before any slash (`host:path`, `git@host:o/r`).
+    match (lower.find(':'), lower.find('/')) {
+        (Some(colon), slash) if colon > 0 && slash.is_none_or(|slash| colon < slash) => Some("ssh"),
+        _ => None,
+    }
+}
+
+/// `text` with the user and password of every `scheme://user:password@host` masked.
+fn mask_credentials(text: &str) -> String {
+    static URL_CREDENTIALS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    URL_CREDENTIALS
+        .get_or_init(|| {
+            regex::Regex::new(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+                .expect("a valid pattern")
+        })
+        .replace_all(text, "${scheme}***@")
+        .into_owned()
+}
+
+/// `git fetch`'s stderr for a message: its non-empty lines joined by `; `, credentials masked,
+/// shortened by characters and escaped ([`crate::untrusted::remote_message`]).
+fn git_stderr_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    crate::untrusted::remote_message(&mask_credentials(&joined))
+}
+
+/// The `git fetch` command for `REFSPEC` of `REMOTE` into the repository at `git_dir`, set up so
+/// that it never asks anything: no terminal prompt (`GIT_TERMINAL_PROMPT=0`), no askpass
+/// program (an empty `GIT_ASKPASS` stops git from looking at `core.askPass` and `SSH_ASKPASS`),
+/// stdin closed, and ssh in batch mode unless the user chose an ssh command. Credential helpers
+/// and `ssh-agent` still answer: they ask nobody. No tags, no submodules, no automatic `gc`.
+fn git_fetch_command(
+    git_program: &str,
+    git_dir: &Path,
+    remote: &str,
+    refspec: &str,
+    ssh_configured: bool,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(git_program);
+    command
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"])
+        .args(["fetch", "--quiet", "--no-tags", "--recurse-submodules=no"])
+        .arg("--")
+        .args([remote, refspec])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "")
+        // git's own output in English whatever the locale, for the messages it ends up in.
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if !ssh_configured {
+        // `BatchMode`: no passphrase or host-key question; an unknown host fails instead.
+        command.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    // Its own process group, so that a timeout stops `git` and its helpers (`git-remote-https`,
+    // `ssh`) together.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+}
+
+/// Runs a `git fetch` command within `limit`. `None` when `git` is not installed.
+fn run_git_fetch(
+    mut command: std::process::Command,
+    remote: &str,
+    limit: Duration,
+) -> Option<Result<(), FetchError>> {
+    use std::io::Read as _;
+    let failed = |status: String, stderr: String| FetchError::GitCliFailed {
+        remote: remote.to_string(),
+        status,
+        stderr,
+    };
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            return Some(Err(failed(
+                format!("cannot start `git`: {error}"),
+                String::new(),
+            )))
+        }
+    };
+    // Read on a thread so that a chatty stderr never fills the pipe and blocks `git`.
+    let (sender, receiver) = mpsc::channel();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            let _ = sender.send(text);
+        });
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let mut poll = GIT_CLI_POLL.0;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if std::time::Instant::now() >= deadline => break Err(None),
+            Ok(None) => {
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(GIT_CLI_POLL.1);
+            }
+            Err(error) => break Err(Some(error)),
+        }
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(error) => {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: `kill` has no memory-safety preconditions. `-pid` addresses the
+                // process group made for this child (`process_group(0)`), which has not been
+                // reaped yet, so the id cannot have been reused.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.wait();
+            return Some(Err(match error {
+                None => FetchError::TimedOut {
+                    remote: remote.to_string(),
+                    limit,
+                },
+                Some(error) => failed(format!("cannot wait for `git`: {error}"), String::new()),
+            }));
+        }
+    };
+    if status.success() {
+        return Some(Ok(()));
+    }
+    // A helper that outlives `git` (an ssh control master) may hold stderr open: do not wait
+    // for its end for long.
+    let stderr = receiver
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_default();
+    let how = {
+        use std::os::unix::process::ExitStatusExt as _;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None) => "unknown exit status".into(),
+        }
+    };
+    Some(Err(failed(how, git_stderr_message(&stderr))))
 }
 
 fn git_error(action: impl Into<String>) -> impl FnOnce(git2::Error) -> RepoError {
@@ -441,21 +642,80 @@ impl Repository {
     }
 
     /// Fetches `BRANCH` of `REMOTE` into `refs/remotes/REMOTE/BRANCH`, giving up after `limit`.
+    /// Only the remote-tracking ref is written, never the user's branches.
     ///
-    /// libgit2's fetch is blocking and has no overall deadline, so it runs on its own thread
-    /// with its own handle on the repository; past the limit the caller gets
-    /// [`FetchError::TimedOut`] at once, and the thread is told to abort at its next
-    /// progress callback (a connection that never answers ends when the process does). Only the
-    /// remote-tracking ref is written, never the user's branches.
+    /// Local, `file://` and `git://` remotes are fetched by libgit2. https, http and ssh remotes
+    /// are fetched by the `git` CLI when it is installed (see the module's documentation), and
+    /// otherwise by libgit2, which fails on them with [`FetchError::NeedsGitCli`].
     pub fn fetch(&self, remote: &str, branch: &str, limit: Duration) -> Result<(), FetchError> {
+        self.fetch_using("git", remote, branch, limit)
+    }
+
+    /// [`Repository::fetch`] with the `git` CLI found as `git_program` (tests name one that
+    /// does not exist).
+    fn fetch_using(
+        &self,
+        git_program: &str,
+        remote: &str,
+        branch: &str,
+        limit: Duration,
+    ) -> Result<(), FetchError> {
         let branch_ref = format!("refs/heads/{branch}");
         if !git2::Reference::is_valid_name(&branch_ref) {
             return Err(FetchError::InvalidBranch(branch.to_string()));
         }
-        if !self.has_remote(remote) {
-            return Err(FetchError::NoRemote(remote.to_string()));
-        }
+        let url = match self.repository.find_remote(remote) {
+            Ok(found) => found.url().unwrap_or_default().to_string(),
+            Err(_) => return Err(FetchError::NoRemote(remote.to_string())),
+        };
         let refspec = format!("+{branch_ref}:refs/remotes/{remote}/{branch}");
+        let Some(transport) = cli_transport(&url) else {
+            return self.fetch_with_libgit2(remote, &refspec, limit);
+        };
+        let command = git_fetch_command(
+            git_program,
+            self.repository.path(),
+            remote,
+            &refspec,
+            self.ssh_command_configured(),
+        );
+        if let Some(result) = run_git_fetch(command, remote, limit) {
+            return result;
+        }
+        match self.fetch_with_libgit2(remote, &refspec, limit) {
+            Err(FetchError::Failed { remote, source }) => Err(FetchError::NeedsGitCli {
+                remote,
+                transport,
+                source,
+            }),
+            other => other,
+        }
+    }
+
+    /// True when the user chose how git runs ssh (`GIT_SSH_COMMAND`, `GIT_SSH`,
+    /// `core.sshCommand`): the CLI fetch then leaves it alone.
+    fn ssh_command_configured(&self) -> bool {
+        ["GIT_SSH_COMMAND", "GIT_SSH"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+            || self
+                .repository
+                .config()
+                .and_then(|config| config.get_string("core.sshCommand"))
+                .is_ok_and(|command| !command.trim().is_empty())
+    }
+
+    /// The fetch by libgit2. Its fetch is blocking and has no overall deadline, so it runs on its
+    /// own thread with its own handle on the repository; past the limit the caller gets
+    /// [`FetchError::TimedOut`] at once, and the thread is told to abort at its next progress
+    /// callback (a connection that never answers ends when the process does).
+    fn fetch_with_libgit2(
+        &self,
+        remote: &str,
+        refspec: &str,
+        limit: Duration,
+    ) -> Result<(), FetchError> {
+        let refspec = refspec.to_string();
         let git_dir = self.repository.path().to_path_buf();
         let cancelled = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = mpsc::channel();
@@ -790,6 +1050,236 @@ mod tests {
             .fetch("origin", "main", Duration::from_secs(30))
             .unwrap_err();
         assert!(matches!(error, FetchError::Failed { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn https_http_and_ssh_urls_go_to_the_git_cli() {
+        for (url, transport) in [
+            ("https://github.com/o/r.git", Some("https")),
+            ("HTTPS://github.com/o/r", Some("https")),
+            ("http://127.0.0.1:8080/r.git", Some("http")),
+            ("ssh://git@github.com/o/r.git", Some("ssh")),
+            ("git+ssh://git@host/r", Some("ssh")),
+            ("git@github.com:o/r.git", Some("ssh")),
+            ("host:r.git", Some("ssh")),
+            ("/srv/git/r.git", None),
+            ("./relative:name", None),
+            ("file:///srv/git/r.git", None),
+            ("git://127.0.0.1/r.git", None),
+            ("", None),
+        ] {
+            assert_eq!(cli_transport(url), transport, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_masked_in_git_messages() {
+        assert_eq!(
+            git_stderr_message(
+                b"fatal: unable to access 'https://x-access-token:ghs_secret@github.com/o/r/':\n\nThe requested URL returned error: 403\n"
+            ),
+            "fatal: unable to access 'https://***@github.com/o/r/':; The requested URL returned error: 403"
+        );
+        let long = "é".repeat(1000);
+        let message = git_stderr_message(long.as_bytes());
+        assert!(message.ends_with("…(700 more characters)"), "{message}");
+    }
+
+    #[test]
+    fn the_git_cli_never_asks_and_leaves_a_chosen_ssh_command_alone() {
+        let env = |ssh_configured| {
+            git_fetch_command(
+                "git",
+                Path::new("/r/.git"),
+                "origin",
+                "+a:b",
+                ssh_configured,
+            )
+            .get_envs()
+            .map(|(key, value)| {
+                (
+                    key.to_string_lossy().into_owned(),
+                    value.map(|value| value.to_string_lossy().into_owned()),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+        };
+        let default = env(false);
+        assert_eq!(default["GIT_TERMINAL_PROMPT"].as_deref(), Some("0"));
+        assert_eq!(default["GIT_ASKPASS"].as_deref(), Some(""));
+        assert_eq!(
+            default["GIT_SSH_COMMAND"].as_deref(),
+            Some("ssh -o BatchMode=yes")
+        );
+        let chosen = env(true);
+        assert_eq!(chosen["GIT_TERMINAL_PROMPT"].as_deref(), Some("0"));
+        assert!(!chosen.contains_key("GIT_SSH_COMMAND"));
+    }
+
+    /// What a remote answers over HTTP in the tests below.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// The bare repository's files: git's "dumb" HTTP protocol, which libgit2 does not speak.
+        Files,
+        /// 401 with a Basic challenge: git would ask for a user name.
+        Unauthorized,
+        /// Accept the connection, never answer.
+        Silence,
+    }
+
+    /// An HTTP server on 127.0.0.1 over `root`; returns its base URL.
+    fn http_remote(root: PathBuf, answer: Answer) -> String {
+        use axum::http::{header, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(move |uri: Uri| {
+                    let root = root.clone();
+                    async move {
+                        match answer {
+                            Answer::Silence => std::future::pending().await,
+                            Answer::Unauthorized => (
+                                StatusCode::UNAUTHORIZED,
+                                [(header::WWW_AUTHENTICATE, "Basic realm=\"git\"")],
+                            )
+                                .into_response(),
+                            Answer::Files => {
+                                let path = uri.path().trim_start_matches('/');
+                                if path.split('/').any(|part| part == "..") {
+                                    return StatusCode::BAD_REQUEST.into_response();
+                                }
+                                match std::fs::read(root.join(path)) {
+                                    Ok(bytes) => bytes.into_response(),
+                                    Err(_) => StatusCode::NOT_FOUND.into_response(),
+                                }
+                            }
+                        }
+                    }
+                });
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        format!("http://{address}")
+    }
+
+    /// A repository whose `origin` is a bare repository served over git's dumb HTTP protocol,
+    /// where someone else pushed a commit; returns the repository, that commit and the remote.
+    fn repository_with_an_http_remote(
+        answer: Answer,
+    ) -> (TestRepo, String, crate::testing::BareRemote) {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        let remote = repo.add_bare_remote("origin");
+        repo.push("origin", "main");
+        let other = remote.clone_into_temp();
+        let pushed = other.commit_file("c.txt", "x", "someone else's commit");
+        other.push("origin", "main");
+        // The files a dumb HTTP client reads (`info/refs`, `objects/info/packs`).
+        let status = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(remote.path())
+            .arg("update-server-info")
+            .status()
+            .expect("the tests need the `git` CLI");
+        assert!(status.success());
+        let url = http_remote(remote.path().to_path_buf(), answer);
+        repo.set_remote_url("origin", &format!("{url}/"));
+        (repo, pushed, remote)
+    }
+
+    #[test]
+    fn an_http_remote_is_fetched_by_the_git_cli() {
+        let (repo, pushed, _remote) = repository_with_an_http_remote(Answer::Files);
+        let opened = Repository::discover(repo.path()).unwrap();
+        let refspec = "+refs/heads/main:refs/remotes/origin/main";
+        // The seam: libgit2 alone cannot fetch this remote (it speaks only smart HTTP).
+        let error = opened
+            .fetch_with_libgit2("origin", refspec, Duration::from_secs(30))
+            .unwrap_err();
+        assert!(matches!(error, FetchError::Failed { .. }), "{error:?}");
+        assert_ne!(
+            opened.remote_branch_commit("origin", "main").unwrap(),
+            Some(pushed.clone())
+        );
+        let before = opened.branch_commit("main").unwrap();
+        opened
+            .fetch("origin", "main", Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            opened.remote_branch_commit("origin", "main").unwrap(),
+            Some(pushed)
+        );
+        assert_eq!(
+            opened.branch_commit("main").unwrap(),
+            before,
+            "the user's branch is not touched"
+        );
+    }
+
+    #[test]
+    fn the_git_cli_never_asks_for_a_password() {
+        let (repo, _, _remote) = repository_with_an_http_remote(Answer::Unauthorized);
+        let opened = Repository::discover(repo.path()).unwrap();
+        let error = opened
+            .fetch("origin", "main", Duration::from_secs(30))
+            .unwrap_err();
+        let FetchError::GitCliFailed { status, stderr, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(status, "exit status 128");
+        assert!(stderr.contains("terminal prompts disabled"), "{stderr}");
+        assert!(!stderr.contains('\n'), "one line: {stderr}");
+    }
+
+    #[test]
+    fn a_git_cli_fetch_past_its_limit_is_stopped() {
+        let (repo, _, _remote) = repository_with_an_http_remote(Answer::Silence);
+        let opened = Repository::discover(repo.path()).unwrap();
+        let error = opened
+            .fetch("origin", "main", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(
+            matches!(&error, FetchError::TimedOut { remote, .. } if remote == "origin"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn without_the_git_cli_an_https_remote_says_what_it_needs() {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        repo.set_remote_url("origin", "https://127.0.0.1:9/o/r.git");
+        let opened = Repository::discover(repo.path()).unwrap();
+        let error = opened
+            .fetch_using(
+                "/nonexistent/git",
+                "origin",
+                "main",
+                Duration::from_secs(30),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                FetchError::NeedsGitCli {
+                    transport: "https",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "fetching `origin` needs the `git` CLI (its URL is https), which is not installed"
+        );
     }
 
     #[test]

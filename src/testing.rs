@@ -183,6 +183,11 @@ impl TestRepo {
 }
 
 impl BareRemote {
+    /// The bare repository.
+    pub fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
     /// Clones the remote into a new temporary repository (its remote is `origin`).
     pub fn clone_into_temp(&self) -> TestRepo {
         let directory = tempfile::tempdir().expect("temporary directory");

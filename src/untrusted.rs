@@ -17,7 +17,7 @@ pub const REMOTE_MESSAGE_CHARS: usize = 300;
 /// True for characters that change how a terminal shows the text around them: control
 /// characters (C0, DEL, C1) and Unicode bidirectional overrides and isolates (which can make
 /// text read differently from what it is, "Trojan Source").
-fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -63,17 +63,24 @@ fn empty_platform() -> String {
     format!("http://{address}")
 }
 
-fn deployer(root: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_deployer"))
+/// `deployer preflight svc` as CI runs it (outside GitHub Actions unless the test says so).
+fn command(root: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command
         .current_dir(root)
         .env("CI", "true")
         .env("NO_COLOR", "1")
         .env_remove("DEPLOYER_SERVICES_DIR")
         .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY")
         .args(["preflight", "svc", "--endpoint", endpoint])
-        .args(args)
-        .output()
-        .unwrap()
+        .args(args);
+    command
+}
+
+fn deployer(root: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
+    command(root, endpoint, args).output().unwrap()
 }
 
 fn settings() -> insta::Settings {
@@ -158,4 +165,128 @@ fn an_unknown_service_is_a_usage_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("no service named `sv`"), "{stderr}");
     assert!(stderr.contains("did you mean `svc`?"), "{stderr}");
+}
+
+/// In GitHub Actions every WARN and FAIL is an annotation (on stdout, where GitHub documents
+/// workflow commands; on stderr with `--format json`, so that stdout stays one document), the
+/// verdict is an `::error` when it is not safe, and the steps are appended to the step summary.
+#[test]
+fn github_actions_annotations_and_step_summary() {
+    let repository = repository("exit 4");
+    let endpoint = empty_platform();
+    let runner = tempfile::tempdir().unwrap();
+    let summary = runner.path().join("summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    let output = command(repository.path(), &endpoint, &["--accept-warnings"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let annotations: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("::"))
+        .collect();
+    assert_eq!(annotations.len(), 3, "{stdout}");
+    assert_eq!(
+        annotations[0],
+        "::warning title=Preflight%3A svc / [3/8] Sync with remote::cannot run: the repository has no remote `origin` \
+         — hint: add it (`git remote add origin URL`) or set `preflight.remote` in the service file"
+    );
+    assert!(
+        annotations[1].starts_with(
+            "::error title=Preflight%3A svc / [6/8] Tests::`exit 4` failed (exit status 4) after "
+        ),
+        "{}",
+        annotations[1]
+    );
+    assert_eq!(
+        annotations[2],
+        "::error title=Preflight%3A svc::Not safe to deploy: step 6 failed."
+    );
+    assert!(
+        !stderr.contains("::error"),
+        "text puts them on stdout: {stderr}"
+    );
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        written.starts_with(
+            "earlier step\n## Preflight `svc`: Not safe to deploy: step 6 failed.\n\n\
+             | step | check | status | reason | decision |\n|---|---|---|---|---|\n\
+             | 1/8 | Uncommitted changes | PASS | working tree clean |  |\n"
+        ),
+        "appended, never overwritten: {written}"
+    );
+    assert!(
+        written.contains(
+            "| 3/8 | Sync with remote | WARN | cannot run: the repository has no remote `origin` |  |"
+        ),
+        "{written}"
+    );
+    assert!(
+        written.contains("| 6/8 | Tests | FAIL | `exit 4` failed (exit status 4) after "),
+        "{written}"
+    );
+
+    // JSON: stdout is one document; the annotations go to stderr (the runner reads both).
+    let output = command(
+        repository.path(),
+        &endpoint,
+        &["--accept-warnings", "--format", "json"],
+    )
+    .env("GITHUB_ACTIONS", "true")
+    .env("GITHUB_STEP_SUMMARY", &summary)
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["safe_to_deploy"], false);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.lines().any(
+            |line| line == "::error title=Preflight%3A svc::Not safe to deploy: step 6 failed."
+        ),
+        "{stderr}"
+    );
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(
+        written.matches("## Preflight `svc`").count(),
+        2,
+        "{written}"
+    );
+
+    // Safe with an accepted warning: the warning says who accepted it, and nothing is an error.
+    let passing = self::repository("true");
+    let output = command(passing.path(), &endpoint, &["--accept-warnings"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let annotations: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("::"))
+        .collect();
+    assert_eq!(annotations.len(), 1, "{stdout}");
+    assert!(
+        annotations[0].starts_with("::warning title=Preflight%3A svc / [3/8] Sync with remote::")
+            && annotations[0].ends_with(" (accepted by --accept-warnings)"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        written.contains(
+            "## Preflight `svc`: Safe to deploy (step 3 accepted by --accept-warnings).\n"
+        ),
+        "{written}"
+    );
+
+    // Outside GitHub Actions: no annotation, no summary.
+    let before = std::fs::read_to_string(&summary).unwrap();
+    let output = deployer(passing.path(), &endpoint, &["--accept-warnings"]);
+    assert!(!String::from_utf8(output.stdout).unwrap().contains("::"));
+    assert_eq!(std::fs::read_to_string(&summary).unwrap(), before);
 }

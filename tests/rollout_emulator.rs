@@ -1198,3 +1198,97 @@ gates = ["monitor"]
     fixture.assert_serves_only(&fixture.stable).await;
     fixture.shutdown().await;
 }
+
+/// Commits everything under `root` on `main` of a new repository; returns the commit.
+fn commit_all(root: &std::path::Path) -> String {
+    let mut options = git2::RepositoryInitOptions::new();
+    options.initial_head("main");
+    let repository = git2::Repository::init_opts(root, &options).unwrap();
+    let mut index = repository.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repository.find_tree(index.write_tree().unwrap()).unwrap();
+    let signature = git2::Signature::now("Ada", "ada@example.com").unwrap();
+    repository
+        .commit(Some("HEAD"), &signature, &signature, "first", &tree, &[])
+        .unwrap()
+        .to_string()
+}
+
+/// `deploy` in GitHub Actions: the preflight it runs annotates its warnings (saying who accepted
+/// them), the outcome that is not a promotion is an `::error`, and both go to the step summary.
+/// The new revision reports another commit than the one deployed: the identity check stops the
+/// deploy before any traffic moves (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_github_actions_a_deploy_annotates_its_preflight_and_its_outcome() {
+    let fixture = Fixture::new("annotated").await;
+    let repository = tempfile::tempdir().unwrap();
+    let services = local_repository(repository.path(), "annotated");
+    let head = commit_all(repository.path());
+    let runner = tempfile::tempdir().unwrap();
+    let summary = runner.path().join("summary.md");
+    let endpoint = fixture.emulator.endpoint();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["deploy", "annotated", "--image", hello_image()])
+        .args(["--accept-warnings", "--non-interactive", "--traffic", "0"])
+        .args(["--endpoint", endpoint, "--monitoring-endpoint", endpoint])
+        .args(["--commit", &head])
+        .args(["--env", "SERVICE_NAME=annotated"])
+        .args(["--env", &format!("BUILD_COMMIT={NEW_COMMIT}")])
+        .current_dir(repository.path())
+        .env("DEPLOYER_SERVICES_DIR", &services)
+        .env("DEPLOYER_STATE_DIR", fixture.state.path())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("NO_COLOR", "1")
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(3), "{stdout}\n{stderr}");
+    let annotations: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("::"))
+        .collect();
+    let (last, preflight) = annotations.split_last().expect("annotations");
+    assert!(
+        last.starts_with("::error title=Deploy%3A annotated::STOPPED before any traffic moved: ")
+            && last.contains(&format!("reports commit `{NEW_COMMIT}`"))
+            && last.ends_with("%0A`annotated-stable` serves as before"),
+        "{stdout}"
+    );
+    assert!(!preflight.is_empty(), "{stdout}");
+    for annotation in preflight {
+        assert!(
+            annotation.starts_with("::warning title=Preflight%3A annotated / [")
+                && annotation.ends_with(" (accepted by --accept-warnings)"),
+            "every preflight warning was accepted by the flag: {stdout}"
+        );
+    }
+    assert!(
+        preflight
+            .iter()
+            .any(|line| line.contains("[3/8] Sync with remote::")),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&summary).unwrap();
+    let preflight_at = written
+        .find("## Preflight `annotated`: Safe to deploy (")
+        .expect(&written);
+    let deploy_at = written
+        .find("## Deploy `annotated`: STOPPED before any traffic moved: ")
+        .expect(&written);
+    assert!(preflight_at < deploy_at, "{written}");
+    assert!(
+        written.contains("`annotated-stable` serves as before\n"),
+        "{written}"
+    );
+    fixture.assert_serves_only(&fixture.stable).await;
+    fixture.shutdown().await;
+}

@@ -203,7 +203,7 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     Ok(match code {
         0 => ExitStatus::Success,
         1 => ExitStatus::Failure,
-        2 => ExitStatus::Usage,
+        2 => ExitStatus::Critical,
         _ => ExitStatus::StoppedBeforeTraffic,
     })
 }

@@ -449,6 +449,10 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             report.notes.insert(0, line);
         }
         print_report(context, &report)?;
+        if super::github_actions::enabled() {
+            let (annotations, summary) = github_actions_output(args, &report);
+            super::github_actions::publish(context, &annotations, &summary);
+        }
         Ok(match report.outcome {
             Outcome::Promoted { .. } => ExitStatus::Success,
             Outcome::StoppedBeforeTraffic { .. } => ExitStatus::StoppedBeforeTraffic,
@@ -466,7 +470,13 @@ fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()>
     for note in &report.notes {
         context.output.message(format!("note: {note}"));
     }
-    let line = match &report.outcome {
+    context.output.data(outcome_text(report));
+    Ok(())
+}
+
+/// The final report's lines: the outcome, why, and what to do next.
+fn outcome_text(report: &RolloutReport) -> String {
+    match &report.outcome {
         Outcome::Promoted { revision } => {
             format!("PROMOTED: `{revision}` serves 100% of `{}`", report.service)
         }
@@ -490,7 +500,40 @@ fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()>
             "ROLLBACK FAILED — a human must act now: {reason}\nnext: `deployer rollback {}` (one write, no analysis)",
             report.service
         ),
-    };
-    context.output.data(line);
-    Ok(())
+    }
+}
+
+/// In GitHub Actions: an `::error` for every outcome but a promotion, a `::warning` for a
+/// promotion that skipped the preflight checklist (the checklist annotates its own results,
+/// accepted warnings included), and the outcome with its notes as the step summary.
+fn github_actions_output(
+    args: &DeployArgs,
+    report: &RolloutReport,
+) -> (Vec<super::github_actions::Annotation>, String) {
+    use super::github_actions::{cell, Annotation};
+    let title = format!("Deploy: {}", report.service);
+    let text = outcome_text(report);
+    let mut annotations = Vec::new();
+    match report.outcome {
+        Outcome::Promoted { .. } if args.skip_preflight => annotations.push(Annotation::warning(
+            title,
+            format!("{text} without the preflight checklist (`--skip-preflight`)"),
+        )),
+        Outcome::Promoted { .. } => {}
+        _ => annotations.push(Annotation::error(title, text.clone())),
+    }
+    let mut lines = text.lines();
+    let mut summary = format!(
+        "## Deploy `{}`: {}\n\n",
+        cell(&report.service),
+        cell(lines.next().unwrap_or_default())
+    );
+    for line in lines {
+        summary.push_str(&format!("{}\n\n", cell(line)));
+    }
+    for note in &report.notes {
+        summary.push_str(&format!("- note: {}\n", cell(note)));
+    }
+    summary.push('\n');
+    (annotations, summary)
 }

@@ -4,13 +4,16 @@
 //! (`GITHUB_ACTIONS=true`) each WARN/CRITICAL service also becomes an annotation and the table
 //! is appended to the step summary.
 
-use std::{fmt::Write as _, io::Write as _, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::{target, Context, UsageError};
+use super::{
+    github_actions::{self, Annotation},
+    target, Context, UsageError,
+};
 use crate::{
     config::ServiceConfig,
     drift::{
@@ -70,12 +73,13 @@ struct JsonOutput<'a> {
 }
 
 /// The exit status of a worst severity. Drift shares the health check's convention
-/// (0 OK / 1 WARN / 2 CRITICAL, `README.md`), so CRITICAL uses the number 2.
+/// (0 OK / 1 WARN / 2 CRITICAL, `README.md`): CRITICAL is [`ExitStatus::Critical`], a finding,
+/// never [`ExitStatus::Usage`], though both exit 2.
 fn exit_for(severity: Severity) -> ExitStatus {
     match severity {
         Severity::Ok => ExitStatus::Success,
         Severity::Warn => ExitStatus::Failure,
-        Severity::Critical => ExitStatus::Usage,
+        Severity::Critical => ExitStatus::Critical,
     }
 }
 
@@ -192,8 +196,10 @@ pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
         } else {
             context.output.data(render(&report));
         }
-        if std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true") {
-            github_actions(context, &report);
+        if github_actions::enabled() {
+            let annotations: Vec<Annotation> =
+                report.services.iter().filter_map(annotation).collect();
+            github_actions::publish(context, &annotations, &step_summary(&report));
         }
         Ok(status)
     })
@@ -450,87 +456,41 @@ fn render(report: &DriftReport) -> String {
     text
 }
 
-/// A GitHub Actions workflow command's message: `%`, CR and LF escaped.
-pub(super) fn escape_data(text: &str) -> String {
-    text.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-/// A workflow command's property value: also `:` and `,`.
-pub(super) fn escape_property(text: &str) -> String {
-    escape_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
 /// The annotation of a service that is not OK (`::error` for CRITICAL, `::warning` for WARN).
-fn annotation(service: &ServiceDrift) -> Option<String> {
-    let command = match service.severity {
-        Severity::Ok => return None,
-        Severity::Warn => "warning",
-        Severity::Critical => "error",
-    };
-    Some(format!(
-        "::{command} title={}::{}",
-        escape_property(&format!("Drift: {}", service.service)),
-        escape_data(&format!(
-            "{}{}",
-            service.reason,
-            service
-                .hint
-                .as_ref()
-                .map(|hint| format!(" — {hint}"))
-                .unwrap_or_default()
-        ))
-    ))
+fn annotation(service: &ServiceDrift) -> Option<Annotation> {
+    let title = format!("Drift: {}", service.service);
+    let message = format!(
+        "{}{}",
+        service.reason,
+        service
+            .hint
+            .as_ref()
+            .map(|hint| format!(" — {hint}"))
+            .unwrap_or_default()
+    );
+    match service.severity {
+        Severity::Ok => None,
+        Severity::Warn => Some(Annotation::warning(title, message)),
+        Severity::Critical => Some(Annotation::error(title, message)),
+    }
 }
 
 /// The Markdown appended to `$GITHUB_STEP_SUMMARY`.
 fn step_summary(report: &DriftReport) -> String {
     let mut text = format!("## Deployment drift: {}\n\n", report.worst.label());
-    let _ = writeln!(text, "| {} |", HEADERS.join(" | "));
-    let _ = writeln!(text, "|{}", "---|".repeat(HEADERS.len()));
-    for row in rows(report) {
-        let cells: Vec<String> = row.iter().map(|cell| cell.replace('|', "\\|")).collect();
-        let _ = writeln!(text, "| {} |", cells.join(" | "));
-    }
-    text.push('\n');
+    text.push_str(&github_actions::table(&HEADERS, rows(report)));
     for service in &report.services {
         if service.severity > Severity::Ok {
             let _ = writeln!(
                 text,
                 "- **{}** `{}`: {}",
                 service.severity.label(),
-                service.service,
-                service.reason.replace('\n', " ")
+                github_actions::cell(&service.service),
+                github_actions::cell(&service.reason)
             );
         }
     }
     text
-}
-
-/// Annotations (stdout for text, stderr for JSON so stdout stays one document; the runner reads
-/// both) and the step summary.
-fn github_actions(context: &Context, report: &DriftReport) {
-    for annotation in report.services.iter().filter_map(annotation) {
-        if context.output.is_json() {
-            context.output.message(annotation);
-        } else {
-            context.output.data(annotation);
-        }
-    }
-    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|path| !path.is_empty()) else {
-        return;
-    };
-    let written = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| file.write_all(step_summary(report).as_bytes()));
-    if let Err(error) = written {
-        context
-            .output
-            .message(format!("warning: cannot write the step summary: {error}"));
-    }
 }
 
 #[cfg(test)]
@@ -538,15 +498,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workflow_commands_are_escaped() {
-        assert_eq!(escape_data("50% done\nnext"), "50%25 done%0Anext");
-        assert_eq!(escape_property("Drift: a,b"), "Drift%3A a%2Cb");
-    }
-
-    #[test]
     fn exit_codes_follow_the_worst_severity() {
         assert_eq!(exit_for(Severity::Ok).code(), 0);
         assert_eq!(exit_for(Severity::Warn).code(), 1);
+        assert_eq!(exit_for(Severity::Critical), ExitStatus::Critical);
         assert_eq!(exit_for(Severity::Critical).code(), 2);
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{
     check::{self, ProviderFlags},
     drift::{self as drift_cli, SourceArg},
+    github_actions::{self, Annotation},
     output::color_enabled_on_stdout,
     Context, UsageError,
 };
@@ -325,66 +326,48 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// The annotation of a check that did not pass: `::error` for CRITICAL, `::warning` otherwise.
-fn annotation(check: &HealthCheck) -> Option<String> {
-    let command = match check.status {
-        Status::Pass => return None,
-        Status::Critical => "error",
-        _ => "warning",
-    };
-    Some(format!(
-        "::{command} title={}::{} {} (runbook: {})",
-        drift_cli::escape_property(&format!("Health: {} / {}", check.service, check.check)),
+fn annotation(check: &HealthCheck) -> Option<Annotation> {
+    let title = format!("Health: {} / {}", check.service, check.check);
+    let message = format!(
+        "{} {} (runbook: {})",
         check.status.label(),
-        drift_cli::escape_data(&detail(check)),
-        drift_cli::escape_data(&check.runbook)
-    ))
+        detail(check),
+        check.runbook
+    );
+    match check.status {
+        Status::Pass => None,
+        Status::Critical => Some(Annotation::error(title, message)),
+        _ => Some(Annotation::warning(title, message)),
+    }
 }
 
 /// The Markdown of `$GITHUB_STEP_SUMMARY`.
 fn step_summary(results: &[HealthCheck], score: &Score) -> String {
     let mut text = format!(
-        "## Health: {} ({:.0}/100, {} of {} passed)\n\n| service | check | status | value |\n|---|---|---|---|\n",
+        "## Health: {} ({:.0}/100, {} of {} passed)\n\n",
         score.verdict.label(),
         score.percent.floor(),
         score.passed,
         score.total
     );
-    for check in results {
-        let _ = writeln!(
-            text,
-            "| {} | {} | {} | {} |",
-            check.service.replace('|', "\\|"),
-            check.check.replace('|', "\\|"),
-            check.status.label(),
-            detail(check).replace('|', "\\|").replace('\n', " ")
-        );
-    }
+    text.push_str(&github_actions::table(
+        &["service", "check", "status", "value"],
+        results.iter().map(|check| {
+            [
+                check.service.clone(),
+                check.check.clone(),
+                check.status.label().to_string(),
+                detail(check),
+            ]
+        }),
+    ));
     text
 }
 
 /// Annotations (stderr with JSON, so stdout stays one document) and the step summary.
 fn github_actions(context: &Context, results: &[HealthCheck], score: &Score) {
-    for line in results.iter().filter_map(annotation) {
-        if context.output.is_json() {
-            context.output.message(line);
-        } else {
-            context.output.data(line);
-        }
-    }
-    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|path| !path.is_empty()) else {
-        return;
-    };
-    use std::io::Write as _;
-    let written = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| file.write_all(step_summary(results, score).as_bytes()));
-    if let Err(error) = written {
-        context
-            .output
-            .message(format!("warning: cannot write the step summary: {error}"));
-    }
+    let annotations: Vec<Annotation> = results.iter().filter_map(annotation).collect();
+    github_actions::publish(context, &annotations, &step_summary(results, score));
 }
 
 fn variable_set(name: &str) -> bool {
@@ -788,11 +771,14 @@ mod tests {
     fn github_actions_annotate_what_did_not_pass() {
         assert_eq!(annotation(&sample(Status::Pass, Some(92.4))), None);
         assert_eq!(
-            annotation(&sample(Status::Critical, Some(44.2))).unwrap(),
+            annotation(&sample(Status::Critical, Some(44.2)))
+                .unwrap()
+                .command(),
             "::error title=Health%3A phase4-processors / Vegas Line Coverage::CRITICAL 44.2%25 (threshold: ≥90%25) (runbook: runbooks/phase4-processors.md#troubleshoot)"
         );
         assert!(annotation(&sample(Status::Warn, Some(80.0)))
             .unwrap()
+            .command()
             .starts_with("::warning "));
         let results = vec![sample(Status::Critical, Some(44.2))];
         let summary = step_summary(&results, &health::score(&results));

@@ -11,6 +11,7 @@ mod completions;
 mod deploy;
 mod drift;
 mod emulator;
+mod github_actions;
 mod health;
 mod output;
 mod preflight;
@@ -220,6 +221,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose);
     crate::install_crypto_provider();
     let context = Context::new(&cli.global);
+    let name = cli.command.name();
     let result = match cli.command {
         Command::Build(args) => build::run(&context, &args),
         Command::Services(command) => services::run(&context, command),
@@ -240,7 +242,33 @@ pub fn run(cli: Cli) -> ExitStatus {
         Err(error) => {
             let status = classify(&error);
             context.output.error(&error);
+            // A command that failed outright (a deploy that did not start, an unreachable
+            // platform, a usage error) is an error on the run's page too.
+            let annotation =
+                github_actions::Annotation::error(format!("deployer {name}"), format!("{error:#}"));
+            github_actions::publish(&context, &[annotation], "");
             status
+        }
+    }
+}
+
+impl Command {
+    /// The command's name on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Build(_) => "build",
+            Command::Services(_) => "services",
+            Command::Deploy(_) => "deploy",
+            Command::Status(_) => "status",
+            Command::Rollback(_) => "rollback",
+            Command::Unlock(_) => "unlock",
+            Command::Check(_) => "check",
+            Command::Preflight(_) => "preflight",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+            Command::Emulator(_) => "emulator",
+            Command::Drift(_) => "drift",
+            Command::Health(_) => "health",
         }
     }
 }
@@ -323,6 +351,28 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The names annotations use are the command line's.
+    #[test]
+    fn command_names_are_the_subcommands() {
+        for name in [
+            "build",
+            "deploy",
+            "status",
+            "rollback",
+            "unlock",
+            "check",
+            "preflight",
+            "drift",
+        ] {
+            let cli = Cli::try_parse_from(["deployer", name, "svc"]).unwrap();
+            assert_eq!(cli.command.name(), name);
+        }
+        let cli = Cli::try_parse_from(["deployer", "services", "list"]).unwrap();
+        assert_eq!(cli.command.name(), "services");
+        let cli = Cli::try_parse_from(["deployer", "health"]).unwrap();
+        assert_eq!(cli.command.name(), "health");
     }
 
     /// A failed `rollback` exited 1, never the documented 5: `classify` looked for the context

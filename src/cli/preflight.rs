@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{prompt, target, Context};
+use super::{
+    github_actions::{self, Annotation},
+    prompt, target, Context,
+};
 use crate::{
     config::ServiceConfig,
     exit::ExitStatus,
@@ -128,7 +131,73 @@ pub async fn checklist(
             decisions: &decision.steps,
         })?;
     }
+    if github_actions::enabled() {
+        let (annotations, summary) = github_actions_output(&config.name, &report, &decision);
+        github_actions::publish(context, &annotations, &summary);
+    }
     Ok(decision.safe_to_deploy)
+}
+
+/// In GitHub Actions: one annotation per WARN (`::warning`) and FAIL (`::error`) with how it was
+/// decided, an `::error` with the verdict when it is not safe to deploy (a warning nobody
+/// accepted fails the job too, and the page should say why), and the steps as a table.
+fn github_actions_output(
+    service: &str,
+    report: &PreflightReport,
+    decision: &Decision,
+) -> (Vec<Annotation>, String) {
+    let resolution_of = |step: u8| {
+        decision
+            .steps
+            .iter()
+            .find(|decision| decision.step == step)
+            .and_then(resolution_text)
+    };
+    let mut annotations = Vec::new();
+    let mut rows = Vec::new();
+    for check in &report.checks {
+        let resolution = resolution_of(check.step);
+        let mut message = check.reason.clone();
+        if let Some(hint) = &check.hint {
+            let _ = write!(message, " — hint: {hint}");
+        }
+        if let Some(resolution) = &resolution {
+            let _ = write!(message, " ({resolution})");
+        }
+        let title = format!(
+            "Preflight: {service} / [{}/{STEP_COUNT}] {}",
+            check.step, check.name
+        );
+        match check.status {
+            preflight::Status::Pass => {}
+            preflight::Status::Warn => annotations.push(Annotation::warning(title, message)),
+            preflight::Status::Fail => annotations.push(Annotation::error(title, message)),
+        }
+        rows.push([
+            format!("{}/{STEP_COUNT}", check.step),
+            check.name.to_string(),
+            check.status.label().to_string(),
+            check.reason.clone(),
+            resolution.unwrap_or_default(),
+        ]);
+    }
+    let verdict = verdict_text(decision);
+    if !decision.safe_to_deploy {
+        annotations.push(Annotation::error(
+            format!("Preflight: {service}"),
+            verdict.clone(),
+        ));
+    }
+    let mut summary = format!(
+        "## Preflight `{}`: {}\n\n",
+        github_actions::cell(service),
+        github_actions::cell(&verdict)
+    );
+    summary.push_str(&github_actions::table(
+        &["step", "check", "status", "reason", "decision"],
+        rows,
+    ));
+    (annotations, summary)
 }
 
 /// The JSON document of `--format json`.
@@ -211,20 +280,26 @@ pub fn summary_text(report: &PreflightReport) -> String {
     text
 }
 
+/// How a step was decided (`accepted by --accept-warnings`), when there is something to say.
+fn resolution_text(decision: &StepDecision) -> Option<String> {
+    Some(match &decision.resolution {
+        Resolution::Passed | Resolution::NotAsked => return None,
+        Resolution::AcceptedByFlag { flag } => format!("accepted by {flag}"),
+        Resolution::Confirmed => "confirmed".into(),
+        Resolution::Declined => "declined".into(),
+        Resolution::NotAccepted { needs } => format!("needs {needs} (or an interactive yes)"),
+        Resolution::Failed => "failed".into(),
+    })
+}
+
 /// The go / no-go line.
 pub fn verdict_text(decision: &Decision) -> String {
     let describe = |decision: &StepDecision| -> Option<String> {
-        let step = decision.step;
-        Some(match &decision.resolution {
-            Resolution::Passed | Resolution::NotAsked => return None,
-            Resolution::AcceptedByFlag { flag } => format!("step {step} accepted by {flag}"),
-            Resolution::Confirmed => format!("step {step} confirmed"),
-            Resolution::Declined => format!("step {step} declined"),
-            Resolution::NotAccepted { needs } => {
-                format!("step {step} needs {needs} (or an interactive yes)")
-            }
-            Resolution::Failed => format!("step {step} failed"),
-        })
+        Some(format!(
+            "step {} {}",
+            decision.step,
+            resolution_text(decision)?
+        ))
     };
     let notes: Vec<String> = decision.steps.iter().filter_map(describe).collect();
     if decision.safe_to_deploy {
