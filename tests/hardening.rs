@@ -1564,7 +1564,7 @@ mod properties {
         .boxed()
     }
 
-    fn entries_json(entries: &Vec<(Value, Logged)>) -> String {
+    fn entries_json(entries: &[(Value, Logged)]) -> String {
         serde_json::json!({"entries": entries.iter().map(|(entry, _)| entry.clone()).collect::<Vec<_>>()}).to_string()
     }
 
@@ -1599,7 +1599,9 @@ mod properties {
         };
         let mut runner =
             proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
-        let answers = http_answer(collection::vec(log_entry(), 0..12).boxed(), entries_json);
+        let answers = http_answer(collection::vec(log_entry(), 0..12).boxed(), |entries| {
+            entries_json(entries)
+        });
         runner
             .run(&answers, |(status, body, model)| {
                 server.answer(status, body.clone());

@@ -502,8 +502,8 @@ mod tests {
             "points": [{"value": {}}],
         }))
         .unwrap();
-        for series in [bool_point, empty_point] {
-            let answer = [series("2xx", &[PointValue::Int64Value(10)]), series];
+        for odd in [bool_point, empty_point] {
+            let answer = [series("2xx", &[PointValue::Int64Value(10)]), odd];
             let error = request_counts_of(&answer).unwrap_err();
             assert!(error.contains("is impossible"), "{error}");
         }
