@@ -2,7 +2,10 @@
 //!
 //! The second part is a small fault matrix against the emulator (real containers, Google's
 //! client, the real `Driver`): Admin API 429s, 503s and latency × a healthy or a faulty canary,
-//! asserting the outcome, one revision at 100% and no lock left behind.
+//! asserting the outcome, one revision at 100% and no lock left behind. The third runs the
+//! `deployer` binary and `kill -9`s it at each phase the rollout journal records (`verifying`,
+//! `canary`, `monitoring`), then runs `deployer rollback` or a new `deployer deploy`; and runs
+//! two deploys of one service at once. `bench/chaos.sh` is the same matrix, larger.
 //!
 //! The first part drives the real `CloudRunPlatform` (Google's official client) against broken
 //! local endpoints — a silent one, a slow drip, connection resets, a refused port, an endless
@@ -537,5 +540,365 @@ mod matrix {
             ..FaultConfig::default()
         };
         deploy_under("internal", faults, Some("0.5"), false).await;
+    }
+}
+
+// ---- kill -9 at each journalled phase, and concurrent deploys (the `deployer` binary) -------
+
+mod crashes {
+    use std::{
+        path::PathBuf,
+        process::{Child, ExitStatus},
+        time::Duration,
+    };
+
+    use deployer::{
+        emulator::{faults::FaultConfig, Emulator},
+        platform::{
+            cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
+            Platform, RevisionSettings, RevisionSpec, ServiceId, ServiceSnapshot,
+        },
+        rollout::{
+            journal::{Journal, LocalJournal},
+            lock::{Lock, LOCK_ANNOTATION},
+            machine::Phase,
+        },
+    };
+
+    use super::support::{deployer_command, hello_image, local_repository, start_emulator};
+
+    const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
+    /// The commit of the run that is killed (or of the first of two concurrent runs).
+    const FIRST_COMMIT: &str = "c0ffee0000000000000000000000000000000002";
+    /// The commit of the run after the crash (or of the second concurrent run).
+    const SECOND_COMMIT: &str = "bead000000000000000000000000000000000003";
+
+    /// 50% → 100%: the first look a second after the 50% write (the `canary` window), 4 s of
+    /// monitor (the `monitoring` window). Each deploy sends 50 req/s of synthetic traffic, so a
+    /// healthy canary passes its step after about two looks.
+    const ROLLOUT: &str = r#"steps = [50, 100]
+hold = "20s"
+interval = "1s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "rollback"
+monitor_duration = "4s"
+monitor_interval = "1s"
+consecutive_error_limit = 3
+"#;
+
+    /// An emulator with service `name` serving `NAME-stable`, and a repository describing it.
+    struct Stage {
+        emulator: Emulator,
+        platform: CloudRunPlatform,
+        id: ServiceId,
+        stable: String,
+        services: PathBuf,
+        state: PathBuf,
+        directory: tempfile::TempDir,
+    }
+
+    impl Stage {
+        async fn new(name: &str) -> Stage {
+            let directory = tempfile::tempdir().unwrap();
+            let emulator = start_emulator(&directory.path().join("emulator")).await;
+            let platform = CloudRunPlatform::connect(
+                &Endpoint::Custom(emulator.endpoint().to_string()),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+            let id = ServiceId {
+                project: "local".into(),
+                region: "local".into(),
+                name: name.into(),
+            };
+            let stable = format!("{name}-stable");
+            let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
+                .map(|(key, value)| (key.to_string(), value.to_string()));
+            platform
+                .create(
+                    &id,
+                    &RevisionSpec {
+                        name: stable.clone(),
+                        image: hello_image().to_string(),
+                        labels: revision_labels(STABLE_COMMIT),
+                        base: None,
+                        settings: RevisionSettings {
+                            env: env.into_iter().collect(),
+                            ..RevisionSettings::default()
+                        },
+                    },
+                )
+                .await
+                .unwrap();
+            let services = local_repository(&directory.path().join("repository"), name, ROLLOUT);
+            let state = directory.path().join("state");
+            Stage {
+                emulator,
+                platform,
+                id,
+                stable,
+                services,
+                state,
+                directory,
+            }
+        }
+
+        /// `deployer ARGS... --endpoint EMULATOR`, its output kept in `LABEL.stdout/stderr`.
+        fn command(&self, label: &str, arguments: &[&str]) -> std::process::Command {
+            let mut command = deployer_command(&self.services, &self.state);
+            command
+                .args(arguments)
+                .args(["--endpoint", self.emulator.endpoint()])
+                .stdout(std::fs::File::create(self.output(label, "stdout")).unwrap())
+                .stderr(std::fs::File::create(self.output(label, "stderr")).unwrap());
+            command
+        }
+
+        fn output(&self, label: &str, stream: &str) -> PathBuf {
+            self.directory.path().join(format!("{label}.{stream}"))
+        }
+
+        /// What `label` printed.
+        fn printed(&self, label: &str) -> String {
+            let read =
+                |stream| std::fs::read_to_string(self.output(label, stream)).unwrap_or_default();
+            format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
+        }
+
+        /// `deployer deploy` of the hello image at `commit`, unattended.
+        fn deploy(&self, label: &str, commit: &str) -> std::process::Command {
+            let name = self.id.name.as_str();
+            let mut command = self.command(
+                label,
+                &["deploy", name, "--image", hello_image(), "--commit", commit],
+            );
+            command
+                .args(["--skip-preflight", "--non-interactive"])
+                .args(["--env", &format!("SERVICE_NAME={name}")])
+                .args(["--env", &format!("BUILD_COMMIT={commit}")]);
+            command
+        }
+
+        /// Runs `command` to its end (2 minutes at most).
+        async fn run(&self, label: &str, command: std::process::Command) -> ExitStatus {
+            let mut command = tokio::process::Command::from(command);
+            command.kill_on_drop(true);
+            match tokio::time::timeout(Duration::from_secs(120), command.status()).await {
+                Ok(status) => status.unwrap(),
+                Err(_) => panic!("`{label}` ran for 2 minutes:\n{}", self.printed(label)),
+            }
+        }
+
+        async fn service(&self) -> ServiceSnapshot {
+            self.platform.service(&self.id).await.unwrap().unwrap()
+        }
+
+        /// Starts a deploy and `kill -9`s it as soon as its journal (the local copy in the state
+        /// directory, written after each write landed) shows `phase`. Returns the journal the
+        /// service shows after the kill — still at `phase` — and the dead process' id.
+        async fn kill_at(&self, phase: Phase) -> (Journal, u32) {
+            if phase == Phase::Verifying {
+                // The `verifying` window (the revision already Ready, one read and one probe)
+                // is a few milliseconds; 300 ms more on every Admin API read widens it.
+                self.emulator
+                    .set_faults(FaultConfig {
+                        latency_ms: 300,
+                        method: Some("GET".into()),
+                        path_prefix: Some("/v2/".into()),
+                        ..FaultConfig::default()
+                    })
+                    .unwrap();
+            }
+            let mut child: Child = self.deploy("killed", FIRST_COMMIT).spawn().unwrap();
+            let local = LocalJournal::in_directory(self.state.clone());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if local
+                    .load(&self.id)
+                    .is_some_and(|journal| journal.phase() == phase)
+                {
+                    break;
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "deployer ended ({status}) before its journal showed {phase:?}:\n{}",
+                        self.printed("killed")
+                    );
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the journal never showed {phase:?}: {:?}\n{}",
+                    local.load(&self.id),
+                    self.printed("killed")
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            self.emulator.set_faults(FaultConfig::default()).unwrap();
+            let snapshot = self.service().await;
+            let journal = Journal::of(&snapshot).expect("the killed run's journal");
+            assert_eq!(
+                journal.phase(),
+                phase,
+                "killed at {phase:?}: {}",
+                self.printed("killed")
+            );
+            let lock = Lock::of(&snapshot).expect("the killed run's lock");
+            assert_eq!(lock.pid, child.id());
+            assert!(lock.holder_gone(), "{lock:?}");
+            (journal, child.id())
+        }
+
+        /// Exactly `revision` serves 100%, the split names it alone, the journal is finished
+        /// and no lock is left.
+        async fn assert_consistent(&self, revision: &str, context: &str) -> ServiceSnapshot {
+            let snapshot = self.service().await;
+            assert_eq!(
+                snapshot.serving(),
+                [(revision.to_string(), 100)],
+                "{context}: {:?}",
+                snapshot.traffic_statuses
+            );
+            assert!(
+                snapshot
+                    .traffic
+                    .iter()
+                    .all(|target| target.revision.is_some()
+                        && (target.revision.as_deref() == Some(revision) || target.percent == 0)),
+                "{context}: {:?}",
+                snapshot.traffic
+            );
+            assert!(
+                !snapshot.annotations.contains_key(LOCK_ANNOTATION),
+                "{context}: a lock was left: {:?}",
+                snapshot.annotations.get(LOCK_ANNOTATION)
+            );
+            let journal = Journal::of(&snapshot).expect("a journal");
+            assert!(journal.phase().is_terminal(), "{context}: {journal:?}");
+            snapshot
+        }
+
+        async fn shutdown(self) {
+            self.emulator.shutdown().await;
+        }
+    }
+
+    /// `kill -9` at `phase`, then `deployer rollback`: the stable revision serves alone, the
+    /// interrupted journal is closed and the dead run's lock is gone in the same write.
+    async fn killed_then_rolled_back(name: &str, phase: Phase) {
+        let stage = Stage::new(name).await;
+        let (journal, _) = stage.kill_at(phase).await;
+        let status = stage
+            .run(
+                "rollback",
+                stage.command("rollback", &["rollback", name, "--non-interactive"]),
+            )
+            .await;
+        let printed = stage.printed("rollback");
+        assert_eq!(status.code(), Some(0), "{printed}");
+        let snapshot = stage.assert_consistent(&stage.stable, &printed).await;
+        let closed = Journal::of(&snapshot).unwrap();
+        assert_eq!(closed.id, journal.id, "{printed}");
+        assert!(
+            matches!(closed.phase(), Phase::RolledBack | Phase::Stopped),
+            "{closed:?}"
+        );
+        // The next deploy is not refused by the dead run's lock.
+        let status = stage.run("next", stage.deploy("next", SECOND_COMMIT)).await;
+        let printed = stage.printed("next");
+        assert_eq!(status.code(), Some(0), "{printed}");
+        let promoted = Journal::of(&stage.service().await).unwrap();
+        stage.assert_consistent(&promoted.canary, &printed).await;
+        stage.shutdown().await;
+    }
+
+    /// `kill -9` at `phase`, then a new `deployer deploy`: it recovers the interrupted rollout
+    /// (canary dropped, or traffic back on the stable revision), takes over the dead run's lock
+    /// and promotes its own revision.
+    async fn killed_then_deployed(name: &str, phase: Phase) {
+        let stage = Stage::new(name).await;
+        let (journal, _) = stage.kill_at(phase).await;
+        let status = stage.run("next", stage.deploy("next", SECOND_COMMIT)).await;
+        let printed = stage.printed("next");
+        assert_eq!(status.code(), Some(0), "{printed}");
+        assert!(
+            printed.contains(&format!("interrupted rollout `{}`", journal.id)),
+            "{printed}"
+        );
+        let promoted = Journal::of(&stage.service().await).unwrap();
+        assert_ne!(promoted.id, journal.id);
+        assert_eq!(promoted.commit, SECOND_COMMIT);
+        assert_eq!(promoted.phase(), Phase::Promoted, "{printed}");
+        stage.assert_consistent(&promoted.canary, &printed).await;
+        stage.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_while_verifying_then_rolled_back() {
+        killed_then_rolled_back("kv-rollback", Phase::Verifying).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_in_a_canary_step_then_rolled_back() {
+        killed_then_rolled_back("kc-rollback", Phase::Canary).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_while_monitoring_then_rolled_back() {
+        killed_then_rolled_back("km-rollback", Phase::Monitoring).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_while_verifying_then_deployed_again() {
+        killed_then_deployed("kv-deploy", Phase::Verifying).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_in_a_canary_step_then_deployed_again() {
+        killed_then_deployed("kc-deploy", Phase::Canary).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_while_monitoring_then_deployed_again() {
+        killed_then_deployed("km-deploy", Phase::Monitoring).await;
+    }
+
+    /// Two deploys of one service at once (a pipeline triggered twice): one proceeds to the
+    /// end, the other is refused by the lock with exit 3 (stopped before traffic) and names the
+    /// holder; only the winner's revision was created and it serves alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deploys_of_one_service_one_wins_the_other_exits_3() {
+        let stage = Stage::new("contended").await;
+        let (first, second) = tokio::join!(
+            stage.run("first", stage.deploy("first", FIRST_COMMIT)),
+            stage.run("second", stage.deploy("second", SECOND_COMMIT)),
+        );
+        let (winner, loser, commit) = match (first.code(), second.code()) {
+            (Some(0), Some(3)) => ("first", "second", FIRST_COMMIT),
+            (Some(3), Some(0)) => ("second", "first", SECOND_COMMIT),
+            codes => panic!(
+                "exactly one deploy must proceed, the other exit 3: {codes:?}\n{}\n{}",
+                stage.printed("first"),
+                stage.printed("second")
+            ),
+        };
+        let refused = stage.printed(loser);
+        assert!(refused.contains("is locked by"), "{refused}");
+        let promoted = Journal::of(&stage.service().await).unwrap();
+        assert_eq!(promoted.commit, commit, "{}", stage.printed(winner));
+        assert_eq!(promoted.phase(), Phase::Promoted);
+        assert!(
+            refused.contains(&format!("rollout {}", promoted.id)),
+            "{refused}"
+        );
+        stage
+            .assert_consistent(&promoted.canary, &stage.printed(winner))
+            .await;
+        let revisions = stage.platform.revisions(&stage.id).await.unwrap();
+        assert_eq!(revisions.len(), 2, "{revisions:?}");
+        stage.shutdown().await;
     }
 }

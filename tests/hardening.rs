@@ -1286,6 +1286,424 @@ mod properties {
             })
             .unwrap();
     }
+
+    // ---- Cloud Monitoring and Cloud Logging answers ---------------------------------------
+
+    /// What a generated number is, as a request count.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Count {
+        /// A whole number of requests (0 ..= i64::MAX).
+        Whole(u64),
+        /// Impossible as a request count (negative, fractional-huge, NaN, infinite, overflowing
+        /// int64, not a number, a bool, a distribution, no value at all). `finite` tells whether
+        /// it is still a finite number for a generic check (a bool is 1, a distribution its mean).
+        Impossible { finite: bool },
+    }
+
+    /// One Monitoring point's `value` (a `TypedValue`) and what it is.
+    fn typed_value() -> BoxedStrategy<(Value, Count)> {
+        use serde_json::json;
+        let whole = prop_oneof![0u64..1_000_000, 0u64..=(i64::MAX as u64)];
+        prop_oneof![
+            6 => whole.clone().prop_map(|n| (json!({"int64Value": n.to_string()}), Count::Whole(n))),
+            2 => (0u64..1_000_000).prop_map(|n| (json!({"doubleValue": n as f64}), Count::Whole(n))),
+            2 => whole.prop_map(|n| (json!({"stringValue": n.to_string()}), Count::Whole(n))),
+            1 => (i64::MIN..0).prop_map(|n| (json!({"int64Value": n.to_string()}), Count::Impossible { finite: true })),
+            1 => sample::select(&[
+                "9223372036854775808", "18446744073709551616", "99999999999999999999999",
+                "-9223372036854775809", "NaN", "1.5", "", " 7",
+            ][..]).prop_map(|text| (json!({"int64Value": text}), Count::Impossible { finite: false })),
+            1 => sample::select(&["NaN", "Infinity", "-Infinity"][..])
+                .prop_map(|text| (json!({"doubleValue": text}), Count::Impossible { finite: false })),
+            1 => prop_oneof![-1e300..-1e-300f64, 1.9e19..1e300f64]
+                .prop_map(|x| (json!({"doubleValue": x}), Count::Impossible { finite: true })),
+            1 => sample::select(&["NaN", "inf", "-inf", "infinity", "1e400"][..])
+                .prop_map(|text| (json!({"stringValue": text}), Count::Impossible { finite: false })),
+            1 => prop_oneof![
+                (i64::MIN..0).prop_map(|n| n.to_string()),
+                Just("1.5e3".to_string()),
+                Just("18446744073709551616".to_string()),
+            ].prop_map(|text| (json!({"stringValue": text}), Count::Impossible { finite: true })),
+            1 => "[a-z ]{1,8}".prop_map(|text| (json!({"stringValue": text}), Count::Impossible { finite: false })),
+            1 => any::<bool>().prop_map(|b| (json!({"boolValue": b}), Count::Impossible { finite: true })),
+            1 => (0.0..1e6f64).prop_map(|mean| (json!({"distributionValue": {"count": "3", "mean": mean}}), Count::Impossible { finite: true })),
+            1 => Just((json!({}), Count::Impossible { finite: false })),
+        ]
+        .boxed()
+    }
+
+    /// A `timeSeries` answer: series of `run.googleapis.com/request_count` by response class.
+    #[allow(clippy::type_complexity)]
+    fn time_series() -> BoxedStrategy<Vec<(String, Vec<(Value, Count)>)>> {
+        let class = prop_oneof![
+            sample::select(&["2xx", "4xx", "5xx", "3xx", ""][..]).prop_map(str::to_string),
+            "\\PC{0,4}",
+        ];
+        collection::vec((class, collection::vec(typed_value(), 0..4)), 0..4).boxed()
+    }
+
+    fn time_series_json(series: &[(String, Vec<(Value, Count)>)]) -> String {
+        let series: Vec<Value> = series
+            .iter()
+            .map(|(class, points)| {
+                serde_json::json!({
+                    "metric": {"type": "run.googleapis.com/request_count", "labels": {"response_code_class": class}},
+                    "resource": {"type": "cloud_run_revision", "labels": {"revision_name": "s-1"}},
+                    "metricKind": "DELTA",
+                    "valueType": "INT64",
+                    "points": points.iter().map(|(value, _)| serde_json::json!({
+                        "interval": {"startTime": "2024-01-01T00:00:00Z", "endTime": "2024-01-01T00:01:00Z"},
+                        "value": value,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({"timeSeries": series}).to_string()
+    }
+
+    /// An HTTP answer of a fake Google API: mostly 200 with the generated body; sometimes an
+    /// error status with Google's error body, or arbitrary JSON (`None`: no model to check).
+    fn http_answer<T: std::fmt::Debug + Clone + 'static>(
+        body: BoxedStrategy<T>,
+        encode: fn(&T) -> String,
+    ) -> BoxedStrategy<(u16, String, Option<T>)> {
+        // No 503: Google's client retries it after a backoff (a timing question, not decoding).
+        prop_oneof![
+            12 => body.prop_map(move |model| (200u16, encode(&model), Some(model))),
+            1 => (sample::select(&[400u16, 404, 429, 500][..]), "\\PC{0,40}").prop_map(|(status, message)| {
+                let body = serde_json::json!({"error": {"code": status, "message": message, "status": "X"}});
+                (status, body.to_string(), None)
+            }),
+            1 => top_level_object().prop_map(|value| (200u16, value.to_string(), None)),
+            1 => "\\PC{0,60}".prop_map(|text| (200u16, text, None)),
+        ]
+        .boxed()
+    }
+
+    fn checked(text: &str) -> deployer::config::CheckConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    /// A single-threaded runtime with a fake Google API answering whatever it is told.
+    fn fake_google() -> (tokio::runtime::Runtime, fake_cloud_run::Server) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(fake_cloud_run::Server::start(
+            200,
+            "application/json",
+            String::new(),
+        ));
+        (runtime, server)
+    }
+
+    fn check_context() -> deployer::checks::CheckContext {
+        deployer::checks::CheckContext {
+            service: "s".into(),
+            project: "p".into(),
+            region: "r".into(),
+            revision: Some("s-1".into()),
+            ..deployer::checks::CheckContext::default()
+        }
+    }
+
+    /// Arbitrary and mis-shaped Cloud Monitoring `timeSeries` answers, read through the real
+    /// client and decoding, as the canary analysis reads request counts (`CloudMonitoring`)
+    /// and as a `cloud-monitoring` check reads a value (`ALIGN_SUM`): no panic; a request count
+    /// that is impossible (negative, NaN, infinite, fractional-huge, overflowing int64, not a
+    /// number, no value) or a sum beyond 64 bits is a measurement error, never counts; a
+    /// plausible answer is counted exactly; a check passes only on a finite value.
+    #[test]
+    fn arbitrary_monitoring_answers_never_turn_impossible_counts_into_a_pass() {
+        use deployer::{
+            checks::{
+                cloud_monitoring::CloudMonitoring, ProviderEndpoints, Providers,
+                RequestMetrics as _, Status,
+            },
+            platform::ServiceId,
+        };
+        let (runtime, server) = fake_google();
+        let metrics = CloudMonitoring::new(&server.url).unwrap();
+        let providers = Providers::new(ProviderEndpoints {
+            monitoring: Some(server.url.clone()),
+            ..ProviderEndpoints::default()
+        });
+        let check = checked(
+            "name = \"Requests\"\nprovider = \"cloud-monitoring\"\nfilter = 'metric.type = \"run.googleapis.com/request_count\"'\naligner = \"ALIGN_SUM\"\nreducer = \"REDUCE_SUM\"\nwindow = \"10m\"\ncomparison = \">=\"\nwarn = 10\ncritical = 1\n",
+        );
+        let context = check_context();
+        let id = ServiceId {
+            project: "p".into(),
+            region: "r".into(),
+            name: "s".into(),
+        };
+        let mut runner =
+            proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
+        runner
+            .run(
+                &http_answer(time_series(), |series| time_series_json(series)),
+                |(status, body, model)| {
+                    server.answer(status, body.clone());
+                    let counts = runtime.block_on(metrics.request_counts(
+                        &id,
+                        "s-1",
+                        std::time::Duration::from_secs(60),
+                    ));
+                    let result =
+                        runtime.block_on(deployer::checks::run_check(&check, &context, &providers));
+                    if let Err(error) = &counts {
+                        let text = error.to_string();
+                        prop_assert!(!text.contains('\n') && text.chars().count() < 700, "{text}");
+                    }
+                    if let Ok(counts) = &counts {
+                        prop_assert!(counts.errors <= counts.total, "{counts:?}");
+                    }
+                    if result.status.evaluated() {
+                        let value = result.value.unwrap_or(f64::NAN);
+                        prop_assert!(value.is_finite(), "{result:?} for {body}");
+                    }
+                    let Some(series) = model.filter(|_| status == 200) else {
+                        return Ok(());
+                    };
+                    // Request counts: exactly the plausible sums, else an error.
+                    let points = || {
+                        series
+                            .iter()
+                            .flat_map(|(_, points)| points.iter().map(|(_, count)| *count))
+                    };
+                    let impossible =
+                        points().any(|count| matches!(count, Count::Impossible { .. }));
+                    let sum = |only_5xx: bool| -> u128 {
+                        series
+                            .iter()
+                            .filter(|(class, _)| !only_5xx || class == "5xx")
+                            .flat_map(|(_, points)| points.iter())
+                            .map(|(_, count)| match count {
+                                Count::Whole(n) => u128::from(*n),
+                                Count::Impossible { .. } => 0,
+                            })
+                            .sum()
+                    };
+                    let (total, errors) = (sum(false), sum(true));
+                    if impossible || total > u128::from(u64::MAX) {
+                        prop_assert!(counts.is_err(), "counted {counts:?} from {body}");
+                    } else {
+                        let counts = counts
+                            .map_err(|error| TestCaseError::fail(format!("{error} for {body}")))?;
+                        prop_assert_eq!(
+                            (u128::from(counts.total), u128::from(counts.errors)),
+                            (total, errors),
+                            "{}",
+                            body
+                        );
+                    }
+                    // A check: one series with points is one value; a non-finite point is an
+                    // error, never a pass.
+                    let with_points: Vec<_> = series
+                        .iter()
+                        .filter(|(_, points)| !points.is_empty())
+                        .collect();
+                    if let [(_, points)] = with_points.as_slice() {
+                        if points
+                            .iter()
+                            .any(|(_, count)| matches!(count, Count::Impossible { finite: false }))
+                        {
+                            prop_assert_eq!(
+                                result.status,
+                                Status::Error,
+                                "{:?} for {}",
+                                result,
+                                body
+                            );
+                        } else if points
+                            .iter()
+                            .all(|(_, count)| matches!(count, Count::Whole(_)))
+                        {
+                            prop_assert!(result.status.evaluated(), "{result:?} for {body}");
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    /// What a generated request log entry's `httpRequest.status` is.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Logged {
+        /// An HTTP status (100..=599).
+        Status(i32),
+        /// No request, or an impossible status (none, 0, negative, beyond 599, beyond i32).
+        Impossible,
+    }
+
+    fn log_entry() -> BoxedStrategy<(Value, Logged)> {
+        use serde_json::json;
+        let entry = |request: Option<Value>| {
+            let mut entry = json!({
+                "logName": "projects/p/logs/run.googleapis.com%2Frequests",
+                "resource": {"type": "cloud_run_revision", "labels": {"revision_name": "s-1"}},
+                "timestamp": "2024-01-01T00:00:00Z",
+            });
+            if let Some(request) = request {
+                entry["httpRequest"] = request;
+            }
+            entry
+        };
+        prop_oneof![
+            12 => prop_oneof![100i32..600, 200i32..204, 500i32..504]
+                .prop_map(move |status| (entry(Some(json!({"status": status, "requestMethod": "GET"}))), Logged::Status(status))),
+            1 => prop_oneof![i32::MIN..100, 600..=i32::MAX]
+                .prop_map(move |status| (entry(Some(json!({"status": status}))), Logged::Impossible)),
+            1 => sample::select(vec![json!("99999999999"), json!(-99999999999i64), json!(1e12), json!("5xx")])
+                .prop_map(move |status| (entry(Some(json!({"status": status}))), Logged::Impossible)),
+            1 => Just((entry(Some(json!({"requestMethod": "GET"}))), Logged::Impossible)),
+            1 => Just((entry(None), Logged::Impossible)),
+        ]
+        .boxed()
+    }
+
+    fn entries_json(entries: &[(Value, Logged)]) -> String {
+        serde_json::json!({"entries": entries.iter().map(|(entry, _)| entry.clone()).collect::<Vec<_>>()}).to_string()
+    }
+
+    /// Arbitrary and mis-shaped Cloud Logging `entries` answers, read through the real client
+    /// and decoding, as the canary analysis reads request counts from Cloud Run's request logs
+    /// (`CloudLoggingRequests`) and as a `cloud-logging` check counts entries: no panic; a
+    /// request entry without a possible HTTP status is a measurement error, never a request
+    /// that succeeded; a plausible answer is counted exactly.
+    #[test]
+    fn arbitrary_logging_answers_never_turn_impossible_statuses_into_a_pass() {
+        use deployer::{
+            checks::{
+                cloud_logging::CloudLoggingRequests, ProviderEndpoints, Providers,
+                RequestMetrics as _,
+            },
+            platform::ServiceId,
+        };
+        let (runtime, server) = fake_google();
+        let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
+        let providers = Providers::new(ProviderEndpoints {
+            logging: Some(server.url.clone()),
+            ..ProviderEndpoints::default()
+        });
+        let check = checked(
+            "name = \"Errors\"\nprovider = \"cloud-logging\"\nfilter = 'httpRequest.status>=500'\nwindow = \"10m\"\ncomparison = \"<=\"\nwarn = 5\ncritical = 20\n",
+        );
+        let context = check_context();
+        let id = ServiceId {
+            project: "p".into(),
+            region: "r".into(),
+            name: "s".into(),
+        };
+        let mut runner =
+            proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
+        let answers = http_answer(collection::vec(log_entry(), 0..12).boxed(), |entries| {
+            entries_json(entries)
+        });
+        runner
+            .run(&answers, |(status, body, model)| {
+                server.answer(status, body.clone());
+                let counts = runtime.block_on(metrics.request_counts(
+                    &id,
+                    "s-1",
+                    std::time::Duration::from_secs(60),
+                ));
+                let result =
+                    runtime.block_on(deployer::checks::run_check(&check, &context, &providers));
+                if let Err(error) = &counts {
+                    let text = error.to_string();
+                    prop_assert!(!text.contains('\n') && text.chars().count() < 700, "{text}");
+                }
+                if let Ok(counts) = &counts {
+                    prop_assert!(counts.errors <= counts.total, "{counts:?}");
+                }
+                if result.status.evaluated() {
+                    prop_assert!(result.value.is_some_and(f64::is_finite), "{result:?}");
+                }
+                let Some(entries) = model.filter(|_| status == 200) else {
+                    return Ok(());
+                };
+                let overflowing = entries.iter().any(|(entry, _)| {
+                    entry["httpRequest"]["status"]
+                        .as_i64()
+                        .is_none_or(|s| i32::try_from(s).is_err())
+                        && !entry["httpRequest"]["status"].is_null()
+                });
+                if entries
+                    .iter()
+                    .any(|(_, logged)| *logged == Logged::Impossible)
+                {
+                    prop_assert!(counts.is_err(), "counted {counts:?} from {body}");
+                } else {
+                    let counts = counts
+                        .map_err(|error| TestCaseError::fail(format!("{error} for {body}")))?;
+                    let errors = entries
+                        .iter()
+                        .filter(|(_, logged)| matches!(logged, Logged::Status(500..=599)))
+                        .count();
+                    prop_assert_eq!(
+                        (counts.total, counts.errors),
+                        (entries.len() as u64, errors as u64),
+                        "{}",
+                        body
+                    );
+                }
+                // The check counts entries, whatever they hold, once they decode.
+                if !overflowing {
+                    prop_assert_eq!(
+                        result.value,
+                        Some(entries.len() as f64),
+                        "{:?} for {}",
+                        result,
+                        body
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+/// A request log entry with `httpRequest` but no status (or one no HTTP answer has) was
+/// counted as a request that succeeded: enough of them dilute a failing canary's error rate.
+#[tokio::test]
+async fn a_request_log_entry_without_a_possible_status_is_malformed_not_a_success() {
+    use deployer::checks::{cloud_logging::CloudLoggingRequests, MetricsError, RequestMetrics};
+    let server = Server::start(200, "application/json", String::new()).await;
+    let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
+    let entry = |request: serde_json::Value| serde_json::json!({"logName": "projects/p/logs/run.googleapis.com%2Frequests", "httpRequest": request});
+    for odd in [
+        serde_json::json!({"requestMethod": "GET"}),
+        serde_json::json!({"status": 0}),
+        serde_json::json!({"status": -500}),
+        serde_json::json!({"status": 1503}),
+    ] {
+        let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(odd.clone())]});
+        server.answer(200, body.to_string());
+        let error = metrics
+            .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MetricsError::Malformed { .. }),
+            "{odd}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("1 of 2 request log entries have no HTTP status"),
+            "{error}"
+        );
+    }
+    let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(serde_json::json!({"status": 200}))]});
+    server.answer(200, body.to_string());
+    let counts = metrics
+        .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((counts.total, counts.errors), (2, 1));
 }
 
 #[test]

@@ -779,45 +779,8 @@ async fn concurrent_deploys_one_proceeds_the_others_fail_naming_the_holder() {
     fixture.shutdown().await;
 }
 
-/// A repository with one `kind = "local"` service file (the short policy), its runbook and a
-/// Dockerfile, so that `deployer` validates it; returns the services directory.
-fn local_repository(root: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let services = root.join("services");
-    std::fs::create_dir_all(&services).unwrap();
-    std::fs::create_dir_all(root.join("runbooks")).unwrap();
-    std::fs::write(
-        root.join(format!("runbooks/{name}.md")),
-        format!(
-            "# Runbook: {name}\n\n## Pre-flight\n\n`deployer preflight {name}`\n\n## Deploy\n\n\
-             `deployer deploy {name}`\n\n## Verify\n\n`deployer status {name}`\n\n\
-             ## Troubleshoot\n\nRead the revision's logs.\n\n## Rollback\n\n\
-             `deployer rollback {name}`\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
-    std::fs::write(
-        services.join(format!("{name}.toml")),
-        format!(
-            r#"name = "{name}"
-runbook = "runbooks/{name}.md"
-
-[target]
-kind = "local"
-
-[image]
-repository = "127.0.0.1:5000/{name}"
-
-[build]
-context = "."
-dockerfile = "Dockerfile"
-
-[health]
-path = "/health"
-timeout = "2s"
-
-[rollout]
-steps = [10, 50, 100]
+/// The short policy of the binary's tests, as a service file's `[rollout]` table.
+const SHORT_ROLLOUT: &str = r#"steps = [10, 50, 100]
 hold = "20s"
 interval = "1s"
 max_error_rate = 0.2
@@ -826,12 +789,7 @@ inconclusive = "rollback"
 monitor_duration = "3s"
 monitor_interval = "1s"
 consecutive_error_limit = 3
-"#
-        ),
-    )
-    .unwrap();
-    services
-}
+"#;
 
 /// `deployer deploy NAME --image ... --commit COMMIT` against the emulator, as CI would run it.
 fn deploy_command(
@@ -843,7 +801,7 @@ fn deploy_command(
 ) -> std::process::Command {
     let name = fixture.id.name.as_str();
     let endpoint = fixture.emulator.endpoint();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"));
+    let mut command = support::deployer_command(services, state);
     command
         .args(["deploy", name, "--image", hello_image()])
         .args(["--skip-preflight", "--non-interactive"])
@@ -851,11 +809,6 @@ fn deploy_command(
         .args(["--commit", commit])
         .args(["--env", &format!("SERVICE_NAME={name}")])
         .args(["--env", &format!("BUILD_COMMIT={commit}")])
-        .env("DEPLOYER_SERVICES_DIR", services)
-        .env("DEPLOYER_STATE_DIR", state)
-        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
-        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
-        .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(output.with_extension("stdout")).unwrap())
         .stderr(std::fs::File::create(output.with_extension("stderr")).unwrap());
     command
@@ -873,7 +826,7 @@ fn read_output(output: &std::path::Path) -> String {
 async fn a_deployer_killed_mid_canary_is_recovered_by_the_next_run() {
     let fixture = Fixture::new("crashy").await;
     let repository = tempfile::tempdir().unwrap();
-    let services = local_repository(repository.path(), "crashy");
+    let services = support::local_repository(repository.path(), "crashy", SHORT_ROLLOUT);
     let state = fixture.state.path();
 
     // The first deployer gets as far as the 10% step, then dies without a word.

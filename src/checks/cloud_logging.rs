@@ -218,14 +218,14 @@ impl RequestMetrics for CloudLoggingRequests {
                 &service.project,
                 &request_log_filter(service, revision),
                 window,
-                |entry| match &entry.http_request {
-                    Some(request) => {
+                |entry| match entry.http_request.as_ref().map(|request| request.status) {
+                    Some(status @ 100..=599) => {
                         counts.total += 1;
-                        if (500..600).contains(&request.status) {
+                        if status >= 500 {
                             counts.errors += 1;
                         }
                     }
-                    None => unreadable += 1,
+                    _ => unreadable += 1,
                 },
             )
             .await
@@ -241,10 +241,16 @@ impl RequestMetrics for CloudLoggingRequests {
                     }
                 }
             })?;
-        if unreadable > 0 && counts.total == 0 {
+        // Every entry of Cloud Run's request log is a request with its status. One without
+        // (no `httpRequest`, no status, or none an HTTP answer can have) is an impossible
+        // record: counting it as a request that succeeded, or skipping it, could hide 5xx.
+        if unreadable > 0 {
             return Err(MetricsError::Malformed {
                 provider: self.client.label(),
-                message: format!("{unreadable} request log entries without `httpRequest`"),
+                message: format!(
+                    "{unreadable} of {} request log entries have no HTTP status (no `httpRequest`, or a status outside 100-599)",
+                    unreadable.saturating_add(counts.total)
+                ),
             });
         }
         Ok(counts)

@@ -141,28 +141,33 @@ impl Client {
     }
 }
 
-/// One point of a request count: a whole number of requests, or why it cannot be one.
-fn point_count(value: &PointValue) -> Result<Option<u64>, String> {
+/// One point of a request count: a whole number of requests, or why it cannot be one. A
+/// request count is an INT64 metric: a bool, a distribution or a point without a value is as
+/// impossible as a negative count (ignoring it once counted a 5xx series as no errors).
+fn point_count(value: Option<&PointValue>) -> Result<u64, String> {
     let impossible = |shown: String| Err(format!("a request count of {shown} is impossible"));
     match value {
-        PointValue::Int64Value(value) => match u64::try_from(*value) {
-            Ok(count) => Ok(Some(count)),
+        Some(PointValue::Int64Value(value)) => match u64::try_from(*value) {
+            Ok(count) => Ok(count),
             Err(_) => impossible(value.to_string()),
         },
-        PointValue::DoubleValue(value) => {
+        Some(PointValue::DoubleValue(value)) => {
             // 2^64 as f64: every finite value below it converts exactly after rounding.
             const LIMIT: f64 = 18_446_744_073_709_551_616.0;
             if value.is_finite() && *value >= 0.0 && value.round() < LIMIT {
-                Ok(Some(value.round() as u64))
+                Ok(value.round() as u64)
             } else {
                 impossible(value.to_string())
             }
         }
-        PointValue::StringValue(text) => match text.trim().parse::<u64>() {
-            Ok(count) => Ok(Some(count)),
+        Some(PointValue::StringValue(text)) => match text.trim().parse::<u64>() {
+            Ok(count) => Ok(count),
             Err(_) => impossible(format!("`{}`", excerpt(text, 40))),
         },
-        _ => Ok(None),
+        Some(PointValue::BoolValue(value)) => impossible(format!("the bool {value}")),
+        Some(PointValue::DistributionValue(_)) => impossible("a distribution".to_string()),
+        Some(_) => impossible("a value of an unknown type".to_string()),
+        None => impossible("nothing (a point without a value)".to_string()),
     }
 }
 
@@ -181,14 +186,9 @@ fn request_counts_of(series: &[TimeSeries]) -> Result<RequestCounts, String> {
             .map(String::as_str)
             .unwrap_or_default();
         let mut sum = 0u64;
-        for value in series
-            .points
-            .iter()
-            .filter_map(|point| point.value.as_ref()?.value.as_ref())
-        {
-            if let Some(count) = point_count(value)? {
-                sum = sum.checked_add(count).ok_or_else(overflow)?;
-            }
+        for point in &series.points {
+            let count = point_count(point.value.as_ref().and_then(|value| value.value.as_ref()))?;
+            sum = sum.checked_add(count).ok_or_else(overflow)?;
         }
         counts.total = counts.total.checked_add(sum).ok_or_else(overflow)?;
         if class == "5xx" {
@@ -322,12 +322,20 @@ impl MetricProvider for MonitoringProvider {
             [one] => {
                 // Points come newest first. Counting aligners split a window that straddles
                 // an alignment boundary into two points: add them; others read the newest.
+                // A point that carries no number is a malformed answer, not a point to skip:
+                // the sum of the others would be a value the series never had.
                 let values: Vec<f64> = one
                     .points
                     .iter()
-                    .filter_map(|point| point.value.as_ref()?.value.as_ref())
-                    .filter_map(point_value)
-                    .collect();
+                    .map(|point| point.value.as_ref()?.value.as_ref().and_then(point_value))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ProviderError::Malformed {
+                        provider: PROVIDER,
+                        message: format!(
+                            "a point of {} carries no number",
+                            excerpt(&series_name(one), 200)
+                        ),
+                    })?;
                 let value = if matches!(
                     aligner_value,
                     Aligner::AlignSum | Aligner::AlignDelta | Aligner::AlignCount
@@ -477,6 +485,27 @@ mod tests {
         ] {
             let answer = [series("5xx", std::slice::from_ref(&value))];
             assert!(request_counts_of(&answer).is_err(), "{value:?}");
+        }
+    }
+
+    /// A 5xx series whose points were bools (or distributions, or no value at all) was
+    /// skipped: counted as no errors, it could promote a failing canary.
+    #[test]
+    fn request_count_points_without_a_whole_number_are_malformed_not_skipped() {
+        let bool_point: TimeSeries = serde_json::from_value(serde_json::json!({
+            "metric": {"labels": {"response_code_class": "5xx"}},
+            "points": [{"value": {"boolValue": true}}],
+        }))
+        .unwrap();
+        let empty_point: TimeSeries = serde_json::from_value(serde_json::json!({
+            "metric": {"labels": {"response_code_class": "5xx"}},
+            "points": [{"value": {}}],
+        }))
+        .unwrap();
+        for odd in [bool_point, empty_point] {
+            let answer = [series("2xx", &[PointValue::Int64Value(10)]), odd];
+            let error = request_counts_of(&answer).unwrap_err();
+            assert!(error.contains("is impossible"), "{error}");
         }
     }
 

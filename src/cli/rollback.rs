@@ -78,7 +78,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             .map(|(revision, percent)| format!("`{revision}` {percent}%"))
             .collect::<Vec<_>>()
             .join(", ");
-        if plan.from == [(plan.to.clone(), 100)] {
+        if rollback::nothing_to_do(&snapshot, &plan) {
             context.output.message(format!(
                 "`{}` already serves 100% of `{}`: nothing to do",
                 plan.to, config.name

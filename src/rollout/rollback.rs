@@ -180,6 +180,23 @@ impl RollbackPolicy {
     }
 }
 
+/// True when the service's lock is held by a deployer that is gone (same host, process no
+/// longer running) or has expired: nobody will release it but a rollback or the next deploy.
+fn stale_lock(snapshot: &ServiceSnapshot) -> bool {
+    Lock::of(snapshot).is_some_and(|held| held.holder_gone() || held.is_expired(chrono::Utc::now()))
+}
+
+/// True when the rollback has nothing to write: `plan.to` already serves 100% and no
+/// interrupted rollout is left to close. After a `kill -9` before any traffic moved
+/// (`verifying`), the stable revision still serves 100%, but the dead run's canary (0%,
+/// tagged), its unfinished journal and its lock are still on the service: that rollback
+/// writes, and frees the service for the next deploy.
+pub fn nothing_to_do(snapshot: &ServiceSnapshot, plan: &RollbackPlan) -> bool {
+    plan.from == [(plan.to.clone(), 100)]
+        && Journal::of(snapshot).is_none_or(|journal| journal.phase().is_terminal())
+        && !stale_lock(snapshot)
+}
+
 /// The rollback write for the service as `snapshot` shows it.
 fn rollback_update(
     snapshot: &ServiceSnapshot,
@@ -204,10 +221,7 @@ fn rollback_update(
     // After a crash the dead run's lock would refuse the next deploy until it expires:
     // release it in the same write. A live holder keeps its lock (its rollout then meets
     // the changed etag and stops).
-    if closing.is_none()
-        && Lock::of(snapshot)
-            .is_some_and(|held| held.holder_gone() || held.is_expired(chrono::Utc::now()))
-    {
+    if closing.is_none() && stale_lock(snapshot) {
         update = update.with_annotation(LOCK_ANNOTATION, None);
     }
     update
@@ -373,6 +387,48 @@ mod tests {
                 lock.pid
             );
         }
+    }
+
+    /// After a `kill -9` in `verifying` (the stable revision still at 100%, the canary at 0%),
+    /// `deployer rollback` answered "nothing to do" and left the dead run's lock and
+    /// unfinished journal: the next deploy had to take them over.
+    #[tokio::test]
+    async fn a_rollback_after_a_crash_before_traffic_moved_still_closes_the_journal_and_frees_the_lock(
+    ) {
+        let platform = platform().await;
+        let mut dead = Lock::new("dead", Duration::from_secs(3600), chrono::Utc::now());
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        dead.pid = gone.id();
+        let journal = Journal {
+            id: "dead".into(),
+            stable: Some("svc-4".into()),
+            canary: "svc-5".into(),
+            commit: "c0ffee0".into(),
+            image: "d".into(),
+            owner: "someone".into(),
+            started: chrono::Utc::now(),
+            updated: chrono::Utc::now(),
+            state: super::super::machine::State::start(),
+        };
+        assert_eq!(journal.phase(), Phase::Verifying);
+        platform.external_update(
+            &id(),
+            &ServiceUpdate::default()
+                .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&dead).unwrap()))
+                .with_annotation(JOURNAL_ANNOTATION, Some(journal.encode())),
+        );
+        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        assert_eq!(plan.from, [("svc-4".to_string(), 100)]);
+        assert_eq!(plan.to, "svc-4", "{plan:?}");
+        assert!(!nothing_to_do(&snapshot, &plan));
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+        assert!(Lock::of(&after).is_none());
+        assert!(Journal::of(&after).unwrap().phase().is_terminal());
+        assert_eq!(after.serving(), [("svc-4".to_string(), 100)]);
+        // Once closed, rolling back to the revision serving is nothing to do.
+        let (snapshot, plan) = prepare(&platform, &id(), Some("svc-4")).await.unwrap();
+        assert!(nothing_to_do(&snapshot, &plan));
     }
 
     #[tokio::test(start_paused = true)]

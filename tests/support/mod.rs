@@ -365,3 +365,63 @@ impl Load {
         self.task.await.expect("the load generator task")
     }
 }
+
+/// A repository with one `kind = "local"` service file whose `[rollout]` table is `rollout`,
+/// its runbook and a Dockerfile, so that `deployer` validates it; returns the services
+/// directory.
+pub fn local_repository(root: &Path, name: &str, rollout: &str) -> PathBuf {
+    let services = root.join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    std::fs::create_dir_all(root.join("runbooks")).unwrap();
+    std::fs::write(
+        root.join(format!("runbooks/{name}.md")),
+        format!(
+            "# Runbook: {name}\n\n## Pre-flight\n\n`deployer preflight {name}`\n\n## Deploy\n\n\
+             `deployer deploy {name}`\n\n## Verify\n\n`deployer status {name}`\n\n\
+             ## Troubleshoot\n\nRead the revision's logs.\n\n## Rollback\n\n\
+             `deployer rollback {name}`\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(
+        services.join(format!("{name}.toml")),
+        format!(
+            r#"name = "{name}"
+runbook = "runbooks/{name}.md"
+
+[target]
+kind = "local"
+
+[image]
+repository = "127.0.0.1:5000/{name}"
+
+[build]
+context = "."
+dockerfile = "Dockerfile"
+
+[health]
+path = "/health"
+timeout = "2s"
+
+[rollout]
+{rollout}"#
+        ),
+    )
+    .unwrap();
+    services
+}
+
+/// The `deployer` binary run in the repository of `services` with its own state directory:
+/// no endpoint from the environment, stdin closed.
+pub fn deployer_command(services: &Path, state: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command
+        .env("DEPLOYER_SERVICES_DIR", services)
+        .env("DEPLOYER_STATE_DIR", state)
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
+        .env_remove("DEPLOYER_LOGGING_ENDPOINT")
+        .stdin(std::process::Stdio::null());
+    command
+}
