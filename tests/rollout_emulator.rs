@@ -1178,7 +1178,7 @@ fn commit_all(root: &std::path::Path) -> String {
 async fn in_github_actions_a_deploy_annotates_its_preflight_and_its_outcome() {
     let fixture = Fixture::new("annotated").await;
     let repository = tempfile::tempdir().unwrap();
-    let services = local_repository(repository.path(), "annotated");
+    let services = support::local_repository(repository.path(), "annotated", SHORT_ROLLOUT);
     let head = commit_all(repository.path());
     let runner = tempfile::tempdir().unwrap();
     let summary = runner.path().join("summary.md");
