@@ -1347,3 +1347,43 @@ mod pipeline {
         );
     }
 }
+
+/// A first deploy used to leave the created service following "latest" (Cloud Run's default):
+/// a revision created by anyone afterwards would have taken all traffic unverified.
+#[tokio::test(start_paused = true)]
+async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_latest() {
+    /// The first revision answers on the service URL itself.
+    struct Everywhere;
+    #[async_trait]
+    impl HealthProbe for Everywhere {
+        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, String> {
+            Ok(HealthAnswer {
+                status: 200,
+                body: Some(json!({"service": "svc", "commit": COMMIT})),
+            })
+        }
+    }
+    let harness = Harness::new(vec![pass()]).await;
+    let empty = MemoryPlatform::new();
+    let driver = Driver {
+        platform: &empty,
+        probe: &Everywhere,
+        ..harness.driver()
+    };
+    let report = driver.deploy(&request(policy()), never()).await.unwrap();
+    let revision = report.canary.clone().unwrap();
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: revision.clone()
+        },
+        "{:?}",
+        report.notes
+    );
+    let snapshot = empty.service(&id()).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.traffic,
+        [TrafficTarget::to_revision(&revision, 100)],
+        "the split names the revision"
+    );
+}

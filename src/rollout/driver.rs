@@ -306,9 +306,12 @@ impl Driver<'_> {
                     request.health.path
                 );
                 match identity::verify_url(self.probe, &url, request.expected()).await {
-                    Ok(()) => Outcome::Promoted {
-                        revision: name.clone(),
-                    },
+                    Ok(()) => {
+                        self.pin_first_revision(id, &name, &mut notes).await;
+                        Outcome::Promoted {
+                            revision: name.clone(),
+                        }
+                    }
                     Err(error) => Outcome::RollbackFailed {
                         reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
                     },
@@ -326,6 +329,32 @@ impl Driver<'_> {
             outcome,
             notes,
         })
+    }
+
+    /// A created service follows "latest"; name its first revision in the split, as every
+    /// later write does, so that a revision created by someone else never gets traffic by
+    /// becoming the latest. A failure is noted (the next deploy pins it too).
+    async fn pin_first_revision(&self, id: &ServiceId, name: &str, notes: &mut Vec<String>) {
+        let pinned = async {
+            let snapshot = read_service(self.platform, id, self.retry)
+                .await?
+                .ok_or_else(|| PlatformError::Refused(format!("`{id}` disappeared")))?;
+            let split = vec![TrafficTarget::to_revision(name, 100)];
+            write_guarded(
+                self.platform,
+                id,
+                &snapshot.etag,
+                &ServiceUpdate::traffic(split),
+                self.retry,
+            )
+            .await
+        };
+        if let Err(error) = pinned.await {
+            self.notice(
+                notes,
+                format!("`{name}` serves 100%, but naming it in the split failed ({error}): the split follows \"latest\" until the next deploy pins it"),
+            );
+        }
     }
 
     /// A new rollout on an existing service, from the lock to the end.
