@@ -37,8 +37,8 @@ pub struct HealthArgs {
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
     /// Checks run at once, across all services (they wait on providers, not on this
-    /// machine: the default runs 50 services × 5 checks in one round).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// machine: the default runs 50 services × 6 checks in one round).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Where the drift's history comes from: the local repository, the GitHub API, or `auto`
     /// (the repository when there is one; in a container without a checkout, GitHub).
@@ -200,8 +200,7 @@ struct Prepared {
     blocked: Option<String>,
 }
 
-async fn prepare(context: &Context, args: &HealthArgs, config: ServiceConfig) -> Prepared {
-    let providers = Providers::new(check::endpoints(&config, &args.providers, context));
+async fn prepare(context: &Context, config: ServiceConfig, providers: Providers) -> Prepared {
     let mut check_context = CheckContext::default();
     let mut blocked = None;
     match super::target::service_id(&config) {
@@ -260,11 +259,26 @@ pub(super) async fn run_all(
     configs: Vec<ServiceConfig>,
 ) -> Vec<HealthCheck> {
     let checks_future = async {
+        // One set of providers (one connection pool each) per distinct set of endpoints, not
+        // per service: building a client costs far more than a request.
+        let mut shared: Vec<(checks::ProviderEndpoints, Providers)> = Vec::new();
+        let mut services = Vec::new();
+        for config in configs.iter().cloned() {
+            let endpoints = check::endpoints(&config, &args.providers, context);
+            let providers = match shared.iter().find(|(known, _)| *known == endpoints) {
+                Some((_, providers)) => providers.clone(),
+                None => {
+                    let providers = Providers::new(endpoints.clone());
+                    shared.push((endpoints, providers.clone()));
+                    providers
+                }
+            };
+            services.push((config, providers));
+        }
         let prepared = futures::future::join_all(
-            configs
-                .iter()
-                .cloned()
-                .map(|config| prepare(context, args, config)),
+            services
+                .into_iter()
+                .map(|(config, providers)| prepare(context, config, providers)),
         )
         .await;
         let jobs: Vec<(usize, &Prepared, &CheckConfig)> = prepared
@@ -276,8 +290,10 @@ pub(super) async fn run_all(
                     .map(move |check| (index, service, check))
             })
             .collect();
-        futures::stream::iter(jobs)
-            .map(|(index, service, check)| async move {
+        // Unordered: a slot is free as soon as any check ends (in order, one slow check would
+        // hold every slot behind it); the results are put back in order below.
+        let mut results = futures::stream::iter(jobs.into_iter().enumerate())
+            .map(|(position, (index, service, check))| async move {
                 let result = match &service.blocked {
                     Some(why) => not_run(&service.config, check, why),
                     None => HealthCheck::from_result(
@@ -285,11 +301,16 @@ pub(super) async fn run_all(
                         &checks::run_check(check, &service.context, &service.providers).await,
                     ),
                 };
-                (index, result)
+                (position, index, result)
             })
-            .buffered(usize::from(args.concurrency))
+            .buffer_unordered(usize::from(args.concurrency))
             .collect::<Vec<_>>()
-            .await
+            .await;
+        results.sort_by_key(|(position, _, _)| *position);
+        results
+            .into_iter()
+            .map(|(_, index, result)| (index, result))
+            .collect::<Vec<_>>()
     };
     let drift_future = async {
         let started = Instant::now();
