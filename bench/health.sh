@@ -118,14 +118,14 @@ measure() {
     started=$(date +%s.%N)
     set +e
     (cd "$dir/repo" && DEPLOYER_STATE_DIR="$state" NO_COLOR=1 CI=true \
-        /usr/bin/time -v -o "$dir/time.txt" \
+        /usr/bin/time -v -o "$file.time" \
         "$DEPLOYER" health --endpoint "$provider_url" --no-fetch --no-alerts --format json "$@" \
-        >"$dir/out.json" 2>"$dir/err.txt")
+        >"$file.json" 2>"$file.err")
     code=$?
     set -e
     finished=$(date +%s.%N)
     rm -rf "$state"
-    python3 - "$dir/out.json" "$started" "$finished" "$dir/time.txt" "$code" "$expected" >>"$file" <<'PY'
+    python3 - "$file.json" "$started" "$finished" "$file.time" "$code" "$expected" >>"$file" <<'PY'
 import json, re, sys
 out, started, finished, timefile, code, expected = sys.argv[1:7]
 document = json.load(open(out))
