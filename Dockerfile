@@ -9,6 +9,8 @@
 #   cp /etc/ssl/certs/ca-certificates.crt target/image/ca-certificates.crt   # TLS to Google APIs
 #   docker build -t deployer .
 #
+# deploy/build-image.sh [TAG] runs these commands (tests/health_image.rs uses it).
+#
 # The service definitions and runbooks of this repository are baked in at /workspace.
 FROM scratch
 COPY target/image/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt

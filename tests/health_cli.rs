@@ -34,6 +34,8 @@ fn health(args: &[&str], bigquery: &str, env: &[(&str, &str)]) -> Output {
         .env_remove("DEPLOYER_MONITORING_ENDPOINT")
         .env_remove("DEPLOYER_PROMETHEUS_URL")
         .env_remove("DEPLOYER_SERVICES_DIR")
+        .env_remove("DEPLOYER_HEALTH_HISTORY")
+        .env_remove("DEPLOYER_HEALTH_EVERY")
         .env_remove("DEPLOYER_STATE_DIR");
     for (name, value) in env {
         command.env(name, value);
@@ -380,11 +382,30 @@ fn the_scheduled_job_runs_deployer_health_from_the_repositorys_image() {
     for name in [
         "SLACK_WEBHOOK_URL",
         "SLACK_WEBHOOK_URL_CRITICAL",
-        "DEPLOYER_STATE_DIR",
+        "DEPLOYER_HEALTH_HISTORY",
+        "DEPLOYER_HEALTH_EVERY",
         "GITHUB_REPOSITORY",
     ] {
         assert!(env.contains(&name), "{name} in {env:?}");
     }
+    // A stateless job: the history and the lifecycle in a BigQuery table, the schedule's
+    // interval the scheduler's (every 6 hours).
+    let value = |name: &str| {
+        container["env"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|var| var["name"].as_str() == Some(name))
+            .and_then(|var| var["value"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        value("DEPLOYER_HEALTH_HISTORY").starts_with("bigquery:"),
+        "{}",
+        value("DEPLOYER_HEALTH_HISTORY")
+    );
+    assert_eq!(value("DEPLOYER_HEALTH_EVERY"), "6h");
     // The webhooks come from Secret Manager, never as plain values.
     for var in container["env"].as_vec().unwrap() {
         if var["name"].as_str().unwrap().starts_with("SLACK_") {
@@ -409,8 +430,17 @@ fn the_scheduled_job_runs_deployer_health_from_the_repositorys_image() {
 
 #[test]
 fn bad_input_is_a_clear_usage_error() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["history", "--since", "soon"], "`soon` is not a duration"),
+        (
+            &["--history", "s3://bucket"],
+            "use `file` or `bigquery:PROJECT.DATASET.TABLE`",
+        ),
+        (
+            &["history", "--history", "bigquery:p.d.t;x"],
+            "is not a table name",
+        ),
+        (&["--every", "5h"], "`5h` does not divide a day"),
         (&["--concurrency", "0"], "0 is not in 1..=1024"),
         (
             &["--service", "no-such-service", "--no-fetch"],

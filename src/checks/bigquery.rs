@@ -36,11 +36,7 @@ impl BigQuery {
     /// Google's BigQuery when `None`. The client is built on first use.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            endpoint: endpoint.map(|url| {
-                url.trim_end_matches('/')
-                    .trim_end_matches("/bigquery/v2")
-                    .to_string()
-            }),
+            endpoint: endpoint.as_deref().map(normalize_endpoint),
             client: OnceCell::new(),
         }
     }
@@ -48,17 +44,7 @@ impl BigQuery {
     async fn client(&self) -> Result<&JobService, ProviderError> {
         let built = self
             .client
-            .get_or_init(|| async {
-                crate::install_crypto_provider();
-                let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = JobService::builder()
-                    .with_credentials(credentials)
-                    .with_retry_policy(super::retry_policy());
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                builder.build().await.map_err(|error| error.to_string())
-            })
+            .get_or_init(|| job_service(self.endpoint.as_deref()))
             .await;
         built
             .as_ref()
@@ -67,6 +53,75 @@ impl BigQuery {
                 message: format!("cannot create the BigQuery client: {message}"),
             })
     }
+}
+
+/// `endpoint` as the client wants it: no trailing `/` nor `/bigquery/v2`.
+pub fn normalize_endpoint(endpoint: &str) -> String {
+    endpoint
+        .trim_end_matches('/')
+        .trim_end_matches("/bigquery/v2")
+        .to_string()
+}
+
+/// A BigQuery client for `endpoint` (normalized; Google's when `None`), with the credentials
+/// and retry policy of every provider: what the history store uses too.
+pub async fn job_service(endpoint: Option<&str>) -> Result<JobService, String> {
+    crate::install_crypto_provider();
+    let credentials = credentials_for(endpoint)?;
+    let mut builder = JobService::builder()
+        .with_credentials(credentials)
+        .with_retry_policy(super::retry_policy());
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint.to_string());
+    }
+    builder.build().await.map_err(|error| error.to_string())
+}
+
+/// Runs `request` in `project` and waits for the job (each call waits at most `wait_ms`;
+/// the caller's timeout bounds the whole): the rows, or the first transport error or the
+/// `errors` of the answer (which can come with HTTP 200).
+pub async fn query_rows(
+    client: &JobService,
+    project: &str,
+    request: QueryRequest,
+    wait_ms: u32,
+) -> Result<Vec<serde_json::Map<String, Value>>, ProviderError> {
+    let mut response: QueryResponse = client
+        .query()
+        .with_request(
+            PostQueryRequest::new()
+                .set_project_id(project.to_string())
+                .set_query_request(request.set_timeout_ms(wait_ms)),
+        )
+        .send()
+        .await
+        .map_err(transport_error)?;
+    query_errors(&response.errors)?;
+    // A long query answers "not complete yet" with a job reference: poll it.
+    while !response.job_complete.unwrap_or(true) {
+        let Some(job) = response.job_reference.clone() else {
+            return Err(ProviderError::Malformed {
+                provider: PROVIDER,
+                message: "an incomplete query without a job reference".into(),
+            });
+        };
+        let results = client
+            .get_query_results()
+            .with_request(
+                GetQueryResultsRequest::new()
+                    .set_project_id(job.project_id.clone())
+                    .set_job_id(job.job_id.clone())
+                    .set_location(job.location.clone().unwrap_or_default())
+                    .set_timeout_ms(wait_ms),
+            )
+            .send()
+            .await
+            .map_err(transport_error)?;
+        query_errors(&results.errors)?;
+        response.job_complete = results.job_complete;
+        response.rows = results.rows;
+    }
+    Ok(response.rows)
 }
 
 fn transport_error(error: google_cloud_bigquery_v2::Error) -> ProviderError {
@@ -117,7 +172,7 @@ fn query_errors(errors: &[ErrorProto]) -> Result<(), ProviderError> {
 }
 
 /// A cell's text: BigQuery answers every value as a string (`{"v": "44.2"}`), NULL as null.
-fn cell(row: &serde_json::Map<String, Value>, index: usize) -> Option<&Value> {
+pub fn cell(row: &serde_json::Map<String, Value>, index: usize) -> Option<&Value> {
     row.get("f")?.as_array()?.get(index)?.get("v")
 }
 
@@ -191,45 +246,9 @@ impl MetricProvider for BigQuery {
         let request = QueryRequest::new()
             .set_query(sql.clone())
             .set_use_legacy_sql(false)
-            .set_timeout_ms(wait_ms)
             .set_maximum_bytes_billed(i64::try_from(*maximum_bytes_billed).unwrap_or(i64::MAX));
-        let mut response: QueryResponse = client
-            .query()
-            .with_request(
-                PostQueryRequest::new()
-                    .set_project_id(project.clone())
-                    .set_query_request(request),
-            )
-            .send()
-            .await
-            .map_err(transport_error)?;
-        query_errors(&response.errors)?;
-        // A long query answers "not complete yet" with a job reference: poll it (the check's
-        // own timeout, around this call, bounds the wait).
-        while !response.job_complete.unwrap_or(true) {
-            let Some(job) = response.job_reference.clone() else {
-                return Err(ProviderError::Malformed {
-                    provider: PROVIDER,
-                    message: "an incomplete query without a job reference".into(),
-                });
-            };
-            let results = client
-                .get_query_results()
-                .with_request(
-                    GetQueryResultsRequest::new()
-                        .set_project_id(job.project_id.clone())
-                        .set_job_id(job.job_id.clone())
-                        .set_location(job.location.clone().unwrap_or_default())
-                        .set_timeout_ms(wait_ms),
-                )
-                .send()
-                .await
-                .map_err(transport_error)?;
-            query_errors(&results.errors)?;
-            response.job_complete = results.job_complete;
-            response.rows = results.rows;
-        }
-        sample_of_rows(&response.rows)
+        let rows = query_rows(client, project, request, wait_ms).await?;
+        sample_of_rows(&rows)
     }
 }
 

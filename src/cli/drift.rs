@@ -22,6 +22,7 @@ use crate::{
     },
     exit::ExitStatus,
     notify::github::{GitHubClient, RepositoryName},
+    platform::cloud_run::{CloudRunPlatform, Endpoint},
     repo::{short, Repository},
 };
 
@@ -119,16 +120,29 @@ pub(super) fn load(
     ))
 }
 
-/// Reads what serves every service, concurrently.
+/// Reads what serves every service, concurrently, with one client per distinct endpoint
+/// (building a client loads the CA certificates: far more work than a request).
 async fn read_all(
     context: &Context,
     configs: Vec<ServiceConfig>,
 ) -> anyhow::Result<Vec<ServiceInput>> {
+    let mut platforms: Vec<(Endpoint, Result<CloudRunPlatform, String>)> = Vec::new();
     let mut pending = Vec::new();
     for config in configs {
         let id = target::service_id(&config)?;
+        let endpoint = target::endpoint(&config, context.endpoint.as_deref());
+        let connected = match platforms.iter().find(|(known, _)| *known == endpoint) {
+            Some((_, connected)) => connected.clone(),
+            None => {
+                let connected = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE)
+                    .await
+                    .map_err(|error| format!("{:#}", anyhow::Error::from(error)));
+                platforms.push((endpoint, connected.clone()));
+                connected
+            }
+        };
         pending.push(async move {
-            let deployed = match target::connect(&config, context.endpoint.as_deref()).await {
+            let deployed = match connected {
                 Ok(platform) => {
                     deployed::read(
                         &platform,
@@ -138,7 +152,7 @@ async fn read_all(
                     )
                     .await
                 }
-                Err(error) => deployed::DeployedState::Unavailable(format!("{error:#}")),
+                Err(error) => deployed::DeployedState::Unavailable(error),
             };
             ServiceInput {
                 config,

@@ -22,7 +22,7 @@ use crate::{
     health::{
         self,
         alerts::{self, Alert, Kind, Level},
-        history::{self, FileStore, RunRecord},
+        history::{self, Location, RunRecord, Store},
         HealthCheck, Score, Verdict,
     },
     notify::slack::Webhook,
@@ -38,8 +38,8 @@ pub struct HealthArgs {
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
     /// Checks run at once, across all services (they wait on providers, not on this
-    /// machine: the default runs 50 services × 5 checks in one round).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// machine: the default runs 50 services × 6 checks in one round).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Where the drift's history comes from: the local repository, the GitHub API, or `auto`
     /// (the repository when there is one; in a container without a checkout, GitHub).
@@ -51,6 +51,14 @@ pub struct HealthArgs {
     /// Do not send Slack alerts (the lifecycle state is left as it is).
     #[arg(long)]
     pub no_alerts: bool,
+    /// Where the run history and the alert lifecycle are kept: `file` (the state directory)
+    /// or `bigquery:PROJECT.DATASET.TABLE` (created when missing; the dataset must exist).
+    #[arg(long, env = "DEPLOYER_HEALTH_HISTORY", value_name = "STORE", value_parser = parse_location)]
+    pub history: Option<Location>,
+    /// The schedule this run is part of (`6h`: runs at 00:00, 06:00, ... UTC, as
+    /// `0 */6 * * *`): shows the next check on the dashboard and in JSON. Must divide a day.
+    #[arg(long, env = "DEPLOYER_HEALTH_EVERY", value_name = "INTERVAL", value_parser = parse_every)]
+    pub every: Option<std::time::Duration>,
     #[command(flatten)]
     pub providers: ProviderFlags,
 }
@@ -72,6 +80,43 @@ pub struct HistoryArgs {
     /// Only the checks of this name (case-insensitive).
     #[arg(long, value_name = "NAME")]
     pub check: Option<String>,
+    /// Where the runs were kept: `file` or `bigquery:PROJECT.DATASET.TABLE` (as `health
+    /// --history`).
+    #[arg(long, env = "DEPLOYER_HEALTH_HISTORY", value_name = "STORE", value_parser = parse_location)]
+    pub history: Option<Location>,
+    /// BigQuery REST endpoint of a `bigquery:` store [default: Google's].
+    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
+    pub bigquery_endpoint: Option<String>,
+}
+
+fn parse_location(text: &str) -> Result<Location, String> {
+    Location::parse(text)
+}
+
+/// A schedule's interval: at least a minute, and a divisor of a day, so that the runs fall at
+/// the same times every day (as a cron schedule's do).
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let every = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not an interval (`6h`, `30m`): {error}"))?;
+    let seconds = every.as_secs();
+    if every.subsec_nanos() != 0 || seconds < 60 || 86_400 % seconds != 0 {
+        return Err(format!(
+            "`{text}` does not divide a day into whole runs (use e.g. `6h`, `4h`, `30m`, `24h`)"
+        ));
+    }
+    Ok(every)
+}
+
+/// The next run of a schedule `every` after `now`: the next multiple of `every` since
+/// midnight UTC (`6h`: 00:00, 06:00, 12:00, 18:00), as Cloud Scheduler's `0 */6 * * *` runs.
+pub(super) fn next_check(
+    now: chrono::DateTime<chrono::Utc>,
+    every: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    let every = i64::try_from(every.as_secs()).unwrap_or(86_400).max(1);
+    let seconds = now.timestamp();
+    let next = (seconds.div_euclid(every) + 1) * every;
+    chrono::DateTime::from_timestamp(next, 0).unwrap_or(now)
 }
 
 fn parse_since(text: &str) -> Result<std::time::Duration, String> {
@@ -91,6 +136,31 @@ struct HealthOutput<'a> {
     exit_code: u8,
     checks: &'a [HealthCheck],
     alerts: &'a AlertReport,
+    schedule: &'a Schedule,
+}
+
+/// When checks ran and run: this one, the one before it (from the history store), and the
+/// next one when the run is scheduled (`--every`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct Schedule {
+    /// This run.
+    pub last_check: chrono::DateTime<chrono::Utc>,
+    /// The run recorded before this one, if any.
+    pub previous_check: Option<PreviousCheck>,
+    /// The schedule's interval (`6h`), when known.
+    pub every: Option<String>,
+    /// The next scheduled run, when `every` is known.
+    pub next_check: Option<chrono::DateTime<chrono::Utc>>,
+    /// The history store (`bigquery:P.D.T` or the file).
+    pub history: String,
+}
+
+/// The run before this one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct PreviousCheck {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub verdict: Verdict,
+    pub score: f64,
 }
 
 /// What happened to this run's alerts.
@@ -131,8 +201,7 @@ struct Prepared {
     blocked: Option<String>,
 }
 
-async fn prepare(context: &Context, args: &HealthArgs, config: ServiceConfig) -> Prepared {
-    let providers = Providers::new(check::endpoints(&config, &args.providers, context));
+async fn prepare(context: &Context, config: ServiceConfig, providers: Providers) -> Prepared {
     let mut check_context = CheckContext::default();
     let mut blocked = None;
     match super::target::service_id(&config) {
@@ -191,11 +260,26 @@ pub(super) async fn run_all(
     configs: Vec<ServiceConfig>,
 ) -> Vec<HealthCheck> {
     let checks_future = async {
+        // One set of providers (one connection pool each) per distinct set of endpoints, not
+        // per service: building a client costs far more than a request.
+        let mut shared: Vec<(checks::ProviderEndpoints, Providers)> = Vec::new();
+        let mut services = Vec::new();
+        for config in configs.iter().cloned() {
+            let endpoints = check::endpoints(&config, &args.providers, context);
+            let providers = match shared.iter().find(|(known, _)| *known == endpoints) {
+                Some((_, providers)) => providers.clone(),
+                None => {
+                    let providers = Providers::new(endpoints.clone());
+                    shared.push((endpoints, providers.clone()));
+                    providers
+                }
+            };
+            services.push((config, providers));
+        }
         let prepared = futures::future::join_all(
-            configs
-                .iter()
-                .cloned()
-                .map(|config| prepare(context, args, config)),
+            services
+                .into_iter()
+                .map(|(config, providers)| prepare(context, config, providers)),
         )
         .await;
         let jobs: Vec<(usize, &Prepared, &CheckConfig)> = prepared
@@ -207,8 +291,10 @@ pub(super) async fn run_all(
                     .map(move |check| (index, service, check))
             })
             .collect();
-        futures::stream::iter(jobs)
-            .map(|(index, service, check)| async move {
+        // Unordered: a slot is free as soon as any check ends (in order, one slow check would
+        // hold every slot behind it); the results are put back in order below.
+        let mut results = futures::stream::iter(jobs.into_iter().enumerate())
+            .map(|(position, (index, service, check))| async move {
                 let result = match &service.blocked {
                     Some(why) => not_run(&service.config, check, why),
                     None => HealthCheck::from_result(
@@ -216,11 +302,16 @@ pub(super) async fn run_all(
                         &checks::run_check(check, &service.context, &service.providers).await,
                     ),
                 };
-                (index, result)
+                (position, index, result)
             })
-            .buffered(usize::from(args.concurrency))
+            .buffer_unordered(usize::from(args.concurrency))
             .collect::<Vec<_>>()
-            .await
+            .await;
+        results.sort_by_key(|(position, _, _)| *position);
+        results
+            .into_iter()
+            .map(|(_, index, result)| (index, result))
+            .collect::<Vec<_>>()
     };
     let drift_future = async {
         let started = Instant::now();
@@ -274,29 +365,57 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     }
     let (root, configs) = drift_cli::load(context, &args.services)?;
     let generated_at = chrono::Utc::now();
-    let store = FileStore::from_environment();
-    let (results, report) = super::block_on(async {
+    let store = Store::open(
+        args.history.as_ref().unwrap_or(&Location::File),
+        args.providers.bigquery_endpoint.as_deref(),
+    );
+    let (results, report, schedule) = super::block_on(async {
         let results = run_all(context, args, &root, configs.clone()).await;
+        if results.is_empty() {
+            return Err(UsageError {
+                message: "no check to run".into(),
+            }
+            .into());
+        }
         let score = health::score(&results);
+        let previous = match store.latest().await {
+            Ok(previous) => previous,
+            Err(error) => {
+                context
+                    .output
+                    .message(format!("warning: the previous run is unknown: {error}"));
+                None
+            }
+        };
         let report = if args.no_alerts {
             AlertReport::default()
         } else {
             alert(context, &store, &configs, &results, &score, generated_at).await
         };
-        Ok((results, report))
-    })?;
-    if results.is_empty() {
-        return Err(UsageError {
-            message: "no check to run".into(),
+        if let Err(error) = store
+            .append(&RunRecord::new(generated_at, &score, &results))
+            .await
+        {
+            context
+                .output
+                .message(format!("warning: the run is not recorded: {error}"));
         }
-        .into());
-    }
+        let schedule = Schedule {
+            last_check: generated_at,
+            previous_check: previous.map(|run| PreviousCheck {
+                at: run.at,
+                verdict: run.verdict,
+                score: run.score,
+            }),
+            every: args
+                .every
+                .map(|every| humantime::format_duration(every).to_string()),
+            next_check: args.every.map(|every| next_check(generated_at, every)),
+            history: store.describe(),
+        };
+        Ok((results, report, schedule))
+    })?;
     let score = health::score(&results);
-    if let Err(error) = store.append(&RunRecord::new(generated_at, &score, &results)) {
-        context
-            .output
-            .message(format!("warning: the run is not recorded: {error}"));
-    }
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true") {
         github_actions(context, &results, &score);
     }
@@ -309,6 +428,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             exit_code: code,
             checks: &results,
             alerts: &report,
+            schedule: &schedule,
         })?;
     } else {
         let paint = Painter {
@@ -316,7 +436,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
         };
         context
             .output
-            .data(render(&results, &score, generated_at, &paint));
+            .data(render(&results, &score, &schedule, &paint));
     }
     Ok(match code {
         0 => exit_for(Verdict::Pass),
@@ -378,14 +498,14 @@ fn variable_set(name: &str) -> bool {
 /// keeps the state of what was delivered. Reports every step on stderr (never a URL).
 async fn alert(
     context: &Context,
-    store: &FileStore,
+    store: &Store,
     configs: &[ServiceConfig],
     results: &[HealthCheck],
     score: &Score,
     now: chrono::DateTime<chrono::Utc>,
 ) -> AlertReport {
     let mut report = AlertReport::default();
-    let previous = match store.load_alerts() {
+    let previous = match store.load_alerts().await {
         Ok(state) => state,
         Err(error) => {
             context.output.message(format!(
@@ -475,7 +595,7 @@ async fn alert(
     }
     let kept = alerts::settle(&previous, next, &undelivered);
     if kept != previous {
-        if let Err(error) = store.save_alerts(&kept) {
+        if let Err(error) = store.save_alerts(&kept, now).await {
             context
                 .output
                 .message(format!("error: the alert state is not saved: {error}"));
@@ -500,15 +620,18 @@ struct HistoryOutput {
 
 /// `health history`.
 fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitStatus> {
-    let store = FileStore::from_environment();
+    let store = Store::open(
+        args.history.as_ref().unwrap_or(&Location::File),
+        args.bigquery_endpoint.as_deref(),
+    );
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
-    let (runs, skipped) = store.read(since)?;
+    let (runs, skipped) = super::block_on(async { Ok(store.read(since).await?) })?;
     let series = history::series(&runs, args.check.as_deref());
     if skipped > 0 {
         context.output.message(format!(
-            "warning: {skipped} unreadable line(s) of `{}` skipped",
-            store.history_path().display()
+            "warning: {skipped} unreadable record(s) of `{}` skipped",
+            store.describe()
         ));
     }
     if context.output.is_json() {
@@ -528,7 +651,7 @@ fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<Exit
                 .map(|name| format!(" of `{name}`"))
                 .unwrap_or_default(),
             since.format("%Y-%m-%d %H:%M UTC"),
-            store.history_path().display()
+            store.describe()
         ));
         return Ok(ExitStatus::Success);
     }
@@ -648,7 +771,7 @@ fn detail(check: &HealthCheck) -> String {
 pub(super) fn render(
     results: &[HealthCheck],
     score: &Score,
-    generated_at: chrono::DateTime<chrono::Utc>,
+    schedule: &Schedule,
     paint: &Painter,
 ) -> String {
     let label = |text: &str| paint.label(text);
@@ -698,11 +821,19 @@ pub(super) fn render(
         count(Status::NoData),
         count(Status::Error),
     );
-    let _ = write!(
-        text,
-        "Last Check: {}",
-        generated_at.format("%Y-%m-%d %H:%M UTC")
-    );
+    let minute = |at: &chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let _ = write!(text, "Last Check: {}", minute(&schedule.last_check));
+    if let Some(previous) = &schedule.previous_check {
+        let _ = write!(
+            text,
+            " · previous {} ({})",
+            minute(&previous.at),
+            label(previous.verdict.label())
+        );
+    }
+    if let (Some(next), Some(every)) = (&schedule.next_check, &schedule.every) {
+        let _ = write!(text, "\nNext Check: {} (every {every})", minute(next));
+    }
     text
 }
 
@@ -746,7 +877,14 @@ mod tests {
         let at = chrono::DateTime::parse_from_rfc3339("2026-02-02T18:00:00Z")
             .unwrap()
             .to_utc();
-        let text = render(&results, &score, at, &Painter { color: false });
+        let schedule = Schedule {
+            last_check: at,
+            previous_check: None,
+            every: None,
+            next_check: None,
+            history: "history.jsonl".into(),
+        };
+        let text = render(&results, &score, &schedule, &Painter { color: false });
         assert!(
             text.contains("[1/2] Vegas Line Coverage ...................... PASS\n      92.4% (threshold: ≥90%)\n"),
             "{text}"
@@ -762,7 +900,8 @@ mod tests {
         );
         assert!(text.contains("Last Check: 2026-02-02 18:00 UTC"), "{text}");
         assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
-        let coloured = render(&results, &score, at, &Painter { color: true });
+        assert!(!text.contains("Next Check"), "not scheduled: {text}");
+        let coloured = render(&results, &score, &schedule, &Painter { color: true });
         assert!(coloured.contains("\x1b[1;32mPASS\x1b[0m"), "{coloured}");
         assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{coloured}");
     }
@@ -791,6 +930,52 @@ mod tests {
                 "| phase4-processors | Vegas Line Coverage | CRITICAL | 44.2% (threshold: ≥90%) |"
             ),
             "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_run_shows_the_previous_and_the_next_check() {
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let every = parse_every("6h").unwrap();
+        // As `0 */6 * * *` runs: the next multiple of 6 h since midnight UTC.
+        assert_eq!(
+            next_check(at("2026-02-02T18:00:07Z"), every),
+            at("2026-02-03T00:00:00Z")
+        );
+        assert_eq!(
+            next_check(at("2026-02-02T14:23:00Z"), every),
+            at("2026-02-02T18:00:00Z")
+        );
+        assert_eq!(
+            next_check(at("2026-02-02T18:00:00Z"), every),
+            at("2026-02-03T00:00:00Z")
+        );
+        assert_eq!(
+            next_check(at("2026-02-02T10:10:00Z"), parse_every("30m").unwrap()),
+            at("2026-02-02T10:30:00Z")
+        );
+        for bad in ["5h", "7d", "10s", "7m", "soon"] {
+            assert!(parse_every(bad).is_err(), "{bad}");
+        }
+        let results = vec![sample(Status::Pass, Some(92.4))];
+        let score = health::score(&results);
+        let schedule = Schedule {
+            last_check: at("2026-02-02T18:00:07Z"),
+            previous_check: Some(PreviousCheck {
+                at: at("2026-02-02T12:00:05Z"),
+                verdict: Verdict::Critical,
+                score: 33.3,
+            }),
+            every: Some("6h".into()),
+            next_check: Some(next_check(at("2026-02-02T18:00:07Z"), every)),
+            history: "bigquery:p.d.t".into(),
+        };
+        let text = render(&results, &score, &schedule, &Painter { color: false });
+        assert!(
+            text.ends_with(
+                "Last Check: 2026-02-02 18:00 UTC · previous 2026-02-02 12:00 UTC (CRITICAL)\nNext Check: 2026-02-03 00:00 UTC (every 6h)"
+            ),
+            "{text}"
         );
     }
 

@@ -1,8 +1,9 @@
 //! The history store: each run's results appended to `health/history.jsonl` in the state
 //! directory (the one [`LocalJournal::from_environment`] uses: `DEPLOYER_STATE_DIR`, else
 //! `$XDG_STATE_HOME/deployer`, else `~/.local/state/deployer`), and the alert lifecycle in
-//! `health/alerts.json`, written atomically. Then the trends: each check's series and a
-//! sparkline, as pure functions.
+//! `health/alerts.json`, written atomically; or both in a BigQuery table
+//! ([`super::bigquery_store`]), behind one [`Store`] chosen by a [`Location`]. Then the trends:
+//! each check's series and a sparkline, as pure functions.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,11 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{alerts::AlertState, HealthCheck, Score, Verdict};
+use super::{
+    alerts::AlertState,
+    bigquery_store::{BigQueryStore, TableName},
+    HealthCheck, Score, Verdict,
+};
 use crate::{checks::Status, rollout::journal::LocalJournal};
 
 /// Errors of the store.
@@ -28,6 +33,16 @@ pub enum HistoryError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// A remote store (BigQuery) failed or refused.
+    #[error("cannot {action} `{location}`: {message}")]
+    Remote {
+        /// `read`, `write to`, `create`.
+        action: &'static str,
+        /// `bigquery:PROJECT.DATASET.TABLE`.
+        location: String,
+        /// Why.
+        message: String,
     },
     /// The alert state is not what deployer writes.
     #[error("`{}` is not an alert state: {message}", path.display())]
@@ -156,17 +171,13 @@ impl FileStore {
                 })
             }
         };
-        let mut skipped = 0;
-        let mut runs = Vec::new();
-        for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            match serde_json::from_str::<RunRecord>(line) {
-                Ok(run) if run.at >= since => runs.push(run),
-                Ok(_) => {}
-                Err(_) => skipped += 1,
-            }
-        }
-        runs.sort_by_key(|run| run.at);
-        Ok((runs, skipped))
+        Ok(parse_runs(text.lines(), since))
+    }
+
+    /// The latest run recorded.
+    pub fn latest(&self) -> Result<Option<RunRecord>, HistoryError> {
+        let (runs, _) = self.read(DateTime::<Utc>::MIN_UTC)?;
+        Ok(runs.into_iter().next_back())
     }
 
     /// The alert state (empty when none was saved).
@@ -199,6 +210,126 @@ impl FileStore {
         let text = serde_json::to_string_pretty(state).map_err(|error| io(error.into()))?;
         std::fs::write(&temporary, text).map_err(io)?;
         std::fs::rename(&temporary, &path).map_err(io)
+    }
+}
+
+/// The runs of `lines` (JSON, one run each) recorded at or after `since`, oldest first, and
+/// how many lines could not be read (skipped, never fatal: one broken line loses one run).
+pub fn parse_runs<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    since: DateTime<Utc>,
+) -> (Vec<RunRecord>, usize) {
+    let mut skipped = 0;
+    let mut runs = Vec::new();
+    for line in lines.into_iter().filter(|line| !line.trim().is_empty()) {
+        match serde_json::from_str::<RunRecord>(line) {
+            Ok(run) if run.at >= since => runs.push(run),
+            Ok(_) => {}
+            Err(_) => skipped += 1,
+        }
+    }
+    runs.sort_by_key(|run| run.at);
+    (runs, skipped)
+}
+
+/// Where the history and the lifecycle are kept: `--history` / `DEPLOYER_HEALTH_HISTORY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `file`: the files of the state directory (the default).
+    File,
+    /// `bigquery:PROJECT.DATASET.TABLE`.
+    BigQuery(TableName),
+}
+
+impl Location {
+    /// Parses `file` or `bigquery:PROJECT.DATASET.TABLE`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "file" {
+            return Ok(Location::File);
+        }
+        match text.split_once(':') {
+            Some(("bigquery", table)) => TableName::parse(table).map(Location::BigQuery),
+            _ => Err(format!(
+                "`{text}` is not a history store: use `file` or `bigquery:PROJECT.DATASET.TABLE`"
+            )),
+        }
+    }
+}
+
+/// The history store of a run.
+#[derive(Debug)]
+pub enum Store {
+    /// Files in the state directory.
+    File(FileStore),
+    /// A BigQuery table.
+    BigQuery(BigQueryStore),
+}
+
+impl Store {
+    /// The store at `location`; BigQuery through `bigquery_endpoint` (the check provider's).
+    pub fn open(location: &Location, bigquery_endpoint: Option<&str>) -> Self {
+        match location {
+            Location::File => Store::File(FileStore::from_environment()),
+            Location::BigQuery(table) => {
+                Store::BigQuery(BigQueryStore::new(table.clone(), bigquery_endpoint))
+            }
+        }
+    }
+
+    /// Where it is, as people read it: the history file, or `bigquery:PROJECT.DATASET.TABLE`.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::File(store) => store.history_path().display().to_string(),
+            Store::BigQuery(store) => format!("bigquery:{}", store.table()),
+        }
+    }
+
+    /// Appends a run.
+    pub async fn append(&self, record: &RunRecord) -> Result<(), HistoryError> {
+        match self {
+            Store::File(store) => store.append(record),
+            Store::BigQuery(store) => store.append(record).await,
+        }
+    }
+
+    /// The runs since `since`, oldest first, and how many records were unreadable.
+    pub async fn read(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<(Vec<RunRecord>, usize), HistoryError> {
+        match self {
+            Store::File(store) => store.read(since),
+            Store::BigQuery(store) => store.read(since).await,
+        }
+    }
+
+    /// The latest run recorded.
+    pub async fn latest(&self) -> Result<Option<RunRecord>, HistoryError> {
+        match self {
+            Store::File(store) => store.latest(),
+            Store::BigQuery(store) => store.latest().await,
+        }
+    }
+
+    /// The alert lifecycle state.
+    pub async fn load_alerts(&self) -> Result<AlertState, HistoryError> {
+        match self {
+            Store::File(store) => store.load_alerts(),
+            Store::BigQuery(store) => store.load_alerts().await,
+        }
+    }
+
+    /// Saves the alert lifecycle state as of `at`.
+    pub async fn save_alerts(
+        &self,
+        state: &AlertState,
+        at: DateTime<Utc>,
+    ) -> Result<(), HistoryError> {
+        match self {
+            Store::File(store) => store.save_alerts(state),
+            Store::BigQuery(store) => store.save_alerts(state, at).await,
+        }
     }
 }
 
