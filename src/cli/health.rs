@@ -703,7 +703,7 @@ fn exit_for(verdict: Verdict) -> ExitStatus {
     match verdict {
         Verdict::Pass => ExitStatus::Success,
         Verdict::Warning => ExitStatus::Failure,
-        Verdict::Critical => ExitStatus::Usage,
+        Verdict::Critical => ExitStatus::Critical,
     }
 }
 
