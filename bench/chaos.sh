@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chaos benchmark (issue 14): the fault matrix of tests/faults.rs, larger, driving the real
+# Chaos benchmark: the fault matrix of tests/faults.rs, larger, driving the real
 # `deployer` binary against the project's Cloud Run emulator (real containers of the demo
 # service `examples/hello`). Four families, RUNS runs each (default 12):
 #

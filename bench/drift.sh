@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of `deployer drift` on a large history (issue 12): one service on the preflight
+# Benchmark of `deployer drift` on a large history: one service on the preflight
 # benchmark's generated repository (100 000 commits), deployed 600 commits behind `main` (the
 # seeds saw 598). Times drift through the library (in-memory platform, `origin/main` as last
 # fetched, paths `src/module30/**`, schema paths `schemas/**`) and the git CLI gathering the same

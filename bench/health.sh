@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of `deployer health` (issue 13): 50 services x 6 `health` checks, each an `http`
+# Benchmark of `deployer health`: 50 services x 6 `health` checks, each an `http`
 # check against a local provider stand-in that answers every request after its own delay
 # between 0.5 s and 2 s (spread evenly over the 300 checks; the slowest waits 2.0 s). Measures,
 # through the real binary (the static release build of deploy/build-image.sh, the one the

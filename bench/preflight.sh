@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the preflight checklist on a large history (issue 6): a generated repository of
+# Benchmark of the preflight checklist on a large history: a generated repository of
 # 100 000 commits whose deployed commit is 600 commits behind HEAD (the seeds saw 598). Times the
 # whole checklist minus tests and network (`--no-fetch`, no test command; the platform is the
 # in-memory one, `/health` a server on 127.0.0.1) through the library, and the same facts gathered

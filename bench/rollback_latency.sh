@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the emergency rollback (issue 5): how long `deployer rollback SERVICE` takes from
+# Benchmark of the emergency rollback: how long `deployer rollback SERVICE` takes from
 # process start to traffic moved — the whole CLI run, which ends once the platform acknowledged
 # the write (the emulator applies a traffic-only update at once, so its operation is done in the
 # PATCH answer). Target: ≤ 300 ms.

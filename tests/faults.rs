@@ -1,4 +1,4 @@
-//! Faults: every Google API call bounded, every safety write persistent (issue 14).
+//! Faults: every Google API call bounded, every safety write persistent.
 //!
 //! The second part is a small fault matrix against the emulator (real containers, Google's
 //! client, the real `Driver`): Admin API 429s, 503s and latency × a healthy or a faulty canary,

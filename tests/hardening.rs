@@ -1,4 +1,4 @@
-//! Hostile and broken input (issue 14): special files where service files are expected, paths
+//! Hostile and broken input: special files where service files are expected, paths
 //! leaving the repository, absurd durations and rates, terminal escapes in echoed names, and
 //! malformed or oversized answers from a fake Cloud Run API driven through Google's client.
 //!
@@ -1251,7 +1251,7 @@ mod properties {
             sample::select(
                 &[
                     // No 503: Google's client retries it inside its own loop for about a
-                    // minute (the per-call deadline is item 6 of issue 14, not decoding).
+                    // minute (the per-call deadline bounds that, not decoding).
                     200u16, 200, 200, 400, 401, 403, 404, 409, 429, 500, 502,
                 ][..],
             ),
