@@ -56,7 +56,10 @@ fn keygen(path: &Path) {
 /// The public half of the key pair at `path`: `ssh-ed25519 AAAA…` (without the comment).
 fn public_key(path: &Path) -> String {
     let text = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The name of the user the tests run as (the account sshd logs into).
@@ -225,7 +228,8 @@ fn tracking(repo: &Repo) -> String {
 
 /// `deployer preflight svc --format json` in `repo`, with a home and environment of the test's
 /// own: no agent, no ssh command of the user's unless `env` sets one, an askpass program that
-/// ssh is forced to use whenever it would ask anything (it records that it was asked). Returns
+/// ssh is forced to use whenever it would ask anything (it records the question and answers
+/// "no", so that even a regression changes nothing outside the test). Returns
 /// step 3's check.
 fn preflight_sync(repo: &Repo, scratch: &Path, env: &[(&str, String)]) -> serde_json::Value {
     let home = scratch.join("home");
@@ -234,7 +238,7 @@ fn preflight_sync(repo: &Repo, scratch: &Path, env: &[(&str, String)]) -> serde_
     std::fs::write(
         &askpass,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\necho yes\n",
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\necho no\n",
             scratch.join("asked").display()
         ),
     )
@@ -293,24 +297,24 @@ fn asked(scratch: &Path) -> Option<String> {
     std::fs::read_to_string(scratch.join("asked")).ok()
 }
 
-#[test]
-fn an_ssh_remote_is_fetched_with_the_users_ssh_command() {
-    let sshd = Sshd::start();
-    let (repo, first, pushed) = repository_behind_over_ssh(&sshd);
-    let scratch = tempfile::tempdir().unwrap();
-    let ssh_command = format!(
+/// The ssh command a user would choose: the test's client key, known hosts in `known_hosts`
+/// (a new host is added to it).
+fn users_ssh_command(sshd: &Sshd, known_hosts: &Path) -> String {
+    format!(
         "ssh -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new",
         sshd.path("client_key").display(),
-        scratch.path().join("known_hosts").display()
-    );
-    let check = preflight_sync(
-        &repo,
-        scratch.path(),
-        &[("GIT_SSH_COMMAND", ssh_command)],
-    );
+        known_hosts.display()
+    )
+}
+
+/// Step 3 after a fetch that brought the other commit: behind by one, only `origin/main` moved.
+fn assert_fetched(sshd: &Sshd, repo: &Repo, check: &serde_json::Value, first: &str, pushed: &str) {
     assert_eq!(check["status"], "FAIL", "{check:#}\nsshd:\n{}", sshd.log());
-    assert_eq!(check["reason"], "1 commit behind `origin/main`", "{check:#}");
-    assert_eq!(tracking(&repo), pushed, "the fetch brought the other commit");
+    assert_eq!(
+        check["reason"], "1 commit behind `origin/main`",
+        "{check:#}"
+    );
+    assert_eq!(tracking(repo), pushed, "the fetch brought the other commit");
     assert_eq!(
         git2::Repository::open(repo.path())
             .unwrap()
@@ -323,6 +327,168 @@ fn an_ssh_remote_is_fetched_with_the_users_ssh_command() {
     assert!(
         sshd.log().contains("Accepted publickey for"),
         "the fetch went through sshd:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn an_ssh_remote_is_fetched_with_the_users_ssh_command() {
+    let sshd = Sshd::start();
+    let (repo, first, pushed) = repository_behind_over_ssh(&sshd);
+    let scratch = tempfile::tempdir().unwrap();
+    let ssh_command = users_ssh_command(&sshd, &scratch.path().join("known_hosts"));
+    let check = preflight_sync(&repo, scratch.path(), &[("GIT_SSH_COMMAND", ssh_command)]);
+    assert_fetched(&sshd, &repo, &check, &first, &pushed);
+    assert_eq!(asked(scratch.path()), None);
+}
+
+#[test]
+fn an_ssh_remote_is_fetched_with_the_repositorys_core_ssh_command() {
+    let sshd = Sshd::start();
+    let (repo, first, pushed) = repository_behind_over_ssh(&sshd);
+    let scratch = tempfile::tempdir().unwrap();
+    let ssh_command = users_ssh_command(&sshd, &scratch.path().join("known_hosts"));
+    git2::Repository::open(repo.path())
+        .unwrap()
+        .config()
+        .unwrap()
+        .set_str("core.sshCommand", &ssh_command)
+        .unwrap();
+    let check = preflight_sync(&repo, scratch.path(), &[]);
+    assert_fetched(&sshd, &repo, &check, &first, &pushed);
+}
+
+/// The first `program` on `PATH`.
+fn on_path(program: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|directory| directory.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("`{program}` is not on PATH"))
+}
+
+/// The WARN of a fetch that failed while `origin/main` is still the local `main`.
+fn failed_fetch_reason(check: &serde_json::Value) -> String {
+    assert_eq!(check["status"], "WARN", "{check:#}");
+    let reason = check["reason"].as_str().unwrap();
+    let problem = reason
+        .strip_suffix("; in sync with `origin/main` as last fetched")
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(
+        problem.starts_with("fetching `origin` with `git fetch` failed (exit status 128): "),
+        "{problem}"
+    );
+    assert!(!problem.contains('\n'), "one line: {problem}");
+    problem.to_string()
+}
+
+#[test]
+fn an_unknown_ssh_host_fails_at_once_without_a_question() {
+    let sshd = Sshd::start();
+    let (repo, first, _) = repository_behind_over_ssh(&sshd);
+    let scratch = tempfile::tempdir().unwrap();
+    let check = preflight_sync(&repo, scratch.path(), &[]);
+    let problem = failed_fetch_reason(&check);
+    assert!(
+        problem.contains(
+            "Host key verification failed.; fatal: Could not read from remote repository."
+        ),
+        "{problem}"
+    );
+    assert_eq!(asked(scratch.path()), None, "ssh asked nothing (BatchMode)");
+    assert_eq!(tracking(&repo), first);
+}
+
+#[test]
+fn without_a_usable_key_an_ssh_fetch_fails_at_once_without_a_password_prompt() {
+    let sshd = Sshd::start();
+    let (repo, first, _) = repository_behind_over_ssh(&sshd);
+    let scratch = tempfile::tempdir().unwrap();
+    // The user's ssh config: the host is known, no key the server accepts. It is passed by an
+    // `ssh` first on PATH, which leaves the product's `GIT_SSH_COMMAND` (`ssh -o BatchMode=yes`).
+    let known_hosts = scratch.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        sshd.known_host(&public_key(&sshd.path("host_key"))),
+    )
+    .unwrap();
+    let config = scratch.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "UserKnownHostsFile {}\nIdentityFile {}\nIdentitiesOnly yes\n",
+            known_hosts.display(),
+            scratch.path().join("no-such-key").display()
+        ),
+    )
+    .unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\nexec '{}' -F '{}' \"$@\"\n",
+            on_path("ssh").display(),
+            config.display()
+        ),
+    )
+    .unwrap();
+    set_executable(&bin.join("ssh"));
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let check = preflight_sync(
+        &repo,
+        scratch.path(),
+        &[("PATH", path.to_string_lossy().into_owned())],
+    );
+    let problem = failed_fetch_reason(&check);
+    assert!(
+        problem.contains(&format!(
+            "{}@127.0.0.1: Permission denied (publickey,password).; fatal: Could not read from remote repository.",
+            user_name()
+        )),
+        "{problem}"
+    );
+    assert_eq!(
+        asked(scratch.path()),
+        None,
+        "ssh asked for no password (BatchMode)"
+    );
+    assert_eq!(tracking(&repo), first);
+    assert!(
+        sshd.log()
+            .contains("Connection closed by authenticating user"),
+        "sshd saw the attempt:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn an_ssh_host_whose_key_changed_is_refused() {
+    let sshd = Sshd::start();
+    let (repo, first, _) = repository_behind_over_ssh(&sshd);
+    let scratch = tempfile::tempdir().unwrap();
+    let other = scratch.path().join("other_host_key");
+    keygen(&other);
+    let known_hosts = scratch.path().join("known_hosts");
+    std::fs::write(&known_hosts, sshd.known_host(&public_key(&other))).unwrap();
+    let ssh_command = users_ssh_command(&sshd, &known_hosts);
+    let check = preflight_sync(&repo, scratch.path(), &[("GIT_SSH_COMMAND", ssh_command)]);
+    let problem = failed_fetch_reason(&check);
+    // ssh's banner without its frame of `@`, which used to take a third of the message.
+    assert!(
+        problem.contains(
+            "failed (exit status 128): WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!; \
+             IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!; "
+        ),
+        "{problem}"
+    );
+    assert!(!problem.contains("@@"), "{problem}");
+    assert_eq!(tracking(&repo), first);
+    assert!(
+        !sshd.log().contains("Accepted publickey for"),
+        "no login:\n{}",
         sshd.log()
     );
 }

@@ -23,10 +23,7 @@ impl Repo {
         repository
             .remote("origin", remote.path().to_str().unwrap())
             .unwrap();
-        Self {
-            directory,
-            remote,
-        }
+        Self { directory, remote }
     }
 
     pub fn path(&self) -> &Path {
