@@ -146,14 +146,16 @@ fn mask_credentials(text: &str) -> String {
         .into_owned()
 }
 
-/// `git fetch`'s stderr for a message: its non-empty lines joined by `; `, credentials masked,
-/// shortened by characters and escaped ([`crate::untrusted::remote_message`]).
+/// `git fetch`'s stderr for a message: its lines joined by `; `, credentials masked, shortened by
+/// characters and escaped ([`crate::untrusted::remote_message`]). The frame of `@` ssh draws
+/// around a warning (a changed host key) is left out, and so are lines of decoration alone (no
+/// letter or digit): they would fill the shortened message before the words.
 fn git_stderr_message(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let joined = text
         .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
+        .map(|line| line.trim_matches(|c: char| c == '@' || c.is_whitespace()))
+        .filter(|line| line.chars().any(char::is_alphanumeric))
         .collect::<Vec<_>>()
         .join("; ");
     crate::untrusted::remote_message(&mask_credentials(&joined))
@@ -1083,6 +1085,24 @@ mod tests {
         let long = "é".repeat(1000);
         let message = git_stderr_message(long.as_bytes());
         assert!(message.ends_with("…(700 more characters)"), "{message}");
+    }
+
+    #[test]
+    fn ssh_warning_banner_frames_are_left_out_of_git_messages() {
+        // What ssh 9.2 writes when a known host's key changed (tests/fetch_ssh.rs shows it live).
+        let stderr = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                      @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+                      @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+                      IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n\
+                      Host key verification failed.\n\
+                      fatal: Could not read from remote repository.\n";
+        assert_eq!(
+            git_stderr_message(stderr.as_bytes()),
+            "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!; \
+             IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!; \
+             Host key verification failed.; fatal: Could not read from remote repository."
+        );
+        assert_eq!(git_stderr_message(b"----\n  \n***\nerror: x\n"), "error: x");
     }
 
     #[test]

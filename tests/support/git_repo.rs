@@ -9,7 +9,7 @@ use git2::{Signature, Time};
 
 pub struct Repo {
     directory: tempfile::TempDir,
-    _remote: tempfile::TempDir,
+    remote: tempfile::TempDir,
 }
 
 impl Repo {
@@ -23,14 +23,16 @@ impl Repo {
         repository
             .remote("origin", remote.path().to_str().unwrap())
             .unwrap();
-        Self {
-            directory,
-            _remote: remote,
-        }
+        Self { directory, remote }
     }
 
     pub fn path(&self) -> &Path {
         self.directory.path()
+    }
+
+    /// The bare repository `origin` was made with (also after its URL changes).
+    pub fn remote_path(&self) -> &Path {
+        self.remote.path()
     }
 
     pub fn write(&self, file: &str, content: &str) {
