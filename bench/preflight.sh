@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of the preflight checklist on a large history: a generated repository of
-# 100 000 commits whose deployed commit is 600 commits behind HEAD (the seeds saw 598). Times the
+# 100 000 commits whose deployed commit is 600 commits behind HEAD (the team saw 598). Times the
 # whole checklist minus tests and network (`--no-fetch`, no test command; the platform is the
 # in-memory one, `/health` a server on 127.0.0.1) through the library, and the same facts gathered
 # by the git CLI, and prints both and their ratio.

@@ -17,7 +17,7 @@ pub enum ExitStatus {
     /// 2: the command line or a service file is invalid; nothing was changed.
     Usage,
     /// 2: a check found the worst severity, CRITICAL (`drift`, `health`, `check`). The same
-    /// number as [`ExitStatus::Usage`] — the seeds' health-check convention 0 OK / 1 WARN /
+    /// number as [`ExitStatus::Usage`] — the team's health-check convention 0 OK / 1 WARN /
     /// 2 CRITICAL, which schedulers and alerting already branch on — but a variant of its own,
     /// so that the code never confuses "the command line is wrong" with "the command ran and
     /// found something critical" (`Usage` only ever means the input is wrong).

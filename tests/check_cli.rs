@@ -1,5 +1,5 @@
 //! `deployer check` end to end: the shipped services' BigQuery checks against the BigQuery
-//! emulator seeded at the seed's levels, as a dashboard and as JSON (insta snapshots, times
+//! emulator seeded at the team's levels, as a dashboard and as JSON (insta snapshots, times
 //! filtered), and the exit codes 0 / 2 / 3 and usage errors.
 
 #[path = "fixtures/bigquery/seed.rs"]

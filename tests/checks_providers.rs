@@ -1,4 +1,4 @@
-//! Each metric provider against its real part: the BigQuery emulator (seeded with the seed's
+//! Each metric provider against its real part: the BigQuery emulator (seeded with the team's
 //! tables), Prometheus from Debian, the project's Cloud Run emulator (its Logging and
 //! Monitoring APIs fed by real requests to a real container), and a local HTTP server. For
 //! each: a value, no data, a malformed answer, the provider down (an ERROR, never a pass) and
@@ -128,7 +128,7 @@ async fn shipped_bigquery_checks_report_the_seeded_values_healthy_and_degraded()
         .flat_map(|loaded| loaded.config.checks.iter())
         .filter(|check| check.provider() == deployer::config::Provider::Bigquery)
         .collect();
-    assert_eq!(shipped.len(), 5, "the five BigQuery checks of the seeds");
+    assert_eq!(shipped.len(), 5, "the five BigQuery checks of the team");
     let providers = providers_with(ProviderEndpoints {
         bigquery: Some(endpoint.clone()),
         ..ProviderEndpoints::default()

@@ -111,7 +111,7 @@ fn every_shipped_service_validates_and_has_its_runbook() {
 }
 
 #[test]
-fn the_seeds_checks_are_configured_with_their_thresholds() {
+fn the_teams_checks_are_configured_with_their_thresholds() {
     let workspace = Workspace::discover(None, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
     let (services, _) = workspace.load_all().unwrap();
     let find = |name: &str| {

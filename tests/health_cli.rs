@@ -1,5 +1,5 @@
 //! `deployer health` end to end: the shipped services' `health` checks against the BigQuery
-//! emulator seeded at the seeds' healthy and degraded levels, with their drift; the dashboard,
+//! emulator seeded at the team's healthy and degraded levels, with their drift; the dashboard,
 //! the JSON document and the exit codes; Slack alerts through the local stand-in across runs
 //! (new processes sharing a state directory): fire once, stay quiet, resolve; the webhook URL
 //! never shown; and the trend of `health history`.

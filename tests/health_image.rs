@@ -2,7 +2,7 @@
 //! Engine (`deploy/build-image.sh`: the static binary, unoptimised here, `FROM scratch`), then `deployer
 //! health` run in a container as the Cloud Run Job runs it — no checkout, the services baked
 //! in, configuration from the environment (`deploy/health-job.yaml`'s variables) — against the
-//! local parts: the BigQuery emulator seeded at the seeds' degraded levels and the Slack
+//! local parts: the BigQuery emulator seeded at the team's degraded levels and the Slack
 //! stand-in, reached over the host's network. The container exits 2 (CRITICAL) and Slack gets
 //! the digest; the run history and the lifecycle are kept in a BigQuery table, so a second,
 //! equally stateless container sends no duplicate alert.

@@ -698,7 +698,7 @@ fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<Exit
     Ok(ExitStatus::Success)
 }
 
-/// 0 PASS, 1 WARNING, 2 CRITICAL (the seeds' convention, shared with `drift`).
+/// 0 PASS, 1 WARNING, 2 CRITICAL (the team's convention, shared with `drift`).
 fn exit_for(verdict: Verdict) -> ExitStatus {
     match verdict {
         Verdict::Pass => ExitStatus::Success,
@@ -767,7 +767,7 @@ fn detail(check: &HealthCheck) -> String {
     }
 }
 
-/// The dashboard of the seeds: the score, one block per check, the score line.
+/// The dashboard of the team's script: the score, one block per check, the score line.
 pub(super) fn render(
     results: &[HealthCheck],
     score: &Score,
@@ -868,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn the_dashboard_reads_like_the_seeds() {
+    fn the_dashboard_reads_like_the_teams_script() {
         let results = vec![
             sample(Status::Pass, Some(92.4)),
             sample(Status::Critical, Some(44.2)),

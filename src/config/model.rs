@@ -890,7 +890,7 @@ impl Default for DriftConfig {
     }
 }
 
-/// Defaults of [`DriftConfig`]: the seeds' goal is to detect drift within 6 hours.
+/// Defaults of [`DriftConfig`]: the team's goal is to detect drift within 6 hours.
 mod drift_defaults {
     use super::HumanDuration;
     use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Deployment drift: how far what serves is from what `main` holds, counting only the commits
 //! that touch the service.
 //!
-//! The seeds' first incident: a fix was committed and never deployed, and the service ran 598
+//! The team's first incident: a fix was committed and never deployed, and the service ran 598
 //! commits behind `main` for days. For each service, [`deployed::read`] finds the commit of every
 //! revision that serves traffic; the facts against `main` come from the local repository
 //! ([`from_git`], the preflight's fetch rules) or, where no checkout exists (the health check's

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{HealthCheck, Score};
 use crate::checks::Severity;
 
-/// The repeat interval when none is configured (the seeds' schedule).
+/// The repeat interval when none is configured (the team's schedule).
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 /// Slack's limit of blocks per message.

@@ -65,7 +65,7 @@ fn the_score_is_the_share_of_passes_and_bands_the_verdict() {
 #[test]
 fn any_critical_check_makes_the_run_critical() {
     use Status::*;
-    // The seeds' run: 3 of 5 passed (60%), Vegas coverage 44.2% CRITICAL.
+    // The team's run: 3 of 5 passed (60%), Vegas coverage 44.2% CRITICAL.
     let run = statuses(&[Pass, Pass, Pass, Critical, Warn]);
     let score = score(&run);
     assert_eq!(score.passed, 3);
