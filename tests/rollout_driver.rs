@@ -10,12 +10,12 @@ use deployer::{
     interaction::{Prompter, Unattended},
     platform::{
         memory::{Fault, MemoryPlatform},
-        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSpec, ServiceId,
-        ServiceUpdate, TrafficTarget,
+        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
+        ServiceId, ServiceUpdate, TrafficTarget,
     },
     rollout::{
         driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
-        events::{Event, Outcome, RolloutReporter},
+        events::{Event, Outcome, RolloutReport, RolloutReporter},
         identity::{HealthAnswer, HealthProbe},
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
@@ -229,6 +229,24 @@ impl Harness {
             .unwrap()
             .unwrap()
             .serving()
+    }
+
+    /// Asserts that `report` promoted its canary, and returns that revision as the platform has it.
+    async fn promoted(&self, report: &RolloutReport) -> RevisionSnapshot {
+        let canary = report.canary.clone().expect("a canary was created");
+        assert_eq!(
+            report.outcome,
+            Outcome::Promoted {
+                revision: canary.clone()
+            },
+            "{:?}",
+            report.notes
+        );
+        self.platform
+            .revision(&id(), &canary)
+            .await
+            .unwrap()
+            .expect("the promoted revision exists")
     }
 
     async fn journal(&self) -> Journal {
@@ -895,19 +913,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
         ..RunConfig::default()
     };
     let report = harness.driver().deploy(&plain, never()).await.unwrap();
-    let canary = report.canary.clone().unwrap();
-    assert_eq!(
-        report.outcome,
-        Outcome::Promoted {
-            revision: canary.clone()
-        }
-    );
-    let revision = harness
-        .platform
-        .revision(&id(), &canary)
-        .await
-        .unwrap()
-        .unwrap();
+    let revision = harness.promoted(&report).await;
     assert_eq!(
         revision.settings.env,
         BTreeMap::from([("REGION".to_string(), "west".to_string())]),
@@ -1195,19 +1201,7 @@ mod pipeline {
         .await
         .unwrap();
         assert_eq!(stages.calls(), ["preflight", "build push=true"]);
-        let canary = report.canary.clone().unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::Promoted {
-                revision: canary.clone()
-            }
-        );
-        let revision = harness
-            .platform
-            .revision(&id(), &canary)
-            .await
-            .unwrap()
-            .unwrap();
+        let revision = harness.promoted(&report).await;
         assert_eq!(revision.image, IMAGE);
         assert_eq!(revision.labels["deployer-commit"], COMMIT);
         // The opening line comes before the revision exists.
@@ -1268,21 +1262,7 @@ mod pipeline {
             .await
             .unwrap();
         assert!(stages.calls().is_empty(), "{:?}", stages.calls());
-        let canary = report.canary.clone().unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::Promoted {
-                revision: canary.clone()
-            },
-            "{:?}",
-            report.notes
-        );
-        let revision = harness
-            .platform
-            .revision(&id(), &canary)
-            .await
-            .unwrap()
-            .unwrap();
+        let revision = harness.promoted(&report).await;
         assert_eq!(revision.image, "127.0.0.1:5000/svc@sha256:given");
         assert!(events(&harness).iter().any(|event| matches!(
             event,
