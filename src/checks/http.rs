@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{excerpt, link::redact_url, MetricProvider, ProviderError, Query, Sample};
+use super::{
+    excerpt, link::redact_url, send_and_read, MetricProvider, ProviderError, Query, Sample,
+};
 
 const PROVIDER: &str = "http";
 
@@ -83,23 +85,8 @@ impl MetricProvider for Http {
             message: "cannot create an HTTP client".into(),
         })?;
         let shown = redact_url(url);
-        let response =
-            client
-                .get(url)
-                .send()
-                .await
-                .map_err(|error| ProviderError::Unavailable {
-                    provider: PROVIDER,
-                    message: format!("GET {shown}: {}", error.without_url()),
-                })?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| ProviderError::Unavailable {
-                provider: PROVIDER,
-                message: format!("GET {shown}: {}", error.without_url()),
-            })?;
+        let (status, body) =
+            send_and_read(client.get(url), PROVIDER, &format!("GET {shown}")).await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             let message = format!(

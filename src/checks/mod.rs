@@ -635,6 +635,24 @@ pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> S
     }
 }
 
+/// Sends `request` and reads the whole answer: its status and body. A failure to send or to read
+/// is the provider being unavailable, told as `{label}: why` (the URL left out of reqwest's
+/// message: `label` names it, redacted).
+pub(crate) async fn send_and_read(
+    request: reqwest::RequestBuilder,
+    provider: &'static str,
+    label: &str,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), ProviderError> {
+    let unavailable = |error: reqwest::Error| ProviderError::Unavailable {
+        provider,
+        message: format!("{label}: {}", error.without_url()),
+    };
+    let response = request.send().await.map_err(unavailable)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(unavailable)?;
+    Ok((status, body))
+}
+
 /// The first `limit` characters of `text` (never cut inside a character).
 pub(crate) fn excerpt(text: &str, limit: usize) -> String {
     let mut cut: String = text.chars().take(limit).collect();

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    excerpt, link::redact_url, promql_duration, MetricProvider, MetricsError, ProviderError, Query,
-    RequestCounts, RequestMetrics, Sample,
+    excerpt, link::redact_url, promql_duration, send_and_read, MetricProvider, MetricsError,
+    ProviderError, Query, RequestCounts, RequestMetrics, Sample,
 };
 use crate::platform::ServiceId;
 
@@ -90,23 +90,8 @@ async fn instant_query(
 ) -> Result<Vec<(BTreeMap<String, String>, f64)>, ProviderError> {
     let shown = redact_url(base);
     let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-    let response = client
-        .get(&url)
-        .query(&[("query", promql)])
-        .send()
-        .await
-        .map_err(|error| ProviderError::Unavailable {
-            provider: PROVIDER,
-            message: format!("{shown}: {}", error.without_url()),
-        })?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| ProviderError::Unavailable {
-            provider: PROVIDER,
-            message: format!("{shown}: {}", error.without_url()),
-        })?;
+    let request = client.get(&url).query(&[("query", promql)]);
+    let (status, body) = send_and_read(request, PROVIDER, &shown).await?;
     let answer: Answer = match serde_json::from_slice(&body) {
         Ok(answer) => answer,
         Err(_) if !status.is_success() => {
