@@ -345,7 +345,7 @@ async fn a_rollback_whose_operation_never_finishes_stops_at_its_budget_saying_wh
 // ---- The fault matrix on the emulator ----------------------------------------------------
 
 mod matrix {
-    use std::{collections::BTreeMap, time::Duration};
+    use std::time::Duration;
 
     use deployer::{
         checks::cloud_monitoring::CloudMonitoring,
@@ -366,24 +366,13 @@ mod matrix {
         },
     };
 
-    use super::support::{hello_image, start_emulator, Load};
+    use super::support::{hello_env, hello_image, start_emulator, Load};
 
     /// Nothing recorded: the matrix asserts on the report and the service.
     struct Quiet;
 
     impl RolloutReporter for Quiet {
         fn event(&self, _: &Event) {}
-    }
-
-    fn env(name: &str, commit: &str, fail_rate: Option<&str>) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::from([
-            ("SERVICE_NAME".to_string(), name.to_string()),
-            ("BUILD_COMMIT".to_string(), commit.to_string()),
-        ]);
-        if let Some(rate) = fail_rate {
-            env.insert("FAIL_RATE".into(), rate.into());
-        }
-        env
     }
 
     /// 10% → 100%, a look a second: a healthy canary passes after ~22 requests at 10%.
@@ -435,7 +424,7 @@ mod matrix {
                     labels: revision_labels(stable_commit),
                     base: None,
                     settings: RevisionSettings {
-                        env: env(name, stable_commit, None),
+                        env: hello_env(name, stable_commit, None),
                         ..RevisionSettings::default()
                     },
                 },
@@ -468,7 +457,7 @@ mod matrix {
             commit: commit.into(),
             dirty: None,
             run: RunConfig::default(),
-            env: env(name, commit, fail_rate),
+            env: hello_env(name, commit, fail_rate),
             policy: policy(),
             health: HealthConfig {
                 timeout: HumanDuration(Duration::from_secs(2)),

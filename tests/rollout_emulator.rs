@@ -50,7 +50,7 @@ use deployer::{
     checks::{ProviderEndpoints, Providers},
     config::ServiceConfig,
 };
-use support::{hello_image, start_emulator, Load};
+use support::{hello_env, hello_image, start_emulator, Load};
 
 /// The commit of the revision serving before each rollout.
 const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
@@ -88,17 +88,6 @@ fn health() -> HealthConfig {
 }
 
 /// The environment of a hello revision.
-fn hello_env(service: &str, commit: &str, fail_rate: Option<&str>) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::from([
-        ("SERVICE_NAME".to_string(), service.to_string()),
-        ("BUILD_COMMIT".to_string(), commit.to_string()),
-    ]);
-    if let Some(rate) = fail_rate {
-        env.insert("FAIL_RATE".to_string(), rate.to_string());
-    }
-    env
-}
-
 fn service_id(name: &str) -> ServiceId {
     ServiceId {
         project: "local".into(),

@@ -425,3 +425,19 @@ pub fn deployer_command(services: &Path, state: &Path) -> Command {
         .stdin(std::process::Stdio::null());
     command
 }
+
+/// The demo service's environment: the identity `/health` reports, and a failure rate.
+pub fn hello_env(
+    service: &str,
+    commit: &str,
+    fail_rate: Option<&str>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut env = std::collections::BTreeMap::from([
+        ("SERVICE_NAME".to_string(), service.to_string()),
+        ("BUILD_COMMIT".to_string(), commit.to_string()),
+    ]);
+    if let Some(rate) = fail_rate {
+        env.insert("FAIL_RATE".to_string(), rate.to_string());
+    }
+    env
+}
