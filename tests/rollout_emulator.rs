@@ -613,7 +613,14 @@ async fn without_metrics_a_canary_is_never_promoted() {
         panic!("expected a rollback, got {:?}", report.outcome);
     };
     assert_eq!(revision, &fixture.stable);
-    assert!(reason.contains("4 unread looks in a row"), "{reason}");
+    // Which rule ends the step depends on how long each failed read takes on a loaded machine:
+    // the error limit (4 unread looks in a row) or the step's deadline with nothing read. Both
+    // are "never promoted without data".
+    assert!(
+        reason.contains("4 unread looks in a row")
+            || reason.contains("never promoted without data"),
+        "{reason}"
+    );
     assert!(reason.contains("metrics unavailable"), "{reason}");
     assert_eq!(parts.recorder.canary_percents(), [10]);
     fixture.assert_serves_only(&fixture.stable).await;
