@@ -18,6 +18,7 @@ pub mod notify;
 pub mod platform;
 pub mod preflight;
 pub mod process;
+pub mod release;
 pub mod repo;
 pub mod rollout;
 #[cfg(test)]

@@ -882,6 +882,15 @@ pub fn head_commit(path: &Path) -> Result<String, RepoError> {
     Repository::discover(path)?.head_commit()
 }
 
+/// When `commit` was made (its committer time), in the repository containing `path`; `None`
+/// when there is no repository or it does not hold the commit (an `--image` built elsewhere).
+pub fn commit_time(path: &Path, commit: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let repository = Repository::discover(path).ok()?;
+    let oid = Oid::from_str(commit).ok()?;
+    let found = repository.repository.find_commit(oid).ok()?;
+    chrono::DateTime::from_timestamp(found.time().seconds(), 0)
+}
+
 /// True when the working tree containing `path` differs from HEAD, untracked files included
 /// (an image built from it would contain code no commit describes).
 pub fn is_dirty(path: &Path) -> Result<bool, RepoError> {

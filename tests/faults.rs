@@ -455,6 +455,7 @@ mod matrix {
             service_name: name.into(),
             image: hello_image().to_string(),
             commit: commit.into(),
+            commit_time: None,
             dirty: None,
             run: RunConfig::default(),
             env: hello_env(name, commit, fail_rate),

@@ -142,6 +142,7 @@ fn request(policy: RolloutConfig) -> DeployRequest {
         service_name: "svc".into(),
         image: IMAGE.into(),
         commit: COMMIT.into(),
+        commit_time: None,
         dirty: None,
         run: RunConfig::default(),
         env: BTreeMap::new(),
@@ -534,7 +535,8 @@ async fn crash_in(harness: &Harness, state: State) {
     let dead = Journal {
         id: "dead-rollout".into(),
         stable: Some("svc-stable".into()),
-        canary: "svc-crashed".into(),
+        commit: "crashed".into(),
+        commit_time: None,
         commit: "crashed".into(),
         image: "img".into(),
         owner: "ci@runner".into(),
@@ -637,7 +639,8 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
     let running = Journal {
         id: "running-rollout".into(),
         stable: Some("svc-stable".into()),
-        canary: "svc-other".into(),
+        commit: "other".into(),
+        commit_time: None,
         commit: "other".into(),
         image: "img".into(),
         owner: "ci@runner".into(),

@@ -102,6 +102,7 @@ fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
         service_name: name.into(),
         image: hello_image().to_string(),
         commit: commit.into(),
+        commit_time: None,
         dirty: None,
         run: RunConfig::default(),
         env: hello_env(name, commit, fail_rate),

@@ -406,10 +406,12 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             let (id, config) = (id.clone(), config.clone());
             let (lock_wait, ready_timeout) = (args.lock_wait.get(), args.ready_timeout.get());
             let accept_warnings = args.preflight.accept_warnings;
+            let root = workspace.root.clone();
             Box::new(move |delivered: Delivered| DeployRequest {
                 id,
                 service_name: config.name,
                 image: delivered.image,
+                commit_time: crate::repo::commit_time(&root, &delivered.commit),
                 commit: delivered.commit,
                 dirty: delivered.dirty,
                 run: config.run,

@@ -30,6 +30,16 @@ impl Prompter for TerminalPrompter {
     }
 }
 
+/// One line of text typed on the terminal (`None` when it cannot be asked or is left empty).
+pub fn text(question: &str) -> Option<String> {
+    dialoguer::Input::<String>::new()
+        .with_prompt(question)
+        .allow_empty(true)
+        .interact_text()
+        .ok()
+        .filter(|answer| !answer.trim().is_empty())
+}
+
 /// The prompter for this run: the terminal when interactive (and not `--yes`), else unattended.
 pub fn prompter(context: &Context) -> Box<dyn Prompter> {
     if context.interactive && !context.assume_yes {

@@ -11,7 +11,7 @@ use crate::{
     exit::ExitStatus,
     rollout::{
         lock,
-        rollback::{self, RollbackError},
+        rollback::{self, RollbackError, Target},
     },
 };
 
@@ -21,9 +21,71 @@ pub struct RollbackArgs {
     /// The service.
     pub service: String,
     /// The revision to put 100% of traffic on [default: the stable revision of an unfinished
-    /// rollout, else the newest Ready revision older than the one serving].
-    #[arg(long, value_name = "REVISION")]
+    /// rollout, else the last known-good revision of the release history, else (with a
+    /// warning) the newest Ready revision with no record older than the one serving].
+    /// A revision recorded bad is refused unless `--force`.
+    #[arg(long, value_name = "REVISION", conflicts_with = "to_commit")]
     pub to: Option<String>,
+    /// Put 100% on the newest known-good revision of this commit (a full or short sha).
+    #[arg(long, value_name = "SHA")]
+    pub to_commit: Option<String>,
+    /// With `--to`: accept a revision the release history records as bad (rolled back,
+    /// stopped, aborted). Needs a `--reason` (asked for on a terminal).
+    #[arg(long, requires = "to")]
+    pub force: bool,
+    /// Why, recorded in the release history (`deployer history`).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Print the plan (from, to, why) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The longest `--reason` accepted, in characters.
+const MAX_REASON_CHARS: usize = 400;
+
+/// `--to-commit` must look like a commit id: 4 to 40 hexadecimal digits.
+fn valid_commit(text: &str) -> bool {
+    (4..=40).contains(&text.len()) && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The reason to record: `--reason`, else asked for on a terminal when `required`. Exit 2
+/// when required and nobody can be asked.
+fn reason(
+    context: &Context,
+    args: &RollbackArgs,
+    required: bool,
+) -> Result<Option<String>, UsageError> {
+    let given = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|reason| !reason.is_empty())
+        .map(str::to_string);
+    let reason = match given {
+        Some(reason) => Some(reason),
+        None if required && context.interactive => {
+            super::prompt::text("Why roll back to a revision recorded bad? (recorded in the history)")
+                .map(|reason| reason.trim().to_string())
+        }
+        None => None,
+    };
+    if required && reason.is_none() {
+        return Err(UsageError {
+            message: "`--force` needs a `--reason`: why roll back to a revision recorded bad (it is recorded in the release history)".into(),
+        });
+    }
+    if reason
+        .as_ref()
+        .is_some_and(|reason| reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control))
+    {
+        return Err(UsageError {
+            message: format!(
+                "`--reason` must be one line of at most {MAX_REASON_CHARS} characters"
+            ),
+        });
+    }
+    Ok(reason)
 }
 
 /// `unlock`.
@@ -47,6 +109,15 @@ struct RollbackOutput<'a> {
 /// command is the decision); interactive runs confirm unless `--yes`.
 pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
+    if let Some(commit) = args.to_commit.as_deref().filter(|commit| !valid_commit(commit)) {
+        return Err(UsageError {
+            message: crate::untrusted::escaped(&format!(
+                "`--to-commit {commit}` is not a commit id: 4 to 40 hexadecimal digits"
+            ))
+            .into_owned(),
+        }
+        .into());
+    }
     let (_, config, id) = context.service(&args.service)?;
     block_on(async {
         let platform = target::connect_with_deadline(
@@ -55,23 +126,45 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             target::ROLLBACK_OPERATION_DEADLINE,
         )
         .await?;
-        let (snapshot, plan) = match rollback::prepare(&platform, &id, args.to.as_deref()).await {
+        let target = match (&args.to, &args.to_commit) {
+            (Some(name), _) => Target::Revision {
+                name,
+                force: args.force,
+            },
+            (None, Some(commit)) => Target::Commit(commit),
+            (None, None) => Target::Automatic,
+        };
+        let (snapshot, mut plan) = match rollback::prepare(&platform, &id, target).await {
             Ok(prepared) => prepared,
             Err(
-                error @ (RollbackError::UnknownRevision { .. } | RollbackError::NotReady { .. }),
+                error @ (RollbackError::UnknownRevision { .. }
+                | RollbackError::NotReady { .. }
+                | RollbackError::KnownBad { .. }
+                | RollbackError::NoKnownGoodOfCommit { .. }),
             ) => {
+                let flag = match (&args.to, &args.to_commit) {
+                    (Some(to), _) => format!("--to {to}"),
+                    (None, Some(commit)) => format!("--to-commit {commit}"),
+                    (None, None) => String::new(),
+                };
+                let hint = if matches!(error, RollbackError::KnownBad { .. }) {
+                    "\nhint: `deployer history` shows what happened; to roll back to it anyway, add `--force --reason \"...\"`"
+                } else {
+                    ""
+                };
                 // `--to` is echoed (twice): escaped, as everything the user typed.
                 return Err(UsageError {
                     message: crate::untrusted::escaped(&format!(
-                        "cannot roll back to `--to {}`: {error}",
-                        args.to.as_deref().unwrap_or_default()
+                        "cannot roll back to `{flag}`: {error}"
                     ))
-                    .into_owned(),
+                    .into_owned()
+                        + hint,
                 }
                 .into());
             }
             Err(error) => return Err(error).context(format!("cannot roll back `{}`", config.name)),
         };
+        plan.reason = reason(context, args, plan.warning.is_some() && args.force)?;
         let from = plan
             .from
             .iter()
@@ -99,6 +192,25 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             "rollback `{}`: now {from}; 100% → `{}` ({})",
             config.name, plan.to, plan.why
         ));
+        if let Some(warning) = &plan.warning {
+            context.output.message(format!("warning: {warning}"));
+        }
+        if args.dry_run {
+            if context.output.is_json() {
+                context.output.json(&RollbackOutput {
+                    service: &config.name,
+                    from: &plan.from,
+                    to: &plan.to,
+                    why: &plan.why,
+                    rolled_back: false,
+                    elapsed_ms: started.elapsed().as_millis(),
+                })?;
+            }
+            context
+                .output
+                .message("dry run: nothing changed (run without `--dry-run` to roll back)");
+            return Ok(ExitStatus::Success);
+        }
         let prompter = super::prompt::prompter(context);
         if context.interactive
             && !context.assume_yes

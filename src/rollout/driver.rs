@@ -38,6 +38,7 @@ use crate::{
         read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSettings,
         RevisionSpec, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
     },
+    release::{self, Actor, History, HISTORY_ANNOTATION},
 };
 
 /// The tag every canary gets: its URL reaches the new revision alone.
@@ -103,6 +104,8 @@ pub struct DeployRequest {
     pub image: String,
     /// The commit the image was built from.
     pub commit: String,
+    /// When that commit was made, when known (recorded for the lead time).
+    pub commit_time: Option<chrono::DateTime<Utc>>,
     /// The fingerprint of uncommitted changes the image was built with, if any (recorded on the
     /// revision as `deployer-dirty`, so a build from a dirty tree is never taken for the commit).
     pub dirty: Option<String>,
@@ -182,9 +185,28 @@ pub(super) struct Running {
     pub(super) canary_base: Option<String>,
     /// The service's main URL, once known.
     pub(super) service_url: Option<String>,
+    /// The release history as of `etag`: the write that ends the rollout appends to it.
+    pub(super) history: History,
 }
 
 impl Running {
+    /// A rollout in progress on the service as `snapshot` shows it. An unreadable history is
+    /// started afresh (a warning is logged): its verdicts could not be used anyway.
+    pub(super) fn on(journal: Journal, snapshot: &ServiceSnapshot) -> Self {
+        let history = History::of(snapshot).unwrap_or_else(|error| {
+            tracing::warn!(%error, "the release history is started afresh");
+            History::default()
+        });
+        Self {
+            journal,
+            etag: snapshot.etag.clone(),
+            step_started: Instant::now(),
+            canary_base: None,
+            service_url: Some(snapshot.uri.clone()),
+            history,
+        }
+    }
+
     pub(super) fn stable(&self) -> String {
         self.journal.stable.clone().unwrap_or_default()
     }
@@ -295,6 +317,7 @@ impl Driver<'_> {
                 id.name
             ),
         );
+        let started = Utc::now();
         let outcome = match self.platform.create(id, &spec).await {
             Err(error) => Outcome::StoppedBeforeTraffic {
                 reason: format!("the service could not be created: {error}"),
@@ -305,17 +328,43 @@ impl Driver<'_> {
                     snapshot.uri.trim_end_matches('/'),
                     request.health.path
                 );
-                match identity::verify_url(self.probe, &url, request.expected()).await {
-                    Ok(()) => {
-                        self.pin_first_revision(id, &name, &mut notes).await;
-                        Outcome::Promoted {
-                            revision: name.clone(),
-                        }
-                    }
-                    Err(error) => Outcome::RollbackFailed {
-                        reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
+                let (outcome, recorded) =
+                    match identity::verify_url(self.probe, &url, request.expected()).await {
+                        Ok(()) => (
+                            Outcome::Promoted {
+                                revision: name.clone(),
+                            },
+                            // No canary, no monitor: the first revision is recorded as
+                            // promoted unmonitored (not known-good until a later rollout
+                            // passes with it as its stable revision).
+                            release::Outcome::PromotedUnmonitored,
+                        ),
+                        Err(error) => (
+                            Outcome::RollbackFailed {
+                                reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
+                            },
+                            release::Outcome::RollbackFailed,
+                        ),
+                    };
+                let entry = release::Entry {
+                    at: Utc::now(),
+                    started,
+                    kind: release::Kind::Rollout,
+                    outcome: recorded,
+                    revision: name.clone(),
+                    from: Vec::new(),
+                    commit: Some(request.commit.clone()),
+                    commit_time: request.commit_time,
+                    rollout: Some(rollout_id.clone()),
+                    actor: Actor::current(),
+                    why: match &outcome {
+                        Outcome::RollbackFailed { reason } => Some(reason.clone()),
+                        _ => None,
                     },
-                }
+                };
+                let pin = matches!(outcome, Outcome::Promoted { .. }).then_some(name.as_str());
+                self.finish_first_revision(id, pin, entry, &mut notes).await;
+                outcome
             }
         };
         self.reporter.event(&Event::Finished {
@@ -331,29 +380,35 @@ impl Driver<'_> {
         })
     }
 
-    /// A created service follows "latest"; name its first revision in the split, as every
-    /// later write does, so that a revision created by someone else never gets traffic by
-    /// becoming the latest. A failure is noted (the next deploy pins it too).
-    async fn pin_first_revision(&self, id: &ServiceId, name: &str, notes: &mut Vec<String>) {
-        let pinned = async {
+    /// A created service follows "latest"; name its first revision in the split (`pin`), as
+    /// every later write does, so that a revision created by someone else never gets traffic
+    /// by becoming the latest — in the same write as the first entry of the release history.
+    /// A failure is noted (the next deploy pins it too).
+    async fn finish_first_revision(
+        &self,
+        id: &ServiceId,
+        pin: Option<&str>,
+        entry: release::Entry,
+        notes: &mut Vec<String>,
+    ) {
+        let written = async {
             let snapshot = read_service(self.platform, id, self.retry)
                 .await?
                 .ok_or_else(|| PlatformError::Refused(format!("`{id}` disappeared")))?;
-            let split = vec![TrafficTarget::to_revision(name, 100)];
-            write_guarded(
-                self.platform,
-                id,
-                &snapshot.etag,
-                &ServiceUpdate::traffic(split),
-                self.retry,
-            )
-            .await
+            let history = History::of(&snapshot).unwrap_or_default().with(entry);
+            let mut update = match pin {
+                Some(name) => ServiceUpdate::traffic(vec![TrafficTarget::to_revision(name, 100)]),
+                None => ServiceUpdate::default(),
+            };
+            update = update.with_annotation(HISTORY_ANNOTATION, Some(history.encode()));
+            write_guarded(self.platform, id, &snapshot.etag, &update, self.retry).await
         };
-        if let Err(error) = pinned.await {
-            self.notice(
-                notes,
-                format!("`{name}` serves 100%, but naming it in the split failed ({error}): the split follows \"latest\" until the next deploy pins it"),
-            );
+        if let Err(error) = written.await {
+            let message = match pin {
+                Some(name) => format!("`{name}` serves 100%, but naming it in the split failed ({error}): the split follows \"latest\" until the next deploy pins it"),
+                None => format!("the release history could not record the failed first revision: {error}"),
+            };
+            self.notice(notes, message);
         }
     }
 
@@ -420,23 +475,21 @@ impl Driver<'_> {
             self.reporter.event(&Event::SettingsChanged { changes });
         }
         let policy = self.policy(request);
-        let mut running = Running {
-            journal: Journal {
+        let mut running = Running::on(
+            Journal {
                 id: rollout_id.to_string(),
                 stable: Some(stable.clone()),
                 canary: canary.clone(),
                 commit: request.commit.clone(),
+                commit_time: request.commit_time,
                 image: request.image.clone(),
                 owner: lock::current_owner(),
                 started: Utc::now(),
                 updated: Utc::now(),
                 state: State::start(),
             },
-            etag: snapshot.etag.clone(),
-            step_started: Instant::now(),
-            canary_base: None,
-            service_url: Some(snapshot.uri.clone()),
-        };
+            &snapshot,
+        );
 
         // Safety: the new revision starts at 0% with a tag, and the rest of the split names the
         // stable revision explicitly. Nobody is served by it until its identity is verified.
@@ -603,7 +656,8 @@ impl Driver<'_> {
     }
 
     /// Writes `update` plus the journal of `state`, guarded by the last etag; records the
-    /// journal locally.
+    /// journal locally. The write that ends the rollout also appends its outcome to the
+    /// release history: the record and the change it records land together or not at all.
     async fn write(
         &self,
         id: &ServiceId,
@@ -615,8 +669,15 @@ impl Driver<'_> {
         update
             .annotations
             .insert(JOURNAL_ANNOTATION.to_string(), Some(journal.encode()));
+        if let Some(entry) = journal.release_entry(release::Kind::Rollout, Actor::current()) {
+            update.annotations.insert(
+                HISTORY_ANNOTATION.to_string(),
+                Some(running.history.with(entry).encode()),
+            );
+        }
         let snapshot = write_guarded(self.platform, id, &running.etag, &update, self.retry).await?;
         running.etag = snapshot.etag.clone();
+        running.history = History::of(&snapshot).unwrap_or_default();
         running.journal = journal;
         self.local_journal.record(id, &running.journal);
         Ok(snapshot)
@@ -687,14 +748,11 @@ impl Driver<'_> {
                 "{reason}; meanwhile someone else changed the service and took the canary out of the split: `{serving}` serves — deployer stops without writing"
             ));
         }
-        let plan = rollback::RollbackPlan {
-            from: snapshot.serving(),
-            to: stable,
-            why: reason,
-        };
+        let plan = rollback::RollbackPlan::to_stable(snapshot.serving(), stable, reason);
         let journal = running.journal.with_state(state);
         match rollback::execute(self.platform, snapshot, &plan, Some(&journal)).await {
             Ok(after) => {
+                running.history = History::of(&after).unwrap_or_default();
                 running.etag = after.etag;
                 running.journal = journal;
                 Written::Done

@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::machine::{Phase, State};
-use crate::platform::{ServiceId, ServiceSnapshot};
+use crate::{
+    platform::{ServiceId, ServiceSnapshot},
+    release,
+};
 
 /// The annotation holding the journal.
 pub const JOURNAL_ANNOTATION: &str = "deployer.dev/rollout";
@@ -29,6 +32,9 @@ pub struct Journal {
     pub canary: String,
     /// The commit being deployed.
     pub commit: String,
+    /// When that commit was made, when known (the release history's lead time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<DateTime<Utc>>,
     /// The image being deployed, by digest.
     pub image: String,
     /// Who runs it (`user@host`).
@@ -77,6 +83,34 @@ impl Journal {
     /// The annotation value.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The release-history entry of this rollout once it has ended (`None` while it runs):
+    /// written in the same write as the journal that ends it.
+    pub fn release_entry(&self, kind: release::Kind, actor: release::Actor) -> Option<release::Entry> {
+        let outcome = match self.phase() {
+            Phase::Promoted => release::Outcome::Promoted,
+            Phase::RolledBack => release::Outcome::RolledBack,
+            Phase::Stopped => release::Outcome::StoppedBeforeTraffic,
+            Phase::Held => release::Outcome::Held,
+            Phase::RollbackFailed => release::Outcome::RollbackFailed,
+            Phase::Verifying | Phase::Validating | Phase::Canary | Phase::Monitoring => {
+                return None
+            }
+        };
+        Some(release::Entry {
+            at: self.updated,
+            started: self.started,
+            kind,
+            outcome,
+            revision: self.canary.clone(),
+            from: self.stable.iter().cloned().collect(),
+            commit: Some(self.commit.clone()).filter(|commit| !commit.is_empty()),
+            commit_time: self.commit_time,
+            rollout: Some(self.id.clone()),
+            actor,
+            why: self.state.reason.clone(),
+        })
     }
 }
 
@@ -155,6 +189,7 @@ mod tests {
             stable: Some("svc-1".into()),
             canary: "svc-2".into(),
             commit: "abc".into(),
+            commit_time: None,
             image: "img@sha256:1".into(),
             owner: "alice@laptop".into(),
             started: Utc::now(),

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::time::Instant;
 
 use super::{
     driver::{lock_ttl, tag_url, DeployError, DeployRequest, Driver, Interrupt, Running},
@@ -99,13 +98,8 @@ impl Driver<'_> {
                         journal.id
                     ),
                 );
-                let mut running = Running {
-                    canary_base: tag_url(&snapshot),
-                    service_url: Some(snapshot.uri.clone()),
-                    journal,
-                    etag: snapshot.etag,
-                    step_started: Instant::now(),
-                };
+                let mut running = Running::on(journal, &snapshot);
+                running.canary_base = tag_url(&snapshot);
                 let journal = self
                     .drive(
                         request,
@@ -128,13 +122,7 @@ impl Driver<'_> {
                 }))
             }
             Recovery::RollBack => {
-                let mut running = Running {
-                    canary_base: None,
-                    service_url: Some(snapshot.uri.clone()),
-                    journal: journal.clone(),
-                    etag: snapshot.etag.clone(),
-                    step_started: Instant::now(),
-                };
+                let mut running = Running::on(journal.clone(), snapshot);
                 let done = self
                     .drive(
                         request,

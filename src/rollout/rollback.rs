@@ -14,9 +14,12 @@ use super::{
     lock::{Lock, LOCK_ANNOTATION},
     machine::Phase,
 };
-use crate::platform::{
-    read_revisions, read_service, retry::Budget, Platform, PlatformError, RetryPolicy,
-    RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
+use crate::{
+    platform::{
+        read_revisions, read_service, retry::Budget, Platform, PlatformError, RetryPolicy,
+        RevisionSnapshot, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
+    },
+    release::{self, Actor, History, Verdict, HISTORY_ANNOTATION},
 };
 
 /// What a rollback will do.
@@ -26,8 +29,49 @@ pub struct RollbackPlan {
     pub from: Vec<(String, u8)>,
     /// The revision that gets 100%.
     pub to: String,
-    /// Why this revision (given, previous ready one, the interrupted rollout's stable one).
+    /// Why this revision (known-good, the interrupted rollout's stable one, given).
     pub why: String,
+    /// Said before the write when the choice is not a known-good revision: a revision with no
+    /// record (deployed by other tools), or one recorded bad and forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// The commit of `to`, when its revision says (recorded in the release history).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The reason a human gave (`--reason`), recorded in the release history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl RollbackPlan {
+    /// A rollout's own rollback to its stable revision (the reason is in its journal).
+    pub fn to_stable(from: Vec<(String, u8)>, to: String, why: String) -> Self {
+        Self {
+            from,
+            to,
+            why,
+            warning: None,
+            commit: None,
+            reason: None,
+        }
+    }
+}
+
+/// Which revision a rollback goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The stable revision of an unfinished rollout, else the last known-good revision, else
+    /// (with a warning) the newest Ready revision with no record older than the one serving.
+    Automatic,
+    /// `--to REVISION`; one recorded bad only with `force` (`--force --reason`).
+    Revision {
+        /// The revision.
+        name: &'a str,
+        /// Accept a revision recorded bad.
+        force: bool,
+    },
+    /// `--to-commit SHA`: the newest known-good revision of that commit.
+    Commit(&'a str),
 }
 
 /// Why a rollback cannot be planned.
@@ -52,24 +96,75 @@ pub enum RollbackError {
         /// Why, if known.
         reason: Option<String>,
     },
+    /// The requested revision is recorded bad in the release history.
+    #[error("revision `{revision}` is recorded bad: {record}")]
+    KnownBad {
+        /// Asked for.
+        revision: String,
+        /// What the history says (when, who, why).
+        record: String,
+    },
+    /// No known-good revision of the requested commit.
+    #[error("no known-good Ready revision of commit `{commit}`{}", if revisions.is_empty() { " (no revision carries it)".to_string() } else { format!(" (its revisions: {revisions})") })]
+    NoKnownGoodOfCommit {
+        /// Asked for.
+        commit: String,
+        /// Its revisions and what is known of each.
+        revisions: String,
+    },
     /// Nothing older and Ready to go back to.
     #[error("no Ready revision older than `{0}` to roll back to")]
     NoPrevious(String),
+    /// The release history cannot be read, so no revision is known to be good.
+    #[error("{0}; name the target with `--to REVISION`")]
+    History(#[from] release::Unreadable),
     /// The platform failed.
     #[error(transparent)]
     Platform(#[from] PlatformError),
 }
 
-/// Chooses the rollback target: `to` if given (it must exist and be Ready); else the stable
-/// revision of an unfinished rollout; else the newest Ready revision older than the one serving
-/// the most traffic.
+/// What the history says about `revision`, for a refusal: "rolled back 2026-12-06 10:02 UTC by
+/// alice@laptop: request errors FAIL ...".
+fn bad_record(history: &History, revision: &str) -> String {
+    let last = history
+        .newest_first()
+        .find(|entry| entry.revision == revision || entry.from.iter().any(|name| name == revision));
+    match last {
+        Some(entry) => {
+            let what = if entry.revision == revision {
+                entry.outcome.label().to_string()
+            } else {
+                format!("emergency-rolled-back from (to `{}`)", entry.revision)
+            };
+            format!(
+                "{what} {} by {}{}",
+                entry.at.format("%Y-%m-%d %H:%M UTC"),
+                entry.actor.who,
+                entry
+                    .why
+                    .as_ref()
+                    .map(|why| format!(": {why}"))
+                    .unwrap_or_default()
+            )
+        }
+        None => "in the compacted part of the release history".to_string(),
+    }
+}
+
+/// The commit a revision's label records, if any.
+fn commit_of(revision: &RevisionSnapshot) -> Option<String> {
+    revision.labels.get("deployer-commit").cloned()
+}
+
+/// Chooses the rollback target (see [`Target`]). Reads nothing: the history is the service's
+/// annotation, already in `snapshot`.
 pub fn plan(
     snapshot: &ServiceSnapshot,
     revisions: &[RevisionSnapshot],
-    to: Option<&str>,
+    target: Target<'_>,
 ) -> Result<RollbackPlan, RollbackError> {
     let from = snapshot.serving();
-    let ready = |name: &str| -> Result<(), RollbackError> {
+    let find = |name: &str| -> Result<&RevisionSnapshot, RollbackError> {
         let revision = revisions
             .iter()
             .find(|revision| revision.name == name)
@@ -82,7 +177,7 @@ pub fn plan(
                     .join(", "),
             })?;
         if revision.ready {
-            Ok(())
+            Ok(revision)
         } else {
             Err(RollbackError::NotReady {
                 revision: name.to_string(),
@@ -90,56 +185,141 @@ pub fn plan(
             })
         }
     };
-    if let Some(target) = to {
-        ready(target)?;
-        return Ok(RollbackPlan {
-            from,
-            to: target.to_string(),
-            why: "requested with `--to`".into(),
-        });
+    let chosen = |revision: &RevisionSnapshot, why: String, warning: Option<String>| RollbackPlan {
+        from: from.clone(),
+        to: revision.name.clone(),
+        why,
+        warning,
+        commit: commit_of(revision),
+        reason: None,
+    };
+    match target {
+        Target::Revision { name, force } => {
+            let revision = find(name)?;
+            // An unreadable history cannot call it bad; the human named it.
+            let history = History::of(snapshot).unwrap_or_default();
+            let mut warning = None;
+            if history.verdict(name) == Some(Verdict::Bad) {
+                let record = bad_record(&history, name);
+                if !force {
+                    return Err(RollbackError::KnownBad {
+                        revision: name.to_string(),
+                        record,
+                    });
+                }
+                warning = Some(format!("`{name}` is recorded bad ({record}); forced"));
+            }
+            return Ok(chosen(revision, "requested with `--to`".into(), warning));
+        }
+        Target::Commit(commit) => {
+            let history = History::of(snapshot)?;
+            let of_commit: Vec<&RevisionSnapshot> = revisions
+                .iter()
+                .filter(|revision| {
+                    commit_of(revision).is_some_and(|label| {
+                        label.len() >= commit.len()
+                            && label
+                                .get(..commit.len())
+                                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(commit))
+                    })
+                })
+                .collect();
+            return match of_commit.iter().find(|revision| {
+                revision.ready && history.verdict(&revision.name) == Some(Verdict::Good)
+            }) {
+                Some(revision) => Ok(chosen(
+                    revision,
+                    format!("the newest known-good revision of commit `{commit}`"),
+                    None,
+                )),
+                None => Err(RollbackError::NoKnownGoodOfCommit {
+                    commit: commit.to_string(),
+                    revisions: of_commit
+                        .iter()
+                        .map(|revision| {
+                            let known = match history.verdict(&revision.name) {
+                                Some(Verdict::Good) => "good, not Ready",
+                                Some(Verdict::Bad) => "recorded bad",
+                                None if !revision.ready => "not Ready",
+                                None => "no record",
+                            };
+                            format!("`{}` ({known})", revision.name)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            };
+        }
+        Target::Automatic => {}
     }
+    let history = History::of(snapshot)?;
     if let Some(journal) = Journal::of(snapshot).filter(|journal| !journal.phase().is_terminal()) {
-        if let Some(stable) = journal.stable.filter(|stable| ready(stable).is_ok()) {
-            return Ok(RollbackPlan {
-                from,
-                to: stable,
-                why: format!(
-                    "the stable revision of the unfinished rollout `{}`",
-                    journal.id
-                ),
-            });
+        if let Some(stable) = journal.stable.as_deref().and_then(|stable| find(stable).ok()) {
+            if history.verdict(&stable.name) != Some(Verdict::Bad) {
+                return Ok(chosen(
+                    stable,
+                    format!(
+                        "the stable revision of the unfinished rollout `{}`",
+                        journal.id
+                    ),
+                    None,
+                ));
+            }
         }
     }
-    let primary = snapshot
-        .primary_revision()
-        .ok_or_else(|| RollbackError::NoPrevious(snapshot.id.name.clone()))?;
+    // What serves now is what on-call is rolling back from: a revision alone at 100% is never
+    // its own target. In a split (a held canary), the known-good revision in it may be.
+    let primary = snapshot.primary_revision();
+    let alone = match from.as_slice() {
+        [(name, 100)] => Some(name.as_str()),
+        _ => None,
+    };
+    if let Some(good) = revisions.iter().find(|revision| {
+        revision.ready
+            && Some(revision.name.as_str()) != alone
+            && history.verdict(&revision.name) == Some(Verdict::Good)
+    }) {
+        return Ok(chosen(
+            good,
+            "the last known-good revision: it passed a rollout and nothing failed it since"
+                .into(),
+            None,
+        ));
+    }
+    // No known-good revision: a revision with no record at all (deployed by other tools, or
+    // before deployer kept a history), the newest Ready one older than the one serving.
+    let primary = primary.ok_or_else(|| RollbackError::NoPrevious(snapshot.id.name.clone()))?;
     let position = revisions
         .iter()
         .position(|revision| revision.name == primary)
         .ok_or_else(|| RollbackError::NoPrevious(primary.clone()))?;
     let previous = revisions[position + 1..]
         .iter()
-        .find(|revision| revision.ready)
+        .find(|revision| revision.ready && history.verdict(&revision.name).is_none())
         .ok_or_else(|| RollbackError::NoPrevious(primary.clone()))?;
-    Ok(RollbackPlan {
-        from,
-        to: previous.name.clone(),
-        why: format!("the newest Ready revision older than `{primary}`"),
-    })
+    Ok(chosen(
+        previous,
+        format!("the newest Ready revision older than `{primary}`"),
+        Some(format!(
+            "no known-good revision in the release history: `{}` has no record (deployed by another tool, or before deployer kept one); check it serves correctly",
+            previous.name
+        )),
+    ))
 }
 
-/// Reads what a rollback needs and plans it.
+/// Reads what a rollback needs and plans it: the service (its annotations hold the release
+/// history) and its revisions — the same two reads as without a history.
 pub async fn prepare(
     platform: &dyn Platform,
     id: &ServiceId,
-    to: Option<&str>,
+    target: Target<'_>,
 ) -> Result<(ServiceSnapshot, RollbackPlan), RollbackError> {
     let retry = RetryPolicy::default();
     let snapshot = read_service(platform, id, retry)
         .await?
         .ok_or_else(|| RollbackError::NoService(id.path()))?;
     let revisions = read_revisions(platform, id, retry).await?;
-    let plan = plan(&snapshot, &revisions, to)?;
+    let plan = plan(&snapshot, &revisions, target)?;
     Ok((snapshot, plan))
 }
 
@@ -197,13 +377,19 @@ pub fn nothing_to_do(snapshot: &ServiceSnapshot, plan: &RollbackPlan) -> bool {
         && !stale_lock(snapshot)
 }
 
-/// The rollback write for the service as `snapshot` shows it.
+/// The rollback write for the service as `snapshot` shows it: the split, the journal, the
+/// lock of a dead run, and the release history's new entries — all in one write, so the
+/// record of a rollback exists exactly when the rollback does.
 fn rollback_update(
     snapshot: &ServiceSnapshot,
     plan: &RollbackPlan,
     closing: Option<&Journal>,
 ) -> ServiceUpdate {
     let mut update = ServiceUpdate::traffic(vec![TrafficTarget::to_revision(&plan.to, 100)]);
+    let actor = Actor::current();
+    // Appended to the history as the service shows it now (re-read before every try), so a
+    // race with another writer loses nothing.
+    let mut history = History::of(snapshot).unwrap_or_default();
     let journal = match closing {
         Some(journal) => Some(journal.clone()),
         None => Journal::of(snapshot)
@@ -215,9 +401,34 @@ fn rollback_update(
                 )
             }),
     };
-    if let Some(journal) = journal {
+    if let Some(journal) = &journal {
         update = update.with_annotation(JOURNAL_ANNOTATION, Some(journal.encode()));
+        if let Some(entry) = journal.release_entry(release::Kind::Rollout, actor.clone()) {
+            history = history.with(entry);
+        }
     }
+    if closing.is_none() {
+        let now = chrono::Utc::now();
+        history = history.with(release::Entry {
+            at: now,
+            started: now,
+            kind: release::Kind::EmergencyRollback,
+            outcome: release::Outcome::Restored,
+            revision: plan.to.clone(),
+            from: plan
+                .from
+                .iter()
+                .filter(|(name, _)| *name != plan.to)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            commit: plan.commit.clone(),
+            commit_time: None,
+            rollout: journal.as_ref().map(|journal| journal.id.clone()),
+            actor,
+            why: Some(plan.reason.clone().unwrap_or_else(|| plan.why.clone())),
+        });
+    }
+    update = update.with_annotation(HISTORY_ANNOTATION, Some(history.encode()));
     // After a crash the dead run's lock would refuse the next deploy until it expires:
     // release it in the same write. A live holder keeps its lock (its rollout then meets
     // the changed etag and stops).
@@ -328,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn the_previous_ready_revision_is_chosen_skipping_failed_ones() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         assert_eq!(plan.from, [("svc-4".to_string(), 100)]);
         assert_eq!(plan.to, "svc-2");
         let writes = platform.writes();
@@ -340,14 +551,14 @@ mod tests {
     #[tokio::test]
     async fn a_target_that_is_not_ready_or_unknown_is_refused() {
         let platform = platform().await;
-        let error = prepare(&platform, &id(), Some("svc-3")).await.unwrap_err();
+        let error = prepare(&platform, &id(), Target::Revision { name: "svc-3", force: false }).await.unwrap_err();
         assert!(matches!(error, RollbackError::NotReady { .. }), "{error}");
-        let error = prepare(&platform, &id(), Some("svc-9")).await.unwrap_err();
+        let error = prepare(&platform, &id(), Target::Revision { name: "svc-9", force: false }).await.unwrap_err();
         assert!(
             error.to_string().contains("`svc-9` does not exist"),
             "{error}"
         );
-        let (_, plan) = prepare(&platform, &id(), Some("svc-1")).await.unwrap();
+        let (_, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-1", force: false }).await.unwrap();
         assert_eq!(plan.to, "svc-1");
     }
 
@@ -376,7 +587,7 @@ mod tests {
                 &ServiceUpdate::default()
                     .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
             );
-            let (snapshot, plan) = prepare(&platform, &id(), Some("svc-2")).await.unwrap();
+            let (snapshot, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-2", force: false }).await.unwrap();
             let writes = platform.writes();
             let after = execute(&platform, snapshot, &plan, None).await.unwrap();
             assert_eq!(platform.writes(), writes + 1, "one write");
@@ -405,6 +616,7 @@ mod tests {
             stable: Some("svc-4".into()),
             canary: "svc-5".into(),
             commit: "c0ffee0".into(),
+            commit_time: None,
             image: "d".into(),
             owner: "someone".into(),
             started: chrono::Utc::now(),
@@ -418,7 +630,7 @@ mod tests {
                 .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&dead).unwrap()))
                 .with_annotation(JOURNAL_ANNOTATION, Some(journal.encode())),
         );
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         assert_eq!(plan.from, [("svc-4".to_string(), 100)]);
         assert_eq!(plan.to, "svc-4", "{plan:?}");
         assert!(!nothing_to_do(&snapshot, &plan));
@@ -427,14 +639,14 @@ mod tests {
         assert!(Journal::of(&after).unwrap().phase().is_terminal());
         assert_eq!(after.serving(), [("svc-4".to_string(), 100)]);
         // Once closed, rolling back to the revision serving is nothing to do.
-        let (snapshot, plan) = prepare(&platform, &id(), Some("svc-4")).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-4", force: false }).await.unwrap();
         assert!(nothing_to_do(&snapshot, &plan));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rollback_wins_a_race_and_retries_through_503s() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         platform.external_update(
             &id(),
             &ServiceUpdate::default().with_annotation("someone", Some("else".into())),
@@ -455,7 +667,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rollback_keeps_trying_through_twenty_throttled_writes_instead_of_giving_up() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         for _ in 0..20 {
             platform.inject(crate::platform::memory::Fault::Before(
                 PlatformError::Unavailable("HTTP 429: quota exceeded".into()),
@@ -468,7 +680,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rollback_re_reads_through_failing_reads_between_its_tries() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         platform.inject(crate::platform::memory::Fault::Before(
             PlatformError::Unavailable("HTTP 503".into()),
         ));
@@ -482,7 +694,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rollback_under_endless_throttling_gives_up_within_its_budget_saying_so() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         for _ in 0..10_000 {
             platform.inject(crate::platform::memory::Fault::Before(
                 PlatformError::Throttled {
@@ -517,7 +729,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rollback_waits_as_long_as_retry_after_asks() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         platform.inject(crate::platform::memory::Fault::Before(
             PlatformError::Throttled {
                 message: "HTTP 429".into(),
@@ -533,7 +745,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rollback_does_not_retry_what_the_platform_refused() {
         let platform = platform().await;
-        let (snapshot, plan) = prepare(&platform, &id(), None).await.unwrap();
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
         platform.inject(crate::platform::memory::Fault::Before(
             PlatformError::PermissionDenied("403".into()),
         ));
