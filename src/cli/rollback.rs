@@ -64,10 +64,10 @@ fn reason(
         .map(str::to_string);
     let reason = match given {
         Some(reason) => Some(reason),
-        None if required && context.interactive => {
-            super::prompt::text("Why roll back to a revision recorded bad? (recorded in the history)")
-                .map(|reason| reason.trim().to_string())
-        }
+        None if required && context.interactive => super::prompt::text(
+            "Why roll back to a revision recorded bad? (recorded in the history)",
+        )
+        .map(|reason| reason.trim().to_string()),
         None => None,
     };
     if required && reason.is_none() {
@@ -75,10 +75,9 @@ fn reason(
             message: "`--force` needs a `--reason`: why roll back to a revision recorded bad (it is recorded in the release history)".into(),
         });
     }
-    if reason
-        .as_ref()
-        .is_some_and(|reason| reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control))
-    {
+    if reason.as_ref().is_some_and(|reason| {
+        reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control)
+    }) {
         return Err(UsageError {
             message: format!(
                 "`--reason` must be one line of at most {MAX_REASON_CHARS} characters"
@@ -109,7 +108,11 @@ struct RollbackOutput<'a> {
 /// command is the decision); interactive runs confirm unless `--yes`.
 pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
-    if let Some(commit) = args.to_commit.as_deref().filter(|commit| !valid_commit(commit)) {
+    if let Some(commit) = args
+        .to_commit
+        .as_deref()
+        .filter(|commit| !valid_commit(commit))
+    {
         return Err(UsageError {
             message: crate::untrusted::escaped(&format!(
                 "`--to-commit {commit}` is not a commit id: 4 to 40 hexadecimal digits"

@@ -83,7 +83,10 @@ pub struct DeliveryMetrics {
 }
 
 fn promoted(entry: &Entry) -> bool {
-    matches!(entry.outcome, Outcome::Promoted | Outcome::PromotedUnmonitored)
+    matches!(
+        entry.outcome,
+        Outcome::Promoted | Outcome::PromotedUnmonitored
+    )
 }
 
 /// True when a later entry failed this rollout's revision (aborted it, or moved traffic away
@@ -109,7 +112,11 @@ fn restores(entry: &Entry) -> bool {
 }
 
 /// The metrics of `histories` (one per service) over `[since, until]`.
-pub fn delivery(histories: &[&History], since: DateTime<Utc>, until: DateTime<Utc>) -> DeliveryMetrics {
+pub fn delivery(
+    histories: &[&History],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> DeliveryMetrics {
     let mut metrics = DeliveryMetrics {
         since,
         until,
@@ -144,7 +151,9 @@ pub fn delivery(histories: &[&History], since: DateTime<Utc>, until: DateTime<Ut
             let later = &entries[index + 1..];
             if entry.kind == Kind::Rollout {
                 metrics.rollouts += 1;
-                if entry.outcome.failed() || (promoted(entry) && failed_later(later, &entry.revision)) {
+                if entry.outcome.failed()
+                    || (promoted(entry) && failed_later(later, &entry.revision))
+                {
                     metrics.failed += 1;
                 }
             }

@@ -129,7 +129,10 @@ impl Actor {
     /// The actor of this process: the GitHub Actions actor and run URL when
     /// `GITHUB_ACTIONS`-style variables are set, else `user@host`.
     pub fn current() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok(), crate::rollout::lock::current_owner)
+        Self::from_lookup(
+            |name| std::env::var(name).ok(),
+            crate::rollout::lock::current_owner,
+        )
     }
 
     /// The actor from an environment lookup (for tests), `local` giving `user@host`.
@@ -307,7 +310,9 @@ impl History {
 
     /// Each revision's verdict, from the whole record.
     pub fn verdicts(&self) -> BTreeMap<String, Verdict> {
-        verdicts_of(&self.earlier, &self.entries).into_iter().collect()
+        verdicts_of(&self.earlier, &self.entries)
+            .into_iter()
+            .collect()
     }
 
     /// The verdict of one revision, if it has one.
@@ -387,3 +392,6 @@ fn verdicts_of(earlier: &[(String, Verdict)], entries: &[Entry]) -> Vec<(String,
     }
     verdicts
 }
+
+#[cfg(test)]
+mod tests;

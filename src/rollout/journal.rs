@@ -87,7 +87,11 @@ impl Journal {
 
     /// The release-history entry of this rollout once it has ended (`None` while it runs):
     /// written in the same write as the journal that ends it.
-    pub fn release_entry(&self, kind: release::Kind, actor: release::Actor) -> Option<release::Entry> {
+    pub fn release_entry(
+        &self,
+        kind: release::Kind,
+        actor: release::Actor,
+    ) -> Option<release::Entry> {
         let outcome = match self.phase() {
             Phase::Promoted => release::Outcome::Promoted,
             Phase::RolledBack => release::Outcome::RolledBack,

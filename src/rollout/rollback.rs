@@ -254,7 +254,11 @@ pub fn plan(
     }
     let history = History::of(snapshot)?;
     if let Some(journal) = Journal::of(snapshot).filter(|journal| !journal.phase().is_terminal()) {
-        if let Some(stable) = journal.stable.as_deref().and_then(|stable| find(stable).ok()) {
+        if let Some(stable) = journal
+            .stable
+            .as_deref()
+            .and_then(|stable| find(stable).ok())
+        {
             if history.verdict(&stable.name) != Some(Verdict::Bad) {
                 return Ok(chosen(
                     stable,
@@ -281,8 +285,7 @@ pub fn plan(
     }) {
         return Ok(chosen(
             good,
-            "the last known-good revision: it passed a rollout and nothing failed it since"
-                .into(),
+            "the last known-good revision: it passed a rollout and nothing failed it since".into(),
             None,
         ));
     }
@@ -551,14 +554,41 @@ mod tests {
     #[tokio::test]
     async fn a_target_that_is_not_ready_or_unknown_is_refused() {
         let platform = platform().await;
-        let error = prepare(&platform, &id(), Target::Revision { name: "svc-3", force: false }).await.unwrap_err();
+        let error = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-3",
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(error, RollbackError::NotReady { .. }), "{error}");
-        let error = prepare(&platform, &id(), Target::Revision { name: "svc-9", force: false }).await.unwrap_err();
+        let error = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-9",
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
         assert!(
             error.to_string().contains("`svc-9` does not exist"),
             "{error}"
         );
-        let (_, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-1", force: false }).await.unwrap();
+        let (_, plan) = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-1",
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(plan.to, "svc-1");
     }
 
@@ -587,7 +617,16 @@ mod tests {
                 &ServiceUpdate::default()
                     .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
             );
-            let (snapshot, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-2", force: false }).await.unwrap();
+            let (snapshot, plan) = prepare(
+                &platform,
+                &id(),
+                Target::Revision {
+                    name: "svc-2",
+                    force: false,
+                },
+            )
+            .await
+            .unwrap();
             let writes = platform.writes();
             let after = execute(&platform, snapshot, &plan, None).await.unwrap();
             assert_eq!(platform.writes(), writes + 1, "one write");
@@ -639,7 +678,16 @@ mod tests {
         assert!(Journal::of(&after).unwrap().phase().is_terminal());
         assert_eq!(after.serving(), [("svc-4".to_string(), 100)]);
         // Once closed, rolling back to the revision serving is nothing to do.
-        let (snapshot, plan) = prepare(&platform, &id(), Target::Revision { name: "svc-4", force: false }).await.unwrap();
+        let (snapshot, plan) = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-4",
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
         assert!(nothing_to_do(&snapshot, &plan));
     }
 
@@ -756,5 +804,178 @@ mod tests {
             RollbackError::Platform(PlatformError::PermissionDenied(_))
         ));
         assert_eq!(platform.writes(), writes);
+    }
+
+    /// The history of A (first deploy), B (promoted), C (rolled back), D (promoted), as the
+    /// rollouts write it, on a service whose revisions carry their commits.
+    async fn abcd() -> MemoryPlatform {
+        let platform = MemoryPlatform::new();
+        let labelled = |name: &str| RevisionSpec {
+            labels: [(
+                "deployer-commit".to_string(),
+                format!("{name}{name}{name}{name}0000"),
+            )]
+            .into(),
+            ..spec(&format!("svc-{name}"), name)
+        };
+        let mut snapshot = platform.create(&id(), &labelled("a")).await.unwrap();
+        let now = chrono::Utc::now();
+        let entry = |revision: &str, stable: Option<&str>, outcome| release::Entry {
+            at: now,
+            started: now,
+            kind: release::Kind::Rollout,
+            outcome,
+            revision: format!("svc-{revision}"),
+            from: stable.into_iter().map(|s| format!("svc-{s}")).collect(),
+            commit: None,
+            commit_time: None,
+            rollout: None,
+            actor: Actor::current(),
+            why: Some("request errors FAIL — canary 50.0% errors (30/60)".into()),
+        };
+        let mut history =
+            History::default().with(entry("a", None, release::Outcome::PromotedUnmonitored));
+        for (name, outcome) in [
+            ("b", release::Outcome::Promoted),
+            ("c", release::Outcome::RolledBack),
+            ("d", release::Outcome::Promoted),
+        ] {
+            let serving = if outcome == release::Outcome::RolledBack {
+                snapshot.primary_revision().unwrap()
+            } else {
+                format!("svc-{name}")
+            };
+            history = history.with(entry(
+                name,
+                Some("b").filter(|_| name != "b").or(Some("a")),
+                outcome,
+            ));
+            let update = ServiceUpdate {
+                template: Some(labelled(name)),
+                traffic: Some(vec![TrafficTarget::to_revision(&serving, 100)]),
+                ..ServiceUpdate::default()
+            }
+            .with_annotation(HISTORY_ANNOTATION, Some(history.encode()));
+            snapshot = platform
+                .update(&id(), &snapshot.etag, &update)
+                .await
+                .unwrap();
+        }
+        platform
+    }
+
+    /// `deployer rollback` after A, B, C (rolled back), D put 100% on C, whose environment
+    /// still made it fail: the newest Ready revision older than D.
+    #[tokio::test]
+    async fn a_plain_rollback_never_returns_to_a_revision_rolled_back_as_faulty() {
+        let platform = abcd().await;
+        let (snapshot, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
+        assert_eq!(plan.from, [("svc-d".to_string(), 100)]);
+        assert_eq!(plan.to, "svc-b", "{plan:?}");
+        assert_eq!(plan.warning, None);
+        assert_eq!(plan.commit.as_deref(), Some("bbbb0000"));
+        let after = execute(&platform, snapshot, &plan, None).await.unwrap();
+        assert_eq!(after.serving(), [("svc-b".to_string(), 100)]);
+        // The emergency rollback is recorded in the same write, and D is now known bad.
+        let history = History::of(&after).unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(last.kind, release::Kind::EmergencyRollback);
+        assert_eq!(
+            (last.revision.as_str(), last.from.as_slice()),
+            ("svc-b", &["svc-d".to_string()][..])
+        );
+        assert_eq!(history.verdict("svc-d"), Some(Verdict::Bad));
+        // The next plain rollback skips C and D: A, the stable revision of B's passed rollout.
+        let (_, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
+        assert_eq!(plan.to, "svc-a");
+    }
+
+    #[tokio::test]
+    async fn a_revision_recorded_bad_is_refused_as_a_target_unless_forced() {
+        let platform = abcd().await;
+        let error = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-c",
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, RollbackError::KnownBad { .. }), "{message}");
+        assert!(
+            message.contains("rolled back") && message.contains("50.0% errors"),
+            "{message}"
+        );
+        let (_, plan) = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-c",
+                force: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(plan.to, "svc-c");
+        assert!(plan.warning.unwrap().contains("recorded bad"));
+    }
+
+    #[tokio::test]
+    async fn to_commit_picks_the_newest_known_good_revision_of_that_commit() {
+        let platform = abcd().await;
+        let (_, plan) = prepare(&platform, &id(), Target::Commit("BBBB00"))
+            .await
+            .unwrap();
+        assert_eq!(plan.to, "svc-b");
+        let error = prepare(&platform, &id(), Target::Commit("cccc"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("`svc-c` (recorded bad)"),
+            "{error}"
+        );
+        let error = prepare(&platform, &id(), Target::Commit("9999"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("no revision carries it"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_any_record_the_newest_older_ready_revision_is_used_with_a_warning() {
+        let platform = platform().await;
+        let (_, plan) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
+        assert_eq!(plan.to, "svc-2");
+        assert!(plan.warning.unwrap().contains("no record"));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_history_refuses_to_guess_and_names_to() {
+        let platform = platform().await;
+        platform.external_update(
+            &id(),
+            &ServiceUpdate::default().with_annotation(HISTORY_ANNOTATION, Some("{garbage".into())),
+        );
+        let error = prepare(&platform, &id(), Target::Automatic)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("--to REVISION"), "{error}");
+        // `--to` still works: on-call can always name the target.
+        let (_, plan) = prepare(
+            &platform,
+            &id(),
+            Target::Revision {
+                name: "svc-2",
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(plan.to, "svc-2");
     }
 }
