@@ -321,11 +321,7 @@ async fn a_rollback_whose_operation_never_finishes_stops_at_its_budget_saying_wh
             .await
             .unwrap();
     let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    let plan = RollbackPlan {
-        from: snapshot.serving(),
-        to: "s-0".into(),
-        why: "test".into(),
-    };
+    let plan = RollbackPlan::to_stable(snapshot.serving(), "s-0".into(), "test".into());
     let policy = RollbackPolicy {
         budget: Duration::from_secs(3),
         initial_backoff: Duration::from_millis(100),
@@ -536,158 +532,37 @@ mod matrix {
 // ---- kill -9 at each journalled phase, and concurrent deploys (the `deployer` binary) -------
 
 mod crashes {
-    use std::{
-        path::PathBuf,
-        process::{Child, ExitStatus},
-        time::Duration,
-    };
+    use std::{process::Child, time::Duration};
 
     use deployer::{
-        emulator::{faults::FaultConfig, Emulator},
-        platform::{
-            cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-            Platform, RevisionSettings, RevisionSpec, ServiceId, ServiceSnapshot,
-        },
+        emulator::faults::FaultConfig,
+        platform::Platform,
+        release::{History, Verdict},
         rollout::{
             journal::{Journal, LocalJournal},
-            lock::{Lock, LOCK_ANNOTATION},
+            lock::Lock,
             machine::Phase,
         },
     };
 
-    use super::support::{deployer_command, hello_image, local_repository, start_emulator};
+    use super::support::stage::Stage;
 
-    const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
     /// The commit of the run that is killed (or of the first of two concurrent runs).
     const FIRST_COMMIT: &str = "c0ffee0000000000000000000000000000000002";
     /// The commit of the run after the crash (or of the second concurrent run).
     const SECOND_COMMIT: &str = "bead000000000000000000000000000000000003";
 
-    /// 50% → 100%: the first look a second after the 50% write (the `canary` window), 4 s of
-    /// monitor (the `monitoring` window). Each deploy sends 50 req/s of synthetic traffic, so a
-    /// healthy canary passes its step after about two looks.
-    const ROLLOUT: &str = r#"steps = [50, 100]
-hold = "20s"
-interval = "1s"
-max_error_rate = 0.2
-min_requests = 20
-inconclusive = "rollback"
-monitor_duration = "4s"
-monitor_interval = "1s"
-consecutive_error_limit = 3
-"#;
-
-    /// An emulator with service `name` serving `NAME-stable`, and a repository describing it.
-    struct Stage {
-        emulator: Emulator,
-        platform: CloudRunPlatform,
-        id: ServiceId,
-        stable: String,
-        services: PathBuf,
-        state: PathBuf,
-        directory: tempfile::TempDir,
-    }
-
-    impl Stage {
-        async fn new(name: &str) -> Stage {
-            let directory = tempfile::tempdir().unwrap();
-            let emulator = start_emulator(&directory.path().join("emulator")).await;
-            let platform = CloudRunPlatform::connect(
-                &Endpoint::Custom(emulator.endpoint().to_string()),
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-            let id = ServiceId {
-                project: "local".into(),
-                region: "local".into(),
-                name: name.into(),
-            };
-            let stable = format!("{name}-stable");
-            let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
-                .map(|(key, value)| (key.to_string(), value.to_string()));
-            platform
-                .create(
-                    &id,
-                    &RevisionSpec {
-                        name: stable.clone(),
-                        image: hello_image().to_string(),
-                        labels: revision_labels(STABLE_COMMIT),
-                        base: None,
-                        settings: RevisionSettings {
-                            env: env.into_iter().collect(),
-                            ..RevisionSettings::default()
-                        },
-                    },
-                )
-                .await
-                .unwrap();
-            let services = local_repository(&directory.path().join("repository"), name, ROLLOUT);
-            let state = directory.path().join("state");
-            Stage {
-                emulator,
-                platform,
-                id,
-                stable,
-                services,
-                state,
-                directory,
-            }
-        }
-
-        /// `deployer ARGS... --endpoint EMULATOR`, its output kept in `LABEL.stdout/stderr`.
-        fn command(&self, label: &str, arguments: &[&str]) -> std::process::Command {
-            let mut command = deployer_command(&self.services, &self.state);
-            command
-                .args(arguments)
-                .args(["--endpoint", self.emulator.endpoint()])
-                .stdout(std::fs::File::create(self.output(label, "stdout")).unwrap())
-                .stderr(std::fs::File::create(self.output(label, "stderr")).unwrap());
-            command
-        }
-
-        fn output(&self, label: &str, stream: &str) -> PathBuf {
-            self.directory.path().join(format!("{label}.{stream}"))
-        }
-
-        /// What `label` printed.
-        fn printed(&self, label: &str) -> String {
-            let read =
-                |stream| std::fs::read_to_string(self.output(label, stream)).unwrap_or_default();
-            format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
-        }
-
-        /// `deployer deploy` of the hello image at `commit`, unattended.
-        fn deploy(&self, label: &str, commit: &str) -> std::process::Command {
-            let name = self.id.name.as_str();
-            let mut command = self.command(
-                label,
-                &["deploy", name, "--image", hello_image(), "--commit", commit],
-            );
-            command
-                .args(["--skip-preflight", "--non-interactive"])
-                .args(["--env", &format!("SERVICE_NAME={name}")])
-                .args(["--env", &format!("BUILD_COMMIT={commit}")]);
-            command
-        }
-
-        /// Runs `command` to its end (2 minutes at most).
-        async fn run(&self, label: &str, command: std::process::Command) -> ExitStatus {
-            let mut command = tokio::process::Command::from(command);
-            command.kill_on_drop(true);
-            match tokio::time::timeout(Duration::from_secs(120), command.status()).await {
-                Ok(status) => status.unwrap(),
-                Err(_) => panic!("`{label}` ran for 2 minutes:\n{}", self.printed(label)),
-            }
-        }
-
-        async fn service(&self) -> ServiceSnapshot {
-            self.platform.service(&self.id).await.unwrap().unwrap()
-        }
-
+    /// `kill -9` of a deploy at a chosen phase.
+    #[async_trait::async_trait]
+    trait KillAt {
         /// Starts a deploy and `kill -9`s it as soon as its journal (the local copy in the state
         /// directory, written after each write landed) shows `phase`. Returns the journal the
         /// service shows after the kill — still at `phase` — and the dead process' id.
+        async fn kill_at(&self, phase: Phase) -> (Journal, u32);
+    }
+
+    #[async_trait::async_trait]
+    impl KillAt for Stage {
         async fn kill_at(&self, phase: Phase) -> (Journal, u32) {
             if phase == Phase::Verifying {
                 // The `verifying` window (the revision already Ready, one read and one probe)
@@ -739,40 +614,14 @@ consecutive_error_limit = 3
             let lock = Lock::of(&snapshot).expect("the killed run's lock");
             assert_eq!(lock.pid, child.id());
             assert!(lock.holder_gone(), "{lock:?}");
+            // Killed at any moment, nothing on the platform calls the unfinished canary good.
+            let history = History::of(&snapshot).unwrap();
+            assert_ne!(
+                history.verdict(&journal.canary),
+                Some(Verdict::Good),
+                "killed at {phase:?}: {history:?}"
+            );
             (journal, child.id())
-        }
-
-        /// Exactly `revision` serves 100%, the split names it alone, the journal is finished
-        /// and no lock is left.
-        async fn assert_consistent(&self, revision: &str, context: &str) -> ServiceSnapshot {
-            let snapshot = self.service().await;
-            assert_eq!(
-                snapshot.serving(),
-                [(revision.to_string(), 100)],
-                "{context}: {:?}",
-                snapshot.traffic_statuses
-            );
-            assert!(
-                snapshot
-                    .traffic
-                    .iter()
-                    .all(|target| target.revision.is_some()
-                        && (target.revision.as_deref() == Some(revision) || target.percent == 0)),
-                "{context}: {:?}",
-                snapshot.traffic
-            );
-            assert!(
-                !snapshot.annotations.contains_key(LOCK_ANNOTATION),
-                "{context}: a lock was left: {:?}",
-                snapshot.annotations.get(LOCK_ANNOTATION)
-            );
-            let journal = Journal::of(&snapshot).expect("a journal");
-            assert!(journal.phase().is_terminal(), "{context}: {journal:?}");
-            snapshot
-        }
-
-        async fn shutdown(self) {
-            self.emulator.shutdown().await;
         }
     }
 
@@ -802,7 +651,38 @@ consecutive_error_limit = 3
         assert_eq!(status.code(), Some(0), "{printed}");
         let promoted = Journal::of(&stage.service().await).unwrap();
         stage.assert_consistent(&promoted.canary, &printed).await;
+        assert_killed_canary_avoided(&stage, &journal).await;
         stage.shutdown().await;
+    }
+
+    /// After a killed rollout was ended (rolled back or dropped), the release history records
+    /// its canary bad, and a plain `rollback` — after a later promotion — never chooses it.
+    async fn assert_killed_canary_avoided(stage: &Stage, killed: &Journal) {
+        let history = History::of(&stage.service().await).unwrap();
+        assert_eq!(
+            history.verdict(&killed.canary),
+            Some(Verdict::Bad),
+            "{history:?}"
+        );
+        let name = stage.id.name.clone();
+        let status = stage
+            .run(
+                "dry-run",
+                stage.command(
+                    "dry-run",
+                    &["rollback", &name, "--dry-run", "--format", "json"],
+                ),
+            )
+            .await;
+        let printed = stage.printed("dry-run");
+        assert_eq!(status.code(), Some(0), "{printed}");
+        let plan: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(stage.output("dry-run", "stdout")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(plan["rolled_back"], false, "{printed}");
+        assert_eq!(plan["to"], stage.stable.as_str(), "{printed}");
+        assert_ne!(plan["to"], killed.canary.as_str(), "{printed}");
     }
 
     /// `kill -9` at `phase`, then a new `deployer deploy`: it recovers the interrupted rollout
@@ -823,6 +703,7 @@ consecutive_error_limit = 3
         assert_eq!(promoted.commit, SECOND_COMMIT);
         assert_eq!(promoted.phase(), Phase::Promoted, "{printed}");
         stage.assert_consistent(&promoted.canary, &printed).await;
+        assert_killed_canary_avoided(&stage, &journal).await;
         stage.shutdown().await;
     }
 

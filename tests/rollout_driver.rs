@@ -535,9 +535,9 @@ async fn crash_in(harness: &Harness, state: State) {
     let dead = Journal {
         id: "dead-rollout".into(),
         stable: Some("svc-stable".into()),
+        canary: "svc-crashed".into(),
         commit: "crashed".into(),
         commit_time: None,
-        commit: "crashed".into(),
         image: "img".into(),
         owner: "ci@runner".into(),
         started: chrono::Utc::now(),
@@ -639,9 +639,9 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
     let running = Journal {
         id: "running-rollout".into(),
         stable: Some("svc-stable".into()),
+        canary: "svc-other".into(),
         commit: "other".into(),
         commit_time: None,
-        commit: "other".into(),
         image: "img".into(),
         owner: "ci@runner".into(),
         started: chrono::Utc::now(),

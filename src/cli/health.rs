@@ -119,7 +119,7 @@ pub(super) fn next_check(
     chrono::DateTime::from_timestamp(next, 0).unwrap_or(now)
 }
 
-fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+pub(super) fn parse_since(text: &str) -> Result<std::time::Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|error| format!("`{text}` is not a duration (`7d`, `12h`): {error}"))?;
     if duration > std::time::Duration::from_secs(10 * 365 * 86_400) {

@@ -13,6 +13,7 @@ mod drift;
 mod emulator;
 mod github_actions;
 mod health;
+mod history;
 mod output;
 mod preflight;
 pub mod prompt;
@@ -117,6 +118,13 @@ pub enum Command {
     /// No build, no git, no metrics: works when everything else is down. Non-interactive runs
     /// proceed without asking; interactive runs confirm unless `--yes`.
     Rollback(rollback::RollbackArgs),
+    /// The release history read from the platform: every rollout, emergency rollback,
+    /// promotion and abort, newest first (when, who, commit, revision, outcome, duration, why).
+    ///
+    /// The same from any machine: it is kept on the service itself. `--stats` computes the
+    /// delivery metrics (deployment frequency, change failure rate, time to restore, lead time)
+    /// per service and for all of them, over `--since` (default 30 days).
+    History(history::HistoryArgs),
     /// Break a service's rollout lock (after a crashed deploy), showing who held it.
     Unlock(rollback::UnlockArgs),
     /// Run a service's checks once: a dry run of what the rollout's gates would see.
@@ -229,6 +237,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Status(args) => status::status(&context, &args),
         Command::Rollback(args) => rollback::rollback(&context, &args),
         Command::Unlock(args) => rollback::unlock(&context, &args),
+        Command::History(args) => history::history(&context, &args),
         Command::Preflight(args) => preflight::run(&context, &args),
         Command::Check(args) => check::run(&context, &args),
         Command::Completions(args) => completions::completions(&args),
@@ -262,6 +271,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Rollback(_) => "rollback",
             Command::Unlock(_) => "unlock",
+            Command::History(_) => "history",
             Command::Check(_) => "check",
             Command::Preflight(_) => "preflight",
             Command::Completions(_) => "completions",

@@ -7,6 +7,7 @@ use super::{block_on, target, Context};
 use crate::{
     exit::ExitStatus,
     platform::{read_revisions, read_service, RevisionSnapshot, ServiceSnapshot},
+    release::{Entry, History, Kind},
     rollout::{
         journal::{Journal, LocalJournal},
         lock::Lock,
@@ -26,6 +27,8 @@ struct StatusOutput {
     revisions: Vec<RevisionSnapshot>,
     rollout: Option<Journal>,
     lock: Option<Lock>,
+    /// The release history's newest event (a rollout's end, an emergency rollback, ...).
+    last_event: Option<Entry>,
 }
 
 /// Runs `status`. When the platform cannot be read, the local journal copy is shown.
@@ -54,6 +57,9 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
         };
         let revisions = read_revisions(&platform, &id, Default::default()).await?;
         let output = StatusOutput {
+            last_event: History::of(&snapshot)
+                .ok()
+                .and_then(|history| history.last().cloned()),
             rollout: Journal::of(&snapshot),
             lock: Lock::of(&snapshot),
             service: snapshot,
@@ -150,6 +156,31 @@ fn render(output: &StatusOutput) -> String {
         ),
         None => "rollout    none recorded".into(),
     });
+    if let Some(event) = &output.last_event {
+        let what = match event.kind {
+            Kind::EmergencyRollback => format!(
+                "emergency rollback {} → `{}`",
+                event
+                    .from
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                event.revision
+            ),
+            _ => format!("`{}` {}", event.revision, event.outcome.label()),
+        };
+        lines.push(format!(
+            "last event {what} by {} at {}{} (`deployer history` for more)",
+            event.actor.who,
+            event.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            event
+                .why
+                .as_ref()
+                .map(|why| format!(" — {}", crate::untrusted::escaped(why)))
+                .unwrap_or_default()
+        ));
+    }
     lines.push(match &output.lock {
         Some(lock) => format!("lock       held by {}", lock.describe()),
         None => "lock       free".into(),

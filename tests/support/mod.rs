@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod stage;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
