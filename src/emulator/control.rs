@@ -19,7 +19,7 @@ use super::{
     resources::{
         self, merge_update, new_revision, refresh_status, revision_name, revision_number,
         revision_phase, route_table, serving_revisions, set_revision_phase, template_changed,
-        validate_service_id, validate_traffic, Phase, ServiceName,
+        validate_annotations, validate_service_id, validate_traffic, Phase, ServiceName,
     },
     router::Routers,
     runtime::{RevisionLaunch, Runtime},
@@ -286,6 +286,7 @@ impl Controller {
             return Err(ApiError::invalid("serviceId is required"));
         }
         validate_service_id(service_id)?;
+        validate_annotations(&request.annotations)?;
         if !request.name.is_empty() {
             return Err(ApiError::invalid(
                 "service.name must be empty: the name comes from the parent and serviceId",
@@ -486,6 +487,7 @@ impl Controller {
         }
         requested.traffic =
             validate_traffic(&requested.traffic, &record.revisions, new_name.as_deref())?;
+        validate_annotations(&requested.annotations)?;
         requested.generation = record.service.generation + 1;
         requested.update_time = Some(*now);
         requested.last_modifier = "emulator@localhost".to_string();

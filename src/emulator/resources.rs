@@ -103,6 +103,41 @@ pub fn validate_service_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Kubernetes' limit on all annotations of one object together (keys and values), which Cloud
+/// Run's `Service.annotations` follows ("Kubernetes annotations' namespacing, limits, and
+/// rules").
+pub const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+/// Checks a service's annotations as Cloud Run does: at most [`ANNOTATIONS_MAX_BYTES`] in all,
+/// and none in the namespaces Cloud Run reserves for itself.
+pub fn validate_annotations<'a>(
+    annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ApiError> {
+    let mut total = 0;
+    for (key, value) in annotations {
+        total += key.len() + value.len();
+        let namespace = key.split_once('/').map_or("", |(prefix, _)| prefix);
+        if [
+            "run.googleapis.com",
+            "cloud.googleapis.com",
+            "serving.knative.dev",
+            "autoscaling.knative.dev",
+        ]
+        .contains(&namespace)
+        {
+            return Err(ApiError::invalid(format!(
+                "annotation `{key}`: the `{namespace}` namespace is not supported in Cloud Run API v2"
+            )));
+        }
+    }
+    if total > ANNOTATIONS_MAX_BYTES {
+        return Err(ApiError::invalid(format!(
+            "metadata.annotations: Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (got {total})"
+        )));
+    }
+    Ok(())
+}
+
 /// The name of the `number`th revision of a service: `SERVICE-0000N-xxx`.
 pub fn revision_name(service: &str, number: u32, suffix: &str) -> String {
     format!("{service}-{number:05}-{suffix}")
@@ -782,6 +817,23 @@ mod tests {
         assert_eq!(revision_name("hello", 2, "abc"), "hello-00002-abc");
         assert_eq!(revision_number("hello-world-00012-abc"), 12);
         assert!(validate_service_id("hello-1").is_ok());
+    }
+
+    #[test]
+    fn annotations_follow_the_kubernetes_size_limit_and_reserved_namespaces() {
+        let annotation = |key: &str, size: usize| {
+            std::collections::BTreeMap::from([(key.to_string(), "x".repeat(size))])
+        };
+        assert!(validate_annotations(&annotation("deployer.dev/releases", 48 * 1024)).is_ok());
+        let error =
+            validate_annotations(&annotation("deployer.dev/releases", 256 * 1024)).unwrap_err();
+        assert_eq!(error.code, Code::InvalidArgument);
+        assert!(
+            error.message.contains("at most 262144 bytes"),
+            "{}",
+            error.message
+        );
+        assert!(validate_annotations(&annotation("run.googleapis.com/ingress", 3)).is_err());
         assert!(validate_service_id("Hello").is_err());
         assert!(validate_service_id("hello-").is_err());
         let table = RouteTable {
