@@ -543,6 +543,7 @@ async fn crash_in(harness: &Harness, state: State) {
         started: chrono::Utc::now(),
         updated: chrono::Utc::now(),
         state,
+        decision: None,
     };
     let mut lock = Lock::new(
         "dead-rollout",
@@ -652,6 +653,7 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
             percent: 5,
             ..State::start()
         },
+        decision: None,
     };
     let lock = Lock::new(
         "running-rollout",

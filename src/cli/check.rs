@@ -40,7 +40,7 @@ pub struct CheckArgs {
 }
 
 /// Where the metric providers are (`check` and `deploy`).
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ProviderFlags {
     /// BigQuery REST endpoint [default: Google's].
     #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]

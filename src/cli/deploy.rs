@@ -8,9 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{block_on, target, Context, UsageError};
 use crate::{
-    checks::Providers,
+    checks::{Providers, RequestMetrics},
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
+    interaction::Prompter,
     platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
@@ -100,7 +101,7 @@ fn head_commit(root: &Path) -> Result<String, UsageError> {
 }
 
 /// Progress: a spinner line on a terminal, plain lines otherwise.
-struct Progress {
+pub(super) struct Progress {
     bar: Option<ProgressBar>,
     json: bool,
     last_line: Mutex<String>,
@@ -131,7 +132,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -267,7 +268,7 @@ impl RolloutReporter for Progress {
 }
 
 /// Ctrl-C as a future (never completes if the handler cannot be installed).
-fn ctrl_c() -> Interrupt {
+pub(super) fn ctrl_c() -> Interrupt {
     Box::pin(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -277,7 +278,7 @@ fn ctrl_c() -> Interrupt {
 
 /// Synthetic requests per second for `local` targets (a canary at 10% then sees 5 req/s: the
 /// rate of the analysis benchmark).
-const DEFAULT_LOCAL_TRAFFIC: u32 = 50;
+pub(super) const DEFAULT_LOCAL_TRAFFIC: u32 = 50;
 
 /// The stages that draw: the checklist and the build.
 struct CliStages<'a> {
@@ -348,6 +349,61 @@ fn image_source(root: &Path, args: &DeployArgs) -> Result<ImageSource, UsageErro
     }
 }
 
+/// What a guarded rollout of one service talks to, built once per command (`deploy`,
+/// `promote`, `abort`): the platform, the request counts of `rollout.request_metrics`, the
+/// gated service checks, the analysis, the health probe, and the progress drawn on stderr.
+pub(super) struct RolloutParts<'a> {
+    pub(super) platform: CloudRunPlatform,
+    metrics: Box<dyn RequestMetrics>,
+    gates: ServiceChecks<'a>,
+    analyser: SequentialAnalyser,
+    probe: HttpProbe,
+    pub(super) progress: Progress,
+    prompter: Box<dyn Prompter>,
+}
+
+impl<'a> RolloutParts<'a> {
+    pub(super) async fn connect(
+        context: &Context,
+        config: &'a ServiceConfig,
+        id: &ServiceId,
+        providers: &super::check::ProviderFlags,
+    ) -> anyhow::Result<Self> {
+        // Resolved once: for a local target it reads the emulator's state file.
+        let endpoint = target::endpoint(config, context.endpoint.as_deref());
+        let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE).await?;
+        // Request counts (`rollout.request_metrics`) and the gated service checks read the
+        // same providers; for a local target the emulator serves Logging and Monitoring.
+        let endpoints = super::check::endpoints(config, providers, context);
+        let metrics = crate::checks::request_metrics_for(&config.rollout, &endpoints)
+            .context("the request metrics of `rollout.request_metrics` cannot be read")?;
+        Ok(Self {
+            platform,
+            metrics,
+            gates: ServiceChecks::new(config, id, Providers::new(endpoints)),
+            analyser: SequentialAnalyser::new(&config.rollout)
+                .context("the rollout policy is not usable by the analysis")?,
+            probe: HttpProbe::new(),
+            progress: Progress::new(context),
+            prompter: super::prompt::prompter(context),
+        })
+    }
+
+    pub(super) fn driver(&self) -> Driver<'_> {
+        Driver {
+            platform: &self.platform,
+            metrics: self.metrics.as_ref(),
+            analyser: &self.analyser,
+            probe: &self.probe,
+            checks: &self.gates,
+            reporter: &self.progress,
+            prompter: self.prompter.as_ref(),
+            local_journal: LocalJournal::from_environment(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
 /// Runs `deploy`: resolves the flags, then the pipeline (preflight → image → guarded rollout)
 /// draws its events and the final report.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
@@ -372,31 +428,9 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     let image = image_source(&workspace.root, args)?;
     let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
     block_on(async {
-        // Resolved once: for a local target it reads the emulator's state file.
-        let endpoint = target::endpoint(&config, context.endpoint.as_deref());
-        let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE).await?;
-        // Request counts (`rollout.request_metrics`) and the gated service checks read the
-        // same providers; for a local target the emulator serves Logging and Monitoring.
-        let endpoints = super::check::endpoints(&config, &args.providers, context);
-        let metrics = crate::checks::request_metrics_for(&config.rollout, &endpoints)
-            .context("the request metrics of `rollout.request_metrics` cannot be read")?;
-        let gates = ServiceChecks::new(&config, &id, Providers::new(endpoints));
-        let analyser = SequentialAnalyser::new(&config.rollout)
-            .context("the rollout policy is not usable by the analysis")?;
-        let probe = HttpProbe::new();
-        let progress = Progress::new(context);
-        let prompter = super::prompt::prompter(context);
-        let driver = Driver {
-            platform: &platform,
-            metrics: metrics.as_ref(),
-            analyser: &analyser,
-            probe: &probe,
-            checks: &gates,
-            reporter: &progress,
-            prompter: prompter.as_ref(),
-            local_journal: LocalJournal::from_environment(),
-            retry: RetryPolicy::default(),
-        };
+        let parts = RolloutParts::connect(context, &config, &id, &args.providers).await?;
+        let (platform, progress) = (&parts.platform, &parts.progress);
+        let driver = parts.driver();
         if let Some(line) = &started_emulator {
             progress.event(&Event::Notice {
                 message: line.clone(),
@@ -441,7 +475,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
             config: &config,
             root: &workspace.root,
             args,
-            platform: &platform,
+            platform,
             id: &id,
         };
         let result = pipeline::deploy(plan, &stages, &driver, ctrl_c()).await;
@@ -465,7 +499,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     })
 }
 
-fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()> {
+pub(super) fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()> {
     if context.output.is_json() {
         return context.output.json(report);
     }

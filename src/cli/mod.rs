@@ -13,6 +13,7 @@ mod drift;
 mod emulator;
 mod github_actions;
 mod health;
+mod held;
 mod history;
 mod output;
 mod preflight;
@@ -118,6 +119,18 @@ pub enum Command {
     /// No build, no git, no metrics: works when everything else is down. Non-interactive runs
     /// proceed without asking; interactive runs confirm unless `--yes`.
     Rollback(rollback::RollbackArgs),
+    /// Promote a held rollout: its canary takes 100%, then the post-deploy monitor (a failure
+    /// rolls back, as in a deploy). Records who and why.
+    ///
+    /// Only for a rollout that ended held (exit 6 of `deploy`); refused otherwise (exit 2).
+    /// Exit codes as `deploy`: 0 promoted, 4 rolled back by the monitor, 5 rollback failed.
+    Promote(held::PromoteArgs),
+    /// Abort a held rollout: 100% back on its stable revision, the journal closed as aborted,
+    /// the canary recorded bad. Records who and why.
+    ///
+    /// Only for a rollout that ended held; refused otherwise (exit 2). Exit 0 when done,
+    /// 5 when the write failed.
+    Abort(held::AbortArgs),
     /// The release history read from the platform: every rollout, emergency rollback,
     /// promotion and abort, newest first (when, who, commit, revision, outcome, duration, why).
     ///
@@ -238,6 +251,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Rollback(args) => rollback::rollback(&context, &args),
         Command::Unlock(args) => rollback::unlock(&context, &args),
         Command::History(args) => history::history(&context, &args),
+        Command::Promote(args) => held::promote(&context, &args),
+        Command::Abort(args) => held::abort(&context, &args),
         Command::Preflight(args) => preflight::run(&context, &args),
         Command::Check(args) => check::run(&context, &args),
         Command::Completions(args) => completions::completions(&args),
@@ -272,6 +287,8 @@ impl Command {
             Command::Rollback(_) => "rollback",
             Command::Unlock(_) => "unlock",
             Command::History(_) => "history",
+            Command::Promote(_) => "promote",
+            Command::Abort(_) => "abort",
             Command::Check(_) => "check",
             Command::Preflight(_) => "preflight",
             Command::Completions(_) => "completions",

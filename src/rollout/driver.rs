@@ -487,6 +487,7 @@ impl Driver<'_> {
                 started: Utc::now(),
                 updated: Utc::now(),
                 state: State::start(),
+                decision: None,
             },
             &snapshot,
         );

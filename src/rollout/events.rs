@@ -159,6 +159,11 @@ impl Outcome {
                 revision: journal.stable.clone().unwrap_or_default(),
             },
             Phase::Held => Outcome::Held { reason },
+            // The human's decision was carried out: traffic is back on the stable revision.
+            Phase::Aborted => Outcome::RolledBack {
+                reason,
+                revision: journal.stable.clone().unwrap_or_default(),
+            },
             Phase::RollbackFailed => Outcome::RollbackFailed { reason },
             Phase::Stopped | Phase::Verifying | Phase::Validating => {
                 Outcome::StoppedBeforeTraffic { reason }

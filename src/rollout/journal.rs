@@ -46,6 +46,26 @@ pub struct Journal {
     /// Where the rollout is (phase, step, percent, the analysis' counters, the reason).
     #[serde(flatten)]
     pub state: State,
+    /// What a human did to it after it was held (`promote`/`abort`), who and why; none for a
+    /// rollout run by `deploy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// A human's decision on a held rollout, recorded in its journal and release history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `promote` or `abort`.
+    pub kind: release::Kind,
+    /// Who.
+    #[serde(flatten)]
+    pub actor: release::Actor,
+    /// Why (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `promote --skip-monitor`: promoted without the post-deploy monitor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmonitored: bool,
 }
 
 impl Journal {
@@ -92,8 +112,18 @@ impl Journal {
         kind: release::Kind,
         actor: release::Actor,
     ) -> Option<release::Entry> {
+        let (kind, actor) = match &self.decision {
+            Some(decision) => (decision.kind, decision.actor.clone()),
+            None => (kind, actor),
+        };
+        let unmonitored = self
+            .decision
+            .as_ref()
+            .is_some_and(|decision| decision.unmonitored);
         let outcome = match self.phase() {
+            Phase::Promoted if unmonitored => release::Outcome::PromotedUnmonitored,
             Phase::Promoted => release::Outcome::Promoted,
+            Phase::Aborted => release::Outcome::Aborted,
             Phase::RolledBack => release::Outcome::RolledBack,
             Phase::Stopped => release::Outcome::StoppedBeforeTraffic,
             Phase::Held => release::Outcome::Held,
@@ -113,7 +143,16 @@ impl Journal {
             commit_time: self.commit_time,
             rollout: Some(self.id.clone()),
             actor,
-            why: self.state.reason.clone(),
+            why: match (
+                self.decision
+                    .as_ref()
+                    .and_then(|decision| decision.reason.as_ref()),
+                &self.state.reason,
+            ) {
+                (Some(reason), Some(state)) => Some(format!("{reason} ({state})")),
+                (Some(reason), None) => Some(reason.clone()),
+                (None, state) => state.clone(),
+            },
         })
     }
 }
@@ -204,6 +243,7 @@ mod tests {
                 percent: 25,
                 ..State::start()
             },
+            decision: None,
         }
     }
 

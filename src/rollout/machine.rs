@@ -61,6 +61,8 @@ pub enum Phase {
     Held,
     /// A rollback was needed and failed: a human must act.
     RollbackFailed,
+    /// A held rollout ended by a human (`deployer abort`): traffic back on the stable revision.
+    Aborted,
 }
 
 impl Phase {
@@ -73,6 +75,7 @@ impl Phase {
                 | Phase::Stopped
                 | Phase::Held
                 | Phase::RollbackFailed
+                | Phase::Aborted
         )
     }
 
@@ -336,6 +339,16 @@ pub enum Recovery {
     Leave,
 }
 
+/// A human's decision on a held rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manual {
+    /// `deployer promote`: the canary takes 100%, then the post-deploy monitor (none with a
+    /// zero `monitor_duration`, i.e. `--skip-monitor`), with the usual rollback rules.
+    Promote,
+    /// `deployer abort`: 100% back on the stable revision.
+    Abort,
+}
+
 /// How a write the machine asked for went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
@@ -371,6 +384,8 @@ pub enum Input {
     Interrupted(Interruption),
     /// An unfinished rollout found after a crash, with the choice.
     Recovered(Recovery),
+    /// A human's decision on a held rollout.
+    Manual(Manual),
     /// A final write ([`Action::RollBack`], [`Action::ClearCanary`], [`Action::Record`],
     /// [`Action::Complete`]) went like this.
     Wrote(Written),
@@ -492,7 +507,14 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
         (Phase::Monitoring, I::Recovered(Recovery::Resume)) => promote(),
         (_, I::Recovered(Recovery::Leave)) => (state.clone(), Action::Done),
 
-        (Phase::RolledBack, I::Wrote(Written::Failed(error))) => {
+        // Only a held rollout waits for a human's decision; any other phase ignores one.
+        (Phase::Held, I::Manual(Manual::Promote)) => promote(),
+        (Phase::Held, I::Manual(Manual::Abort)) => (
+            state.ended(Phase::Aborted, "aborted by a human".to_string()),
+            Action::RollBack,
+        ),
+
+        (Phase::RolledBack | Phase::Aborted, I::Wrote(Written::Failed(error))) => {
             let reason = format!(
                 "{}; the rollback itself failed: {error}",
                 state.reason.clone().unwrap_or_default()

@@ -13,6 +13,7 @@ pub mod analyser;
 pub mod driver;
 pub mod events;
 pub mod gates;
+pub mod held;
 pub mod identity;
 pub mod journal;
 pub mod lock;

@@ -661,6 +661,7 @@ mod tests {
             started: chrono::Utc::now(),
             updated: chrono::Utc::now(),
             state: super::super::machine::State::start(),
+            decision: None,
         };
         assert_eq!(journal.phase(), Phase::Verifying);
         platform.external_update(
