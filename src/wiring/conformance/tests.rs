@@ -152,7 +152,9 @@ fn the_declared_wiring_as_it_is_live_conforms() {
 #[test]
 fn each_difference_is_found_at_its_level_naming_what_and_where() {
     type Change = fn(&mut Observed);
-    let rows: Vec<(&str, Change, Level, Kind, &str, &[&str])> =
+    /// (case, change to the conforming project, level, kind, part of `delivers_to`, services)
+    type Row = (&'static str, Change, Level, Kind, &'static str, &'static [&'static str]);
+    let rows: Vec<Row> =
         vec![
         (
             "the Session 77 bypass: an undeclared push on the orchestrator's topic to the worker",
