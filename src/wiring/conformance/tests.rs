@@ -153,7 +153,14 @@ fn the_declared_wiring_as_it_is_live_conforms() {
 fn each_difference_is_found_at_its_level_naming_what_and_where() {
     type Change = fn(&mut Observed);
     /// (case, change to the conforming project, level, kind, part of `delivers_to`, services)
-    type Row = (&'static str, Change, Level, Kind, &'static str, &'static [&'static str]);
+    type Row = (
+        &'static str,
+        Change,
+        Level,
+        Kind,
+        &'static str,
+        &'static [&'static str],
+    );
     let rows: Vec<Row> =
         vec![
         (
