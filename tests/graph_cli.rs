@@ -429,6 +429,44 @@ async fn wrong_push_urls_missing_subscriptions_pull_pagination_and_an_unreadable
     seed(&endpoint, conforming(&format!("{billing}/pubsub"), vec![])).await;
     let (code, stderr) = local_check(repository.path(), &endpoint, &[]);
     assert_eq!(code, Some(0), "{stderr}");
+    // The rest of the read surface, in Pub/Sub's REST shapes.
+    let client = support::http();
+    let (status, subscription) = support::get_json(
+        &client,
+        &format!("{endpoint}/v1/projects/local/subscriptions/billing-orders"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(subscription["topic"], "projects/local/topics/orders");
+    assert_eq!(
+        subscription["pushConfig"]["pushEndpoint"],
+        format!("{billing}/pubsub")
+    );
+    let (status, on_topic) = support::get_json(
+        &client,
+        &format!("{endpoint}/v1/projects/local/topics/orders/subscriptions?pageSize=1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        on_topic,
+        json!({"subscriptions": ["projects/local/subscriptions/audit-orders"], "nextPageToken": "1"})
+    );
+    let (status, missing) = support::get_json(
+        &client,
+        &format!("{endpoint}/v1/projects/local/subscriptions/nope"),
+    )
+    .await;
+    assert_eq!(
+        (status, &missing["error"]["status"]),
+        (404, &json!("NOT_FOUND"))
+    );
+    let (status, jobs) = support::get_json(
+        &client,
+        &format!("{endpoint}/v1/projects/local/locations/local/jobs"),
+    )
+    .await;
+    assert_eq!((status, jobs), (200, json!({})));
 
     // A declared push subscription pushing to another path of its service.
     seed(&endpoint, conforming(&format!("{billing}/other"), vec![])).await;
