@@ -25,6 +25,7 @@ pub mod rollout;
 mod testing;
 pub mod traffic;
 pub mod untrusted;
+pub mod wiring;
 
 /// Installs rustls' `ring` crypto provider as the process default, once. Every TLS client
 /// (reqwest, the Google clients) needs a process-level provider, and the crates are built without

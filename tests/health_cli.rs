@@ -52,6 +52,8 @@ fn service_args(project: &str, endpoint: &str) -> Vec<String> {
         "--project".into(),
         project.into(),
         "--no-fetch".into(),
+        // These runs are about checks, drift and alerts; `graph_cli` tests the architecture.
+        "--no-architecture".into(),
         "--endpoint".into(),
         endpoint.into(),
     ]);
@@ -310,6 +312,7 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         "--project",
         "health-slack-fail",
         "--no-fetch",
+        "--no-architecture",
         "--endpoint",
         closed.as_str(),
         "--format",

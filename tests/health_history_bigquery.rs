@@ -117,6 +117,7 @@ fn run_args<'a>(project: &'a str, store: &'a str, endpoint: &'a str) -> Vec<&'a 
         "--project",
         project,
         "--no-fetch",
+        "--no-architecture",
         "--endpoint",
         endpoint,
         "--history",

@@ -121,6 +121,7 @@ async fn the_jobs_image_runs_health_in_a_container_and_alerts_slack() {
         "grading-service",
         "--project",
         PROJECT,
+        "--no-architecture",
         "--endpoint",
         bigquery.as_str(),
     ];

@@ -1,5 +1,6 @@
 //! `deployer health [--service S...]`: the unified health check. Every `health`-gated check of
-//! every service and one "Deployment Drift" check per service, run concurrently (at most
+//! every service, one "Deployment Drift" check per service, and one "Architecture" check per
+//! service that declares event wiring (`deployer graph --check` for it), run concurrently (at most
 //! `--concurrency` at once, each within its own timeout), as the dashboard or `--format json`.
 //! Exit 0 PASS, 1 WARNING, 2 CRITICAL (see [`crate::health`]).
 
@@ -12,6 +13,7 @@ use super::{
     check::{self, ProviderFlags},
     drift::{self as drift_cli, SourceArg},
     github_actions::{self, Annotation},
+    graph as graph_cli,
     output::color_enabled_on_stdout,
     Context, UsageError,
 };
@@ -26,6 +28,7 @@ use crate::{
         HealthCheck, Score, Verdict,
     },
     notify::slack::Webhook,
+    wiring::Declared,
 };
 
 /// `health`.
@@ -48,6 +51,10 @@ pub struct HealthArgs {
     /// Do not fetch `main` for the drift check (compare with it as last fetched).
     #[arg(long)]
     pub no_fetch: bool,
+    /// Do not compare the declared event wiring with the live project (no "Architecture"
+    /// results; Pub/Sub and Cloud Scheduler are not read).
+    #[arg(long)]
+    pub no_architecture: bool,
     /// Do not send Slack alerts (the lifecycle state is left as it is).
     #[arg(long)]
     pub no_alerts: bool,
@@ -333,9 +340,59 @@ pub(super) async fn run_all(
             })
             .collect::<Vec<_>>()
     };
-    let (mut results, drifts) = futures::future::join(checks_future, drift_future).await;
+    let architecture_future = async {
+        if args.no_architecture {
+            return Vec::new();
+        }
+        // Who consumes a topic is known only from every service's file, whatever `--service`
+        // selects: a subscription another service declares is no bypass.
+        let all = if args.services.is_empty() {
+            configs.clone()
+        } else {
+            graph_cli::load_all(context, &[]).unwrap_or_else(|_| configs.clone())
+        };
+        let declared = Declared::from_configs(&all);
+        let wired: Vec<(usize, &ServiceConfig)> = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, config)| {
+                declared
+                    .service(&config.name)
+                    .is_some_and(|wiring| wiring.declares_anything())
+            })
+            .collect();
+        if wired.is_empty() {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let findings = graph_cli::check_live(context, &all, &declared).await;
+        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        configs
+            .iter()
+            .enumerate()
+            .filter(|(index, config)| {
+                wired.iter().any(|(wired_index, _)| wired_index == index)
+                    || findings
+                        .iter()
+                        .any(|finding| finding.services.contains(&config.name))
+            })
+            .map(|(index, config)| {
+                (
+                    index,
+                    HealthCheck::from_architecture(config, &findings, elapsed),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut results, (drifts, architecture)) = futures::future::join(
+        checks_future,
+        futures::future::join(drift_future, architecture_future),
+    )
+    .await;
     results.extend(drifts);
-    // Stable: each service's checks keep their order, its drift comes after them.
+    results.extend(architecture);
+    // Stable: each service's checks keep their order, its drift and its architecture come
+    // after them.
     results.sort_by_key(|(index, _)| *index);
     results.into_iter().map(|(_, check)| check).collect()
 }

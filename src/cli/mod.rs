@@ -12,6 +12,7 @@ mod deploy;
 mod drift;
 mod emulator;
 mod github_actions;
+mod graph;
 mod health;
 mod held;
 mod history;
@@ -91,7 +92,8 @@ pub struct GlobalArgs {
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Human-readable text.
+    /// Human-readable text (for `graph`, the Mermaid diagram: `--format mermaid` says so).
+    #[value(alias = "mermaid")]
     Text,
     /// JSON on stdout.
     Json,
@@ -164,6 +166,13 @@ pub enum Command {
     /// The unified health check: every `health` check of every service and their drift, a
     /// score, a dashboard; exit 0 PASS, 1 WARNING, 2 CRITICAL.
     Health(health::HealthArgs),
+    /// The declared event wiring (Pub/Sub topics and subscriptions, Cloud Scheduler jobs) as a
+    /// Mermaid flowchart; `--check` compares it with the live project.
+    ///
+    /// Exit with `--check`: 0 = the live project matches, 1 = warnings or something could not be
+    /// read, 2 = a CRITICAL difference (an undeclared subscription on a consumed topic, a push
+    /// to the wrong URL, a declared subscription missing).
+    Graph(graph::GraphArgs),
 }
 
 /// What every command gets: the global conventions, resolved once.
@@ -260,6 +269,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Emulator(args) => emulator::run(&context, args),
         Command::Drift(args) => drift::run(&context, &args),
         Command::Health(args) => health::run(&context, &args),
+        Command::Graph(args) => graph::run(&context, &args),
     };
     match result {
         Ok(status) => status,
@@ -296,6 +306,7 @@ impl Command {
             Command::Emulator(_) => "emulator",
             Command::Drift(_) => "drift",
             Command::Health(_) => "health",
+            Command::Graph(_) => "graph",
         }
     }
 }

@@ -53,6 +53,48 @@ pub struct ServiceConfig {
     /// Drift thresholds: how long a service-relevant commit may stay undeployed.
     #[serde(default)]
     pub drift: DriftConfig,
+    /// Pub/Sub topics this service publishes to (topic ids, in the target's project).
+    /// Written before the first `[table]` of the file, like `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishes: Vec<String>,
+    /// Pub/Sub subscriptions this service consumes (`[[subscriptions]]`): the declared event
+    /// wiring that `deployer graph --check` and `health` compare with the live project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// Cloud Scheduler jobs that call this service (`[[schedules]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// A Pub/Sub subscription the service consumes (`[[subscriptions]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// The subscription id (`projects/PROJECT/subscriptions/NAME`, in the target's project).
+    pub name: String,
+    /// The topic id it subscribes to (in the target's project).
+    pub topic: String,
+    /// Push delivery to this service's own URL + this path (e.g. `/pubsub`). Absent: a pull
+    /// subscription, which must push nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_path: Option<String>,
+}
+
+/// A Cloud Scheduler job that calls the service (`[[schedules]]`): an HTTP target on the
+/// service's own URL + `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// The job id (`projects/PROJECT/locations/REGION/jobs/NAME`, in the target's project and
+    /// region).
+    pub name: String,
+    /// The unix-cron schedule, e.g. `0 */6 * * *`.
+    pub schedule: String,
+    /// The time zone the schedule is read in (a tz database name) [default: `Etc/UTC`].
+    #[serde(default = "defaults::time_zone")]
+    pub time_zone: String,
+    /// The path on the service's URL the job calls, e.g. `/start`.
+    pub path: String,
 }
 
 /// Where a service runs: Cloud Run in a GCP project, or the local emulator.
@@ -851,6 +893,9 @@ pub(crate) mod defaults {
     }
     pub fn reducer() -> String {
         "REDUCE_SUM".into()
+    }
+    pub fn time_zone() -> String {
+        "Etc/UTC".into()
     }
     pub fn request_metrics() -> RequestMetricsSource {
         RequestMetricsSource::CloudLogging

@@ -36,6 +36,7 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_run(config, &mut report);
     check_checks(config, &mut report);
     check_drift(config, &mut report);
+    check_wiring(config, &mut report);
     report.diagnostics
 }
 
@@ -721,6 +722,182 @@ fn check_drift(config: &ServiceConfig, report: &mut Report<'_>) {
     }
 }
 
+/// A Pub/Sub topic or subscription id as Pub/Sub accepts it: 3 to 255 characters, starting
+/// with a letter, of letters, digits and `-._~%+`, not starting with `goog`.
+pub fn is_pubsub_id(id: &str) -> bool {
+    let length = id.chars().count();
+    (3..=255).contains(&length)
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && !id.to_ascii_lowercase().starts_with("goog")
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~%+".contains(c))
+}
+
+/// A Cloud Scheduler job id: 1 to 500 letters, digits, `-` and `_`.
+fn is_job_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 500
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A unix-cron schedule as Cloud Scheduler takes it: five fields of digits, `*`, `/`, `,`, `-`
+/// and month or weekday names.
+fn is_cron(schedule: &str) -> bool {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    fields.len() == 5
+        && fields.iter().all(|field| {
+            field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "*/,-".contains(c))
+        })
+}
+
+/// A URL path a push subscription or a job calls: absolute, no control characters, no spaces.
+fn path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        Some("does not start with `/`")
+    } else if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("contains spaces or control characters")
+    } else {
+        None
+    }
+}
+
+/// `publishes`, `[[subscriptions]]` and `[[schedules]]`: ids Pub/Sub and Cloud Scheduler
+/// accept, paths on the service's URL, and no name declared twice (two declarations of one
+/// subscription would make the conformance check compare it with two intents).
+fn check_wiring(config: &ServiceConfig, report: &mut Report<'_>) {
+    let mut topics = std::collections::HashSet::new();
+    for (index, topic) in config.publishes.iter().enumerate() {
+        let at = [Part::Key("publishes"), Part::Index(index)];
+        if !is_pubsub_id(topic) {
+            report.error(
+                &at,
+                format!(
+                    "`publishes`: `{}` is not a Pub/Sub topic id",
+                    topic.escape_debug()
+                ),
+                PUBSUB_ID_HINT,
+            );
+        } else if !topics.insert(topic.as_str()) {
+            report.error(
+                &at,
+                format!("`publishes` lists `{topic}` twice"),
+                "list each topic once",
+            );
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (index, subscription) in config.subscriptions.iter().enumerate() {
+        let at = |key| {
+            [
+                Part::Key("subscriptions"),
+                Part::Index(index),
+                Part::Key(key),
+            ]
+        };
+        if !is_pubsub_id(&subscription.name) {
+            report.error(
+                &at("name"),
+                format!(
+                    "subscription `{}` is not a Pub/Sub subscription id",
+                    subscription.name.escape_debug()
+                ),
+                PUBSUB_ID_HINT,
+            );
+        } else if !names.insert(subscription.name.as_str()) {
+            report.error(
+                &at("name"),
+                format!("duplicate subscription `{}`", subscription.name),
+                "declare each subscription once",
+            );
+        }
+        if !is_pubsub_id(&subscription.topic) {
+            report.error(
+                &at("topic"),
+                format!(
+                    "subscription `{}`: `{}` is not a Pub/Sub topic id",
+                    subscription.name,
+                    subscription.topic.escape_debug()
+                ),
+                PUBSUB_ID_HINT,
+            );
+        }
+        if let Some(path) = &subscription.push_path {
+            if let Some(problem) = path_problem(path) {
+                report.error(
+                    &at("push_path"),
+                    format!(
+                        "subscription `{}`: `push_path` `{}` {problem}",
+                        subscription.name,
+                        path.escape_debug()
+                    ),
+                    "write the path on the service's URL, e.g. `/pubsub`; omit `push_path` for a pull subscription",
+                );
+            }
+        }
+    }
+    let mut jobs = std::collections::HashSet::new();
+    for (index, schedule) in config.schedules.iter().enumerate() {
+        let at = |key| [Part::Key("schedules"), Part::Index(index), Part::Key(key)];
+        if !is_job_id(&schedule.name) {
+            report.error(
+                &at("name"),
+                format!(
+                    "`{}` is not a Cloud Scheduler job id",
+                    schedule.name.escape_debug()
+                ),
+                "job ids are 1 to 500 letters, digits, `-` and `_`",
+            );
+        } else if !jobs.insert(schedule.name.as_str()) {
+            report.error(
+                &at("name"),
+                format!("duplicate schedule `{}`", schedule.name),
+                "declare each Cloud Scheduler job once",
+            );
+        }
+        if !is_cron(&schedule.schedule) {
+            report.error(
+                &at("schedule"),
+                format!(
+                    "schedule `{}`: `{}` is not a unix-cron schedule",
+                    schedule.name,
+                    schedule.schedule.escape_debug()
+                ),
+                "write five fields: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`",
+            );
+        }
+        if schedule.time_zone.trim().is_empty() || schedule.time_zone.contains(char::is_whitespace)
+        {
+            report.error(
+                &at("time_zone"),
+                format!(
+                    "schedule `{}`: `time_zone` is not a time zone name",
+                    schedule.name
+                ),
+                "write a tz database name such as `Etc/UTC` or `America/Los_Angeles`",
+            );
+        }
+        if let Some(problem) = path_problem(&schedule.path) {
+            report.error(
+                &at("path"),
+                format!(
+                    "schedule `{}`: `path` `{}` {problem}",
+                    schedule.name,
+                    schedule.path.escape_debug()
+                ),
+                "write the path on the service's URL the job calls, e.g. `/start`",
+            );
+        }
+    }
+}
+
+const PUBSUB_ID_HINT: &str =
+    "ids are 3 to 255 letters, digits and `-._~%+`, starting with a letter (not `goog`)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,5 +910,32 @@ mod tests {
         for bad in ["", "Hello", "1abc", "abc-", "a_b", &"a".repeat(50)] {
             assert!(!is_service_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn wiring_ids_follow_pubsub_and_scheduler_rules() {
+        for good in ["phase3-complete", "a.b_c~d%e+f", "Topic1"] {
+            assert!(is_pubsub_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "1abc",
+            "google-x",
+            "a b c",
+            "é-topic",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_pubsub_id(bad), "{bad}");
+        }
+        assert!(is_job_id("unified-health-check_1"));
+        assert!(!is_job_id("a.b"));
+        assert!(is_cron("0 */6 * * *"));
+        assert!(is_cron("30 10 * JAN-MAR MON,FRI"));
+        assert!(!is_cron("every 6 hours"));
+        assert!(!is_cron("0 */6 * *"));
+        assert_eq!(path_problem("/pubsub"), None);
+        assert!(path_problem("pubsub").is_some());
+        assert!(path_problem("/a\r\nHost: x").is_some());
     }
 }

@@ -1,7 +1,8 @@
 //! The emulator's API port: the Cloud Run Admin API v2 (`/v2/...`), Cloud Monitoring v3
 //! `timeSeries.list` (`/v3/projects/P/timeSeries`), Cloud Logging v2 `entries.list`
 //! (`POST /v2/entries:list`), Prometheus text (`/metrics`) and the emulator's own endpoints
-//! (`/emulator/v1/status`, `/emulator/v1/faults`, `/emulator/v1/shutdown`).
+//! (`/emulator/v1/status`, `/emulator/v1/faults`, `/emulator/v1/shutdown`), and the Pub/Sub and
+//! Cloud Scheduler read surface (`/v1/...`, seeded through `/emulator/v1/wiring`: [`super::wiring`]).
 //!
 //! Requests are decoded the way Google's REST front end does for its official clients: JSON
 //! bodies with camelCase fields, enums as integers or names, query parameters that may be
@@ -52,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
     let google = Router::new()
         .route("/v2/{*path}", any(cloud_run))
         .route("/v3/projects/{project}/timeSeries", get(time_series))
+        .route("/v1/{*path}", get(pubsub_and_scheduler))
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults));
     Router::new()
         .merge(google)
@@ -62,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
             "/emulator/v1/faults",
             get(get_faults).put(put_faults).delete(delete_faults),
         )
+        .route("/emulator/v1/wiring", get(get_wiring).put(put_wiring))
         .with_state(state)
 }
 
@@ -256,6 +259,28 @@ fn dispatch(
             format!("{method} /v2/{path} is not implemented by the emulator"),
         )),
     }
+}
+
+/// `GET /v1/...`: Pub/Sub's admin read surface and Cloud Scheduler's `jobs.list`
+/// ([`super::wiring`]).
+async fn pubsub_and_scheduler(
+    State(state): State<ApiState>,
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    answer(super::wiring::dispatch(
+        &state.controller.store,
+        &path,
+        &parameters(query),
+    ))
+}
+
+async fn get_wiring(State(state): State<ApiState>) -> Response {
+    answer(super::wiring::current(&state.controller.store))
+}
+
+async fn put_wiring(State(state): State<ApiState>, body: Bytes) -> Response {
+    answer(super::wiring::seed(&state.controller.store, &body))
 }
 
 /// `GET /v3/projects/{project}/timeSeries`.

@@ -69,7 +69,7 @@ fn typed(value: Value, type_url: &str) -> Value {
 }
 
 /// A page of a sorted list: `(items, next page token)`.
-fn page<T: Clone>(
+pub(super) fn page<T: Clone>(
     items: &[T],
     page_size: usize,
     page_token: &str,

@@ -6,7 +6,8 @@
 //!
 //! Modules: [`admin`] (the API port), [`control`] (what API calls do), [`resources`] (Cloud Run
 //! rules, pure), [`store`] (the state file), [`runtime`] (Docker), [`router`] (data plane),
-//! [`monitoring`], [`logging`], [`faults`], [`background`] (a detached process).
+//! [`monitoring`], [`logging`], [`faults`], [`wiring`] (the Pub/Sub and Cloud Scheduler read
+//! surface), [`background`] (a detached process).
 //!
 //! [`Emulator::start`] runs one in-process (the CLI's `deployer emulator` and the tests both use
 //! it); [`Emulator::shutdown`] stops it cleanly. While it runs, `DATA_DIR/emulator.json` says
@@ -23,6 +24,7 @@ pub mod resources;
 pub mod router;
 pub mod runtime;
 pub mod store;
+pub mod wiring;
 
 use std::{
     net::SocketAddr,

@@ -81,6 +81,9 @@ pub struct State {
     /// Sequence number of the next operation.
     #[serde(default)]
     pub next_operation: u64,
+    /// The Pub/Sub and Cloud Scheduler resources seeded through `/emulator/v1/wiring`.
+    #[serde(default)]
+    pub wiring: super::wiring::WiringSeed,
 }
 
 /// One service with everything the emulator keeps about it.

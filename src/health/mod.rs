@@ -4,6 +4,7 @@
 //! ```text
 //! HealthCheck::from_result(&config, &result)   // a service check's result
 //! HealthCheck::from_drift(&config, &drift, ms) // a service's drift
+//! HealthCheck::from_architecture(&config, &findings, ms) // its wiring vs the live project
 //! score(&checks) -> Score                      // passed / total × 100, the verdict, exit code
 //! ```
 //!
@@ -24,6 +25,7 @@ use crate::{
     checks::{CheckResult, Severity, Status, Thresholds},
     config::{ServiceConfig, Unit},
     drift::{self, ServiceDrift},
+    wiring,
 };
 
 /// The name of the drift check of every service.
@@ -132,6 +134,68 @@ impl HealthCheck {
             link: None,
             runbook: runbook_link(config),
             message: Some(drift.reason.clone()),
+        }
+    }
+
+    /// A service's architecture conformance (`deployer graph --check` for one service): PASS
+    /// when nothing differs, WARN / CRITICAL by the worst finding about the service, ERROR
+    /// when something could not be read (never a pass). The message names each finding's
+    /// subscription or job, topic, delivery and fix, so the alert says what to delete or
+    /// change; there is no value (a count of differences says nothing on its own).
+    pub fn from_architecture(
+        config: &ServiceConfig,
+        findings: &[wiring::conformance::Finding],
+        elapsed_ms: u64,
+    ) -> Self {
+        use wiring::conformance::{conformance, Conformance};
+        let mine: Vec<&wiring::conformance::Finding> = findings
+            .iter()
+            .filter(|finding| finding.services.contains(&config.name))
+            .collect();
+        let (status, severity) = match conformance(findings, Some(&config.name)) {
+            Conformance::Pass => (Status::Pass, Severity::Ok),
+            Conformance::Warn => (Status::Warn, Severity::Warning),
+            Conformance::Error => (Status::Error, Severity::Warning),
+            Conformance::Critical => (Status::Critical, Severity::Critical),
+        };
+        let message = if mine.is_empty() {
+            format!(
+                "the live wiring matches `{}`'s declaration ({} subscription(s), {} topic(s) published, {} schedule(s))",
+                config.name,
+                config.subscriptions.len(),
+                config.publishes.len(),
+                config.schedules.len()
+            )
+        } else {
+            mine.iter()
+                .map(|finding| {
+                    format!(
+                        "{} {} (fix: {})",
+                        finding.level.label(),
+                        finding.message,
+                        finding.fix
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        Self {
+            service: config.name.clone(),
+            check: wiring::ARCHITECTURE_CHECK.to_string(),
+            provider: "architecture",
+            status,
+            severity,
+            value: None,
+            unit: Unit::Count,
+            thresholds: None,
+            query: format!(
+                "declared wiring of `{}` vs Pub/Sub, Cloud Scheduler and Cloud Run",
+                config.name
+            ),
+            elapsed_ms,
+            link: None,
+            runbook: runbook_link(config),
+            message: Some(message),
         }
     }
 

@@ -358,6 +358,7 @@ pub fn decode_service(id: &ServiceId, service: &model::Service) -> Result<Servic
         id: id.clone(),
         etag: service.etag.clone(),
         uri: service.uri.clone(),
+        urls: service.urls.clone(),
         generation: service.generation,
         observed_generation: service.observed_generation,
         reconciling: service.reconciling,

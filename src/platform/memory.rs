@@ -85,6 +85,7 @@ impl MemoryPlatform {
     pub fn set_uri(&self, id: &ServiceId, uri: &str) {
         if let Some(stored) = self.lock().services.get_mut(&id.path()) {
             stored.snapshot.uri = uri.to_string();
+            stored.snapshot.urls = vec![uri.to_string()];
         }
     }
 
@@ -305,6 +306,7 @@ impl Platform for MemoryPlatform {
                 id: id.clone(),
                 etag,
                 uri: format!("http://{}.memory.test", id.name),
+                urls: vec![format!("http://{}.memory.test", id.name)],
                 generation: 1,
                 observed_generation: 1,
                 reconciling: false,

@@ -108,6 +108,10 @@ pub struct ServiceSnapshot {
     pub etag: String,
     /// The service's main URL.
     pub uri: String,
+    /// Every URL the platform lists for the service (Cloud Run's `urls`: the `*.run.app`
+    /// forms), `uri` among them when the platform lists it.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Spec generation and the generation the platform has acted on.
     pub generation: i64,
     /// See `generation`.
@@ -167,6 +171,17 @@ impl ServiceSnapshot {
     /// that becomes Ready would get this traffic, verified or not.
     pub fn traffic_follows_latest(&self) -> bool {
         self.traffic.is_empty() || self.traffic.iter().any(|target| target.revision.is_none())
+    }
+
+    /// Every URL of the service, `uri` first, without duplicates or empty ones.
+    pub fn all_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for url in std::iter::once(&self.uri).chain(&self.urls) {
+            if !url.is_empty() && !urls.contains(url) {
+                urls.push(url.clone());
+            }
+        }
+        urls
     }
 
     /// The tag URL of `tag`, if the platform reports one.
