@@ -1,12 +1,6 @@
 //! `deployer deploy SERVICE`: the guarded rollout, with live progress.
 
-use std::{
-    collections::BTreeMap,
-    io::IsTerminal,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Mutex, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -17,7 +11,7 @@ use crate::{
     checks::Providers,
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
-    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
+    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifications, RolloutNotifier},
     platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
@@ -273,89 +267,50 @@ impl RolloutReporter for Progress {
     }
 }
 
-/// Draws every event and, when the rollout of the image starts (`deploying`), sends the
-/// `started` notification beside it: the send is spawned, never awaited here, so a slow or
-/// hanging webhook cannot delay the rollout; [`Notifying::finish`] awaits it, bounded.
+/// Draws every event and, when the rollout of the image starts (`deploying`), has the
+/// `started` notification sent beside it (never awaited here: a slow webhook cannot delay the
+/// rollout).
 struct Notifying<'a> {
     progress: &'a Progress,
-    notifier: Arc<RolloutNotifier>,
-    started: Mutex<Option<Started>>,
-}
-
-/// The `started` notice and its send in flight.
-struct Started {
-    notice: RolloutNotice,
-    send: tokio::task::JoinHandle<Vec<String>>,
+    notifications: RolloutNotifications,
 }
 
 impl RolloutReporter for Notifying<'_> {
     fn event(&self, event: &Event) {
         self.progress.event(event);
-        let Event::Deploying {
+        if let Event::Deploying {
             service,
             image,
             commit,
             ..
         } = event
-        else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut notice = RolloutNotice::new(RolloutEvent::Started, service);
-        notice.image = Some(image.clone());
-        notice.commit = Some(commit.clone());
-        let (notifier, sent) = (self.notifier.clone(), notice.clone());
-        let send = runtime.spawn(async move { notifier.send(&sent).await });
-        *self
-            .started
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Started { notice, send });
+        {
+            self.notifications.start(RolloutNotice {
+                image: Some(image.clone()),
+                commit: Some(commit.clone()),
+                ..RolloutNotice::new(RolloutEvent::Started, service)
+            });
+        }
     }
 }
 
-impl Notifying<'_> {
-    /// Sends the outcome of a started rollout (its traffic writes are done: the driver has
-    /// returned) while the `started` send finishes: both at once, so the deploy's wall time
-    /// grows by at most one deadline. A deploy that ended before its rollout started (the
-    /// checklist) notifies nothing; one whose rollout could not start (`error`) is `stopped`.
-    /// Returns the warning lines of what was not delivered.
-    async fn finish(&self, result: Result<&RolloutReport, &anyhow::Error>) -> Vec<String> {
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let Some(Started { notice, send }) = started else {
-            return Vec::new();
-        };
-        let outcome = match result {
-            Ok(report) => RolloutNotice::of_report(report),
-            Err(error) => RolloutNotice {
-                reason: Some(format!("the rollout could not start: {error:#}")),
-                ..RolloutNotice::new(RolloutEvent::Stopped, &notice.service)
-            },
-        };
-        let outcome = RolloutNotice {
-            commit: notice.commit.clone(),
-            image: notice.image.clone(),
-            ..outcome
-        };
-        let deadline = self.notifier.deadline();
-        // The spawned send is bounded by the same deadline; the timeout only guards the join.
-        let (started, finished) = tokio::join!(
-            tokio::time::timeout(deadline + Duration::from_secs(1), send),
-            self.notifier.send(&outcome)
-        );
-        let mut warnings = match started {
-            Ok(Ok(warnings)) => warnings,
-            Ok(Err(_)) | Err(_) => {
-                vec!["the `started` notification did not finish sending".to_string()]
-            }
-        };
-        warnings.extend(finished);
-        warnings
+/// The outcome notice of a started rollout: its report's, or `stopped` when it could not
+/// start (`error`); with the commit and image of the opening notice.
+fn outcome_notice(
+    started: &RolloutNotice,
+    result: Result<&RolloutReport, &anyhow::Error>,
+) -> RolloutNotice {
+    let outcome = match result {
+        Ok(report) => RolloutNotice::of_report(report),
+        Err(error) => RolloutNotice {
+            reason: Some(format!("the rollout could not start: {error:#}")),
+            ..RolloutNotice::new(RolloutEvent::Stopped, &started.service)
+        },
+    };
+    RolloutNotice {
+        commit: started.commit.clone(),
+        image: started.image.clone(),
+        ..outcome
     }
 }
 
@@ -480,10 +435,9 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         let progress = Progress::new(context);
         let notifying = Notifying {
             progress: &progress,
-            notifier: Arc::new(RolloutNotifier::new(&config, |name| {
+            notifications: RolloutNotifications::new(RolloutNotifier::new(&config, |name| {
                 std::env::var(name).ok()
             })),
-            started: Mutex::new(None),
         };
         let prompter = super::prompt::prompter(context);
         let driver = Driver {
@@ -544,8 +498,12 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         };
         let result = pipeline::deploy(plan, &stages, &driver, ctrl_c()).await;
         progress.finish();
-        // Notifications never change the outcome: what was not delivered is a note.
-        let warnings = notifying.finish(result.as_ref()).await;
+        // The outcome is notified now that the rollout's traffic writes are done; notifications
+        // never change the outcome: what was not delivered is a note.
+        let warnings = notifying
+            .notifications
+            .finish(|started| outcome_notice(started, result.as_ref()))
+            .await;
         let mut report = match result {
             Ok(report) => report,
             Err(error) => {

@@ -14,7 +14,11 @@
 //! returns an error. Commands send an outcome after its traffic write landed, never before.
 //! Nothing here prints, and no line carries a webhook URL: they name the variable.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -439,6 +443,90 @@ impl RolloutNotifier {
     }
 }
 
+/// The notifications of one rollout: the opening one (`started`) sent in a task beside the
+/// rollout, so that a slow receiver never delays it, and the outcome sent at the end while the
+/// opening one finishes. A rollout that never started notifies nothing at its end.
+#[derive(Debug)]
+pub struct RolloutNotifications {
+    notifier: Arc<RolloutNotifier>,
+    started: Mutex<Option<InFlight>>,
+}
+
+/// The opening notice and its send.
+#[derive(Debug)]
+struct InFlight {
+    notice: RolloutNotice,
+    send: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl RolloutNotifications {
+    /// The notifications of a rollout, through `notifier`.
+    pub fn new(notifier: RolloutNotifier) -> Self {
+        Self {
+            notifier: Arc::new(notifier),
+            started: Mutex::new(None),
+        }
+    }
+
+    /// The notifier.
+    pub fn notifier(&self) -> &RolloutNotifier {
+        &self.notifier
+    }
+
+    /// Sends `notice` (the rollout started) in a task of the current Tokio runtime and returns
+    /// at once; outside a runtime, sends nothing. A second call replaces the first's notice.
+    pub fn start(&self, notice: RolloutNotice) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (notifier, sent) = (self.notifier.clone(), notice.clone());
+        let send = runtime.spawn(async move { notifier.send(&sent).await });
+        let previous = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(InFlight { notice, send });
+        if let Some(previous) = previous {
+            previous.send.abort();
+        }
+    }
+
+    /// When the rollout started: sends the outcome `outcome_of(started notice)` (call it once
+    /// the rollout's traffic writes are done) while the `started` send finishes, both at once,
+    /// so the caller waits at most one deadline (and a second's grace for the task). Returns
+    /// the warning lines of both; nothing at all when no rollout started.
+    pub async fn finish(
+        &self,
+        outcome_of: impl FnOnce(&RolloutNotice) -> RolloutNotice,
+    ) -> Vec<String> {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(InFlight { notice, send }) = started else {
+            return Vec::new();
+        };
+        let outcome = outcome_of(&notice);
+        // The task is bounded by the notifier's deadline itself; the timeout only guards the
+        // join against a task that was starved.
+        let grace = self.notifier.deadline() + Duration::from_secs(1);
+        let (opening, closing) = tokio::join!(
+            tokio::time::timeout(grace, send),
+            self.notifier.send(&outcome)
+        );
+        let mut warnings = match opening {
+            Ok(Ok(warnings)) => warnings,
+            Ok(Err(_)) | Err(_) => vec![format!(
+                "the `{}` notification did not finish sending",
+                notice.event.name()
+            )],
+        };
+        warnings.extend(closing);
+        warnings
+    }
+}
+
 /// What happened, in a few words.
 fn headline(event: RolloutEvent) -> &'static str {
     match event {
@@ -711,6 +799,47 @@ mod tests {
         for warning in &warnings {
             assert!(!warning.contains("s3cr3t") && !warning.contains("127.0.0.1"));
         }
+        receiver.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_receiver_delays_the_end_of_a_rollout_by_at_most_one_deadline() {
+        let (url, receiver) = hanging_receiver().await;
+        let leaked: &'static str = Box::leak(url.into_boxed_str());
+        let pairs: &'static [(&'static str, &'static str)] =
+            Box::leak(Box::new([("SLACK_WEBHOOK_URL", leaked), ("HOOK", leaked)]));
+        let notifications = RolloutNotifications::new(RolloutNotifier::new(
+            &config("webhook_env = \"HOOK\""),
+            env(pairs),
+        ));
+        let began = tokio::time::Instant::now();
+        notifications.start(RolloutNotice::new(RolloutEvent::Started, "hello"));
+        assert_eq!(began.elapsed(), Duration::ZERO, "`started` never waits");
+        // A rollout shorter than the deadline: `started` still hangs when it ends.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ended = tokio::time::Instant::now();
+        let warnings = notifications
+            .finish(|started| RolloutNotice {
+                reason: Some("canary 5xx 30% (9/30)".into()),
+                ..RolloutNotice::new(RolloutEvent::RolledBack, &started.service)
+            })
+            .await;
+        let added = ended.elapsed();
+        assert!(added <= SEND_DEADLINE, "{added:?}");
+        assert_eq!(
+            warnings.len(),
+            4,
+            "two events × two destinations: {warnings:?}"
+        );
+        assert!(warnings[0].starts_with("the `started` notification"));
+        assert!(warnings[3].starts_with("the `rolled-back` notification"));
+        // Nothing started: nothing to finish, at once.
+        let before = tokio::time::Instant::now();
+        assert!(notifications
+            .finish(|_| unreachable!("no rollout started"))
+            .await
+            .is_empty());
+        assert_eq!(before.elapsed(), Duration::ZERO);
         receiver.abort();
     }
 }
