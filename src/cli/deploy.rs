@@ -294,26 +294,6 @@ impl RolloutReporter for Notifying<'_> {
     }
 }
 
-/// The outcome notice of a started rollout: its report's, or `stopped` when it could not
-/// start (`error`); with the commit and image of the opening notice.
-fn outcome_notice(
-    started: &RolloutNotice,
-    result: Result<&RolloutReport, &anyhow::Error>,
-) -> RolloutNotice {
-    let outcome = match result {
-        Ok(report) => RolloutNotice::of_report(report),
-        Err(error) => RolloutNotice {
-            reason: Some(format!("the rollout could not start: {error:#}")),
-            ..RolloutNotice::new(RolloutEvent::Stopped, &started.service)
-        },
-    };
-    RolloutNotice {
-        commit: started.commit.clone(),
-        image: started.image.clone(),
-        ..outcome
-    }
-}
-
 /// Ctrl-C as a future (never completes if the handler cannot be installed).
 fn ctrl_c() -> Interrupt {
     Box::pin(async {
@@ -502,7 +482,10 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         // never change the outcome: what was not delivered is a note.
         let warnings = notifying
             .notifications
-            .finish(|started| outcome_notice(started, result.as_ref()))
+            .finish(|started| {
+                let result = result.as_ref().map_err(|error| format!("{error:#}"));
+                RolloutNotice::ending(started, result)
+            })
             .await;
         let mut report = match result {
             Ok(report) => report,

@@ -155,6 +155,25 @@ impl RolloutNotice {
     }
 }
 
+impl RolloutNotice {
+    /// How the rollout that `started` ends: its `report`'s notice, or `stopped` when its
+    /// rollout could not start (`Err(why)`); with the commit and image of the opening notice.
+    pub fn ending(started: &RolloutNotice, report: Result<&RolloutReport, String>) -> Self {
+        let ending = match report {
+            Ok(report) => RolloutNotice::of_report(report),
+            Err(why) => RolloutNotice {
+                reason: Some(format!("the rollout could not start: {why}")),
+                ..RolloutNotice::new(RolloutEvent::Stopped, &started.service)
+            },
+        };
+        RolloutNotice {
+            commit: started.commit.clone(),
+            image: started.image.clone(),
+            ..ending
+        }
+    }
+}
+
 /// Sends rollout notices of one service to its Slack webhook and JSON webhook.
 pub struct RolloutNotifier {
     /// The events chosen in the service file.
@@ -632,6 +651,28 @@ mod tests {
             revision: "hello-old".into(),
         }));
         assert_eq!(rolled_back.reason.as_deref(), Some("5xx 30% (9/30)"));
+    }
+
+    #[test]
+    fn a_rollout_that_could_not_start_ends_as_stopped_with_the_opening_commit() {
+        let started = RolloutNotice {
+            commit: Some("c0ffee".into()),
+            image: Some("r/hello@sha256:1".into()),
+            ..RolloutNotice::new(RolloutEvent::Started, "hello")
+        };
+        let ending = RolloutNotice::ending(&started, Err("`hello` is locked by alice".into()));
+        assert_eq!(ending.event, RolloutEvent::Stopped);
+        assert_eq!(
+            ending.reason.as_deref(),
+            Some("the rollout could not start: `hello` is locked by alice")
+        );
+        assert_eq!(ending.commit.as_deref(), Some("c0ffee"));
+        let promoted = report(Outcome::Promoted {
+            revision: "hello-new".into(),
+        });
+        let ending = RolloutNotice::ending(&started, Ok(&promoted));
+        assert_eq!(ending.event, RolloutEvent::Promoted);
+        assert_eq!(ending.image.as_deref(), Some("r/hello@sha256:1"));
     }
 
     #[test]
