@@ -12,6 +12,10 @@ mod support;
 
 #[path = "fixtures/bigquery/seed.rs"]
 mod seed;
+#[path = "support/slack.rs"]
+mod slack;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::{
     collections::BTreeMap,
@@ -1239,6 +1243,84 @@ async fn in_github_actions_a_deploy_annotates_its_preflight_and_its_outcome() {
         written.contains("`annotated-stable` serves as before\n"),
         "{written}"
     );
+    fixture.assert_serves_only(&fixture.stable).await;
+    fixture.shutdown().await;
+}
+
+/// `deploy` with rollout notifications to a Slack that rate-limits once (`429`, `Retry-After: 1`)
+/// and a JSON webhook that hangs: the deploy ends exactly as it would without them (the new
+/// revision reports another commit, so the identity check stops it before traffic, exit 3),
+/// Slack gets `started` and `stopped` once each, each hanging send costs one note naming its
+/// variable, and no webhook URL appears in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_notifications_through_a_rate_limited_slack_and_a_hanging_webhook_leave_the_outcome_unchanged(
+) {
+    const HOOK: &str = "T000/B000/deploy-s3cr3t";
+    let fixture = Fixture::new("notified").await;
+    let repository = tempfile::tempdir().unwrap();
+    let services = support::local_repository(repository.path(), "notified", SHORT_ROLLOUT);
+    let file = services.join("notified.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("\n[notifications]\nwebhook_env = \"DEPLOYER_WEBHOOK_URL\"\n");
+    std::fs::write(&file, text).unwrap();
+    let slack = slack::SlackStandIn::start(&[HOOK]);
+    slack.lock().rate_limit_next = 1;
+    let receiver = webhook::WebhookStandIn::start(webhook::Behaviour::Hang);
+
+    let output = repository.path().join("deploy");
+    let mut command = deploy_command(
+        &fixture,
+        &services,
+        fixture.state.path(),
+        NEW_COMMIT,
+        &output,
+    );
+    command
+        // The revision reports the stable commit: "wrong code deployed", stopped before traffic.
+        .args(["--env", &format!("BUILD_COMMIT={STABLE_COMMIT}")])
+        .args(["--traffic", "0"])
+        .env("SLACK_WEBHOOK_URL", slack.hook_url(HOOK))
+        .env("DEPLOYER_WEBHOOK_URL", receiver.hook_url("s3cr3t"))
+        .env_remove("SLACK_WEBHOOK_URL_WARNING")
+        .env_remove("SLACK_WEBHOOK_URL_CRITICAL")
+        .env_remove("GITHUB_ACTIONS");
+    let status = tokio::task::spawn_blocking(move || command.status().unwrap())
+        .await
+        .unwrap();
+    let text = read_output(&output);
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(text.contains("STOPPED before any traffic moved"), "{text}");
+    for secret in ["s3cr3t", slack.url.as_str(), receiver.url.as_str()] {
+        assert!(!text.contains(secret), "`{secret}` shown: {text}");
+    }
+    for event in ["started", "stopped"] {
+        let line = format!(
+            "note: the `{event}` notification was not delivered to the JSON webhook: the webhook in `DEPLOYER_WEBHOOK_URL` did not answer within 10s"
+        );
+        assert_eq!(text.matches(&line).count(), 1, "{text}");
+    }
+    let messages = slack.messages(HOOK);
+    let texts: Vec<&str> = messages
+        .iter()
+        .filter_map(|message| message["text"].as_str())
+        .collect();
+    // In the order Slack accepted them: `started` may still be waiting out its 429 when the
+    // outcome is sent.
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|text| text.contains("`notified` rollout started (INFO)")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|text| text
+            .contains("`notified` stopped before any traffic moved (WARNING)")
+            && text.contains(STABLE_COMMIT)),
+        "the why line travels: {texts:?}"
+    );
+    assert_eq!(slack.lock().answers, [429, 200, 200]);
+    assert_eq!(receiver.lock().requests, 2);
     fixture.assert_serves_only(&fixture.stable).await;
     fixture.shutdown().await;
 }

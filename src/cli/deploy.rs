@@ -12,6 +12,7 @@ use crate::{
     config::{HumanDuration, ServiceConfig, Target},
     exit::ExitStatus,
     interaction::Prompter,
+    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifications, RolloutNotifier},
     platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
@@ -267,6 +268,33 @@ impl RolloutReporter for Progress {
     }
 }
 
+/// Draws every event and, when the rollout of the image starts (`deploying`), has the
+/// `started` notification sent beside it (never awaited here: a slow webhook cannot delay the
+/// rollout).
+struct Notifying<'a> {
+    progress: &'a Progress,
+    notifications: RolloutNotifications,
+}
+
+impl RolloutReporter for Notifying<'_> {
+    fn event(&self, event: &Event) {
+        self.progress.event(event);
+        if let Event::Deploying {
+            service,
+            image,
+            commit,
+            ..
+        } = event
+        {
+            self.notifications.start(RolloutNotice {
+                image: Some(image.clone()),
+                commit: Some(commit.clone()),
+                ..RolloutNotice::new(RolloutEvent::Started, service)
+            });
+        }
+    }
+}
+
 /// Ctrl-C as a future (never completes if the handler cannot be installed).
 pub(super) fn ctrl_c() -> Interrupt {
     Box::pin(async {
@@ -430,7 +458,16 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     block_on(async {
         let parts = RolloutParts::connect(context, &config, &id, &args.providers).await?;
         let (platform, progress) = (&parts.platform, &parts.progress);
-        let driver = parts.driver();
+        let notifying = Notifying {
+            progress,
+            notifications: RolloutNotifications::new(RolloutNotifier::new(&config, |name| {
+                std::env::var(name).ok()
+            })),
+        };
+        let driver = Driver {
+            reporter: &notifying,
+            ..parts.driver()
+        };
         if let Some(line) = &started_emulator {
             progress.event(&Event::Notice {
                 message: line.clone(),
@@ -480,7 +517,25 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         };
         let result = pipeline::deploy(plan, &stages, &driver, ctrl_c()).await;
         progress.finish();
-        let mut report = result?;
+        // The outcome is notified now that the rollout's traffic writes are done; notifications
+        // never change the outcome: what was not delivered is a note.
+        let warnings = notifying
+            .notifications
+            .finish(|started| {
+                let result = result.as_ref().map_err(|error| format!("{error:#}"));
+                RolloutNotice::ending(started, result)
+            })
+            .await;
+        let mut report = match result {
+            Ok(report) => report,
+            Err(error) => {
+                for warning in warnings {
+                    context.output.message(format!("warning: {warning}"));
+                }
+                return Err(error);
+            }
+        };
+        report.notes.extend(warnings);
         if let Some(line) = started_emulator {
             report.notes.insert(0, line);
         }

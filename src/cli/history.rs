@@ -137,7 +137,7 @@ fn events(
         })
         .filter(|event| event.entry.at >= since)
         .collect();
-    events.sort_by(|a, b| b.entry.at.cmp(&a.entry.at));
+    events.sort_by_key(|event| std::cmp::Reverse(event.entry.at));
     events.truncate(limit.unwrap_or(usize::MAX));
     if context.output.is_json() {
         return context.output.json(&events);

@@ -23,8 +23,8 @@ pub use model::{
     BigquerySource, BuildConfig, CheckConfig, CheckSource, CloudLoggingSource,
     CloudMonitoringSource, Comparison, DriftConfig, Gate, HealthConfig, HttpSource, ImageConfig,
     InconclusivePolicy, NoDataPolicy, NotificationConfig, PreflightConfig, PrometheusSource,
-    Provider, RequestMetricsSource, RolloutConfig, RunConfig, ScheduleConfig, ServiceConfig,
-    SubscriptionConfig, Target, Unit,
+    Provider, RequestMetricsSource, RolloutConfig, RolloutEvent, RunConfig, ScheduleConfig,
+    ServiceConfig, SubscriptionConfig, Target, Unit,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.

@@ -781,6 +781,63 @@ pub struct NotificationConfig {
     /// How often `deployer health` repeats an unchanged alert [default: 6h].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_interval: Option<HumanDuration>,
+    /// Environment variable holding the URL of a generic JSON webhook that receives rollout
+    /// notifications (none by default). The name of the variable, never the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_env: Option<String>,
+    /// The rollout events notified to Slack and the webhook [default: all of them]; `[]` turns
+    /// rollout notifications off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_events: Option<Vec<RolloutEvent>>,
+}
+
+/// A rollout event that can be notified (`notifications.rollout_events`). The vocabulary lives
+/// with the service-file model because service files name it; `notify::rollout` sends it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutEvent {
+    /// The rollout of an image starts.
+    Started,
+    /// The new revision serves 100% and passed the monitor.
+    Promoted,
+    /// Stopped before any traffic moved (identity, validation, a rollout that could not start).
+    Stopped,
+    /// Traffic went back to the stable revision.
+    RolledBack,
+    /// The split was left as it is for a human.
+    Held,
+    /// A held rollout was aborted: 100% back on its stable revision.
+    Aborted,
+    /// A rollback was needed and failed: a human must act now.
+    RollbackFailed,
+}
+
+impl RolloutEvent {
+    /// Every event, in the order of a rollout.
+    pub const ALL: [RolloutEvent; 7] = [
+        RolloutEvent::Started,
+        RolloutEvent::Promoted,
+        RolloutEvent::Stopped,
+        RolloutEvent::RolledBack,
+        RolloutEvent::Held,
+        RolloutEvent::Aborted,
+        RolloutEvent::RollbackFailed,
+    ];
+
+    /// Its name in service files and in the webhook's JSON (`rolled-back`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RolloutEvent::Started => "started",
+            RolloutEvent::Promoted => "promoted",
+            RolloutEvent::Stopped => "stopped",
+            RolloutEvent::RolledBack => "rolled-back",
+            RolloutEvent::Held => "held",
+            RolloutEvent::Aborted => "aborted",
+            RolloutEvent::RollbackFailed => "rollback-failed",
+        }
+    }
 }
 
 impl Default for NotificationConfig {
@@ -791,6 +848,8 @@ impl Default for NotificationConfig {
             github_repository: None,
             github_token_env: defaults::github_token_env(),
             repeat_interval: None,
+            webhook_env: None,
+            rollout_events: None,
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_checks(config, &mut report);
     check_drift(config, &mut report);
     check_wiring(config, &mut report);
+    check_notifications(config, &mut report);
     report.diagnostics
 }
 
@@ -719,6 +720,25 @@ fn check_drift(config: &ServiceConfig, report: &mut Report<'_>) {
             "`drift.critical_commits` is 0".into(),
             "the number of undeployed service-relevant commits that makes drift CRITICAL: at least 1 (or leave it unset)",
         );
+    }
+}
+
+/// `[notifications]`: the webhook keys name environment variables. A URL written there instead
+/// would be a secret committed to the repository; the message does not repeat the value.
+fn check_notifications(config: &ServiceConfig, report: &mut Report<'_>) {
+    let notifications = &config.notifications;
+    for (key, value) in [
+        ("slack_webhook_env", Some(&notifications.slack_webhook_env)),
+        ("webhook_env", notifications.webhook_env.as_ref()),
+    ] {
+        let Some(value) = value else { continue };
+        if !is_env_name(value) {
+            report.error(
+                &[Part::Key("notifications"), Part::Key(key)],
+                format!("`notifications.{key}` is not an environment variable name"),
+                "name the variable that holds the webhook URL (e.g. `DEPLOYER_WEBHOOK_URL`), never the URL itself: a URL in a service file is a secret in the repository",
+            );
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{HealthCheck, Score};
 use crate::checks::Severity;
+use crate::notify::slack::{escape, route_variable, truncate_chars};
 
 /// The repeat interval when none is configured (the team's schedule).
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
@@ -181,8 +182,7 @@ pub fn route(
     let mut unrouted = Vec::new();
     for alert in alerts {
         let base = variable_of(&alert.check.service);
-        let by_level = format!("{base}_{}", alert.level.label());
-        let variable = [by_level, base].into_iter().find(|name| is_set(name));
+        let variable = route_variable(&base, Some(alert.level.label()), &is_set);
         match variable {
             Some(variable) => match destinations.iter_mut().find(|d| d.variable == variable) {
                 Some(destination) => destination.alerts.push(alert),
@@ -212,23 +212,6 @@ pub fn settle(previous: &AlertState, mut next: AlertState, undelivered: &[&Alert
         }
     }
     next
-}
-
-/// Cuts `text` to at most `limit` characters (never inside a character), with `…`.
-pub fn truncate_chars(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
-/// Slack's mrkdwn escaping of text that came from elsewhere.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// A runbook as a link: a URL through the repository when `repository_url` is known
@@ -442,11 +425,5 @@ mod tests {
         assert!(kept.checks.contains_key("a/y"));
         let (again, _) = plan(&kept, &run, at(1), |_| DEFAULT_REPEAT_INTERVAL);
         assert_eq!(kinds(&again), [("x".into(), Kind::New)]);
-    }
-
-    #[test]
-    fn truncation_counts_characters() {
-        assert_eq!(truncate_chars("héllo", 10), "héllo");
-        assert_eq!(truncate_chars("ééééé", 3), "éé…");
     }
 }

@@ -144,10 +144,42 @@ impl Webhook {
             return Err(SlackError::Refused {
                 variable: self.variable.clone(),
                 status: status.as_u16(),
-                answer: crate::health::alerts::truncate_chars(body.trim(), ANSWER_CHARS),
+                answer: truncate_chars(body.trim(), ANSWER_CHARS),
             });
         }
     }
+}
+
+/// The variable a message of `level` goes to: `<base>_<LEVEL>` (`SLACK_WEBHOOK_URL_CRITICAL`)
+/// when `is_set`, else `<base>` when set; `None` when neither is. A message without a level
+/// (INFO) goes to `<base>` only. `health` alerts and rollout notifications route alike.
+pub fn route_variable(
+    base: &str,
+    level: Option<&str>,
+    is_set: impl Fn(&str) -> bool,
+) -> Option<String> {
+    level
+        .map(|level| format!("{base}_{level}"))
+        .into_iter()
+        .chain(std::iter::once(base.to_string()))
+        .find(|name| is_set(name))
+}
+
+/// Cuts `text` to at most `limit` characters (never inside a character), with `…`.
+pub fn truncate_chars(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Slack's mrkdwn escaping of text that came from elsewhere (`&`, `<`, `>`).
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// `Retry-After` in seconds.
@@ -177,6 +209,33 @@ mod tests {
         let error = Webhook::new("SLACK_WEBHOOK_URL", "not a url s3cr3t").unwrap_err();
         assert!(!error.to_string().contains("s3cr3t"));
         assert!(error.to_string().contains("SLACK_WEBHOOK_URL"));
+    }
+
+    #[test]
+    fn a_level_goes_to_its_own_variable_when_set_else_to_the_base() {
+        let set = |names: &'static [&'static str]| move |name: &str| names.contains(&name);
+        let both = set(&["HOOK", "HOOK_CRITICAL"]);
+        assert_eq!(
+            route_variable("HOOK", Some("CRITICAL"), both).as_deref(),
+            Some("HOOK_CRITICAL")
+        );
+        assert_eq!(
+            route_variable("HOOK", Some("WARNING"), both).as_deref(),
+            Some("HOOK")
+        );
+        assert_eq!(route_variable("HOOK", None, both).as_deref(), Some("HOOK"));
+        assert_eq!(
+            route_variable("HOOK", None, set(&["HOOK_CRITICAL"])),
+            None,
+            "INFO never goes to a level's webhook"
+        );
+        assert_eq!(route_variable("HOOK", Some("WARNING"), set(&[])), None);
+    }
+
+    #[test]
+    fn truncation_counts_characters() {
+        assert_eq!(truncate_chars("héllo", 10), "héllo");
+        assert_eq!(truncate_chars("ééééé", 3), "éé…");
     }
 
     #[test]
