@@ -15,6 +15,7 @@ use crate::{
         held::{held_journal, HeldError},
         machine::Manual,
     },
+    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
     traffic::TrafficGenerator,
 };
 
@@ -213,6 +214,15 @@ fn decide(
         };
         if let Some(generator) = generator {
             report.notes.push(generator.stop().describe());
+        }
+        // The decision is carried out: tell the team (bounded; a failed send is a note).
+        let notifier = RolloutNotifier::new(&config, |name| std::env::var(name).ok());
+        let mut notice = RolloutNotice::of_report(&report);
+        if manual == Manual::Abort && notice.event == RolloutEvent::RolledBack {
+            notice.event = RolloutEvent::Aborted;
+        }
+        if notifier.wants(notice.event) {
+            report.notes.extend(notifier.send(&notice).await);
         }
         super::deploy::print_report(context, &report)?;
         Ok(match (manual, &report.outcome) {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{block_on, target, Context, UsageError};
 use crate::{
     exit::ExitStatus,
+    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
     rollout::{
         lock,
         rollback::{self, RollbackError, Target},
@@ -232,11 +233,40 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             humantime::format_duration(target::ROLLBACK_OPERATION_DEADLINE),
             humantime::format_duration(policy.budget)
         ));
-        let after = rollback::execute_with(&platform, snapshot, &plan, None, policy)
-            .await
+        let executed = rollback::execute_with(&platform, snapshot, &plan, None, policy).await;
+        // The rollback's own time: the notification below is not part of it.
+        let elapsed = started.elapsed();
+        // After the write (or its failure): tell the team, bounded; never the outcome's judge.
+        let notifier = RolloutNotifier::new(&config, |name| std::env::var(name).ok());
+        let actor = crate::release::Actor::current();
+        let notice = RolloutNotice {
+            revision: Some(plan.to.clone()),
+            commit: plan.commit.clone(),
+            reason: Some(match &executed {
+                Ok(_) => format!(
+                    "emergency rollback by {}: {}",
+                    actor.who,
+                    plan.reason.as_deref().unwrap_or(&plan.why)
+                ),
+                Err(error) => format!("emergency rollback by {} failed: {error}", actor.who),
+            }),
+            ..RolloutNotice::new(
+                if executed.is_ok() {
+                    RolloutEvent::RolledBack
+                } else {
+                    RolloutEvent::RollbackFailed
+                },
+                &config.name,
+            )
+        };
+        if notifier.wants(notice.event) {
+            for warning in notifier.send(&notice).await {
+                context.output.message(format!("note: {warning}"));
+            }
+        }
+        let after = executed
             .with_context(|| format!("rollback of `{}` failed: a human must act", config.name))
             .map_err(|error| error.context(RollbackFailed))?;
-        let elapsed = started.elapsed();
         if context.output.is_json() {
             context.output.json(&RollbackOutput {
                 service: &config.name,
