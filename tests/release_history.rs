@@ -181,3 +181,112 @@ async fn after_a_b_c_rolled_back_and_d_a_plain_rollback_serves_b_and_history_lis
     assert_eq!(stats["all"]["emergency_rollbacks"], 1, "{stats}");
     stage.shutdown().await;
 }
+
+/// Inconclusive is held: without traffic the 50% step never has enough requests.
+const HOLDING: &str = r#"steps = [50, 100]
+hold = "3s"
+interval = "1s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "hold"
+monitor_duration = "3s"
+monitor_interval = "1s"
+consecutive_error_limit = 3
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_rollout_is_promoted_or_aborted_by_a_human_and_status_watch_follows_one_elsewhere() {
+    let stage = Stage::with_rollout("held", HOLDING).await;
+    let state = stage.state.clone();
+    let held = |label: &str, commit: &str| {
+        let mut command = stage.deploy(label, commit);
+        command.args(["--traffic", "0"]);
+        command
+    };
+    let status = stage.run("first", held("first", B)).await;
+    assert_eq!(status.code(), Some(6), "{}", stage.printed("first"));
+    let canary = deployer::rollout::journal::Journal::of(&stage.service().await)
+        .unwrap()
+        .canary;
+
+    // `status --watch` of a rollout that already ended: its outcome at once, exit 6.
+    let watched = deployer(&stage, &state, &["status", "held", "--watch"]);
+    assert_eq!(watched.status.code(), Some(6), "{}", printed(&watched));
+    assert!(printed(&watched).contains("HELD"), "{}", printed(&watched));
+
+    // `promote`: 100% to the canary, the monitor (with synthetic traffic), recorded who/why.
+    let promoted = deployer(
+        &stage,
+        &state,
+        &["promote", "held", "--reason", "logs look fine"],
+    );
+    assert_eq!(promoted.status.code(), Some(0), "{}", printed(&promoted));
+    assert_eq!(stage.service().await.serving(), [(canary.clone(), 100)]);
+    let history = History::of(&stage.service().await).unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.kind, deployer::release::Kind::Promote);
+    assert_eq!(last.outcome, deployer::release::Outcome::Promoted);
+    assert!(
+        last.why.as_deref().unwrap().contains("logs look fine"),
+        "{last:?}"
+    );
+    assert_eq!(history.verdict(&canary), Some(Verdict::Good));
+    // Nothing held any more: both refuse clearly, exit 2, nothing written.
+    for command in ["promote", "abort"] {
+        let refused = deployer(&stage, &state, &[command, "held"]);
+        assert_eq!(refused.status.code(), Some(2), "{}", printed(&refused));
+        assert!(
+            printed(&refused).contains("nothing is held"),
+            "{}",
+            printed(&refused)
+        );
+    }
+
+    // `abort`: a second held rollout goes back to its stable revision (the promoted one).
+    let status = stage.run("second", held("second", C)).await;
+    assert_eq!(status.code(), Some(6), "{}", stage.printed("second"));
+    let second = deployer::rollout::journal::Journal::of(&stage.service().await)
+        .unwrap()
+        .canary;
+    let aborted = deployer(&stage, &state, &["abort", "held", "--reason", "not today"]);
+    assert_eq!(aborted.status.code(), Some(0), "{}", printed(&aborted));
+    let snapshot = stage.assert_consistent(&canary, &printed(&aborted)).await;
+    let journal = deployer::rollout::journal::Journal::of(&snapshot).unwrap();
+    assert_eq!(journal.phase(), deployer::rollout::machine::Phase::Aborted);
+    let history = History::of(&snapshot).unwrap();
+    assert_eq!(
+        history.last().unwrap().outcome,
+        deployer::release::Outcome::Aborted
+    );
+    assert_eq!(history.verdict(&second), Some(Verdict::Bad));
+
+    // `status --watch` follows a rollout running in another process to its end.
+    let mut running = stage.deploy("third", D).spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let journal = deployer::rollout::journal::Journal::of(&stage.service().await).unwrap();
+        if journal.commit == D && !journal.phase().is_terminal() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the third rollout never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let watched = deployer(
+        &stage,
+        &state,
+        &["status", "held", "--watch", "--every", "500ms"],
+    );
+    let status = running.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", stage.printed("third"));
+    let text = printed(&watched);
+    assert_eq!(watched.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("Canary at 50%") || text.contains("Monitoring at 100%"),
+        "{text}"
+    );
+    assert!(text.contains("PROMOTED"), "{text}");
+    stage.shutdown().await;
+}

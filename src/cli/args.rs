@@ -21,6 +21,9 @@ pub const READY_TIMEOUT: DurationRange =
 /// `deploy --lock-wait`: how long to wait for another rollout (`0s`: do not wait).
 pub const LOCK_WAIT: DurationRange =
     DurationRange::new(Duration::ZERO, Duration::from_secs(24 * 60 * 60));
+/// `status --watch --every`: how often the service is read.
+pub const WATCH_INTERVAL: DurationRange =
+    DurationRange::new(Duration::from_millis(500), Duration::from_secs(5 * 60));
 /// `emulator --startup-timeout`: how long a revision may take to pass its startup probe.
 pub const STARTUP_TIMEOUT: DurationRange =
     DurationRange::new(Duration::from_secs(1), Duration::from_secs(60 * 60));

@@ -9,13 +9,13 @@ use super::{block_on, deploy::RolloutParts, Context, UsageError};
 use crate::{
     config::{HumanDuration, Target},
     exit::ExitStatus,
+    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
     rollout::{
         driver::DeployRequest,
         events::{Event, Outcome, RolloutReporter},
         held::{held_journal, HeldError},
         machine::Manual,
     },
-    notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
     traffic::TrafficGenerator,
 };
 

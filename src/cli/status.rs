@@ -19,6 +19,80 @@ use crate::{
 pub struct StatusArgs {
     /// The service.
     pub service: String,
+    /// Follow the rollout running on the service (started anywhere): its phase, step and split
+    /// as they change, read from the platform, until it ends; the exit code is then its
+    /// outcome's, as `deploy`'s (0 promoted, 3 stopped, 4 rolled back, 5 rollback failed,
+    /// 6 held).
+    #[arg(long)]
+    pub watch: bool,
+    /// How often `--watch` reads the service.
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch", value_parser = super::args::duration_in(super::args::WATCH_INTERVAL))]
+    pub every: crate::config::HumanDuration,
+}
+
+/// `status --watch`: follows the rollout until it ends and exits by its outcome.
+async fn watch(
+    context: &Context,
+    platform: &dyn crate::platform::Platform,
+    id: &crate::platform::ServiceId,
+    every: std::time::Duration,
+) -> anyhow::Result<ExitStatus> {
+    use crate::rollout::{events::Outcome, machine::Phase, watch};
+    let end = watch::follow(platform, id, every, |update| {
+        let journal = &update.journal;
+        let split = update
+            .split
+            .iter()
+            .map(|(revision, percent)| format!("`{revision}` {percent}%"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if context.output.is_json() {
+            let _ = context.output.json(&serde_json::json!({
+                "rollout": journal.id,
+                "phase": journal.phase(),
+                "percent": journal.state.percent,
+                "split": update.split,
+                "updated": journal.updated,
+            }));
+        } else {
+            context.output.data(format!(
+                "{}  rollout `{}` {:?} at {}% ({} → {})  split: {split}",
+                journal.updated.format("%H:%M:%S UTC"),
+                journal.id,
+                journal.phase(),
+                journal.state.percent,
+                journal.stable.as_deref().unwrap_or("-"),
+                journal.canary
+            ));
+        }
+    })
+    .await?;
+    if !context.output.is_json() {
+        context.output.data(match Outcome::of(&end) {
+            Outcome::Promoted { revision } => format!("PROMOTED: `{revision}` serves 100%"),
+            Outcome::StoppedBeforeTraffic { reason } => {
+                format!("STOPPED before any traffic moved: {reason}")
+            }
+            Outcome::RolledBack { reason, revision } => {
+                format!("ROLLED BACK: `{revision}` serves 100% again\nwhy: {reason}")
+            }
+            Outcome::Held { reason } => format!("HELD for a human: {reason}"),
+            Outcome::RollbackFailed { reason } => {
+                format!("ROLLBACK FAILED — a human must act now: {reason}")
+            }
+        });
+    }
+    Ok(match end.phase() {
+        Phase::Promoted | Phase::Aborted => ExitStatus::Success,
+        Phase::RolledBack => ExitStatus::RolledBack,
+        Phase::Stopped => ExitStatus::StoppedBeforeTraffic,
+        Phase::Held => ExitStatus::Held,
+        Phase::RollbackFailed => ExitStatus::RollbackFailed,
+        // `follow` returns only finished journals, or a replaced one's last state.
+        Phase::Verifying | Phase::Validating | Phase::Canary | Phase::Monitoring => {
+            ExitStatus::Failure
+        }
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -36,6 +110,9 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
     let (_, config, id) = context.service(&args.service)?;
     block_on(async {
         let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+        if args.watch {
+            return watch(context, &platform, &id, args.every.get()).await;
+        }
         let snapshot = match read_service(&platform, &id, Default::default()).await {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => {

@@ -23,3 +23,4 @@ mod observe;
 pub mod pipeline;
 pub mod recovery;
 pub mod rollback;
+pub mod watch;

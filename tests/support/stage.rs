@@ -47,6 +47,11 @@ impl Stage {
     /// An emulator and a repository describing `name`, with no service yet: the first
     /// `deploy` creates it.
     pub async fn empty(name: &str) -> Stage {
+        Stage::empty_with_rollout(name, ROLLOUT).await
+    }
+
+    /// [`Stage::empty`] with another `[rollout]` table.
+    pub async fn empty_with_rollout(name: &str, rollout: &str) -> Stage {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
         let platform = CloudRunPlatform::connect(
@@ -60,7 +65,7 @@ impl Stage {
             region: "local".into(),
             name: name.into(),
         };
-        let services = local_repository(&directory.path().join("repository"), name, ROLLOUT);
+        let services = local_repository(&directory.path().join("repository"), name, rollout);
         let state = directory.path().join("state");
         Stage {
             emulator,
@@ -76,7 +81,12 @@ impl Stage {
     /// [`Stage::empty`] with the service created outside deployer, serving `NAME-stable`
     /// (hello at [`STABLE_COMMIT`]).
     pub async fn new(name: &str) -> Stage {
-        let stage = Stage::empty(name).await;
+        Stage::with_rollout(name, ROLLOUT).await
+    }
+
+    /// [`Stage::new`] with another `[rollout]` table.
+    pub async fn with_rollout(name: &str, rollout: &str) -> Stage {
+        let stage = Stage::empty_with_rollout(name, rollout).await;
         let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
             .map(|(key, value)| (key.to_string(), value.to_string()));
         stage
