@@ -979,4 +979,53 @@ mod tests {
         .unwrap();
         assert_eq!(plan.to, "svc-2");
     }
+
+    /// Two on-call engineers rolling back at once, from the same read: the second write meets
+    /// the first one's etag, re-reads and appends to the history as it now is — no entry of
+    /// either is lost, round after round.
+    #[tokio::test(start_paused = true)]
+    async fn two_writers_of_the_history_at_once_lose_nothing() {
+        let platform = abcd().await;
+        let rounds = 30;
+        for round in 0..rounds {
+            let (snapshot, _) = prepare(&platform, &id(), Target::Automatic).await.unwrap();
+            let serving = snapshot.primary_revision().unwrap();
+            let (first, second) = if serving == "svc-b" {
+                ("svc-a", "svc-d")
+            } else {
+                ("svc-b", "svc-a")
+            };
+            let plan = |to: &str| RollbackPlan {
+                reason: Some(format!("round {round} to {to}")),
+                ..RollbackPlan::to_stable(snapshot.serving(), to.into(), "drill".into())
+            };
+            // Both planned from the same snapshot (the same etag).
+            let (plan_a, plan_b) = (plan(first), plan(second));
+            let (a, b) = tokio::join!(
+                execute(&platform, snapshot.clone(), &plan_a, None),
+                execute(&platform, snapshot.clone(), &plan_b, None),
+            );
+            a.unwrap();
+            b.unwrap();
+        }
+        let history = History::of(&platform.service(&id()).await.unwrap().unwrap()).unwrap();
+        let reasons: Vec<&str> = history
+            .entries
+            .iter()
+            .filter(|entry| entry.kind == release::Kind::EmergencyRollback)
+            .filter_map(|entry| entry.why.as_deref())
+            .collect();
+        assert_eq!(reasons.len(), 2 * rounds, "{reasons:?}");
+        for round in 0..rounds {
+            assert_eq!(
+                reasons
+                    .iter()
+                    .filter(|why| why.starts_with(&format!("round {round} to")))
+                    .count(),
+                2,
+                "round {round}: {reasons:?}"
+            );
+        }
+        assert!(history.encode().len() <= release::MAX_ENCODED_BYTES);
+    }
 }

@@ -75,6 +75,7 @@ fn every_phase_and_input() {
     let rolled_back = at(Phase::RolledBack, Some(0), 10);
     let promoted = at(Phase::Promoted, None, 100);
     let held = at(Phase::Held, Some(0), 10);
+    let aborted = at(Phase::Aborted, Some(0), 10);
     let cases: Vec<(InconclusivePolicy, &State, Input, &str)> = vec![
         // Identity.
         (
@@ -338,6 +339,49 @@ fn every_phase_and_input() {
             &promoted,
             Input::Wrote(Written::Failed("503".into())),
             "done / Promoted",
+        ),
+        // A human's decision on a held rollout (`promote` / `abort`), and nowhere else.
+        (
+            Rollback,
+            &held,
+            Input::Manual(Manual::Promote),
+            "traffic 100 / Monitoring",
+        ),
+        (
+            Rollback,
+            &held,
+            Input::Manual(Manual::Abort),
+            "rollback / Aborted",
+        ),
+        (
+            Rollback,
+            &aborted,
+            Input::Wrote(Written::Failed("503".into())),
+            "done / RollbackFailed",
+        ),
+        (
+            Rollback,
+            &aborted,
+            Input::Wrote(Written::Done),
+            "done / Aborted",
+        ),
+        (
+            Rollback,
+            &promoted,
+            Input::Manual(Manual::Abort),
+            "done / Promoted",
+        ),
+        (
+            Rollback,
+            &canary,
+            Input::Manual(Manual::Promote),
+            "observe 5 / Canary",
+        ),
+        (
+            Rollback,
+            &rolled_back,
+            Input::Manual(Manual::Promote),
+            "done / RolledBack",
         ),
         // Out-of-place inputs never move a finished rollout.
         (Promote, &held, look(&[Pass], 5), "done / Held"),
