@@ -148,6 +148,12 @@ async fn healthy_fleet_passes(place: Where) {
     assert_eq!(checks[1]["value"], 0.0);
     assert_eq!(document["score"]["percent"], 100.0);
     assert_eq!(document["score"]["verdict"], "PASS");
+    // The delivery metrics of each service, from its release history on the platform (the
+    // service was created outside deployer: nothing recorded yet).
+    let delivery = &document["delivery"][0];
+    assert_eq!(delivery["service"], "svc", "{stdout}");
+    assert_eq!(delivery["rollouts"], 0, "{stdout}");
+    assert!(delivery["change_failure_rate"].is_null(), "{stdout}");
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let compares = github
         .lock()

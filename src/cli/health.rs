@@ -144,6 +144,8 @@ struct HealthOutput<'a> {
     checks: &'a [HealthCheck],
     alerts: &'a AlertReport,
     schedule: &'a Schedule,
+    /// Each service's delivery metrics over the last 30 days, from its release history.
+    delivery: &'a [super::history::ServiceDelivery],
 }
 
 /// When checks ran and run: this one, the one before it (from the history store), and the
@@ -479,6 +481,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     let failed = report.deliveries.iter().any(|delivery| !delivery.delivered);
     let code = score.verdict.exit_code_with(failed);
     if context.output.is_json() {
+        let delivery = super::block_on(super::history::delivery_of(context, &configs, generated_at))?;
         context.output.json(&HealthOutput {
             generated_at,
             score: &score,
@@ -486,6 +489,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             checks: &results,
             alerts: &report,
             schedule: &schedule,
+            delivery: &delivery,
         })?;
     } else {
         let paint = Painter {

@@ -59,6 +59,42 @@ struct ServiceStats<'a> {
     metrics: DeliveryMetrics,
 }
 
+/// One service's delivery metrics for `health --format json`, or why they could not be read.
+#[derive(Debug, Serialize)]
+pub(super) struct ServiceDelivery {
+    service: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    metrics: Option<DeliveryMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The delivery metrics of `configs` over the [`STATS_WINDOW`] before `now` (one read each).
+pub(super) async fn delivery_of(
+    context: &Context,
+    configs: &[ServiceConfig],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<ServiceDelivery>> {
+    let since = now - chrono::Duration::from_std(STATS_WINDOW)?;
+    let read = read_histories(context, configs).await;
+    Ok(configs
+        .iter()
+        .zip(read)
+        .map(|(config, history)| match history {
+            Ok(history) => ServiceDelivery {
+                service: config.name.clone(),
+                metrics: Some(delivery(&[&history], since, now)),
+                error: None,
+            },
+            Err(error) => ServiceDelivery {
+                service: config.name.clone(),
+                metrics: None,
+                error: Some(error),
+            },
+        })
+        .collect())
+}
+
 /// Reads each service's release history (one read per service, concurrently). A service that
 /// cannot be read is an error line, not the end of the command.
 async fn read_histories(
