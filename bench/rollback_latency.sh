@@ -94,7 +94,11 @@ b = next(n for n in names if "-bbbbbbb-" in n)
 print(a, b)' <<<"$status")
 echo "== $service: revisions $revision_a (A) and $revision_b (B, serving)" >&2
 
-rollback="$deployer rollback $service --non-interactive --endpoint $endpoint"
+# Every rollback is recorded in the release history (same write); moving back and forth marks
+# each revision as rolled back from, so both directions are forced, with a reason, which is what
+# on-call would type for a revision recorded bad. The history reaches its bound (100 entries)
+# after the warm-up and stays there: the timed runs carry a full history.
+rollback="$deployer rollback $service --non-interactive --endpoint $endpoint --force --reason bench"
 hyperfine --shell=none --warmup 3 --runs "$runs" \
   --prepare "$rollback --to $revision_b" \
   --export-json "$work/rollback.json" \
@@ -105,6 +109,13 @@ hyperfine --shell=none --warmup 3 --runs "$runs" \
 import json, sys
 serving = [(t["revision"], t["percent"]) for t in json.load(sys.stdin)["service"]["traffic_statuses"] if t["percent"]]
 assert serving == [(sys.argv[1], 100)], serving' "$revision_a"
+
+# The release history on the platform after all those rollbacks: entries and bytes.
+"$deployer" status "$service" --endpoint "$endpoint" --format json | python3 -c '
+import json, sys
+history = json.load(sys.stdin)["service"]["annotations"].get("deployer.dev/releases", "")
+entries = len(json.loads(history)["entries"]) if history else 0
+print(f"release history on the service: {entries} entries kept, {len(history)} bytes (bound 49152)")'
 
 python3 - "$work/rollback.json" "$profile" <<'PY'
 import json, statistics, sys

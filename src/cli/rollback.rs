@@ -101,6 +101,8 @@ struct RollbackOutput<'a> {
     from: &'a [(String, u8)],
     to: &'a str,
     why: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<&'a str>,
     rolled_back: bool,
     elapsed_ms: u128,
 }
@@ -186,6 +188,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                     from: &plan.from,
                     to: &plan.to,
                     why: &plan.why,
+                    warning: plan.warning.as_deref(),
                     rolled_back: false,
                     elapsed_ms: started.elapsed().as_millis(),
                 })?;
@@ -206,6 +209,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                     from: &plan.from,
                     to: &plan.to,
                     why: &plan.why,
+                    warning: plan.warning.as_deref(),
                     rolled_back: false,
                     elapsed_ms: started.elapsed().as_millis(),
                 })?;
