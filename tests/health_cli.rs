@@ -343,7 +343,7 @@ async fn a_failed_delivery_is_reported_and_the_alert_is_kept_for_the_next_run() 
         ("DEPLOYER_STATE_DIR", state_dir.as_str()),
         ("SLACK_WEBHOOK_URL", good.as_str()),
     ];
-    args.truncate(8);
+    args.truncate(9); // without `--format json`
     let output = health(&args, &bigquery, &env);
     assert_eq!(output.status.code(), Some(2));
     let messages = slack.messages(BASE_HOOK);

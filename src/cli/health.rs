@@ -481,7 +481,8 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     let failed = report.deliveries.iter().any(|delivery| !delivery.delivered);
     let code = score.verdict.exit_code_with(failed);
     if context.output.is_json() {
-        let delivery = super::block_on(super::history::delivery_of(context, &configs, generated_at))?;
+        let delivery =
+            super::block_on(super::history::delivery_of(context, &configs, generated_at))?;
         context.output.json(&HealthOutput {
             generated_at,
             score: &score,

@@ -96,13 +96,13 @@ pub struct UnlockArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct RollbackOutput<'a> {
-    service: &'a str,
-    from: &'a [(String, u8)],
-    to: &'a str,
-    why: &'a str,
+struct RollbackOutput {
+    service: String,
+    from: Vec<(String, u8)>,
+    to: String,
+    why: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    warning: Option<&'a str>,
+    warning: Option<String>,
     rolled_back: bool,
     elapsed_ms: u128,
 }
@@ -177,21 +177,27 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             .map(|(revision, percent)| format!("`{revision}` {percent}%"))
             .collect::<Vec<_>>()
             .join(", ");
+        let output =
+            |plan: &'_ rollback::RollbackPlan, rolled_back: bool, elapsed: std::time::Duration| {
+                RollbackOutput {
+                    service: config.name.clone(),
+                    from: plan.from.clone(),
+                    to: plan.to.clone(),
+                    why: plan.why.clone(),
+                    warning: plan.warning.clone(),
+                    rolled_back,
+                    elapsed_ms: elapsed.as_millis(),
+                }
+            };
         if rollback::nothing_to_do(&snapshot, &plan) {
             context.output.message(format!(
                 "`{}` already serves 100% of `{}`: nothing to do",
                 plan.to, config.name
             ));
             if context.output.is_json() {
-                context.output.json(&RollbackOutput {
-                    service: &config.name,
-                    from: &plan.from,
-                    to: &plan.to,
-                    why: &plan.why,
-                    warning: plan.warning.as_deref(),
-                    rolled_back: false,
-                    elapsed_ms: started.elapsed().as_millis(),
-                })?;
+                context
+                    .output
+                    .json(&output(&plan, false, started.elapsed()))?;
             }
             return Ok(ExitStatus::Success);
         }
@@ -204,15 +210,9 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
         }
         if args.dry_run {
             if context.output.is_json() {
-                context.output.json(&RollbackOutput {
-                    service: &config.name,
-                    from: &plan.from,
-                    to: &plan.to,
-                    why: &plan.why,
-                    warning: plan.warning.as_deref(),
-                    rolled_back: false,
-                    elapsed_ms: started.elapsed().as_millis(),
-                })?;
+                context
+                    .output
+                    .json(&output(&plan, false, started.elapsed()))?;
             }
             context
                 .output
@@ -272,14 +272,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             .with_context(|| format!("rollback of `{}` failed: a human must act", config.name))
             .map_err(|error| error.context(RollbackFailed))?;
         if context.output.is_json() {
-            context.output.json(&RollbackOutput {
-                service: &config.name,
-                from: &plan.from,
-                to: &plan.to,
-                why: &plan.why,
-                rolled_back: true,
-                elapsed_ms: elapsed.as_millis(),
-            })?;
+            context.output.json(&output(&plan, true, elapsed))?;
         } else {
             let serving = after
                 .serving()
