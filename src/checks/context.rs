@@ -1,4 +1,5 @@
-//! What a check is run for — [`CheckContext`] — and the placeholders it fills in queries.
+//! What a check is run for — [`CheckContext`] — and the placeholders it fills in queries (their
+//! names and syntax are the service-file model's: [`crate::config::placeholders`]).
 //!
 //! `{service}`, `{revision}`, `{stable_revision}`, `{project}`, `{region}`, `{commit}`,
 //! `{window}` (and `{window_seconds}`) are replaced by their values; `{{` and `}}` are literal
@@ -11,17 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Every placeholder a query may use.
-pub const PLACEHOLDERS: [&str; 8] = [
-    "service",
-    "revision",
-    "stable_revision",
-    "project",
-    "region",
-    "commit",
-    "window",
-    "window_seconds",
-];
+use crate::config::placeholders::{tokens, Token};
+pub use crate::config::placeholders::{unknown_placeholders, uses_placeholder, PLACEHOLDERS};
 
 /// What the checks are run for: the service, the revision under test and the stable one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -108,26 +100,6 @@ impl CheckContext {
     }
 }
 
-/// True when `text` uses `{name}`.
-pub fn uses_placeholder(text: &str, name: &str) -> bool {
-    tokens(text)
-        .iter()
-        .any(|token| matches!(token, Token::Placeholder(found) if *found == name))
-}
-
-/// The placeholders of `text` that are not in [`PLACEHOLDERS`] (for service-file validation).
-pub fn unknown_placeholders(text: &str) -> Vec<String> {
-    let mut unknown: Vec<String> = tokens(text)
-        .into_iter()
-        .filter_map(|token| match token {
-            Token::Placeholder(name) if !PLACEHOLDERS.contains(&name) => Some(name.to_string()),
-            _ => None,
-        })
-        .collect();
-    unknown.dedup();
-    unknown
-}
-
 /// A duration as PromQL and people write it: `10m`, `90s`, `2h`.
 pub fn promql_duration(duration: Duration) -> String {
     let seconds = duration.as_secs().max(1);
@@ -138,50 +110,6 @@ pub fn promql_duration(duration: Duration) -> String {
     } else {
         format!("{seconds}s")
     }
-}
-
-#[derive(Debug, PartialEq)]
-enum Token<'a> {
-    Text(&'a str),
-    Placeholder(&'a str),
-}
-
-/// Splits `text` into literal text and `{name}` placeholders (`{{`/`}}` are literal braces).
-fn tokens(text: &str) -> Vec<Token<'_>> {
-    let mut tokens = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find(['{', '}']) {
-        let (before, from_brace) = rest.split_at(open);
-        if !before.is_empty() {
-            tokens.push(Token::Text(before));
-        }
-        if let Some(after) = from_brace.strip_prefix("{{") {
-            tokens.push(Token::Text("{"));
-            rest = after;
-            continue;
-        }
-        if let Some(after) = from_brace.strip_prefix("}}") {
-            tokens.push(Token::Text("}"));
-            rest = after;
-            continue;
-        }
-        if let Some(inner) = from_brace.strip_prefix('{') {
-            let name_length = inner
-                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-                .unwrap_or(inner.len());
-            if name_length > 0 && inner[name_length..].starts_with('}') {
-                tokens.push(Token::Placeholder(&inner[..name_length]));
-                rest = &inner[name_length + 1..];
-                continue;
-            }
-        }
-        tokens.push(Token::Text(&from_brace[..1]));
-        rest = &from_brace[1..];
-    }
-    if !rest.is_empty() {
-        tokens.push(Token::Text(rest));
-    }
-    tokens
 }
 
 #[cfg(test)]
@@ -228,17 +156,6 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.name, "commit");
         assert!(error.to_string().contains("`{commit}`"), "{error}");
-    }
-
-    #[test]
-    fn unknown_placeholders_are_found_once() {
-        assert_eq!(
-            unknown_placeholders("{servce} {servce} {revision} {job=\"x\"} é{x}"),
-            ["servce", "x"]
-        );
-        assert!(unknown_placeholders("SELECT 1").is_empty());
-        assert!(uses_placeholder("a {revision} b", "revision"));
-        assert!(!uses_placeholder("a {{revision}} b", "revision"));
     }
 
     #[test]

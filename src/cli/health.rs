@@ -24,7 +24,8 @@ use crate::{
     health::{
         self,
         alerts::{self, Alert, Kind, Level},
-        history::{self, Location, RunRecord, Store},
+        history::{self, Location, Store},
+        record::RunRecord,
         HealthCheck, Score, Verdict,
     },
     notify::slack::Webhook,

@@ -11,6 +11,7 @@ mod duration;
 mod files;
 mod locate;
 mod model;
+pub mod placeholders;
 mod validate;
 
 use std::path::{Path, PathBuf};

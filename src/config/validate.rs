@@ -558,7 +558,7 @@ fn check_checks(config: &ServiceConfig, report: &mut Report<'_>) {
                 "write the provider's query (SQL, PromQL, a filter or a URL)",
             );
         }
-        let unknown = crate::checks::unknown_placeholders(query);
+        let unknown = super::placeholders::unknown_placeholders(query);
         if !unknown.is_empty() {
             report.error(
                 &at(query_key),
@@ -574,7 +574,7 @@ fn check_checks(config: &ServiceConfig, report: &mut Report<'_>) {
                 ),
                 &format!(
                     "placeholders are {}; write `{{{{` for a literal brace",
-                    crate::checks::PLACEHOLDERS
+                    super::placeholders::PLACEHOLDERS
                         .iter()
                         .map(|name| format!("`{{{name}}}`"))
                         .collect::<Vec<_>>()

@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     alerts::AlertState,
-    history::{HistoryError, RunRecord},
+    record::{parse_runs, HistoryError, RunRecord},
 };
 use crate::checks::{bigquery, ProviderError};
 
@@ -291,10 +291,7 @@ impl BigQueryStore {
         since: DateTime<Utc>,
     ) -> Result<(Vec<RunRecord>, usize), HistoryError> {
         let texts = self.records("run", Some(since), None).await?;
-        Ok(super::history::parse_runs(
-            texts.iter().map(String::as_str),
-            since,
-        ))
+        Ok(parse_runs(texts.iter().map(String::as_str), since))
     }
 
     /// The latest run recorded.

@@ -12,12 +12,14 @@
 //! check makes the whole run CRITICAL. Only PASS passes: WARN, CRITICAL, NO DATA and ERROR do
 //! not. [`alerts`] holds the Slack alert lifecycle (pure functions of state, results and time)
 //! and the digest; [`history`] the JSON-lines run history and the lifecycle state in the state
-//! directory (or, [`bigquery_store`], in a BigQuery table), and the trends. The webhook client
-//! is [`crate::notify::slack`]. Nothing here prints: `src/cli/health.rs` does.
+//! directory (or, [`bigquery_store`], in a BigQuery table), and the trends; [`record`] what both
+//! stores keep. The webhook client is [`crate::notify::slack`]. Nothing here prints:
+//! `src/cli/health.rs` does.
 
 pub mod alerts;
 pub mod bigquery_store;
 pub mod history;
+pub mod record;
 
 use serde::{Deserialize, Serialize};
 
