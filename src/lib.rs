@@ -21,9 +21,9 @@ pub mod process;
 pub mod release;
 pub mod repo;
 pub mod rollout;
+pub mod synthetic_load;
 #[cfg(test)]
 mod testing;
-pub mod traffic;
 pub mod untrusted;
 pub mod wiring;
 

@@ -30,6 +30,8 @@ use git2::{BranchType, ErrorCode, Oid, Sort, Status, StatusOptions};
 use serde::Serialize;
 use sha2::Digest;
 
+use crate::untrusted::first_chars;
+
 /// Errors reading the repository.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -329,7 +331,7 @@ pub struct SourceRevision {
 impl SourceRevision {
     /// The first 12 hex digits of the commit.
     pub fn short_commit(&self) -> &str {
-        &self.commit[..self.commit.len().min(12)]
+        short_commit(&self.commit, RECORDED_COMMIT_CHARS)
     }
 }
 
@@ -397,9 +399,22 @@ impl CommitSummary {
     }
 }
 
-/// The first 7 characters of a commit id.
+/// Characters of a commit id in messages to people (git's own short form).
+pub const SHOWN_COMMIT_CHARS: usize = 7;
+
+/// Characters of a commit id kept in image tags, release records and status lines, where it must
+/// stay unambiguous for longer.
+pub const RECORDED_COMMIT_CHARS: usize = 12;
+
+/// The first `length` characters of a commit id (all of it when shorter). By characters, never
+/// bytes: a commit read from a label or a remote answer is not always hex.
+pub fn short_commit(id: &str, length: usize) -> &str {
+    first_chars(id, length)
+}
+
+/// The first [`SHOWN_COMMIT_CHARS`] characters of a commit id.
 pub fn short(id: &str) -> &str {
-    id.get(..7).unwrap_or(id)
+    short_commit(id, SHOWN_COMMIT_CHARS)
 }
 
 /// The commits reachable from one commit and not from another (`from..to`), newest first.

@@ -40,16 +40,37 @@ pub fn escaped(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The first `max_chars` characters of `text` (all of it when shorter), with no mark of the cut:
+/// the base of every shortening here, and of commit ids shown short (`repo::short_commit`).
+/// Counts characters, not bytes, so it never cuts a character in half.
+pub fn first_chars(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        None => text,
+        Some((cut, _)) => &text[..cut],
+    }
+}
+
 /// The first `max_chars` characters of `text`, then `…(N more characters)` when it is longer.
 /// Counts characters, not bytes, so it never cuts a character in half.
 pub fn shortened(text: &str, max_chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max_chars) {
-        None => Cow::Borrowed(text),
-        Some((cut, _)) => {
-            let rest = text[cut..].chars().count();
-            Cow::Owned(format!("{}…({rest} more characters)", &text[..cut]))
-        }
+    let kept = first_chars(text, max_chars);
+    if kept.len() == text.len() {
+        return Cow::Borrowed(text);
     }
+    let rest = text[kept.len()..].chars().count();
+    Cow::Owned(format!("{kept}…({rest} more characters)"))
+}
+
+/// `text` in at most `max_chars` characters, the last one `…` when it had to be cut: for fields
+/// with a hard length limit (Slack's block texts), where the mark must fit inside the limit.
+pub fn ellipsized(text: &str, max_chars: usize) -> Cow<'_, str> {
+    if text.chars().count() <= max_chars {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(format!(
+        "{}…",
+        first_chars(text, max_chars.saturating_sub(1))
+    ))
 }
 
 /// A message from a remote system, fit for one line of a terminal: trimmed, shortened to
@@ -79,6 +100,14 @@ mod tests {
         // Multi-byte characters: a byte-index cut at 3 would panic inside `é`.
         assert_eq!(shortened("ééééé", 2), "éé…(3 more characters)");
         assert_eq!(shortened("", 0), "");
+        assert_eq!(first_chars("ééééé", 2), "éé");
+        assert_eq!(first_chars("abc", 7), "abc");
+    }
+
+    #[test]
+    fn ellipsizes_within_the_limit() {
+        assert_eq!(ellipsized("héllo", 10), "héllo");
+        assert_eq!(ellipsized("ééééé", 3), "éé…");
     }
 
     #[test]

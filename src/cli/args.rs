@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{
     config::{DurationRange, HumanDuration},
-    traffic::MAX_RATE,
+    synthetic_load::MAX_RATE,
 };
 
 /// `deploy --ready-timeout`: how long a new revision may take to become Ready.

@@ -24,8 +24,8 @@ use crate::{
     health::{
         self,
         alerts::{self, Alert, Kind, Level},
-        history::{self, Location, Store},
         record::RunRecord,
+        store::{self, Location, Store},
         HealthCheck, Score, Verdict,
     },
     notify::slack::Webhook,
@@ -678,7 +678,7 @@ struct HistoryOutput {
     since: chrono::DateTime<chrono::Utc>,
     runs: usize,
     skipped_lines: usize,
-    series: std::collections::BTreeMap<String, Vec<history::Point>>,
+    series: std::collections::BTreeMap<String, Vec<store::Point>>,
 }
 
 /// `health history`.
@@ -690,7 +690,7 @@ fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<Exit
     let since = chrono::Utc::now()
         - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
     let (runs, skipped) = super::block_on(async { Ok(store.read(since).await?) })?;
-    let series = history::series(&runs, args.check.as_deref());
+    let series = store::series(&runs, args.check.as_deref());
     if skipped > 0 {
         context.output.message(format!(
             "warning: {skipped} unreadable record(s) of `{}` skipped",
@@ -739,7 +739,7 @@ fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<Exit
             .map(|point| point.status.label())
             .unwrap_or("-");
         let trend = if sparklines {
-            history::sparkline(&points.iter().map(|point| point.value).collect::<Vec<_>>())
+            store::sparkline(&points.iter().map(|point| point.value).collect::<Vec<_>>())
         } else {
             points
                 .iter()

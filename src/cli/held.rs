@@ -16,7 +16,7 @@ use crate::{
         held::{held_journal, HeldError},
         machine::Manual,
     },
-    traffic::TrafficGenerator,
+    synthetic_load::TrafficGenerator,
 };
 
 /// `promote`.

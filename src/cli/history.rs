@@ -16,6 +16,7 @@ use crate::{
         metrics::{delivery, DeliveryMetrics, Spread},
         Entry, History,
     },
+    repo::{short_commit, RECORDED_COMMIT_CHARS},
 };
 
 /// `history`.
@@ -217,7 +218,7 @@ fn line(event: &Event<'_>, several: bool) -> String {
     let commit: String = entry
         .commit
         .as_deref()
-        .map(|commit| commit.chars().take(12).collect())
+        .map(|commit| short_commit(commit, RECORDED_COMMIT_CHARS).to_string())
         .unwrap_or_else(|| "-".into());
     let duration = std::time::Duration::from_secs(event.duration_seconds.max(0) as u64);
     let mut text = format!(

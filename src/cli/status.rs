@@ -8,6 +8,7 @@ use crate::{
     exit::ExitStatus,
     platform::{read_revisions, read_service, RevisionSnapshot, ServiceSnapshot},
     release::{Entry, History, Kind},
+    repo::{short_commit, RECORDED_COMMIT_CHARS},
     rollout::{
         journal::{Journal, LocalJournal},
         lock::Lock,
@@ -156,7 +157,7 @@ fn commit_of(revisions: &[RevisionSnapshot], name: &str) -> String {
         .iter()
         .find(|revision| revision.name == name)
         .and_then(|revision| revision.labels.get("deployer-commit"))
-        .map(|commit| commit.chars().take(12).collect())
+        .map(|commit| short_commit(commit, RECORDED_COMMIT_CHARS).to_string())
         .unwrap_or_else(|| "-".into())
 }
 
@@ -271,7 +272,7 @@ fn render(output: &StatusOutput) -> String {
             revision
                 .labels
                 .get("deployer-commit")
-                .map(|commit| commit.chars().take(12).collect::<String>())
+                .map(|commit| short_commit(commit, RECORDED_COMMIT_CHARS).to_string())
                 .unwrap_or_else(|| "-".into()),
             revision
                 .failure

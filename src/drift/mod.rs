@@ -15,7 +15,7 @@
 //! (deployed from a branch, or history rewritten) is reported as such, never as "0 behind".
 
 pub mod deployed;
-pub mod history;
+pub mod git_facts;
 pub mod issue;
 mod source_github;
 
@@ -32,7 +32,7 @@ use crate::{
 };
 
 pub use deployed::{CommitOrigin, DeployedState, ImageLabels, RegistryLabels, ServingRevision};
-pub use history::{MainTip, PathFilter};
+pub use git_facts::{MainTip, PathFilter};
 
 /// How many of the service-relevant commits are listed (all are counted).
 pub const LISTED_COMMITS: usize = 10;
@@ -496,7 +496,7 @@ pub fn from_git(
         let main = tips
             .entry(key)
             .or_insert_with(|| {
-                history::main_tip(
+                git_facts::main_tip(
                     repo,
                     &preflight.remote,
                     &preflight.branch,
@@ -511,7 +511,7 @@ pub fn from_git(
             for commit in deployed_commits(input) {
                 let found = match &filters {
                     Ok((paths, schema)) => {
-                        history::facts(repo, &commit, main_commit, paths, schema.as_ref())
+                        git_facts::facts(repo, &commit, main_commit, paths, schema.as_ref())
                     }
                     Err(error) => Err(error.clone()),
                 };

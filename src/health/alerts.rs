@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::{HealthCheck, Score};
 use crate::checks::Severity;
-use crate::notify::slack::{escape, route_variable, truncate_chars};
+use crate::{
+    notify::slack::{escape, route_variable},
+    untrusted::ellipsized,
+};
 
 /// The repeat interval when none is configured (the team's schedule).
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
@@ -240,7 +243,7 @@ fn line(alert: &Alert, repositories: &BTreeMap<String, String>) -> String {
         "*{what}* `{}` · *{}*: {} — {}",
         escape(&check.service),
         escape(&check.check),
-        escape(&truncate_chars(&value, VALUE_CHARS)),
+        escape(&ellipsized(&value, VALUE_CHARS)),
         runbook_text(&check.runbook, repositories.get(&check.service))
     )
 }
@@ -259,14 +262,14 @@ pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, S
     );
     let mut blocks = vec![json!({
         "type": "header",
-        "text": {"type": "plain_text", "text": truncate_chars(&title, 150)}
+        "text": {"type": "plain_text", "text": ellipsized(&title, 150)}
     })];
     // Header, up to 48 alerts, and one line for the rest.
     let room = MAX_BLOCKS - 2;
     for alert in alerts.iter().take(room) {
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": truncate_chars(&line(alert, repositories), MAX_SECTION_CHARS)}
+            "text": {"type": "mrkdwn", "text": ellipsized(&line(alert, repositories), MAX_SECTION_CHARS)}
         }));
     }
     if alerts.len() > room {
@@ -279,7 +282,7 @@ pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, S
         .chain(alerts.iter().map(|alert| line(alert, repositories)))
         .collect::<Vec<_>>()
         .join("\n");
-    json!({"text": truncate_chars(&fallback, 3000), "blocks": blocks})
+    json!({"text": ellipsized(&fallback, 3000), "blocks": blocks})
 }
 
 #[cfg(test)]

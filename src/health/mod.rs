@@ -11,15 +11,15 @@
 //! Score = passed / total × 100: ≥ 80 PASS, 50–79 WARNING, < 50 CRITICAL, and any CRITICAL
 //! check makes the whole run CRITICAL. Only PASS passes: WARN, CRITICAL, NO DATA and ERROR do
 //! not. [`alerts`] holds the Slack alert lifecycle (pure functions of state, results and time)
-//! and the digest; [`history`] the JSON-lines run history and the lifecycle state in the state
+//! and the digest; [`store`] the JSON-lines run history and the lifecycle state in the state
 //! directory (or, [`bigquery_store`], in a BigQuery table), and the trends; [`record`] what both
 //! stores keep. The webhook client is [`crate::notify::slack`]. Nothing here prints:
 //! `src/cli/health.rs` does.
 
 pub mod alerts;
 pub mod bigquery_store;
-pub mod history;
 pub mod record;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! What the history stores, whichever store keeps it: one [`RunRecord`] per run, its lines parsed
 //! leniently ([`parse_runs`]), and the store's [`HistoryError`]. Both stores (the file store in
-//! [`super::history`], the table in [`super::bigquery_store`]) stand on this file, so neither
+//! [`super::store`], the table in [`super::bigquery_store`]) stand on this file, so neither
 //! imports the other's types.
 
 use std::path::PathBuf;

@@ -21,6 +21,8 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::untrusted::first_chars;
+
 /// The API base when `GITHUB_API_URL` is unset.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 
@@ -691,11 +693,11 @@ fn error_message(body: &str) -> String {
         .ok()
         .and_then(|value| value.get("message")?.as_str().map(str::to_string))
         .unwrap_or_else(|| body.trim().to_string());
-    let mut shortened: String = message.chars().take(MESSAGE_CHARS).collect();
-    if message.chars().count() > MESSAGE_CHARS {
-        shortened.push('…');
+    let kept = first_chars(&message, MESSAGE_CHARS);
+    if kept.len() == message.len() {
+        return message;
     }
-    shortened
+    format!("{kept}…")
 }
 
 #[cfg(test)]

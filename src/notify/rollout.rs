@@ -25,13 +25,14 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{
-    slack::{escape, route_variable, truncate_chars, Webhook},
+    slack::{escape, route_variable, Webhook},
     webhook::JsonWebhook,
 };
 pub use crate::config::RolloutEvent;
 use crate::{
     config::ServiceConfig,
     rollout::events::{Outcome, RolloutReport},
+    untrusted::ellipsized,
 };
 
 /// How long one notification may take to each destination, 429 waits included.
@@ -422,7 +423,7 @@ impl RolloutNotifier {
         if let Some(reason) = &notice.reason {
             lines.push(format!(
                 "*why:* {}",
-                escape(&truncate_chars(reason, REASON_CHARS))
+                escape(&ellipsized(reason, REASON_CHARS))
             ));
         }
         let mut context = vec![format!("by {}", escape(&self.who))];
@@ -452,11 +453,11 @@ impl RolloutNotifier {
                 .unwrap_or_default()
         );
         json!({
-            "text": truncate_chars(&escape(&fallback), 3000),
+            "text": ellipsized(&escape(&fallback), 3000),
             "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": truncate_chars(&title, 150)}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": truncate_chars(&lines.join("\n"), 3000)}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate_chars(&context, 3000)}]},
+                {"type": "header", "text": {"type": "plain_text", "text": ellipsized(&title, 150)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": ellipsized(&lines.join("\n"), 3000)}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": ellipsized(&context, 3000)}]},
             ]
         })
     }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::untrusted::ellipsized;
+
 /// How long, in all, one message may wait for rate limits.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -144,7 +146,7 @@ impl Webhook {
             return Err(SlackError::Refused {
                 variable: self.variable.clone(),
                 status: status.as_u16(),
-                answer: truncate_chars(body.trim(), ANSWER_CHARS),
+                answer: ellipsized(body.trim(), ANSWER_CHARS).into_owned(),
             });
         }
     }
@@ -163,16 +165,6 @@ pub fn route_variable(
         .into_iter()
         .chain(std::iter::once(base.to_string()))
         .find(|name| is_set(name))
-}
-
-/// Cuts `text` to at most `limit` characters (never inside a character), with `…`.
-pub fn truncate_chars(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(limit.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// Slack's mrkdwn escaping of text that came from elsewhere (`&`, `<`, `>`).
@@ -230,12 +222,6 @@ mod tests {
             "INFO never goes to a level's webhook"
         );
         assert_eq!(route_variable("HOOK", Some("WARNING"), set(&[])), None);
-    }
-
-    #[test]
-    fn truncation_counts_characters() {
-        assert_eq!(truncate_chars("héllo", 10), "héllo");
-        assert_eq!(truncate_chars("ééééé", 3), "éé…");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::slack::{retry_after, truncate_chars};
+use super::slack::retry_after;
+use crate::untrusted::ellipsized;
 
 /// Characters of the receiver's answer kept in an error.
 const ANSWER_CHARS: usize = 200;
@@ -145,7 +146,7 @@ impl JsonWebhook {
             return Err(WebhookError::Refused {
                 variable: self.variable.clone(),
                 status: status.as_u16(),
-                answer: truncate_chars(answer.trim(), ANSWER_CHARS),
+                answer: ellipsized(answer.trim(), ANSWER_CHARS).into_owned(),
             });
         }
     }

@@ -15,7 +15,7 @@
 
 mod decision;
 mod deployment;
-mod history;
+mod shipping;
 mod tests_step;
 mod working_tree;
 
@@ -331,13 +331,13 @@ pub async fn run(
     reporter.step_started(Step::Commits);
     let state = deployment::read(deployed, options.platform_time_limit).await;
     report.deployed = state.deployed_revision();
-    let shipping = history::commits(&repo, head.as_ref(), &state);
+    let shipping = shipping::commits(&repo, head.as_ref(), &state);
     report.commits = shipping.range.clone();
     record(&mut report, shipping.check.clone());
     reporter.step_started(Step::SchemaChanges);
     record(
         &mut report,
-        history::schema_changes(&repo, &preflight.schema_paths, &shipping),
+        shipping::schema_changes(&repo, &preflight.schema_paths, &shipping),
     );
 
     // Step 6: the service's tests.

@@ -104,11 +104,6 @@ pub fn same_commit(reported: &str, expected: &str) -> bool {
     shorter >= 7 && reported[..shorter] == expected[..shorter]
 }
 
-/// The first `length` characters of `text` (a commit, for display): never cuts a character.
-pub fn short(text: &str, length: usize) -> String {
-    text.chars().take(length).collect()
-}
-
 /// Checks one health answer against the expected identity.
 pub fn check_identity(
     answer: &HealthAnswer,
@@ -336,7 +331,7 @@ mod tests {
         assert!(!same_commit("aaaaaaaaaaaéé", "aaaaaaaaaaaa"));
         assert!(same_commit("aaaaaaaéé", "aaaaaaaéé"));
         assert!(!same_commit("ééééééé", "aaaaaaa"));
-        assert_eq!(short("aaaaaaéé", 7), "aaaaaaé");
+        assert_eq!(crate::repo::short_commit("aaaaaaéé", 7), "aaaaaaé");
         let health = HealthConfig::default();
         let answer = answer(json!({"service": "hello", "commit": "ééééééééé"}));
         assert!(check_identity(&answer, &health, "hello", "abcdef0123").is_err());

@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 
-use super::identity::short;
+use crate::repo::{short_commit, SHOWN_COMMIT_CHARS};
 
 /// `length` random lowercase letters and digits (valid in revision names and lock ids).
 pub fn random_suffix(length: usize) -> String {
@@ -18,7 +18,7 @@ pub fn random_suffix(length: usize) -> String {
 
 /// The commit as it appears in names: seven characters of `[a-z0-9]`.
 fn commit_part(commit: &str) -> String {
-    short(commit, 7)
+    short_commit(commit, SHOWN_COMMIT_CHARS)
         .to_lowercase()
         .chars()
         .filter(char::is_ascii_alphanumeric)

@@ -8,10 +8,14 @@ use std::time::Duration;
 use super::{
     driver::{tag_url, CheckScope, DeployRequest, Driver, Running, CANARY_TAG, REQUEST_ERRORS},
     events::Event,
-    identity::{self, short, IdentityError},
+    identity::{self, IdentityError},
     machine::{Interruption, MetricResult, Observation, Phase, Policy, State, Status},
 };
-use crate::{config::Gate, platform::read_service};
+use crate::{
+    config::Gate,
+    platform::read_service,
+    repo::{short_commit, RECORDED_COMMIT_CHARS},
+};
 
 impl Driver<'_> {
     pub(super) fn scope(&self, request: &DeployRequest, running: &Running) -> CheckScope {
@@ -175,7 +179,7 @@ impl Driver<'_> {
         self.reporter.event(&Event::IdentityVerified {
             url,
             service: request.service_name.clone(),
-            commit: short(&request.commit, 12),
+            commit: short_commit(&request.commit, RECORDED_COMMIT_CHARS).to_string(),
         });
         Ok(())
     }

@@ -23,9 +23,12 @@ use async_trait::async_trait;
 use super::{
     driver::{rollout_duration, DeployRequest, Driver, Interrupt},
     events::{Event, Outcome, RolloutReport},
-    identity::short,
 };
-use crate::{platform::Platform, traffic::TrafficGenerator};
+use crate::{
+    platform::Platform,
+    repo::{short_commit, RECORDED_COMMIT_CHARS},
+    synthetic_load::TrafficGenerator,
+};
 
 /// The stages of a deploy whose progress the caller draws (not `Send`: the image build's
 /// reporter draws on the caller's thread).
@@ -184,7 +187,7 @@ pub async fn deploy(
         service: rollout.service_name.clone(),
         target: target_name,
         image: rollout.image.clone(),
-        commit: short(&rollout.commit, 12).to_string(),
+        commit: short_commit(&rollout.commit, RECORDED_COMMIT_CHARS).to_string(),
     });
     let generator = traffic.map(|traffic| {
         // Long enough for every step, the monitor and the wait for Ready.
