@@ -16,7 +16,7 @@ use deployer::{
     rollout::{
         driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
         events::{Event, Outcome, RolloutReport, RolloutReporter},
-        identity::{HealthAnswer, HealthProbe},
+        identity::{HealthAnswer, HealthProbe, ProbeError},
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
         machine::{MetricResult, Phase, State, Status},
@@ -89,7 +89,7 @@ struct Probe {
 
 #[async_trait]
 impl HealthProbe for Probe {
-    async fn get(&self, url: &str, _: Duration) -> Result<HealthAnswer, String> {
+    async fn get(&self, url: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
         Ok(HealthAnswer {
             status: 200,
             body: Some(if url.contains("canary---") {
@@ -1341,7 +1341,7 @@ async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_lat
     struct Everywhere;
     #[async_trait]
     impl HealthProbe for Everywhere {
-        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, String> {
+        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
             Ok(HealthAnswer {
                 status: 200,
                 body: Some(json!({"service": "svc", "commit": COMMIT})),

@@ -51,23 +51,58 @@ pub fn field<'a>(document: &'a Value, path: &str) -> Option<&'a Value> {
         })
 }
 
+/// A JSON value that is not a measurement; `what` names where it was (`field `a.b``).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotANumber {
+    /// A number JSON allows but `f64` does not hold.
+    #[error("{what} is not a finite number")]
+    NotFinite {
+        /// Where it was.
+        what: String,
+    },
+    /// Text that does not read as a number.
+    #[error("{what} is the text `{excerpt}`, not a number")]
+    Text {
+        /// Where it was.
+        what: String,
+        /// The start of the text.
+        excerpt: String,
+    },
+    /// An array or an object.
+    #[error("{what} is not a number")]
+    Structure {
+        /// Where it was.
+        what: String,
+    },
+}
+
 /// A JSON value as a measurement: numbers, numeric strings, booleans (1/0); `null` is no data.
-pub fn to_sample(value: &Value, what: &str) -> Result<Sample, String> {
+pub fn to_sample(value: &Value, what: &str) -> Result<Sample, NotANumber> {
     match value {
         Value::Null => Ok(Sample::NoData {
             reason: format!("{what} is null"),
         }),
-        Value::Number(number) => number
-            .as_f64()
-            .map(Sample::value)
-            .ok_or_else(|| format!("{what} is not a finite number")),
-        Value::String(text) => text
-            .trim()
-            .parse::<f64>()
-            .map(Sample::value)
-            .map_err(|_| format!("{what} is the text `{}`, not a number", excerpt(text, 40))),
+        Value::Number(number) => {
+            number
+                .as_f64()
+                .map(Sample::value)
+                .ok_or_else(|| NotANumber::NotFinite {
+                    what: what.to_string(),
+                })
+        }
+        Value::String(text) => {
+            text.trim()
+                .parse::<f64>()
+                .map(Sample::value)
+                .map_err(|_| NotANumber::Text {
+                    what: what.to_string(),
+                    excerpt: excerpt(text, 40),
+                })
+        }
         Value::Bool(flag) => Ok(Sample::value(if *flag { 1.0 } else { 0.0 })),
-        Value::Array(_) | Value::Object(_) => Err(format!("{what} is not a number")),
+        Value::Array(_) | Value::Object(_) => Err(NotANumber::Structure {
+            what: what.to_string(),
+        }),
     }
 }
 
@@ -114,9 +149,9 @@ impl MetricProvider for Http {
             provider: PROVIDER,
             message: format!("GET {shown}: the answer has no field `{path}`"),
         })?;
-        to_sample(value, &format!("field `{path}`")).map_err(|message| ProviderError::Malformed {
+        to_sample(value, &format!("field `{path}`")).map_err(|error| ProviderError::Malformed {
             provider: PROVIDER,
-            message,
+            message: error.to_string(),
         })
     }
 }

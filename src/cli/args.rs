@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::{
-    config::{DurationRange, HumanDuration},
+    config::{DurationError, DurationRange, HumanDuration},
     synthetic_load::MAX_RATE,
 };
 
@@ -31,7 +31,7 @@ pub const STARTUP_TIMEOUT: DurationRange =
 /// A clap value parser for a duration in `range`.
 pub fn duration_in(
     range: DurationRange,
-) -> impl Fn(&str) -> Result<HumanDuration, String> + Clone + Send + Sync + 'static {
+) -> impl Fn(&str) -> Result<HumanDuration, DurationError> + Clone + Send + Sync + 'static {
     move |text| range.parse(text)
 }
 
@@ -67,7 +67,7 @@ mod tests {
             ("99999999999999999999y", "invalid duration"),
             ("2", "invalid duration `2`"),
         ] {
-            let error = ready(text).unwrap_err();
+            let error = ready(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text}: {error}");
         }
         let lock = duration_in(LOCK_WAIT);

@@ -8,7 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{closest, locate};
+use super::{closest, duration::DurationErrorKind, locate};
 use crate::untrusted::escaped;
 
 /// One problem in a service file.
@@ -239,9 +239,9 @@ pub fn from_toml_error(file: &Path, source: &str, error: &toml::de::Error) -> Di
         Some("add the key; `deployer services schema` lists every key")
     } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
         Some("check the value's type against `deployer services schema`")
-    } else if message.starts_with("duration `") {
-        Some("every duration is at most 365 days; `deployer services schema` gives each setting's range")
-    } else if span.is_some() && !message.starts_with("invalid duration") {
+    } else if let Some(duration) = DurationErrorKind::of_message(&message) {
+        duration.hint()
+    } else if span.is_some() {
         Some("fix the TOML syntax at this position")
     } else {
         None

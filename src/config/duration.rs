@@ -50,22 +50,97 @@ impl DurationRange {
     }
 
     /// Parses `text` as a duration in this range; the error says which end it crossed.
-    pub fn parse(&self, text: &str) -> Result<HumanDuration, String> {
+    pub fn parse(&self, text: &str) -> Result<HumanDuration, DurationError> {
         let duration = parse_unbounded(text)?;
         if duration > self.max {
-            Err(format!(
-                "duration `{}` is longer than the longest allowed, {}",
-                escaped(text),
-                describe(self.max)
-            ))
+            Err(DurationError::TooLong {
+                text: text.to_string(),
+                max: self.max,
+            })
         } else if duration < self.min {
-            Err(format!(
-                "duration `{}` is shorter than the shortest allowed, {}",
-                escaped(text),
-                describe(self.min)
-            ))
+            Err(DurationError::TooShort {
+                text: text.to_string(),
+                min: self.min,
+            })
         } else {
             Ok(HumanDuration(duration))
+        }
+    }
+}
+
+/// A duration that cannot be read, or falls outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration at all (`30`, `5 minutes ago`).
+    #[error(
+        "invalid duration `{}`: {reason} (write e.g. `30s`, `5m`, `1h 30m`)",
+        escaped(text)
+    )]
+    Invalid {
+        /// What was written.
+        text: String,
+        /// Why `humantime` refused it.
+        reason: String,
+    },
+    /// Longer than the range allows.
+    #[error("duration `{}` is longer than the longest allowed, {}", escaped(text), describe(*max))]
+    TooLong {
+        /// What was written.
+        text: String,
+        /// The longest allowed.
+        max: Duration,
+    },
+    /// Shorter than the range allows.
+    #[error("duration `{}` is shorter than the shortest allowed, {}", escaped(text), describe(*min))]
+    TooShort {
+        /// What was written.
+        text: String,
+        /// The shortest allowed.
+        min: Duration,
+    },
+}
+
+/// What kind of [`DurationError`] a message carries, when it went through serde as text (a
+/// service file's duration: serde keeps only the message of a custom error, not its type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationErrorKind {
+    /// [`DurationError::Invalid`].
+    Invalid,
+    /// [`DurationError::TooLong`] or [`DurationError::TooShort`].
+    OutOfRange,
+}
+
+impl DurationError {
+    /// Its kind.
+    pub fn kind(&self) -> DurationErrorKind {
+        match self {
+            Self::Invalid { .. } => DurationErrorKind::Invalid,
+            Self::TooLong { .. } | Self::TooShort { .. } => DurationErrorKind::OutOfRange,
+        }
+    }
+}
+
+impl DurationErrorKind {
+    /// The kind of the [`DurationError`] whose message `message` is, if it is one. The messages'
+    /// openings are this file's (the `#[error]` lines above); a test holds every variant to it.
+    pub fn of_message(message: &str) -> Option<Self> {
+        if message.starts_with("invalid duration `") {
+            Some(Self::Invalid)
+        } else if message.starts_with("duration `") {
+            Some(Self::OutOfRange)
+        } else {
+            None
+        }
+    }
+
+    /// What a person can do about it, beyond the message: nothing more for an invalid duration
+    /// (its message gives examples), the ranges for one out of range.
+    pub fn hint(self) -> Option<&'static str> {
+        match self {
+            Self::Invalid => None,
+            Self::OutOfRange => Some(
+                "every duration is at most 365 days; `deployer services schema` gives each setting's range",
+            ),
         }
     }
 }
@@ -91,12 +166,10 @@ fn describe(duration: Duration) -> String {
     }
 }
 
-fn parse_unbounded(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|error| {
-        format!(
-            "invalid duration `{}`: {error} (write e.g. `30s`, `5m`, `1h 30m`)",
-            escaped(text)
-        )
+fn parse_unbounded(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|error| DurationError::Invalid {
+        text: text.to_string(),
+        reason: error.to_string(),
     })
 }
 
@@ -107,7 +180,7 @@ impl fmt::Display for HumanDuration {
 }
 
 impl FromStr for HumanDuration {
-    type Err = String;
+    type Err = DurationError;
 
     /// Parses a duration from zero to [`HumanDuration::MAX`].
     fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -167,7 +240,7 @@ mod tests {
 
     #[test]
     fn durations_beyond_a_year_are_refused_when_parsed() {
-        let error = "1000000y".parse::<HumanDuration>().unwrap_err();
+        let error = "1000000y".parse::<HumanDuration>().unwrap_err().to_string();
         assert_eq!(
             error,
             "duration `1000000y` is longer than the longest allowed, 365days"
@@ -185,11 +258,11 @@ mod tests {
         let range = DurationRange::new(Duration::from_secs(1), Duration::from_secs(3600));
         assert_eq!(range.to_string(), "1s..=1h");
         assert_eq!(
-            range.parse("0s").unwrap_err(),
+            range.parse("0s").unwrap_err().to_string(),
             "duration `0s` is shorter than the shortest allowed, 1s"
         );
         assert_eq!(
-            range.parse("2h").unwrap_err(),
+            range.parse("2h").unwrap_err().to_string(),
             "duration `2h` is longer than the longest allowed, 1h"
         );
         assert_eq!(range.parse("1h").unwrap().get(), Duration::from_secs(3600));
@@ -197,7 +270,26 @@ mod tests {
 
     #[test]
     fn rejects_bare_numbers_with_a_hint() {
-        let error = "30".parse::<HumanDuration>().unwrap_err();
+        let error = "30".parse::<HumanDuration>().unwrap_err().to_string();
         assert!(error.contains("`30s`"), "{error}");
+    }
+
+    #[test]
+    fn every_error_is_recognised_by_its_message() {
+        let range = DurationRange::new(Duration::from_secs(1), Duration::from_secs(3600));
+        for (text, kind) in [
+            ("30", DurationErrorKind::Invalid),
+            ("0s", DurationErrorKind::OutOfRange),
+            ("2h", DurationErrorKind::OutOfRange),
+        ] {
+            let error = range.parse(text).unwrap_err();
+            assert_eq!(error.kind(), kind, "{text}");
+            assert_eq!(
+                DurationErrorKind::of_message(&error.to_string()),
+                Some(kind),
+                "{text}"
+            );
+        }
+        assert_eq!(DurationErrorKind::of_message("missing field `x`"), None);
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::untrusted::escaped;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use duration::{DurationRange, HumanDuration};
+pub use duration::{DurationError, DurationErrorKind, DurationRange, HumanDuration};
 pub use model::{
     BigquerySource, BuildConfig, CheckConfig, CheckSource, CloudLoggingSource,
     CloudMonitoringSource, Comparison, DriftConfig, Gate, HealthConfig, HttpSource, ImageConfig,

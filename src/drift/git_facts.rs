@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use git2::{DiffOptions, Oid, Sort};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::{preflight::describe, repo::Repository};
+use crate::{
+    preflight::describe,
+    repo::{RepoError, Repository},
+};
 
 use super::{Commit, Facts, LISTED_COMMITS};
 
@@ -79,6 +82,39 @@ pub fn main_tip(
     tip
 }
 
+/// A service's globs that cannot be compiled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GlobError {
+    /// One glob is not a glob.
+    #[error("invalid glob `{glob}`: {source}")]
+    Invalid {
+        /// The glob as written.
+        glob: String,
+        /// Why.
+        source: globset::Error,
+    },
+    /// The set of them could not be built.
+    #[error("invalid globs: {0}")]
+    Set(globset::Error),
+}
+
+/// Why the facts of a deployed commit cannot be known.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// The commit is not in the local repository.
+    #[error("deployed commit `{commit}` is not in this repository (not fetched, or built from another repository or a rewritten history)")]
+    NotInRepository {
+        /// The commit as deployed.
+        commit: String,
+    },
+    /// The repository could not be read (the message is the whole chain of causes).
+    #[error("{}", describe(.0))]
+    Repository(RepoError),
+    /// git failed while walking the history.
+    #[error("{}", .0.message())]
+    Git(git2::Error),
+}
+
 /// The service's paths: globs (`services/api/**`, `schemas/*.json`) relative to the repository
 /// root, as preflight reads them (`*` stops at `/`). A glob without wildcards also names
 /// everything under it (`libs/common` = `libs/common/**`). No globs: every path.
@@ -106,7 +142,7 @@ pub fn literal_prefix(glob: &str) -> String {
 
 impl PathFilter {
     /// A filter of `globs`; an invalid glob is an error naming it.
-    pub fn new(globs: &[String]) -> Result<Self, String> {
+    pub fn new(globs: &[String]) -> Result<Self, GlobError> {
         if globs.is_empty() {
             return Ok(Self {
                 set: None,
@@ -126,7 +162,10 @@ impl PathFilter {
                 let compiled = GlobBuilder::new(&pattern)
                     .literal_separator(true)
                     .build()
-                    .map_err(|error| format!("invalid glob `{glob}`: {error}"))?;
+                    .map_err(|source| GlobError::Invalid {
+                        glob: glob.clone(),
+                        source,
+                    })?;
                 builder.add(compiled);
             }
             let prefix = literal_prefix(trimmed);
@@ -141,9 +180,7 @@ impl PathFilter {
                 other != prefix && (other.is_empty() || prefix.starts_with(&format!("{other}/")))
             })
         });
-        let set = builder
-            .build()
-            .map_err(|error| format!("invalid globs: {error}"))?;
+        let set = builder.build().map_err(GlobError::Set)?;
         Ok(Self {
             set: Some(set),
             prefixes,
@@ -246,30 +283,30 @@ fn touches(
 }
 
 /// The facts of one deployed commit against `main`: `Err(why)` when they cannot be known (the
-/// commit is not in the repository).
+/// commit is not in the repository, or the repository cannot be read).
 pub fn facts(
     repo: &Repository,
     deployed: &str,
     main: &str,
     paths: &PathFilter,
     schema: Option<&PathFilter>,
-) -> Result<Facts, String> {
+) -> Result<Facts, FactsError> {
     let deployed = match repo.find_commit(deployed) {
         Ok(Some(full)) => full,
         Ok(None) => {
-            return Err(format!(
-                "deployed commit `{deployed}` is not in this repository (not fetched, or built from another repository or a rewritten history)"
-            ))
+            return Err(FactsError::NotInRepository {
+                commit: deployed.to_string(),
+            })
         }
-        Err(error) => return Err(describe(&error)),
+        Err(error) => return Err(FactsError::Repository(error)),
     };
-    let git = |error: git2::Error| error.message().to_string();
+    let git = FactsError::Git;
     let repository = repo.git();
     let deployed_oid = Oid::from_str(&deployed).map_err(git)?;
     let main_oid = Oid::from_str(main).map_err(git)?;
     let divergence = repo
         .divergence(&deployed, main)
-        .map_err(|error| describe(&error))?;
+        .map_err(FactsError::Repository)?;
     let mut walk = repository.revwalk().map_err(git)?;
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
         .map_err(git)?;
@@ -308,7 +345,7 @@ pub fn facts(
                     .to_string()
             };
             repo.changed_paths(&base, main)
-                .map_err(|error| describe(&error))?
+                .map_err(FactsError::Repository)?
                 .into_iter()
                 .filter(|path| schema.matches(path))
                 .collect()
@@ -413,7 +450,8 @@ mod tests {
             &paths,
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("is not in this repository"), "{error}");
     }
 

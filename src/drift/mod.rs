@@ -512,6 +512,7 @@ pub fn from_git(
                 let found = match &filters {
                     Ok((paths, schema)) => {
                         git_facts::facts(repo, &commit, main_commit, paths, schema.as_ref())
+                            .map_err(|error| error.to_string())
                     }
                     Err(error) => Err(error.clone()),
                 };

@@ -25,11 +25,22 @@ pub struct HealthAnswer {
     pub body: Option<serde_json::Value>,
 }
 
+/// Why a health endpoint gave no answer (without the URL: the caller's message names it).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The request failed: refused, timed out, TLS.
+    #[error("{0}")]
+    Request(reqwest::Error),
+    /// The answer's body could not be read.
+    #[error("{0}")]
+    Body(reqwest::Error),
+}
+
 /// Calls health endpoints.
 #[async_trait]
 pub trait HealthProbe: Send + Sync {
     /// `GET url`, with a time limit.
-    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, String>;
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, ProbeError>;
 }
 
 /// The real probe, over HTTP.
@@ -50,16 +61,16 @@ impl HttpProbe {
 
 #[async_trait]
 impl HealthProbe for HttpProbe {
-    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, String> {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<HealthAnswer, ProbeError> {
         let response = self
             .client
             .get(url)
             .timeout(timeout)
             .send()
             .await
-            .map_err(|error| error.without_url().to_string())?;
+            .map_err(|error| ProbeError::Request(error.without_url()))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|error| error.to_string())?;
+        let text = response.text().await.map_err(ProbeError::Body)?;
         Ok(HealthAnswer {
             status,
             body: serde_json::from_str(&text).ok(),
@@ -188,7 +199,7 @@ pub async fn verify_url(
                     Err(error) => last = error.to_string(),
                 }
             }
-            Err(error) => last = error,
+            Err(error) => last = error.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
