@@ -228,7 +228,7 @@ impl RolloutNotifier {
             .flatten()
             .filter_map(|variable| env(&variable).map(|url| (variable, url)))
             .collect();
-        let who = env("GITHUB_ACTOR").unwrap_or_else(crate::rollout::lock::current_owner);
+        let who = env("GITHUB_ACTOR").unwrap_or_else(crate::process::current_owner);
         let server = env("GITHUB_SERVER_URL")
             .map(|server| server.trim().trim_end_matches('/').to_string())
             .unwrap_or_else(|| "https://github.com".into());
@@ -767,7 +767,7 @@ mod tests {
     #[test]
     fn outside_ci_who_is_user_at_host_and_there_is_no_run_url() {
         let notifier = RolloutNotifier::new(&config(""), env(&[]));
-        assert_eq!(notifier.who(), crate::rollout::lock::current_owner());
+        assert_eq!(notifier.who(), crate::process::current_owner());
         let body = notifier.webhook_body(&RolloutNotice::new(RolloutEvent::Started, "hello"));
         assert_eq!(body["run_url"], Value::Null);
         assert_eq!(body["runbook_url"], Value::Null);

@@ -131,7 +131,7 @@ impl Actor {
     pub fn current() -> Self {
         Self::from_lookup(
             |name| std::env::var(name).ok(),
-            crate::rollout::lock::current_owner,
+            crate::process::current_owner,
         )
     }
 

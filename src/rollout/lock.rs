@@ -16,6 +16,10 @@ use crate::platform::{
     read_service, write_guarded, Platform, PlatformError, RetryPolicy, ServiceId, ServiceSnapshot,
     ServiceUpdate,
 };
+use crate::process::{current_host, current_user};
+// Who runs this process is `process`'s (below `release`, which records it as the actor); the
+// lock and the driver name it from here.
+pub use crate::process::current_owner;
 
 /// The annotation holding the lock.
 pub const LOCK_ANNOTATION: &str = "deployer.dev/lock";
@@ -110,29 +114,6 @@ pub enum LockError {
     /// The platform failed.
     #[error(transparent)]
     Platform(#[from] PlatformError),
-}
-
-/// `user@host` of this process.
-pub fn current_owner() -> String {
-    format!("{}@{}", current_user(), current_host())
-}
-
-fn current_user() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|user| !user.is_empty()))
-        // CI containers often set no user name: the uid still tells runs apart.
-        // SAFETY: `getuid` has no preconditions and cannot fail.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
-}
-
-fn current_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|host| host.trim().to_string())
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Sets (or removes) the lock annotation on the service as read in `snapshot`. `Ok(None)` when
