@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A property-test campaign (docs/FUZZING.md): runs each named property of tests/hardening.rs
+# A property-test campaign (docs/FUZZING.md): runs each named property of tests/never_panic.rs
 # (module `properties`) in batches of fresh random cases until its time is up, and prints one
 # Markdown row per property: cases, seconds, result. proptest stands in for `cargo fuzz`, which
 # needs a nightly toolchain these machines do not have. A failing batch stops the property and
@@ -17,14 +17,14 @@ fi
 seconds="$1"
 shift
 batch="${BATCH:-1000}"
-binary=$(cargo test --test hardening --no-run --message-format json 2>/dev/null |
+binary=$(cargo test --test never_panic --no-run --message-format json 2>/dev/null |
     python3 -c 'import json,sys
 for line in sys.stdin:
     message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["target"]["name"] == "hardening":
+    if message.get("reason") == "compiler-artifact" and message.get("executable") and message["target"]["name"] == "never_panic":
         print(message["executable"])')
 if [ -z "$binary" ]; then
-    echo "error: cannot build the hardening test binary (cargo test --test hardening --no-run)" >&2
+    echo "error: cannot build the never_panic test binary (cargo test --test never_panic --no-run)" >&2
     exit 1
 fi
 echo "| property | cases | time | result |"
@@ -33,7 +33,7 @@ for property in "$@"; do
     # Listed into a variable: `| grep -q` under pipefail could fail on the lister's SIGPIPE.
     listed=$("$binary" --list --exact "properties::$property" 2>/dev/null || true)
     if [[ "$listed" != *": test"* ]]; then
-        echo "error: no property \`properties::$property\` in tests/hardening.rs" >&2
+        echo "error: no property \`properties::$property\` in tests/never_panic.rs" >&2
         exit 2
     fi
     start=$(date +%s)
