@@ -94,6 +94,11 @@ struct Run {
 /// Runs `deployer ARGS` in `cwd`, killing it (and failing) after `limit`: a hang is a failure,
 /// never a stuck suite.
 fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
+    deployer_with_env(cwd, args, &[], limit)
+}
+
+/// [`deployer_within`] with these environment variables set.
+fn deployer_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
         .args(args)
         .current_dir(cwd)
@@ -101,6 +106,7 @@ fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
         .env("CI", "1")
         .env_remove("DEPLOYER_SERVICES_DIR")
         .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -629,6 +635,144 @@ fn an_emulator_startup_timeout_of_zero_is_a_usage_error() {
         "{}",
         run.stderr
     );
+}
+
+// ---- issue 19, deliverable 5: the input gaps -------------------------------------------------
+
+/// A repository with `services/svc.toml` on a `cloud-run` target (project and region set).
+fn cloud_run_repository() -> Repository {
+    let repository = Repository::new();
+    repository.service(
+        "svc",
+        &valid_with(&[(
+            "kind = \"local\"",
+            "kind = \"cloud-run\"\nproject = \"my-project\"\nregion = \"us-central1\"",
+        )]),
+    );
+    repository
+}
+
+/// Asserts a usage error (exit 2) within 5 s whose stderr contains `expected`.
+fn assert_usage_error(run: &Run, expected: &str) {
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(expected), "{}", run.stderr);
+}
+
+#[test]
+fn an_ftp_endpoint_is_a_usage_error_at_once_not_retried() {
+    let repository = cloud_run_repository();
+    let run = deployer_within(
+        repository.root(),
+        &["status", "svc", "--endpoint", "ftp://127.0.0.1:21"],
+        Duration::from_secs(5),
+    );
+    assert_usage_error(&run, "not an http:// or https:// URL");
+}
+
+#[test]
+fn an_endpoint_that_is_not_a_url_is_a_usage_error_not_a_transport_failure() {
+    let repository = cloud_run_repository();
+    let run = deployer_within(
+        repository.root(),
+        &["status", "svc", "--endpoint", "not a url"],
+        Duration::from_secs(5),
+    );
+    assert_usage_error(&run, "is not a URL");
+    assert!(!run.stderr.contains("transport"), "{}", run.stderr);
+}
+
+#[test]
+fn endpoint_variables_with_other_schemes_are_usage_errors() {
+    let repository = cloud_run_repository();
+    for variable in [
+        "DEPLOYER_CLOUD_RUN_ENDPOINT",
+        "DEPLOYER_EMULATOR_ENDPOINT",
+        "DEPLOYER_LOGGING_ENDPOINT",
+        "DEPLOYER_PUBSUB_ENDPOINT",
+    ] {
+        let run = deployer_with_env(
+            repository.root(),
+            &["status", "svc"],
+            &[(variable, "ftp://127.0.0.1:21")],
+            Duration::from_secs(5),
+        );
+        assert_usage_error(&run, "ftp://127.0.0.1:21");
+    }
+}
+
+#[test]
+fn a_region_with_a_path_is_a_usage_error() {
+    let repository = cloud_run_repository();
+    for command in ["status", "rollback", "deploy"] {
+        let run = deployer_within(
+            repository.root(),
+            &[command, "svc", "--region", "../../x"],
+            Duration::from_secs(5),
+        );
+        assert_usage_error(&run, "is not a Cloud Run region");
+    }
+}
+
+#[test]
+fn an_empty_or_garbage_image_is_a_usage_error_before_anything_is_written() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    for image in ["", "not an image!", "Hello/World"] {
+        let run = deployer_within(
+            repository.root(),
+            &["deploy", "svc", "--image", image],
+            Duration::from_secs(5),
+        );
+        assert_usage_error(&run, "is not an image reference");
+    }
+}
+
+#[test]
+fn env_names_with_control_characters_non_ascii_or_reserved_are_usage_errors() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    for (env, expected) in [
+        ("A\u{1b}[2JB=1", "is not an environment variable name"),
+        ("NAÏVE=1", "is not an environment variable name"),
+        ("1ST=1", "is not an environment variable name"),
+        ("PORT=9090", "reserved by Cloud Run"),
+        ("K_SERVICE=x", "reserved by Cloud Run"),
+    ] {
+        let run = deployer_within(
+            repository.root(),
+            &["deploy", "svc", "--env", env],
+            Duration::from_secs(5),
+        );
+        assert_usage_error(&run, expected);
+        assert!(!run.stderr.contains('\u{1b}'), "escaped: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_100_kb_env_argument_is_never_echoed_whole() {
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    // One argument may hold at most 128 KiB (Linux's MAX_ARG_STRLEN).
+    let without_equals = format!("{}{}", "x".repeat(50_000), "é".repeat(25_000));
+    let with_bad_name = format!("BAD NAME={}", "x".repeat(100_000));
+    for env in [without_equals.as_str(), with_bad_name.as_str()] {
+        let run = deployer_within(
+            repository.root(),
+            &["deploy", "svc", "--env", env],
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            run.code,
+            Some(2),
+            "{}",
+            run.stderr.chars().take(500).collect::<String>()
+        );
+        assert!(
+            run.stderr.chars().count() < 2_000,
+            "{} characters on stderr",
+            run.stderr.chars().count()
+        );
+    }
 }
 
 // ---- items 11 and 12: answers of a fake Cloud Run API, through Google's client -------------
@@ -1719,4 +1863,86 @@ fn a_revision_name_with_terminal_escapes_is_shown_escaped_in_platform_errors() {
         assert!(!text.contains('\u{1b}'), "{text:?}");
         assert!(text.contains("revisions/\\u{1b}[2Jx"), "{text:?}");
     }
+}
+
+/// A rollback whose write was answered with an operation named `../../../etc/passwd` retried it
+/// as "unavailable" for minutes: it is a malformed answer; the rollback re-reads the service
+/// once and, the split unchanged, fails (exit 5 at the CLI) without sending the write again.
+#[tokio::test]
+async fn an_operation_named_like_a_path_is_malformed_and_the_rollback_rereads_and_fails() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use axum::http::Method;
+    use deployer::{
+        platform::{
+            cloud_run::{CloudRunPlatform, Endpoint},
+            PlatformError,
+        },
+        rollout::rollback::{execute_with, RollbackError, RollbackPlan, RollbackPolicy},
+    };
+
+    let writes = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let (counted_writes, counted_reads) = (Arc::clone(&writes), Arc::clone(&reads));
+    let service = service_with_statuses(&[100]);
+    let app = axum::Router::new().fallback(move |method: Method| {
+        let (writes, reads, service) = (
+            Arc::clone(&counted_writes),
+            Arc::clone(&counted_reads),
+            service.clone(),
+        );
+        async move {
+            if method == Method::PATCH {
+                writes.fetch_add(1, Ordering::SeqCst);
+                serde_json::json!({"name": "../../../etc/passwd", "done": false}).to_string()
+            } else {
+                reads.fetch_add(1, Ordering::SeqCst);
+                service
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let platform = CloudRunPlatform::connect(
+        &Endpoint::Custom(format!("http://{address}")),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let snapshot = platform
+        .service(&fake_cloud_run::id())
+        .await
+        .unwrap()
+        .unwrap();
+    let plan = RollbackPlan::to_stable(vec![("s-0".into(), 100)], "s-1".into(), "a test".into());
+    let policy = RollbackPolicy {
+        budget: Duration::from_secs(30),
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+    };
+    let error = execute_with(&platform, snapshot, &plan, None, policy)
+        .await
+        .expect_err("the split did not change");
+    assert!(
+        matches!(error, RollbackError::Platform(PlatformError::Malformed(_))),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("not a valid resource name"),
+        "{error}"
+    );
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "the write is not sent again"
+    );
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        3,
+        "read, read before the write, re-read after"
+    );
 }

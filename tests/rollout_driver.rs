@@ -1372,3 +1372,81 @@ async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_lat
         "the split names the revision"
     );
 }
+
+/// A service whose revisions all failed (its first deploy had a bad image) could never be
+/// deployed again: the next deploy pinned the split to the revision named ``, read it six times
+/// and ended "did not start". It is deployed as a first deploy, with nothing to roll back to.
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_revisions_all_failed_is_deployed_as_a_first_deploy() {
+    struct Everywhere;
+    #[async_trait]
+    impl HealthProbe for Everywhere {
+        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, String> {
+            Ok(HealthAnswer {
+                status: 200,
+                body: Some(json!({"service": "svc", "commit": COMMIT})),
+            })
+        }
+    }
+    let harness = Harness::new(vec![pass()]).await;
+    let failed = MemoryPlatform::new();
+    failed.fail_image("127.0.0.1:5000/svc@sha256:bad");
+    let created = failed
+        .create(
+            &id(),
+            &RevisionSpec {
+                name: "svc-bad".into(),
+                image: "127.0.0.1:5000/svc@sha256:bad".into(),
+                labels: BTreeMap::new(),
+                base: None,
+                settings: RevisionSettings::default(),
+            },
+        )
+        .await;
+    assert!(created.is_err(), "the first revision fails to start");
+    let before = failed
+        .service(&id())
+        .await
+        .unwrap()
+        .expect("the service exists with its failed revision");
+    assert_eq!(
+        before.primary_revision().as_deref(),
+        Some(""),
+        "the state of the report: nothing Ready serves"
+    );
+    let driver = Driver {
+        platform: &failed,
+        probe: &Everywhere,
+        ..harness.driver()
+    };
+    let report = driver.deploy(&request(policy()), never()).await.unwrap();
+    let revision = report.canary.clone().expect("a revision was deployed");
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: revision.clone()
+        },
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.contains("nothing to roll back to")
+                || note.contains("no previous revision")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        !report
+            .notes
+            .iter()
+            .any(|note| note.contains("pins it to ``")),
+        "{:?}",
+        report.notes
+    );
+    let after = failed.service(&id()).await.unwrap().unwrap();
+    assert_eq!(after.serving(), [(revision.clone(), 100)]);
+    assert!(Lock::of(&after).is_none(), "the lock is released");
+}

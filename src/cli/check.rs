@@ -43,16 +43,16 @@ pub struct CheckArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ProviderFlags {
     /// BigQuery REST endpoint [default: Google's].
-    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub bigquery_endpoint: Option<String>,
     /// Cloud Logging endpoint [default: the emulator for local targets, Google otherwise].
-    #[arg(long, env = "DEPLOYER_LOGGING_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_LOGGING_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub logging_endpoint: Option<String>,
     /// Cloud Monitoring endpoint [default: the emulator for local targets, Google otherwise].
-    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub monitoring_endpoint: Option<String>,
     /// Prometheus server of checks that name none (and of `request_metrics = "prometheus"`).
-    #[arg(long, env = "DEPLOYER_PROMETHEUS_URL", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_PROMETHEUS_URL", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub prometheus_url: Option<String>,
 }
 

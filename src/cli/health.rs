@@ -92,7 +92,7 @@ pub struct HistoryArgs {
     #[arg(long, env = "DEPLOYER_HEALTH_HISTORY", value_name = "STORE", value_parser = parse_location)]
     pub history: Option<Location>,
     /// BigQuery REST endpoint of a `bigquery:` store [default: Google's].
-    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub bigquery_endpoint: Option<String>,
 }
 

@@ -81,7 +81,8 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "DEPLOYER_CLOUD_RUN_ENDPOINT",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = args::endpoint_url
     )]
     pub endpoint: Option<String>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` also works.
@@ -251,6 +252,13 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose);
     crate::install_crypto_provider();
     let context = Context::new(&cli.global);
+    // Endpoints read from the environment outside clap are refused as clap refuses flags:
+    // exit 2 before anything is read or written.
+    if let Err(message) = args::check_endpoint_variables(std::env::vars()) {
+        let error = anyhow::Error::new(UsageError { message });
+        context.output.error(&error);
+        return ExitStatus::Usage;
+    }
     let name = cli.command.name();
     let result = match cli.command {
         Command::Build(args) => build::run(&context, &args),
