@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod drift;
 pub mod emulator;
 pub mod exit;

@@ -599,6 +599,9 @@ pub fn request_metrics_for(
     })
 }
 
+/// The cause every Google provider reports when [`crate::credentials::find`] finds nothing.
+pub const NO_CREDENTIALS: &str = "no Google credentials";
+
 /// Application Default Credentials for a Google endpoint, anonymous ones for any other (a
 /// local emulator): without explicit anonymous credentials the Google clients probe the
 /// metadata server and hang for about a minute.
@@ -609,9 +612,14 @@ pub(crate) fn credentials_for(
         Some(url) if !url.starts_with("https://") => {
             Ok(google_cloud_auth::credentials::anonymous::Builder::new().build())
         }
-        _ => google_cloud_auth::credentials::Builder::default()
-            .build()
-            .map_err(|error| format!("no Application Default Credentials: {error}")),
+        // Found first (`crate::credentials`): with none, Google's builder falls back to the
+        // metadata server, which off Google Cloud fails as "transient" after a second per
+        // check. The short cause is the same for every check, so a digest can group them; the
+        // CLI says once what is missing and how to fix it.
+        _ => crate::credentials::google().map_err(|error| match error {
+            crate::credentials::CredentialsError::Missing { .. } => NO_CREDENTIALS.to_string(),
+            other => other.to_string(),
+        }),
     }
 }
 

@@ -198,6 +198,12 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     } else {
         context.output.data(render(&config.name, &results));
     }
+    super::say_credentials_once(
+        context,
+        results
+            .iter()
+            .filter_map(|result| result.message.as_deref()),
+    );
     // The numbers are `deployer check`'s own contract (README): 0 pass, 1 warn, 2 critical,
     // 3 nothing could be evaluated.
     Ok(match code {

@@ -334,7 +334,7 @@ pub(super) async fn run_all(
                         Some(drift) => HealthCheck::from_drift(config, drift, elapsed),
                         None => drift_error(config, "no drift measured", elapsed),
                     },
-                    Err(error) => drift_error(config, &format!("{error:#}"), elapsed),
+                    Err(error) => drift_error(config, &super::short_cause(error), elapsed),
                 };
                 (index, check)
             })
@@ -495,6 +495,10 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             .output
             .data(render(&results, &score, &schedule, &paint));
     }
+    super::say_credentials_once(
+        context,
+        results.iter().filter_map(|check| check.message.as_deref()),
+    );
     Ok(match code {
         0 => exit_for(Verdict::Pass),
         1 => exit_for(Verdict::Warning),

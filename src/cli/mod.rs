@@ -359,6 +359,44 @@ pub struct UsageError {
     pub message: String,
 }
 
+/// The cause of `error` as results show it: `no Google credentials` when that is what the chain
+/// holds (the full message, with the fix, is said once per run by [`say_credentials_once`]),
+/// else the whole chain.
+pub(crate) fn short_cause(error: &anyhow::Error) -> String {
+    use crate::{credentials::CredentialsError, platform::cloud_run::ConnectError};
+    let missing = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<CredentialsError>(),
+            Some(CredentialsError::Missing { .. })
+        ) || matches!(
+            cause.downcast_ref::<ConnectError>(),
+            Some(ConnectError::Credentials(CredentialsError::Missing { .. }))
+        )
+    });
+    if missing {
+        crate::checks::NO_CREDENTIALS.to_string()
+    } else {
+        format!("{error:#}")
+    }
+}
+
+/// When any of `causes` is "no Google credentials", says once (stderr) what is missing and
+/// how to fix it: every Google provider of every check reports the same cause, and six copies
+/// of one sentence used to bury it.
+pub(crate) fn say_credentials_once<'a>(
+    context: &Context,
+    causes: impl IntoIterator<Item = &'a str>,
+) {
+    let mentioned = causes
+        .into_iter()
+        .any(|cause| cause.contains(crate::checks::NO_CREDENTIALS));
+    if let (true, Err(error)) = (mentioned, crate::credentials::find()) {
+        context
+            .output
+            .message(format!("{}: {error}", context.output.error_label()));
+    }
+}
+
 /// Runs a future to completion on a single-threaded runtime (fast to start: an emergency
 /// rollback should not pay for a thread pool).
 pub fn block_on<T>(
@@ -372,15 +410,38 @@ pub fn block_on<T>(
         .block_on(future)
 }
 
+/// Logs on stderr. At the default verbosity (no `-v`, no `RUST_LOG`) there are no log lines,
+/// only the lines domain code means for people — retries, takeovers, warnings it cannot return
+/// — which it emits under the target [`PROGRESS_TARGET`] and which are shown as plain lines
+/// (`retrying in 5.0 s (3 of 10): …`), without timestamp or level. `-v`/`-vv`/`-vvv` or
+/// `RUST_LOG` give the full logs, those lines included.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    let from_environment = std::env::var_os("RUST_LOG").is_some_and(|value| !value.is_empty());
+    if verbose == 0 && !from_environment {
+        let _ = tracing_subscriber::fmt()
+            // The emulator is a server: its own failures stay visible when it runs in front.
+            .with_env_filter(EnvFilter::new(format!(
+                "{PROGRESS_TARGET}=info,deployer::emulator=warn"
+            )))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 | 1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = if from_environment {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    } else {
+        EnvFilter::new(default)
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -388,6 +449,9 @@ fn init_logging(verbose: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// The tracing target of lines meant for people at every verbosity (see [`init_logging`]).
+pub const PROGRESS_TARGET: &str = "deployer::progress";
 
 #[cfg(test)]
 mod tests {

@@ -71,6 +71,9 @@ pub const ANNOUNCE_AFTER: Duration = Duration::from_secs(5);
 /// Errors creating the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// No usable Google credentials (never retried: nothing changes until someone acts).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// The client could not be built (credentials, endpoint).
     #[error("cannot create the Cloud Run client for `{endpoint}`: {message}")]
     Client {
@@ -131,16 +134,23 @@ impl CloudRunPlatform {
             message: error.to_string(),
         };
         let (services, revisions) = match endpoint {
-            Endpoint::Google => (
-                configured!(Services::builder(), call_deadline)
-                    .build()
-                    .await
-                    .map_err(error)?,
-                configured!(Revisions::builder(), call_deadline)
-                    .build()
-                    .await
-                    .map_err(error)?,
-            ),
+            Endpoint::Google => {
+                // Found first, as Google's libraries would: with none, the client's fallback to
+                // the metadata server fails as "transient" off Google Cloud, retried for 37 s.
+                let credentials = crate::credentials::google()?;
+                (
+                    configured!(Services::builder(), call_deadline)
+                        .with_credentials(credentials.clone())
+                        .build()
+                        .await
+                        .map_err(error)?,
+                    configured!(Revisions::builder(), call_deadline)
+                        .with_credentials(credentials)
+                        .build()
+                        .await
+                        .map_err(error)?,
+                )
+            }
             Endpoint::Custom(url) => {
                 let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
                 (

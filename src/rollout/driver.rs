@@ -194,7 +194,7 @@ impl Running {
     /// started afresh (a warning is logged): its verdicts could not be used anyway.
     pub(super) fn on(journal: Journal, snapshot: &ServiceSnapshot) -> Self {
         let history = History::of(snapshot).unwrap_or_else(|error| {
-            tracing::warn!(%error, "the release history is started afresh");
+            tracing::info!(target: "deployer::progress", "warning: the release history is started afresh ({error})");
             History::default()
         });
         Self {

@@ -489,11 +489,13 @@ pub async fn execute_with(
         let Some(wait) = budget.after_failure(&error) else {
             return Err(budget.exhausted(error).into());
         };
-        tracing::warn!(
-            id = %snapshot.id,
-            %error,
-            "rollback to `{}` not written yet; re-reading and trying again in {wait:?}",
-            plan.to
+        tracing::info!(
+            target: "deployer::progress",
+            "{}",
+            budget.retrying(
+                wait,
+                &format_args!("rollback to `{}` not written yet ({error}); re-reading first", plan.to)
+            )
         );
         tokio::time::sleep(wait).await;
         let remaining = policy.budget.saturating_sub(started.elapsed());
