@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod drift;
 pub mod emulator;
 pub mod exit;
+pub mod google_errors;
 pub mod health;
 pub mod image;
 pub mod interaction;

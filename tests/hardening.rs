@@ -2088,3 +2088,192 @@ fn without_google_credentials_every_command_ends_at_once_with_the_fix() {
         }
     }
 }
+
+// ---- issue 19, deliverable 4: Google's error shapes ------------------------------------------
+
+/// Google's JSON error with one `ErrorInfo` (and a `RetryInfo` when `retry_delay` is given).
+fn google_error(
+    code: u16,
+    status: &str,
+    reason: &str,
+    metadata: serde_json::Value,
+    retry_delay: Option<&str>,
+) -> String {
+    let mut details = vec![serde_json::json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": metadata,
+    })];
+    if let Some(delay) = retry_delay {
+        details.push(serde_json::json!({
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": delay,
+        }));
+    }
+    serde_json::json!({"error": {
+        "code": code,
+        "message": "a long message from Google that buries the fix. ".repeat(20),
+        "status": status,
+        "details": details,
+    }})
+    .to_string()
+}
+
+/// Reads the service through the retrying read; the error and the number of requests.
+async fn read_through_retries(
+    body: String,
+    code: u16,
+) -> (deployer::platform::PlatformError, usize) {
+    let server = Server::start(code, "application/json", body).await;
+    let platform = server.platform().await;
+    let error = deployer::platform::read_service(&platform, &fake_cloud_run::id(), quick_retries())
+        .await
+        .expect_err("the read fails");
+    (error, server.requests())
+}
+
+#[tokio::test]
+async fn service_disabled_names_the_command_that_enables_the_api_and_is_not_retried() {
+    let body = google_error(
+        403,
+        "PERMISSION_DENIED",
+        "SERVICE_DISABLED",
+        serde_json::json!({"service": "run.googleapis.com", "consumer": "projects/123"}),
+        None,
+    );
+    let (error, requests) = read_through_retries(body, 403).await;
+    let text = error.to_string();
+    assert!(
+        text.contains("`gcloud services enable run.googleapis.com --project 123`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("buries the fix"),
+        "one line, not Google's prose: {text}"
+    );
+    assert!(!error.is_transient(), "{text}");
+    assert_eq!(requests, 1, "a permanent error is asked once");
+}
+
+#[tokio::test]
+async fn iam_permission_denied_names_the_permission_and_is_not_retried() {
+    let body = google_error(
+        403,
+        "PERMISSION_DENIED",
+        "IAM_PERMISSION_DENIED",
+        serde_json::json!({"permission": "run.services.get", "resource": "projects/p/locations/r/services/s"}),
+        None,
+    );
+    let (error, requests) = read_through_retries(body, 403).await;
+    let text = error.to_string();
+    assert!(text.starts_with("permission denied"), "{text}");
+    assert!(text.contains("`run.services.get`"), "{text}");
+    assert!(text.contains("add-iam-policy-binding"), "{text}");
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn an_insufficient_token_scope_names_the_scope_and_is_not_retried() {
+    let body = google_error(
+        403,
+        "PERMISSION_DENIED",
+        "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+        serde_json::json!({"service": "run.googleapis.com", "method": "google.cloud.run.v2.Services.GetService"}),
+        None,
+    );
+    let (error, requests) = read_through_retries(body, 403).await;
+    let text = error.to_string();
+    assert!(text.contains("auth/cloud-platform"), "{text}");
+    assert!(!error.is_transient(), "{text}");
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_retried_after_retry_info_within_the_budget() {
+    let body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "RATE_LIMIT_EXCEEDED",
+        serde_json::json!({"quota_limit": "WriteRequestsPerMinutePerProjectPerRegion", "service": "run.googleapis.com", "consumer": "projects/123"}),
+        Some("0.020s"),
+    );
+    let (error, requests) = read_through_retries(body.clone(), 429).await;
+    let text = error.to_string();
+    assert!(error.is_transient(), "{text}");
+    assert!(
+        text.contains("WriteRequestsPerMinutePerProjectPerRegion"),
+        "{text}"
+    );
+    assert!(text.contains("iam-admin/quotas?project=123"), "{text}");
+    assert_eq!(requests, 5, "retried up to the policy's 5 tries");
+    // One answer: the wait Google asked for is the error's.
+    let server = Server::start(429, "application/json", body).await;
+    let error = server
+        .platform()
+        .await
+        .service(&fake_cloud_run::id())
+        .await
+        .expect_err("throttled");
+    assert_eq!(error.retry_after(), Some(Duration::from_millis(20)));
+}
+
+#[tokio::test]
+async fn a_quota_exceeded_follows_retry_info_too() {
+    let body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "RESOURCE_QUOTA_EXCEEDED",
+        serde_json::json!({"quota_metric": "run.googleapis.com/requests", "consumer": "projects/123"}),
+        Some("3s"),
+    );
+    let server = Server::start(429, "application/json", body).await;
+    let error = server
+        .platform()
+        .await
+        .service(&fake_cloud_run::id())
+        .await
+        .expect_err("throttled");
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
+    assert!(
+        error.to_string().contains("run.googleapis.com/requests"),
+        "{error}"
+    );
+}
+
+/// The CLI end of `SERVICE_DISABLED`: one line with the fix, exit 1, one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_service_whose_api_is_disabled_exits_1_with_the_enable_command() {
+    let body = google_error(
+        403,
+        "PERMISSION_DENIED",
+        "SERVICE_DISABLED",
+        serde_json::json!({"service": "run.googleapis.com", "consumer": "projects/123"}),
+        None,
+    );
+    let server = Server::start(403, "application/json", body).await;
+    let repository = Repository::new();
+    repository.service("svc", &valid_with(&[]));
+    let root = repository.root().to_path_buf();
+    let endpoint = server.url.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        deployer_within(
+            &root,
+            &["status", "svc", "--endpoint", &endpoint],
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr
+            .matches("gcloud services enable run.googleapis.com --project 123")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.requests(), 1, "{}", run.stderr);
+}

@@ -636,6 +636,13 @@ pub(crate) fn retry_policy(
 /// A Google client's error as people read it: the HTTP status first when there was one (a
 /// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
 pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {
+    // A disabled API, a missing permission or scope, a quota: one line with the fix.
+    if let Some(explained) = error.status().and_then(crate::google_errors::explain) {
+        return match error.http_status_code() {
+            Some(code) => format!("HTTP {code}: {}", explained.line),
+            None => explained.line,
+        };
+    }
     let message = excerpt(&error.to_string(), 300);
     match error.http_status_code() {
         Some(code) => format!("HTTP {code}: {message}"),
@@ -673,6 +680,31 @@ pub(crate) fn excerpt(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A provider (Logging, Monitoring, BigQuery) told of a disabled API says the command that
+    /// enables it, not Google's paragraph.
+    #[test]
+    fn a_providers_disabled_api_is_described_with_the_enable_command() {
+        let body = serde_json::json!({"error": {
+            "code": 403,
+            "message": "Cloud Logging API has not been used in project 123 before or it is disabled.",
+            "status": "PERMISSION_DENIED",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "SERVICE_DISABLED",
+                "domain": "googleapis.com",
+                "metadata": {"service": "logging.googleapis.com", "consumer": "projects/123"},
+            }],
+        }});
+        let status =
+            google_cloud_gax::error::rpc::Status::try_from(&bytes::Bytes::from(body.to_string()))
+                .unwrap();
+        let text = describe_google_error(&google_cloud_gax::error::Error::service(status));
+        assert!(
+            text.contains("`gcloud services enable logging.googleapis.com --project 123`"),
+            "{text}"
+        );
+    }
 
     fn check(toml: &str) -> CheckConfig {
         toml::from_str(&format!(

@@ -288,6 +288,22 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
             remote_message(&error.to_string())
         ));
     }
+    // Google's structured reasons first: a disabled API, a missing permission or scope, a
+    // quota — one line with the fix, and permanent ones never retried.
+    if let Some(explained) = error.status().and_then(crate::google_errors::explain) {
+        use crate::google_errors::Disposition;
+        let message = format!("`{endpoint}`: {}", explained.line);
+        return match explained.disposition {
+            Disposition::Denied => PlatformError::PermissionDenied(message),
+            Disposition::Refused => PlatformError::Refused(message),
+            Disposition::Throttled => PlatformError::Throttled {
+                message,
+                retry_after: explained
+                    .retry_after
+                    .or_else(|| error.http_headers().and_then(retry_after)),
+            },
+        };
+    }
     let remote = error
         .status()
         .map(|status| status.message.clone())
@@ -306,7 +322,10 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
     if throttled {
         return PlatformError::Throttled {
             message,
-            retry_after: error.http_headers().and_then(retry_after),
+            retry_after: error
+                .status()
+                .and_then(crate::google_errors::retry_delay)
+                .or_else(|| error.http_headers().and_then(retry_after)),
         };
     }
     if let Some(status) = error.status() {
