@@ -1450,3 +1450,28 @@ async fn a_service_whose_revisions_all_failed_is_deployed_as_a_first_deploy() {
     assert_eq!(after.serving(), [(revision.clone(), 100)]);
     assert!(Lock::of(&after).is_none(), "the lock is released");
 }
+
+/// `deploy --env DB_PASSWORD=…` printed the value in `settings-changed` (`env DB_PASSWORD:
+/// unset → …`), in text and in `--format json` events. No event of the rollout carries it now.
+#[tokio::test(start_paused = true)]
+async fn the_value_of_a_secret_looking_variable_is_in_no_event() {
+    let harness = Harness::new(vec![pass()]).await;
+    let mut secret = request(policy());
+    secret.env = BTreeMap::from([
+        ("DB_PASSWORD".to_string(), "hunter2-value".to_string()),
+        ("api_token".to_string(), "token-value".to_string()),
+    ]);
+    let report = harness.driver().deploy(&secret, never()).await.unwrap();
+    harness.promoted(&report).await;
+    let events = harness.recorder.0.lock().unwrap().clone();
+    let json = serde_json::to_string(&events).unwrap();
+    let debug = format!("{events:?} {report:?}");
+    for value in ["hunter2-value", "token-value"] {
+        assert!(!json.contains(value), "{json}");
+        assert!(!debug.contains(value), "{debug}");
+    }
+    assert!(
+        json.contains("env DB_PASSWORD: set (value not shown)"),
+        "changed/unchanged is still said: {json}"
+    );
+}
