@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod drift;
 pub mod emulator;
 pub mod exit;

@@ -9,6 +9,7 @@ mod build;
 mod check;
 mod completions;
 mod deploy;
+mod doctor;
 mod drift;
 mod emulator;
 mod github_actions;
@@ -153,6 +154,12 @@ pub enum Command {
     /// Exit 0 = safe to deploy, 1 = not. A WARN needs an interactive yes or
     /// `--accept-warnings` (`--accept-schema-changes` for schema changes); a FAIL always stops.
     Preflight(preflight::PreflightArgs),
+    /// Is this machine ready to deploy? One line per check (Docker Engine, git and `main`,
+    /// Google credentials, each service's project and region, Cloud Run API and permissions,
+    /// notification settings), PASS/WARN/FAIL, each failure with its fix.
+    ///
+    /// Exit 0 when every check passes, 1 otherwise.
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -278,6 +285,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Drift(args) => drift::run(&context, &args),
         Command::Health(args) => health::run(&context, &args),
         Command::Graph(args) => graph::run(&context, &args),
+        Command::Doctor(args) => doctor::run(&context, &args),
     };
     match result {
         Ok(status) => status,
@@ -315,6 +323,7 @@ impl Command {
             Command::Drift(_) => "drift",
             Command::Health(_) => "health",
             Command::Graph(_) => "graph",
+            Command::Doctor(_) => "doctor",
         }
     }
 }

@@ -204,6 +204,25 @@ impl CloudRunPlatform {
         }
     }
 
+    /// Which of `permissions` the caller holds on the service (`testIamPermissions`): what
+    /// `deployer doctor` asks before a deploy would find out the hard way.
+    pub async fn granted_permissions(
+        &self,
+        id: &ServiceId,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, PlatformError> {
+        let request = self
+            .services
+            .test_iam_permissions()
+            .set_resource(id.path())
+            .set_permissions(permissions.iter().map(|permission| permission.to_string()))
+            .send();
+        let answer = self
+            .call("testing the caller's permissions", &id.path(), request)
+            .await?;
+        Ok(answer.permissions)
+    }
+
     async fn raw_service(&self, id: &ServiceId) -> Result<Option<model::Service>, PlatformError> {
         let read = self.services.get_service().set_name(id.path()).send();
         match self.call("reading the service", &id.path(), read).await {
