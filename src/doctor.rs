@@ -172,12 +172,14 @@ pub async fn cloud_run(platform: &CloudRunPlatform, id: &ServiceId, service: &st
             api,
             format!("`{id}` is not deployed yet: the first deploy creates it"),
         ),
-        Err(error) => return vec![Finding::not_passed(
+        Err(error) => {
+            return vec![Finding::not_passed(
             Level::Fail,
             api,
             error.to_string(),
             "see above; `gcloud services list --enabled --project PROJECT` shows the enabled APIs",
-        )],
+        )]
+        }
     };
     let check = format!("{service}: Cloud Run permissions");
     let permissions = match platform.granted_permissions(id, &DEPLOY_PERMISSIONS).await {

@@ -2031,6 +2031,7 @@ fn without_google_credentials_every_command_ends_at_once_with_the_fix() {
         ],
         vec!["check", "svc"],
         vec!["health", "--no-alerts"],
+        vec!["doctor"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
             .args(&args)
@@ -2059,7 +2060,14 @@ fn without_google_credentials_every_command_ends_at_once_with_the_fix() {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // Everything the user sees (`doctor` draws its findings on stdout).
         let mut stderr = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         child
             .stderr
             .take()
