@@ -216,6 +216,35 @@ pub async fn cloud_run(platform: &CloudRunPlatform, id: &ServiceId, service: &st
     vec![read, permissions]
 }
 
+/// The image repository of a service: credentials found for its registry the way a push finds
+/// them (Docker credential helpers, `docker login`, Application Default Credentials for Google
+/// registries), or, for a registry without credentials (a local one), that it answers.
+pub async fn image_repository(config: &ServiceConfig) -> Finding {
+    let check = format!("{}: image repository", config.name);
+    let repository = &config.image.repository;
+    let host = crate::image::registry_host(repository);
+    match crate::image::RegistryCredentials::resolve(host).await {
+        Ok(Some(_)) => Finding::pass(check, format!("credentials found for `{host}`")),
+        Ok(None) if crate::image::registry_answers(repository).await => {
+            Finding::pass(check, format!("`{host}` answers (no credentials needed)"))
+        }
+        Ok(None) => Finding::not_passed(
+            Level::Warn,
+            check,
+            format!("`{host}` does not answer and no credentials are configured for it"),
+            format!(
+                "start the registry, or `gcloud auth configure-docker {host}` for Artifact Registry (a local target deploys the engine's image by its content id without one)"
+            ),
+        ),
+        Err(error) => Finding::not_passed(
+            Level::Fail,
+            check,
+            error.to_string(),
+            format!("`gcloud auth configure-docker {host}`, or `docker login {host}`"),
+        ),
+    }
+}
+
 /// The notification settings of a service, by the names of their variables (`is_set` says
 /// whether a variable holds a value; values are never read here).
 pub fn notifications(config: &ServiceConfig, is_set: &dyn Fn(&str) -> bool) -> Vec<Finding> {

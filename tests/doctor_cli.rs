@@ -15,8 +15,22 @@ use support::start_emulator;
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 const WEBHOOK: &str = "https://hooks.slack.example/services/T0/B0/secret-webhook-value";
 
+/// A stand-in registry: `/v2/` answers 200 (what `docker-registry` answers without auth).
+async fn registry() -> String {
+    let app = axum::Router::new().route("/v2/", axum::routing::get(|| async { "{}" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address.to_string()
+}
+
 /// A repository on `main` with `services/svc.toml` on `target` (a TOML `[target]` body).
 fn repository(target: &str) -> Repo {
+    repository_with(target, "127.0.0.1:5000")
+}
+
+/// [`repository`] with its image repository on `registry`.
+fn repository_with(target: &str, registry: &str) -> Repo {
     let repo = Repo::new();
     repo.write("runbooks/svc.md", RUNBOOK);
     repo.write("Dockerfile", "FROM scratch\n");
@@ -24,7 +38,7 @@ fn repository(target: &str) -> Repo {
         "services/svc.toml",
         &format!(
             "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\n{target}\n\
-             [image]\nrepository = \"127.0.0.1:5000/svc\"\n"
+             [image]\nrepository = \"{registry}/svc\"\n"
         ),
     );
     repo.commit(
@@ -76,7 +90,7 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let repo = repository("kind = \"local\"");
+    let repo = repository_with("kind = \"local\"", &registry().await);
     let root = repo.path().to_path_buf();
     let run = {
         let (root, endpoint) = (root.clone(), endpoint.clone());
@@ -110,6 +124,7 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
         "PASS  svc: project and region",
         "PASS  svc: Cloud Run API",
         "PASS  svc: Cloud Run permissions: the caller holds run.services.get, run.services.update",
+        "PASS  svc: image repository",
         "PASS  svc: Slack: `SLACK_WEBHOOK_URL` is set",
     ] {
         line(&all, prefix);

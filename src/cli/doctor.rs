@@ -76,6 +76,7 @@ pub fn run(context: &Context, args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
                     fix: Some("see `Google credentials` above, or pass `--endpoint`".into()),
                 }),
             }
+            findings.push(doctor::image_repository(&config).await);
             findings.extend(doctor::notifications(&config, &|name| {
                 std::env::var_os(name).is_some_and(|value| !value.is_empty())
             }));

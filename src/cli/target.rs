@@ -156,7 +156,8 @@ pub async fn connect_with_deadline(
 }
 
 /// Operations still running after a few seconds are announced on stderr, one line each
-/// (`waiting for Cloud Run to apply the update of `hello` (its operation) (gives up after 1m)`).
+/// (`Cloud Run applying the update of `hello` (its operation): still running after 5s, gives up
+/// after 1m`).
 pub fn waiting_notice() -> crate::platform::cloud_run::WaitingNotice {
     std::sync::Arc::new(|line: String| eprintln!("{line}"))
 }

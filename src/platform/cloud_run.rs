@@ -278,7 +278,8 @@ pub async fn wait_announced<T>(
         tokio::select! {
             result = &mut timed => return result,
             () = tokio::time::sleep(ANNOUNCE_AFTER) => notice(format!(
-                "waiting for {operation} (gives up after {})",
+                "{operation}: still running after {}, gives up after {}",
+                humantime::format_duration(ANNOUNCE_AFTER),
                 humantime::format_duration(deadline)
             )),
         }
@@ -750,7 +751,7 @@ impl Platform for CloudRunPlatform {
             .poller()
             .until_done();
         let waiting = format!(
-            "Cloud Run to create `{}` (its operation)",
+            "Cloud Run creating `{}` (its operation)",
             crate::untrusted::escaped(&id.name)
         );
         let created = self
@@ -823,7 +824,7 @@ impl Platform for CloudRunPlatform {
         let (waiting, deadline) = if update.template.is_some() {
             (
                 format!(
-                    "Cloud Run to create the new revision of `{}` (its operation)",
+                    "Cloud Run creating the new revision of `{}` (its operation)",
                     crate::untrusted::escaped(&id.name)
                 ),
                 self.operation_deadline,
@@ -831,7 +832,7 @@ impl Platform for CloudRunPlatform {
         } else {
             (
                 format!(
-                    "Cloud Run to apply the update of `{}` (its operation)",
+                    "Cloud Run applying the update of `{}` (its operation)",
                     crate::untrusted::escaped(&id.name)
                 ),
                 self.metadata_deadline,
@@ -889,7 +890,7 @@ mod wait_tests {
         let started = tokio::time::Instant::now();
         let result = wait_announced(
             std::future::pending::<()>(),
-            "Cloud Run to apply the update of `hello`",
+            "Cloud Run applying the update of `hello`",
             METADATA_OPERATION_DEADLINE,
             Some(&notice),
         )
@@ -898,7 +899,7 @@ mod wait_tests {
         assert_eq!(started.elapsed(), METADATA_OPERATION_DEADLINE);
         assert_eq!(
             *lines.lock().unwrap(),
-            ["waiting for Cloud Run to apply the update of `hello` (gives up after 1m)"]
+            ["Cloud Run applying the update of `hello`: still running after 5s, gives up after 1m"]
         );
     }
 
