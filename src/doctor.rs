@@ -216,6 +216,42 @@ pub async fn cloud_run(platform: &CloudRunPlatform, id: &ServiceId, service: &st
     vec![read, permissions]
 }
 
+/// The request metrics a rollout of the service reads (`rollout.request_metrics`): one read
+/// of a probe revision's counts (none is expected), so that a disabled Logging or Monitoring
+/// API, or a missing viewer role, shows here rather than as "metrics could not be read" at the
+/// first canary step.
+pub async fn request_metrics(
+    config: &ServiceConfig,
+    metrics: Result<Box<dyn crate::checks::RequestMetrics>, crate::checks::MetricsError>,
+    id: &ServiceId,
+) -> Finding {
+    let source = serde_json::to_value(config.rollout.request_metrics)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_else(|| "request metrics".into());
+    let check = format!("{}: request metrics ({source})", config.name);
+    let fix = "enable the API (`gcloud services enable logging.googleapis.com monitoring.googleapis.com --project PROJECT`) and grant the deploying account `roles/logging.viewer` and `roles/monitoring.viewer`";
+    let metrics = match metrics {
+        Ok(metrics) => metrics,
+        Err(error) => return Finding::not_passed(Level::Fail, check, error.to_string(), fix),
+    };
+    let read = metrics.request_counts(
+        id,
+        "deployer-doctor-probe",
+        std::time::Duration::from_secs(60),
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+        Ok(Ok(_)) => Finding::pass(check, "answers"),
+        Ok(Err(error)) => Finding::not_passed(Level::Fail, check, error.to_string(), fix),
+        Err(_) => Finding::not_passed(
+            Level::Fail,
+            check,
+            "no answer within 30s",
+            "check the endpoint (`--logging-endpoint`, `--monitoring-endpoint`) and the network",
+        ),
+    }
+}
+
 /// The image repository of a service: credentials found for its registry the way a push finds
 /// them (Docker credential helpers, `docker login`, Application Default Credentials for Google
 /// registries), or, for a registry without credentials (a local one), that it answers.

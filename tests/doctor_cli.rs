@@ -124,6 +124,7 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
         "PASS  svc: project and region",
         "PASS  svc: Cloud Run API",
         "PASS  svc: Cloud Run permissions: the caller holds run.services.get, run.services.update",
+        "PASS  svc: request metrics",
         "PASS  svc: image repository",
         "PASS  svc: Slack: `SLACK_WEBHOOK_URL` is set",
     ] {
@@ -161,6 +162,21 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
     let down = run(with_webhook()).await.unwrap();
     assert_eq!(down.code, Some(1), "{}", down.stdout);
     line(&down, "FAIL  svc: Cloud Run API");
+    emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // Cloud Logging failing (the default request metrics): that line FAILs.
+    emulator
+        .set_faults(FaultConfig {
+            error_rate: 1.0,
+            error_status: Some(500),
+            path_prefix: Some("/v2/entries".into()),
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let logging = run(with_webhook()).await.unwrap();
+    assert_eq!(logging.code, Some(1), "{}", logging.stdout);
+    line(&logging, "FAIL  svc: request metrics (cloud-logging)");
+    line(&logging, "PASS  svc: Cloud Run API");
     emulator.set_faults(FaultConfig::default()).unwrap();
 
     // No Slack webhook: a warning with the variable to set; never a value.

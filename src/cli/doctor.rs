@@ -16,6 +16,9 @@ use crate::{
 pub struct DoctorArgs {
     /// The services to check [default: every service].
     pub services: Vec<String>,
+    /// Where the metric providers are (as `check` and `deploy`).
+    #[command(flatten)]
+    pub providers: super::check::ProviderFlags,
 }
 
 #[derive(Serialize)]
@@ -76,6 +79,9 @@ pub fn run(context: &Context, args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
                     fix: Some("see `Google credentials` above, or pass `--endpoint`".into()),
                 }),
             }
+            let endpoints = super::check::endpoints(&config, &args.providers, context);
+            let metrics = crate::checks::request_metrics_for(&config.rollout, &endpoints);
+            findings.push(doctor::request_metrics(&config, metrics, &id).await);
             findings.push(doctor::image_repository(&config).await);
             findings.extend(doctor::notifications(&config, &|name| {
                 std::env::var_os(name).is_some_and(|value| !value.is_empty())
