@@ -131,8 +131,10 @@ impl TrafficGenerator {
                         "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
                     );
                 } else {
-                    tracing::warn!(
-                        "synthetic traffic not started yet: {problem}; retrying in {wait:?}"
+                    tracing::info!(
+                        target: "deployer::progress",
+                        "synthetic traffic not started yet: {problem}; retrying in {}",
+                        humantime::format_duration(Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)))
                     );
                 }
                 shared.set_problem(Some(problem));
@@ -183,15 +185,15 @@ async fn send(url: String, rate: u32, deadline: tokio::time::Instant, shared: Ar
         Err(error) => {
             shared.started.store(false, Ordering::Relaxed);
             shared.set_problem(Some(format!("cannot build an HTTP client: {error}")));
-            tracing::warn!("cannot build an HTTP client: no synthetic traffic");
+            tracing::info!(target: "deployer::progress", "warning: cannot build an HTTP client: no synthetic traffic");
             return;
         }
     };
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     if rate > MAX_RATE {
-        tracing::warn!(
-            rate,
-            "synthetic traffic is capped at {MAX_RATE} requests per second"
+        tracing::info!(
+            target: "deployer::progress",
+            "warning: synthetic traffic is capped at {MAX_RATE} requests per second (asked {rate})"
         );
     }
     let period = Duration::from_secs(1) / rate.clamp(1, MAX_RATE);

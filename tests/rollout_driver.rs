@@ -1372,3 +1372,106 @@ async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_lat
         "the split names the revision"
     );
 }
+
+/// A service whose revisions all failed (its first deploy had a bad image) could never be
+/// deployed again: the next deploy pinned the split to the revision named ``, read it six times
+/// and ended "did not start". It is deployed as a first deploy, with nothing to roll back to.
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_revisions_all_failed_is_deployed_as_a_first_deploy() {
+    struct Everywhere;
+    #[async_trait]
+    impl HealthProbe for Everywhere {
+        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
+            Ok(HealthAnswer {
+                status: 200,
+                body: Some(json!({"service": "svc", "commit": COMMIT})),
+            })
+        }
+    }
+    let harness = Harness::new(vec![pass()]).await;
+    let failed = MemoryPlatform::new();
+    failed.fail_image("127.0.0.1:5000/svc@sha256:bad");
+    let created = failed
+        .create(
+            &id(),
+            &RevisionSpec {
+                name: "svc-bad".into(),
+                image: "127.0.0.1:5000/svc@sha256:bad".into(),
+                labels: BTreeMap::new(),
+                base: None,
+                settings: RevisionSettings::default(),
+            },
+        )
+        .await;
+    assert!(created.is_err(), "the first revision fails to start");
+    let before = failed
+        .service(&id())
+        .await
+        .unwrap()
+        .expect("the service exists with its failed revision");
+    assert_eq!(
+        before.primary_revision().as_deref(),
+        Some(""),
+        "the state of the report: nothing Ready serves"
+    );
+    let driver = Driver {
+        platform: &failed,
+        probe: &Everywhere,
+        ..harness.driver()
+    };
+    let report = driver.deploy(&request(policy()), never()).await.unwrap();
+    let revision = report.canary.clone().expect("a revision was deployed");
+    assert_eq!(
+        report.outcome,
+        Outcome::Promoted {
+            revision: revision.clone()
+        },
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.contains("nothing to roll back to")
+                || note.contains("no previous revision")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        !report
+            .notes
+            .iter()
+            .any(|note| note.contains("pins it to ``")),
+        "{:?}",
+        report.notes
+    );
+    let after = failed.service(&id()).await.unwrap().unwrap();
+    assert_eq!(after.serving(), [(revision.clone(), 100)]);
+    assert!(Lock::of(&after).is_none(), "the lock is released");
+}
+
+/// `deploy --env DB_PASSWORD=…` printed the value in `settings-changed` (`env DB_PASSWORD:
+/// unset → …`), in text and in `--format json` events. No event of the rollout carries it now.
+#[tokio::test(start_paused = true)]
+async fn the_value_of_a_secret_looking_variable_is_in_no_event() {
+    let harness = Harness::new(vec![pass()]).await;
+    let mut secret = request(policy());
+    secret.env = BTreeMap::from([
+        ("DB_PASSWORD".to_string(), "hunter2-value".to_string()),
+        ("api_token".to_string(), "token-value".to_string()),
+    ]);
+    let report = harness.driver().deploy(&secret, never()).await.unwrap();
+    harness.promoted(&report).await;
+    let events = harness.recorder.0.lock().unwrap().clone();
+    let json = serde_json::to_string(&events).unwrap();
+    let debug = format!("{events:?} {report:?}");
+    for value in ["hunter2-value", "token-value"] {
+        assert!(!json.contains(value), "{json}");
+        assert!(!debug.contains(value), "{debug}");
+    }
+    assert!(
+        json.contains("env DB_PASSWORD: set (value not shown)"),
+        "changed/unchanged is still said: {json}"
+    );
+}

@@ -52,8 +52,117 @@ pub fn traffic_rate(text: &str) -> Result<u32, String> {
     Ok(rate)
 }
 
+/// A clap value parser from `parse` whose errors never echo the value: clap's own message is
+/// `invalid value '<the whole value>'`, and a 100 KB `--env` value was printed whole. The
+/// message of `parse` says what is wrong (escaped and shortened); exit 2 as any clap error.
+#[derive(Clone)]
+pub struct Quiet<F>(pub F);
+
+impl<T, F> clap::builder::TypedValueParser for Quiet<F>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        argument: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let flag = argument.map_or_else(String::new, |argument| {
+            format!(
+                " for '{}'",
+                argument
+                    .get_long()
+                    .map_or_else(|| argument.get_id().to_string(), |long| format!("--{long}"))
+            )
+        });
+        let refuse = |why: String| {
+            let mut command = command.clone();
+            command.error(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value{flag}: {why}"),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("the value is not valid UTF-8".into()))?;
+        (self.0)(text).map_err(refuse)
+    }
+}
+
+/// A clap value parser for an API endpoint (`--endpoint` and the `DEPLOYER_*_ENDPOINT`
+/// variables clap reads): an `http://` or `https://` URL with a host. Anything else is a usage
+/// error (exit 2) at once: `ftp://…` used to be retried for 20 s and `not a url` ended in
+/// `could not initialize transport client`.
+pub fn endpoint_url(text: &str) -> Result<String, String> {
+    let shown = || crate::untrusted::escaped(&crate::untrusted::shortened(text, 100)).into_owned();
+    let url = url::Url::parse(text.trim()).map_err(|error| {
+        format!(
+            "`{}` is not a URL ({error}): e.g. `http://127.0.0.1:8090`",
+            shown()
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{}` is not an http:// or https:// URL (scheme `{}`)",
+            shown(),
+            crate::untrusted::escaped(url.scheme())
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{}` names no host", shown()));
+    }
+    Ok(text.trim().to_string())
+}
+
+/// The endpoint variables read outside clap (`DEPLOYER_EMULATOR_ENDPOINT`,
+/// `DEPLOYER_PUBSUB_ENDPOINT`, …): every `DEPLOYER_*_ENDPOINT` and `DEPLOYER_PROMETHEUS_URL`
+/// set in `variables` must be an endpoint URL ([`endpoint_url`]); blank values are unset.
+pub fn check_endpoint_variables(
+    variables: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
+    for (name, value) in variables {
+        let endpoint = name.starts_with("DEPLOYER_")
+            && (name.ends_with("_ENDPOINT") || name == "DEPLOYER_PROMETHEUS_URL");
+        if endpoint && !value.trim().is_empty() {
+            endpoint_url(&value).map_err(|why| format!("`{name}`: {why}"))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_other_than_http_or_https_and_non_urls_are_refused() {
+        assert_eq!(
+            endpoint_url("http://127.0.0.1:8090"),
+            Ok("http://127.0.0.1:8090".into())
+        );
+        assert!(endpoint_url("https://run.googleapis.com").is_ok());
+        for text in [
+            "ftp://127.0.0.1:21",
+            "not a url",
+            "",
+            "file:///etc/passwd",
+            "http://",
+            "127.0.0.1:8090",
+        ] {
+            assert!(endpoint_url(text).is_err(), "{text}");
+        }
+        let variables = |name: &str, value: &str| vec![(name.to_string(), value.to_string())];
+        assert!(
+            check_endpoint_variables(variables("DEPLOYER_PUBSUB_ENDPOINT", "ftp://x"))
+                .unwrap_err()
+                .contains("DEPLOYER_PUBSUB_ENDPOINT")
+        );
+        assert!(check_endpoint_variables(variables("DEPLOYER_PUBSUB_ENDPOINT", " ")).is_ok());
+        assert!(check_endpoint_variables(variables("OTHER_ENDPOINT", "ftp://x")).is_ok());
+    }
+
     use super::*;
 
     #[test]

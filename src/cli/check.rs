@@ -43,16 +43,16 @@ pub struct CheckArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ProviderFlags {
     /// BigQuery REST endpoint [default: Google's].
-    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub bigquery_endpoint: Option<String>,
     /// Cloud Logging endpoint [default: the emulator for local targets, Google otherwise].
-    #[arg(long, env = "DEPLOYER_LOGGING_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_LOGGING_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub logging_endpoint: Option<String>,
     /// Cloud Monitoring endpoint [default: the emulator for local targets, Google otherwise].
-    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_MONITORING_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub monitoring_endpoint: Option<String>,
     /// Prometheus server of checks that name none (and of `request_metrics = "prometheus"`).
-    #[arg(long, env = "DEPLOYER_PROMETHEUS_URL", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_PROMETHEUS_URL", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub prometheus_url: Option<String>,
 }
 
@@ -198,6 +198,12 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitStatus> {
     } else {
         context.output.data(render(&config.name, &results));
     }
+    super::say_credentials_once(
+        context,
+        results
+            .iter()
+            .filter_map(|result| result.message.as_deref()),
+    );
     // The numbers are `deployer check`'s own contract (README): 0 pass, 1 warn, 2 critical,
     // 3 nothing could be evaluated.
     Ok(match code {

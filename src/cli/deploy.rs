@@ -35,14 +35,14 @@ pub struct DeployArgs {
     /// Without it, deploy builds the service's image and pushes it (always for Cloud Run; for
     /// the local emulator when the image repository's registry answers, else the local image is
     /// deployed by its content id `sha256:...`).
-    #[arg(long, value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE", value_parser = super::args::Quiet(parse_image))]
     pub image: Option<String>,
     /// The commit the image was built from, 7 to 40 hex digits [default: `HEAD` of the
     /// repository].
     #[arg(long, value_name = "SHA", value_parser = parse_commit)]
     pub commit: Option<String>,
     /// An environment variable of the new revision (repeatable), e.g. `--env FAIL_RATE=0.3`.
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::args::Quiet(parse_env))]
     pub env: Vec<(String, String)>,
     /// How long to wait for another rollout of the service to finish.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::args::duration_in(super::args::LOCK_WAIT))]
@@ -77,14 +77,22 @@ fn parse_commit(text: &str) -> Result<String, String> {
     Ok(text.to_ascii_lowercase())
 }
 
+/// `--env KEY=VALUE`: a valid, unreserved name (`platform::check_env_name`), refused at parse
+/// time (exit 2) before anything is written. The argument is echoed escaped and shortened by
+/// characters: a 100 KB value was printed whole, and a name with a control character was sent.
 fn parse_env(text: &str) -> Result<(String, String), String> {
+    let shown = || crate::untrusted::escaped(&crate::untrusted::shortened(text, 60)).into_owned();
     let (key, value) = text
         .split_once('=')
-        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
-    if key.is_empty() {
-        return Err(format!("`{text}` has an empty name"));
-    }
+        .ok_or_else(|| format!("`{}` is not KEY=VALUE", shown()))?;
+    crate::platform::check_env_name(key)?;
     Ok((key.to_string(), value.to_string()))
+}
+
+/// `--image`: a valid image reference (`image::check_reference`), refused at parse time.
+fn parse_image(text: &str) -> Result<String, String> {
+    crate::image::check_reference(text)?;
+    Ok(text.to_string())
 }
 
 /// The commit at `HEAD` of the repository holding `root`.
@@ -399,7 +407,9 @@ impl<'a> RolloutParts<'a> {
     ) -> anyhow::Result<Self> {
         // Resolved once: for a local target it reads the emulator's state file.
         let endpoint = target::endpoint(config, context.endpoint.as_deref());
-        let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE).await?;
+        let platform = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE)
+            .await?
+            .with_waiting_notice(target::waiting_notice());
         // Request counts (`rollout.request_metrics`) and the gated service checks read the
         // same providers; for a local target the emulator serves Logging and Monitoring.
         let endpoints = super::check::endpoints(config, providers, context);

@@ -136,7 +136,7 @@ async fn read_all(
             None => {
                 let connected = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE)
                     .await
-                    .map_err(|error| format!("{:#}", anyhow::Error::from(error)));
+                    .map_err(|error| super::short_cause(&anyhow::Error::from(error)));
                 platforms.push((endpoint, connected.clone()));
                 connected
             }
@@ -210,6 +210,13 @@ pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
         } else {
             context.output.data(render(&report));
         }
+        super::say_credentials_once(
+            context,
+            report
+                .services
+                .iter()
+                .map(|service| service.reason.as_str()),
+        );
         if github_actions::enabled() {
             let annotations: Vec<Annotation> =
                 report.services.iter().filter_map(annotation).collect();

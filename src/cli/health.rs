@@ -93,7 +93,7 @@ pub struct HistoryArgs {
     #[arg(long, env = "DEPLOYER_HEALTH_HISTORY", value_name = "STORE", value_parser = parse_location)]
     pub history: Option<Location>,
     /// BigQuery REST endpoint of a `bigquery:` store [default: Google's].
-    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
     pub bigquery_endpoint: Option<String>,
 }
 
@@ -337,7 +337,7 @@ pub(super) async fn run_all(
                         Some(drift) => HealthCheck::from_drift(config, drift, elapsed),
                         None => drift_error(config, "no drift measured", elapsed),
                     },
-                    Err(error) => drift_error(config, &format!("{error:#}"), elapsed),
+                    Err(error) => drift_error(config, &super::short_cause(error), elapsed),
                 };
                 (index, check)
             })
@@ -501,6 +501,10 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             .output
             .data(render(&results, &score, &schedule, &paint));
     }
+    super::say_credentials_once(
+        context,
+        results.iter().filter_map(|check| check.message.as_deref()),
+    );
     Ok(match code {
         0 => exit_for(Verdict::Pass),
         1 => exit_for(Verdict::Warning),
@@ -632,7 +636,7 @@ async fn alert(
     }
     let mut undelivered: Vec<&Alert> = unrouted.iter().collect();
     for destination in &destinations {
-        let message = alerts::digest(&destination.alerts, score, &repositories);
+        let message = alerts::digest(&grouped_by_cause(&destination.alerts), score, &repositories);
         let url = std::env::var(&destination.variable).unwrap_or_default();
         let sent = match Webhook::new(&destination.variable, &url) {
             Ok(webhook) => webhook.post(&message).await,
@@ -900,9 +904,108 @@ pub(super) fn render(
     text
 }
 
+/// The cause an alert without a value shares with others: `no Google credentials` whatever
+/// the provider said around it, else its whole message.
+fn cause(alert: &Alert) -> Option<String> {
+    if alert.check.value.is_some() {
+        return None;
+    }
+    let message = alert.check.message.as_deref()?;
+    Some(if message.contains(checks::NO_CREDENTIALS) {
+        format!(
+            "{} (`gcloud auth application-default login`, or `GOOGLE_APPLICATION_CREDENTIALS` in CI)",
+            checks::NO_CREDENTIALS
+        )
+    } else {
+        message.to_string()
+    })
+}
+
+/// `alerts` with those that share one cause (same kind and level, no value, one message —
+/// six checks without Google credentials) merged into one line naming the checks: the digest
+/// used to drown in six copies of one sentence.
+fn grouped_by_cause(alerts: &[Alert]) -> Vec<Alert> {
+    let mut grouped: Vec<(Option<String>, Vec<&Alert>)> = Vec::new();
+    for alert in alerts {
+        let key = cause(alert);
+        let same = grouped.iter_mut().find(|(other, members)| {
+            key.is_some()
+                && *other == key
+                && members[0].kind == alert.kind
+                && members[0].level == alert.level
+        });
+        match same {
+            Some((_, members)) => members.push(alert),
+            None => grouped.push((key, vec![alert])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(key, members)| match (key, members.as_slice()) {
+            (Some(cause), [first, _, ..]) => {
+                let mut merged = (*first).clone();
+                let mut services: Vec<&str> = members
+                    .iter()
+                    .map(|alert| alert.check.service.as_str())
+                    .collect();
+                services.dedup();
+                merged.check.service = services.join(", ");
+                merged.check.check = format!(
+                    "{} checks ({})",
+                    members.len(),
+                    members
+                        .iter()
+                        .map(|alert| alert.check.check.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                merged.check.message = Some(cause);
+                merged
+            }
+            (_, members) => members[0].clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` and `health` printed the missing-credentials sentence once per check and per
+    /// service: six times in one Slack digest. Results that share one cause are one line.
+    #[test]
+    fn the_digest_groups_results_that_share_one_cause() {
+        let alert = |service: &str, name: &str, message: &str| Alert {
+            kind: alerts::Kind::New,
+            level: alerts::Level::Warning,
+            check: HealthCheck {
+                service: service.into(),
+                check: name.into(),
+                message: Some(message.into()),
+                ..sample(Status::Error, None)
+            },
+        };
+        let alerts = vec![
+            alert("a", "Coverage", "`bigquery` is unavailable: cannot create the BigQuery client: no Google credentials"),
+            alert("a", "Deployment Drift", "drift unknown: the platform cannot be read: no Google credentials"),
+            alert("b", "Latency", "`cloud-monitoring` is unavailable: no Google credentials"),
+            alert("b", "Freshness", "`prometheus` is unavailable: connection refused"),
+        ];
+        let grouped = grouped_by_cause(&alerts);
+        assert_eq!(grouped.len(), 2, "{grouped:#?}");
+        assert_eq!(grouped[0].check.service, "a, b");
+        assert_eq!(
+            grouped[0].check.check,
+            "3 checks (Coverage, Deployment Drift, Latency)"
+        );
+        assert!(grouped[0]
+            .check
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("no Google credentials"));
+        assert_eq!(grouped[1], alerts[3]);
+    }
 
     fn sample(status: Status, value: Option<f64>) -> HealthCheck {
         HealthCheck {

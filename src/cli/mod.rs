@@ -9,6 +9,7 @@ mod build;
 mod check;
 mod completions;
 mod deploy;
+mod doctor;
 mod drift;
 mod emulator;
 mod github_actions;
@@ -81,7 +82,8 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "DEPLOYER_CLOUD_RUN_ENDPOINT",
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = args::endpoint_url
     )]
     pub endpoint: Option<String>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace); `RUST_LOG` also works.
@@ -152,6 +154,12 @@ pub enum Command {
     /// Exit 0 = safe to deploy, 1 = not. A WARN needs an interactive yes or
     /// `--accept-warnings` (`--accept-schema-changes` for schema changes); a FAIL always stops.
     Preflight(preflight::PreflightArgs),
+    /// Is this machine ready to deploy? One line per check (Docker Engine, git and `main`,
+    /// Google credentials, each service's project and region, Cloud Run API and permissions,
+    /// notification settings), PASS/WARN/FAIL, each failure with its fix.
+    ///
+    /// Exit 0 when every check passes, 1 otherwise.
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
@@ -251,6 +259,13 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(cli.global.verbose);
     crate::install_crypto_provider();
     let context = Context::new(&cli.global);
+    // Endpoints read from the environment outside clap are refused as clap refuses flags:
+    // exit 2 before anything is read or written.
+    if let Err(message) = args::check_endpoint_variables(std::env::vars()) {
+        let error = anyhow::Error::new(UsageError { message });
+        context.output.error(&error);
+        return ExitStatus::Usage;
+    }
     let name = cli.command.name();
     let result = match cli.command {
         Command::Build(args) => build::run(&context, &args),
@@ -270,6 +285,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Drift(args) => drift::run(&context, &args),
         Command::Health(args) => health::run(&context, &args),
         Command::Graph(args) => graph::run(&context, &args),
+        Command::Doctor(args) => doctor::run(&context, &args),
     };
     match result {
         Ok(status) => status,
@@ -307,6 +323,7 @@ impl Command {
             Command::Drift(_) => "drift",
             Command::Health(_) => "health",
             Command::Graph(_) => "graph",
+            Command::Doctor(_) => "doctor",
         }
     }
 }
@@ -351,6 +368,44 @@ pub struct UsageError {
     pub message: String,
 }
 
+/// The cause of `error` as results show it: `no Google credentials` when that is what the chain
+/// holds (the full message, with the fix, is said once per run by [`say_credentials_once`]),
+/// else the whole chain.
+pub(crate) fn short_cause(error: &anyhow::Error) -> String {
+    use crate::{credentials::CredentialsError, platform::cloud_run::ConnectError};
+    let missing = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<CredentialsError>(),
+            Some(CredentialsError::Missing { .. })
+        ) || matches!(
+            cause.downcast_ref::<ConnectError>(),
+            Some(ConnectError::Credentials(CredentialsError::Missing { .. }))
+        )
+    });
+    if missing {
+        crate::checks::NO_CREDENTIALS.to_string()
+    } else {
+        format!("{error:#}")
+    }
+}
+
+/// When any of `causes` is "no Google credentials", says once (stderr) what is missing and
+/// how to fix it: every Google provider of every check reports the same cause, and six copies
+/// of one sentence used to bury it.
+pub(crate) fn say_credentials_once<'a>(
+    context: &Context,
+    causes: impl IntoIterator<Item = &'a str>,
+) {
+    let mentioned = causes
+        .into_iter()
+        .any(|cause| cause.contains(crate::checks::NO_CREDENTIALS));
+    if let (true, Err(error)) = (mentioned, crate::credentials::find()) {
+        context
+            .output
+            .message(format!("{}: {error}", context.output.error_label()));
+    }
+}
+
 /// Runs a future to completion on a single-threaded runtime (fast to start: an emergency
 /// rollback should not pay for a thread pool).
 pub fn block_on<T>(
@@ -364,15 +419,38 @@ pub fn block_on<T>(
         .block_on(future)
 }
 
+/// Logs on stderr. At the default verbosity (no `-v`, no `RUST_LOG`) there are no log lines,
+/// only the lines domain code means for people — retries, takeovers, warnings it cannot return
+/// — which it emits under the target [`PROGRESS_TARGET`] and which are shown as plain lines
+/// (`retrying in 5.0 s (3 of 10): …`), without timestamp or level. `-v`/`-vv`/`-vvv` or
+/// `RUST_LOG` give the full logs, those lines included.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    let from_environment = std::env::var_os("RUST_LOG").is_some_and(|value| !value.is_empty());
+    if verbose == 0 && !from_environment {
+        let _ = tracing_subscriber::fmt()
+            // The emulator is a server: its own failures stay visible when it runs in front.
+            .with_env_filter(EnvFilter::new(format!(
+                "{PROGRESS_TARGET}=info,deployer::emulator=warn"
+            )))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 | 1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = if from_environment {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    } else {
+        EnvFilter::new(default)
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -380,6 +458,9 @@ fn init_logging(verbose: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// The tracing target of lines meant for people at every verbosity (see [`init_logging`]).
+pub const PROGRESS_TARGET: &str = "deployer::progress";
 
 #[cfg(test)]
 mod tests {

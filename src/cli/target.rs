@@ -105,13 +105,19 @@ pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
                 ),
             }
             };
+            let project = project
+                .clone()
+                .ok_or_else(|| missing("project", "project", "DEPLOYER_PROJECT"))?;
+            let region = region
+                .clone()
+                .ok_or_else(|| missing("region", "region", "DEPLOYER_REGION"))?;
+            // Both become parts of every resource path (`projects/P/locations/R/...`): a
+            // `--region ../../x` must stop here (exit 2), not reach a URL.
+            crate::platform::check_project(&project).map_err(|message| UsageError { message })?;
+            crate::platform::check_region(&region).map_err(|message| UsageError { message })?;
             Ok(ServiceId {
-                project: project
-                    .clone()
-                    .ok_or_else(|| missing("project", "project", "DEPLOYER_PROJECT"))?,
-                region: region
-                    .clone()
-                    .ok_or_else(|| missing("region", "region", "DEPLOYER_REGION"))?,
+                project,
+                region,
                 name: config.platform_service_name().to_string(),
             })
         }
@@ -144,5 +150,14 @@ pub async fn connect_with_deadline(
     operation_deadline: Duration,
 ) -> anyhow::Result<CloudRunPlatform> {
     let endpoint = endpoint(config, explicit);
-    Ok(CloudRunPlatform::connect(&endpoint, operation_deadline).await?)
+    Ok(CloudRunPlatform::connect(&endpoint, operation_deadline)
+        .await?
+        .with_waiting_notice(waiting_notice()))
+}
+
+/// Operations still running after a few seconds are announced on stderr, one line each
+/// (`Cloud Run applying the update of `hello` (its operation): still running after 5s, gives up
+/// after 1m`).
+pub fn waiting_notice() -> crate::platform::cloud_run::WaitingNotice {
+    std::sync::Arc::new(|line: String| eprintln!("{line}"))
 }

@@ -138,6 +138,24 @@ fn service_body(body: &Bytes) -> Result<Service, ApiError> {
         .map_err(|error| ApiError::invalid(format!("Invalid JSON payload received. {error}")))
 }
 
+/// `testIamPermissions`: every permission asked is granted (a local target has no IAM), but
+/// those the faults deny (`deniedPermissions`), so that `deployer doctor` can be tested failing.
+fn test_iam_permissions(denied: &[String], body: &Bytes) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        #[serde(default)]
+        permissions: Vec<String>,
+    }
+    let request: Request = serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid(format!("Invalid JSON payload received. {error}")))?;
+    let granted: Vec<String> = request
+        .permissions
+        .into_iter()
+        .filter(|permission| !denied.contains(permission))
+        .collect();
+    Ok(serde_json::json!({ "permissions": granted }))
+}
+
 fn answer(result: Result<Value, ApiError>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
@@ -225,6 +243,11 @@ fn dispatch(
         }
         (Method::DELETE, ["projects", _, "locations", _, "services", _]) => {
             controller.delete_service(path, &etag(), validate_only()?)
+        }
+        (Method::POST, ["projects", _, "locations", _, "services", name])
+            if name.ends_with(":testIamPermissions") =>
+        {
+            test_iam_permissions(&state.faults.get().denied_permissions, body)
         }
         (Method::GET, ["projects", _, "locations", _, "services", _, "revisions"]) => controller
             .list_revisions(

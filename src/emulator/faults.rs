@@ -47,6 +47,9 @@ pub struct FaultConfig {
     /// Data plane: milliseconds added to each request, by revision name or service id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub request_latency_ms: BTreeMap<String, u64>,
+    /// Permissions `testIamPermissions` does not grant (all others are granted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_permissions: Vec<String>,
 }
 
 impl FaultConfig {

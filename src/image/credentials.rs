@@ -296,6 +296,9 @@ async fn google_token(host: &str) -> Result<RegistryCredentials, ImageError> {
         host: host.to_string(),
         message,
     };
+    // Found first: without any, Google's builder would wait for a metadata server that is not
+    // there (most of a minute off Google Cloud) before saying so.
+    crate::credentials::find().map_err(|error| failed(error.to_string()))?;
     let credentials = google_cloud_auth::credentials::Builder::default()
         .build_access_token_credentials()
         .map_err(|error| {

@@ -193,6 +193,100 @@ pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Checks an image reference as the Docker distribution grammar defines it:
+/// `[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]`, path components of lowercase letters and digits
+/// joined by `.`, `_`, `__` or dashes; or a local image's content id `sha256:HEX` (64 hex
+/// digits). `Err` says what is wrong, the reference escaped and shortened.
+pub fn check_reference(reference: &str) -> Result<(), String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "`{}` is not an image reference ({why}): e.g. `europe-west1-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE@sha256:...`",
+            crate::untrusted::escaped(&crate::untrusted::shortened(reference, 100))
+        ))
+    };
+    let is_hex = |text: &str, length: usize| {
+        text.len() == length
+            && text
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    };
+    if reference.is_empty() {
+        return refuse("it is empty");
+    }
+    if let Some(hex) = reference.strip_prefix("sha256:") {
+        return if is_hex(hex, 64) {
+            Ok(())
+        } else {
+            refuse("a content id is `sha256:` and 64 lowercase hex digits")
+        };
+    }
+    let (named, digest) = match reference.split_once('@') {
+        Some((named, digest)) => (named, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        match digest.strip_prefix("sha256:") {
+            Some(hex) if is_hex(hex, 64) => {}
+            _ => return refuse("the digest must be `sha256:` and 64 lowercase hex digits"),
+        }
+    }
+    let (name, tag) = split_tag(named);
+    if let Some(tag) = tag {
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return refuse("a tag is up to 128 letters, digits, `_`, `.` and `-`");
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return refuse("the name is empty or longer than 255 characters");
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    // The first component is a registry host when it has a `.` or a `:`, or is `localhost`.
+    if components.len() > 1 && (first.contains(['.', ':']) || first == "localhost") {
+        let (host, port) = match first.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (first, None),
+        };
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if !host.split('.').all(label_ok)
+            || port.is_some_and(|port| port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))
+        {
+            return refuse("the registry host is not a host name with an optional port");
+        }
+        components.remove(0);
+    }
+    let component_ok = |component: &str| {
+        let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !component.is_empty()
+            && component.starts_with(alphanumeric)
+            && component.ends_with(alphanumeric)
+            && component
+                .chars()
+                .all(|c| alphanumeric(c) || matches!(c, '.' | '_' | '-'))
+            && !component.contains("..")
+            && !component.contains("___")
+            && !component.contains("._")
+            && !component.contains("_.")
+    };
+    if components.is_empty() || !components.iter().all(|component| component_ok(component)) {
+        return refuse(
+            "path components are lowercase letters and digits joined by `.`, `_` or `-`",
+        );
+    }
+    Ok(())
+}
+
 /// Lowercase hex of bytes (digests, fingerprints).
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -223,6 +317,41 @@ mod tests {
             ("127.0.0.1:5000/hello", None)
         );
         assert_eq!(split_tag("hello:1"), ("hello", Some("1")));
+    }
+
+    #[test]
+    fn an_empty_or_garbage_image_reference_is_refused() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for valid in [
+            format!("europe-west1-docker.pkg.dev/project/repository/hello@{digest}"),
+            "127.0.0.1:5000/hello:abc".to_string(),
+            "localhost/hello".to_string(),
+            "hello".to_string(),
+            "gcr.io/p/hello-world_2:v1.2".to_string(),
+            digest.clone(),
+            format!("127.0.0.1:5000/svc:tag@{digest}"),
+        ] {
+            assert_eq!(check_reference(&valid), Ok(()), "{valid}");
+        }
+        for invalid in [
+            "",
+            " ",
+            "not an image",
+            "Hello",
+            "hello@sha256:short",
+            "hello:",
+            "gcr.io/p/../x",
+            "gcr.io:port/x",
+            "a\u{1b}[2Jb",
+            "sha256:xyz",
+            "//x",
+            "x/",
+            "-x",
+        ] {
+            assert!(check_reference(invalid).is_err(), "{invalid:?}");
+        }
+        let long = "x".repeat(100_000);
+        assert!(check_reference(&long).unwrap_err().chars().count() < 400);
     }
 
     #[test]

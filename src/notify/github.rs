@@ -417,10 +417,10 @@ impl GitHubClient {
                         bound: self.max_wait,
                     });
                 }
-                tracing::warn!(
-                    url,
-                    wait = %humantime::format_duration(wait),
-                    "GitHub rate limit: waiting before retrying"
+                tracing::info!(
+                    target: "deployer::progress",
+                    "GitHub rate limit: retrying in {}",
+                    humantime::format_duration(wait)
                 );
                 tokio::time::sleep(wait).await;
                 waited += wait;

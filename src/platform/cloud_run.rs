@@ -31,20 +31,49 @@ pub enum Endpoint {
     Custom(String),
 }
 
+/// Told, while an operation is still running after [`ANNOUNCE_AFTER`], what is awaited and
+/// for how long at most (the CLI prints it as a line).
+pub type WaitingNotice = std::sync::Arc<dyn Fn(String) + Send + Sync>;
+
 /// The Cloud Run adapter.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CloudRunPlatform {
     services: Services,
     revisions: Revisions,
     operation_deadline: Duration,
+    metadata_deadline: Duration,
     call_deadline: Duration,
     /// The endpoint, named in every error (`run.googleapis.com` or the custom URL).
     endpoint: String,
+    waiting_notice: Option<WaitingNotice>,
 }
+
+impl std::fmt::Debug for CloudRunPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudRunPlatform")
+            .field("endpoint", &self.endpoint)
+            .field("operation_deadline", &self.operation_deadline)
+            .field("metadata_deadline", &self.metadata_deadline)
+            .field("call_deadline", &self.call_deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long an update that changes no template (the lock, the journal, the release history,
+/// a traffic split) may wait for its operation: no revision is created, so Cloud Run answers in
+/// seconds; an operation that never completes must not hold a deploy for the 10 minutes of a
+/// new revision's deadline.
+pub const METADATA_OPERATION_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long an operation runs before the wait is announced ([`WaitingNotice`]).
+pub const ANNOUNCE_AFTER: Duration = Duration::from_secs(5);
 
 /// Errors creating the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// No usable Google credentials (never retried: nothing changes until someone acts).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// The client could not be built (credentials, endpoint).
     #[error("cannot create the Cloud Run client for `{endpoint}`: {message}")]
     Client {
@@ -105,16 +134,23 @@ impl CloudRunPlatform {
             message: error.to_string(),
         };
         let (services, revisions) = match endpoint {
-            Endpoint::Google => (
-                configured!(Services::builder(), call_deadline)
-                    .build()
-                    .await
-                    .map_err(error)?,
-                configured!(Revisions::builder(), call_deadline)
-                    .build()
-                    .await
-                    .map_err(error)?,
-            ),
+            Endpoint::Google => {
+                // Found first, as Google's libraries would: with none, the client's fallback to
+                // the metadata server fails as "transient" off Google Cloud, retried for 37 s.
+                let credentials = crate::credentials::google()?;
+                (
+                    configured!(Services::builder(), call_deadline)
+                        .with_credentials(credentials.clone())
+                        .build()
+                        .await
+                        .map_err(error)?,
+                    configured!(Revisions::builder(), call_deadline)
+                        .with_credentials(credentials)
+                        .build()
+                        .await
+                        .map_err(error)?,
+                )
+            }
             Endpoint::Custom(url) => {
                 let anonymous = google_cloud_auth::credentials::anonymous::Builder::new().build();
                 (
@@ -137,9 +173,17 @@ impl CloudRunPlatform {
             services,
             revisions,
             operation_deadline,
+            metadata_deadline: operation_deadline.min(METADATA_OPERATION_DEADLINE),
             call_deadline,
             endpoint: label,
+            waiting_notice: None,
         })
+    }
+
+    /// Announces every operation still running after [`ANNOUNCE_AFTER`] through `notice`.
+    pub fn with_waiting_notice(mut self, notice: WaitingNotice) -> Self {
+        self.waiting_notice = Some(notice);
+        self
     }
 
     /// Sends one request, at most `call_deadline` (the client's own attempt timeout is the
@@ -160,6 +204,25 @@ impl CloudRunPlatform {
         }
     }
 
+    /// Which of `permissions` the caller holds on the service (`testIamPermissions`): what
+    /// `deployer doctor` asks before a deploy would find out the hard way.
+    pub async fn granted_permissions(
+        &self,
+        id: &ServiceId,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, PlatformError> {
+        let request = self
+            .services
+            .test_iam_permissions()
+            .set_resource(id.path())
+            .set_permissions(permissions.iter().map(|permission| permission.to_string()))
+            .send();
+        let answer = self
+            .call("testing the caller's permissions", &id.path(), request)
+            .await?;
+        Ok(answer.permissions)
+    }
+
     async fn raw_service(&self, id: &ServiceId) -> Result<Option<model::Service>, PlatformError> {
         let read = self.services.get_service().set_name(id.path()).send();
         match self.call("reading the service", &id.path(), read).await {
@@ -174,12 +237,13 @@ impl CloudRunPlatform {
         operation: &str,
         future: impl std::future::Future<Output = Result<T, google_cloud_run_v2::Error>>,
         subject: &str,
+        deadline: Duration,
     ) -> Result<T, PlatformError> {
-        match tokio::time::timeout(self.operation_deadline, future).await {
+        match wait_announced(future, operation, deadline, self.waiting_notice.as_ref()).await {
             Ok(result) => result.map_err(|error| self.map_error(subject, error)),
             Err(_) => Err(PlatformError::Timeout {
                 operation: operation.to_string(),
-                deadline: self.operation_deadline,
+                deadline,
             }),
         }
     }
@@ -200,6 +264,29 @@ impl CloudRunPlatform {
     }
 }
 
+/// Awaits `future` for at most `deadline`; if it is still running after [`ANNOUNCE_AFTER`],
+/// tells `notice` once what is awaited and for how long at most. `Err` when the deadline passed.
+pub async fn wait_announced<T>(
+    future: impl std::future::Future<Output = T>,
+    operation: &str,
+    deadline: Duration,
+    notice: Option<&WaitingNotice>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let timed = tokio::time::timeout(deadline, future);
+    tokio::pin!(timed);
+    if let Some(notice) = notice.filter(|_| deadline > ANNOUNCE_AFTER) {
+        tokio::select! {
+            result = &mut timed => return result,
+            () = tokio::time::sleep(ANNOUNCE_AFTER) => notice(format!(
+                "{operation}: still running after {}, gives up after {}",
+                humantime::format_duration(ANNOUNCE_AFTER),
+                humantime::format_duration(deadline)
+            )),
+        }
+    }
+    timed.await
+}
+
 /// Maps the client's errors onto [`PlatformError`], by gRPC status or HTTP status.
 ///
 /// Every message names `endpoint` and shows the remote text shortened and escaped (a 1 MB 403
@@ -211,6 +298,31 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
             "`{endpoint}`: {}",
             remote_message(&error.to_string())
         ));
+    }
+    // No request path could be built: a name from an answer (an operation called
+    // `../../../etc/passwd`) is not a valid resource name. Retrying builds the same nothing;
+    // it used to be retried as "unavailable" for minutes.
+    if error.is_binding() {
+        return PlatformError::Malformed(format!(
+            "`{endpoint}`: a name in the answer is not a valid resource name ({})",
+            remote_message(&error.to_string())
+        ));
+    }
+    // Google's structured reasons first: a disabled API, a missing permission or scope, a
+    // quota — one line with the fix, and permanent ones never retried.
+    if let Some(explained) = error.status().and_then(crate::google_errors::explain) {
+        use crate::google_errors::Disposition;
+        let message = format!("`{endpoint}`: {}", explained.line);
+        return match explained.disposition {
+            Disposition::Denied => PlatformError::PermissionDenied(message),
+            Disposition::Refused => PlatformError::Refused(message),
+            Disposition::Throttled => PlatformError::Throttled {
+                message,
+                retry_after: explained
+                    .retry_after
+                    .or_else(|| error.http_headers().and_then(retry_after)),
+            },
+        };
     }
     let remote = error
         .status()
@@ -230,7 +342,10 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
     if throttled {
         return PlatformError::Throttled {
             message,
-            retry_after: error.http_headers().and_then(retry_after),
+            retry_after: error
+                .status()
+                .and_then(crate::google_errors::retry_delay)
+                .or_else(|| error.http_headers().and_then(retry_after)),
         };
     }
     if let Some(status) = error.status() {
@@ -639,7 +754,9 @@ impl Platform for CloudRunPlatform {
             "Cloud Run creating `{}` (its operation)",
             crate::untrusted::escaped(&id.name)
         );
-        let created = self.wait(&waiting, request, &id.path()).await?;
+        let created = self
+            .wait(&waiting, request, &id.path(), self.operation_deadline)
+            .await?;
         self.decode_service(id, &created)
     }
 
@@ -702,11 +819,26 @@ impl Platform for CloudRunPlatform {
             .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(paths))
             .poller()
             .until_done();
-        let waiting = format!(
-            "Cloud Run applying the update of `{}` (its operation)",
-            crate::untrusted::escaped(&id.name)
-        );
-        let updated = self.wait(&waiting, request, &id.path()).await?;
+        // Only a new revision (a template change) may take the long deadline: the lock, the
+        // journal, the history and a split are metadata, applied in seconds.
+        let (waiting, deadline) = if update.template.is_some() {
+            (
+                format!(
+                    "Cloud Run creating the new revision of `{}` (its operation)",
+                    crate::untrusted::escaped(&id.name)
+                ),
+                self.operation_deadline,
+            )
+        } else {
+            (
+                format!(
+                    "Cloud Run applying the update of `{}` (its operation)",
+                    crate::untrusted::escaped(&id.name)
+                ),
+                self.metadata_deadline,
+            )
+        };
+        let updated = self.wait(&waiting, request, &id.path(), deadline).await?;
         self.decode_service(id, &updated)
     }
 }
@@ -735,4 +867,56 @@ pub fn revision_labels(commit: &str) -> BTreeMap<String, String> {
             label_value(env!("CARGO_PKG_VERSION")),
         ),
     ])
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn recorder() -> (WaitingNotice, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&lines);
+        let notice: WaitingNotice = Arc::new(move |line| shared.lock().unwrap().push(line));
+        (notice, lines)
+    }
+
+    /// A lock write whose operation never completed waited silently for the 10 minutes of
+    /// `OPERATION_DEADLINE`: a metadata write waits at most a minute, and says so while waiting.
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_that_never_completes_is_announced_and_given_up_after_its_deadline() {
+        let (notice, lines) = recorder();
+        let started = tokio::time::Instant::now();
+        let result = wait_announced(
+            std::future::pending::<()>(),
+            "Cloud Run applying the update of `hello`",
+            METADATA_OPERATION_DEADLINE,
+            Some(&notice),
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(started.elapsed(), METADATA_OPERATION_DEADLINE);
+        assert_eq!(
+            *lines.lock().unwrap(),
+            ["Cloud Run applying the update of `hello`: still running after 5s, gives up after 1m"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_operation_is_not_announced() {
+        let (notice, lines) = recorder();
+        let result = wait_announced(
+            async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                7
+            },
+            "x",
+            METADATA_OPERATION_DEADLINE,
+            Some(&notice),
+        )
+        .await;
+        assert_eq!(result.ok(), Some(7));
+        assert!(lines.lock().unwrap().is_empty());
+    }
 }

@@ -297,10 +297,11 @@ impl Platform for MemoryPlatform {
             return Err(PlatformError::Refused(format!("`{id}` already exists")));
         }
         let revision = new_revision(&state, id, spec);
-        if !revision.ready {
-            return Err(PlatformError::Refused(revision.failure.unwrap_or_default()));
-        }
         let etag = next_etag(&mut state);
+        // As on Cloud Run, a service whose first revision fails exists anyway: it serves
+        // nothing (its split follows "latest", and no revision is Ready).
+        let ready = revision.ready;
+        let failure = revision.failure.clone();
         let mut stored = Stored {
             snapshot: ServiceSnapshot {
                 id: id.clone(),
@@ -310,10 +311,14 @@ impl Platform for MemoryPlatform {
                 generation: 1,
                 observed_generation: 1,
                 reconciling: false,
-                ready: true,
-                failure: None,
+                ready,
+                failure: failure.clone(),
                 latest_created_revision: revision.name.clone(),
-                latest_ready_revision: revision.name.clone(),
+                latest_ready_revision: if ready {
+                    revision.name.clone()
+                } else {
+                    String::new()
+                },
                 traffic: Vec::new(),
                 traffic_statuses: Vec::new(),
                 annotations: BTreeMap::new(),
@@ -326,7 +331,10 @@ impl Platform for MemoryPlatform {
         state.writes += 1;
         let snapshot = stored.snapshot.clone();
         state.services.insert(id.path(), stored);
-        Ok(snapshot)
+        match failure.filter(|_| !ready) {
+            Some(failure) => Err(PlatformError::Refused(failure)),
+            None => Ok(snapshot),
+        }
     }
 
     async fn update(

@@ -94,6 +94,24 @@ impl Budget {
         (elapsed.saturating_add(wait) <= self.policy.budget).then_some(wait)
     }
 
+    /// The line said before the next try, in the words of the CLI: `retrying in 1.2 s (2 of
+    /// 10): <cause>` (`(try 2)` when the tries are unbounded, as a rollback's are).
+    pub(crate) fn retrying(&self, wait: Duration, cause: &dyn std::fmt::Display) -> String {
+        let seconds = wait.as_secs_f64();
+        let wait = if seconds >= 10.0 {
+            format!("{seconds:.0} s")
+        } else {
+            format!("{seconds:.1} s")
+        };
+        let next = self.tries.saturating_add(1);
+        let count = if self.policy.attempts == u32::MAX {
+            format!("try {next}")
+        } else {
+            format!("{next} of {}", self.policy.attempts)
+        };
+        format!("retrying in {wait} ({count}): {cause}")
+    }
+
     /// The error to report once the policy is spent: the last one, saying how long it tried.
     pub(crate) fn exhausted(&self, error: PlatformError) -> PlatformError {
         if self.tries <= 1 {
@@ -125,7 +143,12 @@ pub async fn write_guarded(
         let Some(wait) = budget.after_failure(&error) else {
             return Err(budget.exhausted(error));
         };
-        tracing::warn!(%id, %error, "write failed ambiguously; re-reading the service in {wait:?}");
+        // A user-facing line (the CLI shows target `deployer::progress` at every verbosity).
+        tracing::info!(
+            target: "deployer::progress",
+            "{}",
+            budget.retrying(wait, &format_args!("the write to `{id}` may not have landed ({error}); re-reading first"))
+        );
         tokio::time::sleep(wait).await;
         match platform.service(id).await {
             Ok(Some(snapshot)) if update.is_visible_in(&snapshot) => {
@@ -161,7 +184,11 @@ where
                 let Some(wait) = budget.after_failure(&error) else {
                     return Err(budget.exhausted(error));
                 };
-                tracing::warn!(%error, "{what} failed; retrying in {wait:?}");
+                tracing::info!(
+                    target: "deployer::progress",
+                    "{}",
+                    budget.retrying(wait, &format_args!("{what} failed: {error}"))
+                );
                 tokio::time::sleep(wait).await;
             }
             result => return result,
@@ -188,4 +215,30 @@ pub async fn read_revisions(
         platform.revisions(id)
     })
     .await
+}
+
+#[cfg(test)]
+mod retrying_tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_is_said_in_the_clis_words() {
+        let mut budget = Budget::start(RetryPolicy::default());
+        let error = PlatformError::Unavailable("503".into());
+        assert!(budget.after_failure(&error).is_some());
+        assert!(budget.after_failure(&error).is_some());
+        assert_eq!(
+            budget.retrying(Duration::from_secs(5), &"reading `s` failed: 503"),
+            "retrying in 5.0 s (3 of 10): reading `s` failed: 503"
+        );
+        let mut unbounded = Budget::start(RetryPolicy {
+            attempts: u32::MAX,
+            ..RetryPolicy::default()
+        });
+        assert!(unbounded.after_failure(&error).is_some());
+        assert_eq!(
+            unbounded.retrying(Duration::from_secs(15), &"x"),
+            "retrying in 15 s (try 2): x"
+        );
+    }
 }

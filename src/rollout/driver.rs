@@ -194,7 +194,7 @@ impl Running {
     /// started afresh (a warning is logged): its verdicts could not be used anyway.
     pub(super) fn on(journal: Journal, snapshot: &ServiceSnapshot) -> Self {
         let history = History::of(snapshot).unwrap_or_else(|error| {
-            tracing::warn!(%error, "the release history is started afresh");
+            tracing::info!(target: "deployer::progress", "warning: the release history is started afresh ({error})");
             History::default()
         });
         Self {
@@ -306,19 +306,52 @@ impl Driver<'_> {
         request: &DeployRequest,
         rollout_id: String,
     ) -> Result<RolloutReport, DeployError> {
+        self.first_deploy_on(request, rollout_id, None).await
+    }
+
+    /// A first deploy: of a new service (`existing` None, created), or of one where no revision
+    /// serves (`existing`, its template replaced and its split following "latest", as a created
+    /// service's does).
+    async fn first_deploy_on(
+        &self,
+        request: &DeployRequest,
+        rollout_id: String,
+        existing: Option<&ServiceSnapshot>,
+    ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
         let name = naming::revision_name(&id.name, &request.commit);
         let spec = self.revision_spec(request, name.clone(), None, RevisionSettings::default());
         let mut notes = Vec::new();
+        let what = match existing {
+            None => format!("`{}` does not exist yet: creating it", id.name),
+            Some(_) => format!(
+                "no revision of `{}` serves traffic (every revision failed): deploying",
+                id.name
+            ),
+        };
         self.notice(
             &mut notes,
             format!(
-                "`{}` does not exist yet: creating it with revision `{name}` (no previous revision to compare with or roll back to)",
-                id.name
+                "{what} with revision `{name}` (no previous revision to compare with or roll back to)"
             ),
         );
         let started = Utc::now();
-        let outcome = match self.platform.create(id, &spec).await {
+        let written = match existing {
+            None => self.platform.create(id, &spec).await,
+            Some(snapshot) => {
+                let update = ServiceUpdate {
+                    template: Some(spec.clone()),
+                    traffic: Some(vec![TrafficTarget {
+                        revision: None,
+                        percent: 100,
+                        tag: None,
+                    }]),
+                    ..ServiceUpdate::default()
+                };
+                write_guarded(self.platform, id, &snapshot.etag, &update, self.retry).await
+            }
+        };
+        let outcome = match written {
             Err(error) => Outcome::StoppedBeforeTraffic {
                 reason: format!("the service could not be created: {error}"),
             },
@@ -431,16 +464,17 @@ impl Driver<'_> {
                 outcome,
                 notes: Vec::new(),
             };
-        let Some(stable) = snapshot.primary_revision() else {
-            return Ok(report(
-                None,
-                None,
-                Outcome::StoppedBeforeTraffic {
-                    reason:
-                        "no revision serves traffic; deploy needs a stable revision to compare with"
-                            .into(),
-                },
-            ));
+        // A service whose revisions all failed (a first deploy with a bad image) serves
+        // nothing: its split follows "latest" to a revision named `` (none is Ready). Nothing
+        // serves, so there is nothing to protect or roll back to: deploy as a first deploy,
+        // never pin the split to `` (that read revision `` six times and ended "did not start").
+        let Some(stable) = snapshot
+            .primary_revision()
+            .filter(|name| !name.trim().is_empty())
+        else {
+            return self
+                .first_deploy_on(request, rollout_id.to_string(), Some(&snapshot))
+                .await;
         };
         if snapshot.traffic_follows_latest() {
             self.notice(notes, format!(

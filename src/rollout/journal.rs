@@ -211,7 +211,7 @@ impl LocalJournal {
             std::fs::rename(&temporary, &path)
         })();
         if let Err(error) = result {
-            tracing::warn!(path = %path.display(), %error, "cannot write the local rollout journal");
+            tracing::info!(target: "deployer::progress", "warning: cannot write the local rollout journal `{}`: {error}", path.display());
         }
     }
 

@@ -172,7 +172,7 @@ pub async fn acquire(
             }
             previous => {
                 if let Some(expired) = previous.filter(|held| held.id != lock.id) {
-                    tracing::warn!(holder = %expired.describe(), "taking over a stale lock (expired, or its process is gone)");
+                    tracing::info!(target: "deployer::progress", "taking over a stale lock (expired, or its process is gone): {}", expired.describe());
                 }
                 // `None`: someone wrote the service between our read and our write (perhaps
                 // another deployer taking the lock): read again and re-decide.

@@ -471,16 +471,31 @@ pub async fn execute_with(
             Ok(after) => return Ok(after),
             Err(error @ PlatformError::Conflict(_)) => error,
             Err(error) if error.is_transient() => error,
+            Err(error @ PlatformError::Malformed(_)) => {
+                // The write was sent and answered with something unusable (an operation named
+                // `../../../etc/passwd`): it may have landed. Re-read once and believe the
+                // service: landed is done; otherwise the rollback failed (a human must act) —
+                // sending it again would only get the same answer.
+                let fresh = read_service(platform, &snapshot.id, RetryPolicy::default())
+                    .await?
+                    .ok_or_else(|| RollbackError::NoService(snapshot.id.path()))?;
+                if update.is_visible_in(&fresh) {
+                    return Ok(fresh);
+                }
+                return Err(error.into());
+            }
             Err(error) => return Err(error.into()),
         };
         let Some(wait) = budget.after_failure(&error) else {
             return Err(budget.exhausted(error).into());
         };
-        tracing::warn!(
-            id = %snapshot.id,
-            %error,
-            "rollback to `{}` not written yet; re-reading and trying again in {wait:?}",
-            plan.to
+        tracing::info!(
+            target: "deployer::progress",
+            "{}",
+            budget.retrying(
+                wait,
+                &format_args!("rollback to `{}` not written yet ({error}); re-reading first", plan.to)
+            )
         );
         tokio::time::sleep(wait).await;
         let remaining = policy.budget.saturating_sub(started.elapsed());

@@ -94,6 +94,11 @@ pub struct Run {
 /// Runs `deployer ARGS` in `cwd`, killing it (and failing) after `limit`: a hang is a failure,
 /// never a stuck suite.
 pub fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
+    deployer_with_env(cwd, args, &[], limit)
+}
+
+/// [`deployer_within`] with these environment variables set.
+pub fn deployer_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
         .args(args)
         .current_dir(cwd)
@@ -101,6 +106,7 @@ pub fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
         .env("CI", "1")
         .env_remove("DEPLOYER_SERVICES_DIR")
         .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

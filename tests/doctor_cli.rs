@@ -1,0 +1,234 @@
+//! `deployer doctor` end to end: the real binary, a temporary repository on `main`, the local
+//! Cloud Run emulator (answering `testIamPermissions`, told to deny through its faults), and the
+//! failures a new machine meets — each line FAILs or WARNs with its fix.
+
+#[path = "support/git_repo.rs"]
+mod git_repo;
+mod support;
+
+use std::{path::Path, process::Command};
+
+use deployer::emulator::faults::FaultConfig;
+use git_repo::Repo;
+use support::start_emulator;
+
+const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
+const WEBHOOK: &str = "https://hooks.slack.example/services/T0/B0/secret-webhook-value";
+
+/// A stand-in registry: `/v2/` answers 200 (what `docker-registry` answers without auth).
+async fn registry() -> String {
+    let app = axum::Router::new().route("/v2/", axum::routing::get(|| async { "{}" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address.to_string()
+}
+
+/// A repository on `main` with `services/svc.toml` on `target` (a TOML `[target]` body).
+fn repository(target: &str) -> Repo {
+    repository_with(target, "127.0.0.1:5000")
+}
+
+/// [`repository`] with its image repository on `registry`.
+fn repository_with(target: &str, registry: &str) -> Repo {
+    let repo = Repo::new();
+    repo.write("runbooks/svc.md", RUNBOOK);
+    repo.write("Dockerfile", "FROM scratch\n");
+    repo.write(
+        "services/svc.toml",
+        &format!(
+            "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\n{target}\n\
+             [image]\nrepository = \"{registry}/svc\"\n"
+        ),
+    );
+    repo.commit(
+        &["runbooks/svc.md", "Dockerfile", "services/svc.toml"],
+        "first",
+        1,
+    );
+    repo
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+}
+
+fn doctor(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .arg("doctor")
+        .args(args)
+        .current_dir(root)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("CI", "1")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stdout.contains("secret-webhook-value"), "{stdout}");
+    assert!(!stderr.contains("secret-webhook-value"), "{stderr}");
+    Run {
+        code: output.status.code(),
+        stdout: format!("{stdout}{stderr}"),
+    }
+}
+
+fn line<'a>(run: &'a Run, prefix: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}…` in:\n{}", run.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
+    let state = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(state.path()).await;
+    let endpoint = emulator.endpoint().to_string();
+    let repo = repository_with("kind = \"local\"", &registry().await);
+    let root = repo.path().to_path_buf();
+    let run = {
+        let (root, endpoint) = (root.clone(), endpoint.clone());
+        move |extra: Vec<(&'static str, String)>| {
+            let (root, endpoint) = (root.clone(), endpoint.clone());
+            tokio::task::spawn_blocking(move || {
+                let env: Vec<(&str, &str)> = extra
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str()))
+                    .collect();
+                doctor(&root, &["--endpoint", &endpoint], &env)
+            })
+        }
+    };
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let with_webhook = || {
+        let mut env = vec![("SLACK_WEBHOOK_URL", WEBHOOK.to_string())];
+        if !docker_host.is_empty() {
+            env.push(("DOCKER_HOST", docker_host.clone()));
+        }
+        env
+    };
+
+    // Everything in place: all PASS, exit 0.
+    let all = run(with_webhook()).await.unwrap();
+    assert_eq!(all.code, Some(0), "{}", all.stdout);
+    for prefix in [
+        "PASS  Docker Engine",
+        "PASS  git repository: `main` at",
+        "PASS  Google credentials: none, and none needed",
+        "PASS  svc: project and region",
+        "PASS  svc: Cloud Run API",
+        "PASS  svc: Cloud Run permissions: the caller holds run.services.get, run.services.update",
+        "PASS  svc: request metrics",
+        "PASS  svc: image repository",
+        "PASS  svc: Slack: `SLACK_WEBHOOK_URL` is set",
+    ] {
+        line(&all, prefix);
+    }
+
+    // A permission denied: that line FAILs with the command that grants it.
+    emulator
+        .set_faults(FaultConfig {
+            denied_permissions: vec!["run.services.update".into()],
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let denied = run(with_webhook()).await.unwrap();
+    assert_eq!(denied.code, Some(1), "{}", denied.stdout);
+    assert!(
+        line(&denied, "FAIL  svc: Cloud Run permissions").contains("lacks run.services.update"),
+        "{}",
+        denied.stdout
+    );
+    assert!(denied
+        .stdout
+        .contains("fix: `gcloud run services add-iam-policy-binding svc"));
+    emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // The Admin API failing: the API line FAILs.
+    emulator
+        .set_faults(FaultConfig {
+            error_rate: 1.0,
+            error_status: Some(500),
+            path_prefix: Some("/v2/projects".into()),
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let down = run(with_webhook()).await.unwrap();
+    assert_eq!(down.code, Some(1), "{}", down.stdout);
+    line(&down, "FAIL  svc: Cloud Run API");
+    emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // Cloud Logging failing (the default request metrics): that line FAILs.
+    emulator
+        .set_faults(FaultConfig {
+            error_rate: 1.0,
+            error_status: Some(500),
+            path_prefix: Some("/v2/entries".into()),
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let logging = run(with_webhook()).await.unwrap();
+    assert_eq!(logging.code, Some(1), "{}", logging.stdout);
+    line(&logging, "FAIL  svc: request metrics (cloud-logging)");
+    line(&logging, "PASS  svc: Cloud Run API");
+    emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // No Slack webhook: a warning with the variable to set; never a value.
+    let mut no_webhook = with_webhook();
+    no_webhook.retain(|(name, _)| *name != "SLACK_WEBHOOK_URL");
+    let quiet = run(no_webhook).await.unwrap();
+    assert_eq!(quiet.code, Some(1), "{}", quiet.stdout);
+    line(&quiet, "WARN  svc: Slack: `SLACK_WEBHOOK_URL` is not set");
+
+    // No Docker Engine.
+    let mut no_docker = with_webhook();
+    no_docker.retain(|(name, _)| *name != "DOCKER_HOST");
+    no_docker.push(("DOCKER_HOST", "unix:///nonexistent/docker.sock".into()));
+    let docker = run(no_docker).await.unwrap();
+    assert_eq!(docker.code, Some(1), "{}", docker.stdout);
+    line(&docker, "FAIL  Docker Engine");
+    assert!(docker.stdout.contains("fix: start the Docker Engine"));
+
+    // JSON: the same findings for machines.
+    let json = {
+        let root = root.clone();
+        let endpoint = endpoint.clone();
+        let env = with_webhook();
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            doctor(&root, &["--endpoint", &endpoint, "--format", "json"], &env)
+        })
+        .await
+        .unwrap()
+    };
+    let parsed: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().collect::<Vec<_>>().join("\n").trim())
+            .unwrap_or_else(|error| panic!("{error}: {}", json.stdout));
+    assert_eq!(parsed["exit_code"], 0);
+    assert!(parsed["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|finding| finding["level"] == "PASS"));
+    drop(emulator);
+}
+
+/// A `cloud-run` service on a machine without Google credentials: the credentials line FAILs
+/// with the fix, at once.
+#[test]
+fn doctor_without_google_credentials_fails_that_line_with_the_fix() {
+    let repo =
+        repository("kind = \"cloud-run\"\nproject = \"my-project\"\nregion = \"us-central1\"");
+    let run = doctor(repo.path(), &[], &[("SLACK_WEBHOOK_URL", WEBHOOK)]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let credentials = line(&run, "FAIL  Google credentials");
+    assert!(credentials.contains("none found"), "{credentials}");
+    assert!(run.stdout.contains("gcloud auth application-default login"));
+    line(&run, "FAIL  svc: Cloud Run API: no Google credentials");
+}
