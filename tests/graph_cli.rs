@@ -351,7 +351,10 @@ async fn an_undeclared_push_bypassing_the_coordinator_is_critical_in_graph_and_h
     assert_eq!(messages.len(), 1, "one digest: {stderr}");
     let body = messages[0].to_string();
     assert!(
-        body.contains("*CRITICAL (new)* `prediction-worker` · *Architecture*"),
+        // One cause, two services' Architecture results: one line of the digest.
+        body.contains(
+            "*CRITICAL (new)* `prediction-coordinator, prediction-worker` · *Architecture*"
+        ),
         "{body}"
     );
     assert!(body.contains("prediction-worker-phase4-direct"), "{body}");

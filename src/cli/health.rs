@@ -950,15 +950,17 @@ fn grouped_by_cause(alerts: &[Alert]) -> Vec<Alert> {
                     .collect();
                 services.dedup();
                 merged.check.service = services.join(", ");
-                merged.check.check = format!(
-                    "{} checks ({})",
-                    members.len(),
-                    members
-                        .iter()
-                        .map(|alert| alert.check.check.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                let mut names: Vec<&str> = Vec::new();
+                for alert in &members {
+                    if !names.contains(&alert.check.check.as_str()) {
+                        names.push(&alert.check.check);
+                    }
+                }
+                // One check of several services (`Architecture` of two) keeps its name.
+                merged.check.check = match names.as_slice() {
+                    [only] => (*only).to_string(),
+                    _ => format!("{} checks ({})", members.len(), names.join(", ")),
+                };
                 merged.check.message = Some(cause);
                 merged
             }
