@@ -11,8 +11,8 @@
 # step puts 100% back on B, so every timed run really moves traffic.
 #
 # Usage: bench/rollback_latency.sh [RUNS]            (default 50)
-#        PROFILE=debug bench/rollback_latency.sh     (default: release; build it first with
-#                                                     `cargo build --release --bin deployer`)
+#        PROFILE=debug bench/rollback_latency.sh     (default: release; built by the script)
+#        BUILD=0 bench/rollback_latency.sh           (time the binary already built)
 # Prints hyperfine's summary, then median / p95 / max in ms (from hyperfine's JSON export, kept
 # in target/bench-rollback/rollback.json), and the CLI's own in-process figure for one run.
 set -euo pipefail
@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-50}
 profile=${PROFILE:-release}
 deployer="$PWD/target/$profile/deployer"
-if [ "$profile" = release ]; then
+if [ "${BUILD:-1}" = 0 ]; then
+  : # `BUILD=0`: time the binary already in target/ (say which commit it was built from)
+elif [ "$profile" = release ]; then
   cargo build --release --quiet --bin deployer
 else
   cargo build --quiet --bin deployer

@@ -8,14 +8,10 @@ mod fake_cloud_run;
 mod hostile;
 
 use deployer::platform::Platform as _;
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use fake_cloud_run::{quick_retries, service_with_statuses, Server};
-use hostile::{deployer_with_env, deployer_within, valid_with, Repository, Run};
+use hostile::{deployer_with_env, deployer_within, run_within, valid_with, Repository, Run};
 
 /// A repository with `services/svc.toml` on a `cloud-run` target (project and region set).
 fn cloud_run_repository() -> Repository {
@@ -321,48 +317,20 @@ fn without_google_credentials_every_command_ends_at_once_with_the_fix() {
         vec!["health", "--no-alerts"],
         vec!["doctor"],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
+        command
             .args(&args)
             .current_dir(repository.root())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home.path())
             .env("CI", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > limit {
-                let _ = child.kill();
-                panic!(
-                    "`deployer {}` still running after {limit:?}",
-                    args.join(" ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+            .env("NO_COLOR", "1");
+        let run = run_within(command, limit);
         // Everything the user sees (`doctor` draws its findings on stdout).
-        let mut stderr = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert_ne!(status.code(), Some(0), "{args:?}: {stderr}");
+        let stderr = format!("{}{}", run.stdout, run.stderr);
+        let status = run;
+        assert_ne!(status.code, Some(0), "{args:?}: {stderr}");
         assert_eq!(
             stderr
                 .matches("gcloud auth application-default login")
@@ -380,7 +348,7 @@ fn without_google_credentials_every_command_ends_at_once_with_the_fix() {
             "{args:?}: never retried: {stderr}"
         );
         if matches!(args[0], "status" | "rollback" | "deploy") {
-            assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+            assert_eq!(status.code, Some(1), "{args:?}: {stderr}");
         }
     }
 }

@@ -99,14 +99,22 @@ pub fn deployer_within(cwd: &Path, args: &[&str], limit: Duration) -> Run {
 
 /// [`deployer_within`] with these environment variables set.
 pub fn deployer_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    command
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .env("CI", "1")
         .env_remove("DEPLOYER_SERVICES_DIR")
         .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    run_within(command, limit)
+}
+
+/// Runs `command` (stdin closed, output captured), killing it (and failing) after `limit`.
+pub fn run_within(mut command: Command, limit: Duration) -> Run {
+    let shown = format!("{command:?}");
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,12 +128,9 @@ pub fn deployer_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit:
         if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "`deployer {}` still running after {limit:?}",
-                args.join(" ")
-            );
+            panic!("`{shown}` still running after {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
