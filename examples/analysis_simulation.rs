@@ -293,6 +293,7 @@ fn add(total: RequestCounts, window: RequestCounts) -> RequestCounts {
     RequestCounts {
         total: total.total + window.total,
         errors: total.errors + window.errors,
+        sample_ppm: None,
     }
 }
 
@@ -345,7 +346,11 @@ fn window(random: &mut StdRng, mean_requests: f64, error_rate: f64) -> RequestCo
     let errors = (0..total)
         .filter(|_| random.random_bool(error_rate))
         .count() as u64;
-    RequestCounts { total, errors }
+    RequestCounts {
+        total,
+        errors,
+        sample_ppm: None,
+    }
 }
 
 /// A Poisson draw (Knuth's method on chunks of mean ≤ 30, summed: Poisson means add up, and

@@ -11,6 +11,7 @@ pub mod config;
 pub mod drift;
 pub mod emulator;
 pub mod exit;
+pub mod fleet;
 pub mod health;
 pub mod image;
 pub mod interaction;

@@ -11,6 +11,7 @@ mod completions;
 mod deploy;
 mod drift;
 mod emulator;
+mod fleet;
 mod github_actions;
 mod graph;
 mod health;
