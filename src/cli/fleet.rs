@@ -36,6 +36,11 @@ struct ServiceLine {
     /// Seconds from its start to its end (not for one not started).
     #[serde(skip_serializing_if = "Option::is_none")]
     seconds: Option<f64>,
+    /// When it started and ended, in seconds since the fleet's deploy started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_after: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_after: Option<f64>,
     detail: String,
     /// The service's own deploy report, when its rollout ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,7 +149,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         args.parallel
     ));
     let started = Instant::now();
-    let (lines, interrupted) = block_on(run(context, args, &mut fleet))?;
+    let (lines, interrupted) = block_on(run(context, args, &mut fleet, started))?;
     let report = FleetReport {
         order: fleet.order().to_vec(),
         parallel: args.parallel,
@@ -167,13 +172,16 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
 /// How a service's deploy ended: its report, or the error that stopped it.
 struct Ended {
     result: anyhow::Result<deploy::Deployed>,
-    took: Duration,
+    /// Since the fleet's deploy started.
+    started: Duration,
+    ended: Duration,
 }
 
 async fn run(
     context: &Context,
     args: &DeployArgs,
     fleet: &mut Fleet,
+    fleet_started: Instant,
 ) -> anyhow::Result<(BTreeMap<String, Ended>, bool)> {
     let mut running = FuturesUnordered::new();
     let mut ended = BTreeMap::new();
@@ -184,13 +192,14 @@ async fn run(
             for name in fleet.start_ready(usize::from(args.parallel)) {
                 context.output.message(format!("starting `{name}`"));
                 running.push(async move {
-                    let started = Instant::now();
+                    let started = fleet_started.elapsed();
                     let result = deploy::deploy_service(context, args, &name, true).await;
                     (
                         name,
                         Ended {
                             result,
-                            took: started.elapsed(),
+                            started,
+                            ended: fleet_started.elapsed(),
                         },
                     )
                 });
@@ -229,6 +238,8 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
             result: "not_started",
             exit_code: ExitStatus::StoppedBeforeTraffic.code(),
             seconds: None,
+            started_after: None,
+            ended_after: None,
             detail: why.to_string(),
             report: None,
         };
@@ -239,17 +250,25 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
             result: "failed",
             exit_code: ExitStatus::Failure.code(),
             seconds: None,
+            started_after: None,
+            ended_after: None,
             detail: "did not end".into(),
             report: None,
         };
     };
-    let seconds = Some(end.took.as_secs_f64());
+    let seconds = Some(end.ended.saturating_sub(end.started).as_secs_f64());
+    let (started_after, ended_after) = (
+        Some(end.started.as_secs_f64()),
+        Some(end.ended.as_secs_f64()),
+    );
     match &end.result {
         Ok(deployed) => ServiceLine {
             service: name.to_string(),
             result: result_label(&deployed.report.outcome),
             exit_code: deployed.status.code(),
             seconds,
+            started_after,
+            ended_after,
             detail: deploy::outcome_text(&deployed.report).replace('\n', " — "),
             report: Some(deployed.report.clone()),
         },
@@ -258,6 +277,8 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
             result: "failed",
             exit_code: super::classify(error).code(),
             seconds,
+            started_after,
+            ended_after,
             detail: format!("{error:#}"),
             report: None,
         },

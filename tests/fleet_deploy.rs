@@ -1,0 +1,202 @@
+//! `deployer deploy` of several services on the emulator with real containers: dependency
+//! order, a failing service's dependents not started while independent ones go on, one fleet
+//! report and the worst exit code; a dependency cycle refused before anything starts.
+
+mod support;
+
+use std::path::Path;
+
+use deployer::platform::{
+    cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec, ServiceId,
+};
+use serde_json::Value;
+use support::stage::{Stage, ROLLOUT, STABLE_COMMIT};
+
+const COMMIT: &str = "f1ee700000000000000000000000000000000001";
+
+/// A `local` service file for `name` (the hello image reports `SERVICE_NAME`), with its
+/// runbook.
+fn service_file(repository: &Path, name: &str, depends_on: &[&str], env: &[(&str, &str)]) {
+    std::fs::write(
+        repository.join(format!("runbooks/{name}.md")),
+        format!(
+            "# Runbook: {name}\n\n## Pre-flight\n\n`deployer preflight {name}`\n\n## Deploy\n\n\
+             `deployer deploy {name}`\n\n## Verify\n\n`deployer status {name}`\n\n\
+             ## Troubleshoot\n\nRead the revision's logs.\n\n## Rollback\n\n\
+             `deployer rollback {name}`\n"
+        ),
+    )
+    .unwrap();
+    let depends_on = depends_on
+        .iter()
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut env_table = format!("SERVICE_NAME = \"{name}\"\n");
+    for (key, value) in env {
+        env_table.push_str(&format!("{key} = \"{value}\"\n"));
+    }
+    std::fs::write(
+        repository.join(format!("services/{name}.toml")),
+        format!(
+            r#"name = "{name}"
+runbook = "runbooks/{name}.md"
+depends_on = [{depends_on}]
+
+[target]
+kind = "local"
+
+[image]
+repository = "127.0.0.1:5000/{name}"
+
+[build]
+context = "."
+dockerfile = "Dockerfile"
+
+[run.env]
+{env_table}
+[health]
+path = "/health"
+timeout = "2s"
+
+[rollout]
+{ROLLOUT}"#
+        ),
+    )
+    .unwrap();
+}
+
+fn id(name: &str) -> ServiceId {
+    ServiceId {
+        project: "local".into(),
+        region: "local".into(),
+        name: name.into(),
+    }
+}
+
+/// `name` created outside deployer, serving `NAME-stable` (hello at [`STABLE_COMMIT`]).
+async fn create(stage: &Stage, name: &str) {
+    let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
+        .map(|(key, value)| (key.to_string(), value.to_string()));
+    stage
+        .platform
+        .create(
+            &id(name),
+            &RevisionSpec {
+                name: format!("{name}-stable"),
+                image: support::hello_image().to_string(),
+                labels: revision_labels(STABLE_COMMIT),
+                base: None,
+                settings: RevisionSettings {
+                    env: env.into_iter().collect(),
+                    ..RevisionSettings::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// The revisions serving `name`, with their percent.
+async fn serving(stage: &Stage, name: &str) -> Vec<(String, u8)> {
+    stage
+        .platform
+        .service(&id(name))
+        .await
+        .unwrap()
+        .map(|snapshot| snapshot.serving())
+        .unwrap_or_default()
+}
+
+fn fleet_command(stage: &Stage, label: &str) -> std::process::Command {
+    let mut command = stage.command(
+        label,
+        &[
+            "deploy",
+            "--all",
+            "--parallel",
+            "2",
+            "--image",
+            support::hello_image(),
+            "--commit",
+            COMMIT,
+            "--skip-preflight",
+            "--non-interactive",
+            "--format",
+            "json",
+        ],
+    );
+    command.args(["--env", &format!("BUILD_COMMIT={COMMIT}")]);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_service_is_rolled_back_its_dependents_never_start_and_independent_ones_are_promoted(
+) {
+    let stage = Stage::empty("a").await;
+    let repository = stage.services.parent().unwrap().to_path_buf();
+    service_file(&repository, "a", &[], &[]);
+    service_file(&repository, "b", &["a"], &[("FAIL_RATE", "0.5")]);
+    service_file(&repository, "c", &["b"], &[]);
+    service_file(&repository, "d", &[], &[]);
+    for name in ["a", "b", "c", "d"] {
+        create(&stage, name).await;
+    }
+    let status = stage.run("fleet", fleet_command(&stage, "fleet")).await;
+    let printed = stage.printed("fleet");
+    assert_eq!(status.code(), Some(4), "{printed}");
+    let stdout = std::fs::read_to_string(stage.output("fleet", "stdout")).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{printed}"));
+    assert_eq!(report["exit_code"], 4);
+    assert_eq!(report["order"], serde_json::json!(["a", "b", "c", "d"]));
+    let line = |name: &str| -> Value {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["service"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {name}: {printed}"))
+    };
+    assert_eq!(line("a")["result"], "promoted", "{printed}");
+    assert_eq!(line("b")["result"], "rolled_back", "{printed}");
+    assert_eq!(line("c")["result"], "not_started", "{printed}");
+    assert_eq!(line("c")["detail"], "not started: dependency b failed");
+    assert_eq!(line("d")["result"], "promoted", "{printed}");
+    // a was promoted before b started.
+    let a_ended = line("a")["ended_after"].as_f64().unwrap();
+    let b_started = line("b")["started_after"].as_f64().unwrap();
+    assert!(
+        a_ended <= b_started,
+        "a ended at {a_ended}, b started at {b_started}"
+    );
+    // Each service's own rollout: a and d serve their new revision, b is back on its stable
+    // revision, c was left as it was.
+    for name in ["a", "d"] {
+        let serving = serving(&stage, name).await;
+        assert_eq!(serving.len(), 1, "{name}: {serving:?}");
+        assert_ne!(
+            serving[0].0,
+            format!("{name}-stable"),
+            "{name}: {serving:?}"
+        );
+    }
+    assert_eq!(serving(&stage, "b").await, [("b-stable".to_string(), 100)]);
+    assert_eq!(serving(&stage, "c").await, [("c-stable".to_string(), 100)]);
+    stage.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_cycle_exits_2_naming_the_cycle_before_anything_starts() {
+    let stage = Stage::empty("a").await;
+    let repository = stage.services.parent().unwrap().to_path_buf();
+    service_file(&repository, "a", &["b"], &[]);
+    service_file(&repository, "b", &["a"], &[]);
+    service_file(&repository, "d", &[], &[]);
+    let status = stage.run("cycle", fleet_command(&stage, "cycle")).await;
+    let printed = stage.printed("cycle");
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(printed.contains("dependency cycle: a → b → a"), "{printed}");
+    assert!(serving(&stage, "d").await.is_empty(), "d was deployed");
+    stage.shutdown().await;
+}
