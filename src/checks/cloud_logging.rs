@@ -233,8 +233,8 @@ pub struct LookCost {
 pub struct CloudLoggingRequests {
     client: Client,
     clock: Clock,
-    revisions: Mutex<HashMap<(String, String, String), Arc<tokio::sync::Mutex<RevisionLog>>>>,
-    costs: Mutex<HashMap<(String, String, String), LookCost>>,
+    revisions: Mutex<HashMap<RevisionKey, Arc<tokio::sync::Mutex<RevisionLog>>>>,
+    costs: Mutex<HashMap<RevisionKey, LookCost>>,
 }
 
 impl std::fmt::Debug for CloudLoggingRequests {
@@ -339,7 +339,10 @@ impl CloudLoggingRequests {
     }
 }
 
-fn key(service: &ServiceId, revision: &str) -> (String, String, String) {
+/// Project, service and revision.
+type RevisionKey = (String, String, String);
+
+fn key(service: &ServiceId, revision: &str) -> RevisionKey {
     (
         service.project.clone(),
         service.name.clone(),

@@ -123,9 +123,12 @@ mod tests {
             .collect()
     }
 
+    /// Services and their `depends_on`.
+    type Edges<'a> = &'a [(&'a str, &'a [&'a str])];
+
     #[test]
     fn cycles_are_named_from_the_first_service_back_to_it() {
-        let cases: &[(&[(&str, &[&str])], Option<&[&str]>)] = &[
+        let cases: &[(Edges, Option<&[&str]>)] = &[
             (&[("a", &[]), ("b", &["a"]), ("c", &["b"])], None),
             (&[("a", &["b"]), ("b", &["a"])], Some(&["a", "b", "a"])),
             (&[("a", &["a"])], Some(&["a", "a"])),

@@ -15,6 +15,9 @@ fn services(edges: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// Services and their `depends_on`.
+type Edges<'a> = &'a [(&'a str, &'a [&'a str])];
+
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|name| name.to_string()).collect()
 }
@@ -26,7 +29,7 @@ fn abcd() -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn order_puts_dependencies_first_and_ties_by_name() {
-    let cases: &[(&[(&str, &[&str])], &[&str], &[&str])] = &[
+    let cases: &[(Edges, &[&str], &[&str])] = &[
         (
             &[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("d", &[])],
             &["a", "b", "c", "d"],
