@@ -109,22 +109,28 @@ async fn serving(stage: &Stage, name: &str) -> Vec<(String, u8)> {
 }
 
 fn fleet_command(stage: &Stage, label: &str) -> std::process::Command {
+    deploy_command(stage, label, &["--all", "--parallel", "2"])
+}
+
+/// `deployer deploy SELECTION... --image hello --commit COMMIT`, unattended, JSON.
+fn deploy_command(stage: &Stage, label: &str, selection: &[&str]) -> std::process::Command {
     let mut command = stage.command(
         label,
         &[
-            "deploy",
-            "--all",
-            "--parallel",
-            "2",
-            "--image",
-            support::hello_image(),
-            "--commit",
-            COMMIT,
-            "--skip-preflight",
-            "--non-interactive",
-            "--format",
-            "json",
-        ],
+            &["deploy"],
+            selection,
+            &[
+                "--image",
+                support::hello_image(),
+                "--commit",
+                COMMIT,
+                "--skip-preflight",
+                "--non-interactive",
+                "--format",
+                "json",
+            ],
+        ]
+        .concat(),
     );
     command.args(["--env", &format!("BUILD_COMMIT={COMMIT}")]);
     command
@@ -199,4 +205,76 @@ async fn a_dependency_cycle_exits_2_naming_the_cycle_before_anything_starts() {
     assert!(printed.contains("dependency cycle: a → b → a"), "{printed}");
     assert!(serving(&stage, "d").await.is_empty(), "d was deployed");
     stage.shutdown().await;
+}
+
+/// The benchmark of docs/BENCHMARKS.md ("Fleet deploy"), run by `bench/fleet.sh`: six healthy
+/// services — the team's pipeline (phase3 → phase4 → coordinator → worker → grading) and one
+/// independent service — deployed one `deployer deploy NAME` after another, then as one fleet
+/// with `--parallel 1` and `--parallel 3`; and six independent services the same ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bench/fleet.sh"]
+async fn fleet_wall_time_against_the_sum_of_single_deploys() {
+    let shapes: [(&str, [(&str, &[&str]); 6]); 2] = [
+        (
+            "pipeline of 5 + 1 independent",
+            [
+                ("phase3", &[]),
+                ("phase4", &["phase3"]),
+                ("coordinator", &["phase4"]),
+                ("worker", &["coordinator"]),
+                ("grading", &["worker"]),
+                ("api", &[]),
+            ],
+        ),
+        (
+            "6 independent",
+            [
+                ("s1", &[]),
+                ("s2", &[]),
+                ("s3", &[]),
+                ("s4", &[]),
+                ("s5", &[]),
+                ("s6", &[]),
+            ],
+        ),
+    ];
+    for (shape, services) in shapes {
+        let stage = Stage::empty("phase3").await;
+        let repository = stage.services.parent().unwrap().to_path_buf();
+        std::fs::remove_file(stage.services.join("phase3.toml")).unwrap();
+        for (name, depends_on) in services {
+            service_file(&repository, name, depends_on, &[]);
+            create(&stage, name).await;
+        }
+        let started = std::time::Instant::now();
+        for (name, _) in services {
+            let label = format!("single-{name}");
+            let status = stage
+                .run(&label, deploy_command(&stage, &label, &[name]))
+                .await;
+            assert_eq!(status.code(), Some(0), "{}", stage.printed(&label));
+        }
+        let sum = started.elapsed();
+        let mut figures = vec![format!(
+            "sum of 6 single deploys {:.1} s",
+            sum.as_secs_f64()
+        )];
+        for parallel in ["1", "3"] {
+            let label = format!("fleet-{parallel}");
+            let started = std::time::Instant::now();
+            let status = stage
+                .run(
+                    &label,
+                    deploy_command(&stage, &label, &["--all", "--parallel", parallel]),
+                )
+                .await;
+            assert_eq!(status.code(), Some(0), "{}", stage.printed(&label));
+            figures.push(format!(
+                "fleet --parallel {parallel} {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        println!("{shape}: {}", figures.join(", "));
+        stage.shutdown().await;
+    }
 }
