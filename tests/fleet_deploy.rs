@@ -98,9 +98,8 @@ async fn create(stage: &Stage, name: &str) {
 }
 
 /// The revisions serving `name`, with their percent.
-async fn serving(stage: &Stage, name: &str) -> Vec<(String, u8)> {
-    stage
-        .platform
+async fn serving(platform: &impl Platform, name: &str) -> Vec<(String, u8)> {
+    platform
         .service(&id(name))
         .await
         .unwrap()
@@ -179,7 +178,7 @@ async fn a_failed_service_is_rolled_back_its_dependents_never_start_and_independ
     // Each service's own rollout: a and d serve their new revision, b is back on its stable
     // revision, c was left as it was.
     for name in ["a", "d"] {
-        let serving = serving(&stage, name).await;
+        let serving = serving(&stage.platform, name).await;
         assert_eq!(serving.len(), 1, "{name}: {serving:?}");
         assert_ne!(
             serving[0].0,
@@ -187,8 +186,14 @@ async fn a_failed_service_is_rolled_back_its_dependents_never_start_and_independ
             "{name}: {serving:?}"
         );
     }
-    assert_eq!(serving(&stage, "b").await, [("b-stable".to_string(), 100)]);
-    assert_eq!(serving(&stage, "c").await, [("c-stable".to_string(), 100)]);
+    assert_eq!(
+        serving(&stage.platform, "b").await,
+        [("b-stable".to_string(), 100)]
+    );
+    assert_eq!(
+        serving(&stage.platform, "c").await,
+        [("c-stable".to_string(), 100)]
+    );
     stage.shutdown().await;
 }
 
@@ -203,7 +208,10 @@ async fn a_dependency_cycle_exits_2_naming_the_cycle_before_anything_starts() {
     let printed = stage.printed("cycle");
     assert_eq!(status.code(), Some(2), "{printed}");
     assert!(printed.contains("dependency cycle: a → b → a"), "{printed}");
-    assert!(serving(&stage, "d").await.is_empty(), "d was deployed");
+    assert!(
+        serving(&stage.platform, "d").await.is_empty(),
+        "d was deployed"
+    );
     stage.shutdown().await;
 }
 
@@ -277,4 +285,96 @@ async fn fleet_wall_time_against_the_sum_of_single_deploys() {
         println!("{shape}: {}", figures.join(", "));
         stage.shutdown().await;
     }
+}
+
+#[path = "support/git_repo.rs"]
+mod git_repo;
+
+/// A service file whose paths are `DIR/**`, with the test rollout policy.
+fn changed_service(name: &str, dir: &str) -> String {
+    format!(
+        "name = \"{name}\"\nrunbook = \"runbooks/{name}.md\"\n[target]\nkind = \"local\"\n\
+         [image]\nrepository = \"127.0.0.1:5000/{name}\"\n[preflight]\npaths = [\"{dir}/**\"]\n\
+         [run.env]\nSERVICE_NAME = \"{name}\"\n[health]\npath = \"/health\"\ntimeout = \"2s\"\n\
+         [rollout]\n{ROLLOUT}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_picks_exactly_the_services_whose_paths_changed_since_their_deployed_commit() {
+    let repo = git_repo::Repo::new();
+    let runbook = "# r\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
+    repo.write("runbooks/api.md", runbook);
+    repo.write("runbooks/web.md", runbook);
+    repo.write("Dockerfile", "FROM scratch\n");
+    repo.write("services/api.toml", &changed_service("api", "api"));
+    repo.write("services/web.toml", &changed_service("web", "web"));
+    let deployed = repo.commit(
+        &[
+            "runbooks/api.md",
+            "runbooks/web.md",
+            "Dockerfile",
+            "services/api.toml",
+            "services/web.toml",
+        ],
+        "first",
+        10,
+    );
+    let head = repo.change("api/main.rs", "the fix", "api: the fix", 5);
+    repo.push();
+    let state = tempfile::tempdir().unwrap();
+    let emulator = support::start_emulator(&state.path().join("emulator")).await;
+    let platform = deployer::platform::cloud_run::CloudRunPlatform::connect(
+        &deployer::platform::cloud_run::Endpoint::Custom(emulator.endpoint().to_string()),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    for name in ["api", "web"] {
+        let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", deployed.as_str())]
+            .map(|(key, value)| (key.to_string(), value.to_string()));
+        platform
+            .create(
+                &id(name),
+                &RevisionSpec {
+                    name: format!("{name}-stable"),
+                    image: support::hello_image().to_string(),
+                    labels: revision_labels(&deployed),
+                    base: None,
+                    settings: RevisionSettings {
+                        env: env.into_iter().collect(),
+                        ..RevisionSettings::default()
+                    },
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .current_dir(repo.path())
+        .env("DEPLOYER_STATE_DIR", state.path().join("deployer"))
+        .env_remove("DEPLOYER_SERVICES_DIR")
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
+        .env_remove("DEPLOYER_LOGGING_ENDPOINT")
+        .env_remove("DEPLOYER_MONITORING_ENDPOINT")
+        .stdin(std::process::Stdio::null())
+        .args(["deploy", "--changed", "--image", support::hello_image()])
+        .args(["--commit", &head, "--env", &format!("BUILD_COMMIT={head}")])
+        .args(["--skip-preflight", "--non-interactive", "--format", "json"])
+        .args(["--endpoint", emulator.endpoint()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    assert_eq!(report["order"], serde_json::json!(["api"]), "{stderr}");
+    assert_eq!(report["services"][0]["result"], "promoted");
+    assert_eq!(
+        serving(&platform, "web").await,
+        [("web-stable".to_string(), 100)]
+    );
+    emulator.shutdown().await;
 }
