@@ -198,7 +198,7 @@ async fn a_failed_service_is_rolled_back_its_dependents_never_start_and_independ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dependency_cycle_exits_2_naming_the_cycle_before_anything_starts() {
+async fn a_dependency_cycle_or_an_unknown_dependency_exits_2_naming_it_before_anything_starts() {
     let stage = Stage::empty("a").await;
     let repository = stage.services.parent().unwrap().to_path_buf();
     service_file(&repository, "a", &["b"], &[]);
@@ -208,6 +208,15 @@ async fn a_dependency_cycle_exits_2_naming_the_cycle_before_anything_starts() {
     let printed = stage.printed("cycle");
     assert_eq!(status.code(), Some(2), "{printed}");
     assert!(printed.contains("dependency cycle: a → b → a"), "{printed}");
+    // An unknown name is refused the same way, named.
+    service_file(&repository, "a", &["nowhere"], &[]);
+    let status = stage.run("unknown", fleet_command(&stage, "unknown")).await;
+    let printed = stage.printed("unknown");
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains("`depends_on` names `nowhere`, which is not a service"),
+        "{printed}"
+    );
     assert!(
         serving(&stage.platform, "d").await.is_empty(),
         "d was deployed"
@@ -377,4 +386,60 @@ async fn changed_picks_exactly_the_services_whose_paths_changed_since_their_depl
         [("web-stable".to_string(), 100)]
     );
     emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_starts_no_new_rollout_and_the_running_one_ends_on_its_own() {
+    let stage = Stage::empty("a").await;
+    let repository = stage.services.parent().unwrap().to_path_buf();
+    service_file(&repository, "a", &[], &[]);
+    service_file(&repository, "b", &["a"], &[]);
+    for name in ["a", "b"] {
+        create(&stage, name).await;
+    }
+    let mut command = tokio::process::Command::from(deploy_command(
+        &stage,
+        "interrupted",
+        &["a", "b", "--parallel", "1"],
+    ));
+    command.kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let pid = child.id().expect("a running deploy") as i32;
+    // Once `a` started, Ctrl-C (SIGINT to the process, as a terminal sends it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stage.printed("interrupted").contains("starting `a`") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stage.printed("interrupted")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // SAFETY: `kill` with a pid we spawned and a valid signal number has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(120), child.wait())
+        .await
+        .expect("the deploy ends")
+        .unwrap();
+    let printed = stage.printed("interrupted");
+    let stdout = std::fs::read_to_string(stage.output("interrupted", "stdout")).unwrap();
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{printed}"));
+    assert_eq!(report["interrupted"], true, "{printed}");
+    let (a, b) = (&report["services"][0], &report["services"][1]);
+    // `a` ran to its own end: promoted when the signal came before its rollout listened,
+    // rolled back (the unattended answer) when it came during the rollout.
+    assert!(
+        a["result"] == "promoted" || a["result"] == "rolled_back",
+        "{printed}"
+    );
+    assert_eq!(b["result"], "not_started", "{printed}");
+    assert_eq!(b["detail"], "not started: interrupted");
+    let expected = if a["result"] == "promoted" { 3 } else { 4 };
+    assert_eq!(status.code(), Some(expected), "{printed}");
+    assert_eq!(
+        serving(&stage.platform, "b").await,
+        [("b-stable".to_string(), 100)]
+    );
+    stage.shutdown().await;
 }
