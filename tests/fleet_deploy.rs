@@ -224,6 +224,9 @@ async fn a_dependency_cycle_or_an_unknown_dependency_exits_2_naming_it_before_an
     stage.shutdown().await;
 }
 
+/// A service and its `depends_on`.
+type Dependencies = (&'static str, &'static [&'static str]);
+
 /// The benchmark of docs/BENCHMARKS.md ("Fleet deploy"), run by `bench/fleet.sh`: six healthy
 /// services — the team's pipeline (phase3 → phase4 → coordinator → worker → grading) and one
 /// independent service — deployed one `deployer deploy NAME` after another, then as one fleet
@@ -231,7 +234,7 @@ async fn a_dependency_cycle_or_an_unknown_dependency_exits_2_naming_it_before_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: bench/fleet.sh"]
 async fn fleet_wall_time_against_the_sum_of_single_deploys() {
-    let shapes: [(&str, [(&str, &[&str]); 6]); 2] = [
+    let shapes: [(&str, [Dependencies; 6]); 2] = [
         (
             "pipeline of 5 + 1 independent",
             [
