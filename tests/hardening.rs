@@ -1541,11 +1541,15 @@ mod properties {
 
     fn log_entry() -> BoxedStrategy<(Value, Logged)> {
         use serde_json::json;
+        // Within the reader's window (the test runs for seconds): Cloud Logging gives every
+        // entry a timestamp and a receiveTimestamp (and an insertId, see `entries_json`).
         let entry = |request: Option<Value>| {
+            let now = chrono::Utc::now().to_rfc3339();
             let mut entry = json!({
                 "logName": "projects/p/logs/run.googleapis.com%2Frequests",
                 "resource": {"type": "cloud_run_revision", "labels": {"revision_name": "s-1"}},
-                "timestamp": "2024-01-01T00:00:00Z",
+                "timestamp": now,
+                "receiveTimestamp": now,
             });
             if let Some(request) = request {
                 entry["httpRequest"] = request;
@@ -1566,7 +1570,12 @@ mod properties {
     }
 
     fn entries_json(entries: &[(Value, Logged)]) -> String {
-        serde_json::json!({"entries": entries.iter().map(|(entry, _)| entry.clone()).collect::<Vec<_>>()}).to_string()
+        let with_ids = entries.iter().enumerate().map(|(index, (entry, _))| {
+            let mut entry = entry.clone();
+            entry["insertId"] = Value::String(format!("{index:08x}"));
+            entry
+        });
+        serde_json::json!({"entries": with_ids.collect::<Vec<_>>()}).to_string()
     }
 
     /// Arbitrary and mis-shaped Cloud Logging `entries` answers, read through the real client
@@ -1584,7 +1593,6 @@ mod properties {
             platform::ServiceId,
         };
         let (runtime, server) = fake_google();
-        let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
         let providers = Providers::new(ProviderEndpoints {
             logging: Some(server.url.clone()),
             ..ProviderEndpoints::default()
@@ -1606,6 +1614,9 @@ mod properties {
         runner
             .run(&answers, |(status, body, model)| {
                 server.answer(status, body.clone());
+                // A reader per answer: each is a revision's first look (the reader keeps what it
+                // counted per revision across looks).
+                let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
                 let counts = runtime.block_on(metrics.request_counts(
                     &id,
                     "s-1",
@@ -1674,14 +1685,15 @@ async fn a_request_log_entry_without_a_possible_status_is_malformed_not_a_succes
     use deployer::checks::{cloud_logging::CloudLoggingRequests, MetricsError, RequestMetrics};
     let server = Server::start(200, "application/json", String::new()).await;
     let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
-    let entry = |request: serde_json::Value| serde_json::json!({"logName": "projects/p/logs/run.googleapis.com%2Frequests", "httpRequest": request});
+    let now = chrono::Utc::now().to_rfc3339();
+    let entry = |id: &str, request: serde_json::Value| serde_json::json!({"logName": "projects/p/logs/run.googleapis.com%2Frequests", "insertId": id, "timestamp": now, "receiveTimestamp": now, "httpRequest": request});
     for odd in [
         serde_json::json!({"requestMethod": "GET"}),
         serde_json::json!({"status": 0}),
         serde_json::json!({"status": -500}),
         serde_json::json!({"status": 1503}),
     ] {
-        let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(odd.clone())]});
+        let body = serde_json::json!({"entries": [entry("1", serde_json::json!({"status": 503})), entry("2", odd.clone())]});
         server.answer(200, body.to_string());
         let error = metrics
             .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))
@@ -1698,7 +1710,7 @@ async fn a_request_log_entry_without_a_possible_status_is_malformed_not_a_succes
             "{error}"
         );
     }
-    let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(serde_json::json!({"status": 200}))]});
+    let body = serde_json::json!({"entries": [entry("1", serde_json::json!({"status": 503})), entry("2", serde_json::json!({"status": 200}))]});
     server.answer(200, body.to_string());
     let counts = metrics
         .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))
