@@ -10,7 +10,13 @@
 //! team's old fixed-threshold rule (every interval's error rate < 5%, 6 checks). It reports how
 //! fast a bad canary is rolled back and how often a healthy one is. Seeded: reproducible.
 //!
-//! Usage: `cargo run --example analysis_simulation -- [--runs N] [--seed S] [--interval SECS]`
+//! Usage: `cargo run --example analysis_simulation -- [--runs N] [--seed S] [--interval SECS]
+//! [--rate REQ_PER_S] [--sampled]`. With `--sampled` each look of the product path reads what
+//! the bounded Cloud Logging reader reads: each revision's new requests thinned to the fraction
+//! `checks::request_log::fraction_for` chooses for its rate over the look's span (the interval
+//! plus the reader's overlap) — a Bernoulli thinning of the Poisson traffic, independent of the
+//! outcome, judged as it is (docs/ANALYSIS.md, "Sampled request counts"); the old rule is not
+//! run then.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -27,8 +33,6 @@ use deployer::{
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// Requests per second reaching the service.
-const TOTAL_RATE: f64 = 50.0;
 /// Checks of the old rule (the team's monitor ran 6 checks).
 const FIXED_CHECKS: u32 = 6;
 /// The old rule's threshold.
@@ -38,6 +42,22 @@ struct Settings {
     runs: usize,
     seed: u64,
     interval: f64,
+    /// Requests per second reaching the service.
+    rate: f64,
+    /// Whether the product path reads a sample, as the Cloud Logging reader does.
+    sampled: bool,
+}
+
+/// The fraction of a revision's requests the Cloud Logging reader reads per look.
+fn fraction(settings: &Settings, revision_rate: f64, wait: f64) -> f64 {
+    if settings.sampled {
+        deployer::checks::request_log::fraction_for(
+            revision_rate,
+            wait + deployer::checks::request_log::OVERLAP.as_secs_f64(),
+        )
+    } else {
+        1.0
+    }
 }
 
 /// One scenario: error rates of the canary and of the stable revision, canary share(s).
@@ -83,7 +103,7 @@ fn main() -> ExitCode {
     let settings = match parse_arguments() {
         Ok(settings) => settings,
         Err(message) => {
-            eprintln!("error: {message}\nusage: analysis_simulation [--runs N] [--seed S] [--interval SECONDS]");
+            eprintln!("error: {message}\nusage: analysis_simulation [--runs N] [--seed S] [--interval SECONDS] [--rate REQ_PER_S] [--sampled]");
             return ExitCode::from(2);
         }
     };
@@ -112,9 +132,17 @@ fn main() -> ExitCode {
         rollout.monitor_interval,
     );
     println!(
-        "Traffic: {TOTAL_RATE} req/s Poisson; interval {} s; fixed threshold: error rate < \
+        "Traffic: {} req/s Poisson{}; interval {} s; fixed threshold: error rate < \
          {FIXED_THRESHOLD} in each of {FIXED_CHECKS} intervals; {} runs per scenario, seed {}\n",
-        settings.interval, settings.runs, settings.seed
+        settings.rate,
+        if settings.sampled {
+            ", the product path reading the Cloud Logging reader's sample"
+        } else {
+            ""
+        },
+        settings.interval,
+        settings.runs,
+        settings.seed
     );
     println!(
         "| scenario | analyser | rolled back | service-wide | promoted | held | rolled back ≤ 15 s | \
@@ -168,21 +196,26 @@ fn main() -> ExitCode {
                 scenario,
                 &rollout,
                 &analyser,
+                &settings,
                 &mut StdRng::seed_from_u64(run_seed),
             ));
-            fixed.push(simulate_fixed(
-                scenario,
-                rollout.hold.get(),
-                settings.interval,
-                &mut StdRng::seed_from_u64(run_seed),
-            ));
+            if !settings.sampled {
+                fixed.push(simulate_fixed(
+                    scenario,
+                    rollout.hold.get(),
+                    &settings,
+                    &mut StdRng::seed_from_u64(run_seed),
+                ));
+            }
         }
         print_row(
             scenario.name,
             "sequential (SPRT), product path",
             &sequential,
         );
-        print_row(scenario.name, "fixed threshold", &fixed);
+        if !settings.sampled {
+            print_row(scenario.name, "fixed threshold", &fixed);
+        }
     }
     ExitCode::SUCCESS
 }
@@ -192,9 +225,15 @@ fn parse_arguments() -> Result<Settings, String> {
         runs: 2000,
         seed: 42,
         interval: 5.0,
+        rate: 50.0,
+        sampled: false,
     };
     let mut arguments = std::env::args().skip(1);
     while let Some(flag) = arguments.next() {
+        if flag == "--sampled" {
+            settings.sampled = true;
+            continue;
+        }
         let value = arguments
             .next()
             .ok_or_else(|| format!("`{flag}` needs a value"))?;
@@ -203,11 +242,17 @@ fn parse_arguments() -> Result<Settings, String> {
             "--runs" => settings.runs = value.parse().map_err(|_| invalid())?,
             "--seed" => settings.seed = value.parse().map_err(|_| invalid())?,
             "--interval" => settings.interval = value.parse().map_err(|_| invalid())?,
+            "--rate" => settings.rate = value.parse().map_err(|_| invalid())?,
             _ => return Err(format!("unknown argument `{flag}`")),
         }
     }
-    if settings.runs == 0 || !settings.interval.is_finite() || settings.interval <= 0.0 {
-        return Err("`--runs` and `--interval` must be positive".into());
+    if settings.runs == 0
+        || !settings.interval.is_finite()
+        || settings.interval <= 0.0
+        || !settings.rate.is_finite()
+        || settings.rate <= 0.0
+    {
+        return Err("`--runs`, `--interval` and `--rate` must be positive".into());
     }
     Ok(settings)
 }
@@ -217,6 +262,7 @@ fn simulate_product(
     scenario: &Scenario,
     rollout: &RolloutConfig,
     analyser: &SequentialAnalyser,
+    settings: &Settings,
     random: &mut StdRng,
 ) -> Outcome {
     let mut rollout = rollout.clone();
@@ -240,14 +286,16 @@ fn simulate_product(
                 clock += wait;
                 let share = f64::from(state.percent) / 100.0;
                 let monitoring = state.phase == Phase::Monitoring;
+                let (canary_rate, stable_rate) =
+                    (settings.rate * share, settings.rate * (1.0 - share));
                 let window_canary = window(
                     random,
-                    TOTAL_RATE * share * wait,
+                    canary_rate * wait * fraction(settings, canary_rate, wait),
                     scenario.canary_error_rate,
                 );
                 let window_stable = window(
                     random,
-                    TOTAL_RATE * (1.0 - share) * wait,
+                    stable_rate * wait * fraction(settings, stable_rate, wait),
                     scenario.stable_error_rate,
                 );
                 let result = if scenario.metrics_unavailable {
@@ -293,6 +341,7 @@ fn add(total: RequestCounts, window: RequestCounts) -> RequestCounts {
     RequestCounts {
         total: total.total + window.total,
         errors: total.errors + window.errors,
+        sample_ppm: None,
     }
 }
 
@@ -303,9 +352,10 @@ fn add(total: RequestCounts, window: RequestCounts) -> RequestCounts {
 fn simulate_fixed(
     scenario: &Scenario,
     hold: Duration,
-    interval: f64,
+    settings: &Settings,
     random: &mut StdRng,
 ) -> Outcome {
+    let interval = settings.interval;
     let mut clock = 0.0;
     for &percent in scenario.steps {
         let share = f64::from(percent) / 100.0;
@@ -319,12 +369,12 @@ fn simulate_fixed(
             clock += interval;
             let canary = window(
                 random,
-                TOTAL_RATE * share * interval,
+                settings.rate * share * interval,
                 scenario.canary_error_rate,
             );
             let _stable = window(
                 random,
-                TOTAL_RATE * (1.0 - share) * interval,
+                settings.rate * (1.0 - share) * interval,
                 scenario.stable_error_rate,
             );
             if scenario.metrics_unavailable {
@@ -345,7 +395,11 @@ fn window(random: &mut StdRng, mean_requests: f64, error_rate: f64) -> RequestCo
     let errors = (0..total)
         .filter(|_| random.random_bool(error_rate))
         .count() as u64;
-    RequestCounts { total, errors }
+    RequestCounts {
+        total,
+        errors,
+        sample_ppm: None,
+    }
 }
 
 /// A Poisson draw (Knuth's method on chunks of mean ≤ 30, summed: Poisson means add up, and

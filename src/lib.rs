@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod drift;
 pub mod emulator;
 pub mod exit;
+pub mod fleet;
 pub mod google_errors;
 pub mod health;
 pub mod image;

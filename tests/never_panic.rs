@@ -658,11 +658,15 @@ mod properties {
 
     fn log_entry() -> BoxedStrategy<(Value, Logged)> {
         use serde_json::json;
+        // Within the reader's window (the test runs for seconds): Cloud Logging gives every
+        // entry a timestamp and a receiveTimestamp (and an insertId, see `entries_json`).
         let entry = |request: Option<Value>| {
+            let now = chrono::Utc::now().to_rfc3339();
             let mut entry = json!({
                 "logName": "projects/p/logs/run.googleapis.com%2Frequests",
                 "resource": {"type": "cloud_run_revision", "labels": {"revision_name": "s-1"}},
-                "timestamp": "2024-01-01T00:00:00Z",
+                "timestamp": now,
+                "receiveTimestamp": now,
             });
             if let Some(request) = request {
                 entry["httpRequest"] = request;
@@ -683,7 +687,12 @@ mod properties {
     }
 
     fn entries_json(entries: &[(Value, Logged)]) -> String {
-        serde_json::json!({"entries": entries.iter().map(|(entry, _)| entry.clone()).collect::<Vec<_>>()}).to_string()
+        let with_ids = entries.iter().enumerate().map(|(index, (entry, _))| {
+            let mut entry = entry.clone();
+            entry["insertId"] = Value::String(format!("{index:08x}"));
+            entry
+        });
+        serde_json::json!({"entries": with_ids.collect::<Vec<_>>()}).to_string()
     }
 
     /// Arbitrary and mis-shaped Cloud Logging `entries` answers, read through the real client
@@ -701,7 +710,6 @@ mod properties {
             platform::ServiceId,
         };
         let (runtime, server) = fake_google();
-        let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
         let providers = Providers::new(ProviderEndpoints {
             logging: Some(server.url.clone()),
             ..ProviderEndpoints::default()
@@ -723,6 +731,9 @@ mod properties {
         runner
             .run(&answers, |(status, body, model)| {
                 server.answer(status, body.clone());
+                // A reader per answer: each is a revision's first look (the reader keeps what it
+                // counted per revision across looks).
+                let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
                 let counts = runtime.block_on(metrics.request_counts(
                     &id,
                     "s-1",

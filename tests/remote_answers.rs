@@ -151,14 +151,15 @@ async fn a_request_log_entry_without_a_possible_status_is_malformed_not_a_succes
     use deployer::checks::{cloud_logging::CloudLoggingRequests, MetricsError, RequestMetrics};
     let server = Server::start(200, "application/json", String::new()).await;
     let metrics = CloudLoggingRequests::new(Some(server.url.clone()));
-    let entry = |request: serde_json::Value| serde_json::json!({"logName": "projects/p/logs/run.googleapis.com%2Frequests", "httpRequest": request});
+    let now = chrono::Utc::now().to_rfc3339();
+    let entry = |id: &str, request: serde_json::Value| serde_json::json!({"logName": "projects/p/logs/run.googleapis.com%2Frequests", "insertId": id, "timestamp": now, "receiveTimestamp": now, "httpRequest": request});
     for odd in [
         serde_json::json!({"requestMethod": "GET"}),
         serde_json::json!({"status": 0}),
         serde_json::json!({"status": -500}),
         serde_json::json!({"status": 1503}),
     ] {
-        let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(odd.clone())]});
+        let body = serde_json::json!({"entries": [entry("1", serde_json::json!({"status": 503})), entry("2", odd.clone())]});
         server.answer(200, body.to_string());
         let error = metrics
             .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))
@@ -175,7 +176,7 @@ async fn a_request_log_entry_without_a_possible_status_is_malformed_not_a_succes
             "{error}"
         );
     }
-    let body = serde_json::json!({"entries": [entry(serde_json::json!({"status": 503})), entry(serde_json::json!({"status": 200}))]});
+    let body = serde_json::json!({"entries": [entry("1", serde_json::json!({"status": 503})), entry("2", serde_json::json!({"status": 200}))]});
     server.answer(200, body.to_string());
     let counts = metrics
         .request_counts(&fake_cloud_run::id(), "s-1", Duration::from_secs(60))

@@ -58,6 +58,7 @@ impl RequestMetrics for Metrics {
         Ok(RequestCounts {
             total: 100,
             errors: 1,
+            sample_ppm: None,
         })
     }
 }

@@ -529,7 +529,8 @@ mod tests {
             request_counts_of(&answer).unwrap(),
             RequestCounts {
                 total: 101,
-                errors: 5
+                errors: 5,
+                sample_ppm: None,
             }
         );
     }

@@ -46,6 +46,7 @@ mod context;
 pub mod http;
 mod link;
 pub mod prometheus;
+pub mod request_log;
 mod result;
 
 use std::{sync::Arc, time::Duration};
@@ -73,6 +74,11 @@ pub struct RequestCounts {
     pub total: u64,
     /// Requests answered with a 5xx status (errors of the service; 4xx are the caller's).
     pub errors: u64,
+    /// When the counts are of a sample of the requests (`cloud-logging` at high traffic): the
+    /// fraction of the latest read, in parts per million. The counts are the sample's own, not
+    /// scaled: each sampled request is still a Bernoulli trial (docs/ANALYSIS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_ppm: Option<u32>,
 }
 
 impl RequestCounts {

@@ -1,4 +1,6 @@
-//! `deployer deploy SERVICE`: the guarded rollout, with live progress.
+//! `deployer deploy SERVICE`: the guarded rollout, with live progress. Several services
+//! (`deploy A B C`, `--all`, `--changed`) go through `cli/fleet.rs`, which runs each one's
+//! rollout with [`deploy_service`].
 
 use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Mutex, time::Duration};
 
@@ -29,8 +31,21 @@ use crate::{
 /// `deploy`.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The service to deploy.
-    pub service: String,
+    /// The services to deploy. Several are deployed in the order of their `depends_on`, each
+    /// with its own guarded rollout (see `--parallel`).
+    #[arg(value_name = "SERVICE", required_unless_present_any = ["all", "changed"])]
+    pub services: Vec<String>,
+    /// Deploy every service defined.
+    #[arg(long, conflicts_with_all = ["services", "changed"])]
+    pub all: bool,
+    /// Deploy the services whose deployed commit lags `main` on their own paths (drift's
+    /// relevance: commits touching `preflight.paths`), and those not deployed yet.
+    #[arg(long, conflicts_with = "services")]
+    pub changed: bool,
+    /// How many services of a deploy of several roll out at the same time (independent ones
+    /// only: a service starts after every dependency in the deploy was promoted).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub parallel: u16,
     /// Deploy this image (by digest, `REPOSITORY@sha256:...`) instead of building one.
     /// Without it, deploy builds the service's image and pushes it (always for Cloud Run; for
     /// the local emulator when the image repository's registry answers, else the local image is
@@ -114,6 +129,8 @@ pub(super) struct Progress {
     bar: Option<ProgressBar>,
     json: bool,
     last_line: Mutex<String>,
+    /// `[SERVICE] ` before every line, in a deploy of several services.
+    prefix: String,
 }
 
 impl Progress {
@@ -131,10 +148,20 @@ impl Progress {
             bar,
             json: context.output.is_json(),
             last_line: Mutex::new(String::new()),
+            prefix: String::new(),
         }
     }
 
+    /// Plain lines prefixed with the service's name: several rollouts draw at once.
+    fn within_fleet(&mut self, service: &str) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.prefix = format!("[{service}] ");
+    }
+
     fn line(&self, text: String) {
+        let text = format!("{}{text}", self.prefix);
         match &self.bar {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),
@@ -443,9 +470,52 @@ impl<'a> RolloutParts<'a> {
 }
 
 /// Runs `deploy`: resolves the flags, then the pipeline (preflight → image → guarded rollout)
-/// draws its events and the final report.
+/// draws its events and the final report. Several services: `cli/fleet.rs`.
 pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus> {
-    let (workspace, config, id) = context.service(&args.service)?;
+    let [name] = args.services.as_slice() else {
+        return super::fleet::deploy(context, args);
+    };
+    if args.all || args.changed {
+        return super::fleet::deploy(context, args);
+    }
+    block_on(async {
+        let deployed = deploy_service(context, args, name, false).await?;
+        print_report(context, &deployed.report)?;
+        if super::github_actions::enabled() {
+            let (annotations, summary) = github_actions_output(args, &deployed.report);
+            super::github_actions::publish(context, &annotations, &summary);
+        }
+        Ok(deployed.status)
+    })
+}
+
+/// One service's deploy as it ended: its report and exit status.
+pub(super) struct Deployed {
+    pub(super) report: RolloutReport,
+    pub(super) status: ExitStatus,
+}
+
+/// The exit status of a rollout's outcome.
+pub(super) fn exit_status(outcome: &Outcome) -> ExitStatus {
+    match outcome {
+        Outcome::Promoted { .. } => ExitStatus::Success,
+        Outcome::StoppedBeforeTraffic { .. } => ExitStatus::StoppedBeforeTraffic,
+        Outcome::RolledBack { .. } => ExitStatus::RolledBack,
+        Outcome::RollbackFailed { .. } => ExitStatus::RollbackFailed,
+        Outcome::Held { .. } => ExitStatus::Held,
+    }
+}
+
+/// The whole deploy of service `name` with `args`' flags — its own lock, journal, checks,
+/// rollback and notifications — without printing the report. `in_fleet`: one of several
+/// rollouts drawing at once (progress lines prefixed with the service's name).
+pub(super) async fn deploy_service(
+    context: &Context,
+    args: &DeployArgs,
+    name: &str,
+    in_fleet: bool,
+) -> anyhow::Result<Deployed> {
+    let (workspace, config, id) = context.service(name)?;
     let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let kind = match config.target {
         Target::CloudRun { .. } => TargetKind::CloudRun,
@@ -465,8 +535,11 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     };
     let image = image_source(&workspace.root, args)?;
     let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
-    block_on(async {
-        let parts = RolloutParts::connect(context, &config, &id, &args.providers).await?;
+    {
+        let mut parts = RolloutParts::connect(context, &config, &id, &args.providers).await?;
+        if in_fleet {
+            parts.progress.within_fleet(name);
+        }
         let (platform, progress) = (&parts.platform, &parts.progress);
         let notifying = Notifying {
             progress,
@@ -549,19 +622,9 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         if let Some(line) = started_emulator {
             report.notes.insert(0, line);
         }
-        print_report(context, &report)?;
-        if super::github_actions::enabled() {
-            let (annotations, summary) = github_actions_output(args, &report);
-            super::github_actions::publish(context, &annotations, &summary);
-        }
-        Ok(match report.outcome {
-            Outcome::Promoted { .. } => ExitStatus::Success,
-            Outcome::StoppedBeforeTraffic { .. } => ExitStatus::StoppedBeforeTraffic,
-            Outcome::RolledBack { .. } => ExitStatus::RolledBack,
-            Outcome::RollbackFailed { .. } => ExitStatus::RollbackFailed,
-            Outcome::Held { .. } => ExitStatus::Held,
-        })
-    })
+        let status = exit_status(&report.outcome);
+        Ok(Deployed { report, status })
+    }
 }
 
 pub(super) fn print_report(context: &Context, report: &RolloutReport) -> anyhow::Result<()> {
@@ -576,7 +639,7 @@ pub(super) fn print_report(context: &Context, report: &RolloutReport) -> anyhow:
 }
 
 /// The final report's lines: the outcome, why, and what to do next.
-fn outcome_text(report: &RolloutReport) -> String {
+pub(super) fn outcome_text(report: &RolloutReport) -> String {
     match &report.outcome {
         Outcome::Promoted { revision } => {
             format!("PROMOTED: `{revision}` serves 100% of `{}`", report.service)

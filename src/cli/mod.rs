@@ -12,6 +12,7 @@ mod deploy;
 mod doctor;
 mod drift;
 mod emulator;
+mod fleet;
 mod github_actions;
 mod graph;
 mod health;

@@ -6,6 +6,7 @@
 //! [`Diagnostic`]s that name the file, line and column, so a user can jump straight to the
 //! mistake; the loader never panics, whatever the input (a property test holds it to that).
 
+pub mod dependencies;
 mod diagnostic;
 mod duration;
 mod files;
@@ -168,7 +169,9 @@ impl Workspace {
     /// shows every mistake; duplicate service names are reported on the later file.
     pub fn load_all(&self) -> Result<(Vec<LoadedService>, Diagnostics), WorkspaceError> {
         let files = self.service_files()?;
-        Ok(self.load_files(&files))
+        let (services, mut diagnostics) = self.load_files(&files);
+        diagnostics.extend(dependencies::check(&services));
+        Ok((services, diagnostics))
     }
 
     /// Loads and validates the given files (see [`Workspace::load_all`]).

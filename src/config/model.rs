@@ -64,6 +64,11 @@ pub struct ServiceConfig {
     /// Cloud Scheduler jobs that call this service (`[[schedules]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleConfig>,
+    /// Services (by `name`) that a deploy of several services promotes before this one
+    /// starts (`deployer deploy a b`, `--all`, `--changed`); when one of them fails, this one is
+    /// not started. Written before the first `[table]` of the file, like `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 /// A Pub/Sub subscription the service consumes (`[[subscriptions]]`).

@@ -38,6 +38,7 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_drift(config, &mut report);
     check_wiring(config, &mut report);
     check_notifications(config, &mut report);
+    check_depends_on(config, &mut report);
     report.diagnostics
 }
 
@@ -157,6 +158,33 @@ impl Report<'_> {
         let lines = self.lines.get_or_init(|| LineIndex::new(source));
         self.diagnostics
             .push(Diagnostic::located(self.file, lines, span, message).with_hint(hint));
+    }
+}
+
+/// `depends_on`: service names, not the service itself, each once (whether they exist and
+/// whether they go round is a rule over every file: `config::dependencies`).
+fn check_depends_on(config: &ServiceConfig, report: &mut Report<'_>) {
+    for (index, dependency) in config.depends_on.iter().enumerate() {
+        let at = [Part::Key("depends_on"), Part::Index(index)];
+        if !is_service_name(dependency) {
+            report.error(
+                &at,
+                format!("`depends_on` entry `{dependency}` is not a service name"),
+                "service names are lowercase letters, digits and `-`",
+            );
+        } else if *dependency == config.name {
+            report.error(
+                &at,
+                format!("dependency cycle: {} → {}", config.name, config.name),
+                "a service cannot depend on itself",
+            );
+        } else if config.depends_on[..index].contains(dependency) {
+            report.error(
+                &at,
+                format!("`depends_on` names `{dependency}` twice"),
+                "name each dependency once",
+            );
+        }
     }
 }
 

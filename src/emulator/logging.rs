@@ -9,9 +9,21 @@
 //! Filters: clauses `FIELD OP VALUE` joined by `AND`, where FIELD is a dotted path in the entry
 //! (`resource.labels.service_name`, `severity`, `timestamp`, `httpRequest.status`, `logName`,
 //! `textPayload`), and OP one of `=`, `!=`, `>`, `>=`, `<`, `<=`, `:` (contains). Severities
-//! compare by level, timestamps as times, numbers as numbers.
+//! compare by level, timestamps as times, numbers as numbers. A clause may also be Cloud
+//! Logging's `sample(FIELD, FRACTION)`: it keeps a deterministic fraction of the entries, chosen
+//! by a hash of the field's value (the same entry is always in or out for the same fraction, and
+//! a smaller fraction keeps a subset of a larger one), as Cloud Logging documents it for
+//! `sample(insertId, 0.25)`; entries without the field are not kept. [`sampled`] is the rule.
 
-use std::{collections::VecDeque, sync::Mutex};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use axum::response::IntoResponse;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
@@ -72,6 +84,25 @@ pub struct RequestLog {
 pub struct Logging {
     entries: Mutex<VecDeque<Value>>,
     next_id: Mutex<u64>,
+    lists: AtomicU64,
+}
+
+/// Logging alone (`POST /v2/entries:list`), without the rest of the emulator or Docker: for
+/// tests and benchmarks that feed entries themselves ([`Logging::request`]).
+pub fn router(logging: Arc<Logging>) -> axum::Router {
+    axum::Router::new().route(
+        "/v2/entries:list",
+        axum::routing::post(
+            |axum::extract::State(logging): axum::extract::State<Arc<Logging>>,
+             body: axum::body::Bytes| async move {
+                match logging.list(&body) {
+                    Ok(value) => axum::Json(value).into_response(),
+                    Err(error) => error.into_response(),
+                }
+            },
+        )
+        .with_state(logging),
+    )
 }
 
 /// The body of `entries:list`.
@@ -124,8 +155,20 @@ impl Logging {
         }
     }
 
-    /// Adds the entry of one proxied request.
+    /// Adds the entry of one proxied request, received now.
     pub fn request(&self, source: &LogSource, request: &RequestLog, at: DateTime<Utc>) {
+        self.request_received(source, request, at, Utc::now());
+    }
+
+    /// Adds the entry of one proxied request that Logging received at `received` (tests and
+    /// benchmarks that simulate time).
+    pub fn request_received(
+        &self,
+        source: &LogSource,
+        request: &RequestLog,
+        at: DateTime<Utc>,
+        received: DateTime<Utc>,
+    ) {
         let severity = match request.status {
             500.. => "ERROR",
             400.. => "WARNING",
@@ -146,7 +189,7 @@ impl Logging {
             "logName": format!("projects/{}/logs/run.googleapis.com%2Frequests", source.project),
             "resource": source.resource(),
             "timestamp": now_text(at),
-            "receiveTimestamp": now_text(Utc::now()),
+            "receiveTimestamp": now_text(received),
             "severity": severity,
             "httpRequest": http_request,
         }));
@@ -166,8 +209,14 @@ impl Logging {
         }));
     }
 
+    /// How many `entries.list` requests were answered.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
+    }
+
     /// Answers `POST /v2/entries:list`.
     pub fn list(&self, body: &[u8]) -> Result<Value, ApiError> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
         let request: ListRequest = if body.iter().all(u8::is_ascii_whitespace) {
             ListRequest::default()
         } else {
@@ -230,10 +279,63 @@ impl Logging {
 }
 
 #[derive(Debug)]
-struct Clause {
+enum Clause {
+    Compare(Comparison),
+    /// `sample(FIELD, FRACTION)`.
+    Sample {
+        path: Vec<String>,
+        fraction: f64,
+    },
+}
+
+#[derive(Debug)]
+struct Comparison {
     path: Vec<String>,
     operator: &'static str,
     value: String,
+}
+
+/// Whether `sample(FIELD, fraction)` keeps an entry whose FIELD is `value`: a 64-bit hash of the
+/// value (FNV-1a, then the splitmix64 finaliser to spread sequential ids), as a number in
+/// [0, 1), is below `fraction`. Deterministic, and monotone in `fraction`.
+pub fn sampled(value: &str, fraction: f64) -> bool {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    ((hash >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+fn parse_sample(clause: &str) -> Option<Result<Clause, ApiError>> {
+    let inner = clause
+        .strip_prefix("sample")?
+        .trim_start()
+        .strip_prefix('(')?
+        .trim_end()
+        .strip_suffix(')')?;
+    let invalid = |why: &str| {
+        Some(Err(ApiError::invalid(format!(
+            "filter clause `{clause}`: {why}"
+        ))))
+    };
+    let Some((field, fraction)) = inner.split_once(',') else {
+        return invalid("sample takes a field and a fraction: sample(insertId, 0.25)");
+    };
+    let field = field.trim();
+    if field.is_empty() || field.contains(char::is_whitespace) {
+        return invalid("sample's first argument is a field");
+    }
+    match fraction.trim().parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Some(Ok(Clause::Sample {
+            path: field.split('.').map(str::to_string).collect(),
+            fraction,
+        })),
+        _ => invalid("sample's fraction is a number from 0.0 to 1.0"),
+    }
 }
 
 fn parse_filter(filter: &str) -> Result<Vec<Clause>, ApiError> {
@@ -241,6 +343,9 @@ fn parse_filter(filter: &str) -> Result<Vec<Clause>, ApiError> {
     split_and(filter)
         .into_iter()
         .map(|clause| {
+            if let Some(sample) = parse_sample(&clause) {
+                return sample;
+            }
             let found = OPERATORS
                 .iter()
                 .filter_map(|operator| clause.find(operator).map(|index| (index, *operator)))
@@ -257,16 +362,34 @@ fn parse_filter(filter: &str) -> Result<Vec<Clause>, ApiError> {
                     "filter clause `{clause}` has no field"
                 )));
             }
-            Ok(Clause {
+            Ok(Clause::Compare(Comparison {
                 path: field.split('.').map(str::to_string).collect(),
                 operator,
                 value: value.to_string(),
-            })
+            }))
         })
         .collect()
 }
 
+fn field<'a>(entry: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(entry, |current, segment| current.get(segment))
+}
+
 impl Clause {
+    fn matches(&self, entry: &Value) -> bool {
+        match self {
+            Clause::Compare(comparison) => comparison.matches(entry),
+            Clause::Sample { path, fraction } => match field(entry, path) {
+                Some(Value::String(text)) => sampled(text, *fraction),
+                Some(Value::Null) | None => false,
+                Some(other) => sampled(&other.to_string(), *fraction),
+            },
+        }
+    }
+}
+
+impl Comparison {
     fn matches(&self, entry: &Value) -> bool {
         let mut current = entry;
         for segment in &self.path {
@@ -363,5 +486,53 @@ mod tests {
         assert_eq!(list(&format!("timestamp>=\"{later}\"")), 0);
         assert!(logging.list(b"{not json").is_err());
         assert!(logging.list(br#"{"filter": "no operator here"}"#).is_err());
+    }
+
+    #[test]
+    fn sample_keeps_a_deterministic_nested_fraction_by_insert_id() {
+        let logging = Logging::default();
+        let at = Utc::now();
+        for _ in 0..20_000 {
+            logging.request(&source("a"), &request(200), at);
+        }
+        let ids = |filter: &str| -> Vec<String> {
+            let mut ids = Vec::new();
+            let mut token = String::new();
+            loop {
+                let body =
+                    json!({"filter": filter, "pageSize": 1000, "pageToken": token}).to_string();
+                let page = logging.list(body.as_bytes()).unwrap();
+                for entry in page["entries"].as_array().unwrap() {
+                    ids.push(entry["insertId"].as_str().unwrap().to_string());
+                }
+                match page["nextPageToken"].as_str() {
+                    Some(next) => token = next.to_string(),
+                    None => return ids,
+                }
+            }
+        };
+        let quarter = ids("resource.labels.revision_name=\"a\" AND sample(insertId, 0.25)");
+        let tenth = ids("sample(insertId, 0.1) AND resource.labels.revision_name=\"a\"");
+        // 20,000 × 0.25 = 5,000 ± 61 (one standard deviation); 20,000 × 0.1 = 2,000 ± 42.
+        assert!(
+            (4_750..=5_250).contains(&quarter.len()),
+            "{}",
+            quarter.len()
+        );
+        assert!((1_800..=2_200).contains(&tenth.len()), "{}", tenth.len());
+        assert_eq!(quarter, ids("sample(insertId, 0.25)"), "deterministic");
+        assert!(tenth.iter().all(|id| quarter.contains(id)), "nested");
+        assert_eq!(ids("sample(insertId, 0)").len(), 0);
+        assert_eq!(ids("sample(insertId, 1.0)").len(), 20_000);
+        assert_eq!(ids("sample(noSuchField, 1.0)").len(), 0);
+        for bad in [
+            "sample(insertId)",
+            "sample(insertId, 1.5)",
+            "sample(, 0.5)",
+            "sample(insertId, x)",
+        ] {
+            let body = json!({"filter": bad}).to_string();
+            assert!(logging.list(body.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

@@ -47,6 +47,14 @@ fn percent(counts: Counts) -> String {
     )
 }
 
+/// The sampling of counts read from a sample of the requests: the test runs on the sampled
+/// requests themselves (each still a Bernoulli trial), so it is only reported.
+fn sampled(counts: RequestCounts) -> String {
+    counts.sample_ppm.map_or_else(String::new, |ppm| {
+        format!(" in a {:.3}% sample", f64::from(ppm) / 10_000.0)
+    })
+}
+
 fn counts(counts: RequestCounts) -> Counts {
     // A backend reporting more errors than requests is clamped rather than trusted.
     Counts::new(counts.total, counts.errors.min(counts.total)).unwrap_or_default()
@@ -68,12 +76,14 @@ impl Analyser for SequentialAnalyser {
         let assessment = analysis.record(Measurement::Counts(observation));
         let limit = format!("{:.1}% allowed", self.policy.max_error_rate * 100.0);
         let numbers = match stable {
-            Some(_) => format!(
-                "canary {}, stable {}; {limit}",
+            Some(stable) => format!(
+                "canary {}{}, stable {}{}; {limit}",
                 percent(assessment.canary),
-                percent(assessment.stable)
+                sampled(canary),
+                percent(assessment.stable),
+                sampled(stable)
             ),
-            None => format!("{}; {limit}", percent(assessment.canary)),
+            None => format!("{}{}; {limit}", percent(assessment.canary), sampled(canary)),
         };
         match assessment.verdict {
             Verdict::Pass => MetricResult::new(REQUEST_ERRORS, Status::Pass, numbers),
@@ -110,9 +120,34 @@ mod tests {
                 RequestCounts {
                     total: canary.0,
                     errors: canary.1,
+                    sample_ppm: None,
                 },
-                stable.map(|(total, errors)| RequestCounts { total, errors }),
+                stable.map(|(total, errors)| RequestCounts {
+                    total,
+                    errors,
+                    sample_ppm: None,
+                }),
             )
+    }
+
+    #[test]
+    fn sampled_counts_are_judged_as_they_are_and_say_their_fraction() {
+        let sampled = RequestCounts {
+            total: 900,
+            errors: 180,
+            sample_ppm: Some(30_000),
+        };
+        let result = SequentialAnalyser::new(&RolloutConfig::default())
+            .unwrap()
+            .judge(sampled, None);
+        assert_eq!(result.status, Status::Fail);
+        assert!(
+            result
+                .detail
+                .contains("20.0% errors (180/900) in a 3.000% sample"),
+            "{}",
+            result.detail
+        );
     }
 
     #[test]
