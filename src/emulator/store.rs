@@ -21,8 +21,16 @@ use super::api_error::ApiError;
 /// Version of the state file format; bumped when a change is not backwards compatible.
 const FORMAT_VERSION: u32 = 1;
 
-/// How many finished operations are kept (the oldest are forgotten first).
-const KEPT_OPERATIONS: usize = 1000;
+/// How many finished operations are kept (the oldest are forgotten first). A client polls its
+/// operation right after the call that made it; each finished one carries the whole resource,
+/// and the state file is rewritten (and synced) after every change, so keeping 1,000 of them
+/// made every write rewrite megabytes once services carry a release history.
+const KEPT_OPERATIONS: usize = 100;
+
+/// How many of the newest finished operations keep the resource they returned. A client reads
+/// it when its poll sees the operation done, seconds after the call; older ones keep `done` and
+/// their error, so the state file does not carry a hundred copies of every service.
+const KEPT_RESPONSES: usize = 10;
 
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +238,6 @@ fn error_source(error: &StoreError) -> String {
 }
 
 fn prune_operations(state: &mut State) {
-    if state.operations.len() <= KEPT_OPERATIONS {
-        return;
-    }
     let mut finished: Vec<(u64, String)> = state
         .operations
         .values()
@@ -240,9 +245,19 @@ fn prune_operations(state: &mut State) {
         .map(|operation| (operation.sequence, operation.name.clone()))
         .collect();
     finished.sort();
-    let excess = state.operations.len() - KEPT_OPERATIONS;
-    for (_, name) in finished.into_iter().take(excess) {
-        state.operations.remove(&name);
+    let excess = state.operations.len().saturating_sub(KEPT_OPERATIONS);
+    let kept = finished.len().saturating_sub(excess);
+    for (_, name) in finished.iter().take(excess) {
+        state.operations.remove(name);
+    }
+    for (_, name) in finished
+        .iter()
+        .skip(excess)
+        .take(kept.saturating_sub(KEPT_RESPONSES))
+    {
+        if let Some(operation) = state.operations.get_mut(name) {
+            operation.response = None;
+        }
     }
 }
 
