@@ -260,6 +260,9 @@ async fn image_listing(engine: &Engine, image: &str) -> BTreeSet<String> {
     listing
 }
 
+/// Removes `image` but not its untagged parents: those are build-cache layers that a concurrent
+/// build (the demo's `ARG SERVICE_NAME` step, say) may be using at that moment — pruning them
+/// made that build fail with "unable to find image sha256:…".
 async fn remove_image(engine: &Engine, image: &str) {
     let _ = engine
         .docker()
@@ -267,6 +270,7 @@ async fn remove_image(engine: &Engine, image: &str) {
             image,
             Some(bollard::query_parameters::RemoveImageOptions {
                 force: true,
+                noprune: true,
                 ..Default::default()
             }),
             None,
