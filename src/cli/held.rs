@@ -52,7 +52,9 @@ pub struct AbortArgs {
 /// The longest `--reason`, in characters.
 const MAX_REASON_CHARS: usize = 400;
 
-fn valid_reason(reason: Option<&str>) -> Result<Option<String>, UsageError> {
+/// A `--reason` (of `promote`, `abort`, `rollback --force`): trimmed, one line of at most
+/// [`MAX_REASON_CHARS`] characters; blank is none.
+pub(super) fn valid_reason(reason: Option<&str>) -> Result<Option<String>, UsageError> {
     match reason.map(str::trim).filter(|reason| !reason.is_empty()) {
         Some(reason)
             if reason.chars().count() > MAX_REASON_CHARS

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{block_on, target, Context, UsageError};
+use super::{block_on, held::valid_reason, target, Context, UsageError};
 use crate::{
     exit::ExitStatus,
     notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
@@ -42,9 +42,6 @@ pub struct RollbackArgs {
     pub dry_run: bool,
 }
 
-/// The longest `--reason` accepted, in characters.
-const MAX_REASON_CHARS: usize = 400;
-
 /// `--to-commit` must look like a commit id: 4 to 40 hexadecimal digits.
 fn valid_commit(text: &str) -> bool {
     (4..=40).contains(&text.len()) && text.chars().all(|c| c.is_ascii_hexdigit())
@@ -57,32 +54,19 @@ fn reason(
     args: &RollbackArgs,
     required: bool,
 ) -> Result<Option<String>, UsageError> {
-    let given = args
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|reason| !reason.is_empty())
-        .map(str::to_string);
-    let reason = match given {
+    let reason = match valid_reason(args.reason.as_deref())? {
         Some(reason) => Some(reason),
-        None if required && context.interactive => super::prompt::text(
-            "Why roll back to a revision recorded bad? (recorded in the history)",
-        )
-        .map(|reason| reason.trim().to_string()),
+        None if required && context.interactive => valid_reason(
+            super::prompt::text(
+                "Why roll back to a revision recorded bad? (recorded in the history)",
+            )
+            .as_deref(),
+        )?,
         None => None,
     };
     if required && reason.is_none() {
         return Err(UsageError {
             message: "`--force` needs a `--reason`: why roll back to a revision recorded bad (it is recorded in the release history)".into(),
-        });
-    }
-    if reason.as_ref().is_some_and(|reason| {
-        reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control)
-    }) {
-        return Err(UsageError {
-            message: format!(
-                "`--reason` must be one line of at most {MAX_REASON_CHARS} characters"
-            ),
         });
     }
     Ok(reason)

@@ -198,8 +198,9 @@ pub fn plan(
             let revision = find(name)?;
             // An unreadable history cannot call it bad; the human named it.
             let history = History::of(snapshot).unwrap_or_default();
+            let verdicts = history.verdicts();
             let mut warning = None;
-            if history.verdict(name) == Some(Verdict::Bad) {
+            if verdicts.get(name).copied() == Some(Verdict::Bad) {
                 let record = bad_record(&history, name);
                 if !force {
                     return Err(RollbackError::KnownBad {
@@ -213,6 +214,7 @@ pub fn plan(
         }
         Target::Commit(commit) => {
             let history = History::of(snapshot)?;
+            let verdicts = history.verdicts();
             let of_commit: Vec<&RevisionSnapshot> = revisions
                 .iter()
                 .filter(|revision| {
@@ -225,7 +227,7 @@ pub fn plan(
                 })
                 .collect();
             return match of_commit.iter().find(|revision| {
-                revision.ready && history.verdict(&revision.name) == Some(Verdict::Good)
+                revision.ready && verdicts.get(&revision.name).copied() == Some(Verdict::Good)
             }) {
                 Some(revision) => Ok(chosen(
                     revision,
@@ -237,7 +239,7 @@ pub fn plan(
                     revisions: of_commit
                         .iter()
                         .map(|revision| {
-                            let known = match history.verdict(&revision.name) {
+                            let known = match verdicts.get(&revision.name).copied() {
                                 Some(Verdict::Good) => "good, not Ready",
                                 Some(Verdict::Bad) => "recorded bad",
                                 None if !revision.ready => "not Ready",
@@ -253,13 +255,15 @@ pub fn plan(
         Target::Automatic => {}
     }
     let history = History::of(snapshot)?;
+    // Computed once: every candidate below is judged against the same verdicts.
+    let verdicts = history.verdicts();
     if let Some(journal) = Journal::of(snapshot).filter(|journal| !journal.phase().is_terminal()) {
         if let Some(stable) = journal
             .stable
             .as_deref()
             .and_then(|stable| find(stable).ok())
         {
-            if history.verdict(&stable.name) != Some(Verdict::Bad) {
+            if verdicts.get(&stable.name).copied() != Some(Verdict::Bad) {
                 return Ok(chosen(
                     stable,
                     format!(
@@ -281,7 +285,7 @@ pub fn plan(
     if let Some(good) = revisions.iter().find(|revision| {
         revision.ready
             && Some(revision.name.as_str()) != alone
-            && history.verdict(&revision.name) == Some(Verdict::Good)
+            && verdicts.get(&revision.name).copied() == Some(Verdict::Good)
     }) {
         return Ok(chosen(
             good,
@@ -298,7 +302,7 @@ pub fn plan(
         .ok_or_else(|| RollbackError::NoPrevious(primary.clone()))?;
     let previous = revisions[position + 1..]
         .iter()
-        .find(|revision| revision.ready && history.verdict(&revision.name).is_none())
+        .find(|revision| revision.ready && verdicts.get(&revision.name).copied().is_none())
         .ok_or_else(|| RollbackError::NoPrevious(primary.clone()))?;
     Ok(chosen(
         previous,
