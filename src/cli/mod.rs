@@ -239,13 +239,43 @@ impl Context {
         crate::config::ServiceConfig,
         crate::platform::ServiceId,
     )> {
+        let (workspace, mut regions) = self.service_regions(name)?;
+        // A command of one region acts on a multi-region service's `--region`, else on its
+        // canary region; `service_regions` never answers an empty list.
+        if regions.is_empty() {
+            return Err(UsageError {
+                message: format!("service `{name}` has no region"),
+            }
+            .into());
+        }
+        let (config, id) = regions.swap_remove(0);
+        Ok((workspace, config, id))
+    }
+
+    /// One service by name in each region a command acts on, the canary region first: every
+    /// region of a multi-region service, or the one `--region` picks (exit 2 when it is not
+    /// one of them); a one-region service's one region.
+    pub fn service_regions(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(
+        Workspace,
+        Vec<(crate::config::ServiceConfig, crate::platform::ServiceId)>,
+    )> {
         let workspace = self.workspace()?;
         let config = workspace
             .find(name)??
             .config
             .with_overrides(&self.overrides);
-        let id = target::service_id(&config)?;
-        Ok((workspace, config, id))
+        let configs = config
+            .region_configs(self.overrides.region.as_deref())
+            .map_err(|message| UsageError { message })?;
+        let mut regions = Vec::with_capacity(configs.len());
+        for config in configs {
+            let id = target::service_id(&config)?;
+            regions.push((config, id));
+        }
+        Ok((workspace, regions))
     }
 
     /// The workspace of service definitions.

@@ -65,12 +65,22 @@ struct ListRow<'a> {
 
 fn target_text(config: &ServiceConfig) -> String {
     match &config.target {
-        Target::CloudRun {
-            project, region, ..
-        } => format!(
-            "cloud-run {}/{}/{}",
-            project.as_deref().unwrap_or("?"),
-            region.as_deref().unwrap_or("?"),
+        Target::CloudRun { project, .. } => {
+            let regions = config.regions();
+            format!(
+                "cloud-run {}/{}/{}",
+                project.as_deref().unwrap_or("?"),
+                if regions.is_empty() {
+                    "?".to_string()
+                } else {
+                    regions.join(",")
+                },
+                config.platform_service_name()
+            )
+        }
+        Target::Local { .. } if config.is_multi_region() => format!(
+            "local {}/{}",
+            config.regions().join(","),
             config.platform_service_name()
         ),
         Target::Local { .. } => format!("local/{}", config.platform_service_name()),

@@ -89,14 +89,18 @@ pub const ROLLBACK_OPERATION_DEADLINE: Duration = Duration::from_secs(60);
 /// The platform-side id of a service: project and region from the (overridden) target.
 pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
     match &config.target {
+        // A multi-region service's config here is one of its regions (`in_region`), or, for
+        // a command that acts on one region, its canary region.
         Target::Local { .. } => Ok(ServiceId {
             project: "local".into(),
-            region: "local".into(),
+            region: config
+                .regions()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| crate::config::LOCAL_REGION.to_string()),
             name: config.platform_service_name().to_string(),
         }),
-        Target::CloudRun {
-            project, region, ..
-        } => {
+        Target::CloudRun { project, .. } => {
             let missing = |what: &str, flag: &str, variable: &str| {
                 UsageError {
                 message: format!(
@@ -108,8 +112,10 @@ pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
             let project = project
                 .clone()
                 .ok_or_else(|| missing("project", "project", "DEPLOYER_PROJECT"))?;
-            let region = region
-                .clone()
+            let region = config
+                .regions()
+                .into_iter()
+                .next()
                 .ok_or_else(|| missing("region", "region", "DEPLOYER_REGION"))?;
             // Both become parts of every resource path (`projects/P/locations/R/...`): a
             // `--region ../../x` must stop here (exit 2), not reach a URL.

@@ -26,7 +26,7 @@ pub use model::{
     CloudMonitoringSource, Comparison, DriftConfig, Gate, HealthConfig, HttpSource, ImageConfig,
     InconclusivePolicy, NoDataPolicy, NotificationConfig, PreflightConfig, PrometheusSource,
     Provider, RequestMetricsSource, RolloutConfig, RolloutEvent, RunConfig, ScheduleConfig,
-    ServiceConfig, SubscriptionConfig, Target, Unit,
+    ServiceConfig, SubscriptionConfig, Target, Unit, LOCAL_REGION,
 };
 
 /// Where service definitions live: the repository root and its `services/` directory.
@@ -291,7 +291,10 @@ pub struct TargetOverrides {
 
 impl ServiceConfig {
     /// Applies project/region overrides to a Cloud Run target (a local target has neither).
+    /// The region of a service with `target.regions` is not overridden: `--region` picks one of its
+    /// regions ([`ServiceConfig::region_configs`]).
     pub fn with_overrides(mut self, overrides: &TargetOverrides) -> Self {
+        let listed = self.listed_regions().is_some();
         if let Target::CloudRun {
             project, region, ..
         } = &mut self.target
@@ -299,7 +302,7 @@ impl ServiceConfig {
             if let Some(value) = &overrides.project {
                 *project = Some(value.clone());
             }
-            if let Some(value) = &overrides.region {
+            if let (Some(value), false) = (&overrides.region, listed) {
                 *region = Some(value.clone());
             }
         }
@@ -326,6 +329,64 @@ pub fn json_schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_target(target: &str) -> ServiceConfig {
+        parse(
+            Path::new("s.toml"),
+            &format!(
+                "name = \"hello\"\nrunbook = \"r.md\"\n[target]\n{target}\n[image]\nrepository = \"127.0.0.1:5000/hello\"\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn regions_of(configs: &[ServiceConfig]) -> Vec<Vec<String>> {
+        configs.iter().map(ServiceConfig::regions).collect()
+    }
+
+    #[test]
+    fn region_configs_give_every_region_canary_first_or_the_one_region_flag_picks() {
+        let multi = with_target(
+            "kind = \"cloud-run\"\nproject = \"p\"\nregions = [\"us-west2\", \"us-east1\"]",
+        );
+        assert!(multi.is_multi_region());
+        let overrides = TargetOverrides {
+            project: None,
+            region: Some("us-east1".into()),
+        };
+        // `--region` picks one region of the list; it does not override it.
+        let picked = multi.clone().with_overrides(&overrides);
+        assert_eq!(picked.regions(), ["us-west2", "us-east1"]);
+        assert_eq!(
+            regions_of(&picked.region_configs(Some("us-east1")).unwrap()),
+            [["us-east1"]]
+        );
+        assert_eq!(
+            regions_of(&multi.region_configs(None).unwrap()),
+            [["us-west2"], ["us-east1"]]
+        );
+        let error = multi.region_configs(Some("europe-west1")).unwrap_err();
+        assert!(
+            error.contains("`--region europe-west1` is not a region of service `hello`")
+                && error.contains("us-west2, us-east1"),
+            "{error}"
+        );
+        // A one-region service: `--region` overrides its region, as before.
+        let single =
+            with_target("kind = \"cloud-run\"\nregion = \"us-west2\"").with_overrides(&overrides);
+        assert!(!single.is_multi_region());
+        assert_eq!(
+            regions_of(&single.region_configs(Some("us-east1")).unwrap()),
+            [["us-east1"]]
+        );
+        // A local target: the emulator's locations, `local` by default.
+        let local = with_target("kind = \"local\"\nregions = [\"us-west2\", \"us-east1\"]");
+        assert_eq!(
+            regions_of(&local.region_configs(None).unwrap()),
+            [["us-west2"], ["us-east1"]]
+        );
+        assert_eq!(with_target("kind = \"local\"").regions(), [LOCAL_REGION]);
+    }
 
     #[test]
     fn closest_suggests_typos_only() {

@@ -112,9 +112,15 @@ pub enum Target {
         /// GCP project id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         project: Option<String>,
-        /// Cloud Run region, e.g. `us-west2`.
+        /// Cloud Run region, e.g. `us-west2`. Not with `regions`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
+        /// Several regions, the canary region first, e.g. `["us-west2", "us-east1"]`: the first
+        /// gets the full guarded rollout, the others follow one after another once it is
+        /// promoted (docs/ROLLOUT.md, "Multi-region services"). Not with `region`; `--region`
+        /// picks one of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regions: Option<Vec<String>>,
         /// Cloud Run service name; defaults to the service's `name`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
@@ -124,6 +130,10 @@ pub enum Target {
         /// Cloud Run service name in the emulator; defaults to the service's `name`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
+        /// Emulator locations, the canary region first, as `target.regions` of Cloud Run
+        /// targets [default: the one location `local`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regions: Option<Vec<String>>,
     },
 }
 
@@ -869,11 +879,77 @@ impl ServiceConfig {
             }
             | Target::Local {
                 service: Some(service),
+                ..
             } => service,
             _ => &self.name,
         }
     }
+
+    /// `target.regions` as written, when set: `--region` then picks one of them instead of
+    /// overriding the region.
+    pub fn listed_regions(&self) -> Option<&[String]> {
+        match &self.target {
+            Target::CloudRun { regions, .. } | Target::Local { regions, .. } => regions.as_deref(),
+        }
+    }
+
+    /// Whether the service runs in more than one region.
+    pub fn is_multi_region(&self) -> bool {
+        self.listed_regions()
+            .is_some_and(|regions| regions.len() > 1)
+    }
+
+    /// The regions the service runs in, the canary region first: `target.regions`, else its
+    /// one region (`target.region` of a Cloud Run target, none when unset; `local` for a local
+    /// target).
+    pub fn regions(&self) -> Vec<String> {
+        if let Some(regions) = self.listed_regions() {
+            return regions.to_vec();
+        }
+        match &self.target {
+            Target::CloudRun { region, .. } => region.iter().cloned().collect(),
+            Target::Local { .. } => vec![LOCAL_REGION.to_string()],
+        }
+    }
+
+    /// The service in one of its regions: a one-region service (`target.region` of a Cloud Run
+    /// target, a one-element `regions` of a local one).
+    pub fn in_region(&self, chosen: &str) -> ServiceConfig {
+        let mut config = self.clone();
+        match &mut config.target {
+            Target::CloudRun {
+                region, regions, ..
+            } => {
+                *region = Some(chosen.to_string());
+                *regions = None;
+            }
+            Target::Local { regions, .. } => *regions = Some(vec![chosen.to_string()]),
+        }
+        config
+    }
+
+    /// The service in each region a command acts on, the canary region first: every region,
+    /// or only `selected` (`--region`), which must be one of a multi-region service's.
+    pub fn region_configs(&self, selected: Option<&str>) -> Result<Vec<ServiceConfig>, String> {
+        let regions = self.regions();
+        match selected {
+            _ if self.listed_regions().is_none() => Ok(vec![self.clone()]),
+            None => Ok(regions.iter().map(|region| self.in_region(region)).collect()),
+            Some(chosen) if regions.iter().any(|region| region == chosen) => {
+                Ok(vec![self.in_region(chosen)])
+            }
+            Some(chosen) => Err(format!(
+                "`--region {}` is not a region of service `{}` (`target.regions`: {}): pass one of them, or no `--region` for all",
+                crate::untrusted::escaped(&crate::untrusted::shortened(chosen, 64)),
+                self.name,
+                regions.join(", ")
+            )),
+        }
+    }
 }
+
+/// The one location of a local target without `target.regions`.
+pub const LOCAL_REGION: &str = "local";
 
 /// Default values, shared by serde and `Default` impls so the two never disagree.
 pub(crate) mod defaults {

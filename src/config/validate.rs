@@ -31,6 +31,7 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
         diagnostics: Diagnostics::default(),
     };
     check_names(config, &mut report);
+    check_regions(config, &mut report);
     check_files(config, root, &mut report);
     check_rollout(config, &mut report);
     check_run(config, &mut report);
@@ -40,6 +41,55 @@ pub fn validate(config: &ServiceConfig, file: &Path, source: &str, root: &Path) 
     check_notifications(config, &mut report);
     check_depends_on(config, &mut report);
     report.diagnostics
+}
+
+/// `target.regions`: at least one, each a region name (`platform::check_region`), none twice,
+/// and not beside `target.region` (which one would `--region` override?).
+fn check_regions(config: &ServiceConfig, report: &mut Report<'_>) {
+    let (regions, region) = match &config.target {
+        Target::CloudRun {
+            regions, region, ..
+        } => (regions, region.as_ref()),
+        Target::Local { regions, .. } => (regions, None),
+    };
+    let Some(regions) = regions else {
+        return;
+    };
+    let at = [Part::Key("target"), Part::Key("regions")];
+    if region.is_some() {
+        report.error(
+            &[Part::Key("target"), Part::Key("region")],
+            "`target.region` and `target.regions` are both set".to_string(),
+            "keep one: `regions = [\"us-west2\", \"us-east1\"]` (the canary region first) for several regions, `region` for one",
+        );
+    }
+    if regions.is_empty() {
+        report.error(
+            &at,
+            "`target.regions` is empty".to_string(),
+            "list at least one region, the canary region first, e.g. `regions = [\"us-west2\", \"us-east1\"]`",
+        );
+    }
+    for (index, region) in regions.iter().enumerate() {
+        let path = [
+            Part::Key("target"),
+            Part::Key("regions"),
+            Part::Index(index),
+        ];
+        if let Err(message) = crate::platform::check_region(region) {
+            report.error(
+                &path,
+                format!("invalid region in `target.regions`: {message}"),
+                "write each region as `gcloud run regions list` names it",
+            );
+        } else if regions[..index].contains(region) {
+            report.error(
+                &path,
+                format!("region `{region}` is listed twice in `target.regions`"),
+                "list each region once",
+            );
+        }
+    }
 }
 
 /// An environment variable name as Cloud Run accepts it.
@@ -210,7 +260,7 @@ fn check_names(config: &ServiceConfig, report: &mut Report<'_>) {
         );
     }
     let target_service = match &config.target {
-        Target::CloudRun { service, .. } | Target::Local { service } => service,
+        Target::CloudRun { service, .. } | Target::Local { service, .. } => service,
     };
     if let Some(service) = target_service {
         if !is_service_name(service) {

@@ -142,6 +142,23 @@ impl Fleet {
         })
     }
 
+    /// A wave: each of `names` starts once the one before it was promoted, and a failure
+    /// leaves every later one not started — a multi-region service's regions, the canary
+    /// region first (a region not started names the one that failed as its `dependency`).
+    pub fn chain(names: &[String]) -> Result<Self, FleetError> {
+        let mut unique = BTreeSet::new();
+        if let Some(twice) = names.iter().find(|name| !unique.insert(*name)) {
+            return Err(FleetError::Cycle(vec![twice.clone(), twice.clone()]));
+        }
+        let previous = std::iter::once(None).chain(names.iter().map(Some));
+        let links = names
+            .iter()
+            .zip(previous)
+            .map(|(name, before)| (name.clone(), before.cloned().into_iter().collect()))
+            .collect();
+        Self::plan(names, &links)
+    }
+
     /// The services in dependency order.
     pub fn order(&self) -> &[String] {
         &self.order

@@ -195,3 +195,32 @@ fn nothing_starts_beyond_the_parallel_limit() {
     fleet.finish("b", Success);
     assert_eq!(fleet.start_ready(2), names(&["c"]));
 }
+
+#[test]
+fn a_chain_runs_in_its_own_order_and_a_failure_leaves_every_later_one_not_started() {
+    // Not alphabetical: the canary region first.
+    let regions = names(&["us-west2", "us-east1", "europe-west1"]);
+    let mut wave = Fleet::chain(&regions).unwrap();
+    assert_eq!(wave.order(), regions);
+    assert_eq!(wave.start_ready(8), names(&["us-west2"]));
+    assert!(wave.start_ready(8).is_empty(), "one region at a time");
+    wave.finish("us-west2", Success);
+    assert_eq!(wave.start_ready(8), names(&["us-east1"]));
+    wave.finish("us-east1", RolledBack);
+    assert!(wave.start_ready(8).is_empty());
+    assert_eq!(
+        wave.state("europe-west1"),
+        Some(&ServiceState::NotStarted(NotStarted::DependencyFailed {
+            dependency: "us-east1".into()
+        }))
+    );
+    assert!(wave.is_done());
+    assert_eq!(wave.exit_status(), RolledBack);
+
+    let mut healthy = Fleet::chain(&regions).unwrap();
+    while let Some(region) = healthy.start_ready(1).pop() {
+        healthy.finish(&region, Success);
+    }
+    assert_eq!(healthy.exit_status(), Success);
+    assert!(Fleet::chain(&names(&["us-west2", "us-west2"])).is_err());
+}

@@ -81,9 +81,10 @@ impl Declared {
                 .iter()
                 .map(|config| {
                     let (project, region) = match &config.target {
-                        Target::CloudRun {
-                            project, region, ..
-                        } => (project.clone(), region.clone()),
+                        // A multi-region service's wiring is read in its canary region.
+                        Target::CloudRun { project, .. } => {
+                            (project.clone(), config.regions().into_iter().next())
+                        }
                         Target::Local { .. } => (Some("local".into()), Some("local".into())),
                     };
                     ServiceWiring {
