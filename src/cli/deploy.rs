@@ -480,6 +480,10 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
     }
     block_on(async {
         let deployed = deploy_service(context, args, name, false).await?;
+        if !deployed.regions.is_empty() {
+            super::fleet::print_regions(context, name, &deployed)?;
+            return Ok(deployed.status);
+        }
         print_report(context, &deployed.report)?;
         if super::github_actions::enabled() {
             let (annotations, summary) = github_actions_output(args, &deployed.report);
@@ -493,6 +497,12 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
 pub(super) struct Deployed {
     pub(super) report: RolloutReport,
     pub(super) status: ExitStatus,
+    /// The image rolled out, once delivered (built or given): the later regions of a
+    /// multi-region service deploy the canary region's.
+    pub(super) delivered: Option<Delivered>,
+    /// A multi-region service's line per region (empty for a one-region deploy); `report` is
+    /// then the last region's that ran, `status` the worst region's.
+    pub(super) regions: Vec<super::fleet::ServiceLine>,
 }
 
 /// The exit status of a rollout's outcome.
@@ -515,7 +525,32 @@ pub(super) async fn deploy_service(
     name: &str,
     in_fleet: bool,
 ) -> anyhow::Result<Deployed> {
-    let (workspace, config, id) = context.service(name)?;
+    let (workspace, mut regions) = context.service_regions(name)?;
+    if regions.len() > 1 {
+        return super::fleet::deploy_regions(context, args, name, &workspace, regions).await;
+    }
+    let Some((config, id)) = regions.pop() else {
+        return Err(UsageError {
+            message: format!("service `{name}` has no region"),
+        }
+        .into());
+    };
+    let prefix = in_fleet.then(|| name.to_string());
+    deploy_region(context, args, &workspace, config, id, None, prefix).await
+}
+
+/// The deploy of one service in one region (its guarded rollout, lock, journal, checks,
+/// rollback, notifications): of `given`'s image when it is set (a later region of a
+/// multi-region service: no build), else `args`'. `prefix`: the progress lines' `[prefix]`.
+pub(super) async fn deploy_region(
+    context: &Context,
+    args: &DeployArgs,
+    workspace: &crate::config::Workspace,
+    config: ServiceConfig,
+    id: ServiceId,
+    given: Option<Delivered>,
+    prefix: Option<String>,
+) -> anyhow::Result<Deployed> {
     let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let kind = match config.target {
         Target::CloudRun { .. } => TargetKind::CloudRun,
@@ -533,12 +568,15 @@ pub(super) async fn deploy_service(
         (TargetKind::Local, rate) => rate.unwrap_or(DEFAULT_LOCAL_TRAFFIC),
         _ => 0,
     };
-    let image = image_source(&workspace.root, args)?;
+    let image = match given {
+        Some(delivered) => ImageSource::Given(delivered),
+        None => image_source(&workspace.root, args)?,
+    };
     let started_emulator = target::ensure_emulator(&config, context.endpoint.as_deref())?;
     {
         let mut parts = RolloutParts::connect(context, &config, &id, &args.providers).await?;
-        if in_fleet {
-            parts.progress.within_fleet(name);
+        if let Some(prefix) = &prefix {
+            parts.progress.within_fleet(prefix);
         }
         let (platform, progress) = (&parts.platform, &parts.progress);
         let notifying = Notifying {
@@ -556,25 +594,32 @@ pub(super) async fn deploy_service(
                 message: line.clone(),
             });
         }
+        let delivered_image = std::sync::Arc::new(Mutex::new(None));
         let rollout = {
             let (id, config) = (id.clone(), config.clone());
             let (lock_wait, ready_timeout) = (args.lock_wait.get(), args.ready_timeout.get());
             let accept_warnings = args.preflight.accept_warnings;
             let root = workspace.root.clone();
-            Box::new(move |delivered: Delivered| DeployRequest {
-                id,
-                service_name: config.name,
-                image: delivered.image,
-                commit_time: crate::repo::commit_time(&root, &delivered.commit),
-                commit: delivered.commit,
-                dirty: delivered.dirty,
-                run: config.run,
-                env,
-                policy: config.rollout,
-                health: config.health,
-                lock_wait,
-                ready_timeout,
-                accept_warnings,
+            let seen = std::sync::Arc::clone(&delivered_image);
+            Box::new(move |delivered: Delivered| {
+                *seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(delivered.clone());
+                DeployRequest {
+                    id,
+                    service_name: config.name,
+                    image: delivered.image,
+                    commit_time: crate::repo::commit_time(&root, &delivered.commit),
+                    commit: delivered.commit,
+                    dirty: delivered.dirty,
+                    run: config.run,
+                    env,
+                    policy: config.rollout,
+                    health: config.health,
+                    lock_wait,
+                    ready_timeout,
+                    accept_warnings,
+                }
             })
         };
         let plan = Plan {
@@ -623,7 +668,16 @@ pub(super) async fn deploy_service(
             report.notes.insert(0, line);
         }
         let status = exit_status(&report.outcome);
-        Ok(Deployed { report, status })
+        let delivered = delivered_image
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok(Deployed {
+            report,
+            status,
+            delivered,
+            regions: Vec::new(),
+        })
     }
 }
 

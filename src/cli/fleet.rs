@@ -25,10 +25,13 @@ use crate::{
     rollout::events::{Outcome, RolloutReport},
 };
 
-/// One service's line of the fleet report.
+/// One service's line of the fleet report (one per region of a multi-region service).
 #[derive(Debug, Serialize)]
-struct ServiceLine {
+pub(super) struct ServiceLine {
     service: String,
+    /// The region, for a multi-region service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
     /// `promoted`, `stopped_before_traffic`, `rolled_back`, `held`, `rollback_failed`,
     /// `failed` (the deploy could not run) or `not_started`.
     result: &'static str,
@@ -149,7 +152,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         args.parallel
     ));
     let started = Instant::now();
-    let (lines, interrupted) = block_on(run(context, args, &mut fleet, started))?;
+    let (mut lines, interrupted) = block_on(run(context, args, &mut fleet, started))?;
     let report = FleetReport {
         order: fleet.order().to_vec(),
         parallel: args.parallel,
@@ -159,7 +162,7 @@ pub fn deploy(context: &Context, args: &DeployArgs) -> anyhow::Result<ExitStatus
         services: fleet
             .order()
             .iter()
-            .map(|name| line(name, &fleet, &lines))
+            .flat_map(|name| lines_of(name, &fleet, &mut lines))
             .collect(),
     };
     print(context, &report)?;
@@ -230,11 +233,172 @@ async fn run(
     Ok((ended, interrupted))
 }
 
+/// A service's lines: one, or one per region of a multi-region service that ran.
+fn lines_of(name: &str, fleet: &Fleet, ended: &mut BTreeMap<String, Ended>) -> Vec<ServiceLine> {
+    match ended.get_mut(name) {
+        Some(Ended {
+            result: Ok(deployed),
+            ..
+        }) if !deployed.regions.is_empty() => std::mem::take(&mut deployed.regions),
+        _ => vec![line(name, fleet, ended)],
+    }
+}
+
+/// The deploy of a multi-region service: its regions one after another, the canary region
+/// first, each with its own guarded rollout (`deploy::deploy_region`) of the image the canary
+/// region got; a region that does not promote leaves every later region not started, and
+/// Ctrl-C between regions starts no other. `regions`: the service in each region, in order.
+pub(super) async fn deploy_regions(
+    context: &Context,
+    args: &DeployArgs,
+    name: &str,
+    workspace: &crate::config::Workspace,
+    regions: Vec<(crate::config::ServiceConfig, crate::platform::ServiceId)>,
+) -> anyhow::Result<deploy::Deployed> {
+    let order: Vec<String> = regions.iter().map(|(_, id)| id.region.clone()).collect();
+    let mut wave = Fleet::chain(&order).map_err(|error| UsageError {
+        message: format!("the regions of `{name}`: {error}"),
+    })?;
+    context.output.message(format!(
+        "deploying `{name}` to {} regions, the canary region first: {}",
+        order.len(),
+        order.join(", ")
+    ));
+    let mut regions: BTreeMap<String, _> = regions
+        .into_iter()
+        .map(|(config, id)| (id.region.clone(), (config, id)))
+        .collect();
+    let started = Instant::now();
+    let mut ended: BTreeMap<String, Ended> = BTreeMap::new();
+    let mut delivered = None;
+    let mut last = None;
+    let mut interrupt = deploy::ctrl_c();
+    let mut interrupted = false;
+    while let Some(region) = wave.start_ready(1).pop() {
+        let Some((config, id)) = regions.remove(&region) else {
+            break;
+        };
+        context
+            .output
+            .message(format!("`{name}` in {region}: starting"));
+        let region_started = started.elapsed();
+        let rollout = deploy::deploy_region(
+            context,
+            args,
+            workspace,
+            config,
+            id,
+            delivered.clone(),
+            Some(format!("{name} {region}")),
+        );
+        tokio::pin!(rollout);
+        let result = loop {
+            tokio::select! {
+                result = &mut rollout => break result,
+                () = &mut interrupt, if !interrupted => {
+                    interrupted = true;
+                    wave.interrupt();
+                    context.output.message(format!(
+                        "Ctrl-C: no other region of `{name}` starts; {region} decides on its own prompt"
+                    ));
+                }
+            }
+        };
+        let status = match &result {
+            Ok(deployed) => deployed.status,
+            Err(error) => super::classify(error),
+        };
+        context.output.message(format!(
+            "`{name}` in {region} ended: exit {}",
+            status.code()
+        ));
+        wave.finish(&region, status);
+        if let Ok(deployed) = &result {
+            delivered = deployed.delivered.clone().or(delivered);
+            last = Some(deployed.report.clone());
+        }
+        ended.insert(
+            region,
+            Ended {
+                result,
+                started: region_started,
+                ended: started.elapsed(),
+            },
+        );
+    }
+    let lines = wave
+        .order()
+        .iter()
+        .map(|region| {
+            let mut line = line(region, &wave, &ended);
+            line.service = name.to_string();
+            line.region = Some(region.clone());
+            if let Some(ServiceState::NotStarted(crate::fleet::NotStarted::DependencyFailed {
+                dependency,
+            })) = wave.state(region)
+            {
+                line.detail = format!("not started: {dependency} did not promote");
+            }
+            line
+        })
+        .collect();
+    let status = wave.exit_status();
+    let report = match last {
+        Some(report) => report,
+        // The canary region's deploy could not run: its error is the service's.
+        None => {
+            return match ended.into_values().next().map(|end| end.result) {
+                Some(Err(error)) => Err(error),
+                _ => Err(anyhow::anyhow!("no region of `{name}` was deployed")),
+            }
+        }
+    };
+    Ok(deploy::Deployed {
+        report,
+        status,
+        delivered,
+        regions: lines,
+    })
+}
+
+/// `deploy SERVICE` of a multi-region service: a line per region, as the fleet report.
+pub(super) fn print_regions(
+    context: &Context,
+    name: &str,
+    deployed: &deploy::Deployed,
+) -> anyhow::Result<()> {
+    let seconds = deployed
+        .regions
+        .iter()
+        .filter_map(|line| line.ended_after)
+        .fold(0.0, f64::max);
+    if context.output.is_json() {
+        return context
+            .output
+            .json(&serde_json::json!({
+                "service": name,
+                "exit_code": deployed.status.code(),
+                "seconds": seconds,
+                "regions": deployed.regions,
+            }))
+            .context("cannot write the deploy report");
+    }
+    let mut text = table(&deployed.regions);
+    text.push_str(&format!(
+        "{name}: {} region(s) in {seconds:.0}s, exit {}",
+        deployed.regions.len(),
+        deployed.status.code()
+    ));
+    context.output.data(text);
+    Ok(())
+}
+
 fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLine {
     let state = fleet.state(name);
     if let Some(ServiceState::NotStarted(why)) = state {
         return ServiceLine {
             service: name.to_string(),
+            region: None,
             result: "not_started",
             exit_code: ExitStatus::StoppedBeforeTraffic.code(),
             seconds: None,
@@ -247,6 +411,7 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
     let Some(end) = ended.get(name) else {
         return ServiceLine {
             service: name.to_string(),
+            region: None,
             result: "failed",
             exit_code: ExitStatus::Failure.code(),
             seconds: None,
@@ -264,6 +429,7 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
     match &end.result {
         Ok(deployed) => ServiceLine {
             service: name.to_string(),
+            region: None,
             result: result_label(&deployed.report.outcome),
             exit_code: deployed.status.code(),
             seconds,
@@ -274,6 +440,7 @@ fn line(name: &str, fleet: &Fleet, ended: &BTreeMap<String, Ended>) -> ServiceLi
         },
         Err(error) => ServiceLine {
             service: name.to_string(),
+            region: None,
             result: "failed",
             exit_code: super::classify(error).code(),
             seconds,
@@ -292,30 +459,7 @@ fn print(context: &Context, report: &FleetReport) -> anyhow::Result<()> {
             .json(report)
             .context("cannot write the fleet report");
     }
-    let width = report
-        .services
-        .iter()
-        .map(|line| line.service.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let mut text = format!(
-        "{:<width$}  {:<22}  {:>6}  DETAIL\n",
-        "SERVICE", "RESULT", "TIME"
-    );
-    for line in &report.services {
-        let time = line
-            .seconds
-            .map(|seconds| format!("{seconds:.0}s"))
-            .unwrap_or_else(|| "-".into());
-        text.push_str(&format!(
-            "{:<width$}  {:<22}  {:>6}  {}\n",
-            line.service,
-            line.result.replace('_', " ").to_uppercase(),
-            time,
-            line.detail
-        ));
-    }
+    let mut text = table(&report.services);
     text.push_str(&format!(
         "fleet: {} service(s) in {:.0}s, exit {}{}",
         report.services.len(),
@@ -329,6 +473,52 @@ fn print(context: &Context, report: &FleetReport) -> anyhow::Result<()> {
     ));
     context.output.data(text);
     Ok(())
+}
+
+/// The report's table: a line per service, with a REGION column when a service has several.
+fn table(lines: &[ServiceLine]) -> String {
+    let width = lines
+        .iter()
+        .map(|line| line.service.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let regions = lines.iter().any(|line| line.region.is_some());
+    let region_width = lines
+        .iter()
+        .filter_map(|line| line.region.as_ref().map(String::len))
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let region = |value: Option<&str>| {
+        if regions {
+            format!("{:<region_width$}  ", value.unwrap_or("-"))
+        } else {
+            String::new()
+        }
+    };
+    let mut text = format!(
+        "{:<width$}  {}{:<22}  {:>6}  DETAIL\n",
+        "SERVICE",
+        region(Some("REGION")),
+        "RESULT",
+        "TIME"
+    );
+    for line in lines {
+        let time = line
+            .seconds
+            .map(|seconds| format!("{seconds:.0}s"))
+            .unwrap_or_else(|| "-".into());
+        text.push_str(&format!(
+            "{:<width$}  {}{:<22}  {:>6}  {}\n",
+            line.service,
+            region(line.region.as_deref()),
+            line.result.replace('_', " ").to_uppercase(),
+            time,
+            line.detail
+        ));
+    }
+    text
 }
 
 fn step_summary(report: &FleetReport) -> String {

@@ -82,6 +82,9 @@ pub struct UnlockArgs {
 #[derive(Debug, Serialize)]
 struct RollbackOutput {
     service: String,
+    /// The region, in a rollback of several regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
     from: Vec<(String, u8)>,
     to: String,
     why: String,
@@ -108,8 +111,48 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
         }
         .into());
     }
-    let (_, config, id) = context.service(&args.service)?;
+    let (_, regions) = context.service_regions(&args.service)?;
+    let several = regions.len() > 1;
     block_on(async {
+        let mut worst = ExitStatus::Success;
+        let mut outputs = Vec::new();
+        for (config, id) in regions {
+            if several {
+                context.output.message(format!("region {}:", id.region));
+            }
+            let region = id.region.clone();
+            let (status, output) = rollback_region(context, args, config, id, started).await?;
+            if crate::fleet::severity(status) > crate::fleet::severity(worst) {
+                worst = status;
+            }
+            outputs.extend(output.map(|output| RollbackOutput {
+                region: several.then_some(region),
+                ..output
+            }));
+        }
+        if context.output.is_json() {
+            match outputs.as_slice() {
+                [one] if !several => context.output.json(one)?,
+                _ => context.output.json(&serde_json::json!({
+                    "service": args.service,
+                    "regions": outputs,
+                }))?,
+            }
+        }
+        Ok(worst)
+    })
+}
+
+/// The rollback of a service in one region (every region of a multi-region service in turn,
+/// or the one `--region` picks): its JSON output, printed by the caller.
+async fn rollback_region(
+    context: &Context,
+    args: &RollbackArgs,
+    config: crate::config::ServiceConfig,
+    id: crate::platform::ServiceId,
+    started: Instant,
+) -> anyhow::Result<(ExitStatus, Option<RollbackOutput>)> {
+    {
         let platform = target::connect_with_deadline(
             &config,
             context.endpoint.as_deref(),
@@ -165,6 +208,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             |plan: &'_ rollback::RollbackPlan, rolled_back: bool, elapsed: std::time::Duration| {
                 RollbackOutput {
                     service: config.name.clone(),
+                    region: None,
                     from: plan.from.clone(),
                     to: plan.to.clone(),
                     why: plan.why.clone(),
@@ -178,12 +222,10 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                 "`{}` already serves 100% of `{}`: nothing to do",
                 plan.to, config.name
             ));
-            if context.output.is_json() {
-                context
-                    .output
-                    .json(&output(&plan, false, started.elapsed()))?;
-            }
-            return Ok(ExitStatus::Success);
+            return Ok((
+                ExitStatus::Success,
+                Some(output(&plan, false, started.elapsed())),
+            ));
         }
         context.output.message(format!(
             "rollback `{}`: now {from}; 100% → `{}` ({})",
@@ -193,15 +235,13 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             context.output.message(format!("warning: {warning}"));
         }
         if args.dry_run {
-            if context.output.is_json() {
-                context
-                    .output
-                    .json(&output(&plan, false, started.elapsed()))?;
-            }
             context
                 .output
                 .message("dry run: nothing changed (run without `--dry-run` to roll back)");
-            return Ok(ExitStatus::Success);
+            return Ok((
+                ExitStatus::Success,
+                Some(output(&plan, false, started.elapsed())),
+            ));
         }
         let prompter = super::prompt::prompter(context);
         if context.interactive
@@ -211,7 +251,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             context
                 .output
                 .message("rollback cancelled; nothing changed");
-            return Ok(ExitStatus::Failure);
+            return Ok((ExitStatus::Failure, None));
         }
         let policy = rollback::RollbackPolicy::default();
         context.output.message(format!(
@@ -256,7 +296,7 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
             .with_context(|| format!("rollback of `{}` failed: a human must act", config.name))
             .map_err(|error| error.context(RollbackFailed))?;
         if context.output.is_json() {
-            context.output.json(&output(&plan, true, elapsed))?;
+            return Ok((ExitStatus::Success, Some(output(&plan, true, elapsed))));
         } else {
             let serving = after
                 .serving()
@@ -270,8 +310,8 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                 elapsed.as_millis()
             ));
         }
-        Ok(ExitStatus::Success)
-    })
+        Ok((ExitStatus::Success, None))
+    }
 }
 
 /// Marks a failed rollback so that the exit code says "a human is needed".

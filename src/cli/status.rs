@@ -107,24 +107,100 @@ struct StatusOutput {
 }
 
 /// Runs `status`. When the platform cannot be read, the local journal copy is shown.
+/// A multi-region service (without `--region`) has a status per region, the canary region
+/// first: one JSON object `{service, regions: [{region, ...}]}`, the text blocks one after
+/// another; the exit code is 1 when a region is not deployed.
 pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus> {
-    let (_, config, id) = context.service(&args.service)?;
-    block_on(async {
-        let platform = target::connect(&config, context.endpoint.as_deref()).await?;
+    let (_, mut regions) = context.service_regions(&args.service)?;
+    if regions.len() > 1 {
         if args.watch {
+            return Err(super::UsageError {
+                message: format!(
+                    "`status --watch` follows one rollout: add `--region REGION` (one of {})",
+                    regions
+                        .iter()
+                        .map(|(_, id)| id.region.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            .into());
+        }
+        return block_on(async {
+            let mut worst = ExitStatus::Success;
+            let mut outputs = Vec::new();
+            for (config, id) in regions {
+                let region = id.region.clone();
+                match status_region(context, &config, &id).await? {
+                    Some(output) => outputs.push(RegionStatus { region, output }),
+                    None => worst = ExitStatus::Failure,
+                }
+            }
+            if context.output.is_json() {
+                context.output.json(&serde_json::json!({
+                    "service": args.service,
+                    "regions": outputs,
+                }))?;
+            } else {
+                let blocks: Vec<String> = outputs
+                    .iter()
+                    .map(|status| {
+                        format!("region     {}\n{}", status.region, render(&status.output))
+                    })
+                    .collect();
+                context.output.data(blocks.join("\n\n"));
+            }
+            Ok(worst)
+        });
+    }
+    let Some((config, id)) = regions.pop() else {
+        return Ok(ExitStatus::Failure);
+    };
+    block_on(async {
+        if args.watch {
+            let platform = target::connect(&config, context.endpoint.as_deref()).await?;
             return watch(context, &platform, &id, args.every.get()).await;
         }
-        let snapshot = match read_service(&platform, &id, Default::default()).await {
+        let Some(output) = status_region(context, &config, &id).await? else {
+            return Ok(ExitStatus::Failure);
+        };
+        if context.output.is_json() {
+            context.output.json(&output)?;
+        } else {
+            context.output.data(render(&output));
+        }
+        Ok(ExitStatus::Success)
+    })
+}
+
+/// One region's status in a multi-region service's.
+#[derive(Debug, Serialize)]
+struct RegionStatus {
+    region: String,
+    #[serde(flatten)]
+    output: StatusOutput,
+}
+
+/// The status of a service in one region; `None` (said on stderr) when it is not deployed
+/// there. When the platform cannot be read, the local journal copy is shown.
+async fn status_region(
+    context: &Context,
+    config: &crate::config::ServiceConfig,
+    id: &crate::platform::ServiceId,
+) -> anyhow::Result<Option<StatusOutput>> {
+    {
+        let platform = target::connect(config, context.endpoint.as_deref()).await?;
+        let snapshot = match read_service(&platform, id, Default::default()).await {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => {
                 context.output.message(format!(
                     "`{}` is not deployed yet (`{id}` does not exist)",
                     config.name
                 ));
-                return Ok(ExitStatus::Failure);
+                return Ok(None);
             }
             Err(error) => {
-                if let Some(journal) = LocalJournal::from_environment().load(&id) {
+                if let Some(journal) = LocalJournal::from_environment().load(id) {
                     context.output.message(format!(
                         "the platform cannot be read ({error}); last rollout recorded locally: `{}` {:?} at {}% ({})",
                         journal.id, journal.state.phase, journal.state.percent, journal.updated
@@ -133,7 +209,7 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
                 return Err(error.into());
             }
         };
-        let revisions = read_revisions(&platform, &id, Default::default()).await?;
+        let revisions = read_revisions(&platform, id, Default::default()).await?;
         let output = StatusOutput {
             last_event: History::of(&snapshot)
                 .ok()
@@ -143,13 +219,8 @@ pub fn status(context: &Context, args: &StatusArgs) -> anyhow::Result<ExitStatus
             service: snapshot,
             revisions,
         };
-        if context.output.is_json() {
-            context.output.json(&output)?;
-        } else {
-            context.output.data(render(&output));
-        }
-        Ok(ExitStatus::Success)
-    })
+        Ok(Some(output))
+    }
 }
 
 fn commit_of(revisions: &[RevisionSnapshot], name: &str) -> String {
