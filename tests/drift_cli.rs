@@ -302,3 +302,62 @@ async fn drift_of_revisions_on_the_emulator() {
     assert!(!stderr.contains("ghp_not_the_token"));
     drop(emulator);
 }
+
+/// A service in two emulator regions is measured in each, the canary region first: the region
+/// a failed wave never reached lags `main` while the canary region is current; `--region`
+/// measures one.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_of_a_multi_region_service_is_measured_per_region() {
+    let state = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(state.path()).await;
+    let endpoint = emulator.endpoint().to_string();
+    let platform =
+        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
+            .await
+            .unwrap();
+    let (repo, _) = repository();
+    repo.write(
+        "services/svc.toml",
+        "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\nkind = \"local\"\n\
+         regions = [\"us-west2\", \"us-east1\"]\n\
+         [image]\nrepository = \"127.0.0.1:5000/svc\"\n[preflight]\npaths = [\"api/**\"]\n",
+    );
+    repo.commit(&["services/svc.toml"], "two regions", 95);
+    let old = repo.change("api/main.rs", "api v1", "api v1", 90);
+    let current = repo.change("api/main.rs", "api v2", "api v2", 2);
+    repo.push();
+    let in_region = |region: &str| ServiceId {
+        region: region.into(),
+        ..id()
+    };
+    platform
+        .create(&in_region("us-west2"), &spec("svc-west", &current))
+        .await
+        .unwrap();
+    platform
+        .create(&in_region("us-east1"), &spec("svc-east", &old))
+        .await
+        .unwrap();
+
+    let (_, stdout, stderr) = drift(&repo, &endpoint, &["--format", "json"], &[]);
+    let report = json(&stdout);
+    let rows = report["services"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{stdout}\n{stderr}");
+    let revision = |row: &serde_json::Value| row["revisions"][0]["revision"].clone();
+    assert_eq!(revision(&rows[0]), "svc-west", "{stdout}");
+    assert_eq!(rows[0]["revisions"][0]["facts"]["relevant"], 0, "{stdout}");
+    assert_eq!(revision(&rows[1]), "svc-east", "{stdout}");
+    assert_eq!(rows[1]["revisions"][0]["facts"]["relevant"], 1, "{stdout}");
+
+    let (_, stdout, stderr) = drift(
+        &repo,
+        &endpoint,
+        &["--format", "json", "--region", "us-east1"],
+        &[],
+    );
+    let report = json(&stdout);
+    let rows = report["services"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{stdout}\n{stderr}");
+    assert_eq!(revision(&rows[0]), "svc-east", "{stdout}");
+    emulator.shutdown().await;
+}

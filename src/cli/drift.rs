@@ -111,13 +111,18 @@ pub(super) fn load(
         }
         .into());
     }
-    Ok((
-        workspace.root.clone(),
-        configs
-            .into_iter()
-            .map(|config| config.with_overrides(&context.overrides))
-            .collect(),
-    ))
+    // A multi-region service is measured in each of its regions (canary first), or in the one
+    // `--region` picks.
+    let mut targets = Vec::with_capacity(configs.len());
+    for config in configs {
+        targets.extend(
+            config
+                .with_overrides(&context.overrides)
+                .region_configs(context.overrides.region.as_deref())
+                .map_err(|message| UsageError { message })?,
+        );
+    }
+    Ok((workspace.root.clone(), targets))
 }
 
 /// Reads what serves every service, concurrently, with one client per distinct endpoint
