@@ -178,6 +178,48 @@ async fn a_canary_failing_in_the_first_region_is_rolled_back_and_leaves_the_seco
         [("hello-stable".to_string(), 100)]
     );
     assert_eq!(revision_count(&stage, "us-west2").await, 2, "{printed}");
+
+    // The text report: a line per region, the exit code the worst region's.
+    let mut command = stage.command(
+        "text",
+        &[
+            "deploy",
+            NAME,
+            "--image",
+            support::hello_image(),
+            "--commit",
+            COMMIT,
+            "--skip-preflight",
+            "--non-interactive",
+        ],
+    );
+    command.args([
+        "--env",
+        &format!("BUILD_COMMIT={COMMIT}"),
+        "--env",
+        "FAIL_RATE=0.5",
+    ]);
+    let status = stage.run("text", command).await;
+    let printed = stage.printed("text");
+    let stdout = std::fs::read_to_string(stage.output("text", "stdout")).unwrap();
+    assert_eq!(status.code(), Some(4), "{printed}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVICE  REGION    RESULT"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("hello    us-west2  ROLLED BACK"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("hello    us-east1  NOT STARTED")
+            && lines[2].ends_with("not started: us-west2 did not promote"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("hello: 2 region(s) in "), "{stdout}");
+    assert!(lines[3].ends_with(", exit 4"), "{stdout}");
+    assert_eq!(revision_count(&stage, "us-east1").await, 1, "{printed}");
     stage.shutdown().await;
 }
 
