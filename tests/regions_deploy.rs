@@ -220,6 +220,53 @@ async fn a_canary_failing_in_the_first_region_is_rolled_back_and_leaves_the_seco
     assert!(lines[3].starts_with("hello: 2 region(s) in "), "{stdout}");
     assert!(lines[3].ends_with(", exit 4"), "{stdout}");
     assert_eq!(revision_count(&stage, "us-east1").await, 1, "{printed}");
+
+    // In a deploy of several services (`--all`), a line per region of the fleet report.
+    let mut command = stage.command(
+        "fleet",
+        &[
+            "deploy",
+            "--all",
+            "--image",
+            support::hello_image(),
+            "--commit",
+            COMMIT,
+            "--skip-preflight",
+            "--non-interactive",
+            "--format",
+            "json",
+        ],
+    );
+    command.args([
+        "--env",
+        &format!("BUILD_COMMIT={COMMIT}"),
+        "--env",
+        "FAIL_RATE=0.5",
+    ]);
+    let status = stage.run("fleet", command).await;
+    let (fleet, printed) = read_report(&stage, "fleet");
+    assert_eq!(status.code(), Some(4), "{printed}");
+    let lines: Vec<(&str, &str, &str)> = fleet["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{printed}"))
+        .iter()
+        .map(|line| {
+            (
+                line["service"].as_str().unwrap(),
+                line["region"].as_str().unwrap(),
+                line["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (NAME, "us-west2", "rolled_back"),
+            (NAME, "us-east1", "not_started")
+        ],
+        "{printed}"
+    );
+    assert_eq!(revision_count(&stage, "us-east1").await, 1, "{printed}");
     stage.shutdown().await;
 }
 
