@@ -371,3 +371,71 @@ fn line_revision(canary_region: bool, canary: &Value, second: &Value) -> String 
         .unwrap_or_default()
         .to_string()
 }
+
+/// `deploy --region` deploys one region (a one-region deploy); a rollback of every region
+/// then rolls that one back and says the region where the service does not exist has nothing
+/// to roll back, instead of failing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_of_one_region_then_a_rollback_of_all_skips_the_region_never_deployed() {
+    let stage = Stage::empty(NAME).await;
+    service_file(stage.services.parent().unwrap());
+    let env = [("SERVICE_NAME", NAME), ("BUILD_COMMIT", STABLE_COMMIT)]
+        .map(|(key, value)| (key.to_string(), value.to_string()));
+    stage
+        .platform
+        .create(
+            &id("us-west2"),
+            &RevisionSpec {
+                name: format!("{NAME}-stable"),
+                image: support::hello_image().to_string(),
+                labels: revision_labels(STABLE_COMMIT),
+                base: None,
+                settings: RevisionSettings {
+                    env: env.into_iter().collect(),
+                    ..RevisionSettings::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let status = stage
+        .run("one", deploy(&stage, "one", &["--region", "us-west2"]))
+        .await;
+    let (report, printed) = read_report(&stage, "one");
+    assert_eq!(status.code(), Some(0), "{printed}");
+    // A one-region deploy: the rollout report itself, not a line per region.
+    assert_eq!(report["outcome"]["outcome"], "promoted", "{printed}");
+    assert!(stage
+        .platform
+        .service(&id("us-east1"))
+        .await
+        .unwrap()
+        .is_none());
+
+    let rollback = stage
+        .run(
+            "rollback-all",
+            stage.command(
+                "rollback-all",
+                &["rollback", NAME, "--non-interactive", "--format", "json"],
+            ),
+        )
+        .await;
+    let (output, printed) = read_report(&stage, "rollback-all");
+    assert_eq!(rollback.code(), Some(0), "{printed}");
+    assert!(
+        printed.contains("`hello` is not deployed in us-east1: nothing to roll back there"),
+        "{printed}"
+    );
+    let regions = output["regions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert_eq!(regions.len(), 1, "{printed}");
+    assert_eq!(regions[0]["region"], "us-west2", "{printed}");
+    assert_eq!(regions[0]["rolled_back"], true, "{printed}");
+    assert_eq!(
+        serving(&stage, "us-west2").await,
+        [("hello-stable".to_string(), 100)]
+    );
+    stage.shutdown().await;
+}

@@ -121,7 +121,8 @@ pub fn rollback(context: &Context, args: &RollbackArgs) -> anyhow::Result<ExitSt
                 context.output.message(format!("region {}:", id.region));
             }
             let region = id.region.clone();
-            let (status, output) = rollback_region(context, args, config, id, started).await?;
+            let (status, output) =
+                rollback_region(context, args, config, id, started, several).await?;
             if crate::fleet::severity(status) > crate::fleet::severity(worst) {
                 worst = status;
             }
@@ -151,6 +152,7 @@ async fn rollback_region(
     config: crate::config::ServiceConfig,
     id: crate::platform::ServiceId,
     started: Instant,
+    several: bool,
 ) -> anyhow::Result<(ExitStatus, Option<RollbackOutput>)> {
     {
         let platform = target::connect_with_deadline(
@@ -169,6 +171,14 @@ async fn rollback_region(
         };
         let (snapshot, mut plan) = match rollback::prepare(&platform, &id, target).await {
             Ok(prepared) => prepared,
+            // A region a stopped wave never reached has nothing to roll back.
+            Err(RollbackError::NoService(_)) if several => {
+                context.output.message(format!(
+                    "`{}` is not deployed in {}: nothing to roll back there",
+                    config.name, id.region
+                ));
+                return Ok((ExitStatus::Success, None));
+            }
             Err(
                 error @ (RollbackError::UnknownRevision { .. }
                 | RollbackError::NotReady { .. }
