@@ -366,8 +366,11 @@ impl Stages for CliStages<'_> {
     }
 
     async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
-        let (plan, built, pushed) =
-            super::build::build_image(self.context, self.config, self.root, push).await?;
+        let crate::image::Delivery {
+            plan,
+            built,
+            pushed,
+        } = super::build::build_image(self.context, self.config, self.root, push).await?;
         Ok(Delivered {
             image: match pushed {
                 Some(pushed) => pushed.pinned,
