@@ -8,7 +8,6 @@
 
 use std::{collections::HashMap, io::IsTerminal, time::Duration};
 
-use anyhow::Context as _;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -17,10 +16,8 @@ use crate::{
     config::ServiceConfig,
     exit::ExitStatus,
     image::{
-        self, BuildPlan, BuildStep, BuiltImage, ContextSummary, Engine, LayerProgress, PushedImage,
-        RegistryCredentials, Reporter,
+        self, BuildStep, BuiltImage, ContextSummary, Delivery, LayerProgress, PushedImage, Reporter,
     },
-    repo::Repository,
 };
 
 use super::Context;
@@ -51,8 +48,13 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let workspace = context.workspace()?;
     let loaded = workspace.find(&args.service)??;
     let config = loaded.config.with_overrides(&context.overrides);
-    let (plan, built, pushed) =
-        super::block_on(build_image(context, &config, &workspace.root, args.push))?;
+    let Delivery {
+        plan,
+        built,
+        pushed,
+    } = super::block_on(async {
+        Ok(build_image(context, &config, &workspace.root, args.push).await?)
+    })?;
     if context.output.is_json() {
         context.output.json(&BuildReport {
             service: &plan.service,
@@ -70,51 +72,15 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// Builds a service's image (and pushes it when `push`), with progress on stderr. Shared by
-/// `build` and `deploy`.
+/// Builds a service's image (and pushes it when `push`, `image::build_service`), with progress
+/// on stderr. Shared by `build` and `deploy`.
 pub async fn build_image(
     context: &Context,
     config: &ServiceConfig,
     root: &std::path::Path,
     push: bool,
-) -> anyhow::Result<(BuildPlan, BuiltImage, Option<PushedImage>)> {
-    let repository = Repository::discover(root)?;
-    let revision = repository.source_revision()?;
-    let source = repository.remote_url(&config.preflight.remote);
-    let plan = BuildPlan::new(config, root, revision, source, chrono::Utc::now());
-    let mut reporter = CliReporter::new(context);
-    if let Some(fingerprint) = &plan.revision.dirty {
-        reporter.note(format!(
-            "the working tree has uncommitted changes: tagging `{}` (changes fingerprint {fingerprint})",
-            plan.tag()
-        ));
-    }
-    let result = async {
-        let engine = Engine::connect().await?;
-        let built = image::build(&engine, &plan, &mut reporter).await?;
-        reporter.finish_build(&built);
-        let pushed = if push {
-            let host = image::registry_host(&built.repository);
-            let credentials = RegistryCredentials::resolve(host).await?;
-            reporter.start_push(&built, credentials.is_some());
-            let pushed = image::push(&engine, &built, credentials.as_ref(), &mut reporter).await?;
-            reporter.finish_push(&pushed);
-            Some(pushed)
-        } else {
-            None
-        };
-        Ok::<_, image::ImageError>((built, pushed))
-    }
-    .await;
-    reporter.clear();
-    let (built, pushed) = result.with_context(|| {
-        if push {
-            format!("cannot build and push `{}`", plan.service)
-        } else {
-            format!("cannot build `{}`", plan.service)
-        }
-    })?;
-    Ok((plan, built, pushed))
+) -> Result<Delivery, image::DeliveryError> {
+    image::build_service(config, root, push, &mut CliReporter::new(context)).await
 }
 
 /// Shows progress on stderr: indicatif on a terminal, one line per event otherwise.
@@ -165,15 +131,23 @@ impl CliReporter {
         bar.set_message(message);
         self.current = Some(bar);
     }
+}
 
-    fn finish_build(&mut self, built: &BuiltImage) {
+impl Reporter for CliReporter {
+    fn uncommitted_changes(&mut self, tag: &str, fingerprint: &str) {
+        self.note(format!(
+            "the working tree has uncommitted changes: tagging `{tag}` (changes fingerprint {fingerprint})"
+        ));
+    }
+
+    fn built(&mut self, built: &BuiltImage) {
         if let Some(bar) = self.current.take() {
             bar.finish_and_clear();
         }
         self.note(format!("built {} ({})", built.reference, built.id));
     }
 
-    fn start_push(&mut self, built: &BuiltImage, with_credentials: bool) {
+    fn push_started(&mut self, built: &BuiltImage, with_credentials: bool) {
         let how = if with_credentials {
             "with stored credentials"
         } else {
@@ -182,7 +156,7 @@ impl CliReporter {
         self.note(format!("pushing {} {how}", built.reference));
     }
 
-    fn finish_push(&mut self, pushed: &PushedImage) {
+    fn pushed(&mut self, pushed: &PushedImage) {
         for (_, bar) in self.layers.drain() {
             bar.finish_and_clear();
         }
@@ -192,7 +166,7 @@ impl CliReporter {
         ));
     }
 
-    fn clear(&mut self) {
+    fn finished(&mut self) {
         if let Some(bar) = self.current.take() {
             bar.finish_and_clear();
         }
@@ -201,9 +175,7 @@ impl CliReporter {
         }
         let _ = self.multi.clear();
     }
-}
 
-impl Reporter for CliReporter {
     fn hook_started(&mut self, command: &str) {
         if self.fancy {
             self.spinner(format!("pre-build hook `{command}`"));

@@ -110,18 +110,12 @@ fn parse_image(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// The commit at `HEAD` of the repository holding `root`.
+/// The commit at `HEAD` of the repository holding `root` (`repo::head_commit`), as a usage error
+/// that says what to pass instead.
 fn head_commit(root: &Path) -> Result<String, UsageError> {
-    let failure = |why: String| UsageError {
-        message: format!("cannot tell the commit being deployed ({why}): pass `--commit SHA`"),
-    };
-    let repository =
-        git2::Repository::discover(root).map_err(|error| failure(error.message().to_string()))?;
-    let head = repository
-        .head()
-        .and_then(|head| head.peel_to_commit())
-        .map_err(|error| failure(error.message().to_string()))?;
-    Ok(head.id().to_string())
+    crate::repo::head_commit(root).map_err(|error| UsageError {
+        message: format!("cannot tell the commit being deployed ({error}): pass `--commit SHA`"),
+    })
 }
 
 /// Progress: a spinner line on a terminal, plain lines otherwise.
@@ -372,8 +366,11 @@ impl Stages for CliStages<'_> {
     }
 
     async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
-        let (plan, built, pushed) =
-            super::build::build_image(self.context, self.config, self.root, push).await?;
+        let crate::image::Delivery {
+            plan,
+            built,
+            pushed,
+        } = super::build::build_image(self.context, self.config, self.root, push).await?;
         Ok(Delivered {
             image: match pushed {
                 Some(pushed) => pushed.pinned,

@@ -12,6 +12,7 @@
 mod build;
 mod context;
 mod credentials;
+mod deliver;
 mod dockerignore;
 mod engine;
 mod inspect;
@@ -21,6 +22,7 @@ mod registry;
 pub use build::{build, BuildPlan, BuiltImage, LABEL_DIRTY, LABEL_SERVICE, LABEL_VERSION};
 pub use context::{BuildContext, ContextSummary};
 pub use credentials::{registry_answers, registry_host, RegistryCredentials};
+pub use deliver::{build_service, Delivery, DeliveryError};
 pub use dockerignore::{IgnoreRules, PatternError};
 pub use engine::Engine;
 pub use inspect::{verify_identity, IdentityMismatch, ImageIdentity};
@@ -73,6 +75,17 @@ pub trait Reporter {
     fn build_output(&mut self, _line: &str) {}
     /// A layer's push progressed.
     fn push_layer(&mut self, _progress: &LayerProgress) {}
+    /// The working tree differs from its commit: the image is tagged `tag`, which names the
+    /// changes' fingerprint.
+    fn uncommitted_changes(&mut self, _tag: &str, _fingerprint: &str) {}
+    /// The image was built.
+    fn built(&mut self, _image: &BuiltImage) {}
+    /// The push starts, with the registry's stored credentials or without any.
+    fn push_started(&mut self, _image: &BuiltImage, _with_credentials: bool) {}
+    /// The image was pushed.
+    fn pushed(&mut self, _image: &PushedImage) {}
+    /// [`build_service`] ended, whether it delivered or not.
+    fn finished(&mut self) {}
 }
 
 /// A reporter that ignores everything (tests, library callers that only want the result).

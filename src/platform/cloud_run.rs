@@ -409,19 +409,47 @@ fn condition_failure(
         })
 }
 
-/// A traffic percent as answered: 0 to 100, anything else is a malformed answer (it used to be
-/// clamped silently).
-fn percent(field: &str, index: usize, value: i32) -> Result<u8, String> {
+/// What does not add up in a service as Cloud Run answered it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedService {
+    /// A traffic percent outside 0 to 100 (it used to be clamped silently).
+    #[error("`{field}[{index}].percent` is {value}, not between 0 and 100")]
+    PercentOutOfRange {
+        /// `traffic` or `trafficStatuses`.
+        field: &'static str,
+        /// The entry's position in the list.
+        index: usize,
+        /// The percent answered.
+        value: i32,
+    },
+    /// A split whose percents do not sum to 100.
+    #[error("the percents of `{field}` sum to {total}, not 100")]
+    SplitNotWhole {
+        /// `traffic` or `trafficStatuses`.
+        field: &'static str,
+        /// What they sum to.
+        total: u32,
+    },
+}
+
+/// A traffic percent as answered: 0 to 100, anything else is a malformed answer.
+fn percent(field: &'static str, index: usize, value: i32) -> Result<u8, MalformedService> {
     u8::try_from(value)
         .ok()
         .filter(|percent| *percent <= 100)
-        .ok_or_else(|| format!("`{field}[{index}].percent` is {value}, not between 0 and 100"))
+        .ok_or(MalformedService::PercentOutOfRange {
+            field,
+            index,
+            value,
+        })
 }
 
 /// Checks that a split's percents sum to 100 (see [`super::traffic_sum`]).
-fn check_sum(field: &str, percents: impl IntoIterator<Item = u8>) -> Result<(), String> {
-    super::traffic_sum(percents)
-        .map_err(|total| format!("the percents of `{field}` sum to {total}, not 100"))
+fn check_sum(
+    field: &'static str,
+    percents: impl IntoIterator<Item = u8>,
+) -> Result<(), MalformedService> {
+    super::traffic_sum(percents).map_err(|total| MalformedService::SplitNotWhole { field, total })
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -431,7 +459,10 @@ fn non_empty(text: &str) -> Option<String> {
 /// Decodes a Cloud Run service into a [`ServiceSnapshot`]; `Err` says what does not add up
 /// (a percent out of range, a split that does not sum to 100). Never panics, whatever the
 /// answer (a property test holds it to that).
-pub fn decode_service(id: &ServiceId, service: &model::Service) -> Result<ServiceSnapshot, String> {
+pub fn decode_service(
+    id: &ServiceId,
+    service: &model::Service,
+) -> Result<ServiceSnapshot, MalformedService> {
     let traffic = service
         .traffic
         .iter()
@@ -446,7 +477,7 @@ pub fn decode_service(id: &ServiceId, service: &model::Service) -> Result<Servic
                 tag: non_empty(&target.tag),
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, MalformedService>>()?;
     check_sum("traffic", traffic.iter().map(|target| target.percent))?;
     let traffic_statuses = service
         .traffic_statuses
@@ -464,7 +495,7 @@ pub fn decode_service(id: &ServiceId, service: &model::Service) -> Result<Servic
                 uri: non_empty(&status.uri),
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, MalformedService>>()?;
     check_sum(
         "trafficStatuses",
         traffic_statuses.iter().map(|status| status.percent),

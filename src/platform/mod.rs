@@ -2,14 +2,16 @@
 //!
 //! [`Platform`] is implemented by [`cloud_run::CloudRunPlatform`] (Google's official
 //! `google-cloud-run-v2` client, against Google or the local emulator) and by
-//! [`memory::MemoryPlatform`] (an in-memory fake for unit tests of the rollout logic). Domain code
-//! only ever sees the small types below, never the client's generated model.
+//! `memory::MemoryPlatform` (an in-memory fake for tests of the rollout logic, built only for
+//! tests: unit tests, and the `test-util` feature the integration tests and benches turn on,
+//! never in the binary). Domain code only ever sees the small types below, never the client's generated model.
 //!
 //! Every write is a [`ServiceUpdate`] applied to the service *as read*, carrying the `etag` of
 //! that read: Cloud Run refuses the write when someone else changed the service in between
 //! (ABORTED), and deployer reports a conflict instead of overwriting the other writer's change.
 
 pub mod cloud_run;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub(crate) mod retry;
 
