@@ -25,10 +25,10 @@ use sha2::Digest;
 use crate::untrusted::first_chars;
 
 mod fetch;
-mod history;
+mod commits;
 
 pub use fetch::FetchError;
-pub use history::{Author, CommitRange, CommitSummary, Divergence};
+pub use commits::{Author, CommitRange, CommitSummary, Divergence};
 
 /// Errors reading the repository.
 #[derive(Debug, thiserror::Error)]
