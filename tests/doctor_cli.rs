@@ -1,6 +1,8 @@
 //! `deployer doctor` end to end: the real binary, a temporary repository on `main`, the local
-//! Cloud Run emulator (answering `testIamPermissions`, told to deny through its faults), and the
-//! failures a new machine meets — each line FAILs or WARNs with its fix.
+//! Cloud Run emulator (answering `testIamPermissions`, told to deny through its faults; Service
+//! Usage, IAM and Secret Manager, told which APIs are disabled and which secrets exist through
+//! `/emulator/v1/project`), and the failures a new machine meets — each line FAILs or WARNs with
+//! its fix.
 
 #[path = "support/git_repo.rs"]
 mod git_repo;
@@ -31,6 +33,11 @@ fn repository(target: &str) -> Repo {
 
 /// [`repository`] with its image repository on `registry`.
 fn repository_with(target: &str, registry: &str) -> Repo {
+    repository_full(target, registry, "")
+}
+
+/// [`repository_with`], with `tail` (more TOML tables) at the end of the service file.
+fn repository_full(target: &str, registry: &str, tail: &str) -> Repo {
     let repo = Repo::new();
     repo.write("runbooks/svc.md", RUNBOOK);
     repo.write("Dockerfile", "FROM scratch\n");
@@ -38,7 +45,7 @@ fn repository_with(target: &str, registry: &str) -> Repo {
         "services/svc.toml",
         &format!(
             "name = \"svc\"\nrunbook = \"runbooks/svc.md\"\n[target]\n{target}\n\
-             [image]\nrepository = \"{registry}/svc\"\n"
+             [image]\nrepository = \"{registry}/svc\"\n{tail}"
         ),
     );
     repo.commit(
@@ -78,6 +85,29 @@ fn doctor(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Tells the emulator which APIs are disabled and which secret versions exist.
+async fn set_project(endpoint: &str, project: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{endpoint}/emulator/v1/project"))
+        .json(&project)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+}
+
+/// The runtime service account and the secret of [`SERVICE_TAIL`].
+const RUNTIME_ACCOUNT: &str = "svc-runtime@local.iam.gserviceaccount.com";
+const SECRET_VERSION: &str = "projects/local/secrets/db-password/versions/1";
+/// A service that runs as its own account, with a secret variable.
+const SERVICE_TAIL: &str =
+    "[run]\nservice_account = \"svc-runtime@local.iam.gserviceaccount.com\"\n\
+    [run.secrets]\nDB_PASSWORD = \"projects/local/secrets/db-password/versions/1\"\n";
+
 fn line<'a>(run: &'a Run, prefix: &str) -> &'a str {
     run.stdout
         .lines()
@@ -90,8 +120,13 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let repo = repository_with("kind = \"local\"", &registry().await);
+    let repo = repository_full("kind = \"local\"", &registry().await, SERVICE_TAIL);
     let root = repo.path().to_path_buf();
+    set_project(
+        &endpoint,
+        serde_json::json!({"secretVersions": [SECRET_VERSION]}),
+    )
+    .await;
     let run = {
         let (root, endpoint) = (root.clone(), endpoint.clone());
         move |extra: Vec<(&'static str, String)>| {
@@ -121,9 +156,12 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
         "PASS  Docker Engine",
         "PASS  git repository: `main` at",
         "PASS  Google credentials: none, and none needed",
-        "PASS  svc: project and region",
+        "PASS  svc: project and region: `projects/local/locations/local/services/svc` (a local target",
         "PASS  svc: Cloud Run API",
         "PASS  svc: Cloud Run permissions: the caller holds run.services.get, run.services.update",
+        "PASS  svc: Google APIs: enabled: run.googleapis.com (deploys), logging.googleapis.com (request metrics and checks), secretmanager.googleapis.com",
+        "PASS  svc: runtime service account: `svc-runtime@local.iam.gserviceaccount.com` (`run.service_account`): the caller may act as it",
+        "PASS  svc: secret `DB_PASSWORD`: `projects/local/secrets/db-password/versions/1` exists and is enabled",
         "PASS  svc: request metrics",
         "PASS  svc: image repository",
         "PASS  svc: Slack: `SLACK_WEBHOOK_URL` is set",
@@ -149,6 +187,83 @@ async fn doctor_passes_on_the_emulator_and_fails_each_denial_with_its_fix() {
         .stdout
         .contains("fix: `gcloud run services add-iam-policy-binding svc"));
     emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // No `actAs` on the runtime service account: that line FAILs with the binding to add.
+    emulator
+        .set_faults(FaultConfig {
+            denied_permissions: vec!["iam.serviceAccounts.actAs".into()],
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let act_as = run(with_webhook()).await.unwrap();
+    assert_eq!(act_as.code, Some(1), "{}", act_as.stdout);
+    assert!(
+        line(&act_as, "FAIL  svc: runtime service account").contains(
+            "lacks iam.serviceAccounts.actAs on `svc-runtime@local.iam.gserviceaccount.com`"
+        ),
+        "{}",
+        act_as.stdout
+    );
+    assert!(
+        act_as.stdout.contains(&format!(
+            "fix: `gcloud iam service-accounts add-iam-policy-binding {RUNTIME_ACCOUNT} --member=MEMBER --role=roles/iam.serviceAccountUser --project local`"
+        )),
+        "{}",
+        act_as.stdout
+    );
+    line(&act_as, "PASS  svc: Cloud Run permissions");
+    emulator.set_faults(FaultConfig::default()).unwrap();
+
+    // An API disabled: the APIs line FAILs with the command that enables it, and the calls to
+    // it are refused with `SERVICE_DISABLED`, said with the same command.
+    set_project(
+        &endpoint,
+        serde_json::json!({
+            "secretVersions": [SECRET_VERSION],
+            "disabledServices": ["logging.googleapis.com", "iam.googleapis.com"],
+        }),
+    )
+    .await;
+    let disabled = run(with_webhook()).await.unwrap();
+    assert_eq!(disabled.code, Some(1), "{}", disabled.stdout);
+    assert!(
+        line(&disabled, "FAIL  svc: Google APIs")
+            .contains("not enabled in project `local`: logging.googleapis.com"),
+        "{}",
+        disabled.stdout
+    );
+    assert!(disabled
+        .stdout
+        .contains("fix: `gcloud services enable logging.googleapis.com --project local`"));
+    line(&disabled, "FAIL  svc: request metrics (cloud-logging)");
+    assert!(
+        line(&disabled, "FAIL  svc: runtime service account")
+            .contains("the `iam.googleapis.com` API is not enabled in project `local`"),
+        "{}",
+        disabled.stdout
+    );
+    assert!(disabled
+        .stdout
+        .contains("fix: `gcloud services enable iam.googleapis.com --project local`"));
+
+    // A secret that does not exist: its line FAILs with the command that creates it.
+    set_project(&endpoint, serde_json::json!({})).await;
+    let missing = run(with_webhook()).await.unwrap();
+    assert_eq!(missing.code, Some(1), "{}", missing.stdout);
+    assert!(
+        line(&missing, "FAIL  svc: secret `DB_PASSWORD`")
+            .contains("`projects/local/secrets/db-password/versions/1` does not exist"),
+        "{}",
+        missing.stdout
+    );
+    assert!(missing
+        .stdout
+        .contains("fix: `printf %s \"$VALUE\" | gcloud secrets create db-password --data-file=- --project local`"));
+    set_project(
+        &endpoint,
+        serde_json::json!({"secretVersions": [SECRET_VERSION]}),
+    )
+    .await;
 
     // The Admin API failing: the API line FAILs.
     emulator
