@@ -347,3 +347,110 @@ fn doctor_without_google_credentials_fails_that_line_with_the_fix() {
     assert!(run.stdout.contains("gcloud auth application-default login"));
     line(&run, "FAIL  svc: Cloud Run API: no Google credentials");
 }
+
+/// A deployed service with session affinity on: `doctor` WARNs with the command that turns it
+/// off, and a deploy says it before its canary (Cloud Run applies affinity before the split).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_affinity_is_warned_by_doctor_and_before_the_canary() {
+    let state = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(state.path()).await;
+    let endpoint = emulator.endpoint().to_string();
+    let (services, _) = support::clients(&endpoint).await;
+    let mut service = support::echo_service(&[]);
+    if let Some(template) = service.template.as_mut() {
+        template.session_affinity = true;
+    }
+    let operation = services
+        .create_service()
+        .set_parent("projects/local/locations/local")
+        .set_service_id("svc")
+        .set_service(service)
+        .send()
+        .await
+        .unwrap();
+    support::wait_operation(&services, operation).await;
+    let repo = repository_with("kind = \"local\"", &registry().await);
+    let root = repo.path().to_path_buf();
+    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let command = |args: Vec<String>| {
+        let root = root.clone();
+        let docker_host = docker_host.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut env = vec![("SLACK_WEBHOOK_URL", WEBHOOK)];
+            if !docker_host.is_empty() {
+                env.push(("DOCKER_HOST", docker_host.as_str()));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            doctor(&root, &args, &env)
+        })
+    };
+
+    let doctor_run = command(vec!["--endpoint".into(), endpoint.clone()])
+        .await
+        .unwrap();
+    assert_eq!(doctor_run.code, Some(1), "{}", doctor_run.stdout);
+    assert!(
+        line(&doctor_run, "WARN  svc: session affinity")
+            .contains("Cloud Run applies affinity before the traffic split"),
+        "{}",
+        doctor_run.stdout
+    );
+    assert!(doctor_run.stdout.contains(
+        "`gcloud run services update svc --no-session-affinity --region local --project local`"
+    ));
+
+    // A deploy (its new revision told to fail its start) warns before its rollout begins: the
+    // lines up to `deploying `svc`` are read, then the deploy is stopped.
+    emulator
+        .set_faults(FaultConfig {
+            fail_revision_start: vec!["svc".into()],
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let text = {
+        let root = root.clone();
+        let endpoint = endpoint.clone();
+        let image = support::echo_image().to_string();
+        let home = tempfile::tempdir().unwrap();
+        tokio::task::spawn_blocking(move || {
+            use std::io::BufRead as _;
+            let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
+                .args(["deploy", "svc", "--skip-preflight", "--traffic", "0"])
+                .args(["--image", &image, "--commit", &"a".repeat(40)])
+                .args(["--endpoint", &endpoint])
+                .current_dir(&root)
+                .env("CI", "1")
+                .env("NO_COLOR", "1")
+                .env("HOME", home.path())
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("SLACK_WEBHOOK_URL")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut text = String::new();
+            for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+                let line = line.unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                if line.starts_with("deploying `svc`") {
+                    break;
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            text
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        text.contains(
+            "warning: session affinity is on: Cloud Run applies affinity before the traffic split"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("deploying `svc`"), "{text}");
+    drop(emulator);
+}
