@@ -5,17 +5,22 @@
 //! [`crate::image::Engine`], git through [`crate::repo`], credentials through
 //! [`crate::credentials`], Cloud Run through [`crate::platform::cloud_run`] (a read of the
 //! service, whose disabled-API or permission refusal is already one line with its fix, and
-//! `testIamPermissions` for what a deploy writes), and the notification settings by the names
-//! of their variables (values are never read into a finding).
+//! `testIamPermissions` for what a deploy writes), Service Usage, IAM and Secret Manager through
+//! [`google`] (the APIs the service uses enabled, `actAs` on its runtime service account, its
+//! secret references resolvable), and the notification settings by the names of their
+//! variables (values are never read into a finding).
 
-use std::path::Path;
+pub mod google;
+
+use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
 
+use self::google::{CallError, Endpoints, Rest};
 use crate::{
-    config::ServiceConfig,
+    config::{Provider, RequestMetricsSource, ServiceConfig},
     credentials::{self, CredentialsError},
-    platform::{cloud_run::CloudRunPlatform, Platform, ServiceId},
+    platform::{cloud_run::CloudRunPlatform, Platform, ServiceId, ServiceSnapshot},
 };
 
 /// How a check ended.
@@ -157,28 +162,42 @@ pub fn google_credentials(needed: bool) -> Finding {
 }
 
 /// The Cloud Run side of one service: the service can be read (the API enabled, the caller
-/// allowed to read), and the caller may update it.
-pub async fn cloud_run(platform: &CloudRunPlatform, id: &ServiceId, service: &str) -> Vec<Finding> {
+/// allowed to read), and the caller may update it; and the service as read (`None` when it is
+/// not deployed yet or could not be read).
+pub async fn cloud_run(
+    platform: &CloudRunPlatform,
+    id: &ServiceId,
+    service: &str,
+) -> (Vec<Finding>, Option<ServiceSnapshot>) {
     let api = format!("{service}: Cloud Run API");
-    let read = match platform.service(id).await {
-        Ok(Some(snapshot)) => Finding::pass(
-            api,
-            format!(
-                "`{id}` answers (latest ready revision `{}`)",
-                snapshot.latest_ready_revision
+    let (read, snapshot) = match platform.service(id).await {
+        Ok(Some(snapshot)) => (
+            Finding::pass(
+                api,
+                format!(
+                    "`{id}` answers (latest ready revision `{}`)",
+                    snapshot.latest_ready_revision
+                ),
             ),
+            Some(snapshot),
         ),
-        Ok(None) => Finding::pass(
-            api,
-            format!("`{id}` is not deployed yet: the first deploy creates it"),
+        Ok(None) => (
+            Finding::pass(
+                api,
+                format!("`{id}` is not deployed yet: the first deploy creates it"),
+            ),
+            None,
         ),
         Err(error) => {
-            return vec![Finding::not_passed(
-            Level::Fail,
-            api,
-            error.to_string(),
-            "see above; `gcloud services list --enabled --project PROJECT` shows the enabled APIs",
-        )]
+            return (
+                vec![Finding::not_passed(
+                    Level::Fail,
+                    api,
+                    error.to_string(),
+                    "see above; `gcloud services list --enabled --project PROJECT` shows the enabled APIs",
+                )],
+                None,
+            )
         }
     };
     let check = format!("{service}: Cloud Run permissions");
@@ -213,7 +232,289 @@ pub async fn cloud_run(platform: &CloudRunPlatform, id: &ServiceId, service: &st
             "grant the deploying account `roles/run.developer` on the service or the project",
         ),
     };
-    vec![read, permissions]
+    (vec![read, permissions], snapshot)
+}
+
+/// The Google APIs a deploy of `config` calls, each with what for: Cloud Run always, Cloud
+/// Logging and Cloud Monitoring when its request metrics or checks read them, BigQuery when a
+/// check queries it, Secret Manager when `has_secrets`.
+pub fn apis_used(config: &ServiceConfig, has_secrets: bool) -> Vec<(&'static str, &'static str)> {
+    let checks = |provider: Provider| {
+        config
+            .checks
+            .iter()
+            .any(|check| check.source.provider() == provider)
+    };
+    let metrics = config.rollout.request_metrics;
+    let mut apis = vec![("run.googleapis.com", "deploys")];
+    if metrics == RequestMetricsSource::CloudLogging || checks(Provider::CloudLogging) {
+        apis.push(("logging.googleapis.com", "request metrics and checks"));
+    }
+    if metrics == RequestMetricsSource::CloudMonitoring || checks(Provider::CloudMonitoring) {
+        apis.push(("monitoring.googleapis.com", "request metrics and checks"));
+    }
+    if checks(Provider::Bigquery) {
+        apis.push(("bigquery.googleapis.com", "checks"));
+    }
+    if has_secrets {
+        apis.push((
+            "secretmanager.googleapis.com",
+            "secret environment variables",
+        ));
+    }
+    apis
+}
+
+/// A call refused because `api` is not enabled in `project`: the line and the command.
+fn disabled(check: String, api: &str, project: &str) -> Finding {
+    Finding::not_passed(
+        Level::Fail,
+        check,
+        format!("the `{api}` API is not enabled in project `{project}`"),
+        format!("`gcloud services enable {api} --project {project}` (it takes a minute to apply)"),
+    )
+}
+
+/// The APIs of `apis` are enabled in `project` (Service Usage `services.get`, one call each).
+pub async fn apis_enabled(
+    rest: &Rest,
+    endpoints: &Endpoints,
+    service: &str,
+    project: &str,
+    apis: &[(&str, &str)],
+) -> Finding {
+    let check = format!("{service}: Google APIs");
+    let mut not_enabled = Vec::new();
+    for (api, _) in apis {
+        let path = format!("v1/projects/{project}/services/{api}");
+        match rest.get(&endpoints.service_usage, &path).await {
+            Ok(answer) if answer["state"] == "ENABLED" => {}
+            Ok(_) => not_enabled.push(*api),
+            Err(CallError::Disabled(api)) => return disabled(check, &api, project),
+            Err(CallError::Denied(message)) => {
+                return Finding::not_passed(
+                    Level::Warn,
+                    check,
+                    format!("could not be checked: {message}"),
+                    format!(
+                        "grant the deploying account `roles/serviceusage.serviceUsageViewer` (`gcloud projects add-iam-policy-binding {project} --member=MEMBER --role=roles/serviceusage.serviceUsageViewer`)"
+                    ),
+                )
+            }
+            Err(error) => {
+                return Finding::not_passed(
+                    Level::Fail,
+                    check,
+                    format!("Service Usage: {error}"),
+                    format!("check the network and `DEPLOYER_SERVICEUSAGE_ENDPOINT` (now `{}`)", endpoints.service_usage),
+                )
+            }
+        }
+    }
+    if not_enabled.is_empty() {
+        let used: Vec<String> = apis
+            .iter()
+            .map(|(api, why)| format!("{api} ({why})"))
+            .collect();
+        Finding::pass(check, format!("enabled: {}", used.join(", ")))
+    } else {
+        Finding::not_passed(
+            Level::Fail,
+            check,
+            format!(
+                "not enabled in project `{project}`: {}",
+                not_enabled.join(", ")
+            ),
+            format!(
+                "`gcloud services enable {} --project {project}` (it takes a minute to apply)",
+                not_enabled.join(" ")
+            ),
+        )
+    }
+}
+
+/// The service account revisions run as, and where that came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeAccount {
+    /// Named (by `run.service_account`, or by the deployed revision).
+    Named {
+        /// Its email.
+        email: String,
+        /// Where it came from.
+        origin: &'static str,
+    },
+    /// None named: a local target has none.
+    Local,
+    /// None named: Cloud Run's default (the Compute Engine default service account).
+    Default,
+}
+
+/// The permission a deploy needs on the runtime service account.
+pub const ACT_AS: &str = "iam.serviceAccounts.actAs";
+
+/// The caller may deploy revisions that run as the runtime service account
+/// (`iam.serviceAccounts.actAs` through IAM `testIamPermissions`).
+pub async fn runtime_service_account(
+    rest: &Rest,
+    endpoints: &Endpoints,
+    service: &str,
+    project: &str,
+    account: &RuntimeAccount,
+) -> Finding {
+    let check = format!("{service}: runtime service account");
+    let (email, origin) = match account {
+        RuntimeAccount::Named { email, origin } => (email, *origin),
+        RuntimeAccount::Local => {
+            return Finding::pass(check, "none set (a local target runs without one)")
+        }
+        RuntimeAccount::Default => {
+            return Finding::not_passed(
+                Level::Warn,
+                check,
+                "none set: revisions run as the Compute Engine default service account, which holds the project's Editor role",
+                format!(
+                    "create one (`gcloud iam service-accounts create {service}-runtime --project {project}`) and set `run.service_account = \"{service}-runtime@{project}.iam.gserviceaccount.com\"` in the service file"
+                ),
+            )
+        }
+    };
+    if !google::is_path_segment(email) || !email.contains('@') {
+        return Finding::not_passed(
+            Level::Fail,
+            check,
+            format!(
+                "`{}` ({origin}) is not a service account email",
+                crate::untrusted::remote_message(email)
+            ),
+            "set `run.service_account` to an email like `NAME@PROJECT.iam.gserviceaccount.com`",
+        );
+    }
+    let path = format!("v1/projects/-/serviceAccounts/{email}:testIamPermissions");
+    let body = serde_json::json!({ "permissions": [ACT_AS] });
+    let fix = format!(
+        "`gcloud iam service-accounts add-iam-policy-binding {email} --member=MEMBER --role=roles/iam.serviceAccountUser --project {project}` (MEMBER: the deploying account, e.g. `serviceAccount:deployer@{project}.iam.gserviceaccount.com`)"
+    );
+    match rest.post(&endpoints.iam, &path, &body).await {
+        Ok(answer) => {
+            let granted = answer["permissions"]
+                .as_array()
+                .is_some_and(|held| held.iter().any(|permission| permission == ACT_AS));
+            if granted {
+                Finding::pass(
+                    check,
+                    format!("`{email}` ({origin}): the caller may act as it"),
+                )
+            } else {
+                Finding::not_passed(
+                    Level::Fail,
+                    check,
+                    format!("the caller lacks {ACT_AS} on `{email}` ({origin})"),
+                    fix,
+                )
+            }
+        }
+        Err(CallError::Disabled(api)) => disabled(check, &api, project),
+        Err(CallError::NotFound(_)) => Finding::not_passed(
+            Level::Fail,
+            check,
+            format!("`{email}` ({origin}) does not exist"),
+            format!("`gcloud iam service-accounts create NAME --project {project}`, then set `run.service_account` to its email"),
+        ),
+        Err(CallError::Denied(message)) => Finding::not_passed(
+            Level::Fail,
+            check,
+            format!("the caller may not test its permissions on `{email}`: {message}"),
+            fix,
+        ),
+        Err(error) => Finding::not_passed(
+            Level::Fail,
+            check,
+            format!("IAM: {error}"),
+            format!("check the network and `DEPLOYER_IAM_ENDPOINT` (now `{}`)", endpoints.iam),
+        ),
+    }
+}
+
+/// Each secret environment variable (`NAME` → reference) resolves to an enabled Secret Manager
+/// version (its metadata: the payload is never read).
+pub async fn secrets(
+    rest: &Rest,
+    endpoints: &Endpoints,
+    service: &str,
+    project: &str,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (variable, reference) in secrets {
+        let check = format!("{service}: secret `{variable}`");
+        let Some(name) = google::secret_version_name(reference, project) else {
+            findings.push(Finding::not_passed(
+                Level::Fail,
+                check,
+                "not a Secret Manager reference",
+                "write `projects/PROJECT/secrets/SECRET/versions/VERSION` (a version number or `latest`)",
+            ));
+            continue;
+        };
+        // `projects/P/secrets/S/versions/V`: checked above.
+        let parts: Vec<&str> = name.split('/').collect();
+        let (secret_project, secret, version) = (parts[1], parts[3], parts[5]);
+        let finding = match rest.get(&endpoints.secret_manager, &format!("v1/{name}")).await {
+            Ok(answer) if answer["state"] == "ENABLED" => {
+                Finding::pass(check, format!("`{name}` exists and is enabled"))
+            }
+            Ok(answer) => Finding::not_passed(
+                Level::Fail,
+                check,
+                format!(
+                    "`{name}` is {}",
+                    crate::untrusted::remote_message(answer["state"].as_str().unwrap_or("in no state"))
+                ),
+                format!("`gcloud secrets versions enable {version} --secret {secret} --project {secret_project}`, or point `run.secrets.{variable}` at an enabled version"),
+            ),
+            Err(CallError::Disabled(api)) => disabled(check, &api, secret_project),
+            Err(CallError::NotFound(_)) => Finding::not_passed(
+                Level::Fail,
+                check,
+                format!("`{name}` does not exist"),
+                format!("`printf %s \"$VALUE\" | gcloud secrets create {secret} --data-file=- --project {secret_project}` (or `gcloud secrets versions add {secret} --data-file=- --project {secret_project}` for a new version), then grant the runtime service account `roles/secretmanager.secretAccessor` on it"),
+            ),
+            Err(CallError::Denied(message)) => Finding::not_passed(
+                Level::Warn,
+                check,
+                format!("could not be checked: {message}"),
+                format!("grant the deploying account `roles/secretmanager.viewer` on the secret (`gcloud secrets add-iam-policy-binding {secret} --member=MEMBER --role=roles/secretmanager.viewer --project {secret_project}`)"),
+            ),
+            Err(error) => Finding::not_passed(
+                Level::Fail,
+                check,
+                format!("Secret Manager: {error}"),
+                format!("check the network and `DEPLOYER_SECRETMANAGER_ENDPOINT` (now `{}`)", endpoints.secret_manager),
+            ),
+        };
+        findings.push(finding);
+    }
+    findings
+}
+
+/// Session affinity of the deployed service: a warning when on (see
+/// [`crate::rollout::pipeline::SESSION_AFFINITY_WARNING`]).
+pub fn session_affinity(service: &str, snapshot: &ServiceSnapshot) -> Finding {
+    let check = format!("{service}: session affinity");
+    if !snapshot.session_affinity {
+        return Finding::pass(check, "off: a canary gets its share of requests");
+    }
+    let id = &snapshot.id;
+    Finding::not_passed(
+        Level::Warn,
+        check,
+        crate::rollout::pipeline::SESSION_AFFINITY_WARNING
+            .trim_start_matches("session affinity is "),
+        format!(
+            "if the service does not need it, `gcloud run services update {} --no-session-affinity --region {} --project {}`; otherwise expect canary steps to see fewer requests than their percent",
+            id.name, id.region, id.project
+        ),
+    )
 }
 
 /// The request metrics a rollout of the service reads (`rollout.request_metrics`): one read

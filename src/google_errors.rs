@@ -67,6 +67,18 @@ pub fn retry_delay(status: &Status) -> Option<Duration> {
     })
 }
 
+/// The API a `SERVICE_DISABLED` refusal names (`logging.googleapis.com`), escaped and
+/// shortened; `None` for any other answer. For a caller that says the fix on a line of its own
+/// (`deployer doctor`).
+pub fn disabled_api(status: &Status) -> Option<String> {
+    status.details.iter().find_map(|detail| match detail {
+        StatusDetails::ErrorInfo(info) if info.reason == "SERVICE_DISABLED" => {
+            value(&info.metadata, "service")
+        }
+        _ => None,
+    })
+}
+
 /// Explains `status` when it carries an `ErrorInfo` whose reason deployer knows (see the module
 /// doc); `None` otherwise (the caller keeps its own mapping by status code).
 pub fn explain(status: &Status) -> Option<Explained> {
@@ -185,6 +197,16 @@ mod tests {
             "{}",
             explained.line
         );
+        let disabled = status(error_info(
+            "SERVICE_DISABLED",
+            serde_json::json!({"service": "run.googleapis.com"}),
+        ));
+        assert_eq!(
+            disabled_api(&disabled).as_deref(),
+            Some("run.googleapis.com")
+        );
+        let denied = status(error_info("IAM_PERMISSION_DENIED", serde_json::json!({})));
+        assert_eq!(disabled_api(&denied), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The emulator's API port: the Cloud Run Admin API v2 (`/v2/...`), Cloud Monitoring v3
 //! `timeSeries.list` (`/v3/projects/P/timeSeries`), Cloud Logging v2 `entries.list`
 //! (`POST /v2/entries:list`), Prometheus text (`/metrics`) and the emulator's own endpoints
-//! (`/emulator/v1/status`, `/emulator/v1/faults`, `/emulator/v1/shutdown`), and the Pub/Sub and
-//! Cloud Scheduler read surface (`/v1/...`, seeded through `/emulator/v1/wiring`: [`super::wiring`]).
+//! (`/emulator/v1/status`, `/emulator/v1/faults`, `/emulator/v1/shutdown`), the Pub/Sub and
+//! Cloud Scheduler read surface (`/v1/...`, seeded through `/emulator/v1/wiring`: [`super::wiring`]),
+//! and Service Usage, IAM and Secret Manager as `deployer doctor` reads them (`/v1/...`, set
+//! through `/emulator/v1/project`: [`super::project`]).
 //!
 //! Requests are decoded the way Google's REST front end does for its official clients: JSON
 //! bodies with camelCase fields, enums as integers or names, query parameters that may be
@@ -29,6 +31,7 @@ use super::{
     faults::{FaultConfig, Faults},
     logging::Logging,
     monitoring::Monitoring,
+    project::{Project, ProjectConfig},
 };
 
 /// Everything the API handlers need.
@@ -42,6 +45,8 @@ pub struct ApiState {
     pub logging: Arc<Logging>,
     /// Faults.
     pub faults: Arc<Faults>,
+    /// Enabled APIs and secrets.
+    pub project: Arc<Project>,
     /// Cancelled to shut the emulator down.
     pub shutdown: CancellationToken,
     /// What `/emulator/v1/status` reports.
@@ -53,7 +58,7 @@ pub fn router(state: ApiState) -> Router {
     let google = Router::new()
         .route("/v2/{*path}", any(cloud_run))
         .route("/v3/projects/{project}/timeSeries", get(time_series))
-        .route("/v1/{*path}", get(pubsub_and_scheduler))
+        .route("/v1/{*path}", any(google_v1))
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults));
     Router::new()
         .merge(google)
@@ -65,11 +70,15 @@ pub fn router(state: ApiState) -> Router {
             get(get_faults).put(put_faults).delete(delete_faults),
         )
         .route("/emulator/v1/wiring", get(get_wiring).put(put_wiring))
+        .route("/emulator/v1/project", get(get_project).put(put_project))
         .with_state(state)
 }
 
-/// Applies injected latency and errors to Google API calls.
+/// Refuses calls to disabled APIs, and applies injected latency and errors to Google API calls.
 async fn inject_faults(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    if let Some(refusal) = state.project.refuse_disabled(request.uri().path()) {
+        return refusal;
+    }
     let injection = state.faults.decide(
         request.method().as_str(),
         request.uri().path(),
@@ -136,24 +145,6 @@ fn service_body(body: &Bytes) -> Result<Service, ApiError> {
     }
     serde_json::from_slice(body)
         .map_err(|error| ApiError::invalid(format!("Invalid JSON payload received. {error}")))
-}
-
-/// `testIamPermissions`: every permission asked is granted (a local target has no IAM), but
-/// those the faults deny (`deniedPermissions`), so that `deployer doctor` can be tested failing.
-fn test_iam_permissions(denied: &[String], body: &Bytes) -> Result<Value, ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Request {
-        #[serde(default)]
-        permissions: Vec<String>,
-    }
-    let request: Request = serde_json::from_slice(body)
-        .map_err(|error| ApiError::invalid(format!("Invalid JSON payload received. {error}")))?;
-    let granted: Vec<String> = request
-        .permissions
-        .into_iter()
-        .filter(|permission| !denied.contains(permission))
-        .collect();
-    Ok(serde_json::json!({ "permissions": granted }))
 }
 
 fn answer(result: Result<Value, ApiError>) -> Response {
@@ -247,7 +238,7 @@ fn dispatch(
         (Method::POST, ["projects", _, "locations", _, "services", name])
             if name.ends_with(":testIamPermissions") =>
         {
-            test_iam_permissions(&state.faults.get().denied_permissions, body)
+            super::project::test_iam_permissions(&state.faults.get().denied_permissions, body)
         }
         (Method::GET, ["projects", _, "locations", _, "services", _, "revisions"]) => controller
             .list_revisions(
@@ -284,18 +275,48 @@ fn dispatch(
     }
 }
 
-/// `GET /v1/...`: Pub/Sub's admin read surface and Cloud Scheduler's `jobs.list`
-/// ([`super::wiring`]).
-async fn pubsub_and_scheduler(
+/// `/v1/...`: Service Usage, IAM and Secret Manager ([`super::project`]), else Pub/Sub's admin
+/// read surface and Cloud Scheduler's `jobs.list` ([`super::wiring`], `GET` only).
+async fn google_v1(
     State(state): State<ApiState>,
+    method: Method,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
+    body: Bytes,
 ) -> Response {
+    let denied = state.faults.get().denied_permissions;
+    if let Some(answered) = state.project.dispatch(&method, &path, &body, &denied) {
+        return answer(answered);
+    }
+    if method != Method::GET {
+        return answer(Err(ApiError::new(
+            Code::Unimplemented,
+            format!("{method} /v1/{path} is not implemented by the emulator"),
+        )));
+    }
     answer(super::wiring::dispatch(
         &state.controller.store,
         &path,
         &parameters(query),
     ))
+}
+
+async fn get_project(State(state): State<ApiState>) -> Response {
+    Json(state.project.get()).into_response()
+}
+
+async fn put_project(State(state): State<ApiState>, body: Bytes) -> Response {
+    let config: ProjectConfig = match serde_json::from_slice(&body) {
+        Ok(config) => config,
+        Err(error) => {
+            return ApiError::invalid(format!("invalid project configuration: {error}"))
+                .into_response()
+        }
+    };
+    match state.project.set(config) {
+        Ok(()) => Json(state.project.get()).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn get_wiring(State(state): State<ApiState>) -> Response {

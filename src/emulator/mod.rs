@@ -6,7 +6,7 @@
 //!
 //! Modules: [`admin`] (the API port), [`control`] (what API calls do), [`resources`] (Cloud Run
 //! rules, pure), [`store`] (the state file), [`runtime`] (Docker), [`router`] (data plane),
-//! [`monitoring`], [`logging`], [`faults`], [`wiring`] (the Pub/Sub and Cloud Scheduler read
+//! [`monitoring`], [`logging`], [`faults`], [`project`] (enabled APIs, IAM, secrets), [`wiring`] (the Pub/Sub and Cloud Scheduler read
 //! surface), [`background`] (a detached process).
 //!
 //! [`Emulator::start`] runs one in-process (the CLI's `deployer emulator` and the tests both use
@@ -20,6 +20,7 @@ pub mod control;
 pub mod faults;
 pub mod logging;
 pub mod monitoring;
+pub mod project;
 pub mod resources;
 pub mod router;
 pub mod runtime;
@@ -405,6 +406,7 @@ async fn start_inside(config: EmulatorConfig) -> Result<Started, EmulatorError> 
         monitoring,
         logging,
         faults: Arc::clone(&faults),
+        project: Arc::default(),
         shutdown: shutdown.clone(),
         status: serde_json::to_value(&running).unwrap_or_default(),
     };

@@ -522,6 +522,10 @@ pub fn decode_service(
             .and_then(|template| template.containers.first())
             .map(|container| container.image.clone())
             .unwrap_or_default(),
+        session_affinity: service
+            .template
+            .as_ref()
+            .is_some_and(|template| template.session_affinity),
     })
 }
 

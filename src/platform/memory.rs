@@ -324,6 +324,7 @@ impl Platform for MemoryPlatform {
                 annotations: BTreeMap::new(),
                 labels: BTreeMap::new(),
                 image: revision.image.clone(),
+                session_affinity: false,
             },
             revisions: vec![revision],
         };

@@ -227,6 +227,10 @@ pub struct ServiceSnapshot {
     pub labels: BTreeMap<String, String>,
     /// The image of the service's current template.
     pub image: String,
+    /// The template's session affinity: Cloud Run applies it before the traffic split, so a
+    /// canary's share of requests differs from its percent.
+    #[serde(default)]
+    pub session_affinity: bool,
 }
 
 impl ServiceSnapshot {

@@ -9,7 +9,8 @@
 //!    the target needs a registry (always for Cloud Run; for the local emulator when the image
 //!    repository's registry answers, else the engine's local image by its content id);
 //! 3. the settings the target cannot apply are said before the revision exists (the emulator
-//!    does not resolve Secret Manager references);
+//!    does not resolve Secret Manager references), and a service with session affinity, which
+//!    skews the canary's share of requests;
 //! 4. the guarded rollout ([`Driver::deploy`]), with synthetic traffic for a local target so the
 //!    analysis has data.
 //!
@@ -98,6 +99,9 @@ pub struct Plan {
     pub traffic: Option<SyntheticTraffic>,
 }
 
+/// Said before the canary when the service has session affinity on (and by `deployer doctor`).
+pub const SESSION_AFFINITY_WARNING: &str = "session affinity is on: Cloud Run applies affinity before the traffic split, so the canary's share of requests will be skewed (a client with an affinity cookie stays on the revision that first served it) and each step's analysis rests on fewer or more requests than its percent";
+
 /// Why a deploy stopped at the checklist (the report's reason).
 pub const PREFLIGHT_STOPPED: &str = "the preflight checklist found problems: nothing was changed";
 
@@ -180,6 +184,14 @@ pub async fn deploy(
                 names.join(", ")
             ),
         );
+    }
+
+    // Session affinity skews the split the analysis relies on: said before the canary. A read
+    // that fails is left to the rollout, which reads the service first and says why.
+    if let Ok(Some(snapshot)) = driver.platform.service(&rollout.id).await {
+        if snapshot.session_affinity {
+            driver.warn(&mut notes, SESSION_AFFINITY_WARNING.to_string());
+        }
     }
 
     // 4. The guarded rollout, with synthetic traffic for a local target.
