@@ -23,14 +23,19 @@
 //! | every metric `Pass`                         | next step (promote after the last)  | interval judged            |
 //! | read, not all `Pass`, before the deadline   | look again                          | interval judged            |
 //! | read, not all `Pass`, at the deadline       | the `inconclusive` policy           | —                          |
-//! | a metric unread (NoData/Error), before the deadline | look again                  | interval **not** judged    |
-//! | a metric unread at the deadline             | roll back, or hold: **never promote** | —                        |
+//! | a metric unread (NoData/Error), before the deadline | look again                  | not judged by this look    |
+//! | a metric unread at the deadline, an earlier look of the step read all | the `inconclusive` policy on what it read | — |
+//! | a metric unread at the deadline, no look of the step read all | roll back, or hold: **never promote** | —   |
 //! | monitor over, every interval judged          | —                                   | promoted                   |
-//! | monitor over, an interval without data       | —                                   | roll back, or hold: never promoted |
+//! | monitor over, an interval no look of which read all | —                            | roll back, or hold: never promoted |
 //!
 //! The safety rule behind the last rows: *nothing is ever promoted when the metrics cannot be
 //! read*. `promote` applies only to a step whose metrics were read and were inconclusive (too
-//! little traffic, say); a look with no metric at all is never a pass.
+//! little traffic, say); a look with no metric at all is never a pass. A step's counts are
+//! cumulative, so the latest look that read every metric ([`State::read`]) is what the step
+//! knows: a last look that fails to read does not erase it. Monitor intervals are counted from
+//! when the promotion's split is in place; each ends only at a look attempted at or after its
+//! due time, and is judged when some look in it read every metric.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
