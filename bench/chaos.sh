@@ -13,6 +13,11 @@
 #             it recovered the interrupted rollout, and promote its own revision).
 #   race      two deploys of one service at once (exactly one exits 0, the other 3 naming the
 #             lock's holder).
+#   transient issue #19's fault mix: 30% of every `/v2` call (Cloud Run Admin API reads and
+#             writes, and Cloud Logging `entries.list`) answers 503 or 429, and every one takes
+#             200 ms more; with its short policy (10% → 100%, `hold` 30 s, looks every 5 s,
+#             monitor 15 s every 5 s). Alternates a healthy canary (must be promoted, exit 0)
+#             and one failing half its requests (must be rolled back, exit 4).
 #
 # Every run gets a fresh emulator, service and state directory. The kill is timed on the local
 # journal (`$DEPLOYER_STATE_DIR/rollouts/*.json`, written after each journalled write landed),
@@ -26,7 +31,8 @@
 #
 # Usage: bench/chaos.sh [RUNS]               (default 12 per family)
 #        PROFILE=release bench/chaos.sh      (default: debug; the binary is built first)
-#        FAMILIES="api race" bench/chaos.sh  (a subset)
+#        FAMILIES="api race" bench/chaos.sh  (a subset; `transient` is not in the default set:
+#                                            FAMILIES=transient bench/chaos.sh 24 → 12 + 12)
 # Prints one line per run, then the table recorded in docs/BENCHMARKS.md; per-run logs are kept
 # in target/bench-chaos/. Exits 1 unless every run had the right outcome and end state.
 set -euo pipefail
@@ -67,10 +73,30 @@ stop_emulator() {
 }
 trap stop_emulator EXIT
 
-# A service file with the policy of tests/faults.rs (50% → 100%, looks every second, 4 s of
-# monitor), its runbook.
+# The rollout policy of tests/faults.rs (50% → 100%, looks every second, 4 s of monitor).
+quick_policy='steps = [50, 100]
+hold = "20s"
+interval = "1s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "rollback"
+monitor_duration = "4s"
+monitor_interval = "1s"
+consecutive_error_limit = 3'
+# The short policy of issue #19 (the `transient` family).
+short_policy='steps = [10, 100]
+hold = "30s"
+interval = "5s"
+max_error_rate = 0.2
+min_requests = 20
+inconclusive = "rollback"
+monitor_duration = "15s"
+monitor_interval = "5s"
+consecutive_error_limit = 3'
+
+# A service file with the rollout policy $2 (default: the quick one), its runbook.
 service_file() {
-  local name=$1
+  local name=$1 policy=${2:-$quick_policy}
   printf '# Runbook: %s\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n`deployer rollback %s`\n' \
     "$name" "$name" >"$work/repo/runbooks/$name.md"
   cat >"$work/repo/services/$name.toml" <<EOF
@@ -92,15 +118,7 @@ path = "/health"
 timeout = "2s"
 
 [rollout]
-steps = [50, 100]
-hold = "20s"
-interval = "1s"
-max_error_rate = 0.2
-min_requests = 20
-inconclusive = "rollback"
-monitor_duration = "4s"
-monitor_interval = "1s"
-consecutive_error_limit = 3
+$policy
 EOF
 }
 
@@ -165,14 +183,15 @@ if journal is None or journal.get("phase") not in ("promoted", "rolled-back", "s
 print("ok" if not problems else "; ".join(problems))' "$2"
 }
 
-# A fresh emulator and service NAME serving its stable revision; sets $stable.
+# A fresh emulator and service NAME (rollout policy $2, default the quick one) serving its
+# stable revision; sets $stable.
 stage() {
   local name=$1
   stop_emulator
   data_dir=$run_dir/emulator
   endpoint=$("$deployer" emulator --detach --port 0 --data-dir "$data_dir")
   export DEPLOYER_STATE_DIR=$run_dir/state
-  service_file "$name"
+  service_file "$name" "${2:-}"
   deploy "$name" "$stable_commit" stable || {
     echo "error: the stable deploy of $name failed:" >&2
     cat "$run_dir/stable.err" >&2
@@ -243,6 +262,25 @@ for family in $families; do
       [ $code = $expected_code ] && outcome=ok
       detail="exit $code"
       ;;
+    transient)
+      faulty=$((index % 2))
+      case_name="503+429 $([ $faulty = 1 ] && echo faulty || echo healthy)"
+      stage "$name" "$short_policy"
+      faults '{"errorRate": 0.3, "errorStatuses": [503, 429], "pathPrefix": "/v2/", "latencyMs": 200}'
+      code=0
+      if [ $faulty = 1 ]; then
+        deploy "$name" "$first_commit" canary --env FAIL_RATE=0.5 || code=$?
+        expected_code=4 expected=$stable
+      else
+        deploy "$name" "$first_commit" canary || code=$?
+        expected_code=0 expected=commit:$first_commit
+      fi
+      faults '{}'
+      [ $code = $expected_code ] && outcome=ok
+      detail="exit $code"
+      [ $code = $expected_code ] ||
+        detail="$detail: $(tail -n 3 "$run_dir/canary.err" | tr '\t\n' '  ' | cut -c1-300)"
+      ;;
     rollback | deploy)
       phase=${phases[$((index % 3))]}
       case_name="kill@$phase"
@@ -302,6 +340,7 @@ labels = {
     "rollback": "kill -9 at verifying / canary / monitoring, then `rollback`",
     "deploy": "kill -9 at verifying / canary / monitoring, then `deploy`",
     "race": "two concurrent deploys of one service",
+    "transient": "30% of /v2 calls (Admin API + Logging) 503/429, +200 ms; short policy",
 }
 print(f"\n{sys.argv[3]} binary, {sys.argv[2]} runs per family\n")
 print("| family | runs | right outcome | consistent end state | seconds per run (median / max) |")
@@ -316,6 +355,21 @@ for family, results in families.items():
     print(f"| {labels.get(family, family)} | {n} | {ok_outcome}/{n} ({100 * ok_outcome / n:.0f}%) "
           f"| {ok_state}/{n} ({100 * ok_state / n:.0f}%) | {statistics.median(times):.0f} / {max(times)} |")
 print(f"| **all** | {total} | {right}/{total} | {consistent}/{total} | |")
+transient = families.get("transient", [])
+if transient:
+    print("\n| transient: canary | runs | promoted (exit 0) | rolled back (exit 4) | consistent end state | seconds per run (median / max) |")
+    print("|---|---|---|---|---|---|")
+    for kind in ("healthy", "faulty"):
+        runs_of = [r for r in transient if r[0].endswith(kind)]
+        if not runs_of:
+            continue
+        n = len(runs_of)
+        promoted = sum(1 for r in runs_of if r[4].startswith("exit 0"))
+        rolled = sum(1 for r in runs_of if r[4].startswith("exit 4"))
+        ok_state = sum(1 for r in runs_of if r[3] == "ok")
+        times = [r[1] for r in runs_of]
+        print(f"| {kind} | {n} | {promoted}/{n} | {rolled}/{n} | {ok_state}/{n} "
+              f"| {statistics.median(times):.0f} / {max(times)} |")
 failures = [(f, r) for f, results in families.items() for r in results if r[2] != "ok" or r[3] != "ok"]
 for family, (case, _, outcome, state, detail) in failures:
     print(f"FAILED {family} {case}: outcome {outcome}, state {state}: {detail}")

@@ -79,6 +79,21 @@ pub fn disabled_api(status: &Status) -> Option<String> {
     })
 }
 
+/// A `Retry-After` header in seconds (an HTTP date is not honoured: clocks differ).
+pub fn retry_after_header(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// How long a failed call was asked to wait before the next try: the answer's `RetryInfo`,
+/// else its `Retry-After` header.
+pub fn asked_wait(error: &google_cloud_gax::error::Error) -> Option<Duration> {
+    error
+        .status()
+        .and_then(retry_delay)
+        .or_else(|| error.http_headers().and_then(retry_after_header))
+}
+
 /// Explains `status` when it carries an `ErrorInfo` whose reason deployer knows (see the module
 /// doc); `None` otherwise (the caller keeps its own mapping by status code).
 pub fn explain(status: &Status) -> Option<Explained> {

@@ -344,7 +344,9 @@ mod matrix {
     use std::time::Duration;
 
     use deployer::{
-        checks::cloud_monitoring::CloudMonitoring,
+        checks::{
+            cloud_logging::CloudLoggingRequests, cloud_monitoring::CloudMonitoring, RequestMetrics,
+        },
         config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
         emulator::faults::FaultConfig,
         interaction::Unattended,
@@ -387,6 +389,27 @@ mod matrix {
         }
     }
 
+    /// Issue #19's fault mix, scaled to a test: looks every 2 s (each look's reads retry
+    /// within those 2 s), a monitor of three 2 s intervals.
+    fn short_policy() -> RolloutConfig {
+        RolloutConfig {
+            hold: HumanDuration(Duration::from_secs(30)),
+            interval: HumanDuration(Duration::from_secs(2)),
+            monitor_duration: HumanDuration(Duration::from_secs(6)),
+            monitor_interval: HumanDuration(Duration::from_secs(2)),
+            ..policy()
+        }
+    }
+
+    /// Where the request counts are read.
+    #[derive(Debug, Clone, Copy)]
+    enum Reads {
+        /// Cloud Monitoring `timeSeries.list` (`/v3`).
+        Monitoring,
+        /// Cloud Logging `entries.list` (`/v2`, with the Admin API).
+        Logging,
+    }
+
     /// Deploys a canary (`fail_rate` of its answers 500s) under `faults` on the Admin API and
     /// checks the end state: `expect_promoted` or rolled back to the stable revision, exactly
     /// one revision at 100%, no lock left.
@@ -395,6 +418,26 @@ mod matrix {
         faults: FaultConfig,
         fail_rate: Option<&str>,
         expect_promoted: bool,
+    ) {
+        deploy_with(
+            name,
+            faults,
+            fail_rate,
+            expect_promoted,
+            Reads::Monitoring,
+            policy(),
+        )
+        .await;
+    }
+
+    /// [`deploy_under`] with the counts read from `reads`, under `rollout`.
+    async fn deploy_with(
+        name: &str,
+        faults: FaultConfig,
+        fail_rate: Option<&str>,
+        expect_promoted: bool,
+        reads: Reads,
+        rollout: RolloutConfig,
     ) {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
@@ -431,13 +474,18 @@ mod matrix {
         emulator.set_faults(faults.clone()).unwrap();
 
         let commit = "c0ffee0000000000000000000000000000000002";
-        let metrics = CloudMonitoring::new(emulator.endpoint()).unwrap();
-        let analyser = SequentialAnalyser::new(&policy()).unwrap();
+        let metrics: Box<dyn RequestMetrics> = match reads {
+            Reads::Monitoring => Box::new(CloudMonitoring::new(emulator.endpoint()).unwrap()),
+            Reads::Logging => Box::new(CloudLoggingRequests::new(Some(
+                emulator.endpoint().to_string(),
+            ))),
+        };
+        let analyser = SequentialAnalyser::new(&rollout).unwrap();
         let probe = HttpProbe::new();
         let state = tempfile::tempdir().unwrap();
         let driver = Driver {
             platform: &platform,
-            metrics: &metrics,
+            metrics: metrics.as_ref(),
             analyser: &analyser,
             probe: &probe,
             checks: &NoChecks,
@@ -455,7 +503,7 @@ mod matrix {
             dirty: None,
             run: RunConfig::default(),
             env: hello_env(name, commit, fail_rate),
-            policy: policy(),
+            policy: rollout,
             health: HealthConfig {
                 timeout: HumanDuration(Duration::from_secs(2)),
                 ..HealthConfig::default()
@@ -526,6 +574,47 @@ mod matrix {
             ..FaultConfig::default()
         };
         deploy_under("internal", faults, Some("0.5"), false).await;
+    }
+
+    /// Issue #19: 30% of every `/v2` call — Admin API reads and writes, Logging's
+    /// `entries.list` — answering 503 or 429, each 200 ms slower.
+    fn transient_mix() -> FaultConfig {
+        FaultConfig {
+            error_rate: 0.3,
+            error_statuses: vec![503, 429],
+            path_prefix: Some("/v2/".into()),
+            latency_ms: 200,
+            ..FaultConfig::default()
+        }
+    }
+
+    /// Issue #19: under this mix 6 of 6 healthy canaries were rolled back ("no decision within
+    /// 30s at 10%: the metrics could not be read", or a monitor interval "had no readable
+    /// metrics"): one throttled `entries.list` made a whole look unread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_healthy_canary_is_promoted_through_503s_and_429s_on_admin_and_logging_calls() {
+        deploy_with(
+            "transient-healthy",
+            transient_mix(),
+            None,
+            true,
+            Reads::Logging,
+            short_policy(),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_faulty_canary_is_rolled_back_through_503s_and_429s_on_admin_and_logging_calls() {
+        deploy_with(
+            "transient-faulty",
+            transient_mix(),
+            Some("0.5"),
+            false,
+            Reads::Logging,
+            short_policy(),
+        )
+        .await;
     }
 }
 

@@ -835,7 +835,10 @@ async fn a_monitor_without_readable_metrics_does_not_pass() {
         .await
         .unwrap();
     match &report.outcome {
-        Outcome::Held { reason } => assert!(reason.contains("had no readable metrics"), "{reason}"),
+        Outcome::Held { reason } => assert!(
+            reason.contains("had no look that read every metric"),
+            "{reason}"
+        ),
         other => panic!("expected a hold, got {other:?}"),
     }
     assert_eq!(harness.journal().await.phase(), Phase::Held);

@@ -32,7 +32,8 @@ use tokio::sync::OnceCell;
 use super::{
     credentials_for, excerpt,
     request_log::{self, ReadPlan, RevisionLog, MAX_PAGES_PER_LOOK},
-    MetricProvider, MetricsError, ProviderError, Query, RequestCounts, RequestMetrics, Sample,
+    transient, MetricProvider, MetricsError, ProviderError, Query, RequestCounts, RequestMetrics,
+    Sample,
 };
 use crate::platform::ServiceId;
 
@@ -48,6 +49,9 @@ pub const MAX_PAGES: usize = 50;
 struct Client {
     endpoint: Option<String>,
     client: OnceCell<Result<LoggingServiceV2, String>>,
+    /// The Google client retries on its own ([`super::retry_policy`]); off when the caller
+    /// retries within a budget ([`super::transient`]).
+    own_retries: bool,
 }
 
 impl Client {
@@ -55,6 +59,15 @@ impl Client {
         Self {
             endpoint: endpoint.map(|url| url.trim_end_matches('/').to_string()),
             client: OnceCell::new(),
+            own_retries: true,
+        }
+    }
+
+    /// A client whose every call is tried once: the caller retries.
+    fn without_retries(endpoint: Option<String>) -> Self {
+        Self {
+            own_retries: false,
+            ..Self::new(endpoint)
         }
     }
 
@@ -69,9 +82,15 @@ impl Client {
             .get_or_init(|| async {
                 crate::install_crypto_provider();
                 let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = LoggingServiceV2::builder()
-                    .with_credentials(credentials)
-                    .with_retry_policy(super::retry_policy());
+                let mut builder = LoggingServiceV2::builder().with_credentials(credentials);
+                builder = if self.own_retries {
+                    builder.with_retry_policy(super::retry_policy())
+                } else {
+                    use google_cloud_gax::retry_policy::RetryPolicyExt;
+                    builder.with_retry_policy(
+                        google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1),
+                    )
+                };
                 if let Some(endpoint) = &self.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());
                 }
@@ -127,7 +146,51 @@ impl Client {
         newest_first: bool,
         page_token: String,
     ) -> Result<(Vec<LogEntry>, String), ListError> {
-        let page = client
+        let page = Self::send_page(client, project, filter, newest_first, page_token)
+            .await
+            .map_err(list_error)?;
+        Ok((page.entries, page.next_page_token))
+    }
+
+    /// One page, tried again through transient faults until `deadline`
+    /// ([`super::transient`]).
+    async fn page_until(
+        &self,
+        client: &LoggingServiceV2,
+        project: &str,
+        filter: &str,
+        newest_first: bool,
+        page_token: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<LogEntry>, String), ListError> {
+        let page = transient::retry_until(deadline, "entries.list", || {
+            Self::send_page(client, project, filter, newest_first, page_token.clone())
+        })
+        .await
+        .map_err(|failure| match failure {
+            transient::Failure::Failed(error) => list_error(error),
+            transient::Failure::OutOfTime(last) => ListError::Unavailable(match last {
+                Some(error) => format!(
+                    "no answer within the look's time (retried through: {})",
+                    super::describe_google_error(&error)
+                ),
+                None => "no answer within the look's time".to_string(),
+            }),
+        })?;
+        Ok((page.entries, page.next_page_token))
+    }
+
+    async fn send_page(
+        client: &LoggingServiceV2,
+        project: &str,
+        filter: &str,
+        newest_first: bool,
+        page_token: String,
+    ) -> Result<
+        google_cloud_logging_v2::model::ListLogEntriesResponse,
+        google_cloud_gax::error::Error,
+    > {
+        client
             .list_log_entries()
             .set_resource_names([format!("projects/{project}")])
             .set_filter(filter.to_string())
@@ -140,18 +203,18 @@ impl Client {
             .set_page_token(page_token)
             .send()
             .await
-            .map_err(|error| match error.status() {
-                Some(status)
-                    if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument =>
-                {
-                    ListError::Rejected(excerpt(&status.message, 300))
-                }
-                _ if error.is_deserialization() => {
-                    ListError::Malformed(super::describe_google_error(&error))
-                }
-                _ => ListError::Unavailable(super::describe_google_error(&error)),
-            })?;
-        Ok((page.entries, page.next_page_token))
+    }
+}
+
+fn list_error(error: google_cloud_gax::error::Error) -> ListError {
+    match error.status() {
+        Some(status) if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument => {
+            ListError::Rejected(excerpt(&status.message, 300))
+        }
+        _ if error.is_deserialization() => {
+            ListError::Malformed(super::describe_google_error(&error))
+        }
+        _ => ListError::Unavailable(super::describe_google_error(&error)),
     }
 }
 
@@ -250,7 +313,7 @@ impl CloudLoggingRequests {
     /// A reader for `endpoint` (`DEPLOYER_LOGGING_ENDPOINT`), or Google's when `None`.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            client: Client::new(endpoint),
+            client: Client::without_retries(endpoint),
             clock: Arc::new(Utc::now),
             revisions: Mutex::default(),
             costs: Mutex::default(),
@@ -297,6 +360,7 @@ impl CloudLoggingRequests {
         plan: ReadPlan,
         probe: bool,
         cost: &mut LookCost,
+        deadline: tokio::time::Instant,
     ) -> Result<(Vec<request_log::Entry>, bool), MetricsError> {
         let client = self
             .client
@@ -322,7 +386,14 @@ impl CloudLoggingRequests {
         for _ in 0..pages {
             let (page, next) = self
                 .client
-                .page(client, &service.project, &filter, probe, page_token)
+                .page_until(
+                    client,
+                    &service.project,
+                    &filter,
+                    probe,
+                    page_token,
+                    deadline,
+                )
                 .await
                 .map_err(|error| self.error(error))?;
             cost.requests += 1;
@@ -397,6 +468,9 @@ pub fn request_log_filter(service: &ServiceId, revision: &str) -> String {
     )
 }
 
+/// How long a read outside a rollout's look (`deployer doctor`, say) retries transient faults.
+pub const READ_BUDGET: Duration = Duration::from_secs(10);
+
 #[async_trait]
 impl RequestMetrics for CloudLoggingRequests {
     async fn request_counts(
@@ -404,6 +478,21 @@ impl RequestMetrics for CloudLoggingRequests {
         service: &ServiceId,
         revision: &str,
         window: Duration,
+    ) -> Result<RequestCounts, MetricsError> {
+        let deadline = tokio::time::Instant::now() + READ_BUDGET;
+        self.request_counts_until(service, revision, window, deadline)
+            .await
+    }
+
+    /// Every page is retried through 503s and 429s until `deadline`
+    /// ([`transient`](super::transient)); a page that fails leaves the revision's cursor
+    /// where it was, so the next look reads the same entries again.
+    async fn request_counts_until(
+        &self,
+        service: &ServiceId,
+        revision: &str,
+        window: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<RequestCounts, MetricsError> {
         let state = Arc::clone(
             self.revisions
@@ -422,14 +511,18 @@ impl RequestMetrics for CloudLoggingRequests {
         };
         let mut done = false;
         if plan.fraction.is_none() {
-            let (newest, complete) = self.read(service, revision, plan, true, &mut cost).await?;
+            let (newest, complete) = self
+                .read(service, revision, plan, true, &mut cost, deadline)
+                .await?;
             match state.probed(plan, &newest, complete, now) {
                 None => done = true,
                 Some(sampled) => plan = sampled,
             }
         }
         if !done {
-            let (entries, complete) = self.read(service, revision, plan, false, &mut cost).await?;
+            let (entries, complete) = self
+                .read(service, revision, plan, false, &mut cost, deadline)
+                .await?;
             state.record(plan, &entries, complete, now);
         }
         cost.fraction = plan.fraction.unwrap_or(1.0);

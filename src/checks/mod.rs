@@ -48,6 +48,7 @@ mod link;
 pub mod prometheus;
 pub mod request_log;
 mod result;
+pub mod transient;
 
 use std::{sync::Arc, time::Duration};
 
@@ -119,6 +120,20 @@ pub trait RequestMetrics: Send + Sync {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError>;
+
+    /// The same, for a rollout's look: transient failures of the provider are retried until
+    /// `deadline` (the look's budget). A reader without retries of its own answers as
+    /// [`request_counts`](Self::request_counts).
+    async fn request_counts_until(
+        &self,
+        service: &ServiceId,
+        revision: &str,
+        window: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<RequestCounts, MetricsError> {
+        let _ = deadline;
+        self.request_counts(service, revision, window).await
+    }
 }
 
 /// The counts behind a rate (`matching` of `total`).

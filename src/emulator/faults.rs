@@ -23,6 +23,10 @@ pub struct FaultConfig {
     /// (`RESOURCE_EXHAUSTED`), or 500 (`INTERNAL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_status: Option<u16>,
+    /// A mix of statuses for injected errors (each one of these, equally likely; e.g.
+    /// `[503, 429]`, as a busy Google API answers). Wins over `errorStatus` when not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_statuses: Vec<u16>,
     /// Only calls whose path starts with this prefix are affected (e.g. `/v2/projects`);
     /// all Google API calls when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,8 +89,29 @@ impl FaultConfig {
                 )));
             }
         }
+        if let Some(status) = self
+            .error_statuses
+            .iter()
+            .find(|status| !matches!(status, 429 | 500 | 503))
+        {
+            return Err(ApiError::invalid(format!(
+                "errorStatuses holds {status}: use 503, 429 or 500"
+            )));
+        }
         Ok(())
     }
+}
+
+/// The status of an injected error, for a call whose `draw` fell under `errorRate`: one of
+/// `errorStatuses` (the draw, rescaled to `[0, 1)` below the rate, picks it), else `errorStatus`.
+fn injected_status(config: &FaultConfig, draw: f64) -> Option<u16> {
+    if config.error_statuses.is_empty() {
+        return config.error_status;
+    }
+    let position = (draw / config.error_rate).clamp(0.0, 1.0);
+    let count = config.error_statuses.len();
+    let index = ((position * count as f64) as usize).min(count - 1);
+    config.error_statuses.get(index).copied()
 }
 
 /// The faults of one emulator.
@@ -147,7 +172,7 @@ impl Faults {
                 error: None,
             };
         }
-        let error = (draw < config.error_rate).then(|| match config.error_status {
+        let error = (draw < config.error_rate).then(|| match injected_status(&config, draw) {
             Some(429) => ApiError::new(
                 Code::ResourceExhausted,
                 "injected fault: quota exceeded for write requests per minute",
@@ -228,6 +253,40 @@ mod tests {
                 ..FaultConfig::default()
             })
             .is_err());
+    }
+
+    #[test]
+    fn a_mix_of_error_statuses_answers_each_of_them() {
+        let faults = Faults::default();
+        faults
+            .set(FaultConfig {
+                error_rate: 0.3,
+                error_statuses: vec![503, 429],
+                path_prefix: Some("/v2".into()),
+                ..FaultConfig::default()
+            })
+            .unwrap();
+        let code = |draw: f64| {
+            faults
+                .decide("GET", "/v2/entries:list", draw)
+                .error
+                .map(|e| e.code)
+        };
+        assert_eq!(code(0.0), Some(Code::Unavailable));
+        assert_eq!(code(0.14), Some(Code::Unavailable));
+        assert_eq!(code(0.16), Some(Code::ResourceExhausted));
+        assert_eq!(code(0.2999), Some(Code::ResourceExhausted));
+        assert_eq!(code(0.3), None);
+        assert_eq!(faults.decide("GET", "/v3/x", 0.0).error, None);
+        let refused = faults.set(FaultConfig {
+            error_rate: 0.3,
+            error_statuses: vec![503, 404],
+            ..FaultConfig::default()
+        });
+        assert!(refused
+            .unwrap_err()
+            .message
+            .contains("errorStatuses holds 404"));
     }
 
     #[test]

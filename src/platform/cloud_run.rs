@@ -320,7 +320,7 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
                 message,
                 retry_after: explained
                     .retry_after
-                    .or_else(|| error.http_headers().and_then(retry_after)),
+                    .or_else(|| crate::google_errors::asked_wait(&error)),
             },
         };
     }
@@ -342,10 +342,7 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
     if throttled {
         return PlatformError::Throttled {
             message,
-            retry_after: error
-                .status()
-                .and_then(crate::google_errors::retry_delay)
-                .or_else(|| error.http_headers().and_then(retry_after)),
+            retry_after: crate::google_errors::asked_wait(&error),
         };
     }
     if let Some(status) = error.status() {
@@ -372,12 +369,6 @@ fn map_error(endpoint: &str, subject: &str, error: google_cloud_run_v2::Error) -
         // Connection errors, timeouts, 5xx, 429: the request may or may not have landed.
         _ => PlatformError::Unavailable(message),
     }
-}
-
-/// A `Retry-After` header in seconds (an HTTP date is not honoured: clocks differ).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("retry-after")?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn condition_ready(conditions: &[model::Condition], terminal: Option<&model::Condition>) -> bool {

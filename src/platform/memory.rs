@@ -476,6 +476,56 @@ mod tests {
         assert_eq!(result.serving()[1], ("svc-2".to_string(), 10));
     }
 
+    /// Issue #19 (bench/chaos.sh `transient`): a revision-creating write whose answer was lost
+    /// (a 503 after it landed), then whose re-read failed too, was sent again with its old etag
+    /// and "failed" as someone else's change: the rollout stopped on its own write.
+    #[tokio::test(start_paused = true)]
+    async fn a_landed_write_whose_re_read_failed_is_not_taken_for_someone_elses() {
+        let platform = MemoryPlatform::new();
+        let snapshot = two_revisions(&platform).await;
+        platform.inject(Fault::After(PlatformError::Unavailable("503".into())));
+        platform.inject_read_failure(PlatformError::Unavailable("429".into()));
+        let split = ServiceUpdate::traffic(vec![
+            TrafficTarget::to_revision("svc-1", 90),
+            TrafficTarget::to_revision("svc-2", 10).tagged("canary"),
+        ]);
+        let result = write_guarded(
+            &platform,
+            &id(),
+            &snapshot.etag,
+            &split,
+            RetryPolicy::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.serving()[1], ("svc-2".to_string(), 10));
+        assert_eq!(platform.writes(), 3, "applied once, not twice");
+    }
+
+    /// The same, when the change is not there: someone else wrote the service.
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_write_then_another_writer_is_still_a_conflict() {
+        let platform = MemoryPlatform::new();
+        let snapshot = two_revisions(&platform).await;
+        platform.inject(Fault::Before(PlatformError::Unavailable("503".into())));
+        platform.inject_read_failure(PlatformError::Unavailable("429".into()));
+        platform.external_update(
+            &id(),
+            &ServiceUpdate::traffic(vec![TrafficTarget::to_revision("svc-1", 100)]),
+        );
+        let split = ServiceUpdate::traffic(vec![TrafficTarget::to_revision("svc-2", 100)]);
+        let error = write_guarded(
+            &platform,
+            &id(),
+            &snapshot.etag,
+            &split,
+            RetryPolicy::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, PlatformError::Conflict(id().path()));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failure_before_applying_is_retried_with_the_same_etag() {
         let platform = MemoryPlatform::new();

@@ -134,12 +134,27 @@ pub async fn write_guarded(
     policy: RetryPolicy,
 ) -> Result<ServiceSnapshot, PlatformError> {
     let mut budget = Budget::start(policy);
+    // A try failed ambiguously and no re-read since showed whether it landed.
+    let mut unknown = false;
     loop {
         let error = match platform.update(id, etag, update).await {
             Ok(snapshot) => return Ok(snapshot),
             Err(error) if error.is_transient() => error,
+            // The etag moved on since a try whose fate is unknown (its re-read failed too): it
+            // may be our own write that landed. Only a read that shows the change is not there
+            // makes it someone else's.
+            Err(PlatformError::Conflict(path)) if unknown => {
+                return match read_service(platform, id, policy).await? {
+                    Some(snapshot) if update.is_visible_in(&snapshot) => {
+                        tracing::info!(%id, "the write had landed");
+                        Ok(snapshot)
+                    }
+                    _ => Err(PlatformError::Conflict(path)),
+                };
+            }
             Err(error) => return Err(error),
         };
+        unknown = true;
         let Some(wait) = budget.after_failure(&error) else {
             return Err(budget.exhausted(error));
         };
@@ -158,7 +173,7 @@ pub async fn write_guarded(
             Ok(Some(snapshot)) if snapshot.etag != etag => {
                 return Err(PlatformError::Conflict(id.path()));
             }
-            Ok(Some(_)) => {}
+            Ok(Some(_)) => unknown = false,
             Ok(None) => return Err(PlatformError::NotFound(id.path())),
             Err(error) if error.is_transient() => {}
             Err(error) => return Err(error),

@@ -23,14 +23,19 @@
 //! | every metric `Pass`                         | next step (promote after the last)  | interval judged            |
 //! | read, not all `Pass`, before the deadline   | look again                          | interval judged            |
 //! | read, not all `Pass`, at the deadline       | the `inconclusive` policy           | —                          |
-//! | a metric unread (NoData/Error), before the deadline | look again                  | interval **not** judged    |
-//! | a metric unread at the deadline             | roll back, or hold: **never promote** | —                        |
+//! | a metric unread (NoData/Error), before the deadline | look again                  | not judged by this look    |
+//! | a metric unread at the deadline, an earlier look of the step read all | the `inconclusive` policy on what it read | — |
+//! | a metric unread at the deadline, no look of the step read all | roll back, or hold: **never promote** | —   |
 //! | monitor over, every interval judged          | —                                   | promoted                   |
-//! | monitor over, an interval without data       | —                                   | roll back, or hold: never promoted |
+//! | monitor over, an interval no look of which read all | —                            | roll back, or hold: never promoted |
 //!
 //! The safety rule behind the last rows: *nothing is ever promoted when the metrics cannot be
 //! read*. `promote` applies only to a step whose metrics were read and were inconclusive (too
-//! little traffic, say); a look with no metric at all is never a pass.
+//! little traffic, say); a look with no metric at all is never a pass. A step's counts are
+//! cumulative, so the latest look that read every metric ([`State::read`]) is what the step
+//! knows: a last look that fails to read does not erase it. Monitor intervals are counted from
+//! when the promotion's split is in place; each ends only at a look attempted at or after its
+//! due time, and is judged when some look in it read every metric.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -271,9 +276,17 @@ pub struct State {
     /// Unread looks in a row, per metric.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, u32>,
-    /// Monitor intervals in which some metric could not be read.
+    /// Monitor intervals in which no look read every metric.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unjudged: u32,
+    /// Monitor intervals ended (each by a look attempted in it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub intervals: u32,
+    /// What the latest look of the current canary step (or monitor interval) that read every
+    /// metric found short of a pass (empty when it all passed); `None` while no look of it has
+    /// read every metric. A step whose last look fails ends on this, never on nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
     /// Why the rollout ended as it did (or what a human is asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -293,6 +306,8 @@ impl State {
             elapsed_ms: 0,
             errors: BTreeMap::new(),
             unjudged: 0,
+            intervals: 0,
+            read: None,
             reason: None,
         }
     }
@@ -556,6 +571,8 @@ fn enter_step(policy: &Policy, index: usize) -> (State, Action) {
         elapsed_ms: 0,
         errors: BTreeMap::new(),
         unjudged: 0,
+        intervals: 0,
+        read: None,
         reason: None,
     };
     (next, Action::MoveTraffic { percent })
@@ -570,6 +587,8 @@ fn promote() -> (State, Action) {
         elapsed_ms: 0,
         errors: BTreeMap::new(),
         unjudged: 0,
+        intervals: 0,
+        read: None,
         reason: None,
     };
     (next, Action::MoveTraffic { percent: 100 })
@@ -656,6 +675,18 @@ fn count_errors(
     (errors, over)
 }
 
+/// What a look that read every metric found short of a pass; `None` when it did not read them.
+fn read_now(observation: &Observation) -> Option<String> {
+    observation.all_read().then(|| {
+        let short = observation.with_status(|metric| metric.status != Status::Pass);
+        if observation.all_pass() {
+            String::new()
+        } else {
+            short
+        }
+    })
+}
+
 fn first_failure(observation: &Observation, service_wide: bool) -> Option<&MetricResult> {
     observation
         .metrics
@@ -673,6 +704,7 @@ fn canary_look(
     let state = &State {
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         errors,
+        read: read_now(observation).or_else(|| state.read.clone()),
         ..state.clone()
     };
     if let Some(failure) = first_failure(observation, false) {
@@ -708,18 +740,28 @@ fn canary_look(
         humantime::format_duration(policy.hold),
         state.percent
     );
-    if !observation.all_read() {
-        // Safety: a step whose metrics cannot be read is never a pass, whatever the policy.
-        return without_promotion(
-            policy,
-            state,
-            format!(
-                "{at}: the metrics could not be read ({}); never promoted without data",
-                observation.unread()
-            ),
-        );
-    }
-    let undecided = observation.with_status(|metric| metric.status != Status::Pass);
+    // The step is judged on what its looks read: the counts are cumulative over the step, so
+    // the latest look that read every metric is what is known; a last look that could not
+    // read does not erase it.
+    let undecided = match (&state.read, observation.all_read()) {
+        // Safety: a step none of whose looks read its metrics is never a pass, whatever the
+        // policy.
+        (None, _) => {
+            return without_promotion(
+                policy,
+                state,
+                format!(
+                    "{at}: the metrics could not be read by any look of the step (last look: {}); never promoted without data",
+                    observation.unread()
+                ),
+            )
+        }
+        (Some(_), true) => observation.with_status(|metric| metric.status != Status::Pass),
+        (Some(read), false) => format!(
+            "{read} (the latest look that read every metric; the last look could not read: {})",
+            observation.unread()
+        ),
+    };
     match policy.inconclusive {
         InconclusivePolicy::Promote => enter_step(policy, state.step.unwrap_or(0) + 1),
         InconclusivePolicy::Rollback => roll_back(
@@ -733,6 +775,20 @@ fn canary_look(
     }
 }
 
+/// The monitor's intervals: `monitor_duration` in intervals of `monitor_interval` (at least
+/// one).
+fn monitor_intervals(policy: &Policy) -> u32 {
+    let interval = policy.monitor_interval.as_millis().max(1);
+    let count = policy.monitor_duration.as_millis().div_ceil(interval);
+    u32::try_from(count).unwrap_or(u32::MAX).max(1)
+}
+
+/// A look of the post-deploy monitor. Its intervals are counted from when the promotion's
+/// split is in place (the driver's clock starts when that write lands, however long its
+/// retries took): interval `k` is due to end at `k × monitor_interval`, and ends only at a
+/// look attempted at or after that time — an interval no look reached (a slow look spanning
+/// it) is not ended, let alone judged, until one does. An interval is judged when some look in
+/// it read every metric; the monitor passes when every interval is judged.
 fn monitor_look(
     policy: &Policy,
     state: &State,
@@ -740,11 +796,21 @@ fn monitor_look(
     elapsed: Duration,
 ) -> (State, Action) {
     let (errors, over_limit) = count_errors(policy, state, observation);
-    let judged = observation.all_read();
+    let judged = state.read.is_some() || observation.all_read();
+    let due = policy
+        .monitor_interval
+        .saturating_mul(state.intervals.saturating_add(1));
+    let ends = elapsed >= due;
     let state = &State {
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         errors,
-        unjudged: state.unjudged.saturating_add(u32::from(!judged)),
+        unjudged: state.unjudged.saturating_add(u32::from(ends && !judged)),
+        intervals: state.intervals.saturating_add(u32::from(ends)),
+        read: if ends {
+            None
+        } else {
+            read_now(observation).or_else(|| state.read.clone())
+        },
         ..state.clone()
     };
     if let Some(failure) = observation
@@ -760,14 +826,19 @@ fn monitor_look(
             format!("post-deploy monitor: the metrics could not be read: {why}"),
         );
     }
-    if elapsed < policy.monitor_duration {
-        return observe(state, policy.monitor_interval);
+    let total = monitor_intervals(policy);
+    if state.intervals < total {
+        // The next look when the next interval is due (from the split, not from this look).
+        let next_due = policy
+            .monitor_interval
+            .saturating_mul(state.intervals.saturating_add(1));
+        return observe(state, next_due.saturating_sub(elapsed));
     }
     if state.unjudged == 0 {
         return (state.with_phase(Phase::Promoted), Action::Complete);
     }
     // Safety: the monitor passes only when every interval was judged on data.
-    let last = if judged {
+    let last = if observation.all_read() {
         "the last look read every metric".to_string()
     } else {
         format!("last look: {}", observation.unread())
@@ -776,9 +847,9 @@ fn monitor_look(
         policy,
         state,
         format!(
-            "post-deploy monitor: {} interval(s) of {} had no readable metrics ({last}); not passed",
+            "post-deploy monitor: {} of {total} interval(s) of {} had no look that read every metric ({last}); not passed",
             state.unjudged,
-            humantime::format_duration(policy.monitor_duration),
+            humantime::format_duration(policy.monitor_interval),
         ),
     )
 }

@@ -56,13 +56,31 @@ impl Driver<'_> {
                 policy.hold.saturating_sub(elapsed),
             )
         };
-        let requests = async {
-            let canary_counts = self.metrics.request_counts(id, &canary, window).await;
-            let stable_counts = if monitoring {
-                None
+        // A look's reads retry transient faults within the look's own time: until the next
+        // look is due.
+        let deadline = tokio::time::Instant::now()
+            + if monitoring {
+                policy.monitor_interval
             } else {
-                Some(self.metrics.request_counts(id, &stable, window).await)
+                policy.interval
             };
+        let requests = async {
+            // Both revisions at once: they share the look's time.
+            let (canary_counts, stable_counts) = tokio::join!(
+                self.metrics
+                    .request_counts_until(id, &canary, window, deadline),
+                async {
+                    if monitoring {
+                        None
+                    } else {
+                        Some(
+                            self.metrics
+                                .request_counts_until(id, &stable, window, deadline)
+                                .await,
+                        )
+                    }
+                }
+            );
             match (canary_counts, stable_counts) {
                 (Ok(canary), None) => (self.analyser.judge(canary, None), Some(canary), None),
                 (Ok(canary), Some(Ok(stable))) => (

@@ -69,6 +69,11 @@ fn every_phase_and_input() {
     let canary = at(Phase::Canary, Some(0), 10);
     let last_step = at(Phase::Canary, Some(1), 50);
     let monitor = at(Phase::Monitoring, None, 100);
+    // The monitor's last interval (30 s every 10 s: two intervals ended, both judged).
+    let monitor_last = State {
+        intervals: 2,
+        ..monitor.clone()
+    };
     let verifying = State::start();
     let validating = at(Phase::Validating, None, 0);
     let wrong = IdentityError::WrongCode("commit `fedcba9`".into());
@@ -274,14 +279,27 @@ fn every_phase_and_input() {
             look(&[Pass, Fail], 10),
             "rollback / RolledBack",
         ),
-        (Promote, &monitor, look(&[Pass], 30), "complete / Promoted"),
+        (
+            Promote,
+            &monitor_last,
+            look(&[Pass], 30),
+            "complete / Promoted",
+        ),
         // Defect 2: the last interval had no data: the monitor did not pass.
-        (Promote, &monitor, look(&[Error], 30), "record / Held"),
+        (Promote, &monitor_last, look(&[Error], 30), "record / Held"),
         (
             Rollback,
-            &monitor,
+            &monitor_last,
             look(&[NoData], 30),
             "rollback / RolledBack",
+        ),
+        // A look at 30 s of a monitor no earlier look reached ends its first interval only:
+        // the next one is due at once.
+        (
+            Promote,
+            &monitor,
+            look(&[Pass], 30),
+            "observe 0 / Monitoring",
         ),
         // Defect 3: Ctrl-C "leave the split" during the monitor ends Held, never Promoted.
         (
@@ -440,12 +458,140 @@ fn a_monitor_ending_unjudged_after_a_read_last_look_does_not_claim_nothing_was_m
     let (state, action) = advance(&policy, &state, look(&[Status::Pass, Status::Pass], 30));
     assert_eq!((state.phase, action), (Phase::Held, Action::Record));
     let reason = state.reason.unwrap_or_default();
-    assert!(reason.contains("1 interval(s)"), "{reason}");
+    assert!(reason.contains("1 of 3 interval(s)"), "{reason}");
     assert!(!reason.contains("no metric was measured"), "{reason}");
     assert!(
         reason.contains("the last look read every metric"),
         "{reason}"
     );
+}
+
+/// Issue #19: under transient faults the last look of a step failed to read after earlier looks
+/// had read (too few requests to decide yet): the step ended "could not be read" and a healthy
+/// canary was rolled back. The step is judged on what its looks read.
+#[test]
+fn a_last_look_that_fails_after_an_earlier_read_applies_the_inconclusive_policy() {
+    use Status::{Error, Inconclusive, Pass};
+    let canary = at(Phase::Canary, Some(0), 10);
+    let step = |inconclusive| {
+        let policy = policy(inconclusive);
+        let (state, _) = advance(&policy, &canary, look(&[Inconclusive, Pass], 5));
+        assert!(state.read.is_some(), "{state:?}");
+        let (state, _) = advance(&policy, &state, look(&[Error, Pass], 10));
+        assert!(
+            state.read.is_some(),
+            "an unread look keeps what was read: {state:?}"
+        );
+        advance(&policy, &state, look(&[Error, Pass], 60))
+    };
+    let (promoted, action) = step(InconclusivePolicy::Promote);
+    assert_eq!(
+        (promoted.phase, action),
+        (Phase::Canary, Action::MoveTraffic { percent: 50 })
+    );
+    assert_eq!(
+        promoted.read, None,
+        "the next step starts with nothing read"
+    );
+    let (held, _) = step(InconclusivePolicy::Hold);
+    let (rolled, _) = step(InconclusivePolicy::Rollback);
+    assert_eq!((held.phase, rolled.phase), (Phase::Held, Phase::RolledBack));
+    let reason = rolled.reason.unwrap_or_default();
+    assert!(reason.contains("metric 0 INCONCLUSIVE"), "{reason}");
+    assert!(reason.contains("the last look could not read"), "{reason}");
+    assert!(reason.contains("inconclusive policy: rollback"), "{reason}");
+    assert!(!reason.contains("never promoted without data"), "{reason}");
+}
+
+#[test]
+fn a_step_no_look_of_which_read_is_never_promoted() {
+    use Status::{Error, NoData, Pass};
+    let policy = Policy {
+        consecutive_error_limit: 100,
+        ..policy(InconclusivePolicy::Promote)
+    };
+    // A read in the previous step does not count for this one.
+    let (state, action) = advance(&policy, &at(Phase::Canary, Some(0), 10), look(&[Pass], 5));
+    assert_eq!(action, Action::MoveTraffic { percent: 50 });
+    let (state, _) = advance(&policy, &state, Input::TrafficMoved);
+    let (state, _) = advance(&policy, &state, look(&[NoData, Pass], 30));
+    let (state, action) = advance(&policy, &state, look(&[Pass, Error], 60));
+    assert_eq!((state.phase, action), (Phase::Held, Action::Record));
+    let reason = state.reason.unwrap_or_default();
+    assert!(
+        reason.contains("could not be read by any look of the step"),
+        "{reason}"
+    );
+    assert!(reason.contains("never promoted without data"), "{reason}");
+}
+
+/// Issue #19: one unread look of the monitor made its interval "unjudged" even when another
+/// look in the same interval read every metric.
+#[test]
+fn a_monitor_interval_is_judged_when_any_look_in_it_read() {
+    use Status::{Error, Pass};
+    let policy = policy(InconclusivePolicy::Promote);
+    let monitor = at(Phase::Monitoring, None, 100);
+    // Interval 1 (due at 10 s): a look at 4 s reads, the one at 10 s does not.
+    let (state, action) = advance(&policy, &monitor, look(&[Pass, Pass], 4));
+    assert_eq!(
+        (state.intervals, action),
+        (
+            0,
+            Action::Observe {
+                wait: Duration::from_secs(6)
+            }
+        )
+    );
+    let (state, _) = advance(&policy, &state, look(&[Error, Pass], 10));
+    assert_eq!((state.intervals, state.unjudged), (1, 0));
+    // Interval 2: only an unread look: unjudged.
+    let (state, _) = advance(&policy, &state, look(&[Error, Pass], 20));
+    assert_eq!((state.intervals, state.unjudged), (2, 1));
+    let (state, action) = advance(&policy, &state, look(&[Pass, Pass], 30));
+    assert_eq!((state.phase, action), (Phase::Held, Action::Record));
+    let reason = state.reason.unwrap_or_default();
+    assert!(reason.contains("1 of 3 interval(s) of 10s"), "{reason}");
+    // The same monitor with interval 2 read: promoted.
+    let (state, _) = advance(&policy, &monitor, look(&[Pass, Pass], 4));
+    let (state, _) = advance(&policy, &state, look(&[Error, Pass], 10));
+    let (state, _) = advance(&policy, &state, look(&[Pass, Pass], 20));
+    let (state, action) = advance(&policy, &state, look(&[Pass, Pass], 30));
+    assert_eq!((state.phase, action), (Phase::Promoted, Action::Complete));
+}
+
+/// Intervals are counted from when the split is in place: a slow look does not end the
+/// intervals it spans (each ends only at a look attempted in it), and the next look is due
+/// when the next interval ends, not an interval after the slow look.
+#[test]
+fn a_slow_monitor_look_ends_one_interval_and_the_next_is_due_on_the_split_clock() {
+    use Status::Pass;
+    let policy = policy(InconclusivePolicy::Promote);
+    let monitor = at(Phase::Monitoring, None, 100);
+    let (state, action) = advance(&policy, &monitor, look(&[Pass], 12));
+    assert_eq!(
+        (state.intervals, action),
+        (
+            1,
+            Action::Observe {
+                wait: Duration::from_secs(8)
+            }
+        )
+    );
+    // This look was due at 20 s and came at 27 s: it ends interval 2 only.
+    let (state, action) = advance(&policy, &state, look(&[Pass], 27));
+    assert_eq!(
+        (state.intervals, action),
+        (
+            2,
+            Action::Observe {
+                wait: Duration::from_secs(3)
+            }
+        )
+    );
+    let (state, action) = advance(&policy, &state, look(&[Pass], 31));
+    assert_eq!((state.phase, action), (Phase::Promoted, Action::Complete));
+    assert_eq!((state.intervals, state.unjudged), (3, 0));
 }
 
 #[test]
@@ -545,8 +691,8 @@ fn inconclusive_policy() -> impl Strategy<Value = InconclusivePolicy> {
 }
 
 proptest! {
-    /// For arbitrary observation sequences: the service is promoted only if every step ended
-    /// on a look whose metrics were all read (all passing, or, with `promote`, read and
+    /// For arbitrary observation sequences: the service is promoted only if every step had a
+    /// look whose metrics were all read (all passing, or, with `promote`, read and
     /// inconclusive at the deadline) and every monitor interval was read; and the end state is
     /// one revision at 100% (promoted or rolled back) or a journalled hold.
     #[test]
@@ -562,23 +708,26 @@ proptest! {
         let (mut state, mut action) = advance(&policy, &State::start(), Input::Identity(Ok(())));
         let mut looks = looks.into_iter().cycle();
         let mut elapsed = 0;
-        let mut step_ended_on_read = Vec::new();
+        let mut step_had_read = Vec::new();
         let mut monitor_unread = false;
-        let mut last_read = false;
+        let mut read_in_step = false;
         for _ in 0..2000 {
             let input = match action {
                 Action::MoveTraffic { percent } => {
                     if (state.phase == Phase::Canary && elapsed > 0) || percent == 100 {
-                        step_ended_on_read.push(last_read);
+                        step_had_read.push(read_in_step);
                     }
+                    read_in_step = false;
                     elapsed = 0;
                     Input::TrafficMoved
                 }
                 Action::Observe { wait } => {
                     let (statuses, step) = looks.next().unwrap_or_default();
                     elapsed += wait.as_secs().max(step);
-                    last_read = !statuses.is_empty() && statuses.iter().all(|s| s.is_read());
-                    if state.phase == Phase::Monitoring && !last_read {
+                    let read = !statuses.is_empty() && statuses.iter().all(|s| s.is_read());
+                    read_in_step |= read;
+                    // Each look here is at or after the interval's due time: it ends one.
+                    if state.phase == Phase::Monitoring && !read {
                         monitor_unread = true;
                     }
                     look(&statuses, elapsed)
@@ -595,7 +744,7 @@ proptest! {
         }
         prop_assert!(state.phase.is_terminal(), "{:?}", state);
         if state.phase == Phase::Promoted {
-            prop_assert!(step_ended_on_read.iter().all(|read| *read), "{:?}", step_ended_on_read);
+            prop_assert!(step_had_read.iter().all(|read| *read), "{:?}", step_had_read);
             prop_assert!(!monitor_unread);
             prop_assert_eq!(state.percent, 100);
         }
