@@ -19,6 +19,7 @@
 pub mod alerts;
 pub mod bigquery_store;
 pub mod record;
+pub mod run;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
