@@ -25,7 +25,8 @@ use crate::{
     exit::ExitStatus,
     health::{
         self,
-        run::{AlertReport, Probe, Schedule},
+        run::{AlertReport, Probe, Schedule, TaskOutcome},
+        shard::Shard,
         store::{Location, Store},
         HealthCheck, Score, Verdict,
     },
@@ -119,6 +120,9 @@ struct HealthOutput<'a> {
     schedule: &'a Schedule,
     /// Each service's delivery metrics over the last 30 days, from its release history.
     delivery: &'a [super::history::ServiceDelivery],
+    /// This task's part of a run of several tasks (`CLOUD_RUN_TASK_COUNT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<&'a TaskOutcome>,
 }
 
 /// The health run's view of the outside, through the CLI's adapters: the platform of each
@@ -186,10 +190,20 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     }
     let (root, configs) = drift_cli::load(context, &args.services)?;
     let generated_at = chrono::Utc::now();
-    let store = Store::open(
-        args.history.as_ref().unwrap_or(&Location::File),
-        args.providers.bigquery_endpoint.as_deref(),
-    );
+    let location = args.history.as_ref().unwrap_or(&Location::File);
+    // One task of a Cloud Run Job execution of several (`CLOUD_RUN_TASK_COUNT`).
+    let shard = Shard::from_environment(|name| std::env::var(name).ok())
+        .map_err(|message| UsageError { message })?;
+    if let (Some(shard), Location::BigQuery(table)) = (&shard, location) {
+        return Err(UsageError {
+            message: format!(
+                "`--history bigquery:{table}` cannot share a run of {} tasks (`CLOUD_RUN_TASK_COUNT`): the tasks meet in the file store; use `--history file` with `DEPLOYER_STATE_DIR` on a volume every task mounts",
+                shard.count
+            ),
+        }
+        .into());
+    }
+    let store = Store::open(location, args.providers.bigquery_endpoint.as_deref());
     // Who consumes a topic is known only from every service's file, whatever `--service`
     // selects: a subscription another service declares is no bypass.
     let architecture = (!args.no_architecture).then(|| {
@@ -204,6 +218,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
         architecture,
         alerts: !args.no_alerts,
         every: args.every,
+        shard,
     };
     let probe = CliProbe {
         context,
@@ -214,6 +229,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
         results,
         alerts: report,
         schedule,
+        task,
         ..
     } = super::block_on(async {
         health::run::run(&probe, &store, &configs, &options, generated_at)
@@ -225,6 +241,13 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
                 .into()
             })
     })?;
+    if results.is_empty() {
+        // A task of a sharded run with no service in its share (more tasks than services).
+        context
+            .output
+            .data("no service in this task's share: nothing to check");
+        return Ok(ExitStatus::Success);
+    }
     let score = health::score(&results);
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true") {
         github_actions(context, &results, &score);
@@ -242,6 +265,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             alerts: &report,
             schedule: &schedule,
             delivery: &delivery,
+            task: task.as_ref(),
         })?;
     } else {
         let paint = Painter {

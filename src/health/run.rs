@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{
     alerts::{self, Alert, Kind, Level},
     record::RunRecord,
+    shard::{all_results, missing_tasks, Shard, TaskRecord},
     store::Store,
     HealthCheck, Score, Verdict,
 };
@@ -67,6 +68,8 @@ pub struct Options {
     pub alerts: bool,
     /// The schedule's interval, when the run is scheduled.
     pub every: Option<std::time::Duration>,
+    /// This task, when the run is one of several tasks ([`super::shard`]).
+    pub shard: Option<Shard>,
 }
 
 /// When checks ran and run: this one, the one before it (from the history store), and the
@@ -146,6 +149,30 @@ pub struct Run {
     pub alerts: AlertReport,
     /// This run, the one before, the next.
     pub schedule: Schedule,
+    /// This task's part, when the run is one of several tasks.
+    pub task: Option<TaskOutcome>,
+}
+
+/// What one task of a sharded run did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskOutcome {
+    /// The execution.
+    pub execution: String,
+    /// This task.
+    pub index: u32,
+    /// The tasks of the execution.
+    pub count: u32,
+    /// The services this task checked.
+    pub services: usize,
+    /// Whether its results are in the store.
+    pub recorded: bool,
+    /// The tasks that had not recorded their results when this task read the store.
+    pub waiting_for: Vec<u32>,
+    /// Whether this task sent the run's digest (and saved the alerts and the run).
+    pub digest: bool,
+    /// The whole run's score (every task's results), for the task that sent the digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_score: Option<Score>,
 }
 
 /// The run had no check to run.
@@ -166,7 +193,9 @@ pub fn next_check(
 }
 
 /// Runs the checks of `configs` at `generated_at`: the results, the score, the alert cycle
-/// (unless `options.alerts` is off), the run appended to `store`.
+/// (unless `options.alerts` is off), the run appended to `store`. One task of a sharded run
+/// checks only its share, records it, and the one task that completes the run alerts and
+/// appends it ([`finish_task`]).
 pub async fn run(
     probe: &impl Probe,
     store: &Store,
@@ -174,8 +203,15 @@ pub async fn run(
     options: &Options,
     generated_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Run, NoCheck> {
-    let results = run_all(probe, options, configs.to_vec()).await;
-    if results.is_empty() {
+    let own = match &options.shard {
+        Some(shard) => shard.share(configs),
+        None => configs.to_vec(),
+    };
+    let services = own.len();
+    let results = run_all(probe, options, own).await;
+    // A task may have no service (more tasks than services): it still reports, or the run
+    // would never be complete.
+    if results.is_empty() && options.shard.is_none() {
         return Err(NoCheck);
     }
     let score = super::score(&results);
@@ -186,17 +222,36 @@ pub async fn run(
             None
         }
     };
-    let report = if options.alerts {
-        alert(probe, store, configs, &results, &score, generated_at).await
-    } else {
-        AlertReport::default()
+    let (report, task) = match &options.shard {
+        None => {
+            let report = if options.alerts {
+                alert(probe, store, configs, &results, &score, generated_at).await
+            } else {
+                AlertReport::default()
+            };
+            if let Err(error) = store
+                .append(&RunRecord::new(generated_at, &score, &results))
+                .await
+            {
+                probe.say(format!("warning: the run is not recorded: {error}"));
+            }
+            (report, None)
+        }
+        Some(shard) => {
+            let (report, task) = finish_task(
+                probe,
+                store,
+                configs,
+                options,
+                shard,
+                &results,
+                services,
+                generated_at,
+            )
+            .await;
+            (report, Some(task))
+        }
     };
-    if let Err(error) = store
-        .append(&RunRecord::new(generated_at, &score, &results))
-        .await
-    {
-        probe.say(format!("warning: the run is not recorded: {error}"));
-    }
     let schedule = Schedule {
         last_check: generated_at,
         previous_check: previous.map(|run| PreviousCheck {
@@ -215,7 +270,106 @@ pub async fn run(
         score,
         alerts: report,
         schedule,
+        task,
     })
+}
+
+/// One task's end of a sharded run: records its results under the execution, reads every
+/// task's, and, when all are there, claims the run's digest. The store's claim is atomic, so
+/// of tasks finishing at once exactly one wins; that one plans, sends and saves the alerts over
+/// every task's results and appends the run to the history. A task that sees others missing
+/// leaves: one of them, finishing later, sees this task's record (each task writes before it
+/// reads, so the last writer sees every record).
+#[allow(clippy::too_many_arguments)]
+async fn finish_task(
+    probe: &impl Probe,
+    store: &Store,
+    configs: &[ServiceConfig],
+    options: &Options,
+    shard: &Shard,
+    results: &[HealthCheck],
+    services: usize,
+    generated_at: chrono::DateTime<chrono::Utc>,
+) -> (AlertReport, TaskOutcome) {
+    let mut outcome = TaskOutcome {
+        execution: shard.execution.clone(),
+        index: shard.index,
+        count: shard.count,
+        services,
+        recorded: false,
+        waiting_for: Vec::new(),
+        digest: false,
+        run_score: None,
+    };
+    let label = format!(
+        "task {} of {} (execution `{}`)",
+        shard.index + 1,
+        shard.count,
+        shard.execution
+    );
+    if let Err(error) = store
+        .append_task(&TaskRecord::new(shard, generated_at, results))
+        .await
+    {
+        probe.say(format!(
+            "error: {label}: the results are not recorded: {error}; the run sends no digest"
+        ));
+        return (AlertReport::default(), outcome);
+    }
+    outcome.recorded = true;
+    let records = match store.task_records(&shard.execution).await {
+        Ok(records) => records,
+        Err(error) => {
+            probe.say(format!(
+                "error: {label}: the other tasks' results cannot be read: {error}"
+            ));
+            return (AlertReport::default(), outcome);
+        }
+    };
+    outcome.waiting_for = missing_tasks(&records, shard.count);
+    if !outcome.waiting_for.is_empty() {
+        probe.say(format!(
+            "{label}: {} service(s) checked and recorded; {} task(s) still to report, the last one sends the digest",
+            services,
+            outcome.waiting_for.len()
+        ));
+        return (AlertReport::default(), outcome);
+    }
+    match store.claim_digest(&shard.execution, shard.index).await {
+        Ok(true) => {}
+        Ok(false) => {
+            probe.say(format!(
+                "{label}: {services} service(s) checked and recorded; another task sends the digest"
+            ));
+            return (AlertReport::default(), outcome);
+        }
+        Err(error) => {
+            probe.say(format!(
+                "error: {label}: the digest cannot be claimed: {error}"
+            ));
+            return (AlertReport::default(), outcome);
+        }
+    }
+    let all = all_results(&records);
+    let run_score = super::score(&all);
+    probe.say(format!(
+        "{label}: every task reported ({} result(s)): this task sends the digest",
+        all.len()
+    ));
+    let report = if options.alerts {
+        alert(probe, store, configs, &all, &run_score, generated_at).await
+    } else {
+        AlertReport::default()
+    };
+    if let Err(error) = store
+        .append(&RunRecord::new(generated_at, &run_score, &all))
+        .await
+    {
+        probe.say(format!("warning: the run is not recorded: {error}"));
+    }
+    outcome.digest = true;
+    outcome.run_score = Some(run_score);
+    (report, outcome)
 }
 
 /// One service's checks, ready to run.
