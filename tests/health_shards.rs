@@ -258,3 +258,37 @@ fn a_malformed_task_environment_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`CLOUD_RUN_EXECUTION`"), "{stderr}");
 }
+
+/// The scheduled job runs several tasks, which meet in a state directory every task mounts.
+#[test]
+fn the_scheduled_job_runs_several_tasks_over_one_shared_state_directory() {
+    use yaml_rust2::YamlLoader;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/health-job.yaml")).unwrap();
+    let job = &YamlLoader::load_from_str(&text).unwrap()[0];
+    let execution = &job["spec"]["template"]["spec"];
+    let tasks = execution["taskCount"].as_i64().unwrap();
+    assert!(tasks > 1, "taskCount {tasks}");
+    assert_eq!(execution["parallelism"].as_i64(), Some(tasks));
+    let task = &execution["template"]["spec"];
+    let container = &task["containers"][0];
+    let state_dir = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|var| var["name"].as_str() == Some("DEPLOYER_STATE_DIR"))
+        .and_then(|var| var["value"].as_str())
+        .expect("DEPLOYER_STATE_DIR");
+    let mount = &container["volumeMounts"][0];
+    assert_eq!(mount["mountPath"].as_str(), Some(state_dir));
+    let volume = task["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert!(
+        !volume["nfs"]["server"].is_badvalue(),
+        "NFS, for an exclusive create: {volume:?}"
+    );
+}

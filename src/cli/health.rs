@@ -194,15 +194,6 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     // One task of a Cloud Run Job execution of several (`CLOUD_RUN_TASK_COUNT`).
     let shard = Shard::from_environment(|name| std::env::var(name).ok())
         .map_err(|message| UsageError { message })?;
-    if let (Some(shard), Location::BigQuery(table)) = (&shard, location) {
-        return Err(UsageError {
-            message: format!(
-                "`--history bigquery:{table}` cannot share a run of {} tasks (`CLOUD_RUN_TASK_COUNT`): the tasks meet in the file store; use `--history file` with `DEPLOYER_STATE_DIR` on a volume every task mounts",
-                shard.count
-            ),
-        }
-        .into());
-    }
     let store = Store::open(location, args.providers.bigquery_endpoint.as_deref());
     // Who consumes a topic is known only from every service's file, whatever `--service`
     // selects: a subscription another service declares is no bypass.

@@ -138,16 +138,6 @@ impl BigQueryStore {
         }
     }
 
-    /// The error of a sharded run's step on this store: the tasks of a sharded run meet in the
-    /// file store (a state directory every task mounts).
-    pub fn not_sharded(&self) -> HistoryError {
-        HistoryError::Remote {
-            action: "share",
-            location: format!("bigquery:{}", self.table),
-            message: "a run of several tasks (`CLOUD_RUN_TASK_COUNT` > 1) keeps its task records in the file store: use `--history file` with `DEPLOYER_STATE_DIR` on a volume every task mounts, or run one task".into(),
-        }
-    }
-
     /// The table.
     pub fn table(&self) -> &TableName {
         &self.table

@@ -307,17 +307,15 @@ async fn finish_task(
         shard.count,
         shard.execution
     );
-    if let Err(error) = store
-        .append_task(&TaskRecord::new(shard, generated_at, results))
-        .await
-    {
+    let tasks = store.tasks();
+    if let Err(error) = tasks.append_task(&TaskRecord::new(shard, generated_at, results)) {
         probe.say(format!(
             "error: {label}: the results are not recorded: {error}; the run sends no digest"
         ));
         return (AlertReport::default(), outcome);
     }
     outcome.recorded = true;
-    let records = match store.task_records(&shard.execution).await {
+    let records = match tasks.task_records(&shard.execution) {
         Ok(records) => records,
         Err(error) => {
             probe.say(format!(
@@ -335,7 +333,7 @@ async fn finish_task(
         ));
         return (AlertReport::default(), outcome);
     }
-    match store.claim_digest(&shard.execution, shard.index).await {
+    match tasks.claim_digest(&shard.execution, shard.index) {
         Ok(true) => {}
         Ok(false) => {
             probe.say(format!(

@@ -323,27 +323,13 @@ impl Store {
         }
     }
 
-    /// Records one task's results of a sharded run.
-    pub async fn append_task(&self, record: &TaskRecord) -> Result<(), HistoryError> {
+    /// Where the tasks of a sharded run meet: the state directory's files, whichever store
+    /// keeps the history (a table has no atomic create-if-absent; a volume every task mounts,
+    /// NFS, has `O_EXCL`).
+    pub fn tasks(&self) -> FileStore {
         match self {
-            Store::File(store) => store.append_task(record),
-            Store::BigQuery(store) => Err(store.not_sharded()),
-        }
-    }
-
-    /// The task records of `execution`.
-    pub async fn task_records(&self, execution: &str) -> Result<Vec<TaskRecord>, HistoryError> {
-        match self {
-            Store::File(store) => store.task_records(execution),
-            Store::BigQuery(store) => Err(store.not_sharded()),
-        }
-    }
-
-    /// Claims the digest of `execution` for `task`: true for exactly one caller.
-    pub async fn claim_digest(&self, execution: &str, task: u32) -> Result<bool, HistoryError> {
-        match self {
-            Store::File(store) => store.claim_digest(execution, task),
-            Store::BigQuery(store) => Err(store.not_sharded()),
+            Store::File(store) => store.clone(),
+            Store::BigQuery(_) => FileStore::from_environment(),
         }
     }
 }
