@@ -14,11 +14,18 @@
 #
 # Usage: bench/health.sh [RUNS]          (default 5; needs python3, /usr/bin/time, git)
 #        DEPLOYER=path/to/deployer bench/health.sh    (another binary)
+#        TASKS=10 SERVICES=500 bench/health.sh [RUNS]
+#            the scheduled job's sharded run: 500 services x 6 checks (3,000; delays 0.5-2.0 s)
+#            over 10 tasks started at once as separate processes (CLOUD_RUN_TASK_INDEX/COUNT,
+#            one CLOUD_RUN_EXECUTION, one shared DEPLOYER_STATE_DIR): the wall time from the
+#            first start to the last exit against the slowest check, the provider requests per
+#            run (each check exactly once), and the Logging/BigQuery requests per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 runs=${1:-5}
-services=50
+services=${SERVICES:-50}
+tasks=${TASKS:-1}
 checks=6
 dir="$root/target/bench-health"
 
@@ -54,8 +61,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+    def log_message(self, format, *args):
+        if self.path.startswith("/value"):
+            sys.stderr.write(f"GET {self.path}\n")
+            sys.stderr.flush()
 
 class Server(ThreadingHTTPServer):
     request_queue_size = 1024
@@ -79,7 +88,7 @@ import sys
 repo, url, services, checks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 total = services * checks
 for s in range(services):
-    name = f"svc-{s:02d}"
+    name = f"svc-{s:03d}" if services > 100 else f"svc-{s:02d}"
     with open(f"{repo}/runbooks/{name}.md", "w") as f:
         f.write(f"# {name}\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n")
     lines = [
@@ -103,6 +112,57 @@ printf 'FROM scratch\n' >"$dir/repo/Dockerfile"
 git -C "$dir/repo" init -q -b main
 git -C "$dir/repo" add -A
 git -C "$dir/repo" -c user.name=bench -c user.email=bench@localhost commit -qm services
+
+if [ "$tasks" -gt 1 ]; then
+    echo "== $services services x $checks checks over $tasks tasks (concurrent processes), provider delays 0.5-2.0 s; $runs runs of:"
+    echo "   CLOUD_RUN_TASK_INDEX=i CLOUD_RUN_TASK_COUNT=$tasks CLOUD_RUN_EXECUTION=bench-N $DEPLOYER health --endpoint $provider_url --no-fetch --no-alerts --format json"
+    : >"$dir/sharded.txt"
+    for run in $(seq 1 "$runs"); do
+        state=$(mktemp -d)
+        before=$(grep -ac '^GET /value' "$dir/provider.log" || true)
+        started=$(date +%s.%N)
+        pids=()
+        for index in $(seq 0 $((tasks - 1))); do
+            (cd "$dir/repo" && CLOUD_RUN_TASK_INDEX=$index CLOUD_RUN_TASK_COUNT=$tasks \
+                CLOUD_RUN_EXECUTION="bench-$run" DEPLOYER_STATE_DIR="$state" NO_COLOR=1 CI=true \
+                "$DEPLOYER" health --endpoint "$provider_url" --no-fetch --no-alerts --format json \
+                >"$dir/task-$index.json" 2>"$dir/task-$index.err") &
+            pids+=($!)
+        done
+        for pid in "${pids[@]}"; do wait "$pid" || true; done
+        finished=$(date +%s.%N)
+        python3 - "$dir" "$tasks" "$started" "$finished" "$((services * checks))" "$state" "$before" >>"$dir/sharded.txt" <<'PY'
+import json, os, sys
+directory, tasks, started, finished, expected, state, before = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+documents = [json.load(open(f"{directory}/task-{i}.json")) for i in range(tasks)]
+measured = [c for d in documents for c in d["checks"] if c["provider"] == "http"]
+keys = [(c["service"], c["check"]) for c in measured]
+if len(keys) != expected or len(set(keys)) != expected:
+    sys.exit(f"expected {expected} distinct http checks, got {len(set(keys))} of {len(keys)}")
+senders = [d for d in documents if d["task"]["digest"]]
+if len(senders) != 1:
+    sys.exit(f"expected one task to complete the run, got {len(senders)}")
+runs = open(f"{state}/health/history.jsonl").read().splitlines()
+slowest = max(c["elapsed_ms"] for c in measured) / 1000
+requests = sum(1 for line in open(f"{directory}/provider.log") if line.startswith("GET /value")) - before
+print(f"{finished - started:.3f} {slowest:.3f} {requests} {len(runs)}")
+PY
+        rm -rf "$state"
+        tail -1 "$dir/sharded.txt" | awk -v run="$run" \
+            '{printf "run %s: wall %.3f s (first start to last exit), slowest check %.3f s, %d provider requests, %d run recorded\n", run, $1, $2, $3, $4}'
+    done
+    python3 - "$dir/sharded.txt" "$services" "$checks" "$tasks" <<'PY'
+import statistics, sys
+rows = [tuple(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
+services, checks, tasks = map(int, sys.argv[2:5])
+wall = statistics.median(r[0] for r in rows)
+slowest = statistics.median(r[1] for r in rows)
+print(f"sharded ({services} services x {checks} checks over {tasks} tasks): median wall {wall:.3f} s (min {min(r[0] for r in rows):.3f}, max {max(r[0] for r in rows):.3f}); "
+      f"slowest check, median {slowest:.3f} s; wall / slowest check {wall / slowest:.3f}; wall / slowest provider delay (2.0 s) {wall / 2.0:.3f}; "
+      f"provider requests per run {int(statistics.median(r[2] for r in rows))}; Logging/BigQuery requests per run 0 (http checks, file store)")
+PY
+    exit 0
+fi
 
 slowest_service=$(printf 'svc-%02d' $((services - 1)))
 echo "== $services services x $checks checks, provider delays 0.5-2.0 s; $runs runs each of:"

@@ -4,7 +4,7 @@
 //! (`GITHUB_ACTIONS=true`) each WARN/CRITICAL service also becomes an annotation and the table
 //! is appended to the step summary.
 
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -17,13 +17,12 @@ use super::{
 use crate::{
     config::ServiceConfig,
     drift::{
-        self, deployed, format_age, issue, DriftReport, GitOptions, ServiceDrift, ServiceInput,
-        Severity,
+        self, format_age, issue, DriftReport, HistorySource, ServiceDrift, ServiceInput,
+        ServiceTarget, Severity,
     },
     exit::ExitStatus,
-    notify::github::{GitHubClient, RepositoryName},
-    platform::cloud_run::{CloudRunPlatform, Endpoint},
-    repo::{short, Repository},
+    notify::github::RepositoryName,
+    repo::short,
 };
 
 /// `drift`.
@@ -54,12 +53,6 @@ pub enum SourceArg {
     /// The GitHub API.
     Github,
 }
-
-/// How long reading one service (or revision, or image) may take.
-const PLATFORM_TIME_LIMIT: Duration = Duration::from_secs(10);
-
-/// How long one fetch of `main` may take.
-const FETCH_TIME_LIMIT: Duration = Duration::from_secs(30);
 
 /// Relevant commits listed per revision in the text report (JSON has up to
 /// [`drift::LISTED_COMMITS`]).
@@ -125,66 +118,22 @@ pub(super) fn load(
     Ok((workspace.root.clone(), targets))
 }
 
-/// Reads what serves every service, concurrently, with one client per distinct endpoint
-/// (building a client loads the CA certificates: far more work than a request).
-async fn read_all(
+/// Where each of `configs` runs: the services a drift or health run reads, in order. The one
+/// place that turns service files into platform targets.
+pub(super) fn service_targets(
     context: &Context,
     configs: Vec<ServiceConfig>,
-) -> anyhow::Result<Vec<ServiceInput>> {
-    let mut platforms: Vec<(Endpoint, Result<CloudRunPlatform, String>)> = Vec::new();
-    let mut pending = Vec::new();
-    for config in configs {
-        let id = target::service_id(&config)?;
-        let endpoint = target::endpoint(&config, context.endpoint.as_deref());
-        let connected = match platforms.iter().find(|(known, _)| *known == endpoint) {
-            Some((_, connected)) => connected.clone(),
-            None => {
-                let connected = CloudRunPlatform::connect(&endpoint, target::OPERATION_DEADLINE)
-                    .await
-                    .map_err(|error| super::short_cause(&anyhow::Error::from(error)));
-                platforms.push((endpoint, connected.clone()));
-                connected
-            }
-        };
-        pending.push(async move {
-            let deployed = match connected {
-                Ok(platform) => {
-                    deployed::read(
-                        &platform,
-                        &id,
-                        &deployed::RegistryLabels,
-                        PLATFORM_TIME_LIMIT,
-                    )
-                    .await
-                }
-                Err(error) => deployed::DeployedState::Unavailable(error),
-            };
-            ServiceInput {
+) -> Result<Vec<ServiceTarget>, UsageError> {
+    configs
+        .into_iter()
+        .map(|config| {
+            Ok(ServiceTarget {
+                id: target::service_id(&config)?,
+                endpoint: target::endpoint(&config, context.endpoint.as_deref()),
                 config,
-                id,
-                deployed,
-            }
-        });
-    }
-    Ok(futures::future::join_all(pending).await)
-}
-
-fn github_client(configs: &[ServiceInput]) -> anyhow::Result<GitHubClient> {
-    // One token per run: the first service's variable (services of one repository share it).
-    let variable = configs
-        .first()
-        .map(|input| input.config.notifications.github_token_env.clone())
-        .unwrap_or_else(|| "GITHUB_TOKEN".into());
-    GitHubClient::from_environment(&variable).context("cannot use the GitHub API")
-}
-
-fn default_repository() -> anyhow::Result<Option<RepositoryName>> {
-    match std::env::var("GITHUB_REPOSITORY") {
-        Ok(value) if !value.trim().is_empty() => Ok(Some(
-            RepositoryName::parse(&value).context("`GITHUB_REPOSITORY`")?,
-        )),
-        _ => Ok(None),
-    }
+            })
+        })
+        .collect()
 }
 
 /// Runs `drift`.
@@ -231,8 +180,8 @@ pub fn run(context: &Context, args: &DriftArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
-/// Reads what serves `configs` and measures their drift, from the repository at `root` or
-/// from GitHub (`source`): what `deployer drift` and `deployer health` report.
+/// Reads what serves `configs` and measures their drift ([`drift::measure`]): what `deployer
+/// drift`, `deployer health` and `deployer fleet --changed` report.
 pub(super) async fn measure(
     context: &Context,
     root: &std::path::Path,
@@ -240,37 +189,21 @@ pub(super) async fn measure(
     source: SourceArg,
     fetch: bool,
 ) -> anyhow::Result<(Vec<ServiceInput>, DriftReport)> {
-    let inputs = read_all(context, configs).await?;
-    let now = chrono::Utc::now();
-    let repository = match source {
-        SourceArg::Github => None,
-        SourceArg::Git => Some(Repository::discover(root).context(
-            "`--source git` needs the repository's working tree (use `--source github` where there is none)",
-        )?),
-        SourceArg::Auto => Repository::discover(root).ok(),
-    };
-    let report = match &repository {
-        Some(repository) => drift::from_git(
-            repository,
-            &inputs,
-            &GitOptions {
-                fetch,
-                fetch_time_limit: FETCH_TIME_LIMIT,
-            },
-            now,
-        ),
-        None => {
-            if source == SourceArg::Auto {
-                context.output.message(format!(
-                    "no git repository at `{}`: reading the history from the GitHub API",
-                    root.display()
-                ));
-            }
-            let client = github_client(&inputs)?;
-            drift::from_github(&client, &inputs, default_repository()?.as_ref(), now).await
+    let targets = service_targets(context, configs)?;
+    drift::measure(targets, root, source.into(), fetch, &|line| {
+        context.output.message(line)
+    })
+    .await
+}
+
+impl From<SourceArg> for HistorySource {
+    fn from(source: SourceArg) -> Self {
+        match source {
+            SourceArg::Auto => HistorySource::Auto,
+            SourceArg::Git => HistorySource::Git,
+            SourceArg::Github => HistorySource::Github,
         }
-    };
-    Ok((inputs, report))
+    }
 }
 
 /// Keeps the issues; prints one line per service that has or needs one.
@@ -279,7 +212,7 @@ async fn sync_issues(
     inputs: &[ServiceInput],
     report: &DriftReport,
 ) -> anyhow::Result<Vec<issue::Outcome>> {
-    let fallback = default_repository()?;
+    let fallback = drift::measure::default_repository()?;
     let mut targets = Vec::new();
     for (input, drift) in inputs.iter().zip(&report.services) {
         let repository = match &input.config.notifications.github_repository {
@@ -302,7 +235,7 @@ async fn sync_issues(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    let client = github_client(inputs)?;
+    let client = drift::measure::github_client(inputs)?;
     let links = issue::Links {
         server_url: std::env::var("GITHUB_SERVER_URL")
             .ok()

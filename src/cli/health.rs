@@ -4,9 +4,8 @@
 //! `--concurrency` at once, each within its own timeout), as the dashboard or `--format json`.
 //! Exit 0 PASS, 1 WARNING, 2 CRITICAL (see [`crate::health`]).
 
-use std::{fmt::Write as _, time::Instant};
+use std::fmt::Write as _;
 
-use futures::StreamExt as _;
 use serde::Serialize;
 
 use super::{
@@ -17,20 +16,24 @@ use super::{
     output::color_enabled_on_stdout,
     Context, UsageError,
 };
+
+mod history;
 use crate::{
-    checks::{self, format_value, CheckContext, Providers, Status},
-    config::{CheckConfig, Gate, ServiceConfig},
+    checks::{self, format_value, CheckContext, Status},
+    config::{CheckConfig, ServiceConfig},
+    drift::DriftReport,
     exit::ExitStatus,
     health::{
         self,
-        alerts::{self, Alert, Kind, Level},
-        record::RunRecord,
-        store::{self, Location, Store},
+        run::{AlertReport, Probe, Schedule, TaskOutcome},
+        shard::Shard,
+        store::{Location, Store},
         HealthCheck, Score, Verdict,
     },
-    notify::slack::Webhook,
-    wiring::Declared,
+    platform::ServiceId,
+    wiring::{conformance::Finding, Declared},
 };
+pub use history::HistoryArgs;
 
 /// `health`.
 #[derive(Debug, clap::Args)]
@@ -79,24 +82,6 @@ pub enum HealthCommand {
     History(HistoryArgs),
 }
 
-/// `health history`.
-#[derive(Debug, clap::Args)]
-pub struct HistoryArgs {
-    /// Only runs this recent (`7d`, `12h`).
-    #[arg(long, default_value = "7d", value_parser = parse_since)]
-    pub since: std::time::Duration,
-    /// Only the checks of this name (case-insensitive).
-    #[arg(long, value_name = "NAME")]
-    pub check: Option<String>,
-    /// Where the runs were kept: `file` or `bigquery:PROJECT.DATASET.TABLE` (as `health
-    /// --history`).
-    #[arg(long, env = "DEPLOYER_HEALTH_HISTORY", value_name = "STORE", value_parser = parse_location)]
-    pub history: Option<Location>,
-    /// BigQuery REST endpoint of a `bigquery:` store [default: Google's].
-    #[arg(long, env = "DEPLOYER_BIGQUERY_ENDPOINT", value_name = "URL", value_parser = super::args::endpoint_url)]
-    pub bigquery_endpoint: Option<String>,
-}
-
 fn parse_location(text: &str) -> Result<Location, String> {
     Location::parse(text)
 }
@@ -113,18 +98,6 @@ fn parse_every(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(every)
-}
-
-/// The next run of a schedule `every` after `now`: the next multiple of `every` since
-/// midnight UTC (`6h`: 00:00, 06:00, 12:00, 18:00), as Cloud Scheduler's `0 */6 * * *` runs.
-pub(super) fn next_check(
-    now: chrono::DateTime<chrono::Utc>,
-    every: std::time::Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    let every = i64::try_from(every.as_secs()).unwrap_or(86_400).max(1);
-    let seconds = now.timestamp();
-    let next = (seconds.div_euclid(every) + 1) * every;
-    chrono::DateTime::from_timestamp(next, 0).unwrap_or(now)
 }
 
 pub(super) fn parse_since(text: &str) -> Result<std::time::Duration, String> {
@@ -147,334 +120,125 @@ struct HealthOutput<'a> {
     schedule: &'a Schedule,
     /// Each service's delivery metrics over the last 30 days, from its release history.
     delivery: &'a [super::history::ServiceDelivery],
-}
-
-/// When checks ran and run: this one, the one before it (from the history store), and the
-/// next one when the run is scheduled (`--every`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct Schedule {
-    /// This run.
-    pub last_check: chrono::DateTime<chrono::Utc>,
-    /// The run recorded before this one, if any.
-    pub previous_check: Option<PreviousCheck>,
-    /// The schedule's interval (`6h`), when known.
-    pub every: Option<String>,
-    /// The next scheduled run, when `every` is known.
-    pub next_check: Option<chrono::DateTime<chrono::Utc>>,
-    /// The history store (`bigquery:P.D.T` or the file).
-    pub history: String,
-}
-
-/// The run before this one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub(super) struct PreviousCheck {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub verdict: Verdict,
-    pub score: f64,
-}
-
-/// What happened to this run's alerts.
-#[derive(Debug, Default, Serialize)]
-struct AlertReport {
-    /// The alerts of the run (new, worse, repeat, resolved).
-    planned: Vec<PlannedAlert>,
-    /// One per webhook.
-    deliveries: Vec<Delivery>,
-    /// Alerts with no webhook variable set.
-    not_sent: usize,
-}
-
-#[derive(Debug, Serialize)]
-struct PlannedAlert {
-    service: String,
-    check: String,
-    kind: Kind,
-    level: Level,
-}
-
-#[derive(Debug, Serialize)]
-struct Delivery {
-    /// The variable holding the webhook (never its value).
-    variable: String,
-    alerts: usize,
-    delivered: bool,
+    /// This task's part of a run of several tasks (`CLOUD_RUN_TASK_COUNT`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    task: Option<&'a TaskOutcome>,
 }
 
-/// One service's checks, ready to run.
-struct Prepared {
-    config: ServiceConfig,
-    context: CheckContext,
-    providers: Providers,
-    /// Why the service's checks cannot run (the platform unreadable for a `{revision}`).
-    blocked: Option<String>,
+/// The health run's view of the outside, through the CLI's adapters: the platform of each
+/// service's target, the drift, the live wiring.
+struct CliProbe<'a> {
+    context: &'a Context,
+    args: &'a HealthArgs,
+    root: &'a std::path::Path,
 }
 
-async fn prepare(context: &Context, config: ServiceConfig, providers: Providers) -> Prepared {
-    let mut check_context = CheckContext::default();
-    let mut blocked = None;
-    match super::target::service_id(&config) {
-        Ok(id) => {
-            check_context.service = id.name.clone();
-            check_context.project = id.project.clone();
-            check_context.region = id.region.clone();
-            let selected = checks::checks_for_gate(&config, Gate::Health);
-            if check::needs_platform(&selected) {
-                if let Err(error) =
-                    check::read_revisions(&config, &id, context, &mut check_context).await
-                {
-                    blocked = Some(format!("{error:#}"));
-                }
-            }
-        }
-        Err(error) => blocked = Some(format!("{error:#}")),
+impl Probe for CliProbe<'_> {
+    fn endpoints(&self, config: &ServiceConfig) -> checks::ProviderEndpoints {
+        check::endpoints(config, &self.args.providers, self.context)
     }
-    Prepared {
-        config,
-        context: check_context,
-        providers,
-        blocked,
-    }
-}
 
-/// An ERROR result for a check that could not be run.
-fn not_run(config: &ServiceConfig, check: &CheckConfig, why: &str) -> HealthCheck {
-    HealthCheck {
-        service: config.name.clone(),
-        check: check.name.clone(),
-        provider: check.provider().as_str(),
-        status: Status::Error,
-        severity: checks::Severity::Warning,
-        value: None,
-        unit: check.unit,
-        thresholds: Some(checks::Thresholds {
-            comparison: check.comparison.symbol(),
-            warn: check.warn,
-            critical: check.critical,
-        }),
-        query: check.source.query_text().to_string(),
-        elapsed_ms: 0,
-        link: None,
-        runbook: health::runbook_link(config),
-        message: Some(why.to_string()),
+    fn service_id(&self, config: &ServiceConfig) -> Result<ServiceId, String> {
+        super::target::service_id(config).map_err(|error| format!("{error:#}"))
     }
-}
 
-/// Runs every check and every drift measurement: the results, each service's checks then its
-/// drift, in the order of the services.
-pub(super) async fn run_all(
-    context: &Context,
-    args: &HealthArgs,
-    root: &std::path::Path,
-    configs: Vec<ServiceConfig>,
-) -> Vec<HealthCheck> {
-    let checks_future = async {
-        // One set of providers (one connection pool each) per distinct set of endpoints, not
-        // per service: building a client costs far more than a request.
-        let mut shared: Vec<(checks::ProviderEndpoints, Providers)> = Vec::new();
-        let mut services = Vec::new();
-        for config in configs.iter().cloned() {
-            let endpoints = check::endpoints(&config, &args.providers, context);
-            let providers = match shared.iter().find(|(known, _)| *known == endpoints) {
-                Some((_, providers)) => providers.clone(),
-                None => {
-                    let providers = Providers::new(endpoints.clone());
-                    shared.push((endpoints, providers.clone()));
-                    providers
-                }
-            };
-            services.push((config, providers));
-        }
-        let prepared = futures::future::join_all(
-            services
-                .into_iter()
-                .map(|(config, providers)| prepare(context, config, providers)),
+    fn needs_platform(&self, checks: &[&CheckConfig]) -> bool {
+        check::needs_platform(checks)
+    }
+
+    async fn read_revisions<'a>(
+        &'a self,
+        config: &'a ServiceConfig,
+        id: &'a ServiceId,
+        context: &'a mut CheckContext,
+    ) -> Result<(), String> {
+        check::read_revisions(config, id, self.context, context)
+            .await
+            .map_err(|error| format!("{error:#}"))
+    }
+
+    async fn drift(&self, configs: Vec<ServiceConfig>) -> Result<DriftReport, String> {
+        drift_cli::measure(
+            self.context,
+            self.root,
+            configs,
+            self.args.source,
+            !self.args.no_fetch,
         )
-        .await;
-        let jobs: Vec<(usize, &Prepared, &CheckConfig)> = prepared
-            .iter()
-            .enumerate()
-            .flat_map(|(index, service)| {
-                checks::checks_for_gate(&service.config, Gate::Health)
-                    .into_iter()
-                    .map(move |check| (index, service, check))
-            })
-            .collect();
-        // Unordered: a slot is free as soon as any check ends (in order, one slow check would
-        // hold every slot behind it); the results are put back in order below.
-        let mut results = futures::stream::iter(jobs.into_iter().enumerate())
-            .map(|(position, (index, service, check))| async move {
-                let result = match &service.blocked {
-                    Some(why) => not_run(&service.config, check, why),
-                    None => HealthCheck::from_result(
-                        &service.config,
-                        &checks::run_check(check, &service.context, &service.providers).await,
-                    ),
-                };
-                (position, index, result)
-            })
-            .buffer_unordered(usize::from(args.concurrency))
-            .collect::<Vec<_>>()
-            .await;
-        results.sort_by_key(|(position, _, _)| *position);
-        results
-            .into_iter()
-            .map(|(_, index, result)| (index, result))
-            .collect::<Vec<_>>()
-    };
-    let drift_future = async {
-        let started = Instant::now();
-        let measured =
-            drift_cli::measure(context, root, configs.clone(), args.source, !args.no_fetch).await;
-        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        configs
-            .iter()
-            .enumerate()
-            .map(|(index, config)| {
-                let check = match &measured {
-                    Ok((_, report)) => match report.services.get(index) {
-                        Some(drift) => HealthCheck::from_drift(config, drift, elapsed),
-                        None => drift_error(config, "no drift measured", elapsed),
-                    },
-                    Err(error) => drift_error(config, &super::short_cause(error), elapsed),
-                };
-                (index, check)
-            })
-            .collect::<Vec<_>>()
-    };
-    let architecture_future = async {
-        if args.no_architecture {
-            return Vec::new();
-        }
-        // Who consumes a topic is known only from every service's file, whatever `--service`
-        // selects: a subscription another service declares is no bypass.
-        let all = if args.services.is_empty() {
-            configs.clone()
-        } else {
-            graph_cli::load_all(context, &[]).unwrap_or_else(|_| configs.clone())
-        };
-        let declared = Declared::from_configs(&all);
-        let wired: Vec<(usize, &ServiceConfig)> = configs
-            .iter()
-            .enumerate()
-            .filter(|(_, config)| {
-                declared
-                    .service(&config.name)
-                    .is_some_and(|wiring| wiring.declares_anything())
-            })
-            .collect();
-        if wired.is_empty() {
-            return Vec::new();
-        }
-        let started = Instant::now();
-        let findings = graph_cli::check_live(context, &all, &declared).await;
-        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        configs
-            .iter()
-            .enumerate()
-            .filter(|(index, config)| {
-                wired.iter().any(|(wired_index, _)| wired_index == index)
-                    || findings
-                        .iter()
-                        .any(|finding| finding.services.contains(&config.name))
-            })
-            .map(|(index, config)| {
-                (
-                    index,
-                    HealthCheck::from_architecture(config, &findings, elapsed),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let (mut results, (drifts, architecture)) = futures::future::join(
-        checks_future,
-        futures::future::join(drift_future, architecture_future),
-    )
-    .await;
-    results.extend(drifts);
-    results.extend(architecture);
-    // Stable: each service's checks keep their order, its drift and its architecture come
-    // after them.
-    results.sort_by_key(|(index, _)| *index);
-    results.into_iter().map(|(_, check)| check).collect()
-}
+        .await
+        .map(|(_, report)| report)
+        .map_err(|error| super::short_cause(&error))
+    }
 
-fn drift_error(config: &ServiceConfig, why: &str, elapsed_ms: u64) -> HealthCheck {
-    HealthCheck {
-        service: config.name.clone(),
-        check: health::DRIFT_CHECK.to_string(),
-        provider: "drift",
-        status: Status::Error,
-        severity: checks::Severity::Warning,
-        value: None,
-        unit: crate::config::Unit::Count,
-        thresholds: None,
-        query: format!("serving revisions of `{}` vs main", config.name),
-        elapsed_ms,
-        link: None,
-        runbook: health::runbook_link(config),
-        message: Some(format!("drift unknown: {why}")),
+    async fn architecture<'a>(
+        &'a self,
+        all: &'a [ServiceConfig],
+        declared: &'a Declared,
+    ) -> Vec<Finding> {
+        graph_cli::check_live(self.context, all, declared).await
+    }
+
+    fn say(&self, line: String) {
+        self.context.output.message(line);
     }
 }
 
 /// Runs `health`.
 pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
     if let Some(HealthCommand::History(history_args)) = &args.command {
-        return history_command(context, history_args);
+        return history::run(context, history_args);
     }
     let (root, configs) = drift_cli::load(context, &args.services)?;
     let generated_at = chrono::Utc::now();
-    let store = Store::open(
-        args.history.as_ref().unwrap_or(&Location::File),
-        args.providers.bigquery_endpoint.as_deref(),
-    );
-    let (results, report, schedule) = super::block_on(async {
-        let results = run_all(context, args, &root, configs.clone()).await;
-        if results.is_empty() {
-            return Err(UsageError {
-                message: "no check to run".into(),
-            }
-            .into());
-        }
-        let score = health::score(&results);
-        let previous = match store.latest().await {
-            Ok(previous) => previous,
-            Err(error) => {
-                context
-                    .output
-                    .message(format!("warning: the previous run is unknown: {error}"));
-                None
-            }
-        };
-        let report = if args.no_alerts {
-            AlertReport::default()
+    let location = args.history.as_ref().unwrap_or(&Location::File);
+    // One task of a Cloud Run Job execution of several (`CLOUD_RUN_TASK_COUNT`).
+    let shard = Shard::from_environment(|name| std::env::var(name).ok())
+        .map_err(|message| UsageError { message })?;
+    let store = Store::open(location, args.providers.bigquery_endpoint.as_deref());
+    // Who consumes a topic is known only from every service's file, whatever `--service`
+    // selects: a subscription another service declares is no bypass.
+    let architecture = (!args.no_architecture).then(|| {
+        if args.services.is_empty() {
+            configs.clone()
         } else {
-            alert(context, &store, &configs, &results, &score, generated_at).await
-        };
-        if let Err(error) = store
-            .append(&RunRecord::new(generated_at, &score, &results))
-            .await
-        {
-            context
-                .output
-                .message(format!("warning: the run is not recorded: {error}"));
+            graph_cli::load_all(context, &[]).unwrap_or_else(|_| configs.clone())
         }
-        let schedule = Schedule {
-            last_check: generated_at,
-            previous_check: previous.map(|run| PreviousCheck {
-                at: run.at,
-                verdict: run.verdict,
-                score: run.score,
-            }),
-            every: args
-                .every
-                .map(|every| humantime::format_duration(every).to_string()),
-            next_check: args.every.map(|every| next_check(generated_at, every)),
-            history: store.describe(),
-        };
-        Ok((results, report, schedule))
+    });
+    let options = health::run::Options {
+        concurrency: usize::from(args.concurrency),
+        architecture,
+        alerts: !args.no_alerts,
+        every: args.every,
+        shard,
+    };
+    let probe = CliProbe {
+        context,
+        args,
+        root: &root,
+    };
+    let health::run::Run {
+        results,
+        alerts: report,
+        schedule,
+        task,
+        ..
+    } = super::block_on(async {
+        health::run::run(&probe, &store, &configs, &options, generated_at)
+            .await
+            .map_err(|error| {
+                UsageError {
+                    message: error.to_string(),
+                }
+                .into()
+            })
     })?;
+    if results.is_empty() {
+        // A task of a sharded run with no service in its share (more tasks than services).
+        context
+            .output
+            .data("no service in this task's share: nothing to check");
+        return Ok(ExitStatus::Success);
+    }
     let score = health::score(&results);
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|value| value == "true") {
         github_actions(context, &results, &score);
@@ -492,6 +256,7 @@ pub fn run(context: &Context, args: &HealthArgs) -> anyhow::Result<ExitStatus> {
             alerts: &report,
             schedule: &schedule,
             delivery: &delivery,
+            task: task.as_ref(),
         })?;
     } else {
         let paint = Painter {
@@ -555,214 +320,6 @@ fn step_summary(results: &[HealthCheck], score: &Score) -> String {
 fn github_actions(context: &Context, results: &[HealthCheck], score: &Score) {
     let annotations: Vec<Annotation> = results.iter().filter_map(annotation).collect();
     github_actions::publish(context, &annotations, &step_summary(results, score));
-}
-
-fn variable_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|value| !value.trim().is_empty())
-}
-
-/// Plans this run's alerts against the stored lifecycle, sends one digest per webhook, and
-/// keeps the state of what was delivered. Reports every step on stderr (never a URL).
-async fn alert(
-    context: &Context,
-    store: &Store,
-    configs: &[ServiceConfig],
-    results: &[HealthCheck],
-    score: &Score,
-    now: chrono::DateTime<chrono::Utc>,
-) -> AlertReport {
-    let mut report = AlertReport::default();
-    let previous = match store.load_alerts().await {
-        Ok(state) => state,
-        Err(error) => {
-            context.output.message(format!(
-                "warning: {error}: alerts start over (every failing check alerts as new)"
-            ));
-            Default::default()
-        }
-    };
-    let config_of = |service: &str| configs.iter().find(|config| config.name == service);
-    let (planned, next) = alerts::plan(&previous, results, now, |check| {
-        config_of(&check.service)
-            .and_then(|config| config.notifications.repeat_interval)
-            .map(|interval| interval.get())
-            .unwrap_or(alerts::DEFAULT_REPEAT_INTERVAL)
-    });
-    report.planned = planned
-        .iter()
-        .map(|alert| PlannedAlert {
-            service: alert.check.service.clone(),
-            check: alert.check.check.clone(),
-            kind: alert.kind,
-            level: alert.level,
-        })
-        .collect();
-    let repositories = configs
-        .iter()
-        .filter_map(|config| {
-            let repository = config.notifications.github_repository.as_ref()?;
-            let server = std::env::var("GITHUB_SERVER_URL")
-                .ok()
-                .filter(|value| !value.trim().is_empty())
-                .unwrap_or_else(|| "https://github.com".into());
-            Some((
-                config.name.clone(),
-                format!("{}/{repository}/blob/main", server.trim_end_matches('/')),
-            ))
-        })
-        .collect();
-    let (destinations, unrouted) = alerts::route(
-        planned,
-        |service| {
-            config_of(service)
-                .map(|config| config.notifications.slack_webhook_env.clone())
-                .unwrap_or_else(|| "SLACK_WEBHOOK_URL".into())
-        },
-        variable_set,
-    );
-    report.not_sent = unrouted.len();
-    if !unrouted.is_empty() {
-        let mut variables: Vec<String> = unrouted
-            .iter()
-            .filter_map(|alert| config_of(&alert.check.service))
-            .map(|config| format!("`{}`", config.notifications.slack_webhook_env))
-            .collect();
-        variables.dedup();
-        context.output.message(format!(
-            "warning: {} alert(s) not sent: no Slack webhook is set ({})",
-            unrouted.len(),
-            variables.join(", ")
-        ));
-    }
-    let mut undelivered: Vec<&Alert> = unrouted.iter().collect();
-    for destination in &destinations {
-        let message = alerts::digest(&grouped_by_cause(&destination.alerts), score, &repositories);
-        let url = std::env::var(&destination.variable).unwrap_or_default();
-        let sent = match Webhook::new(&destination.variable, &url) {
-            Ok(webhook) => webhook.post(&message).await,
-            Err(error) => Err(error),
-        };
-        match &sent {
-            Ok(()) => context.output.message(format!(
-                "Slack: sent {} alert(s) through the webhook in `{}`",
-                destination.alerts.len(),
-                destination.variable
-            )),
-            Err(error) => {
-                context.output.message(format!("error: {error}"));
-                undelivered.extend(destination.alerts.iter());
-            }
-        }
-        report.deliveries.push(Delivery {
-            variable: destination.variable.clone(),
-            alerts: destination.alerts.len(),
-            delivered: sent.is_ok(),
-            error: sent.err().map(|error| error.to_string()),
-        });
-    }
-    let kept = alerts::settle(&previous, next, &undelivered);
-    if kept != previous {
-        if let Err(error) = store.save_alerts(&kept, now).await {
-            context
-                .output
-                .message(format!("error: the alert state is not saved: {error}"));
-            report.deliveries.push(Delivery {
-                variable: "state".into(),
-                alerts: 0,
-                delivered: false,
-                error: Some(error.to_string()),
-            });
-        }
-    }
-    report
-}
-
-#[derive(Debug, Serialize)]
-struct HistoryOutput {
-    since: chrono::DateTime<chrono::Utc>,
-    runs: usize,
-    skipped_lines: usize,
-    series: std::collections::BTreeMap<String, Vec<store::Point>>,
-}
-
-/// `health history`.
-fn history_command(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitStatus> {
-    let store = Store::open(
-        args.history.as_ref().unwrap_or(&Location::File),
-        args.bigquery_endpoint.as_deref(),
-    );
-    let since = chrono::Utc::now()
-        - chrono::Duration::from_std(args.since).unwrap_or(chrono::Duration::MAX);
-    let (runs, skipped) = super::block_on(async { Ok(store.read(since).await?) })?;
-    let series = store::series(&runs, args.check.as_deref());
-    if skipped > 0 {
-        context.output.message(format!(
-            "warning: {skipped} unreadable record(s) of `{}` skipped",
-            store.describe()
-        ));
-    }
-    if context.output.is_json() {
-        context.output.json(&HistoryOutput {
-            since,
-            runs: runs.len(),
-            skipped_lines: skipped,
-            series,
-        })?;
-        return Ok(ExitStatus::Success);
-    }
-    if series.is_empty() {
-        context.output.data(format!(
-            "no recorded run{} since {} (`{}`)",
-            args.check
-                .as_ref()
-                .map(|name| format!(" of `{name}`"))
-                .unwrap_or_default(),
-            since.format("%Y-%m-%d %H:%M UTC"),
-            store.describe()
-        ));
-        return Ok(ExitStatus::Success);
-    }
-    let sparklines = color_enabled_on_stdout();
-    let width = series
-        .keys()
-        .map(|key| key.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut text = format!(
-        "{} run(s) since {}\n",
-        runs.len(),
-        since.format("%Y-%m-%d %H:%M UTC")
-    );
-    for (key, points) in &series {
-        let passed = points
-            .iter()
-            .filter(|point| point.status == Status::Pass)
-            .count();
-        let last = points
-            .last()
-            .map(|point| point.status.label())
-            .unwrap_or("-");
-        let trend = if sparklines {
-            store::sparkline(&points.iter().map(|point| point.value).collect::<Vec<_>>())
-        } else {
-            points
-                .iter()
-                .map(|point| match point.value {
-                    Some(value) => format!("{value}"),
-                    None => point.status.label().to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let _ = writeln!(
-            text,
-            "{key}{}  {trend}  last {last}, {passed}/{} passed",
-            " ".repeat(width - key.chars().count()),
-            points.len()
-        );
-    }
-    context.output.data(text.trim_end());
-    Ok(ExitStatus::Success)
 }
 
 /// 0 PASS, 1 WARNING, 2 CRITICAL (the team's convention, shared with `drift`).
@@ -904,257 +461,5 @@ pub(super) fn render(
     text
 }
 
-/// The cause an alert without a value shares with others: `no Google credentials` whatever
-/// the provider said around it, else its whole message.
-fn cause(alert: &Alert) -> Option<String> {
-    if alert.check.value.is_some() {
-        return None;
-    }
-    let message = alert.check.message.as_deref()?;
-    Some(if message.contains(checks::NO_CREDENTIALS) {
-        format!(
-            "{} (`gcloud auth application-default login`, or `GOOGLE_APPLICATION_CREDENTIALS` in CI)",
-            checks::NO_CREDENTIALS
-        )
-    } else {
-        message.to_string()
-    })
-}
-
-/// `alerts` with those that share one cause (same kind and level, no value, one message —
-/// six checks without Google credentials) merged into one line naming the checks: the digest
-/// used to drown in six copies of one sentence.
-fn grouped_by_cause(alerts: &[Alert]) -> Vec<Alert> {
-    let mut grouped: Vec<(Option<String>, Vec<&Alert>)> = Vec::new();
-    for alert in alerts {
-        let key = cause(alert);
-        let same = grouped.iter_mut().find(|(other, members)| {
-            key.is_some()
-                && *other == key
-                && members[0].kind == alert.kind
-                && members[0].level == alert.level
-        });
-        match same {
-            Some((_, members)) => members.push(alert),
-            None => grouped.push((key, vec![alert])),
-        }
-    }
-    grouped
-        .into_iter()
-        .map(|(key, members)| match (key, members.as_slice()) {
-            (Some(cause), [first, _, ..]) => {
-                let mut merged = (*first).clone();
-                let mut services: Vec<&str> = members
-                    .iter()
-                    .map(|alert| alert.check.service.as_str())
-                    .collect();
-                services.dedup();
-                merged.check.service = services.join(", ");
-                let mut names: Vec<&str> = Vec::new();
-                for alert in &members {
-                    if !names.contains(&alert.check.check.as_str()) {
-                        names.push(&alert.check.check);
-                    }
-                }
-                // One check of several services (`Architecture` of two) keeps its name.
-                merged.check.check = match names.as_slice() {
-                    [only] => (*only).to_string(),
-                    _ => format!("{} checks ({})", members.len(), names.join(", ")),
-                };
-                merged.check.message = Some(cause);
-                merged
-            }
-            (_, members) => members[0].clone(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `check` and `health` printed the missing-credentials sentence once per check and per
-    /// service: six times in one Slack digest. Results that share one cause are one line.
-    #[test]
-    fn the_digest_groups_results_that_share_one_cause() {
-        let alert = |service: &str, name: &str, message: &str| Alert {
-            kind: alerts::Kind::New,
-            level: alerts::Level::Warning,
-            check: HealthCheck {
-                service: service.into(),
-                check: name.into(),
-                message: Some(message.into()),
-                ..sample(Status::Error, None)
-            },
-        };
-        let alerts = vec![
-            alert("a", "Coverage", "`bigquery` is unavailable: cannot create the BigQuery client: no Google credentials"),
-            alert("a", "Deployment Drift", "drift unknown: the platform cannot be read: no Google credentials"),
-            alert("b", "Latency", "`cloud-monitoring` is unavailable: no Google credentials"),
-            alert("b", "Freshness", "`prometheus` is unavailable: connection refused"),
-        ];
-        let grouped = grouped_by_cause(&alerts);
-        assert_eq!(grouped.len(), 2, "{grouped:#?}");
-        assert_eq!(grouped[0].check.service, "a, b");
-        assert_eq!(
-            grouped[0].check.check,
-            "3 checks (Coverage, Deployment Drift, Latency)"
-        );
-        assert!(grouped[0]
-            .check
-            .message
-            .as_deref()
-            .unwrap()
-            .starts_with("no Google credentials"));
-        assert_eq!(grouped[1], alerts[3]);
-    }
-
-    fn sample(status: Status, value: Option<f64>) -> HealthCheck {
-        HealthCheck {
-            service: "phase4-processors".into(),
-            check: "Vegas Line Coverage".into(),
-            provider: "bigquery",
-            status,
-            severity: match status {
-                Status::Pass => checks::Severity::Ok,
-                Status::Critical => checks::Severity::Critical,
-                _ => checks::Severity::Warning,
-            },
-            value,
-            unit: crate::config::Unit::Percent,
-            thresholds: Some(checks::Thresholds {
-                comparison: ">=",
-                warn: 90.0,
-                critical: 70.0,
-            }),
-            query: "SELECT 1".into(),
-            elapsed_ms: 12,
-            link: Some("https://console.cloud.google.com/bigquery".into()),
-            runbook: "runbooks/phase4-processors.md#troubleshoot".into(),
-            message: None,
-        }
-    }
-
-    #[test]
-    fn the_dashboard_reads_like_the_teams_script() {
-        let results = vec![
-            sample(Status::Pass, Some(92.4)),
-            sample(Status::Critical, Some(44.2)),
-        ];
-        let score = health::score(&results);
-        let at = chrono::DateTime::parse_from_rfc3339("2026-02-02T18:00:00Z")
-            .unwrap()
-            .to_utc();
-        let schedule = Schedule {
-            last_check: at,
-            previous_check: None,
-            every: None,
-            next_check: None,
-            history: "history.jsonl".into(),
-        };
-        let text = render(&results, &score, &schedule, &Painter { color: false });
-        assert!(
-            text.contains("[1/2] Vegas Line Coverage ...................... PASS\n      92.4% (threshold: ≥90%)\n"),
-            "{text}"
-        );
-        assert!(text.contains("44.2% (threshold: ≥90%)"), "{text}");
-        assert!(
-            text.contains("runbook: runbooks/phase4-processors.md#troubleshoot"),
-            "{text}"
-        );
-        assert!(
-            text.contains("Score: 50/100 (CRITICAL): 1 of 2 passed"),
-            "{text}"
-        );
-        assert!(text.contains("Last Check: 2026-02-02 18:00 UTC"), "{text}");
-        assert!(!text.contains('\x1b'), "no colour unless asked: {text}");
-        assert!(!text.contains("Next Check"), "not scheduled: {text}");
-        let coloured = render(&results, &score, &schedule, &Painter { color: true });
-        assert!(coloured.contains("\x1b[1;32mPASS\x1b[0m"), "{coloured}");
-        assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"), "{coloured}");
-    }
-
-    #[test]
-    fn github_actions_annotate_what_did_not_pass() {
-        assert_eq!(annotation(&sample(Status::Pass, Some(92.4))), None);
-        assert_eq!(
-            annotation(&sample(Status::Critical, Some(44.2)))
-                .unwrap()
-                .command(),
-            "::error title=Health%3A phase4-processors / Vegas Line Coverage::CRITICAL 44.2%25 (threshold: ≥90%25) (runbook: runbooks/phase4-processors.md#troubleshoot)"
-        );
-        assert!(annotation(&sample(Status::Warn, Some(80.0)))
-            .unwrap()
-            .command()
-            .starts_with("::warning "));
-        let results = vec![sample(Status::Critical, Some(44.2))];
-        let summary = step_summary(&results, &health::score(&results));
-        assert!(
-            summary.starts_with("## Health: CRITICAL (0/100, 0 of 1 passed)"),
-            "{summary}"
-        );
-        assert!(
-            summary.contains(
-                "| phase4-processors | Vegas Line Coverage | CRITICAL | 44.2% (threshold: ≥90%) |"
-            ),
-            "{summary}"
-        );
-    }
-
-    #[test]
-    fn a_scheduled_run_shows_the_previous_and_the_next_check() {
-        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
-        let every = parse_every("6h").unwrap();
-        // As `0 */6 * * *` runs: the next multiple of 6 h since midnight UTC.
-        assert_eq!(
-            next_check(at("2026-02-02T18:00:07Z"), every),
-            at("2026-02-03T00:00:00Z")
-        );
-        assert_eq!(
-            next_check(at("2026-02-02T14:23:00Z"), every),
-            at("2026-02-02T18:00:00Z")
-        );
-        assert_eq!(
-            next_check(at("2026-02-02T18:00:00Z"), every),
-            at("2026-02-03T00:00:00Z")
-        );
-        assert_eq!(
-            next_check(at("2026-02-02T10:10:00Z"), parse_every("30m").unwrap()),
-            at("2026-02-02T10:30:00Z")
-        );
-        for bad in ["5h", "7d", "10s", "7m", "soon"] {
-            assert!(parse_every(bad).is_err(), "{bad}");
-        }
-        let results = vec![sample(Status::Pass, Some(92.4))];
-        let score = health::score(&results);
-        let schedule = Schedule {
-            last_check: at("2026-02-02T18:00:07Z"),
-            previous_check: Some(PreviousCheck {
-                at: at("2026-02-02T12:00:05Z"),
-                verdict: Verdict::Critical,
-                score: 33.3,
-            }),
-            every: Some("6h".into()),
-            next_check: Some(next_check(at("2026-02-02T18:00:07Z"), every)),
-            history: "bigquery:p.d.t".into(),
-        };
-        let text = render(&results, &score, &schedule, &Painter { color: false });
-        assert!(
-            text.ends_with(
-                "Last Check: 2026-02-02 18:00 UTC · previous 2026-02-02 12:00 UTC (CRITICAL)\nNext Check: 2026-02-03 00:00 UTC (every 6h)"
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn no_value_shows_why() {
-        let mut check = sample(Status::NoData, None);
-        check.message = Some("no row".into());
-        assert_eq!(detail(&check), "no row");
-        check.thresholds.as_mut().unwrap().comparison = "<=";
-        check.value = Some(3.0);
-        check.unit = crate::config::Unit::Count;
-        assert_eq!(detail(&check), "3 (threshold: ≤90)");
-    }
-}
+mod tests;

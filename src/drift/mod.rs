@@ -17,6 +17,7 @@
 pub mod deployed;
 pub mod git_facts;
 pub mod issue;
+pub mod measure;
 mod source_github;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use crate::{
 
 pub use deployed::{CommitOrigin, DeployedState, ImageLabels, RegistryLabels, ServingRevision};
 pub use git_facts::{MainTip, PathFilter};
+pub use measure::{measure, HistorySource, ServiceTarget};
 
 /// How many of the service-relevant commits are listed (all are counted).
 pub const LISTED_COMMITS: usize = 10;

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{HealthCheck, Score};
-use crate::checks::Severity;
 use crate::{
+    checks::{self, Severity},
     notify::slack::{escape, route_variable},
     untrusted::ellipsized,
 };
@@ -285,6 +285,71 @@ pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, S
     json!({"text": ellipsized(&fallback, 3000), "blocks": blocks})
 }
 
+/// The cause an alert without a value shares with others: `no Google credentials` whatever
+/// the provider said around it, else its whole message.
+fn cause(alert: &Alert) -> Option<String> {
+    if alert.check.value.is_some() {
+        return None;
+    }
+    let message = alert.check.message.as_deref()?;
+    Some(if message.contains(checks::NO_CREDENTIALS) {
+        format!(
+            "{} (`gcloud auth application-default login`, or `GOOGLE_APPLICATION_CREDENTIALS` in CI)",
+            checks::NO_CREDENTIALS
+        )
+    } else {
+        message.to_string()
+    })
+}
+
+/// `alerts` with those that share one cause (same kind and level, no value, one message —
+/// six checks without Google credentials) merged into one line naming the checks: the digest
+/// used to drown in six copies of one sentence.
+pub fn grouped_by_cause(alerts: &[Alert]) -> Vec<Alert> {
+    let mut grouped: Vec<(Option<String>, Vec<&Alert>)> = Vec::new();
+    for alert in alerts {
+        let key = cause(alert);
+        let same = grouped.iter_mut().find(|(other, members)| {
+            key.is_some()
+                && *other == key
+                && members[0].kind == alert.kind
+                && members[0].level == alert.level
+        });
+        match same {
+            Some((_, members)) => members.push(alert),
+            None => grouped.push((key, vec![alert])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(key, members)| match (key, members.as_slice()) {
+            (Some(cause), [first, _, ..]) => {
+                let mut merged = (*first).clone();
+                let mut services: Vec<&str> = members
+                    .iter()
+                    .map(|alert| alert.check.service.as_str())
+                    .collect();
+                services.dedup();
+                merged.check.service = services.join(", ");
+                let mut names: Vec<&str> = Vec::new();
+                for alert in &members {
+                    if !names.contains(&alert.check.check.as_str()) {
+                        names.push(&alert.check.check);
+                    }
+                }
+                // One check of several services (`Architecture` of two) keeps its name.
+                merged.check.check = match names.as_slice() {
+                    [only] => (*only).to_string(),
+                    _ => format!("{} checks ({})", members.len(), names.join(", ")),
+                };
+                merged.check.message = Some(cause);
+                merged
+            }
+            (_, members) => members[0].clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +493,42 @@ mod tests {
         assert!(kept.checks.contains_key("a/y"));
         let (again, _) = plan(&kept, &run, at(1), |_| DEFAULT_REPEAT_INTERVAL);
         assert_eq!(kinds(&again), [("x".into(), Kind::New)]);
+    }
+
+    /// `check` and `health` printed the missing-credentials sentence once per check and per
+    /// service: six times in one Slack digest. Results that share one cause are one line.
+    #[test]
+    fn the_digest_groups_results_that_share_one_cause() {
+        let alert = |service: &str, name: &str, message: &str| Alert {
+            kind: Kind::New,
+            level: Level::Warning,
+            check: HealthCheck {
+                service: service.into(),
+                check: name.into(),
+                value: None,
+                message: Some(message.into()),
+                ..check(service, name, Status::Error)
+            },
+        };
+        let alerts = vec![
+            alert("a", "Coverage", "`bigquery` is unavailable: cannot create the BigQuery client: no Google credentials"),
+            alert("a", "Deployment Drift", "drift unknown: the platform cannot be read: no Google credentials"),
+            alert("b", "Latency", "`cloud-monitoring` is unavailable: no Google credentials"),
+            alert("b", "Freshness", "`prometheus` is unavailable: connection refused"),
+        ];
+        let grouped = grouped_by_cause(&alerts);
+        assert_eq!(grouped.len(), 2, "{grouped:#?}");
+        assert_eq!(grouped[0].check.service, "a, b");
+        assert_eq!(
+            grouped[0].check.check,
+            "3 checks (Coverage, Deployment Drift, Latency)"
+        );
+        assert!(grouped[0]
+            .check
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("no Google credentials"));
+        assert_eq!(grouped[1], alerts[3]);
     }
 }

@@ -19,6 +19,8 @@
 pub mod alerts;
 pub mod bigquery_store;
 pub mod record;
+pub mod run;
+pub mod shard;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,7 @@ use super::{
     alerts::AlertState,
     bigquery_store::{BigQueryStore, TableName},
     record::{parse_runs, HistoryError, RunRecord},
+    shard::TaskRecord,
 };
 use crate::{checks::Status, rollout::journal::LocalJournal};
 
@@ -132,6 +133,94 @@ impl FileStore {
         std::fs::write(&temporary, text).map_err(io)?;
         std::fs::rename(&temporary, &path).map_err(io)
     }
+
+    /// The directory of an execution's task records and its digest claim.
+    fn execution_directory(&self, execution: &str) -> PathBuf {
+        self.directory.join("executions").join(execution)
+    }
+
+    /// Records one task's results (write then rename: a reader never sees half a record).
+    pub fn append_task(&self, record: &TaskRecord) -> Result<(), HistoryError> {
+        let directory = self.execution_directory(&record.execution);
+        let io = |path: &Path, source| HistoryError::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        };
+        fs_err::create_dir_all(&directory).map_err(|source| io(&directory, source))?;
+        let path = directory.join(format!("task-{}.json", record.task));
+        let temporary = directory.join(format!("task-{}.json.tmp", record.task));
+        let text = serde_json::to_string(record).map_err(|error| io(&path, error.into()))?;
+        std::fs::write(&temporary, text).map_err(|source| io(&temporary, source))?;
+        std::fs::rename(&temporary, &path).map_err(|source| io(&path, source))
+    }
+
+    /// The task records of `execution` (none when no task recorded yet).
+    pub fn task_records(&self, execution: &str) -> Result<Vec<TaskRecord>, HistoryError> {
+        let directory = self.execution_directory(execution);
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(HistoryError::Io {
+                    action: "read",
+                    path: directory,
+                    source,
+                })
+            }
+        };
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("task-") && name.ends_with(".json")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| HistoryError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let record: TaskRecord =
+                serde_json::from_str(&text).map_err(|error| HistoryError::Corrupt {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })?;
+            if record.execution == execution {
+                records.push(record);
+            }
+        }
+        records.sort_by_key(|record| record.task);
+        Ok(records)
+    }
+
+    /// Claims the digest of `execution`: true for the one caller that creates the claim
+    /// (an exclusive create, `O_EXCL`: of tasks finishing at once, exactly one wins), false
+    /// for every other.
+    pub fn claim_digest(&self, execution: &str, task: u32) -> Result<bool, HistoryError> {
+        let directory = self.execution_directory(execution);
+        let path = directory.join("digest.claim");
+        let io = |source| HistoryError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        };
+        fs_err::create_dir_all(&directory).map_err(&io)?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                file.write_all(format!("task {task}\n").as_bytes())
+                    .map_err(io)?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(io(source)),
+        }
+    }
 }
 
 /// Where the history and the lifecycle are kept: `--history` / `DEPLOYER_HEALTH_HISTORY`.
@@ -231,6 +320,16 @@ impl Store {
         match self {
             Store::File(store) => store.save_alerts(state),
             Store::BigQuery(store) => store.save_alerts(state, at).await,
+        }
+    }
+
+    /// Where the tasks of a sharded run meet: the state directory's files, whichever store
+    /// keeps the history (a table has no atomic create-if-absent; a volume every task mounts,
+    /// NFS, has `O_EXCL`).
+    pub fn tasks(&self) -> FileStore {
+        match self {
+            Store::File(store) => store.clone(),
+            Store::BigQuery(_) => FileStore::from_environment(),
         }
     }
 }
