@@ -24,11 +24,11 @@ use sha2::Digest;
 
 use crate::untrusted::first_chars;
 
-mod fetch;
 mod commits;
+mod fetch;
 
-pub use fetch::FetchError;
 pub use commits::{Author, CommitRange, CommitSummary, Divergence};
+pub use fetch::FetchError;
 
 /// Errors reading the repository.
 #[derive(Debug, thiserror::Error)]
