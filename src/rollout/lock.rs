@@ -116,6 +116,38 @@ pub enum LockError {
     Platform(#[from] PlatformError),
 }
 
+/// How many lock writes refused as conflicts one lock operation makes before giving up.
+const RACE_ATTEMPTS: u32 = 8;
+
+/// The pause after a lock write refused as a conflict, before the re-read (doubled after each
+/// further refusal).
+const RACE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The lock writes of one lock operation ([`acquire`], [`release`], [`break_lock`]) refused as
+/// conflicts. A refusal is a lost race only when someone else wrote the service: then the
+/// re-read shows a new etag, and the write is re-decided after a pause. A second refusal at an
+/// etag already refused means nobody else wrote: the platform refuses the write itself (e.g. a
+/// split that still names a revision which failed to start), and asking again would only repeat
+/// the refusal, so it ends the operation — as do [`RACE_ATTEMPTS`] refusals in all.
+#[derive(Default)]
+struct Races {
+    refused: Vec<String>,
+}
+
+impl Races {
+    /// After the write at `etag` was refused: waits before the re-read, or says why to stop.
+    async fn lost(&mut self, id: &ServiceId, etag: &str) -> Result<(), LockError> {
+        let again = self.refused.iter().any(|refused| refused == etag);
+        self.refused.push(etag.to_string());
+        if again || self.refused.len() >= RACE_ATTEMPTS as usize {
+            return Err(LockError::Platform(PlatformError::Conflict(id.path())));
+        }
+        let doublings = u32::try_from(self.refused.len() - 1).unwrap_or(u32::MAX);
+        tokio::time::sleep(RACE_PAUSE.saturating_mul(2u32.saturating_pow(doublings))).await;
+        Ok(())
+    }
+}
+
 /// Sets (or removes) the lock annotation on the service as read in `snapshot`. `Ok(None)` when
 /// the service changed since that read: the caller reads again and re-decides.
 async fn write_lock(
@@ -149,6 +181,7 @@ pub async fn acquire(
     poll: Duration,
 ) -> Result<ServiceSnapshot, LockError> {
     let started = tokio::time::Instant::now();
+    let mut races = Races::default();
     loop {
         let snapshot = read_service(platform, id, RetryPolicy::default())
             .await?
@@ -180,6 +213,7 @@ pub async fn acquire(
                 {
                     return Ok(snapshot);
                 }
+                races.lost(id, &snapshot.etag).await?;
             }
         }
     }
@@ -191,15 +225,17 @@ pub async fn release(
     id: &ServiceId,
     lock_id: &str,
 ) -> Result<Option<ServiceSnapshot>, LockError> {
+    let mut races = Races::default();
     loop {
         let Some(snapshot) = read_service(platform, id, RetryPolicy::default()).await? else {
             return Ok(None);
         };
         match Lock::of(&snapshot) {
             Some(held) if held.id == lock_id => {
-                if let Some(snapshot) = write_lock(platform, &snapshot, None).await? {
-                    return Ok(Some(snapshot));
+                if let Some(written) = write_lock(platform, &snapshot, None).await? {
+                    return Ok(Some(written));
                 }
+                races.lost(id, &snapshot.etag).await?;
             }
             _ => return Ok(Some(snapshot)),
         }
@@ -211,6 +247,7 @@ pub async fn break_lock(
     platform: &dyn Platform,
     id: &ServiceId,
 ) -> Result<Option<Lock>, LockError> {
+    let mut races = Races::default();
     loop {
         let snapshot = read_service(platform, id, RetryPolicy::default())
             .await?
@@ -221,6 +258,7 @@ pub async fn break_lock(
         if write_lock(platform, &snapshot, None).await?.is_some() {
             return Ok(Some(held));
         }
+        races.lost(id, &snapshot.etag).await?;
     }
 }
 
