@@ -416,4 +416,114 @@ mod tests {
         let now = platform.service(&id()).await.unwrap().unwrap();
         assert!(Lock::of(&now).is_none());
     }
+
+    /// A platform that refuses every update as a conflict (as Cloud Run refuses any write of a
+    /// service whose split names a revision that failed to start); `moving`: another writer
+    /// changes the service at each refusal (a race lost every time).
+    struct Refusing {
+        inner: MemoryPlatform,
+        moving: bool,
+        updates: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Platform for Refusing {
+        async fn service(&self, id: &ServiceId) -> Result<Option<ServiceSnapshot>, PlatformError> {
+            self.inner.service(id).await
+        }
+        async fn revisions(
+            &self,
+            id: &ServiceId,
+        ) -> Result<Vec<crate::platform::RevisionSnapshot>, PlatformError> {
+            self.inner.revisions(id).await
+        }
+        async fn revision(
+            &self,
+            id: &ServiceId,
+            name: &str,
+        ) -> Result<Option<crate::platform::RevisionSnapshot>, PlatformError> {
+            self.inner.revision(id, name).await
+        }
+        async fn create(
+            &self,
+            id: &ServiceId,
+            spec: &RevisionSpec,
+        ) -> Result<ServiceSnapshot, PlatformError> {
+            self.inner.create(id, spec).await
+        }
+        async fn update(
+            &self,
+            id: &ServiceId,
+            _etag: &str,
+            _update: &ServiceUpdate,
+        ) -> Result<ServiceSnapshot, PlatformError> {
+            let count = self
+                .updates
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.moving {
+                self.inner.external_update(
+                    id,
+                    &ServiceUpdate::default()
+                        .with_annotation("other-writer", Some(count.to_string())),
+                );
+            }
+            Err(PlatformError::Conflict(id.path()))
+        }
+    }
+
+    async fn refusing(moving: bool) -> Refusing {
+        let inner = platform().await;
+        let ours = Lock::new("ours", Duration::from_secs(3600), Utc::now());
+        acquire(&inner, &id(), &ours, Duration::ZERO, Duration::from_secs(1))
+            .await
+            .unwrap();
+        Refusing {
+            inner,
+            moving,
+            updates: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// A deploy whose new revision failed to start polled the API forever after its report:
+    /// every release write was refused as a conflict and re-tried at once, without end.
+    #[tokio::test(start_paused = true)]
+    async fn a_release_refused_at_an_unchanged_etag_ends_after_a_second_try() {
+        let platform = refusing(false).await;
+        let started = tokio::time::Instant::now();
+        let error = release(&platform, &id(), "ours").await.unwrap_err();
+        assert_eq!(
+            error,
+            LockError::Platform(PlatformError::Conflict(id().path()))
+        );
+        assert_eq!(
+            platform.updates.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        assert_eq!(started.elapsed(), RACE_PAUSE);
+        let error = break_lock(&platform, &id()).await.unwrap_err();
+        assert_eq!(
+            error,
+            LockError::Platform(PlatformError::Conflict(id().path()))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn races_lost_every_time_end_after_a_bounded_number_of_paused_tries() {
+        let platform = refusing(true).await;
+        let started = tokio::time::Instant::now();
+        let error = release(&platform, &id(), "ours").await.unwrap_err();
+        assert_eq!(
+            error,
+            LockError::Platform(PlatformError::Conflict(id().path()))
+        );
+        assert_eq!(
+            platform.updates.load(std::sync::atomic::Ordering::SeqCst),
+            RACE_ATTEMPTS
+        );
+        // 100 ms, 200 ms, ... doubling between the tries: never a tight loop.
+        let paused: Duration = (0..RACE_ATTEMPTS - 1)
+            .map(|doublings| RACE_PAUSE * 2u32.pow(doublings))
+            .sum();
+        assert_eq!(started.elapsed(), paused);
+    }
 }
