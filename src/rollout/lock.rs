@@ -139,7 +139,13 @@ impl Races {
     async fn lost(&mut self, id: &ServiceId, etag: &str) -> Result<(), LockError> {
         let again = self.refused.iter().any(|refused| refused == etag);
         self.refused.push(etag.to_string());
-        if again || self.refused.len() >= RACE_ATTEMPTS as usize {
+        if again {
+            return Err(LockError::Platform(PlatformError::Refused(format!(
+                "the write of the lock of `{}` was refused twice although nobody else wrote the service (its split may name a revision that failed to start: move its traffic to a revision that serves, e.g. `gcloud run services update-traffic`)",
+                crate::untrusted::escaped(&id.name)
+            ))));
+        }
+        if self.refused.len() >= RACE_ATTEMPTS as usize {
             return Err(LockError::Platform(PlatformError::Conflict(id.path())));
         }
         let doublings = u32::try_from(self.refused.len() - 1).unwrap_or(u32::MAX);
@@ -491,9 +497,9 @@ mod tests {
         let platform = refusing(false).await;
         let started = tokio::time::Instant::now();
         let error = release(&platform, &id(), "ours").await.unwrap_err();
-        assert_eq!(
-            error,
-            LockError::Platform(PlatformError::Conflict(id().path()))
+        assert!(
+            matches!(&error, LockError::Platform(PlatformError::Refused(message)) if message.contains("refused twice although nobody else wrote")),
+            "{error}"
         );
         assert_eq!(
             platform.updates.load(std::sync::atomic::Ordering::SeqCst),
@@ -501,9 +507,9 @@ mod tests {
         );
         assert_eq!(started.elapsed(), RACE_PAUSE);
         let error = break_lock(&platform, &id()).await.unwrap_err();
-        assert_eq!(
-            error,
-            LockError::Platform(PlatformError::Conflict(id().path()))
+        assert!(
+            matches!(error, LockError::Platform(PlatformError::Refused(_))),
+            "{error}"
         );
     }
 
