@@ -399,21 +399,22 @@ async fn session_affinity_is_warned_by_doctor_and_before_the_canary() {
         "`gcloud run services update svc --no-session-affinity --region local --project local`"
     ));
 
-    // A deploy (its new revision told to fail its start) warns before its rollout begins: the
-    // lines up to `deploying `svc`` are read, then the deploy is stopped.
+    // A deploy (its new revision told to fail its start) warns before its rollout begins, then
+    // stops before any traffic moved and exits 3 (killed, and the test failed, if it has not
+    // exited within 120 s: it once kept polling the API after its report, never exiting).
     emulator
         .set_faults(FaultConfig {
             fail_revision_start: vec!["svc".into()],
             ..FaultConfig::default()
         })
         .unwrap();
-    let text = {
+    let (code, text) = {
         let root = root.clone();
         let endpoint = endpoint.clone();
         let image = support::echo_image().to_string();
         let home = tempfile::tempdir().unwrap();
         tokio::task::spawn_blocking(move || {
-            use std::io::BufRead as _;
+            let stderr = home.path().join("deploy.stderr");
             let mut child = Command::new(env!("CARGO_BIN_EXE_deployer"))
                 .args(["deploy", "svc", "--skip-preflight", "--traffic", "0"])
                 .args(["--image", &image, "--commit", &"a".repeat(40)])
@@ -426,25 +427,33 @@ async fn session_affinity_is_warned_by_doctor_and_before_the_canary() {
                 .env_remove("SLACK_WEBHOOK_URL")
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
+                .stderr(std::fs::File::create(&stderr).unwrap())
                 .spawn()
                 .unwrap();
-            let mut text = String::new();
-            for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
-                let line = line.unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                if line.starts_with("deploying `svc`") {
-                    break;
+            let started = std::time::Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
                 }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            text
+                if started.elapsed() > std::time::Duration::from_secs(120) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the deploy did not exit within 120 s:\n{}",
+                        std::fs::read_to_string(&stderr).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            };
+            (
+                status.code(),
+                std::fs::read_to_string(&stderr).unwrap_or_default(),
+            )
         })
         .await
         .unwrap()
     };
+    assert_eq!(code, Some(3), "{text}");
     assert!(
         text.contains(
             "warning: session affinity is on: Cloud Run applies affinity before the traffic split"
@@ -452,5 +461,9 @@ async fn session_affinity_is_warned_by_doctor_and_before_the_canary() {
         "{text}"
     );
     assert!(text.contains("deploying `svc`"), "{text}");
+    assert!(
+        text.contains("rollout finished: stopped before any traffic moved"),
+        "{text}"
+    );
     drop(emulator);
 }

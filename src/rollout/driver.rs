@@ -796,21 +796,26 @@ impl Driver<'_> {
         }
     }
 
-    /// Writes the journal of `state` alone (the split stays as it is).
+    /// Writes the journal of `state`. A rollout held keeps its split as it is; one stopped
+    /// before any traffic moved (its new revision could not be created or failed to start)
+    /// pins 100% to the stable revision in the same write, which takes the canary out of the
+    /// split: a split naming a revision that failed is refused by Cloud Run, so every later
+    /// write of the service (the lock's release first) would be refused too.
     async fn record(
         &self,
         request: &DeployRequest,
         running: &mut Running,
         state: State,
     ) -> Written {
+        let update = match (state.phase, running.journal.stable.as_deref()) {
+            (Phase::Stopped, Some(stable)) => {
+                ServiceUpdate::traffic(vec![TrafficTarget::to_revision(stable, 100)])
+            }
+            _ => ServiceUpdate::default(),
+        };
         for _ in 0..2 {
             match self
-                .write(
-                    &request.id,
-                    running,
-                    state.clone(),
-                    ServiceUpdate::default(),
-                )
+                .write(&request.id, running, state.clone(), update.clone())
                 .await
             {
                 Ok(_) => return Written::Done,

@@ -116,6 +116,44 @@ pub enum LockError {
     Platform(#[from] PlatformError),
 }
 
+/// How many lock writes refused as conflicts one lock operation makes before giving up.
+const RACE_ATTEMPTS: u32 = 8;
+
+/// The pause after a lock write refused as a conflict, before the re-read (doubled after each
+/// further refusal).
+const RACE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The lock writes of one lock operation ([`acquire`], [`release`], [`break_lock`]) refused as
+/// conflicts. A refusal is a lost race only when someone else wrote the service: then the
+/// re-read shows a new etag, and the write is re-decided after a pause. A second refusal at an
+/// etag already refused means nobody else wrote: the platform refuses the write itself (e.g. a
+/// split that still names a revision which failed to start), and asking again would only repeat
+/// the refusal, so it ends the operation — as do [`RACE_ATTEMPTS`] refusals in all.
+#[derive(Default)]
+struct Races {
+    refused: Vec<String>,
+}
+
+impl Races {
+    /// After the write at `etag` was refused: waits before the re-read, or says why to stop.
+    async fn lost(&mut self, id: &ServiceId, etag: &str) -> Result<(), LockError> {
+        let again = self.refused.iter().any(|refused| refused == etag);
+        self.refused.push(etag.to_string());
+        if again {
+            return Err(LockError::Platform(PlatformError::Refused(format!(
+                "the write of the lock of `{}` was refused twice although nobody else wrote the service (its split may name a revision that failed to start: move its traffic to a revision that serves, e.g. `gcloud run services update-traffic`)",
+                crate::untrusted::escaped(&id.name)
+            ))));
+        }
+        if self.refused.len() >= RACE_ATTEMPTS as usize {
+            return Err(LockError::Platform(PlatformError::Conflict(id.path())));
+        }
+        let doublings = u32::try_from(self.refused.len() - 1).unwrap_or(u32::MAX);
+        tokio::time::sleep(RACE_PAUSE.saturating_mul(2u32.saturating_pow(doublings))).await;
+        Ok(())
+    }
+}
+
 /// Sets (or removes) the lock annotation on the service as read in `snapshot`. `Ok(None)` when
 /// the service changed since that read: the caller reads again and re-decides.
 async fn write_lock(
@@ -149,6 +187,7 @@ pub async fn acquire(
     poll: Duration,
 ) -> Result<ServiceSnapshot, LockError> {
     let started = tokio::time::Instant::now();
+    let mut races = Races::default();
     loop {
         let snapshot = read_service(platform, id, RetryPolicy::default())
             .await?
@@ -180,6 +219,7 @@ pub async fn acquire(
                 {
                     return Ok(snapshot);
                 }
+                races.lost(id, &snapshot.etag).await?;
             }
         }
     }
@@ -191,15 +231,17 @@ pub async fn release(
     id: &ServiceId,
     lock_id: &str,
 ) -> Result<Option<ServiceSnapshot>, LockError> {
+    let mut races = Races::default();
     loop {
         let Some(snapshot) = read_service(platform, id, RetryPolicy::default()).await? else {
             return Ok(None);
         };
         match Lock::of(&snapshot) {
             Some(held) if held.id == lock_id => {
-                if let Some(snapshot) = write_lock(platform, &snapshot, None).await? {
-                    return Ok(Some(snapshot));
+                if let Some(written) = write_lock(platform, &snapshot, None).await? {
+                    return Ok(Some(written));
                 }
+                races.lost(id, &snapshot.etag).await?;
             }
             _ => return Ok(Some(snapshot)),
         }
@@ -211,6 +253,7 @@ pub async fn break_lock(
     platform: &dyn Platform,
     id: &ServiceId,
 ) -> Result<Option<Lock>, LockError> {
+    let mut races = Races::default();
     loop {
         let snapshot = read_service(platform, id, RetryPolicy::default())
             .await?
@@ -221,6 +264,7 @@ pub async fn break_lock(
         if write_lock(platform, &snapshot, None).await?.is_some() {
             return Ok(Some(held));
         }
+        races.lost(id, &snapshot.etag).await?;
     }
 }
 
@@ -377,5 +421,115 @@ mod tests {
         assert_eq!(broken.id, "new");
         let now = platform.service(&id()).await.unwrap().unwrap();
         assert!(Lock::of(&now).is_none());
+    }
+
+    /// A platform that refuses every update as a conflict (as Cloud Run refuses any write of a
+    /// service whose split names a revision that failed to start); `moving`: another writer
+    /// changes the service at each refusal (a race lost every time).
+    struct Refusing {
+        inner: MemoryPlatform,
+        moving: bool,
+        updates: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl Platform for Refusing {
+        async fn service(&self, id: &ServiceId) -> Result<Option<ServiceSnapshot>, PlatformError> {
+            self.inner.service(id).await
+        }
+        async fn revisions(
+            &self,
+            id: &ServiceId,
+        ) -> Result<Vec<crate::platform::RevisionSnapshot>, PlatformError> {
+            self.inner.revisions(id).await
+        }
+        async fn revision(
+            &self,
+            id: &ServiceId,
+            name: &str,
+        ) -> Result<Option<crate::platform::RevisionSnapshot>, PlatformError> {
+            self.inner.revision(id, name).await
+        }
+        async fn create(
+            &self,
+            id: &ServiceId,
+            spec: &RevisionSpec,
+        ) -> Result<ServiceSnapshot, PlatformError> {
+            self.inner.create(id, spec).await
+        }
+        async fn update(
+            &self,
+            id: &ServiceId,
+            _etag: &str,
+            _update: &ServiceUpdate,
+        ) -> Result<ServiceSnapshot, PlatformError> {
+            let count = self
+                .updates
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.moving {
+                self.inner.external_update(
+                    id,
+                    &ServiceUpdate::default()
+                        .with_annotation("other-writer", Some(count.to_string())),
+                );
+            }
+            Err(PlatformError::Conflict(id.path()))
+        }
+    }
+
+    async fn refusing(moving: bool) -> Refusing {
+        let inner = platform().await;
+        let ours = Lock::new("ours", Duration::from_secs(3600), Utc::now());
+        acquire(&inner, &id(), &ours, Duration::ZERO, Duration::from_secs(1))
+            .await
+            .unwrap();
+        Refusing {
+            inner,
+            moving,
+            updates: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// A deploy whose new revision failed to start polled the API forever after its report:
+    /// every release write was refused as a conflict and re-tried at once, without end.
+    #[tokio::test(start_paused = true)]
+    async fn a_release_refused_at_an_unchanged_etag_ends_after_a_second_try() {
+        let platform = refusing(false).await;
+        let started = tokio::time::Instant::now();
+        let error = release(&platform, &id(), "ours").await.unwrap_err();
+        assert!(
+            matches!(&error, LockError::Platform(PlatformError::Refused(message)) if message.contains("refused twice although nobody else wrote")),
+            "{error}"
+        );
+        assert_eq!(
+            platform.updates.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        assert_eq!(started.elapsed(), RACE_PAUSE);
+        let error = break_lock(&platform, &id()).await.unwrap_err();
+        assert!(
+            matches!(error, LockError::Platform(PlatformError::Refused(_))),
+            "{error}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn races_lost_every_time_end_after_a_bounded_number_of_paused_tries() {
+        let platform = refusing(true).await;
+        let started = tokio::time::Instant::now();
+        let error = release(&platform, &id(), "ours").await.unwrap_err();
+        assert_eq!(
+            error,
+            LockError::Platform(PlatformError::Conflict(id().path()))
+        );
+        assert_eq!(
+            platform.updates.load(std::sync::atomic::Ordering::SeqCst),
+            RACE_ATTEMPTS
+        );
+        // 100 ms, 200 ms, ... doubling between the tries: never a tight loop.
+        let paused: Duration = (0..RACE_ATTEMPTS - 1)
+            .map(|doublings| RACE_PAUSE * 2u32.pow(doublings))
+            .sum();
+        assert_eq!(started.elapsed(), paused);
     }
 }
