@@ -197,6 +197,9 @@ pub struct Context {
     /// `--endpoint`.
     pub endpoint: Option<String>,
     services_dir: Option<PathBuf>,
+    /// Preflight steps 1–3, checked once per process: a deploy of several services or regions
+    /// checks the working tree, the branch and the remote (and fetches) once.
+    pub repository_steps: std::sync::Arc<crate::preflight::RepositorySteps>,
 }
 
 impl Context {
@@ -226,6 +229,7 @@ impl Context {
             },
             endpoint: global.endpoint.clone(),
             services_dir: global.services_dir.clone(),
+            repository_steps: std::sync::Arc::default(),
         }
     }
 

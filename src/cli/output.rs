@@ -130,10 +130,16 @@ fn hint_for(error: &anyhow::Error) -> Option<String> {
     {
         return Some(hint);
     }
-    if let Some(error) = error
-        .chain()
-        .find_map(|cause| cause.downcast_ref::<RepoError>())
-    {
+    if let Some(error) = error.chain().find_map(|cause| {
+        // An image's delivery carries the repository's error transparently: the chain shows
+        // the `DeliveryError`, not the `RepoError` inside it.
+        cause.downcast_ref::<RepoError>().or_else(|| {
+            match cause.downcast_ref::<crate::image::DeliveryError>()? {
+                crate::image::DeliveryError::Repo(error) => Some(error),
+                _ => None,
+            }
+        })
+    }) {
         return match error {
             RepoError::NotARepository { .. } => Some(
                 "images are stamped with the git commit they are built from: run deployer inside the repository's git working tree".into(),

@@ -99,6 +99,7 @@ pub async fn checklist(
     let options = PreflightOptions {
         fetch: !flags.no_fetch,
         skip_tests: flags.skip_tests,
+        repository_steps: Some(std::sync::Arc::clone(&context.repository_steps)),
         ..PreflightOptions::default()
     };
     let text = !context.output.is_json();

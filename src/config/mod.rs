@@ -340,6 +340,34 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn each_region_of_a_multi_region_service_has_its_own_label() {
+        let multi = with_target(
+            "kind = \"cloud-run\"\nproject = \"p\"\nregions = [\"us-west2\", \"us-east1\"]",
+        );
+        let labels: Vec<String> = multi
+            .region_configs(None)
+            .unwrap()
+            .iter()
+            .map(ServiceConfig::target_label)
+            .collect();
+        assert_eq!(labels, ["hello@us-west2", "hello@us-east1"]);
+        // A one-region service keeps its plain name, so its alerts' history carries on.
+        let single = with_target("kind = \"cloud-run\"\nregion = \"us-west2\"");
+        assert_eq!(
+            single.region_configs(None).unwrap()[0].target_label(),
+            "hello"
+        );
+        // The region a config is in is still its one region, whatever the flag says.
+        let east = &multi.region_configs(Some("us-east1")).unwrap()[0];
+        assert_eq!(east.regions(), ["us-east1"]);
+        let overridden = east.clone().with_overrides(&TargetOverrides {
+            project: None,
+            region: Some("us-west2".into()),
+        });
+        assert_eq!(overridden.regions(), ["us-east1"]);
+    }
+
     fn regions_of(configs: &[ServiceConfig]) -> Vec<Vec<String>> {
         configs.iter().map(ServiceConfig::regions).collect()
     }

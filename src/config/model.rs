@@ -920,12 +920,24 @@ impl ServiceConfig {
             Target::CloudRun {
                 region, regions, ..
             } => {
-                *region = Some(chosen.to_string());
-                *regions = None;
+                // The one region stays listed, so that the config still says it is one region
+                // of a service with `target.regions` ([`ServiceConfig::target_label`]).
+                *region = None;
+                *regions = Some(vec![chosen.to_string()]);
             }
             Target::Local { regions, .. } => *regions = Some(vec![chosen.to_string()]),
         }
         config
+    }
+
+    /// The name a health result or an alert carries: the service's name, and for a service
+    /// with `target.regions` the region too (`svc@us-east1`), so that two regions of one
+    /// service never share an alert's lifecycle.
+    pub fn target_label(&self) -> String {
+        match self.listed_regions() {
+            Some([region]) => format!("{}@{region}", self.name),
+            _ => self.name.clone(),
+        }
     }
 
     /// The service in each region a command acts on, the canary region first: every region,

@@ -78,7 +78,7 @@ impl HealthCheck {
     /// A service check's result.
     pub fn from_result(config: &ServiceConfig, result: &CheckResult) -> Self {
         Self {
-            service: config.name.clone(),
+            service: config.target_label(),
             check: result.name.clone(),
             provider: result.provider,
             status: result.status,
@@ -119,7 +119,7 @@ impl HealthCheck {
         };
         let value = measured.iter().map(|facts| facts.relevant).max();
         Self {
-            service: config.name.clone(),
+            service: config.target_label(),
             check: DRIFT_CHECK.to_string(),
             provider: "drift",
             status,
@@ -184,7 +184,7 @@ impl HealthCheck {
                 .join(" · ")
         };
         Self {
-            service: config.name.clone(),
+            service: config.target_label(),
             check: wiring::ARCHITECTURE_CHECK.to_string(),
             provider: "architecture",
             status,

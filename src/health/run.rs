@@ -407,7 +407,7 @@ async fn prepare(probe: &impl Probe, config: ServiceConfig, providers: Providers
 /// An ERROR result for a check that could not be run.
 fn not_run(config: &ServiceConfig, check: &CheckConfig, why: &str) -> HealthCheck {
     HealthCheck {
-        service: config.name.clone(),
+        service: config.target_label(),
         check: check.name.clone(),
         provider: check.provider().as_str(),
         status: Status::Error,
@@ -429,7 +429,7 @@ fn not_run(config: &ServiceConfig, check: &CheckConfig, why: &str) -> HealthChec
 
 fn drift_error(config: &ServiceConfig, why: &str, elapsed_ms: u64) -> HealthCheck {
     HealthCheck {
-        service: config.name.clone(),
+        service: config.target_label(),
         check: super::DRIFT_CHECK.to_string(),
         provider: "drift",
         status: Status::Error,
@@ -599,7 +599,11 @@ async fn alert(
             Default::default()
         }
     };
-    let config_of = |service: &str| configs.iter().find(|config| config.name == service);
+    let config_of = |service: &str| {
+        configs
+            .iter()
+            .find(|config| config.target_label() == service)
+    };
     let (planned, next) = alerts::plan(&previous, results, now, |check| {
         config_of(&check.service)
             .and_then(|config| config.notifications.repeat_interval)
@@ -624,7 +628,7 @@ async fn alert(
                 .filter(|value| !value.trim().is_empty())
                 .unwrap_or_else(|| "https://github.com".into());
             Some((
-                config.name.clone(),
+                config.target_label(),
                 format!("{}/{repository}/blob/main", server.trim_end_matches('/')),
             ))
         })

@@ -89,7 +89,7 @@ impl Shard {
     /// the slowest task is the run's wall time).
     pub fn share(&self, configs: &[ServiceConfig]) -> Vec<ServiceConfig> {
         let mut sorted: Vec<&ServiceConfig> = configs.iter().collect();
-        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted.sort_by_key(|config| config.target_label());
         sorted
             .into_iter()
             .enumerate()

@@ -102,3 +102,22 @@ fn exit_codes_are_0_1_2() {
 fn runbook_links_name_the_troubleshooting_section() {
     assert_eq!(runbook_link(&config("api")), "runbooks/api.md#troubleshoot");
 }
+
+#[test]
+fn two_regions_of_one_service_never_share_an_alert() {
+    let config = crate::config::parse(
+        std::path::Path::new("s.toml"),
+        "name = \"hello\"\nrunbook = \"r.md\"\n[target]\nkind = \"cloud-run\"\nproject = \"p\"\nregions = [\"us-west2\", \"us-east1\"]\n[image]\nrepository = \"127.0.0.1:5000/hello\"\n",
+    )
+    .unwrap();
+    let keys: Vec<String> = config
+        .region_configs(None)
+        .unwrap()
+        .iter()
+        .map(|config| HealthCheck::from_architecture(config, &[], 0).key())
+        .collect();
+    assert_eq!(
+        keys,
+        ["hello@us-west2/Architecture", "hello@us-east1/Architecture"]
+    );
+}

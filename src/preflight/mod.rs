@@ -252,6 +252,44 @@ pub struct PreflightOptions {
     pub skip_tests: bool,
     /// Time limit of each read of the deployed state.
     pub platform_time_limit: Duration,
+    /// Steps 1–3 (working tree, branch, remote) as already checked by this process for the
+    /// same repository, branch and remote: a deploy of several services (or regions) checks
+    /// them, and fetches, once.
+    pub repository_steps: Option<std::sync::Arc<RepositorySteps>>,
+}
+
+/// The results of steps 1–3, by repository, branch, remote and fetch, shared by the runs of
+/// one process (see [`PreflightOptions::repository_steps`]).
+#[derive(Debug, Default)]
+pub struct RepositorySteps {
+    checked: std::sync::Mutex<std::collections::HashMap<String, Vec<Check>>>,
+}
+
+impl RepositorySteps {
+    /// The checks recorded under `key` (and `true`), or `check()`'s, recorded (and `false`).
+    /// Runs that share a key wait for each other, so the remote is fetched once.
+    fn get_or_check(&self, key: String, check: impl FnOnce() -> Vec<Check>) -> (Vec<Check>, bool) {
+        let mut checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = checked.get(&key) {
+            let found = found
+                .iter()
+                .cloned()
+                .map(|mut check| {
+                    check
+                        .details
+                        .push("checked once for this deploy (repository-wide)".into());
+                    check
+                })
+                .collect();
+            return (found, true);
+        }
+        let checks = check();
+        checked.insert(key, checks.clone());
+        (checks, false)
+    }
 }
 
 impl Default for PreflightOptions {
@@ -261,6 +299,7 @@ impl Default for PreflightOptions {
             fetch_time_limit: Duration::from_secs(30),
             skip_tests: false,
             platform_time_limit: Duration::from_secs(10),
+            repository_steps: None,
         }
     }
 }
@@ -310,20 +349,49 @@ pub async fn run(
     let preflight = &config.preflight;
 
     // Steps 1–3: the working tree and the branch, from git alone.
-    reporter.step_started(Step::UncommittedChanges);
     let repo = Repository::discover(root);
     let head = repo.as_ref().ok().map(|repo| repo.head());
-    record(&mut report, working_tree::uncommitted(&repo));
-    reporter.step_started(Step::Branch);
-    record(
-        &mut report,
-        working_tree::branch(&repo, head.as_ref(), &preflight.branch, &preflight.remote),
-    );
-    reporter.step_started(Step::RemoteSync);
-    record(
-        &mut report,
-        working_tree::remote_sync(&repo, head.as_ref(), preflight, options),
-    );
+    let check_repository = || {
+        let mut checks = Vec::with_capacity(3);
+        let mut step = |step: Step, check: &dyn Fn() -> Check| {
+            reporter.step_started(step);
+            let check = check();
+            reporter.step_finished(&check);
+            checks.push(check);
+        };
+        step(Step::UncommittedChanges, &|| {
+            working_tree::uncommitted(&repo)
+        });
+        step(Step::Branch, &|| {
+            working_tree::branch(&repo, head.as_ref(), &preflight.branch, &preflight.remote)
+        });
+        step(Step::RemoteSync, &|| {
+            working_tree::remote_sync(&repo, head.as_ref(), preflight, options)
+        });
+        checks
+    };
+    let (repository_checks, shared) = match &options.repository_steps {
+        Some(steps) => steps.get_or_check(
+            format!(
+                "{}\n{}\n{}\n{}",
+                root.display(),
+                preflight.branch,
+                preflight.remote,
+                options.fetch
+            ),
+            check_repository,
+        ),
+        None => (check_repository(), false),
+    };
+    for check in repository_checks {
+        if shared {
+            if let Some(step) = Step::ALL.get(usize::from(check.step).wrapping_sub(1)) {
+                reporter.step_started(*step);
+            }
+            reporter.step_finished(&check);
+        }
+        report.checks.push(check);
+    }
     let head = head.and_then(Result::ok);
     report.head = head.clone();
 
@@ -415,5 +483,48 @@ mod tests {
                 failed: 0
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_deploy_of_several_services_checks_the_repository_once() {
+        let repo = TestRepo::new();
+        repo.commit_file("a.txt", "one", "first");
+        let platform = crate::platform::memory::MemoryPlatform::new();
+        let options = PreflightOptions {
+            repository_steps: Some(std::sync::Arc::default()),
+            ..options_offline()
+        };
+        let first = run_with(&repo, &platform, &options).await;
+        // The working tree changes between the two services: the second one still reports
+        // what the first one found, because steps 1–3 ran once for the deploy.
+        std::fs::write(repo.path().join("b.txt"), "uncommitted").unwrap();
+        let reporter = Collecting::default();
+        let second = run(
+            &service(""),
+            repo.path(),
+            DeployedSource::Platform {
+                platform: &platform,
+                id: id(),
+            },
+            &options,
+            &reporter,
+        )
+        .await;
+        for (before, after) in first.checks[..3].iter().zip(&second.checks[..3]) {
+            assert_eq!((before.step, before.status), (after.step, after.status));
+            assert_eq!(
+                after.details.last().map(String::as_str),
+                Some("checked once for this deploy (repository-wide)")
+            );
+        }
+        assert_eq!(second.checks[0].status, Status::Pass);
+        // Every step is still shown, in order.
+        let events = reporter.events();
+        assert_eq!(events.len(), 16);
+        assert_eq!(events[0], "started 1");
+        assert_eq!(events[5], "finished 3 WARN");
+        // Without the shared steps, the second run sees the change.
+        let alone = run_with(&repo, &platform, &options_offline()).await;
+        assert_ne!(alone.checks[0].status, Status::Pass);
     }
 }

@@ -106,8 +106,15 @@ pub fn deployer_with_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit:
         .env("NO_COLOR", "1")
         .env("CI", "1")
         .env_remove("DEPLOYER_SERVICES_DIR")
-        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT")
-        .envs(env.iter().copied());
+        .env_remove("DEPLOYER_CLOUD_RUN_ENDPOINT");
+    // Each run has a state directory of its own unless the caller names one: a journal another
+    // test (or an earlier run on this machine) left in the user's state directory must not
+    // change what this run prints.
+    let state = tempfile::tempdir().unwrap();
+    if !env.iter().any(|(name, _)| *name == "DEPLOYER_STATE_DIR") {
+        command.env("DEPLOYER_STATE_DIR", state.path());
+    }
+    command.envs(env.iter().copied());
     run_within(command, limit)
 }
 
