@@ -39,8 +39,10 @@ if [ -z "${DEPLOYER:-}" ]; then
 fi
 
 # The provider stand-in: GET /value?delay=SECONDS answers {"value": 1} after SECONDS. Threads,
-# and a listen backlog for all 300 connections at once (the default of 5 would make the
-# kernel drop connections, and the client retry them a second later).
+# and a listen backlog for every connection at once — 300 for one task, 3,000 for 500 services
+# over 10 tasks (the default of 5, or any backlog below the connections in flight, makes the
+# kernel drop connections and the client retry them 1, 3, 7 s later: the wall time then
+# measures TCP's retransmission timer, not deployer). Capped by net.core.somaxconn.
 rm -rf "$dir"
 mkdir -p "$dir/repo/services" "$dir/repo/runbooks"
 cat >"$dir/provider.py" <<'PY'
@@ -67,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.flush()
 
 class Server(ThreadingHTTPServer):
-    request_queue_size = 1024
+    request_queue_size = 8192
     daemon_threads = True
 
 server = Server(("127.0.0.1", 0), Handler)
