@@ -604,6 +604,24 @@ mod matrix {
         .await;
     }
 
+    /// The same mix on Cloud Monitoring's `timeSeries.list` (the `cloud-monitoring` request
+    /// source) and the Admin API: a throttled read is retried within the look, as Logging's is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_healthy_canary_is_promoted_through_503s_and_429s_on_admin_and_monitoring_calls() {
+        deploy_with(
+            "transient-monitoring",
+            FaultConfig {
+                path_prefix: Some("/v".into()),
+                ..transient_mix()
+            },
+            None,
+            true,
+            Reads::Monitoring,
+            short_policy(),
+        )
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_faulty_canary_is_rolled_back_through_503s_and_429s_on_admin_and_logging_calls() {
         deploy_with(

@@ -95,6 +95,7 @@ impl Client {
         filter: &str,
         window: Duration,
         aggregation: Aggregation,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<TimeSeries>, ListError> {
         let client = self.get().await.map_err(ListError::Unavailable)?;
         let end = chrono::Utc::now();
@@ -108,26 +109,46 @@ impl Client {
         let mut series = Vec::new();
         let mut page_token = String::new();
         for _ in 0..MAX_PAGES {
-            let page = client
-                .list_time_series()
-                .set_name(format!("projects/{project}"))
-                .set_filter(filter)
-                .set_interval(interval.clone())
-                .set_aggregation(aggregation.clone())
-                .set_page_token(page_token.clone())
-                .send()
-                .await
-                .map_err(|error| match error.status() {
-                    Some(status)
-                        if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument =>
-                    {
-                        ListError::Rejected(excerpt(&status.message, 300))
-                    }
-                    _ if error.is_deserialization() => {
-                        ListError::Malformed(super::describe_google_error(&error))
-                    }
-                    _ => ListError::Unavailable(super::describe_google_error(&error)),
-                })?;
+            let send = || {
+                client
+                    .list_time_series()
+                    .set_name(format!("projects/{project}"))
+                    .set_filter(filter)
+                    .set_interval(interval.clone())
+                    .set_aggregation(aggregation.clone())
+                    .set_page_token(page_token.clone())
+                    .send()
+            };
+            let list_error = |error: google_cloud_gax::error::Error| match error.status() {
+                Some(status)
+                    if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument =>
+                {
+                    ListError::Rejected(excerpt(&status.message, 300))
+                }
+                _ if error.is_deserialization() => {
+                    ListError::Malformed(super::describe_google_error(&error))
+                }
+                _ => ListError::Unavailable(super::describe_google_error(&error)),
+            };
+            // A rollout's look retries 503s and 429s within its own time
+            // ([`super::transient`]); a check's read is tried as the client's policy says.
+            let page = match deadline {
+                None => send().await.map_err(list_error)?,
+                Some(deadline) => super::transient::retry_until(deadline, "timeSeries.list", send)
+                    .await
+                    .map_err(|failure| match failure {
+                        super::transient::Failure::Failed(error) => list_error(error),
+                        super::transient::Failure::OutOfTime(last) => {
+                            ListError::Unavailable(match last {
+                                Some(error) => format!(
+                                    "no answer within the look's time (retried through: {})",
+                                    super::describe_google_error(&error)
+                                ),
+                                None => "no answer within the look's time".to_string(),
+                            })
+                        }
+                    })?,
+            };
             series.extend(page.time_series);
             if page.next_page_token.is_empty() {
                 return Ok(series);
@@ -298,7 +319,7 @@ impl MetricProvider for MonitoringProvider {
             .set_cross_series_reducer(reducer_value);
         let series = self
             .client
-            .list(project, filter, *window, aggregation)
+            .list(project, filter, *window, aggregation, None)
             .await
             .map_err(|error| match error {
                 ListError::Unavailable(message) => ProviderError::Unavailable {
@@ -387,6 +408,19 @@ impl RequestMetrics for CloudMonitoring {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError> {
+        let deadline = tokio::time::Instant::now() + super::cloud_logging::READ_BUDGET;
+        self.request_counts_until(service, revision, window, deadline)
+            .await
+    }
+
+    /// Each page is retried through 503s and 429s until `deadline` ([`super::transient`]).
+    async fn request_counts_until(
+        &self,
+        service: &ServiceId,
+        revision: &str,
+        window: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<RequestCounts, MetricsError> {
         let filter = format!(
             "metric.type = \"run.googleapis.com/request_count\" AND resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"{}\" AND resource.labels.revision_name = \"{revision}\"",
             service.name
@@ -398,7 +432,13 @@ impl RequestMetrics for CloudMonitoring {
             .set_group_by_fields(["metric.labels.response_code_class"]);
         let series = self
             .client
-            .list(&service.project, &filter, window, aggregation)
+            .list(
+                &service.project,
+                &filter,
+                window,
+                aggregation,
+                Some(deadline),
+            )
             .await
             .map_err(|error| match error {
                 ListError::Malformed(message) => MetricsError::Malformed {
