@@ -62,7 +62,8 @@ pub struct GlobalArgs {
     /// GCP project of Cloud Run targets (overrides the service file).
     #[arg(long, global = true, env = "DEPLOYER_PROJECT", value_name = "PROJECT")]
     pub project: Option<String>,
-    /// Cloud Run region of Cloud Run targets (overrides the service file).
+    /// Cloud Run region of Cloud Run targets (overrides the service file's `region`; for a
+    /// service with `target.regions`, picks one of them).
     #[arg(long, global = true, env = "DEPLOYER_REGION", value_name = "REGION")]
     pub region: Option<String>,
     /// Output format: `text` for people, `json` for machines (data on stdout).
@@ -156,8 +157,10 @@ pub enum Command {
     /// `--accept-warnings` (`--accept-schema-changes` for schema changes); a FAIL always stops.
     Preflight(preflight::PreflightArgs),
     /// Is this machine ready to deploy? One line per check (Docker Engine, git and `main`,
-    /// Google credentials, each service's project and region, Cloud Run API and permissions,
-    /// notification settings), PASS/WARN/FAIL, each failure with its fix.
+    /// Google credentials, and per service: project and region, the image repository, the
+    /// Google APIs it uses enabled, Cloud Run permissions, `actAs` on its runtime service
+    /// account, its Secret Manager references, request metrics, session affinity, notification
+    /// settings), PASS/WARN/FAIL, each failure with the command that fixes it.
     ///
     /// Exit 0 when every check passes, 1 otherwise.
     Doctor(doctor::DoctorArgs),
