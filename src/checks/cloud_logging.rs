@@ -86,10 +86,7 @@ impl Client {
                 builder = if self.own_retries {
                     builder.with_retry_policy(super::retry_policy())
                 } else {
-                    use google_cloud_gax::retry_policy::RetryPolicyExt;
-                    builder.with_retry_policy(
-                        google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1),
-                    )
+                    builder.with_retry_policy(super::single_attempt())
                 };
                 if let Some(endpoint) = &self.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());

@@ -110,14 +110,22 @@ impl Client {
         let mut page_token = String::new();
         for _ in 0..MAX_PAGES {
             let send = || {
-                client
+                use google_cloud_gax::options::RequestOptionsBuilder as _;
+                let request = client
                     .list_time_series()
                     .set_name(format!("projects/{project}"))
                     .set_filter(filter)
                     .set_interval(interval.clone())
                     .set_aggregation(aggregation.clone())
-                    .set_page_token(page_token.clone())
-                    .send()
+                    .set_page_token(page_token.clone());
+                // Within a look, each try is one attempt: the look's own retries
+                // ([`super::transient`]) decide when to try again. The client's policy would
+                // sleep its own backoff (a second and more) inside the try, past a short look.
+                match deadline {
+                    Some(_) => request.with_retry_policy(super::single_attempt()),
+                    None => request,
+                }
+                .send()
             };
             let list_error = |error: google_cloud_gax::error::Error| match error.status() {
                 Some(status)

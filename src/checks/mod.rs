@@ -654,6 +654,14 @@ pub(crate) fn retry_policy(
     google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
 }
 
+/// One attempt, no retry: for calls whose caller retries on its own terms.
+pub(crate) fn single_attempt(
+) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
+{
+    use google_cloud_gax::retry_policy::RetryPolicyExt;
+    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1)
+}
+
 /// A Google client's error as people read it: the HTTP status first when there was one (a
 /// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
 pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {

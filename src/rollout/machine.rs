@@ -788,7 +788,9 @@ fn monitor_intervals(policy: &Policy) -> u32 {
 /// retries took): interval `k` is due to end at `k × monitor_interval`, and ends only at a
 /// look attempted at or after that time — an interval no look reached (a slow look spanning
 /// it) is not ended, let alone judged, until one does. An interval is judged when some look in
-/// it read every metric; the monitor passes when every interval is judged.
+/// it read every metric; the monitor passes when every interval is judged. A look that ends an
+/// interval and cannot read is tried again half an interval later (its window still covers
+/// half of the interval): one throttled read does not leave an interval unjudged, two do.
 fn monitor_look(
     policy: &Policy,
     state: &State,
@@ -800,7 +802,9 @@ fn monitor_look(
     let due = policy
         .monitor_interval
         .saturating_mul(state.intervals.saturating_add(1));
-    let ends = elapsed >= due;
+    let second_look = due.saturating_add(policy.monitor_interval / 2);
+    let ends = elapsed >= due && (judged || elapsed >= second_look);
+    let look_again = (elapsed >= due && !ends).then(|| second_look.saturating_sub(elapsed));
     let state = &State {
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         errors,
@@ -827,6 +831,9 @@ fn monitor_look(
         );
     }
     let total = monitor_intervals(policy);
+    if let Some(wait) = look_again {
+        return observe(state, wait);
+    }
     if state.intervals < total {
         // The next look when the next interval is due (from the split, not from this look).
         let next_due = policy

@@ -285,12 +285,19 @@ fn every_phase_and_input() {
             look(&[Pass], 30),
             "complete / Promoted",
         ),
-        // Defect 2: the last interval had no data: the monitor did not pass.
-        (Promote, &monitor_last, look(&[Error], 30), "record / Held"),
+        // Defect 2: the last interval had no data: the monitor did not pass (its end look at
+        // 30 s could not read, nor the second look half an interval later).
+        (
+            Promote,
+            &monitor_last,
+            look(&[Error], 30),
+            "observe 5 / Monitoring",
+        ),
+        (Promote, &monitor_last, look(&[Error], 35), "record / Held"),
         (
             Rollback,
             &monitor_last,
-            look(&[NoData], 30),
+            look(&[NoData], 35),
             "rollback / RolledBack",
         ),
         // A look at 30 s of a monitor no earlier look reached ends its first interval only:
@@ -454,6 +461,7 @@ fn a_monitor_ending_unjudged_after_a_read_last_look_does_not_claim_nothing_was_m
     let policy = policy(InconclusivePolicy::Hold);
     let state = at(Phase::Monitoring, None, 100);
     let (state, _) = advance(&policy, &state, look(&[Status::Error, Status::Pass], 10));
+    let (state, _) = advance(&policy, &state, look(&[Status::Error, Status::Pass], 15));
     let (state, _) = advance(&policy, &state, look(&[Status::Pass, Status::Pass], 20));
     let (state, action) = advance(&policy, &state, look(&[Status::Pass, Status::Pass], 30));
     assert_eq!((state.phase, action), (Phase::Held, Action::Record));
@@ -545,8 +553,19 @@ fn a_monitor_interval_is_judged_when_any_look_in_it_read() {
     );
     let (state, _) = advance(&policy, &state, look(&[Error, Pass], 10));
     assert_eq!((state.intervals, state.unjudged), (1, 0));
-    // Interval 2: only an unread look: unjudged.
-    let (state, _) = advance(&policy, &state, look(&[Error, Pass], 20));
+    // Interval 2: only unread looks (its end look, and the second look half an interval
+    // later): unjudged.
+    let (state, action) = advance(&policy, &state, look(&[Error, Pass], 20));
+    assert_eq!(
+        (state.intervals, action),
+        (
+            1,
+            Action::Observe {
+                wait: Duration::from_secs(5)
+            }
+        )
+    );
+    let (state, _) = advance(&policy, &state, look(&[Error, Pass], 25));
     assert_eq!((state.intervals, state.unjudged), (2, 1));
     let (state, action) = advance(&policy, &state, look(&[Pass, Pass], 30));
     assert_eq!((state.phase, action), (Phase::Held, Action::Record));
@@ -558,6 +577,54 @@ fn a_monitor_interval_is_judged_when_any_look_in_it_read() {
     let (state, _) = advance(&policy, &state, look(&[Pass, Pass], 20));
     let (state, action) = advance(&policy, &state, look(&[Pass, Pass], 30));
     assert_eq!((state.phase, action), (Phase::Promoted, Action::Complete));
+}
+
+/// CI, under load with 30% of Logging reads throttled: the one look that ended a monitor
+/// interval ran out of its time, and a healthy canary was rolled back for "1 of 3 interval(s)
+/// had no look that read every metric". An end look that cannot read is now looked at again
+/// half an interval later, and only two unread looks leave the interval unjudged.
+#[test]
+fn one_unread_look_at_an_intervals_end_does_not_fail_a_healthy_monitor() {
+    use Status::{Error, Pass};
+    let policy = policy(InconclusivePolicy::Rollback);
+    let monitor = at(Phase::Monitoring, None, 100);
+    let (state, _) = advance(&policy, &monitor, look(&[Pass], 10));
+    assert_eq!((state.intervals, state.unjudged), (1, 0));
+    // Interval 2's end look cannot read: the interval stays open, looked at again at 25 s.
+    let (state, action) = advance(&policy, &state, look(&[Error], 20));
+    assert_eq!(
+        (state.intervals, state.unjudged, action),
+        (
+            1,
+            0,
+            Action::Observe {
+                wait: Duration::from_secs(5)
+            }
+        )
+    );
+    // The second look reads: interval 2 is judged, and interval 3 is due at 30 s.
+    let (state, action) = advance(&policy, &state, look(&[Pass], 25));
+    assert_eq!(
+        (state.intervals, state.unjudged, action),
+        (
+            2,
+            0,
+            Action::Observe {
+                wait: Duration::from_secs(5)
+            }
+        )
+    );
+    // The last interval's end look cannot read, its second look can: promoted.
+    let (state, action) = advance(&policy, &state, look(&[Error], 30));
+    assert_eq!(
+        action,
+        Action::Observe {
+            wait: Duration::from_secs(5)
+        }
+    );
+    let (state, action) = advance(&policy, &state, look(&[Pass], 35));
+    assert_eq!((state.phase, action), (Phase::Promoted, Action::Complete));
+    assert_eq!((state.intervals, state.unjudged), (3, 0));
 }
 
 /// Intervals are counted from when the split is in place: a slow look does not end the
