@@ -29,11 +29,11 @@ use crate::{
     config::{DriftConfig, ServiceConfig},
     notify::github::{GitHubClient, RepositoryName},
     platform::ServiceId,
-    repo::{short, Repository},
+    repo::{short, PathFilter, Repository},
 };
 
 pub use deployed::{CommitOrigin, DeployedState, ImageLabels, RegistryLabels, ServingRevision};
-pub use git_facts::{MainTip, PathFilter};
+pub use git_facts::MainTip;
 pub use measure::{measure, HistorySource, ServiceTarget};
 
 /// How many of the service-relevant commits are listed (all are counted).

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 
 use crate::notify::github::{ComparedCommit, GitHubClient, GitHubError, RepositoryName};
 
-use super::{Commit, Facts, PathFilter, LISTED_COMMITS};
+use super::{Commit, Facts, LISTED_COMMITS};
+use crate::repo::PathFilter;
 
 /// GitHub lists at most this many files in a comparison.
 const COMPARE_FILE_LIMIT: usize = 300;

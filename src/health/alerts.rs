@@ -2,7 +2,7 @@
 //! run's results and the time: alert on entering WARN/CRITICAL, again at once when it worsens,
 //! at most once per `repeat_interval` while unchanged, and "resolved" when it passes again.
 //! Then the digest: one Slack message per destination and run (`text` plus blocks, within
-//! Slack's limits of 50 blocks and 3000 characters of section text).
+//! Slack's limits, [`crate::notify::slack::MAX_BLOCKS`] and the rest).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -13,18 +13,14 @@ use serde_json::{json, Value};
 use super::{HealthCheck, Score};
 use crate::{
     checks::{self, Severity},
-    notify::slack::{escape, route_variable},
+    notify::slack::{
+        escape, route_variable, MAX_BLOCKS, MAX_HEADER_CHARS, MAX_SECTION_CHARS, MAX_TEXT_CHARS,
+    },
     untrusted::ellipsized,
 };
 
 /// The repeat interval when none is configured (the team's schedule).
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
-
-/// Slack's limit of blocks per message.
-pub const MAX_BLOCKS: usize = 50;
-
-/// Slack's limit of characters in a section's text.
-pub const MAX_SECTION_CHARS: usize = 3000;
 
 /// Characters of a value or message in an alert line (so the runbook link always fits).
 const VALUE_CHARS: usize = 1000;
@@ -262,7 +258,7 @@ pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, S
     );
     let mut blocks = vec![json!({
         "type": "header",
-        "text": {"type": "plain_text", "text": ellipsized(&title, 150)}
+        "text": {"type": "plain_text", "text": ellipsized(&title, MAX_HEADER_CHARS)}
     })];
     // Header, up to 48 alerts, and one line for the rest.
     let room = MAX_BLOCKS - 2;
@@ -282,7 +278,7 @@ pub fn digest(alerts: &[Alert], score: &Score, repositories: &BTreeMap<String, S
         .chain(alerts.iter().map(|alert| line(alert, repositories)))
         .collect::<Vec<_>>()
         .join("\n");
-    json!({"text": ellipsized(&fallback, 3000), "blocks": blocks})
+    json!({"text": ellipsized(&fallback, MAX_TEXT_CHARS), "blocks": blocks})
 }
 
 /// The cause an alert without a value shares with others: `no Google credentials` whatever

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{
-    slack::{escape, route_variable, Webhook},
+    slack::{escape, route_variable, Webhook, MAX_HEADER_CHARS, MAX_SECTION_CHARS, MAX_TEXT_CHARS},
     webhook::JsonWebhook,
 };
 pub use crate::config::RolloutEvent;
@@ -38,7 +38,7 @@ use crate::{
 /// How long one notification may take to each destination, 429 waits included.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Characters of the why line in a Slack section (the section's limit is 3000).
+/// Characters of the why line in a Slack section (within [`MAX_SECTION_CHARS`]).
 const REASON_CHARS: usize = 2000;
 
 /// How urgent an event is: the Slack routing and the webhook's `level`.
@@ -453,11 +453,11 @@ impl RolloutNotifier {
                 .unwrap_or_default()
         );
         json!({
-            "text": ellipsized(&escape(&fallback), 3000),
+            "text": ellipsized(&escape(&fallback), MAX_TEXT_CHARS),
             "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": ellipsized(&title, 150)}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": ellipsized(&lines.join("\n"), 3000)}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": ellipsized(&context, 3000)}]},
+                {"type": "header", "text": {"type": "plain_text", "text": ellipsized(&title, MAX_HEADER_CHARS)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": ellipsized(&lines.join("\n"), MAX_SECTION_CHARS)}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": ellipsized(&context, MAX_SECTION_CHARS)}]},
             ]
         })
     }

@@ -17,6 +17,19 @@ use crate::untrusted::ellipsized;
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Characters of Slack's answer kept in an error.
+/// Slack's limit of blocks per message.
+pub const MAX_BLOCKS: usize = 50;
+
+/// Slack's limit of characters in a section's text (and in a context element's).
+pub const MAX_SECTION_CHARS: usize = 3000;
+
+/// Slack's limit of characters in a header block's text.
+pub const MAX_HEADER_CHARS: usize = 150;
+
+/// Characters of a message's `text` fallback (the notification preview) deployer sends:
+/// Slack truncates longer ones itself, at a place deployer does not choose.
+pub const MAX_TEXT_CHARS: usize = 3000;
+
 const ANSWER_CHARS: usize = 200;
 
 /// Errors delivering a message. None contains the webhook URL.

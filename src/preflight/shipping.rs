@@ -1,9 +1,7 @@
 //! Steps 4–5: the commits that will ship (deployed commit → HEAD) and the schema files they
 //! change.
 
-use globset::{GlobBuilder, GlobSetBuilder};
-
-use crate::repo::{short, CommitRange, Head, RepoError, Repository};
+use crate::repo::{short, CommitRange, GlobError, Head, PathFilter, RepoError, Repository};
 
 use super::{deployment::DeployedState, describe, Check, Step, LISTED_COMMITS};
 
@@ -244,22 +242,15 @@ pub(super) fn schema_changes(
             "no schema paths configured (`preflight.schema_paths`): nothing to check",
         );
     }
-    let mut builder = GlobSetBuilder::new();
-    for glob in globs {
-        // `literal_separator`: `schemas/*` means files directly in `schemas/`, as in git and
-        // shells; `schemas/**` is needed for subdirectories.
-        match GlobBuilder::new(glob).literal_separator(true).build() {
-            Ok(glob) => {
-                builder.add(glob);
-            }
-            Err(error) => {
-                return Check::warn(step, format!("cannot run: invalid glob `{glob}`: {error}"))
-                    .hint("fix `preflight.schema_paths` in the service file")
-            }
+    // The drift report's filter: `schemas/*` means files directly in `schemas/` (as in git and
+    // shells; `schemas/**` reaches subdirectories), and a path without wildcards names
+    // everything under it.
+    let filter = match PathFilter::new(globs) {
+        Ok(filter) => filter,
+        Err(error @ GlobError::Invalid { .. }) => {
+            return Check::warn(step, format!("cannot run: {error}"))
+                .hint("fix `preflight.schema_paths` in the service file")
         }
-    }
-    let set = match builder.build() {
-        Ok(set) => set,
         Err(error) => return Check::warn(step, format!("cannot run: {error}")),
     };
     let (deployed, head) = match &shipping.basis {
@@ -291,7 +282,7 @@ pub(super) fn schema_changes(
     };
     let matched: Vec<String> = changed
         .into_iter()
-        .filter(|path| set.is_match(path))
+        .filter(|path| filter.matches(path))
         .collect();
     if matched.is_empty() {
         return Check::pass(

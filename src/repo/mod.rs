@@ -26,9 +26,11 @@ use crate::untrusted::first_chars;
 
 mod commits;
 mod fetch;
+mod paths;
 
 pub use commits::{Author, CommitRange, CommitSummary, Divergence};
 pub use fetch::FetchError;
+pub use paths::{literal_prefix, GlobError, PathFilter};
 
 /// Errors reading the repository.
 #[derive(Debug, thiserror::Error)]
