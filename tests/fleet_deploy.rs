@@ -418,7 +418,9 @@ async fn ctrl_c_starts_no_new_rollout_and_the_running_one_ends_on_its_own() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // At once: the handler must be installed before the first service is said to start (it
+    // used to be installed only when the first rollout yielded, and a Ctrl-C a second after
+    // `starting` on a loaded machine killed the deploy with no report).
     // SAFETY: `kill` with a pid we spawned and a valid signal number has no memory effects.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let status = tokio::time::timeout(std::time::Duration::from_secs(120), child.wait())

@@ -324,13 +324,31 @@ impl RolloutReporter for Notifying<'_> {
     }
 }
 
-/// Ctrl-C as a future (never completes if the handler cannot be installed).
+/// Ctrl-C as a future (never completes if the handler cannot be installed). The handler is
+/// installed here, when the future is made, not when it is first polled: a fleet deploy polls
+/// its interrupt only after the first rollout yields, and a Ctrl-C before that (a second into
+/// a preflight on a loaded machine) killed the process with no report.
 pub(super) fn ctrl_c() -> Interrupt {
-    Box::pin(async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::interrupt()) {
+            Ok(mut interrupt) => Box::pin(async move {
+                if interrupt.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }),
+            Err(_) => Box::pin(std::future::pending()),
         }
-    })
+    }
+    #[cfg(not(unix))]
+    {
+        Box::pin(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
 }
 
 /// Synthetic requests per second for `local` targets (a canary at 10% then sees 5 req/s: the
