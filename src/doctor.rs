@@ -498,7 +498,7 @@ pub async fn secrets(
 }
 
 /// Session affinity of the deployed service: a warning when on (see
-/// [`crate::rollout::pipeline::SESSION_AFFINITY_WARNING`]).
+/// [`crate::platform::SESSION_AFFINITY_WARNING`]).
 pub fn session_affinity(service: &str, snapshot: &ServiceSnapshot) -> Finding {
     let check = format!("{service}: session affinity");
     if !snapshot.session_affinity {
@@ -508,7 +508,7 @@ pub fn session_affinity(service: &str, snapshot: &ServiceSnapshot) -> Finding {
     Finding::not_passed(
         Level::Warn,
         check,
-        crate::rollout::pipeline::SESSION_AFFINITY_WARNING
+        crate::platform::SESSION_AFFINITY_WARNING
             .trim_start_matches("session affinity is "),
         format!(
             "if the service does not need it, `gcloud run services update {} --no-session-affinity --region {} --project {}`; otherwise expect canary steps to see fewer requests than their percent",

@@ -19,6 +19,7 @@ pub mod health;
 pub mod image;
 pub mod interaction;
 pub mod notify;
+pub mod pipeline;
 pub mod platform;
 pub mod preflight;
 pub mod process;

@@ -1095,13 +1095,17 @@ async fn recovery_resumes_from_each_journalled_phase() {
 mod pipeline {
     use std::sync::Arc;
 
-    use deployer::rollout::pipeline::{
-        self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind, PREFLIGHT_STOPPED,
+    use deployer::{
+        image::DeliveryError,
+        pipeline::{
+            self, Delivered, ImageSource, Plan, Preparation, SyntheticTraffic, TargetKind,
+            PREFLIGHT_STOPPED,
+        },
     };
 
     use super::*;
 
-    /// Stages that answer from a script and record what was asked.
+    /// A checklist and a build that answer from a script and record what was asked.
     struct Scripted {
         safe: bool,
         calls: Mutex<Vec<String>>,
@@ -1121,13 +1125,13 @@ mod pipeline {
     }
 
     #[async_trait(?Send)]
-    impl Stages for Scripted {
-        async fn preflight(&self) -> anyhow::Result<bool> {
+    impl Preparation for Scripted {
+        async fn checklist(&mut self) -> bool {
             self.calls.lock().unwrap().push("preflight".into());
-            Ok(self.safe)
+            self.safe
         }
 
-        async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
+        async fn build(&mut self, push: bool) -> Result<Delivered, DeliveryError> {
             self.calls
                 .lock()
                 .unwrap()
@@ -1167,7 +1171,7 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
         let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(false);
+        let mut stages = Scripted::new(false);
         let writes = harness.platform.writes();
         let report = pipeline::deploy(
             plan(
@@ -1175,7 +1179,7 @@ mod pipeline {
                 ImageSource::Build,
                 RunConfig::default(),
             ),
-            &stages,
+            &mut stages,
             &harness.driver(),
             never(),
         )
@@ -1196,14 +1200,14 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
         let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
+        let mut stages = Scripted::new(true);
         let report = pipeline::deploy(
             plan(
                 TargetKind::CloudRun,
                 ImageSource::Build,
                 RunConfig::default(),
             ),
-            &stages,
+            &mut stages,
             &harness.driver(),
             never(),
         )
@@ -1229,10 +1233,10 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn a_local_target_without_a_registry_deploys_the_local_image_and_says_so() {
         let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
+        let mut stages = Scripted::new(true);
         let report = pipeline::deploy(
             plan(TargetKind::Local, ImageSource::Build, RunConfig::default()),
-            &stages,
+            &mut stages,
             &harness.driver(),
             never(),
         )
@@ -1252,7 +1256,7 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn a_given_image_is_deployed_without_a_build_and_skipping_the_checklist_is_recorded() {
         let mut harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(false);
+        let mut stages = Scripted::new(false);
         let given = Delivered {
             image: "127.0.0.1:5000/svc@sha256:given".into(),
             commit: "fedcba9".into(),
@@ -1267,7 +1271,7 @@ mod pipeline {
         harness.probe = Probe {
             identity: json!({"service": "svc", "commit": "fedcba9"}),
         };
-        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
+        let report = pipeline::deploy(plan, &mut stages, &harness.driver(), never())
             .await
             .unwrap();
         assert!(stages.calls().is_empty(), "{:?}", stages.calls());
@@ -1286,7 +1290,7 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn secrets_a_local_target_cannot_resolve_are_warned_before_the_revision_exists() {
         let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
+        let mut stages = Scripted::new(true);
         let run = RunConfig {
             secrets: BTreeMap::from([(
                 "API_KEY".to_string(),
@@ -1296,7 +1300,7 @@ mod pipeline {
         };
         pipeline::deploy(
             plan(TargetKind::Local, ImageSource::Build, run),
-            &stages,
+            &mut stages,
             &harness.driver(),
             never(),
         )
@@ -1317,13 +1321,13 @@ mod pipeline {
     #[tokio::test(start_paused = true)]
     async fn synthetic_traffic_is_summarised_in_the_report() {
         let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
+        let mut stages = Scripted::new(true);
         let mut plan = plan(TargetKind::Local, ImageSource::Build, RunConfig::default());
         plan.traffic = Some(SyntheticTraffic {
             rate: 5,
             platform: Arc::new(MemoryPlatform::new()),
         });
-        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
+        let report = pipeline::deploy(plan, &mut stages, &harness.driver(), never())
             .await
             .unwrap();
         assert!(

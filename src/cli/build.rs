@@ -73,8 +73,8 @@ pub fn run(context: &Context, args: &BuildArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// Builds a service's image (and pushes it when `push`, `image::build_service`), with progress
-/// on stderr. Shared by `build` and `deploy`.
-pub async fn build_image(
+/// on stderr. A deploy builds in the pipeline, drawn by the same [`CliReporter`].
+async fn build_image(
     context: &Context,
     config: &ServiceConfig,
     root: &std::path::Path,
@@ -84,7 +84,7 @@ pub async fn build_image(
 }
 
 /// Shows progress on stderr: indicatif on a terminal, one line per event otherwise.
-struct CliReporter {
+pub(super) struct CliReporter {
     fancy: bool,
     multi: MultiProgress,
     current: Option<ProgressBar>,
@@ -94,7 +94,7 @@ struct CliReporter {
 }
 
 impl CliReporter {
-    fn new(context: &Context) -> Self {
+    pub(super) fn new(context: &Context) -> Self {
         let fancy = std::io::stderr().is_terminal() && !context.output.is_json();
         let multi = MultiProgress::with_draw_target(if fancy {
             ProgressDrawTarget::stderr()

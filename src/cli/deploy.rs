@@ -15,6 +15,10 @@ use crate::{
     exit::ExitStatus,
     interaction::Prompter,
     notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifications, RolloutNotifier},
+    pipeline::{
+        self, Delivered, ImageSource, PipelineError, Plan, RepositoryPreparation, SyntheticTraffic,
+        TargetKind,
+    },
     platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
@@ -24,7 +28,6 @@ use crate::{
         identity::HttpProbe,
         journal::LocalJournal,
         machine::{MetricResult, Phase, Status},
-        pipeline::{self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind},
     },
 };
 
@@ -355,51 +358,6 @@ pub(super) fn ctrl_c() -> Interrupt {
 /// rate of the analysis benchmark).
 pub(super) const DEFAULT_LOCAL_TRAFFIC: u32 = 50;
 
-/// The stages that draw: the checklist and the build.
-struct CliStages<'a> {
-    context: &'a Context,
-    config: &'a ServiceConfig,
-    root: &'a Path,
-    args: &'a DeployArgs,
-    platform: &'a CloudRunPlatform,
-    id: &'a ServiceId,
-}
-
-#[async_trait::async_trait(?Send)]
-impl Stages for CliStages<'_> {
-    async fn preflight(&self) -> anyhow::Result<bool> {
-        let source = crate::preflight::DeployedSource::Platform {
-            platform: self.platform,
-            id: self.id.clone(),
-        };
-        super::preflight::checklist(
-            self.context,
-            self.config,
-            self.root,
-            &self.args.preflight,
-            source,
-            false,
-        )
-        .await
-    }
-
-    async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
-        let crate::image::Delivery {
-            plan,
-            built,
-            pushed,
-        } = super::build::build_image(self.context, self.config, self.root, push).await?;
-        Ok(Delivered {
-            image: match pushed {
-                Some(pushed) => pushed.pinned,
-                None => built.id,
-            },
-            commit: plan.revision.commit,
-            dirty: plan.revision.dirty,
-        })
-    }
-}
-
 /// `--image` with its commit (`--commit`, or `HEAD`), or a build; `--commit` alone must name
 /// the commit being built.
 fn image_source(root: &Path, args: &DeployArgs) -> Result<ImageSource, UsageError> {
@@ -650,15 +608,22 @@ pub(super) async fn deploy_region(
                 platform: std::sync::Arc::new(platform.clone()),
             }),
         };
-        let stages = CliStages {
-            context,
+        let checklist = super::preflight::ChecklistDrawing::new(context);
+        let mut build = super::build::CliReporter::new(context);
+        let mut preparation = RepositoryPreparation {
             config: &config,
             root: &workspace.root,
-            args,
             platform,
             id: &id,
+            options: args.preflight.options(context),
+            acceptance: args.preflight.acceptance(context),
+            prompter: parts.prompter.as_ref(),
+            checklist: &checklist,
+            image: &mut build,
         };
-        let result = pipeline::deploy(plan, &stages, &driver, ctrl_c()).await;
+        let result = pipeline::deploy(plan, &mut preparation, &driver, ctrl_c())
+            .await
+            .map_err(pipeline_error);
         progress.finish();
         // The outcome is notified now that the rollout's traffic writes are done; notifications
         // never change the outcome: what was not delivered is a note.
@@ -693,6 +658,17 @@ pub(super) async fn deploy_region(
             delivered,
             regions: Vec::new(),
         })
+    }
+}
+
+/// A deploy that ended without a report, as the command line says it: a failed delivery as
+/// the image module's own error (the hints read the `DeliveryError` in the chain, as after
+/// `deployer build`), a rollout that could not start with its cause below it (exit 3 reads a
+/// held lock in the chain).
+fn pipeline_error(error: PipelineError) -> anyhow::Error {
+    match error {
+        PipelineError::Image(error) => error.into(),
+        error @ PipelineError::RolloutNotStarted { .. } => error.into(),
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
 use crate::{
     config::ServiceConfig,
     exit::ExitStatus,
+    pipeline::ChecklistReporter,
     preflight::{
         self, Acceptance, Check, Decision, DeployedSource, PreflightOptions, PreflightReport,
         Reporter, Resolution, Step, StepDecision, Summary, STEP_COUNT,
@@ -69,11 +70,11 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
                     platform: &platform,
                     id,
                 };
-                checklist(context, &config, &workspace.root, &args.flags, source, true).await
+                checklist(context, &config, &workspace.root, &args.flags, source).await
             }
             Err(error) => {
                 let source = DeployedSource::Unavailable(format!("{error:#}"));
-                checklist(context, &config, &workspace.root, &args.flags, source, true).await
+                checklist(context, &config, &workspace.root, &args.flags, source).await
             }
         }
     })?;
@@ -84,47 +85,24 @@ pub fn run(context: &Context, args: &PreflightArgs) -> anyhow::Result<ExitStatus
     })
 }
 
-/// Runs the checklist, prints it (text as steps finish, or — when `json_document` — one JSON
-/// document on stdout), asks about warnings as the rules say, and returns whether it is safe to
-/// deploy. `deploy --format json` passes `json_document = false`: its stdout carries only the
-/// deploy report.
-pub async fn checklist(
+/// Runs the checklist, prints it (text as steps finish, or one JSON document on stdout), asks
+/// about warnings as the rules say, and returns whether it is safe to deploy. A deploy runs its
+/// checklist in the pipeline (`pipeline::RepositoryPreparation`), drawn by the same
+/// [`ChecklistDrawing`] without the JSON document: its stdout carries only the deploy report.
+async fn checklist(
     context: &Context,
     config: &ServiceConfig,
     root: &std::path::Path,
     flags: &PreflightFlags,
     source: DeployedSource<'_>,
-    json_document: bool,
 ) -> anyhow::Result<bool> {
-    let options = PreflightOptions {
-        fetch: !flags.no_fetch,
-        skip_tests: flags.skip_tests,
-        repository_steps: Some(std::sync::Arc::clone(&context.repository_steps)),
-        ..PreflightOptions::default()
-    };
-    let text = !context.output.is_json();
-    if text {
-        context
-            .output
-            .data(format!("Preflight checklist for `{}`", config.name));
-    }
-    let reporter = CliReporter { context, text };
-    let report = preflight::run(config, root, source, &options, &reporter).await;
-    if text {
-        context.output.data(summary_text(&report));
-    }
-    // `--yes` answers other commands' confirmations; accepting a preflight warning takes a
-    // human's answer or a flag that names what is accepted, so `--yes` runs ask nothing here.
-    let acceptance = Acceptance {
-        interactive: context.interactive && !context.assume_yes,
-        accept_warnings: flags.accept_warnings,
-        accept_schema_changes: flags.accept_schema_changes,
-    };
+    let drawing = ChecklistDrawing::new(context);
+    drawing.started(&config.name);
+    let report = preflight::run(config, root, source, &flags.options(context), &drawing).await;
+    drawing.finished(&report);
     let prompter = prompt::prompter(context);
-    let decision = preflight::decide(&report, acceptance, prompter.as_ref());
-    if text {
-        context.output.data(verdict_text(&decision));
-    } else if json_document {
+    let decision = preflight::decide(&report, flags.acceptance(context), prompter.as_ref());
+    if !drawing.text {
         context.output.json(&JsonReport {
             report: &report,
             summary: report.summary(),
@@ -132,11 +110,32 @@ pub async fn checklist(
             decisions: &decision.steps,
         })?;
     }
-    if github_actions::enabled() {
-        let (annotations, summary) = github_actions_output(&config.name, &report, &decision);
-        github_actions::publish(context, &annotations, &summary);
-    }
+    drawing.decided(&report, &decision);
     Ok(decision.safe_to_deploy)
+}
+
+impl PreflightFlags {
+    /// The checklist's options from these flags (the repository-wide steps shared by every
+    /// checklist of this run).
+    pub(super) fn options(&self, context: &Context) -> PreflightOptions {
+        PreflightOptions {
+            fetch: !self.no_fetch,
+            skip_tests: self.skip_tests,
+            repository_steps: Some(std::sync::Arc::clone(&context.repository_steps)),
+            ..PreflightOptions::default()
+        }
+    }
+
+    /// Who may accept a warning. `--yes` answers other commands' confirmations; accepting a
+    /// preflight warning takes a human's answer or a flag that names what is accepted, so
+    /// `--yes` runs ask nothing here.
+    pub(super) fn acceptance(&self, context: &Context) -> Acceptance {
+        Acceptance {
+            interactive: context.interactive && !context.assume_yes,
+            accept_warnings: self.accept_warnings,
+            accept_schema_changes: self.accept_schema_changes,
+        }
+    }
 }
 
 /// In GitHub Actions: one annotation per WARN (`::warning`) and FAIL (`::error`) with how it was
@@ -211,13 +210,24 @@ struct JsonReport<'a> {
     decisions: &'a [StepDecision],
 }
 
-/// Prints steps as they finish (text) and test output as it comes (stderr, both formats).
-struct CliReporter<'a> {
+/// Draws a checklist: its title, steps as they finish, the summary and the verdict (text), test
+/// output as it comes (stderr, both formats), and in GitHub Actions its annotations and step
+/// summary. `preflight` and `deploy` both draw through it.
+pub(super) struct ChecklistDrawing<'a> {
     context: &'a Context,
     text: bool,
 }
 
-impl Reporter for CliReporter<'_> {
+impl<'a> ChecklistDrawing<'a> {
+    pub(super) fn new(context: &'a Context) -> Self {
+        Self {
+            context,
+            text: !context.output.is_json(),
+        }
+    }
+}
+
+impl Reporter for ChecklistDrawing<'_> {
     fn step_started(&self, _step: Step) {}
 
     fn step_finished(&self, check: &Check) {
@@ -228,6 +238,32 @@ impl Reporter for CliReporter<'_> {
 
     fn test_output(&self, line: &str) {
         self.context.output.message(format!("      | {line}"));
+    }
+}
+
+impl ChecklistReporter for ChecklistDrawing<'_> {
+    fn started(&self, service: &str) {
+        if self.text {
+            self.context
+                .output
+                .data(format!("Preflight checklist for `{service}`"));
+        }
+    }
+
+    fn finished(&self, report: &PreflightReport) {
+        if self.text {
+            self.context.output.data(summary_text(report));
+        }
+    }
+
+    fn decided(&self, report: &PreflightReport, decision: &Decision) {
+        if self.text {
+            self.context.output.data(verdict_text(decision));
+        }
+        if github_actions::enabled() {
+            let (annotations, summary) = github_actions_output(&report.service, report, decision);
+            github_actions::publish(self.context, &annotations, &summary);
+        }
     }
 }
 

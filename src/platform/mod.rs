@@ -189,6 +189,11 @@ pub struct TrafficStatus {
     pub uri: Option<String>,
 }
 
+/// Said when a service has session affinity on: before a deploy's canary (`pipeline`) and by
+/// `deployer doctor`. A fact of Cloud Run (affinity is applied before the traffic split), kept
+/// here so that both read it from below.
+pub const SESSION_AFFINITY_WARNING: &str = "session affinity is on: Cloud Run applies affinity before the traffic split, so the canary's share of requests will be skewed (a client with an affinity cookie stays on the revision that first served it) and each step's analysis rests on fewer or more requests than its percent";
+
 /// A service as read from the platform.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSnapshot {

@@ -213,14 +213,14 @@ impl Running {
 }
 
 impl Driver<'_> {
-    pub(super) fn notice(&self, notes: &mut Vec<String>, message: String) {
+    pub(crate) fn notice(&self, notes: &mut Vec<String>, message: String) {
         self.reporter.event(&Event::Notice {
             message: message.clone(),
         });
         notes.push(message);
     }
 
-    pub(super) fn warn(&self, notes: &mut Vec<String>, message: String) {
+    pub(crate) fn warn(&self, notes: &mut Vec<String>, message: String) {
         self.reporter.event(&Event::Warning {
             message: message.clone(),
         });

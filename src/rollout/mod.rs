@@ -20,7 +20,6 @@ pub mod lock;
 pub mod machine;
 pub mod naming;
 mod observe;
-pub mod pipeline;
 pub mod recovery;
 pub mod rollback;
 pub mod watch;

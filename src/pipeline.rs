@@ -1,10 +1,9 @@
 //! The deploy pipeline, one function that reads like the runbook it replaces (as Kamal's
 //! `deploy` does): preflight → image → guarded rollout. The command line resolves flags and
-//! draws; the stages that print as they go (the checklist, the build) are behind [`Stages`], and
-//! everything else is decided here, in this order:
+//! draws through the reporters it hands over; everything else is decided here, in this order:
 //!
-//! 1. the preflight checklist (or the recorded `--skip-preflight`): problems stop the deploy
-//!    before anything is written;
+//! 1. the preflight checklist (or the recorded `--skip-preflight`) and its decision: problems
+//!    stop the deploy before anything is written;
 //! 2. the image: the one given (by digest, with its commit), or a fresh build, pushed whenever
 //!    the target needs a registry (always for Cloud Run; for the local emulator when the image
 //!    repository's registry answers, else the engine's local image by its content id);
@@ -14,32 +13,134 @@
 //! 4. the guarded rollout ([`Driver::deploy`]), with synthetic traffic for a local target so the
 //!    analysis has data.
 //!
-//! Every note of the way is a progress event as it happens and a line of the final report.
+//! Steps 1 and 2 run through [`Preparation`]: [`RepositoryPreparation`] runs the checklist
+//! ([`preflight::run`], then [`preflight::decide`]) and the build ([`image::build_service`]) on
+//! the service's repository, reporting through preflight's and image's own reporter traits and
+//! asking through the [`Prompter`]; tests script both. Every note of the way is a progress event
+//! as it happens and a line of the final report.
+//!
+//! The pipeline stands above `preflight` (which reads the rollout lock) and `image`, and below
+//! the command line: it is the one place that knows the order of a deploy.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 
-use super::{
-    driver::{rollout_duration, DeployRequest, Driver, Interrupt},
-    events::{Event, Outcome, RolloutReport},
-};
 use crate::{
-    platform::Platform,
+    config::ServiceConfig,
+    image::{self, DeliveryError},
+    interaction::Prompter,
+    platform::{Platform, ServiceId, SESSION_AFFINITY_WARNING},
+    preflight::{self, Acceptance, Decision, DeployedSource, PreflightOptions, PreflightReport},
     repo::{short_commit, RECORDED_COMMIT_CHARS},
+    rollout::{
+        driver::{self, rollout_duration, DeployRequest, Driver, Interrupt},
+        events::{Event, Outcome, RolloutReport},
+    },
     synthetic_load::TrafficGenerator,
 };
 
-/// The stages of a deploy whose progress the caller draws (not `Send`: the image build's
-/// reporter draws on the caller's thread).
+/// What runs before a rollout: the checklist with its decision, and the image build (not
+/// `Send`: the build's reporter draws on the caller's thread).
 #[async_trait(?Send)]
-pub trait Stages {
-    /// Runs the preflight checklist and its decision (accepting warnings as the caller's flags
-    /// or a human allow): true when it is safe to deploy.
-    async fn preflight(&self) -> anyhow::Result<bool>;
-    /// Builds the service's image at the repository's `HEAD`, and pushes it when `push`.
-    async fn build(&self, push: bool) -> anyhow::Result<Delivered>;
+pub trait Preparation {
+    /// Runs the preflight checklist and its decision (warnings accepted by the caller's flags
+    /// or a human's answer): true when it is safe to deploy. Never fails: whatever goes wrong is
+    /// a step's WARN or FAIL.
+    async fn checklist(&mut self) -> bool;
+    /// Builds the service's image at the repository's working tree, and pushes it when `push`.
+    async fn build(&mut self, push: bool) -> Result<Delivered, DeliveryError>;
+}
+
+/// What a deploy says about its checklist beyond each step (preflight's own
+/// [`preflight::Reporter`]): that it starts, that it ran (before any question about its
+/// warnings), and how it was decided.
+pub trait ChecklistReporter: preflight::Reporter {
+    /// The checklist of `service` starts.
+    fn started(&self, service: &str);
+    /// Every step ran; the decision (and its questions) comes next.
+    fn finished(&self, report: &PreflightReport);
+    /// The checklist was decided.
+    fn decided(&self, report: &PreflightReport, decision: &Decision);
+}
+
+/// The checklist and the build of one service from its repository: [`preflight`] and
+/// [`image::build_service`], reporting through the caller's reporters.
+pub struct RepositoryPreparation<'a, C: ChecklistReporter> {
+    /// The service.
+    pub config: &'a ServiceConfig,
+    /// The repository's working tree.
+    pub root: &'a Path,
+    /// Where the checklist reads what is deployed.
+    pub platform: &'a dyn Platform,
+    /// The service on `platform`.
+    pub id: &'a ServiceId,
+    /// The checklist's options (fetch, tests, the repository-wide steps shared by a fleet).
+    pub options: PreflightOptions,
+    /// Who may accept a warning.
+    pub acceptance: Acceptance,
+    /// Asked about warnings when a human can answer.
+    pub prompter: &'a dyn Prompter,
+    /// Hears the checklist.
+    pub checklist: &'a C,
+    /// Hears the build and the push.
+    pub image: &'a mut dyn image::Reporter,
+}
+
+#[async_trait(?Send)]
+impl<C: ChecklistReporter> Preparation for RepositoryPreparation<'_, C> {
+    async fn checklist(&mut self) -> bool {
+        self.checklist.started(&self.config.name);
+        let deployed = DeployedSource::Platform {
+            platform: self.platform,
+            id: self.id.clone(),
+        };
+        let report = preflight::run(
+            self.config,
+            self.root,
+            deployed,
+            &self.options,
+            self.checklist,
+        )
+        .await;
+        self.checklist.finished(&report);
+        let decision = preflight::decide(&report, self.acceptance, self.prompter);
+        self.checklist.decided(&report, &decision);
+        decision.safe_to_deploy
+    }
+
+    async fn build(&mut self, push: bool) -> Result<Delivered, DeliveryError> {
+        let image::Delivery {
+            plan,
+            built,
+            pushed,
+        } = image::build_service(self.config, self.root, push, self.image).await?;
+        Ok(Delivered {
+            image: match pushed {
+                Some(pushed) => pushed.pinned,
+                None => built.id,
+            },
+            commit: plan.revision.commit,
+            dirty: plan.revision.dirty,
+        })
+    }
+}
+
+/// Why a deploy ended without a report: nothing was started, or the rollout could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The image was not delivered (nothing was deployed).
+    #[error(transparent)]
+    Image(#[from] DeliveryError),
+    /// The rollout could not start (another rollout's lock, the platform).
+    #[error("deploy of `{service}` did not start")]
+    RolloutNotStarted {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: driver::DeployError,
+    },
 }
 
 /// An image ready to deploy.
@@ -99,9 +200,6 @@ pub struct Plan {
     pub traffic: Option<SyntheticTraffic>,
 }
 
-/// Said before the canary when the service has session affinity on (and by `deployer doctor`).
-pub const SESSION_AFFINITY_WARNING: &str = "session affinity is on: Cloud Run applies affinity before the traffic split, so the canary's share of requests will be skewed (a client with an affinity cookie stays on the revision that first served it) and each step's analysis rests on fewer or more requests than its percent";
-
 /// Why a deploy stopped at the checklist (the report's reason).
 pub const PREFLIGHT_STOPPED: &str = "the preflight checklist found problems: nothing was changed";
 
@@ -109,10 +207,10 @@ pub const PREFLIGHT_STOPPED: &str = "the preflight checklist found problems: not
 /// the error says which); every outcome of a started rollout is in the report.
 pub async fn deploy(
     plan: Plan,
-    stages: &dyn Stages,
+    preparation: &mut dyn Preparation,
     driver: &Driver<'_>,
     interrupt: Interrupt,
-) -> anyhow::Result<RolloutReport> {
+) -> Result<RolloutReport, PipelineError> {
     let Plan {
         target,
         target_name,
@@ -131,7 +229,7 @@ pub async fn deploy(
             &mut notes,
             "preflight checklist skipped (`--skip-preflight`)".to_string(),
         );
-    } else if !stages.preflight().await? {
+    } else if !preparation.checklist().await {
         let outcome = Outcome::StoppedBeforeTraffic {
             reason: PREFLIGHT_STOPPED.to_string(),
         };
@@ -157,14 +255,12 @@ pub async fn deploy(
                 TargetKind::Local => crate::image::registry_answers(&repository).await,
             };
             if !push {
-                driver.notice(
-                    &mut notes,
-                    format!(
+                driver.notice(&mut notes, format!(
                         "the registry of `{repository}` does not answer: deploying the local image by its content id"
                     ),
                 );
             }
-            stages.build(push).await?
+            preparation.build(push).await?
         }
     };
     let rollout = rollout(delivered);
@@ -177,9 +273,7 @@ pub async fn deploy(
             .keys()
             .map(|name| format!("`{name}`"))
             .collect();
-        driver.warn(
-            &mut notes,
-            format!(
+        driver.warn(&mut notes, format!(
                 "the local emulator does not resolve Secret Manager references: {} will be absent in the container",
                 names.join(", ")
             ),
@@ -216,8 +310,10 @@ pub async fn deploy(
     if let Some(generator) = generator {
         notes.push(generator.stop().describe());
     }
-    let mut report =
-        report.with_context(|| format!("deploy of `{}` did not start", rollout.service_name))?;
+    let mut report = report.map_err(|source| PipelineError::RolloutNotStarted {
+        service: rollout.service_name.clone(),
+        source,
+    })?;
     notes.append(&mut report.notes);
     report.notes = notes;
     Ok(report)
