@@ -43,6 +43,7 @@ pub mod bigquery;
 pub mod cloud_logging;
 pub mod cloud_monitoring;
 mod context;
+mod google_client;
 pub mod http;
 mod link;
 pub mod prometheus;
@@ -64,6 +65,8 @@ pub use context::{
     promql_duration, unknown_placeholders, uses_placeholder, CheckContext, MissingPlaceholder,
     PLACEHOLDERS,
 };
+pub use google_client::NO_CREDENTIALS;
+pub(crate) use google_client::{credentials_for, describe_google_error, retry_policy};
 pub use result::{
     exit_code, format_value, BaselineResult, CheckResult, Scope, Severity, Status, Thresholds,
 };
@@ -620,65 +623,6 @@ pub fn request_metrics_for(
     })
 }
 
-/// The cause every Google provider reports when [`crate::credentials::find`] finds nothing.
-pub const NO_CREDENTIALS: &str = "no Google credentials";
-
-/// Application Default Credentials for a Google endpoint, anonymous ones for any other (a
-/// local emulator): without explicit anonymous credentials the Google clients probe the
-/// metadata server and hang for about a minute.
-pub(crate) fn credentials_for(
-    endpoint: Option<&str>,
-) -> Result<google_cloud_auth::credentials::Credentials, String> {
-    match endpoint {
-        Some(url) if !url.starts_with("https://") => {
-            Ok(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        }
-        // Found first (`crate::credentials`): with none, Google's builder falls back to the
-        // metadata server, which off Google Cloud fails as "transient" after a second per
-        // check. The short cause is the same for every check, so a digest can group them; the
-        // CLI says once what is missing and how to fix it.
-        _ => crate::credentials::google().map_err(|error| match error {
-            crate::credentials::CredentialsError::Missing { .. } => NO_CREDENTIALS.to_string(),
-            other => other.to_string(),
-        }),
-    }
-}
-
-/// The retry policy of the Google clients: at most two attempts. A check is re-read at the
-/// next look anyway, and retrying a refused connection until the check's timeout would report
-/// a provider that is down as merely slow.
-pub(crate) fn retry_policy(
-) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
-{
-    use google_cloud_gax::retry_policy::RetryPolicyExt;
-    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
-}
-
-/// One attempt, no retry: for calls whose caller retries on its own terms.
-pub(crate) fn single_attempt(
-) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
-{
-    use google_cloud_gax::retry_policy::RetryPolicyExt;
-    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1)
-}
-
-/// A Google client's error as people read it: the HTTP status first when there was one (a
-/// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
-pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {
-    // A disabled API, a missing permission or scope, a quota: one line with the fix.
-    if let Some(explained) = error.status().and_then(crate::google_errors::explain) {
-        return match error.http_status_code() {
-            Some(code) => format!("HTTP {code}: {}", explained.line),
-            None => explained.line,
-        };
-    }
-    let message = excerpt(&error.to_string(), 300);
-    match error.http_status_code() {
-        Some(code) => format!("HTTP {code}: {message}"),
-        None => message,
-    }
-}
-
 /// Sends `request` and reads the whole answer: its status and body. A failure to send or to read
 /// is the provider being unavailable, told as `{label}: why` (the URL left out of reqwest's
 /// message: `label` names it, redacted).
@@ -709,31 +653,6 @@ pub(crate) fn excerpt(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A provider (Logging, Monitoring, BigQuery) told of a disabled API says the command that
-    /// enables it, not Google's paragraph.
-    #[test]
-    fn a_providers_disabled_api_is_described_with_the_enable_command() {
-        let body = serde_json::json!({"error": {
-            "code": 403,
-            "message": "Cloud Logging API has not been used in project 123 before or it is disabled.",
-            "status": "PERMISSION_DENIED",
-            "details": [{
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "SERVICE_DISABLED",
-                "domain": "googleapis.com",
-                "metadata": {"service": "logging.googleapis.com", "consumer": "projects/123"},
-            }],
-        }});
-        let status =
-            google_cloud_gax::error::rpc::Status::try_from(&bytes::Bytes::from(body.to_string()))
-                .unwrap();
-        let text = describe_google_error(&google_cloud_gax::error::Error::service(status));
-        assert!(
-            text.contains("`gcloud services enable logging.googleapis.com --project 123`"),
-            "{text}"
-        );
-    }
 
     fn check(toml: &str) -> CheckConfig {
         toml::from_str(&format!(
