@@ -153,6 +153,22 @@ pub enum ProviderError {
     },
 }
 
+impl ProviderError {
+    /// A refusal `provider` answered with HTTP `status`: a 5xx is the provider failing
+    /// (unavailable), any other status the query refused.
+    pub(crate) fn of_http_status(
+        provider: &'static str,
+        status: reqwest::StatusCode,
+        message: String,
+    ) -> Self {
+        if status.is_server_error() {
+            ProviderError::Unavailable { provider, message }
+        } else {
+            ProviderError::Rejected { provider, message }
+        }
+    }
+}
+
 /// A check's query with its placeholders resolved: what a provider runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
