@@ -72,6 +72,10 @@ pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> S
 }
 
 /// A Google API whose client [`LazyClient`] builds.
+///
+/// Each API writes its own one-line [`build`](GoogleApi::build): the client builder's `build`
+/// is bounded by a trait `google-cloud-gax` keeps hidden (`client_builder::internal`), which a
+/// generic function here should not name; everything else is [`Settings::apply`].
 pub(crate) trait GoogleApi: Sized + Send + Sync {
     /// The API as messages name it (`cannot create the Cloud Logging client`).
     const NAME: &'static str;
