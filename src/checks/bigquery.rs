@@ -18,17 +18,19 @@ use google_cloud_bigquery_v2::{
     model::{ErrorProto, GetQueryResultsRequest, PostQueryRequest, QueryRequest, QueryResponse},
 };
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-use super::{credentials_for, excerpt, Counts, MetricProvider, ProviderError, Query, Sample};
+use super::{
+    excerpt,
+    google_client::{self, Attempts, GoogleApi, LazyClient, Settings},
+    Counts, MetricProvider, ProviderError, Query, Sample,
+};
 
 const PROVIDER: &str = "bigquery";
 
 /// The `bigquery` provider.
 #[derive(Debug)]
 pub struct BigQuery {
-    endpoint: Option<String>,
-    client: OnceCell<Result<JobService, String>>,
+    client: LazyClient<JobService>,
 }
 
 impl BigQuery {
@@ -36,22 +38,36 @@ impl BigQuery {
     /// Google's BigQuery when `None`. The client is built on first use.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            endpoint: endpoint.as_deref().map(normalize_endpoint),
-            client: OnceCell::new(),
+            client: LazyClient::new(endpoint.as_deref()),
         }
     }
 
     async fn client(&self) -> Result<&JobService, ProviderError> {
-        let built = self
-            .client
-            .get_or_init(|| job_service(self.endpoint.as_deref()))
-            .await;
-        built
-            .as_ref()
-            .map_err(|message| ProviderError::Unavailable {
+        // Unlike Logging and Monitoring, BigQuery has always said which client a missing
+        // credential stopped, as the history store does (`health::bigquery_store`).
+        self.client
+            .get()
+            .await
+            .map_err(|error| ProviderError::Unavailable {
                 provider: PROVIDER,
-                message: format!("cannot create the BigQuery client: {message}"),
+                message: format!("cannot create the BigQuery client: {}", error.cause()),
             })
+    }
+}
+
+impl GoogleApi for JobService {
+    const NAME: &'static str = "BigQuery";
+    const GOOGLE_LABEL: &'static str = "bigquery.googleapis.com";
+
+    fn normalize(endpoint: &str) -> Option<String> {
+        Some(normalize_endpoint(endpoint))
+    }
+
+    fn build(
+        settings: Settings,
+    ) -> impl std::future::Future<Output = Result<Self, google_cloud_gax::client_builder::Error>> + Send
+    {
+        settings.apply(Self::builder()).build()
     }
 }
 
@@ -64,17 +80,12 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
 }
 
 /// A BigQuery client for `endpoint` (normalized; Google's when `None`), with the credentials
-/// and retry policy of every provider: what the history store uses too.
+/// and retry policy of every provider: what the history store uses too. The error is the
+/// cause alone; the store says which client it stopped.
 pub async fn job_service(endpoint: Option<&str>) -> Result<JobService, String> {
-    crate::install_crypto_provider();
-    let credentials = credentials_for(endpoint)?;
-    let mut builder = JobService::builder()
-        .with_credentials(credentials)
-        .with_retry_policy(super::retry_policy());
-    if let Some(endpoint) = endpoint {
-        builder = builder.with_endpoint(endpoint.to_string());
-    }
-    builder.build().await.map_err(|error| error.to_string())
+    google_client::build(endpoint, Attempts::UpToTwo)
+        .await
+        .map_err(|error| error.cause().to_string())
 }
 
 /// Runs `request` in `project` and waits for the job (each call waits at most `wait_ms`;
@@ -145,7 +156,7 @@ fn transport_error(error: google_cloud_bigquery_v2::Error) -> ProviderError {
         }
         _ => ProviderError::Unavailable {
             provider: PROVIDER,
-            message: super::describe_google_error(&error),
+            message: google_client::describe_google_error(&error),
         },
     }
 }

@@ -27,10 +27,9 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use google_cloud_logging_v2::{client::LoggingServiceV2, model::LogEntry};
-use tokio::sync::OnceCell;
 
 use super::{
-    credentials_for, excerpt,
+    google_client::{Attempts, CallError, GoogleApi, LazyClient, Settings},
     request_log::{self, ReadPlan, RevisionLog, MAX_PAGES_PER_LOOK},
     transient, MetricProvider, MetricsError, ProviderError, Query, RequestCounts, RequestMetrics,
     Sample,
@@ -44,194 +43,102 @@ pub const PAGE_SIZE: i32 = 1000;
 /// Pages read at most for one count.
 pub const MAX_PAGES: usize = 50;
 
-/// A lazily built Logging client.
-#[derive(Debug)]
-struct Client {
-    endpoint: Option<String>,
-    client: OnceCell<Result<LoggingServiceV2, String>>,
-    /// The Google client retries on its own ([`super::retry_policy`]); off when the caller
-    /// retries within a budget ([`super::transient`]).
-    own_retries: bool,
+impl GoogleApi for LoggingServiceV2 {
+    const NAME: &'static str = "Cloud Logging";
+    const GOOGLE_LABEL: &'static str = "logging.googleapis.com";
+
+    fn build(
+        settings: Settings,
+    ) -> impl std::future::Future<Output = Result<Self, google_cloud_gax::client_builder::Error>> + Send
+    {
+        settings.apply(Self::builder()).build()
+    }
 }
 
-impl Client {
-    fn new(endpoint: Option<String>) -> Self {
-        Self {
-            endpoint: endpoint.map(|url| url.trim_end_matches('/').to_string()),
-            client: OnceCell::new(),
-            own_retries: true,
-        }
-    }
-
-    /// A client whose every call is tried once: the caller retries.
-    fn without_retries(endpoint: Option<String>) -> Self {
-        Self {
-            own_retries: false,
-            ..Self::new(endpoint)
-        }
-    }
-
-    fn label(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| "logging.googleapis.com".into())
-    }
-
-    async fn get(&self) -> Result<&LoggingServiceV2, String> {
-        self.client
-            .get_or_init(|| async {
-                crate::install_crypto_provider();
-                let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = LoggingServiceV2::builder().with_credentials(credentials);
-                builder = if self.own_retries {
-                    builder.with_retry_policy(super::retry_policy())
-                } else {
-                    builder.with_retry_policy(super::single_attempt())
-                };
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                builder
-                    .build()
-                    .await
-                    .map_err(|error| format!("cannot create the Cloud Logging client: {error}"))
-            })
+/// Calls `visit` with every entry of `project` matching `filter` in the last `window`;
+/// returns false when it stopped at [`MAX_PAGES`].
+async fn each_entry(
+    client: &LoggingServiceV2,
+    project: &str,
+    filter: &str,
+    window: Duration,
+    mut visit: impl FnMut(&LogEntry),
+) -> Result<bool, CallError> {
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::minutes(10));
+    let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let filter = if filter.trim().is_empty() {
+        format!("timestamp>=\"{since}\"")
+    } else {
+        format!("{} AND timestamp>=\"{since}\"", filter.trim())
+    };
+    let mut page_token = String::new();
+    for _ in 0..MAX_PAGES {
+        let page = send_page(client, project, &filter, false, page_token)
             .await
-            .as_ref()
-            .map_err(Clone::clone)
+            .map_err(CallError::of)?;
+        page.entries.iter().for_each(&mut visit);
+        if page.next_page_token.is_empty() {
+            return Ok(true);
+        }
+        page_token = page.next_page_token;
     }
+    Ok(false)
+}
 
-    /// Calls `visit` with every entry of `project` matching `filter` in the last `window`;
-    /// returns false when it stopped at [`MAX_PAGES`].
-    async fn each_entry(
-        &self,
-        project: &str,
-        filter: &str,
-        window: Duration,
-        mut visit: impl FnMut(&LogEntry),
-    ) -> Result<bool, ListError> {
-        let client = self.get().await.map_err(ListError::Unavailable)?;
-        let since = chrono::Utc::now()
-            - chrono::Duration::from_std(window).unwrap_or_else(|_| chrono::Duration::minutes(10));
-        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let filter = if filter.trim().is_empty() {
-            format!("timestamp>=\"{since}\"")
+/// One page of `entries.list` (oldest first, or newest first with `newest_first`), tried again
+/// through transient faults until `deadline` ([`super::transient`]): the entries and the next
+/// page's token (empty on the last page).
+async fn page_until(
+    client: &LoggingServiceV2,
+    project: &str,
+    filter: &str,
+    newest_first: bool,
+    page_token: String,
+    deadline: tokio::time::Instant,
+) -> Result<(Vec<LogEntry>, String), CallError> {
+    let page = transient::retry_until(deadline, "entries.list", || {
+        send_page(client, project, filter, newest_first, page_token.clone())
+    })
+    .await
+    .map_err(CallError::of_look)?;
+    Ok((page.entries, page.next_page_token))
+}
+
+async fn send_page(
+    client: &LoggingServiceV2,
+    project: &str,
+    filter: &str,
+    newest_first: bool,
+    page_token: String,
+) -> Result<google_cloud_logging_v2::model::ListLogEntriesResponse, google_cloud_gax::error::Error>
+{
+    client
+        .list_log_entries()
+        .set_resource_names([format!("projects/{project}")])
+        .set_filter(filter.to_string())
+        .set_order_by(if newest_first {
+            "timestamp desc"
         } else {
-            format!("{} AND timestamp>=\"{since}\"", filter.trim())
-        };
-        let mut page_token = String::new();
-        for _ in 0..MAX_PAGES {
-            let (entries, next) = self
-                .page(client, project, &filter, false, page_token)
-                .await?;
-            entries.iter().for_each(&mut visit);
-            if next.is_empty() {
-                return Ok(true);
-            }
-            page_token = next;
-        }
-        Ok(false)
-    }
-
-    /// One page of `entries.list` (oldest first, or newest first with `newest_first`): the
-    /// entries and the next page's token (empty on the last page).
-    async fn page(
-        &self,
-        client: &LoggingServiceV2,
-        project: &str,
-        filter: &str,
-        newest_first: bool,
-        page_token: String,
-    ) -> Result<(Vec<LogEntry>, String), ListError> {
-        let page = Self::send_page(client, project, filter, newest_first, page_token)
-            .await
-            .map_err(list_error)?;
-        Ok((page.entries, page.next_page_token))
-    }
-
-    /// One page, tried again through transient faults until `deadline`
-    /// ([`super::transient`]).
-    async fn page_until(
-        &self,
-        client: &LoggingServiceV2,
-        project: &str,
-        filter: &str,
-        newest_first: bool,
-        page_token: String,
-        deadline: tokio::time::Instant,
-    ) -> Result<(Vec<LogEntry>, String), ListError> {
-        let page = transient::retry_until(deadline, "entries.list", || {
-            Self::send_page(client, project, filter, newest_first, page_token.clone())
+            "timestamp asc"
         })
+        .set_page_size(PAGE_SIZE)
+        .set_page_token(page_token)
+        .send()
         .await
-        .map_err(|failure| match failure {
-            transient::Failure::Failed(error) => list_error(error),
-            transient::Failure::OutOfTime(last) => ListError::Unavailable(match last {
-                Some(error) => format!(
-                    "no answer within the look's time (retried through: {})",
-                    super::describe_google_error(&error)
-                ),
-                None => "no answer within the look's time".to_string(),
-            }),
-        })?;
-        Ok((page.entries, page.next_page_token))
-    }
-
-    async fn send_page(
-        client: &LoggingServiceV2,
-        project: &str,
-        filter: &str,
-        newest_first: bool,
-        page_token: String,
-    ) -> Result<
-        google_cloud_logging_v2::model::ListLogEntriesResponse,
-        google_cloud_gax::error::Error,
-    > {
-        client
-            .list_log_entries()
-            .set_resource_names([format!("projects/{project}")])
-            .set_filter(filter.to_string())
-            .set_order_by(if newest_first {
-                "timestamp desc"
-            } else {
-                "timestamp asc"
-            })
-            .set_page_size(PAGE_SIZE)
-            .set_page_token(page_token)
-            .send()
-            .await
-    }
-}
-
-fn list_error(error: google_cloud_gax::error::Error) -> ListError {
-    match error.status() {
-        Some(status) if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument => {
-            ListError::Rejected(excerpt(&status.message, 300))
-        }
-        _ if error.is_deserialization() => {
-            ListError::Malformed(super::describe_google_error(&error))
-        }
-        _ => ListError::Unavailable(super::describe_google_error(&error)),
-    }
-}
-
-enum ListError {
-    Unavailable(String),
-    Rejected(String),
-    Malformed(String),
 }
 
 /// The `cloud-logging` provider.
 #[derive(Debug)]
 pub struct CloudLogging {
-    client: Client,
+    client: LazyClient<LoggingServiceV2>,
 }
 
 impl CloudLogging {
     /// A provider for `endpoint` (`DEPLOYER_LOGGING_ENDPOINT`), or Google's when `None`.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            client: Client::new(endpoint),
+            client: LazyClient::new(endpoint.as_deref()),
         }
     }
 }
@@ -250,24 +157,15 @@ impl MetricProvider for CloudLogging {
                 message: "not a cloud-logging query".into(),
             });
         };
-        let mut count = 0u64;
-        self.client
-            .each_entry(project, filter, *window, |_| count += 1)
+        let client = self
+            .client
+            .get()
             .await
-            .map_err(|error| match error {
-                ListError::Unavailable(message) => ProviderError::Unavailable {
-                    provider: PROVIDER,
-                    message,
-                },
-                ListError::Rejected(message) => ProviderError::Rejected {
-                    provider: PROVIDER,
-                    message,
-                },
-                ListError::Malformed(message) => ProviderError::Malformed {
-                    provider: PROVIDER,
-                    message,
-                },
-            })?;
+            .map_err(|error| CallError::from(error).for_check(PROVIDER))?;
+        let mut count = 0u64;
+        each_entry(client, project, filter, *window, |_| count += 1)
+            .await
+            .map_err(|error| error.for_check(PROVIDER))?;
         // Zero matching entries is a measurement (no error line), not an absence of data.
         Ok(Sample::value(count as f64))
     }
@@ -291,7 +189,7 @@ pub struct LookCost {
 /// reads the entries since the previous one, sampled at high traffic, at most
 /// [`MAX_PAGES_PER_LOOK`] pages plus a probe on a revision's first look.
 pub struct CloudLoggingRequests {
-    client: Client,
+    client: LazyClient<LoggingServiceV2>,
     clock: Clock,
     revisions: Mutex<HashMap<RevisionKey, Arc<tokio::sync::Mutex<RevisionLog>>>>,
     costs: Mutex<HashMap<RevisionKey, LookCost>>,
@@ -310,7 +208,8 @@ impl CloudLoggingRequests {
     /// A reader for `endpoint` (`DEPLOYER_LOGGING_ENDPOINT`), or Google's when `None`.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            client: Client::without_retries(endpoint),
+            // Every page is tried once by the client: the look retries within its budget.
+            client: LazyClient::new(endpoint.as_deref()).with_attempts(Attempts::One),
             clock: Arc::new(Utc::now),
             revisions: Mutex::default(),
             costs: Mutex::default(),
@@ -333,19 +232,8 @@ impl CloudLoggingRequests {
             .copied()
     }
 
-    fn error(&self, error: ListError) -> MetricsError {
-        match error {
-            ListError::Malformed(message) => MetricsError::Malformed {
-                provider: self.client.label(),
-                message,
-            },
-            ListError::Unavailable(message) | ListError::Rejected(message) => {
-                MetricsError::Unavailable {
-                    provider: self.client.label(),
-                    message,
-                }
-            }
-        }
+    fn error(&self, error: CallError) -> MetricsError {
+        error.for_request_counts(self.client.label())
     }
 
     /// Reads `plan` (oldest first, at most [`MAX_PAGES_PER_LOOK`] pages, or one page newest
@@ -363,7 +251,7 @@ impl CloudLoggingRequests {
             .client
             .get()
             .await
-            .map_err(|message| self.error(ListError::Unavailable(message)))?;
+            .map_err(|error| self.error(error.into()))?;
         let since = plan.since.to_rfc3339_opts(SecondsFormat::Nanos, true);
         let mut filter = format!(
             "{} AND timestamp>=\"{since}\"",
@@ -381,18 +269,16 @@ impl CloudLoggingRequests {
         let mut entries = Vec::new();
         let mut page_token = String::new();
         for _ in 0..pages {
-            let (page, next) = self
-                .client
-                .page_until(
-                    client,
-                    &service.project,
-                    &filter,
-                    probe,
-                    page_token,
-                    deadline,
-                )
-                .await
-                .map_err(|error| self.error(error))?;
+            let (page, next) = page_until(
+                client,
+                &service.project,
+                &filter,
+                probe,
+                page_token,
+                deadline,
+            )
+            .await
+            .map_err(|error| self.error(error))?;
             cost.requests += 1;
             cost.entries_read += page.len() as u64;
             entries.extend(page);
@@ -422,7 +308,7 @@ fn key(service: &ServiceId, revision: &str) -> RevisionKey {
 /// with its status, an `insertId` and a timestamp. One without (no `httpRequest`, no status, or
 /// none an HTTP answer can have) is an impossible record: counting it as a request that
 /// succeeded, or skipping it, could hide 5xx.
-fn readable(entries: &[LogEntry]) -> Result<Vec<request_log::Entry>, ListError> {
+fn readable(entries: &[LogEntry]) -> Result<Vec<request_log::Entry>, CallError> {
     let mut read = Vec::with_capacity(entries.len());
     let mut unreadable = 0usize;
     for entry in entries {
@@ -449,7 +335,7 @@ fn readable(entries: &[LogEntry]) -> Result<Vec<request_log::Entry>, ListError> 
         }
     }
     if unreadable > 0 {
-        return Err(ListError::Malformed(format!(
+        return Err(CallError::Malformed(format!(
             "{unreadable} of {} request log entries have no HTTP status (no `httpRequest`, or a status outside 100-599), no timestamp, receiveTimestamp or insertId",
             entries.len()
         )));

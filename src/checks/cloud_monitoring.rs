@@ -20,11 +20,12 @@ use google_cloud_monitoring_v3::{
         Aggregation, TimeInterval, TimeSeries,
     },
 };
-use tokio::sync::OnceCell;
 
 use super::{
-    credentials_for, excerpt, MetricProvider, MetricsError, ProviderError, Query, RequestCounts,
-    RequestMetrics, Sample,
+    excerpt,
+    google_client::{single_attempt, CallError, GoogleApi, LazyClient, Settings},
+    transient, MetricProvider, MetricsError, ProviderError, Query, RequestCounts, RequestMetrics,
+    Sample,
 };
 use crate::platform::ServiceId;
 
@@ -36,138 +37,81 @@ pub const GOOGLE_ENDPOINT: &str = "https://monitoring.googleapis.com";
 
 const PROVIDER: &str = "cloud-monitoring";
 
-/// A lazily built Monitoring client.
-#[derive(Debug)]
-struct Client {
-    /// `None`: Google's endpoint.
-    endpoint: Option<String>,
-    client: OnceCell<Result<MetricService, String>>,
+impl GoogleApi for MetricService {
+    const NAME: &'static str = "Cloud Monitoring";
+    const GOOGLE_LABEL: &'static str = GOOGLE_ENDPOINT;
+
+    /// Google's endpoint, named in full, is Google's (`None`).
+    fn normalize(endpoint: &str) -> Option<String> {
+        Some(endpoint.trim_end_matches('/').to_string()).filter(|url| url != GOOGLE_ENDPOINT)
+    }
+
+    fn build(
+        settings: Settings,
+    ) -> impl std::future::Future<Output = Result<Self, google_cloud_gax::client_builder::Error>> + Send
+    {
+        settings.apply(Self::builder()).build()
+    }
 }
 
-enum ListError {
-    Unavailable(String),
-    Rejected(String),
-    Malformed(String),
-}
-
-impl Client {
-    fn new(endpoint: Option<String>) -> Self {
-        let endpoint = endpoint
-            .map(|url| url.trim_end_matches('/').to_string())
-            .filter(|url| url != GOOGLE_ENDPOINT);
-        Self {
-            endpoint,
-            client: OnceCell::new(),
-        }
-    }
-
-    fn label(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| GOOGLE_ENDPOINT.to_string())
-    }
-
-    async fn get(&self) -> Result<&MetricService, String> {
-        self.client
-            .get_or_init(|| async {
-                crate::install_crypto_provider();
-                let credentials = credentials_for(self.endpoint.as_deref())?;
-                let mut builder = MetricService::builder()
-                    .with_credentials(credentials)
-                    .with_retry_policy(super::retry_policy());
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                builder
-                    .build()
-                    .await
-                    .map_err(|error| format!("cannot create the Cloud Monitoring client: {error}"))
-            })
-            .await
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    /// Every series of `project` matching `filter` over the last `window`, aggregated.
-    async fn list(
-        &self,
-        project: &str,
-        filter: &str,
-        window: Duration,
-        aggregation: Aggregation,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<Vec<TimeSeries>, ListError> {
-        let client = self.get().await.map_err(ListError::Unavailable)?;
-        let end = chrono::Utc::now();
-        let seconds = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
-        let interval = TimeInterval::new()
-            .set_start_time(google_cloud_wkt::Timestamp::clamp(
-                end.timestamp() - seconds,
-                0,
-            ))
-            .set_end_time(google_cloud_wkt::Timestamp::clamp(end.timestamp(), 0));
-        let mut series = Vec::new();
-        let mut page_token = String::new();
-        for _ in 0..MAX_PAGES {
-            let send = || {
-                use google_cloud_gax::options::RequestOptionsBuilder as _;
-                let request = client
-                    .list_time_series()
-                    .set_name(format!("projects/{project}"))
-                    .set_filter(filter)
-                    .set_interval(interval.clone())
-                    .set_aggregation(aggregation.clone())
-                    .set_page_token(page_token.clone());
-                // Within a look, each try is one attempt: the look's own retries
-                // ([`super::transient`]) decide when to try again. The client's policy would
-                // sleep its own backoff (a second and more) inside the try, past a short look.
-                match deadline {
-                    Some(_) => request.with_retry_policy(super::single_attempt()),
-                    None => request,
-                }
-                .send()
-            };
-            let list_error = |error: google_cloud_gax::error::Error| match error.status() {
-                Some(status)
-                    if status.code == google_cloud_gax::error::rpc::Code::InvalidArgument =>
-                {
-                    ListError::Rejected(excerpt(&status.message, 300))
-                }
-                _ if error.is_deserialization() => {
-                    ListError::Malformed(super::describe_google_error(&error))
-                }
-                _ => ListError::Unavailable(super::describe_google_error(&error)),
-            };
-            // A rollout's look retries 503s and 429s within its own time
-            // ([`super::transient`]); a check's read is tried as the client's policy says.
-            let page = match deadline {
-                None => send().await.map_err(list_error)?,
-                Some(deadline) => super::transient::retry_until(deadline, "timeSeries.list", send)
-                    .await
-                    .map_err(|failure| match failure {
-                        super::transient::Failure::Failed(error) => list_error(error),
-                        super::transient::Failure::OutOfTime(last) => {
-                            ListError::Unavailable(match last {
-                                Some(error) => format!(
-                                    "no answer within the look's time (retried through: {})",
-                                    super::describe_google_error(&error)
-                                ),
-                                None => "no answer within the look's time".to_string(),
-                            })
-                        }
-                    })?,
-            };
-            series.extend(page.time_series);
-            if page.next_page_token.is_empty() {
-                return Ok(series);
+/// Every series of `project` matching `filter` over the last `window`, aggregated: each page
+/// retried through transient faults until `deadline` when there is one.
+async fn list(
+    lazy_client: &LazyClient<MetricService>,
+    project: &str,
+    filter: &str,
+    window: Duration,
+    aggregation: Aggregation,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Vec<TimeSeries>, CallError> {
+    let client = lazy_client.get().await?;
+    let end = chrono::Utc::now();
+    let seconds = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
+    let interval = TimeInterval::new()
+        .set_start_time(google_cloud_wkt::Timestamp::clamp(
+            end.timestamp() - seconds,
+            0,
+        ))
+        .set_end_time(google_cloud_wkt::Timestamp::clamp(end.timestamp(), 0));
+    let mut series = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..MAX_PAGES {
+        let send = || {
+            use google_cloud_gax::options::RequestOptionsBuilder as _;
+            let request = client
+                .list_time_series()
+                .set_name(format!("projects/{project}"))
+                .set_filter(filter)
+                .set_interval(interval.clone())
+                .set_aggregation(aggregation.clone())
+                .set_page_token(page_token.clone());
+            // Within a look, each try is one attempt: the look's own retries
+            // ([`super::transient`]) decide when to try again. The client's policy would
+            // sleep its own backoff (a second and more) inside the try, past a short look.
+            match deadline {
+                Some(_) => request.with_retry_policy(single_attempt()),
+                None => request,
             }
-            page_token = page.next_page_token;
+            .send()
+        };
+        // A rollout's look retries 503s and 429s within its own time
+        // ([`super::transient`]); a check's read is tried as the client's policy says.
+        let page = match deadline {
+            None => send().await.map_err(CallError::of)?,
+            Some(deadline) => transient::retry_until(deadline, "timeSeries.list", send)
+                .await
+                .map_err(CallError::of_look)?,
+        };
+        series.extend(page.time_series);
+        if page.next_page_token.is_empty() {
+            return Ok(series);
         }
-        Err(ListError::Malformed(format!(
-            "`{}`: still a next page after {MAX_PAGES} pages of time series",
-            self.label()
-        )))
+        page_token = page.next_page_token;
     }
+    Err(CallError::Malformed(format!(
+        "`{}`: still a next page after {MAX_PAGES} pages of time series",
+        lazy_client.label()
+    )))
 }
 
 /// One point of a request count: a whole number of requests, or why it cannot be one. A
@@ -279,14 +223,14 @@ fn whole_window(window: Duration) -> google_cloud_wkt::Duration {
 /// The `cloud-monitoring` provider.
 #[derive(Debug)]
 pub struct MonitoringProvider {
-    client: Client,
+    client: LazyClient<MetricService>,
 }
 
 impl MonitoringProvider {
     /// A provider for `endpoint` (`DEPLOYER_MONITORING_ENDPOINT`), or Google's when `None`.
     pub fn new(endpoint: Option<String>) -> Self {
         Self {
-            client: Client::new(endpoint),
+            client: LazyClient::new(endpoint.as_deref()),
         }
     }
 }
@@ -325,24 +269,9 @@ impl MetricProvider for MonitoringProvider {
             .set_alignment_period(whole_window(*window))
             .set_per_series_aligner(aligner_value.clone())
             .set_cross_series_reducer(reducer_value);
-        let series = self
-            .client
-            .list(project, filter, *window, aggregation, None)
+        let series = list(&self.client, project, filter, *window, aggregation, None)
             .await
-            .map_err(|error| match error {
-                ListError::Unavailable(message) => ProviderError::Unavailable {
-                    provider: PROVIDER,
-                    message,
-                },
-                ListError::Rejected(message) => ProviderError::Rejected {
-                    provider: PROVIDER,
-                    message,
-                },
-                ListError::Malformed(message) => ProviderError::Malformed {
-                    provider: PROVIDER,
-                    message,
-                },
-            })?;
+            .map_err(|error| error.for_check(PROVIDER))?;
         let series: Vec<&TimeSeries> = series.iter().filter(|s| !s.points.is_empty()).collect();
         match series.as_slice() {
             [] => Ok(Sample::NoData {
@@ -395,7 +324,7 @@ impl MetricProvider for MonitoringProvider {
 /// A Cloud Monitoring client for request counts.
 #[derive(Debug)]
 pub struct CloudMonitoring {
-    client: Client,
+    client: LazyClient<MetricService>,
 }
 
 impl CloudMonitoring {
@@ -403,7 +332,7 @@ impl CloudMonitoring {
     /// Credentials; any other endpoint is called without credentials.
     pub fn new(endpoint: &str) -> Result<Self, MetricsError> {
         Ok(Self {
-            client: Client::new(Some(endpoint.to_string())),
+            client: LazyClient::new(Some(endpoint)),
         })
     }
 }
@@ -438,28 +367,16 @@ impl RequestMetrics for CloudMonitoring {
             .set_per_series_aligner(Aligner::AlignDelta)
             .set_cross_series_reducer(Reducer::ReduceSum)
             .set_group_by_fields(["metric.labels.response_code_class"]);
-        let series = self
-            .client
-            .list(
-                &service.project,
-                &filter,
-                window,
-                aggregation,
-                Some(deadline),
-            )
-            .await
-            .map_err(|error| match error {
-                ListError::Malformed(message) => MetricsError::Malformed {
-                    provider: self.client.label(),
-                    message,
-                },
-                ListError::Unavailable(message) | ListError::Rejected(message) => {
-                    MetricsError::Unavailable {
-                        provider: self.client.label(),
-                        message,
-                    }
-                }
-            })?;
+        let series = list(
+            &self.client,
+            &service.project,
+            &filter,
+            window,
+            aggregation,
+            Some(deadline),
+        )
+        .await
+        .map_err(|error| error.for_request_counts(self.client.label()))?;
         request_counts_of(&series).map_err(|message| MetricsError::Malformed {
             provider: self.client.label(),
             message,

@@ -128,17 +128,7 @@ impl MetricProvider for Http {
                 "GET {shown} answered HTTP {status}: {}",
                 excerpt(&text, 200)
             );
-            return Err(if status.is_server_error() {
-                ProviderError::Unavailable {
-                    provider: PROVIDER,
-                    message,
-                }
-            } else {
-                ProviderError::Rejected {
-                    provider: PROVIDER,
-                    message,
-                }
-            });
+            return Err(ProviderError::of_http_status(PROVIDER, status, message));
         }
         let document: Value =
             serde_json::from_slice(&body).map_err(|error| ProviderError::Malformed {

@@ -43,98 +43,34 @@ pub mod bigquery;
 pub mod cloud_logging;
 pub mod cloud_monitoring;
 mod context;
+mod google_client;
 pub mod http;
 mod link;
 pub mod prometheus;
+mod providers;
 pub mod request_log;
+mod request_metrics;
 mod result;
 pub mod transient;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::config::{
-    CheckConfig, CheckSource, Gate, RequestMetricsSource, RolloutConfig, ServiceConfig,
-};
-use crate::platform::ServiceId;
+use crate::config::{CheckConfig, CheckSource, Gate, ServiceConfig};
 
 pub use context::{
     promql_duration, unknown_placeholders, uses_placeholder, CheckContext, MissingPlaceholder,
     PLACEHOLDERS,
 };
+pub use google_client::NO_CREDENTIALS;
+pub(crate) use google_client::{credentials_for, describe_google_error, retry_policy};
+pub use providers::{ProviderEndpoints, Providers};
+pub use request_metrics::{request_metrics_for, MetricsError, RequestCounts, RequestMetrics};
 pub use result::{
     exit_code, format_value, BaselineResult, CheckResult, Scope, Severity, Status, Thresholds,
 };
-
-/// Requests served by one revision in a window, by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCounts {
-    /// All requests.
-    pub total: u64,
-    /// Requests answered with a 5xx status (errors of the service; 4xx are the caller's).
-    pub errors: u64,
-    /// When the counts are of a sample of the requests (`cloud-logging` at high traffic): the
-    /// fraction of the latest read, in parts per million. The counts are the sample's own, not
-    /// scaled: each sampled request is still a Bernoulli trial (docs/ANALYSIS.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample_ppm: Option<u32>,
-}
-
-impl RequestCounts {
-    /// The error rate, if there was any request.
-    pub fn error_rate(&self) -> Option<f64> {
-        (self.total > 0).then(|| self.errors as f64 / self.total as f64)
-    }
-}
-
-/// Errors reading metrics: the analysis counts them as measurement errors.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum MetricsError {
-    /// The provider could not be reached or answered an error.
-    #[error("metrics unavailable from `{provider}`: {message}")]
-    Unavailable {
-        /// Which provider.
-        provider: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The provider answered something that could not be read.
-    #[error("unreadable answer from `{provider}`: {message}")]
-    Malformed {
-        /// Which provider.
-        provider: String,
-        /// What was wrong with it.
-        message: String,
-    },
-}
-
-/// Per-revision request counts.
-#[async_trait]
-pub trait RequestMetrics: Send + Sync {
-    /// Requests served by `revision` of `service` during the last `window`.
-    async fn request_counts(
-        &self,
-        service: &ServiceId,
-        revision: &str,
-        window: Duration,
-    ) -> Result<RequestCounts, MetricsError>;
-
-    /// The same, for a rollout's look: transient failures of the provider are retried until
-    /// `deadline` (the look's budget). A reader without retries of its own answers as
-    /// [`request_counts`](Self::request_counts).
-    async fn request_counts_until(
-        &self,
-        service: &ServiceId,
-        revision: &str,
-        window: Duration,
-        deadline: tokio::time::Instant,
-    ) -> Result<RequestCounts, MetricsError> {
-        let _ = deadline;
-        self.request_counts(service, revision, window).await
-    }
-}
 
 /// The counts behind a rate (`matching` of `total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -217,6 +153,22 @@ pub enum ProviderError {
     },
 }
 
+impl ProviderError {
+    /// A refusal `provider` answered with HTTP `status`: a 5xx is the provider failing
+    /// (unavailable), any other status the query refused.
+    pub(crate) fn of_http_status(
+        provider: &'static str,
+        status: reqwest::StatusCode,
+        message: String,
+    ) -> Self {
+        if status.is_server_error() {
+            ProviderError::Unavailable { provider, message }
+        } else {
+            ProviderError::Rejected { provider, message }
+        }
+    }
+}
+
 /// A check's query with its placeholders resolved: what a provider runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
@@ -283,99 +235,11 @@ impl Query {
     }
 }
 
-/// Where the providers are. `None`: Google's endpoint (Prometheus has no default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProviderEndpoints {
-    /// BigQuery REST endpoint (`DEPLOYER_BIGQUERY_ENDPOINT`), without `/bigquery/v2`.
-    pub bigquery: Option<String>,
-    /// Cloud Logging endpoint (`DEPLOYER_LOGGING_ENDPOINT`).
-    pub logging: Option<String>,
-    /// Cloud Monitoring endpoint (`DEPLOYER_MONITORING_ENDPOINT`).
-    pub monitoring: Option<String>,
-    /// Prometheus server (`DEPLOYER_PROMETHEUS_URL`).
-    pub prometheus: Option<String>,
-}
-
-impl ProviderEndpoints {
-    /// The endpoints named by the environment.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// These endpoints, with Cloud Logging and Cloud Monitoring at `emulator` where unset: the
-    /// local emulator serves both APIs next to the Admin API (pass `None` for Google targets).
-    pub fn or_emulator(mut self, emulator: Option<&str>) -> Self {
-        if let Some(url) = emulator {
-            self.logging.get_or_insert_with(|| url.to_string());
-            self.monitoring.get_or_insert_with(|| url.to_string());
-        }
-        self
-    }
-
-    /// The endpoints named by `lookup` (an environment).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        Self {
-            bigquery: get("DEPLOYER_BIGQUERY_ENDPOINT"),
-            logging: get("DEPLOYER_LOGGING_ENDPOINT"),
-            monitoring: get("DEPLOYER_MONITORING_ENDPOINT"),
-            prometheus: get("DEPLOYER_PROMETHEUS_URL"),
-        }
-    }
-}
-
 /// A metric provider: runs a resolved query, answers one sample.
 #[async_trait]
 pub trait MetricProvider: Send + Sync {
     /// Runs `query`. A query of another provider is a [`ProviderError::Rejected`].
     async fn sample(&self, query: &Query) -> Result<Sample, ProviderError>;
-}
-
-/// One provider of each kind, shared by every check of a run.
-#[derive(Clone)]
-pub struct Providers {
-    /// `bigquery` checks.
-    pub bigquery: Arc<dyn MetricProvider>,
-    /// `http` checks.
-    pub http: Arc<dyn MetricProvider>,
-    /// `cloud-logging` checks.
-    pub cloud_logging: Arc<dyn MetricProvider>,
-    /// `cloud-monitoring` checks.
-    pub cloud_monitoring: Arc<dyn MetricProvider>,
-    /// `prometheus` checks.
-    pub prometheus: Arc<dyn MetricProvider>,
-    endpoints: ProviderEndpoints,
-}
-
-impl Providers {
-    /// The five providers at `endpoints` (clients are built on first use).
-    pub fn new(endpoints: ProviderEndpoints) -> Self {
-        Self {
-            bigquery: Arc::new(bigquery::BigQuery::new(endpoints.bigquery.clone())),
-            http: Arc::new(http::Http::new()),
-            cloud_logging: Arc::new(cloud_logging::CloudLogging::new(endpoints.logging.clone())),
-            cloud_monitoring: Arc::new(cloud_monitoring::MonitoringProvider::new(
-                endpoints.monitoring.clone(),
-            )),
-            prometheus: Arc::new(prometheus::Prometheus::new(endpoints.prometheus.clone())),
-            endpoints,
-        }
-    }
-
-    /// The endpoints the providers use.
-    pub fn endpoints(&self) -> &ProviderEndpoints {
-        &self.endpoints
-    }
-
-    fn for_query(&self, query: &Query) -> &dyn MetricProvider {
-        match query {
-            Query::Bigquery { .. } => self.bigquery.as_ref(),
-            Query::Http { .. } => self.http.as_ref(),
-            Query::CloudLogging { .. } => self.cloud_logging.as_ref(),
-            Query::CloudMonitoring { .. } => self.cloud_monitoring.as_ref(),
-            Query::Prometheus { .. } => self.prometheus.as_ref(),
-        }
-    }
 }
 
 /// The checks of `config` that gate `gate`, in file order.
@@ -589,96 +453,6 @@ pub async fn run_check(
     }
 }
 
-/// The reader of per-revision request counts that `rollout.request_metrics` names, at
-/// `endpoints` (Google's when unset; Prometheus needs `DEPLOYER_PROMETHEUS_URL`).
-pub fn request_metrics_for(
-    rollout: &RolloutConfig,
-    endpoints: &ProviderEndpoints,
-) -> Result<Box<dyn RequestMetrics>, MetricsError> {
-    Ok(match rollout.request_metrics {
-        RequestMetricsSource::CloudLogging => Box::new(cloud_logging::CloudLoggingRequests::new(
-            endpoints.logging.clone(),
-        )),
-        RequestMetricsSource::CloudMonitoring => Box::new(cloud_monitoring::CloudMonitoring::new(
-            endpoints
-                .monitoring
-                .as_deref()
-                .unwrap_or(cloud_monitoring::GOOGLE_ENDPOINT),
-        )?),
-        RequestMetricsSource::Prometheus => {
-            let url = endpoints
-                .prometheus
-                .clone()
-                .ok_or_else(|| MetricsError::Unavailable {
-                    provider: "prometheus".into(),
-                    message:
-                        "`rollout.request_metrics = \"prometheus\"` needs `DEPLOYER_PROMETHEUS_URL`"
-                            .into(),
-                })?;
-            Box::new(prometheus::PrometheusRequests::new(url))
-        }
-    })
-}
-
-/// The cause every Google provider reports when [`crate::credentials::find`] finds nothing.
-pub const NO_CREDENTIALS: &str = "no Google credentials";
-
-/// Application Default Credentials for a Google endpoint, anonymous ones for any other (a
-/// local emulator): without explicit anonymous credentials the Google clients probe the
-/// metadata server and hang for about a minute.
-pub(crate) fn credentials_for(
-    endpoint: Option<&str>,
-) -> Result<google_cloud_auth::credentials::Credentials, String> {
-    match endpoint {
-        Some(url) if !url.starts_with("https://") => {
-            Ok(google_cloud_auth::credentials::anonymous::Builder::new().build())
-        }
-        // Found first (`crate::credentials`): with none, Google's builder falls back to the
-        // metadata server, which off Google Cloud fails as "transient" after a second per
-        // check. The short cause is the same for every check, so a digest can group them; the
-        // CLI says once what is missing and how to fix it.
-        _ => crate::credentials::google().map_err(|error| match error {
-            crate::credentials::CredentialsError::Missing { .. } => NO_CREDENTIALS.to_string(),
-            other => other.to_string(),
-        }),
-    }
-}
-
-/// The retry policy of the Google clients: at most two attempts. A check is re-read at the
-/// next look anyway, and retrying a refused connection until the check's timeout would report
-/// a provider that is down as merely slow.
-pub(crate) fn retry_policy(
-) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
-{
-    use google_cloud_gax::retry_policy::RetryPolicyExt;
-    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(2)
-}
-
-/// One attempt, no retry: for calls whose caller retries on its own terms.
-pub(crate) fn single_attempt(
-) -> google_cloud_gax::retry_policy::LimitedAttemptCount<google_cloud_gax::retry_policy::Aip194Strict>
-{
-    use google_cloud_gax::retry_policy::RetryPolicyExt;
-    google_cloud_gax::retry_policy::Aip194Strict.with_attempt_limit(1)
-}
-
-/// A Google client's error as people read it: the HTTP status first when there was one (a
-/// `503` says more at 3 a.m. than `UNAVAILABLE`), then the client's message.
-pub(crate) fn describe_google_error(error: &google_cloud_gax::error::Error) -> String {
-    // A disabled API, a missing permission or scope, a quota: one line with the fix.
-    if let Some(explained) = error.status().and_then(crate::google_errors::explain) {
-        return match error.http_status_code() {
-            Some(code) => format!("HTTP {code}: {}", explained.line),
-            None => explained.line,
-        };
-    }
-    let message = excerpt(&error.to_string(), 300);
-    match error.http_status_code() {
-        Some(code) => format!("HTTP {code}: {message}"),
-        None => message,
-    }
-}
-
 /// Sends `request` and reads the whole answer: its status and body. A failure to send or to read
 /// is the provider being unavailable, told as `{label}: why` (the URL left out of reqwest's
 /// message: `label` names it, redacted).
@@ -709,31 +483,6 @@ pub(crate) fn excerpt(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A provider (Logging, Monitoring, BigQuery) told of a disabled API says the command that
-    /// enables it, not Google's paragraph.
-    #[test]
-    fn a_providers_disabled_api_is_described_with_the_enable_command() {
-        let body = serde_json::json!({"error": {
-            "code": 403,
-            "message": "Cloud Logging API has not been used in project 123 before or it is disabled.",
-            "status": "PERMISSION_DENIED",
-            "details": [{
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "SERVICE_DISABLED",
-                "domain": "googleapis.com",
-                "metadata": {"service": "logging.googleapis.com", "consumer": "projects/123"},
-            }],
-        }});
-        let status =
-            google_cloud_gax::error::rpc::Status::try_from(&bytes::Bytes::from(body.to_string()))
-                .unwrap();
-        let text = describe_google_error(&google_cloud_gax::error::Error::service(status));
-        assert!(
-            text.contains("`gcloud services enable logging.googleapis.com --project 123`"),
-            "{text}"
-        );
-    }
 
     fn check(toml: &str) -> CheckConfig {
         toml::from_str(&format!(
@@ -801,27 +550,5 @@ mod tests {
             resolve(&stable, &context()),
             Err(ResolveError::Missing(MissingPlaceholder { name })) if name == "stable_revision"
         ));
-    }
-
-    #[test]
-    fn endpoints_come_from_the_environment_and_the_emulator() {
-        let endpoints = ProviderEndpoints::from_lookup(|name| match name {
-            "DEPLOYER_BIGQUERY_ENDPOINT" => Some("http://127.0.0.1:9050".into()),
-            "DEPLOYER_LOGGING_ENDPOINT" => Some(" ".into()),
-            "DEPLOYER_MONITORING_ENDPOINT" => Some("http://monitoring".into()),
-            _ => None,
-        })
-        .or_emulator(Some("http://127.0.0.1:8090"));
-        assert_eq!(endpoints.bigquery.as_deref(), Some("http://127.0.0.1:9050"));
-        assert_eq!(endpoints.logging.as_deref(), Some("http://127.0.0.1:8090"));
-        assert_eq!(endpoints.monitoring.as_deref(), Some("http://monitoring"));
-        assert_eq!(endpoints.prometheus, None);
-        let mut rollout = RolloutConfig {
-            request_metrics: RequestMetricsSource::Prometheus,
-            ..RolloutConfig::default()
-        };
-        assert!(request_metrics_for(&rollout, &endpoints).is_err());
-        rollout.request_metrics = RequestMetricsSource::CloudLogging;
-        assert!(request_metrics_for(&rollout, &endpoints).is_ok());
     }
 }

@@ -116,17 +116,7 @@ async fn instant_query(
             answer.error_type.as_deref().unwrap_or("error"),
             answer.error.as_deref().unwrap_or("no message")
         );
-        return Err(if status.is_server_error() {
-            ProviderError::Unavailable {
-                provider: PROVIDER,
-                message,
-            }
-        } else {
-            ProviderError::Rejected {
-                provider: PROVIDER,
-                message,
-            }
-        });
+        return Err(ProviderError::of_http_status(PROVIDER, status, message));
     }
     let data = answer.data.ok_or(ProviderError::Malformed {
         provider: PROVIDER,
