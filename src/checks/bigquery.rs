@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::{
     excerpt,
-    google_client::{self, Attempts, GoogleApi, LazyClient, Settings},
+    google_client::{self, GoogleApi, LazyClient, Settings},
     Counts, MetricProvider, ProviderError, Query, Sample,
 };
 
@@ -77,15 +77,6 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
         .trim_end_matches('/')
         .trim_end_matches("/bigquery/v2")
         .to_string()
-}
-
-/// A BigQuery client for `endpoint` (normalized; Google's when `None`), with the credentials
-/// and retry policy of every provider: what the history store uses too. The error is the
-/// cause alone; the store says which client it stopped.
-pub async fn job_service(endpoint: Option<&str>) -> Result<JobService, String> {
-    google_client::build(endpoint, Attempts::UpToTwo)
-        .await
-        .map_err(|error| error.cause().to_string())
 }
 
 /// Runs `request` in `project` and waits for the job (each call waits at most `wait_ms`;

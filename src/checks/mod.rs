@@ -65,7 +65,7 @@ pub use context::{
     PLACEHOLDERS,
 };
 pub use google_client::NO_CREDENTIALS;
-pub(crate) use google_client::{credentials_for, describe_google_error, retry_policy};
+pub(crate) use google_client::{credentials_for, describe_google_error, retry_policy, LazyClient};
 pub use providers::{ProviderEndpoints, Providers};
 pub use request_metrics::{request_metrics_for, MetricsError, RequestCounts, RequestMetrics};
 pub use result::{

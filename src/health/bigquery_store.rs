@@ -29,7 +29,7 @@ use super::{
     alerts::AlertState,
     record::{parse_runs, HistoryError, RunRecord},
 };
-use crate::checks::{bigquery, ProviderError};
+use crate::checks::{bigquery, LazyClient, ProviderError};
 
 /// Each statement waits at most this long for BigQuery.
 const WAIT_MS: u32 = 30_000;
@@ -106,8 +106,7 @@ impl std::fmt::Display for TableName {
 #[derive(Debug)]
 pub struct BigQueryStore {
     table: TableName,
-    endpoint: Option<String>,
-    client: OnceCell<Result<JobService, String>>,
+    client: LazyClient<JobService>,
     created: OnceCell<()>,
 }
 
@@ -132,8 +131,7 @@ impl BigQueryStore {
     pub fn new(table: TableName, endpoint: Option<&str>) -> Self {
         Self {
             table,
-            endpoint: endpoint.map(bigquery::normalize_endpoint),
-            client: OnceCell::new(),
+            client: LazyClient::new(endpoint),
             created: OnceCell::new(),
         }
     }
@@ -152,15 +150,14 @@ impl BigQueryStore {
     }
 
     async fn client(&self) -> Result<&JobService, HistoryError> {
-        let built = self
-            .client
-            .get_or_init(|| bigquery::job_service(self.endpoint.as_deref()))
-            .await;
-        built.as_ref().map_err(|message| HistoryError::Remote {
-            action: "connect to",
-            location: format!("bigquery:{}", self.table),
-            message: format!("cannot create the BigQuery client: {message}"),
-        })
+        self.client
+            .get()
+            .await
+            .map_err(|error| HistoryError::Remote {
+                action: "connect to",
+                location: format!("bigquery:{}", self.table),
+                message: format!("cannot create the BigQuery client: {}", error.cause()),
+            })
     }
 
     async fn execute(

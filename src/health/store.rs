@@ -254,7 +254,7 @@ pub enum Store {
     /// Files in the state directory.
     File(FileStore),
     /// A BigQuery table.
-    BigQuery(BigQueryStore),
+    BigQuery(Box<BigQueryStore>),
 }
 
 impl Store {
@@ -262,9 +262,10 @@ impl Store {
     pub fn open(location: &Location, bigquery_endpoint: Option<&str>) -> Self {
         match location {
             Location::File => Store::File(FileStore::from_environment()),
-            Location::BigQuery(table) => {
-                Store::BigQuery(BigQueryStore::new(table.clone(), bigquery_endpoint))
-            }
+            Location::BigQuery(table) => Store::BigQuery(Box::new(BigQueryStore::new(
+                table.clone(),
+                bigquery_endpoint,
+            ))),
         }
     }
 
