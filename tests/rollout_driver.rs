@@ -1,281 +1,31 @@
 //! The rollout driver against the in-memory platform, with scripted metrics and health answers,
-//! under paused tokio time: a 30-minute monitor runs in milliseconds.
+//! under paused tokio time: a 30-minute monitor runs in milliseconds. The deploy pipeline around
+//! it is `rollout_pipeline.rs`; the harness both share is `support/driver_harness.rs`.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use deployer::{
-    checks::{MetricsError, RequestCounts, RequestMetrics},
-    config::{Gate, HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
-    interaction::{Prompter, Unattended},
+    config::{Gate, InconclusivePolicy, RunConfig},
     platform::{
         memory::{Fault, MemoryPlatform},
-        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
-        ServiceId, ServiceUpdate, TrafficTarget,
+        Platform, PlatformError, RevisionSettings, RevisionSpec, ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
-        events::{Event, Outcome, RolloutReport, RolloutReporter},
+        driver::{CheckScope, Driver, GateChecks, Interrupt},
+        events::{Event, Outcome},
         identity::{HealthAnswer, HealthProbe, ProbeError},
-        journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
+        journal::{Journal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
         machine::{MetricResult, Phase, State, Status},
     },
 };
 use serde_json::json;
-
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-const IMAGE: &str = "127.0.0.1:5000/svc@sha256:new";
-
-fn id() -> ServiceId {
-    ServiceId {
-        project: "p".into(),
-        region: "r".into(),
-        name: "svc".into(),
-    }
-}
-
-/// Metrics: per revision, either counts or an error.
-#[derive(Default)]
-struct Metrics {
-    canary_errors: Mutex<bool>,
-}
-
-#[async_trait]
-impl RequestMetrics for Metrics {
-    async fn request_counts(
-        &self,
-        _: &ServiceId,
-        _: &str,
-        _: Duration,
-    ) -> Result<RequestCounts, MetricsError> {
-        if *self.canary_errors.lock().unwrap() {
-            return Err(MetricsError::Unavailable {
-                provider: "test".into(),
-                message: "HTTP 503".into(),
-            });
-        }
-        Ok(RequestCounts {
-            total: 100,
-            errors: 1,
-            sample_ppm: None,
-        })
-    }
-}
-
-/// An analyser that answers from a script, then repeats its last answer.
-struct Script(Mutex<Vec<MetricResult>>);
-
-impl Script {
-    fn new(judgements: Vec<MetricResult>) -> Self {
-        Self(Mutex::new(judgements))
-    }
-}
-
-impl Analyser for Script {
-    fn judge(&self, _: RequestCounts, _: Option<RequestCounts>) -> MetricResult {
-        let mut script = self.0.lock().unwrap();
-        if script.len() > 1 {
-            script.remove(0)
-        } else {
-            script[0].clone()
-        }
-    }
-}
-
-/// Health answers: the tag URL reports `identity`, the service URL 200.
-struct Probe {
-    identity: serde_json::Value,
-}
-
-#[async_trait]
-impl HealthProbe for Probe {
-    async fn get(&self, url: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-        Ok(HealthAnswer {
-            status: 200,
-            body: Some(if url.contains("canary---") {
-                self.identity.clone()
-            } else {
-                json!({"service": "svc"})
-            }),
-        })
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl RolloutReporter for Recorder {
-    fn event(&self, event: &Event) {
-        self.0.lock().unwrap().push(event.clone());
-    }
-}
-
-impl Recorder {
-    fn canary_percents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match event {
-                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn policy() -> RolloutConfig {
-    RolloutConfig {
-        steps: vec![5, 25, 50, 100],
-        hold: HumanDuration(Duration::from_secs(300)),
-        interval: HumanDuration(Duration::from_secs(15)),
-        monitor_duration: HumanDuration(Duration::from_secs(1800)),
-        monitor_interval: HumanDuration(Duration::from_secs(300)),
-        consecutive_error_limit: 3,
-        ..RolloutConfig::default()
-    }
-}
-
-fn request(policy: RolloutConfig) -> DeployRequest {
-    DeployRequest {
-        id: id(),
-        service_name: "svc".into(),
-        image: IMAGE.into(),
-        commit: COMMIT.into(),
-        commit_time: None,
-        dirty: None,
-        run: RunConfig::default(),
-        env: BTreeMap::new(),
-        policy,
-        health: HealthConfig::default(),
-        lock_wait: Duration::ZERO,
-        ready_timeout: Duration::from_secs(60),
-        accept_warnings: false,
-    }
-}
-
-async fn platform() -> MemoryPlatform {
-    let platform = MemoryPlatform::new();
-    platform
-        .create(
-            &id(),
-            &RevisionSpec {
-                name: "svc-stable".into(),
-                image: "127.0.0.1:5000/svc@sha256:old".into(),
-                labels: BTreeMap::new(),
-                base: None,
-                settings: RevisionSettings {
-                    env: BTreeMap::from([("REGION".to_string(), "west".to_string())]),
-                    memory: Some("512Mi".into()),
-                    ..RevisionSettings::default()
-                },
-            },
-        )
-        .await
-        .unwrap();
-    platform
-}
-
-fn never() -> Interrupt {
-    Box::pin(std::future::pending())
-}
-
-struct Harness {
-    platform: MemoryPlatform,
-    metrics: Metrics,
-    analyser: Script,
-    probe: Probe,
-    recorder: Recorder,
-    checks: Box<dyn GateChecks>,
-    state: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn new(judgements: Vec<MetricResult>) -> Self {
-        Self {
-            platform: platform().await,
-            metrics: Metrics::default(),
-            analyser: Script::new(judgements),
-            probe: Probe {
-                identity: json!({"service": "svc", "commit": COMMIT}),
-            },
-            recorder: Recorder::default(),
-            checks: Box::new(NoChecks),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn driver(&self) -> Driver<'_> {
-        self.driver_with(&Unattended { assume_yes: false })
-    }
-
-    fn driver_with<'a>(&'a self, prompter: &'a dyn Prompter) -> Driver<'a> {
-        Driver {
-            platform: &self.platform,
-            metrics: &self.metrics,
-            analyser: &self.analyser,
-            probe: &self.probe,
-            checks: self.checks.as_ref(),
-            reporter: &self.recorder,
-            prompter,
-            local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
-            retry: RetryPolicy::default(),
-        }
-    }
-
-    async fn serving(&self) -> Vec<(String, u8)> {
-        self.platform
-            .service(&id())
-            .await
-            .unwrap()
-            .unwrap()
-            .serving()
-    }
-
-    /// Asserts that `report` promoted its canary, and returns that revision as the platform has it.
-    async fn promoted(&self, report: &RolloutReport) -> RevisionSnapshot {
-        let canary = report.canary.clone().expect("a canary was created");
-        assert_eq!(
-            report.outcome,
-            Outcome::Promoted {
-                revision: canary.clone()
-            },
-            "{:?}",
-            report.notes
-        );
-        self.platform
-            .revision(&id(), &canary)
-            .await
-            .unwrap()
-            .expect("the promoted revision exists")
-    }
-
-    async fn journal(&self) -> Journal {
-        let snapshot = self.platform.service(&id()).await.unwrap().unwrap();
-        Journal::of(&snapshot).expect("journal recorded")
-    }
-}
-
-fn fail() -> MetricResult {
-    MetricResult::new(
-        "request errors",
-        Status::Fail,
-        "canary 30.0% errors (60/200) vs 5% allowed",
-    )
-}
-
-fn pass() -> MetricResult {
-    MetricResult::new("request errors", Status::Pass, "canary 0.0% errors (0/400)")
-}
-
-fn inconclusive() -> MetricResult {
-    MetricResult::new(
-        "request errors",
-        Status::Inconclusive,
-        "12 canary requests (< 50 needed)",
-    )
-}
+use support::driver_harness::{
+    fail, id, inconclusive, never, pass, policy, request, Harness, Picks, COMMIT, IMAGE,
+};
 
 #[tokio::test(start_paused = true)]
 async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
@@ -687,19 +437,6 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
     );
 }
 
-/// A prompter that always picks the same option (a user answering at the terminal).
-struct Picks(usize);
-
-impl Prompter for Picks {
-    fn confirm(&self, _: &str, safe_default: bool) -> bool {
-        safe_default
-    }
-
-    fn choose(&self, _: &str, _: &[&str], _: usize) -> usize {
-        self.0
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
     let harness = Harness::new(vec![pass()]).await;
@@ -931,9 +668,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
     assert_eq!(revision.settings.memory.as_deref(), Some("1Gi"));
     let changes: Vec<Vec<String>> = harness
         .recorder
-        .0
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter_map(|event| match event {
             Event::SettingsChanged { changes } => Some(changes.clone()),
@@ -1090,253 +825,6 @@ async fn recovery_resumes_from_each_journalled_phase() {
     }
 }
 
-/// The deploy pipeline (preflight → image → rollout) on the in-memory platform: the order of
-/// its stages and what each outcome leaves behind.
-mod pipeline {
-    use std::sync::Arc;
-
-    use deployer::rollout::pipeline::{
-        self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind, PREFLIGHT_STOPPED,
-    };
-
-    use super::*;
-
-    /// Stages that answer from a script and record what was asked.
-    struct Scripted {
-        safe: bool,
-        calls: Mutex<Vec<String>>,
-    }
-
-    impl Scripted {
-        fn new(safe: bool) -> Self {
-            Self {
-                safe,
-                calls: Mutex::new(Vec::new()),
-            }
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-    }
-
-    #[async_trait(?Send)]
-    impl Stages for Scripted {
-        async fn preflight(&self) -> anyhow::Result<bool> {
-            self.calls.lock().unwrap().push("preflight".into());
-            Ok(self.safe)
-        }
-
-        async fn build(&self, push: bool) -> anyhow::Result<Delivered> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("build push={push}"));
-            Ok(Delivered {
-                image: IMAGE.into(),
-                commit: COMMIT.into(),
-                dirty: None,
-            })
-        }
-    }
-
-    fn plan(target: TargetKind, image: ImageSource, run: RunConfig) -> Plan {
-        Plan {
-            target,
-            target_name: id().to_string(),
-            // Nothing listens on port 1: the optional local registry does not answer.
-            repository: "127.0.0.1:1/svc".into(),
-            skip_preflight: false,
-            image,
-            service: "svc".into(),
-            rollout: Box::new(move |delivered: Delivered| DeployRequest {
-                image: delivered.image,
-                commit: delivered.commit,
-                dirty: delivered.dirty,
-                run,
-                ..request(policy())
-            }),
-            traffic: None,
-        }
-    }
-
-    fn events(harness: &Harness) -> Vec<Event> {
-        harness.recorder.0.lock().unwrap().clone()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
-        let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(false);
-        let writes = harness.platform.writes();
-        let report = pipeline::deploy(
-            plan(
-                TargetKind::CloudRun,
-                ImageSource::Build,
-                RunConfig::default(),
-            ),
-            &stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::StoppedBeforeTraffic {
-                reason: PREFLIGHT_STOPPED.into()
-            }
-        );
-        assert_eq!(report.id, None, "no rollout began");
-        assert_eq!(stages.calls(), ["preflight"], "nothing was built");
-        assert_eq!(harness.platform.writes(), writes, "nothing was written");
-        assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
-        let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
-        let report = pipeline::deploy(
-            plan(
-                TargetKind::CloudRun,
-                ImageSource::Build,
-                RunConfig::default(),
-            ),
-            &stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(stages.calls(), ["preflight", "build push=true"]);
-        let revision = harness.promoted(&report).await;
-        assert_eq!(revision.image, IMAGE);
-        assert_eq!(revision.labels["deployer-commit"], COMMIT);
-        // The opening line comes before the revision exists.
-        let events = events(&harness);
-        let deploying = events
-            .iter()
-            .position(|event| matches!(event, Event::Deploying { .. }))
-            .expect("the opening event");
-        let created = events
-            .iter()
-            .position(|event| matches!(event, Event::RevisionCreated { .. }))
-            .unwrap();
-        assert!(deploying < created);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_local_target_without_a_registry_deploys_the_local_image_and_says_so() {
-        let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
-        let report = pipeline::deploy(
-            plan(TargetKind::Local, ImageSource::Build, RunConfig::default()),
-            &stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(stages.calls(), ["preflight", "build push=false"]);
-        assert!(
-            report
-                .notes
-                .iter()
-                .any(|note| note.contains("does not answer: deploying the local image")),
-            "{:?}",
-            report.notes
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_given_image_is_deployed_without_a_build_and_skipping_the_checklist_is_recorded() {
-        let mut harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(false);
-        let given = Delivered {
-            image: "127.0.0.1:5000/svc@sha256:given".into(),
-            commit: "fedcba9".into(),
-            dirty: None,
-        };
-        let mut plan = plan(
-            TargetKind::CloudRun,
-            ImageSource::Given(given),
-            RunConfig::default(),
-        );
-        plan.skip_preflight = true;
-        harness.probe = Probe {
-            identity: json!({"service": "svc", "commit": "fedcba9"}),
-        };
-        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
-            .await
-            .unwrap();
-        assert!(stages.calls().is_empty(), "{:?}", stages.calls());
-        let revision = harness.promoted(&report).await;
-        assert_eq!(revision.image, "127.0.0.1:5000/svc@sha256:given");
-        assert!(events(&harness).iter().any(|event| matches!(
-            event,
-            Event::Warning { message } if message.contains("--skip-preflight")
-        )));
-        assert!(report
-            .notes
-            .iter()
-            .any(|note| note.contains("--skip-preflight")));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn secrets_a_local_target_cannot_resolve_are_warned_before_the_revision_exists() {
-        let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
-        let run = RunConfig {
-            secrets: BTreeMap::from([(
-                "API_KEY".to_string(),
-                "projects/p/secrets/api-key/versions/3".to_string(),
-            )]),
-            ..RunConfig::default()
-        };
-        pipeline::deploy(
-            plan(TargetKind::Local, ImageSource::Build, run),
-            &stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        let events = events(&harness);
-        let warned = events
-            .iter()
-            .position(|event| matches!(event, Event::Warning { message } if message.contains("`API_KEY`")))
-            .expect("the secret is named");
-        let created = events
-            .iter()
-            .position(|event| matches!(event, Event::RevisionCreated { .. }))
-            .unwrap();
-        assert!(warned < created);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn synthetic_traffic_is_summarised_in_the_report() {
-        let harness = Harness::new(vec![pass()]).await;
-        let stages = Scripted::new(true);
-        let mut plan = plan(TargetKind::Local, ImageSource::Build, RunConfig::default());
-        plan.traffic = Some(SyntheticTraffic {
-            rate: 5,
-            platform: Arc::new(MemoryPlatform::new()),
-        });
-        let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
-            .await
-            .unwrap();
-        assert!(
-            report
-                .notes
-                .iter()
-                .any(|note| note.starts_with("synthetic traffic")),
-            "{:?}",
-            report.notes
-        );
-    }
-}
-
 /// A first deploy used to leave the created service following "latest" (Cloud Run's default):
 /// a revision created by anyone afterwards would have taken all traffic unverified.
 #[tokio::test(start_paused = true)]
@@ -1467,7 +955,7 @@ async fn the_value_of_a_secret_looking_variable_is_in_no_event() {
     ]);
     let report = harness.driver().deploy(&secret, never()).await.unwrap();
     harness.promoted(&report).await;
-    let events = harness.recorder.0.lock().unwrap().clone();
+    let events = harness.recorder.events();
     let json = serde_json::to_string(&events).unwrap();
     let debug = format!("{events:?} {report:?}");
     for value in ["hunter2-value", "token-value"] {

@@ -19,10 +19,7 @@ mod webhook;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -40,7 +37,7 @@ use deployer::{
     rollout::{
         analyser::SequentialAnalyser,
         driver::{DeployError, DeployRequest, Driver, GateChecks, NoChecks},
-        events::{Event, Outcome, RolloutReporter},
+        events::Outcome,
         gates::ServiceChecks,
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
@@ -54,7 +51,9 @@ use deployer::{
     checks::{ProviderEndpoints, Providers},
     config::ServiceConfig,
 };
-use support::{hello_env, hello_image, start_emulator, Load};
+use support::{
+    hello_env, hello_image, recorder::Recorder, service_id::local_service_id, start_emulator, Load,
+};
 
 /// The commit of the revision serving before each rollout.
 const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
@@ -91,18 +90,9 @@ fn health() -> HealthConfig {
     }
 }
 
-/// The environment of a hello revision.
-fn service_id(name: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: name.into(),
-    }
-}
-
 fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
     DeployRequest {
-        id: service_id(name),
+        id: local_service_id(name),
         service_name: name.into(),
         image: hello_image().to_string(),
         commit: commit.into(),
@@ -115,39 +105,6 @@ fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
         lock_wait: Duration::ZERO,
         ready_timeout: Duration::from_secs(30),
         accept_warnings: false,
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl RolloutReporter for Recorder {
-    fn event(&self, event: &Event) {
-        self.0.lock().unwrap().push(event.clone());
-    }
-}
-
-impl Recorder {
-    fn canary_percents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match event {
-                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn transcript(&self) -> String {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|event| serde_json::to_string(event).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 }
 
@@ -174,7 +131,7 @@ impl Fixture {
         )
         .await
         .unwrap();
-        let id = service_id(name);
+        let id = local_service_id(name);
         let stable = format!("{name}-stable");
         let created = platform
             .create(

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod driver_harness;
+pub mod recorder;
+pub mod service_id;
 pub mod stage;
 
 use std::{
