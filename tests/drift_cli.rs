@@ -17,7 +17,7 @@ use deployer::platform::{
     Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
 };
 use git_repo::Repo;
-use support::{hello_image, start_emulator};
+use support::{hello_image, service_id::local_service_id, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
@@ -43,11 +43,7 @@ fn repository() -> (Repo, String) {
 }
 
 fn id() -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: "svc".into(),
-    }
+    local_service_id("svc")
 }
 
 fn spec(revision: &str, commit: &str) -> RevisionSpec {

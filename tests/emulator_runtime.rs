@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_run_v2::{client::Services, model::condition::State as ConditionState};
+use google_cloud_run_v2::model::condition::State as ConditionState;
 use serde_json::{json, Value};
 use support::*;
 
@@ -30,28 +30,6 @@ async fn send(client: &reqwest::Client, url: &str, count: usize) -> BTreeMap<(St
         *counts.entry(result).or_default() += 1;
     }
     counts
-}
-
-async fn create(
-    services: &Services,
-    id: &str,
-    env: &[(&str, &str)],
-) -> google_cloud_run_v2::model::Service {
-    let operation = services
-        .create_service()
-        .set_parent(PROJECT_PARENT)
-        .set_service_id(id)
-        .set_service(echo_service(env))
-        .send()
-        .await
-        .unwrap();
-    wait_operation(services, operation).await;
-    services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/{id}"))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Request counts from the Monitoring API, summed by (revision, response class).
@@ -116,26 +94,24 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     let http = http();
     let started = Utc::now();
 
-    let first_service = create(&services, "split", &[("MESSAGE", "v1")]).await;
+    let first_service = create_service(
+        &services,
+        PROJECT_PARENT,
+        "split",
+        echo_service(&[("MESSAGE", "v1")]),
+    )
+    .await;
     let first = short(&first_service.latest_ready_revision);
-    let mut update = with_message(first_service, "v2");
-    update.traffic = vec![
-        target_revision(&first, 90, "stable"),
-        target_latest(10, "canary"),
-    ];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/split"))
-        .send()
-        .await
-        .unwrap();
+    let service = split_to_new_revision(
+        &services,
+        first_service,
+        "v2",
+        vec![
+            target_revision(&first, 90, "stable"),
+            target_latest(10, "canary"),
+        ],
+    )
+    .await;
     let second = short(&service.latest_ready_revision);
     assert_ne!(first, second);
 
@@ -155,14 +131,7 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     );
 
     // Tag URLs reach exactly their revision.
-    let url_of = |tag: &str| {
-        service
-            .traffic_statuses
-            .iter()
-            .find(|status| status.tag == tag)
-            .map(|status| status.uri.clone())
-            .unwrap()
-    };
+    let url_of = |tag: &str| tag_url(&service, tag);
     let canary = send(&http, &url_of("canary"), 50).await;
     assert_eq!(canary, BTreeMap::from([((second.clone(), 200), 50)]));
     let stable = send(&http, &url_of("stable"), 50).await;
@@ -285,43 +254,27 @@ async fn crashing_or_silent_revisions_fail_and_get_no_traffic() {
     let emulator = start_emulator(directory.path()).await;
     let (services, revisions) = clients(emulator.endpoint()).await;
     let http = http();
-    let good = create(&services, "crashy", &[]).await;
+    let good = create_service(&services, PROJECT_PARENT, "crashy", echo_service(&[])).await;
     let good_revision = short(&good.latest_ready_revision);
 
     for (mode, reason) in [
         ("crash", "exited with code 3"),
         ("silent", "within the allocated timeout"),
     ] {
-        let current = services
-            .get_service()
-            .set_name(&good.name)
-            .send()
-            .await
-            .unwrap();
+        let current = get_service(&services, &good.name).await;
         let mut update = with_message(current, mode);
         update.template.as_mut().unwrap().containers[0].env.push(
             google_cloud_run_v2::model::EnvVar::new()
                 .set_name("MODE")
                 .set_value(mode),
         );
-        let operation = services
-            .update_service()
-            .set_service(update)
-            .send()
-            .await
-            .unwrap();
-        let operation = wait_operation(&services, operation).await;
+        let operation = update_service(&services, update).await;
         assert!(
             matches!(&operation.result, Some(google_cloud_longrunning::model::operation::Result::Error(status)) if status.message.contains(reason)),
             "{mode}: {:?}",
             operation.result
         );
-        let service = services
-            .get_service()
-            .set_name(&good.name)
-            .send()
-            .await
-            .unwrap();
+        let service = get_service(&services, &good.name).await;
         assert_eq!(
             short(&service.latest_ready_revision),
             good_revision,
@@ -395,23 +348,21 @@ async fn a_restarted_emulator_keeps_services_revisions_traffic_and_containers() 
     let emulator = start_emulator(directory.path()).await;
     let instance = emulator.instance().to_string();
     let (services, revisions) = clients(emulator.endpoint()).await;
-    let first_service = create(&services, "durable", &[("MESSAGE", "v1")]).await;
+    let first_service = create_service(
+        &services,
+        PROJECT_PARENT,
+        "durable",
+        echo_service(&[("MESSAGE", "v1")]),
+    )
+    .await;
     let first = short(&first_service.latest_ready_revision);
-    let mut update = with_message(first_service, "v2");
-    update.traffic = vec![target_revision(&first, 50, "old"), target_latest(50, "")];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let before = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/durable"))
-        .send()
-        .await
-        .unwrap();
+    let before = split_to_new_revision(
+        &services,
+        first_service,
+        "v2",
+        vec![target_revision(&first, 50, "old"), target_latest(50, "")],
+    )
+    .await;
     let revisions_before = revisions
         .list_revisions()
         .set_parent(&before.name)
@@ -435,12 +386,7 @@ async fn a_restarted_emulator_keeps_services_revisions_traffic_and_containers() 
     let emulator = start_emulator(directory.path()).await;
     assert_eq!(emulator_containers(&instance), 2, "containers are back");
     let (services, revisions) = clients(emulator.endpoint()).await;
-    let after = services
-        .get_service()
-        .set_name(&before.name)
-        .send()
-        .await
-        .unwrap();
+    let after = get_service(&services, &before.name).await;
     assert_eq!(after.traffic, before.traffic);
     assert_eq!(after.traffic_statuses, before.traffic_statuses);
     assert_eq!(after.latest_ready_revision, before.latest_ready_revision);
@@ -523,12 +469,7 @@ async fn images_missing_locally_are_pulled_from_a_local_registry() {
         "{:?}",
         operation.result
     );
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/pulled"))
-        .send()
-        .await
-        .unwrap();
+    let service = get_service(&services, &format!("{PROJECT_PARENT}/services/pulled")).await;
     let answers = send(&http(), &service.uri, 5).await;
     assert_eq!(answers.values().sum::<usize>(), 5);
 
@@ -559,7 +500,7 @@ async fn a_container_that_crashes_after_start_is_restarted() {
     let directory = tempfile::tempdir().unwrap();
     let emulator = start_emulator(directory.path()).await;
     let (services, _) = clients(emulator.endpoint()).await;
-    let service = create(&services, "phoenix", &[]).await;
+    let service = create_service(&services, PROJECT_PARENT, "phoenix", echo_service(&[])).await;
     let revision = short(&service.latest_ready_revision);
     let http = http();
     // The crash request gets no answer from the container: the router says so with a 502.
@@ -580,12 +521,7 @@ async fn a_container_that_crashes_after_start_is_restarted() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let after = services
-        .get_service()
-        .set_name(&service.name)
-        .send()
-        .await
-        .unwrap();
+    let after = get_service(&services, &service.name).await;
     assert_eq!(
         after.etag, service.etag,
         "a restart changes nothing in the resource"
@@ -610,7 +546,7 @@ async fn a_dropped_emulator_still_removes_its_containers() {
     let emulator = start_emulator(directory.path()).await;
     let instance = emulator.instance().to_string();
     let (services, _) = clients(emulator.endpoint()).await;
-    create(&services, "orphan", &[]).await;
+    create_service(&services, PROJECT_PARENT, "orphan", echo_service(&[])).await;
     assert_eq!(emulator_containers(&instance), 1);
     // As when a test panics: no `shutdown()`.
     drop(emulator);
@@ -625,35 +561,26 @@ async fn request_faults_make_a_bad_canary_out_of_any_image() {
     let (services, _) = clients(emulator.endpoint()).await;
     let http = http();
     let started = Utc::now();
-    let stable_service = create(&services, "canaried", &[("MESSAGE", "v1")]).await;
+    let stable_service = create_service(
+        &services,
+        PROJECT_PARENT,
+        "canaried",
+        echo_service(&[("MESSAGE", "v1")]),
+    )
+    .await;
     let stable = short(&stable_service.latest_ready_revision);
-    let mut update = with_message(stable_service, "v2");
-    update.traffic = vec![
-        target_revision(&stable, 90, "stable"),
-        target_latest(10, "canary"),
-    ];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/canaried"))
-        .send()
-        .await
-        .unwrap();
+    let service = split_to_new_revision(
+        &services,
+        stable_service,
+        "v2",
+        vec![
+            target_revision(&stable, 90, "stable"),
+            target_latest(10, "canary"),
+        ],
+    )
+    .await;
     let canary = short(&service.latest_ready_revision);
-    let url_of = |tag: &str| {
-        service
-            .traffic_statuses
-            .iter()
-            .find(|status| status.tag == tag)
-            .map(|status| status.uri.clone())
-            .unwrap()
-    };
+    let url_of = |tag: &str| tag_url(&service, tag);
     let response = http
         .put(format!("{}/emulator/v1/faults", emulator.endpoint()))
         .json(&json!({

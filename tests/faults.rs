@@ -34,17 +34,14 @@ use deployer::{
     },
     rollout::rollback::{execute_with, RollbackPlan, RollbackPolicy},
 };
+use support::service_id::service_id;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
 
 fn id() -> ServiceId {
-    ServiceId {
-        project: "p".into(),
-        region: "r".into(),
-        name: "s".into(),
-    }
+    service_id("p", "r", "s")
 }
 
 /// How a broken endpoint behaves once a connection is accepted.
@@ -352,7 +349,7 @@ mod matrix {
         interaction::Unattended,
         platform::{
             cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-            Platform, RetryPolicy, RevisionSettings, RevisionSpec, ServiceId,
+            Platform, RetryPolicy, RevisionSettings, RevisionSpec,
         },
         rollout::{
             analyser::SequentialAnalyser,
@@ -364,7 +361,9 @@ mod matrix {
         },
     };
 
-    use super::support::{hello_env, hello_image, start_emulator, Load};
+    use super::support::{
+        hello_env, hello_image, service_id::local_service_id, start_emulator, Load,
+    };
 
     /// Nothing recorded: the matrix asserts on the report and the service.
     struct Quiet;
@@ -460,11 +459,7 @@ mod matrix {
         )
         .await
         .unwrap();
-        let id = ServiceId {
-            project: "local".into(),
-            region: "local".into(),
-            name: name.into(),
-        };
+        let id = local_service_id(name);
         let stable = format!("{name}-stable");
         let stable_commit = "5ab1e00000000000000000000000000000000001";
         let created = platform

@@ -6,11 +6,12 @@ mod support;
 
 use std::path::Path;
 
-use deployer::platform::{
-    cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec, ServiceId,
-};
+use deployer::platform::{cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec};
 use serde_json::Value;
-use support::stage::{Stage, ROLLOUT, STABLE_COMMIT};
+use support::{
+    service_id::local_service_id,
+    stage::{Stage, ROLLOUT, STABLE_COMMIT},
+};
 
 const COMMIT: &str = "f1ee700000000000000000000000000000000001";
 
@@ -66,14 +67,6 @@ timeout = "2s"
     .unwrap();
 }
 
-fn id(name: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: name.into(),
-    }
-}
-
 /// `name` created outside deployer, serving `NAME-stable` (hello at [`STABLE_COMMIT`]).
 async fn create(stage: &Stage, name: &str) {
     let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
@@ -81,7 +74,7 @@ async fn create(stage: &Stage, name: &str) {
     stage
         .platform
         .create(
-            &id(name),
+            &local_service_id(name),
             &RevisionSpec {
                 name: format!("{name}-stable"),
                 image: support::hello_image().to_string(),
@@ -100,7 +93,7 @@ async fn create(stage: &Stage, name: &str) {
 /// The revisions serving `name`, with their percent.
 async fn serving(platform: &impl Platform, name: &str) -> Vec<(String, u8)> {
     platform
-        .service(&id(name))
+        .service(&local_service_id(name))
         .await
         .unwrap()
         .map(|snapshot| snapshot.serving())
@@ -347,7 +340,7 @@ async fn changed_picks_exactly_the_services_whose_paths_changed_since_their_depl
             .map(|(key, value)| (key.to_string(), value.to_string()));
         platform
             .create(
-                &id(name),
+                &local_service_id(name),
                 &RevisionSpec {
                     name: format!("{name}-stable"),
                     image: support::hello_image().to_string(),

@@ -14,12 +14,12 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use deployer::platform::{
     cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-    Platform, RevisionSpec, ServiceId,
+    Platform, RevisionSpec,
 };
 use git_repo::Repo;
 use github::{GitHubStandIn, TOKEN};
 use seed::Level;
-use support::{hello_image, start_emulator};
+use support::{hello_image, service_id::local_service_id, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
@@ -76,11 +76,7 @@ async fn healthy_fleet_passes(place: Where) {
         CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
             .await
             .unwrap();
-    let id = ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: "svc".into(),
-    };
+    let id = local_service_id("svc");
     platform
         .create(
             &id,

@@ -520,20 +520,9 @@ async fn another_writer_between_steps_stops_the_rollout_without_losing_their_cha
         fixture.wait_for_phase(Phase::Canary, 10).await;
         // An engineer changes the service with Google's client while the canary is at 10%.
         let (services, _) = support::clients(fixture.emulator.endpoint()).await;
-        let mut service = services
-            .get_service()
-            .set_name(fixture.id.path())
-            .send()
-            .await
-            .unwrap();
+        let mut service = support::get_service(&services, &fixture.id.path()).await;
         service.labels.insert("changed-by".into(), "on-call".into());
-        let operation = services
-            .update_service()
-            .set_service(service)
-            .send()
-            .await
-            .unwrap();
-        support::wait_operation(&services, operation).await;
+        support::update_service(&services, service).await;
     };
     let (report, ()) = tokio::join!(driver.deploy(&request, never()), other_writer);
     let report = report.unwrap();

@@ -214,6 +214,75 @@ pub async fn wait_operation(
     operation
 }
 
+/// Creates service `id` under `parent` from `service`, waits until its operation is done, and
+/// returns the service as the API has it then.
+pub async fn create_service(
+    services: &Services,
+    parent: &str,
+    id: &str,
+    service: Service,
+) -> Service {
+    let operation = services
+        .create_service()
+        .set_parent(parent)
+        .set_service_id(id)
+        .set_service(service)
+        .send()
+        .await
+        .expect("create the service");
+    wait_operation(services, operation).await;
+    get_service(services, &format!("{parent}/services/{id}")).await
+}
+
+/// The service named `name` (its full resource name) as the API has it now.
+pub async fn get_service(services: &Services, name: &str) -> Service {
+    services
+        .get_service()
+        .set_name(name)
+        .send()
+        .await
+        .expect("get the service")
+}
+
+/// Sends `update` and waits until its operation is done; returns the done operation.
+pub async fn update_service(
+    services: &Services,
+    update: Service,
+) -> google_cloud_longrunning::model::Operation {
+    let operation = services
+        .update_service()
+        .set_service(update)
+        .send()
+        .await
+        .expect("update the service");
+    wait_operation(services, operation).await
+}
+
+/// Makes a new revision of `service` (its `MESSAGE` set to `message`) with `traffic` as the
+/// split, waits until the update is done, and returns the service as it is then.
+pub async fn split_to_new_revision(
+    services: &Services,
+    service: Service,
+    message: &str,
+    traffic: Vec<TrafficTarget>,
+) -> Service {
+    let name = service.name.clone();
+    let mut update = with_message(service, message);
+    update.traffic = traffic;
+    update_service(services, update).await;
+    get_service(services, &name).await
+}
+
+/// The URL of `service`'s traffic tag `tag`.
+pub fn tag_url(service: &Service, tag: &str) -> String {
+    service
+        .traffic_statuses
+        .iter()
+        .find(|status| status.tag == tag)
+        .map(|status| status.uri.clone())
+        .unwrap_or_else(|| panic!("no traffic tag `{tag}` on {}", service.name))
+}
+
 /// A plain HTTP client (no proxy, short timeouts).
 pub fn http() -> reqwest::Client {
     install_crypto();

@@ -1,6 +1,8 @@
 //! The id of a service under test, in one line: on the emulator (project and region `local`, as
 //! service files of kind `local` name them) or anywhere else.
 
+#![allow(dead_code)] // Each test binary uses a different part.
+
 use deployer::platform::ServiceId;
 
 /// Service `name` in `project` and `region`.

@@ -13,7 +13,9 @@ use deployer::{
     rollout::{journal::Journal, lock::LOCK_ANNOTATION},
 };
 
-use super::{deployer_command, hello_image, local_repository, start_emulator};
+use super::{
+    deployer_command, hello_image, local_repository, service_id::local_service_id, start_emulator,
+};
 
 /// The commit of the revision `Stage::new` creates.
 pub const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
@@ -60,11 +62,7 @@ impl Stage {
         )
         .await
         .unwrap();
-        let id = ServiceId {
-            project: "local".into(),
-            region: "local".into(),
-            name: name.into(),
-        };
+        let id = local_service_id(name);
         let services = local_repository(&directory.path().join("repository"), name, rollout);
         let state = directory.path().join("state");
         Stage {
