@@ -31,11 +31,7 @@ use support::driver_harness::{
 async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
     let harness = Harness::new(vec![pass()]).await;
     let started = tokio::time::Instant::now();
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     let canary = report.canary.clone().unwrap();
     assert_eq!(
         report.outcome,
@@ -71,11 +67,7 @@ async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_canary_is_rolled_back_with_its_numbers() {
     let harness = Harness::new(vec![pass(), fail()]).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, revision } => {
             assert_eq!(revision, "svc-stable");
@@ -92,11 +84,7 @@ async fn a_failing_canary_is_rolled_back_with_its_numbers() {
 async fn wrong_code_never_gets_traffic() {
     let mut harness = Harness::new(vec![pass()]).await;
     harness.probe.identity = json!({"service": "svc", "commit": "fedcba9876543210"});
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.starts_with("wrong code deployed"), "{reason}")
@@ -115,11 +103,7 @@ async fn wrong_code_never_gets_traffic() {
 async fn a_revision_that_fails_to_start_stops_the_deploy() {
     let harness = Harness::new(vec![pass()]).await;
     harness.platform.fail_image(IMAGE);
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.contains("failed to start"), "{reason}")
@@ -133,11 +117,7 @@ async fn a_revision_that_fails_to_start_stops_the_deploy() {
 async fn metrics_unavailable_is_never_promoted() {
     let harness = Harness::new(vec![pass()]).await;
     *harness.metrics.canary_errors.lock().unwrap() = true;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
             assert!(reason.contains("4 unread looks in a row"), "{reason}")
@@ -152,11 +132,7 @@ async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
     let harness = Harness::new(vec![inconclusive()]).await;
     let mut policy = policy();
     policy.inconclusive = InconclusivePolicy::Hold;
-    let report = harness
-        .driver()
-        .deploy(&request(policy), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy)).await;
     assert!(
         matches!(report.outcome, Outcome::Held { .. }),
         "{:?}",
@@ -174,11 +150,7 @@ async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
 async fn a_failure_in_the_monitor_rolls_back() {
     // Three passing steps, then the first monitor check fails.
     let harness = Harness::new(vec![pass(), pass(), pass(), fail()]).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         matches!(report.outcome, Outcome::RolledBack { .. }),
         "{:?}",
@@ -320,11 +292,7 @@ async fn crash_in(harness: &Harness, state: State) {
 async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
     let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         report
             .notes
@@ -375,11 +343,7 @@ async fn a_locked_service_is_not_touched() {
         ),
     );
     let writes = harness.platform.writes();
-    let error = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+    let error = harness.deploy_error(&request(policy())).await;
     assert!(error.to_string().contains("locked by"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
 }
@@ -421,11 +385,7 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
             .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
     );
     let writes = harness.platform.writes();
-    let error = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+    let error = harness.deploy_error(&request(policy())).await;
     assert!(
         error.to_string().contains("rollout running-rollout"),
         "{error}"
@@ -443,10 +403,8 @@ async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let report = harness
-        .driver_with(&Picks(1))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+        .deploy_answering(&Picks(1), &request(policy()))
+        .await;
     assert_eq!(
         report.outcome,
         Outcome::Promoted {
@@ -476,10 +434,8 @@ async fn an_interrupted_rollout_can_be_left_for_a_human() {
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let error = harness
-        .driver_with(&Picks(2))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+        .deploy_error_answering(&Picks(2), &request(policy()))
+        .await;
     assert!(error.to_string().contains("left for a human"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
 }
@@ -489,7 +445,7 @@ async fn a_build_from_a_dirty_tree_is_labelled_as_such_on_its_revision() {
     let harness = Harness::new(vec![pass()]).await;
     let mut dirty = request(policy());
     dirty.dirty = Some("54bad933".into());
-    let report = harness.driver().deploy(&dirty, never()).await.unwrap();
+    let report = harness.deploy(&dirty).await;
     let canary = report.canary.unwrap();
     let revision = harness
         .platform
@@ -517,6 +473,11 @@ impl GateChecks for Checks {
     }
 }
 
+/// Service checks of one gate, every run of it answering `results`.
+fn gate_checks(gate: Gate, results: Vec<MetricResult>) -> Box<dyn GateChecks> {
+    Box::new(Checks(BTreeMap::from([(gate, results)])))
+}
+
 fn check(name: &str, status: Status) -> MetricResult {
     MetricResult::new(name, status, "92.4% (threshold: >= 90%)")
 }
@@ -535,11 +496,7 @@ async fn metrics_always_failing_never_promote_under_any_inconclusive_policy() {
         let mut policy = policy();
         policy.inconclusive = inconclusive;
         policy.consecutive_error_limit = 100;
-        let report = harness
-            .driver()
-            .deploy(&request(policy), never())
-            .await
-            .unwrap();
+        let report = harness.deploy(&request(policy)).await;
         assert!(
             !matches!(report.outcome, Outcome::Promoted { .. }),
             "{inconclusive:?}: {:?}",
@@ -566,11 +523,7 @@ async fn a_monitor_without_readable_metrics_does_not_pass() {
     let mut policy = policy();
     policy.consecutive_error_limit = 100;
     policy.inconclusive = InconclusivePolicy::Hold;
-    let report = harness
-        .driver()
-        .deploy(&request(policy), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy)).await;
     match &report.outcome {
         Outcome::Held { reason } => assert!(
             reason.contains("had no look that read every metric"),
@@ -625,10 +578,8 @@ async fn an_interrupted_monitor_is_resumed_by_promoting_and_monitoring_again() {
     .await;
     let started = tokio::time::Instant::now();
     let report = harness
-        .driver_with(&Picks(1))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+        .deploy_answering(&Picks(1), &request(policy()))
+        .await;
     assert_eq!(
         report.outcome,
         Outcome::Promoted {
@@ -649,7 +600,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
     let harness = Harness::new(vec![fail()]).await;
     let mut faulty = request(policy());
     faulty.env = BTreeMap::from([("FAIL_RATE".to_string(), "0.3".to_string())]);
-    let report = harness.driver().deploy(&faulty, never()).await.unwrap();
+    let report = harness.deploy(&faulty).await;
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }));
 
     *harness.analyser.0.lock().unwrap() = vec![pass()];
@@ -658,7 +609,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
         memory: Some("1Gi".into()),
         ..RunConfig::default()
     };
-    let report = harness.driver().deploy(&plain, never()).await.unwrap();
+    let report = harness.deploy(&plain).await;
     let revision = harness.promoted(&report).await;
     assert_eq!(
         revision.settings.env,
@@ -687,15 +638,11 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
 #[tokio::test(start_paused = true)]
 async fn a_critical_validation_check_stops_the_deploy_before_any_traffic() {
     let mut harness = Harness::new(vec![pass()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Validation,
         vec![check("Vegas Line Coverage", Status::Fail)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.contains("Vegas Line Coverage FAIL"), "{reason}")
@@ -709,15 +656,11 @@ async fn a_critical_validation_check_stops_the_deploy_before_any_traffic() {
 #[tokio::test(start_paused = true)]
 async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() {
     let mut harness = Harness::new(vec![pass()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Validation,
         vec![check("Grading Completeness", Status::Warn)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         matches!(&report.outcome, Outcome::StoppedBeforeTraffic { reason } if reason.contains("not accepted")),
         "{:?}",
@@ -725,7 +668,7 @@ async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() 
     );
     let mut accepted = request(policy());
     accepted.accept_warnings = true;
-    let report = harness.driver().deploy(&accepted, never()).await.unwrap();
+    let report = harness.deploy(&accepted).await;
     assert!(
         matches!(report.outcome, Outcome::Promoted { .. }),
         "{:?}",
@@ -736,15 +679,11 @@ async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() 
 #[tokio::test(start_paused = true)]
 async fn a_critical_canary_check_rolls_back_naming_the_check() {
     let mut harness = Harness::new(vec![inconclusive()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Canary,
         vec![check("Recent Predictions", Status::Fail)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
             assert!(
@@ -782,10 +721,8 @@ async fn recovery_resumes_from_each_journalled_phase() {
         let harness = Harness::new(vec![pass()]).await;
         crash_in(&harness, state).await;
         let report = harness
-            .driver_with(&Picks(1))
-            .deploy(&request(policy()), never())
-            .await
-            .unwrap();
+            .deploy_answering(&Picks(1), &request(policy()))
+            .await;
         let serving = harness.serving().await;
         match resumed_percents {
             Some(percents) => {
@@ -953,7 +890,7 @@ async fn the_value_of_a_secret_looking_variable_is_in_no_event() {
         ("DB_PASSWORD".to_string(), "hunter2-value".to_string()),
         ("api_token".to_string(), "token-value".to_string()),
     ]);
-    let report = harness.driver().deploy(&secret, never()).await.unwrap();
+    let report = harness.deploy(&secret).await;
     harness.promoted(&report).await;
     let events = harness.recorder.events();
     let json = serde_json::to_string(&events).unwrap();

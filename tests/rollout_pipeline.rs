@@ -15,7 +15,7 @@ use deployer::{
     platform::memory::MemoryPlatform,
     rollout::{
         driver::DeployRequest,
-        events::{Event, Outcome},
+        events::{Event, Outcome, RolloutReport},
         pipeline::{
             self, Delivered, ImageSource, Plan, Stages, SyntheticTraffic, TargetKind,
             PREFLIGHT_STOPPED,
@@ -84,6 +84,13 @@ fn plan(target: TargetKind, image: ImageSource, run: RunConfig) -> Plan {
     }
 }
 
+/// Runs the pipeline of `plan` through `stages` and the harness's driver, never interrupted.
+async fn deploy(harness: &Harness, plan: Plan, stages: &Scripted) -> RolloutReport {
+    pipeline::deploy(plan, stages, &harness.driver(), never())
+        .await
+        .expect("the pipeline ran")
+}
+
 fn events(harness: &Harness) -> Vec<Event> {
     harness.recorder.events()
 }
@@ -93,18 +100,16 @@ async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
     let harness = Harness::new(vec![pass()]).await;
     let stages = Scripted::new(false);
     let writes = harness.platform.writes();
-    let report = pipeline::deploy(
+    let report = deploy(
+        &harness,
         plan(
             TargetKind::CloudRun,
             ImageSource::Build,
             RunConfig::default(),
         ),
         &stages,
-        &harness.driver(),
-        never(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::StoppedBeforeTraffic {
@@ -121,18 +126,16 @@ async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
 async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
     let harness = Harness::new(vec![pass()]).await;
     let stages = Scripted::new(true);
-    let report = pipeline::deploy(
+    let report = deploy(
+        &harness,
         plan(
             TargetKind::CloudRun,
             ImageSource::Build,
             RunConfig::default(),
         ),
         &stages,
-        &harness.driver(),
-        never(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(stages.calls(), ["preflight", "build push=true"]);
     let revision = harness.promoted(&report).await;
     assert_eq!(revision.image, IMAGE);
@@ -154,14 +157,12 @@ async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
 async fn a_local_target_without_a_registry_deploys_the_local_image_and_says_so() {
     let harness = Harness::new(vec![pass()]).await;
     let stages = Scripted::new(true);
-    let report = pipeline::deploy(
+    let report = deploy(
+        &harness,
         plan(TargetKind::Local, ImageSource::Build, RunConfig::default()),
         &stages,
-        &harness.driver(),
-        never(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(stages.calls(), ["preflight", "build push=false"]);
     assert!(
         report
@@ -191,9 +192,7 @@ async fn a_given_image_is_deployed_without_a_build_and_skipping_the_checklist_is
     harness.probe = Probe {
         identity: json!({"service": "svc", "commit": "fedcba9"}),
     };
-    let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
-        .await
-        .unwrap();
+    let report = deploy(&harness, plan, &stages).await;
     assert!(stages.calls().is_empty(), "{:?}", stages.calls());
     let revision = harness.promoted(&report).await;
     assert_eq!(revision.image, "127.0.0.1:5000/svc@sha256:given");
@@ -218,14 +217,12 @@ async fn secrets_a_local_target_cannot_resolve_are_warned_before_the_revision_ex
         )]),
         ..RunConfig::default()
     };
-    pipeline::deploy(
+    deploy(
+        &harness,
         plan(TargetKind::Local, ImageSource::Build, run),
         &stages,
-        &harness.driver(),
-        never(),
     )
-    .await
-    .unwrap();
+    .await;
     let events = events(&harness);
     let warned = events
         .iter()
@@ -249,9 +246,7 @@ async fn synthetic_traffic_is_summarised_in_the_report() {
         rate: 5,
         platform: Arc::new(MemoryPlatform::new()),
     });
-    let report = pipeline::deploy(plan, &stages, &harness.driver(), never())
-        .await
-        .unwrap();
+    let report = deploy(&harness, plan, &stages).await;
     assert!(
         report
             .notes

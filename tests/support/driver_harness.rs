@@ -15,7 +15,7 @@ use deployer::{
         RevisionSpec, ServiceId,
     },
     rollout::{
-        driver::{Analyser, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
+        driver::{Analyser, DeployError, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
         events::{Outcome, RolloutReport},
         identity::{HealthAnswer, HealthProbe, ProbeError},
         journal::{Journal, LocalJournal},
@@ -221,6 +221,42 @@ impl Harness {
             prompter,
             local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
             retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Deploys `request` unattended and never interrupted; returns its report.
+    pub async fn deploy(&self, request: &DeployRequest) -> RolloutReport {
+        self.deploy_answering(&Unattended { assume_yes: false }, request)
+            .await
+    }
+
+    /// Deploys `request` with `prompter` answering, never interrupted; returns its report.
+    pub async fn deploy_answering(
+        &self,
+        prompter: &dyn Prompter,
+        request: &DeployRequest,
+    ) -> RolloutReport {
+        self.driver_with(prompter)
+            .deploy(request, never())
+            .await
+            .expect("the deploy ran")
+    }
+
+    /// Deploys `request` unattended, expecting it to be refused; returns why.
+    pub async fn deploy_error(&self, request: &DeployRequest) -> DeployError {
+        self.deploy_error_answering(&Unattended { assume_yes: false }, request)
+            .await
+    }
+
+    /// Deploys `request` with `prompter` answering, expecting it to be refused; returns why.
+    pub async fn deploy_error_answering(
+        &self,
+        prompter: &dyn Prompter,
+        request: &DeployRequest,
+    ) -> DeployError {
+        match self.driver_with(prompter).deploy(request, never()).await {
+            Ok(report) => panic!("the deploy ran: {:?}", report.outcome),
+            Err(error) => error,
         }
     }
 
