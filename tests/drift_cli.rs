@@ -46,6 +46,23 @@ fn id() -> ServiceId {
     local_service_id("svc")
 }
 
+/// Serves `commit` from a new revision `revision` taking 100% of the traffic.
+async fn serve(platform: &dyn Platform, revision: &str, commit: &str) {
+    let snapshot = platform.service(&id()).await.unwrap().unwrap();
+    platform
+        .update(
+            &id(),
+            &snapshot.etag,
+            &ServiceUpdate {
+                template: Some(spec(revision, commit)),
+                traffic: Some(vec![TrafficTarget::to_revision(revision, 100)]),
+                ..ServiceUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 fn spec(revision: &str, commit: &str) -> RevisionSpec {
     RevisionSpec {
         name: revision.into(),
@@ -193,19 +210,7 @@ async fn drift_of_revisions_on_the_emulator() {
         2,
     );
     repo.reset(&fix);
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00003", &head)),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00003", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(&platform, "svc-00003", &head).await;
     let (code, stdout, stderr) = drift(&repo, &endpoint, &[], &[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
@@ -215,22 +220,12 @@ async fn drift_of_revisions_on_the_emulator() {
     assert!(stdout.contains("0 (off main)"), "{stdout}");
 
     // An unknown commit: drift unknown, a WARN that says why.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec(
-                    "svc-00004",
-                    "0123456789abcdef0123456789abcdef01234567",
-                )),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00004", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(
+        &platform,
+        "svc-00004",
+        "0123456789abcdef0123456789abcdef01234567",
+    )
+    .await;
     let (code, stdout, _) = drift(&repo, &endpoint, &[], &[]);
     assert_eq!(code, 1);
     assert!(
@@ -239,19 +234,7 @@ async fn drift_of_revisions_on_the_emulator() {
     );
 
     // Back to the first commit (90 h of relevant drift): `--github-issue` and GitHub Actions outputs.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00005", &first)),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00005", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(&platform, "svc-00005", &first).await;
     let standin = github::GitHubStandIn::start();
     let summary = state.path().join("summary.md");
     let env = [

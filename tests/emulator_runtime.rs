@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_run_v2::model::condition::State as ConditionState;
+use google_cloud_run_v2::{
+    client::Services,
+    model::{condition::State as ConditionState, Service},
+};
 use serde_json::{json, Value};
 use support::*;
 
@@ -86,24 +89,64 @@ async fn monitored_counts(
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_every_request() {
-    let directory = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(directory.path()).await;
-    let (services, _) = clients(emulator.endpoint()).await;
-    let http = http();
-    let started = Utc::now();
+/// `request_latencies` of `revision` from a minute before `since` to a minute from now, aligned
+/// over 10 minutes, with the `aggregation` parameters given.
+async fn latencies(
+    client: &reqwest::Client,
+    endpoint: &str,
+    revision: &str,
+    since: chrono::DateTime<Utc>,
+    aggregation: &[(&str, &str)],
+) -> Value {
+    let filter = format!(
+        "metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{revision}\""
+    );
+    let start = (since - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let end =
+        (Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    client
+        .get(format!("{endpoint}/v3/projects/test/timeSeries"))
+        .query(&[
+            ("filter", filter.as_str()),
+            ("interval.startTime", &start),
+            ("interval.endTime", &end),
+            ("aggregation.alignmentPeriod", "600s"),
+        ])
+        .query(aggregation)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
 
+/// The answer of the Logging API's `entries:list` to `request`.
+async fn log_entries(client: &reqwest::Client, endpoint: &str, request: Value) -> Value {
+    client
+        .post(format!("{endpoint}/v2/entries:list"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Service `name` with its first revision (`MESSAGE=v1`) at 90% under tag `stable` and its
+/// second (`MESSAGE=v2`) at 10% under tag `canary`: the service and the two revisions.
+async fn ninety_ten(services: &Services, name: &str) -> (Service, String, String) {
     let first_service = create_service(
-        &services,
+        services,
         PROJECT_PARENT,
-        "split",
+        name,
         echo_service(&[("MESSAGE", "v1")]),
     )
     .await;
     let first = short(&first_service.latest_ready_revision);
     let service = split_to_new_revision(
-        &services,
+        services,
         first_service,
         "v2",
         vec![
@@ -113,6 +156,18 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     )
     .await;
     let second = short(&service.latest_ready_revision);
+    (service, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_every_request() {
+    let directory = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(directory.path()).await;
+    let (services, _) = clients(emulator.endpoint()).await;
+    let http = http();
+    let started = Utc::now();
+
+    let (service, first, second) = ninety_ten(&services, "split").await;
     assert_ne!(first, second);
 
     // 1000 requests at 90/10: the canary share is Binomial(1000, 0.1): mean 100, sigma 9.5.
@@ -167,21 +222,21 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     assert_eq!(counts, expected);
 
     // Aligned and reduced: one series per class, summed over revisions.
-    let response = http
-        .get(format!("{}/v3/projects/test/timeSeries", emulator.endpoint()))
-        .query(&[
-            ("filter", format!("metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{second}\"").as_str()),
-            ("interval.startTime", &(started - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("interval.endTime", &(Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("aggregation.alignmentPeriod", "600s"),
+    let body = latencies(
+        &http,
+        emulator.endpoint(),
+        &second,
+        started,
+        &[
             ("aggregation.perSeriesAligner", "ALIGN_DELTA"),
             ("aggregation.crossSeriesReducer", "REDUCE_SUM"),
-            ("aggregation.groupByFields", "metric.labels.response_code_class"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
+            (
+                "aggregation.groupByFields",
+                "metric.labels.response_code_class",
+            ),
+        ],
+    )
+    .await;
     let total: u64 = body["timeSeries"]
         .as_array()
         .unwrap()
@@ -198,34 +253,18 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     assert_eq!(total, (on_second + 50 + 1 + 30) as u64, "{body}");
 
     // Request logs and container logs.
-    let entries = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({
+    let entries = log_entries(&http, emulator.endpoint(), json!({
             "resourceNames": ["projects/test"],
             "filter": format!("resource.type=\"cloud_run_revision\" AND resource.labels.revision_name=\"{second}\" AND httpRequest.status>=500"),
             "pageSize": 1000,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+        })).await;
     let entries = entries["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 30);
     assert_eq!(entries[0]["severity"], "ERROR");
     assert_eq!(entries[0]["httpRequest"]["status"], 500);
-    let stdout = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({
+    let stdout = log_entries(&http, emulator.endpoint(), json!({
             "filter": format!("logName:\"stdout\" AND resource.labels.revision_name=\"{first}\" AND textPayload:\"listening\""),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+        })).await;
     assert_eq!(
         stdout["entries"].as_array().map(Vec::len),
         Some(1),
@@ -527,15 +566,7 @@ async fn a_container_that_crashes_after_start_is_restarted() {
         "a restart changes nothing in the resource"
     );
     assert_eq!(emulator_containers(emulator.instance()), 1);
-    let logs = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({"filter": format!("resource.labels.revision_name=\"{revision}\" AND textPayload:\"Container restarted\"")}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let logs = log_entries(&http, emulator.endpoint(), json!({"filter": format!("resource.labels.revision_name=\"{revision}\" AND textPayload:\"Container restarted\"")})).await;
     assert_eq!(logs["entries"].as_array().map(Vec::len), Some(1), "{logs}");
     emulator.shutdown().await;
 }
@@ -561,25 +592,7 @@ async fn request_faults_make_a_bad_canary_out_of_any_image() {
     let (services, _) = clients(emulator.endpoint()).await;
     let http = http();
     let started = Utc::now();
-    let stable_service = create_service(
-        &services,
-        PROJECT_PARENT,
-        "canaried",
-        echo_service(&[("MESSAGE", "v1")]),
-    )
-    .await;
-    let stable = short(&stable_service.latest_ready_revision);
-    let service = split_to_new_revision(
-        &services,
-        stable_service,
-        "v2",
-        vec![
-            target_revision(&stable, 90, "stable"),
-            target_latest(10, "canary"),
-        ],
-    )
-    .await;
-    let canary = short(&service.latest_ready_revision);
+    let (service, stable, canary) = ninety_ten(&services, "canaried").await;
     let url_of = |tag: &str| tag_url(&service, tag);
     let response = http
         .put(format!("{}/emulator/v1/faults", emulator.endpoint()))
@@ -613,21 +626,14 @@ async fn request_faults_make_a_bad_canary_out_of_any_image() {
         counts.get(&(canary.clone(), "2xx".to_string())),
         Some(&(served as u64))
     );
-    let mean = http
-        .get(format!("{}/v3/projects/test/timeSeries", emulator.endpoint()))
-        .query(&[
-            ("filter", format!("metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{stable}\"").as_str()),
-            ("interval.startTime", &(started - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("interval.endTime", &(Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("aggregation.alignmentPeriod", "600s"),
-            ("aggregation.perSeriesAligner", "ALIGN_MEAN"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let mean = latencies(
+        &http,
+        emulator.endpoint(),
+        &stable,
+        started,
+        &[("aggregation.perSeriesAligner", "ALIGN_MEAN")],
+    )
+    .await;
     let mean_ms = mean["timeSeries"][0]["points"][0]["value"]["doubleValue"]
         .as_f64()
         .unwrap();

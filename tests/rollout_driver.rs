@@ -762,21 +762,24 @@ async fn recovery_resumes_from_each_journalled_phase() {
     }
 }
 
+/// Health answers of a first revision: it answers on the service URL itself, with the deployed
+/// commit.
+struct Everywhere;
+
+#[async_trait]
+impl HealthProbe for Everywhere {
+    async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
+        Ok(HealthAnswer {
+            status: 200,
+            body: Some(json!({"service": "svc", "commit": COMMIT})),
+        })
+    }
+}
+
 /// A first deploy used to leave the created service following "latest" (Cloud Run's default):
 /// a revision created by anyone afterwards would have taken all traffic unverified.
 #[tokio::test(start_paused = true)]
 async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_latest() {
-    /// The first revision answers on the service URL itself.
-    struct Everywhere;
-    #[async_trait]
-    impl HealthProbe for Everywhere {
-        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-            Ok(HealthAnswer {
-                status: 200,
-                body: Some(json!({"service": "svc", "commit": COMMIT})),
-            })
-        }
-    }
     let harness = Harness::new(vec![pass()]).await;
     let empty = MemoryPlatform::new();
     let driver = Driver {
@@ -807,16 +810,6 @@ async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_lat
 /// and ended "did not start". It is deployed as a first deploy, with nothing to roll back to.
 #[tokio::test(start_paused = true)]
 async fn a_service_whose_revisions_all_failed_is_deployed_as_a_first_deploy() {
-    struct Everywhere;
-    #[async_trait]
-    impl HealthProbe for Everywhere {
-        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-            Ok(HealthAnswer {
-                status: 200,
-                body: Some(json!({"service": "svc", "commit": COMMIT})),
-            })
-        }
-    }
     let harness = Harness::new(vec![pass()]).await;
     let failed = MemoryPlatform::new();
     failed.fail_image("127.0.0.1:5000/svc@sha256:bad");
