@@ -177,27 +177,30 @@ async fn official_client_creates_updates_splits_and_refuses_stale_etags() {
     assert_eq!(unchanged.etag, updated.etag);
 
     // NOT_FOUND for unknown services, revisions and operations.
-    let error = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/nope"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
-    let error = revisions
-        .get_revision()
-        .set_name(format!("{service_name}/revisions/api-demo-00009-zzz"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
-    let error = services
-        .get_operation()
-        .set_name("projects/test/locations/local/operations/unknown")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
+    let unknown = [
+        services
+            .get_service()
+            .set_name(format!("{PROJECT_PARENT}/services/nope"))
+            .send()
+            .await
+            .map(drop),
+        revisions
+            .get_revision()
+            .set_name(format!("{service_name}/revisions/api-demo-00009-zzz"))
+            .send()
+            .await
+            .map(drop),
+        services
+            .get_operation()
+            .set_name("projects/test/locations/local/operations/unknown")
+            .send()
+            .await
+            .map(drop),
+    ];
+    for answer in unknown {
+        let error = answer.unwrap_err();
+        assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
+    }
 
     // A revision that serves traffic cannot be deleted; the service can.
     let error = revisions

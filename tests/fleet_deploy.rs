@@ -329,31 +329,15 @@ async fn changed_picks_exactly_the_services_whose_paths_changed_since_their_depl
     repo.push();
     let state = tempfile::tempdir().unwrap();
     let emulator = support::start_emulator(&state.path().join("emulator")).await;
-    let platform = deployer::platform::cloud_run::CloudRunPlatform::connect(
-        &deployer::platform::cloud_run::Endpoint::Custom(emulator.endpoint().to_string()),
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let platform = support::emulator_platform(&emulator).await;
     for name in ["api", "web"] {
-        let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", deployed.as_str())]
-            .map(|(key, value)| (key.to_string(), value.to_string()));
-        platform
-            .create(
-                &local_service_id(name),
-                &RevisionSpec {
-                    name: format!("{name}-stable"),
-                    image: support::hello_image().to_string(),
-                    labels: revision_labels(&deployed),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: env.into_iter().collect(),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        support::create_hello_service(
+            &platform,
+            &local_service_id(name),
+            &format!("{name}-stable"),
+            &deployed,
+        )
+        .await;
     }
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
         .current_dir(repo.path())

@@ -30,9 +30,8 @@ use deployer::{
     emulator::{faults::FaultConfig, Emulator},
     interaction::Unattended,
     platform::{
-        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
-        ServiceId, ServiceSnapshot, ServiceUpdate,
+        cloud_run::CloudRunPlatform, Platform, PlatformError, RetryPolicy, RevisionSnapshot,
+        RevisionSpec, ServiceId, ServiceSnapshot, ServiceUpdate,
     },
     rollout::{
         analyser::SequentialAnalyser,
@@ -52,7 +51,8 @@ use deployer::{
     config::ServiceConfig,
 };
 use support::{
-    hello_env, hello_image, recorder::Recorder, service_id::local_service_id, start_emulator, Load,
+    create_hello_service, emulator_platform, hello_env, hello_image, recorder::Recorder,
+    service_id::local_service_id, start_emulator, Load,
 };
 
 /// The commit of the revision serving before each rollout.
@@ -125,30 +125,10 @@ impl Fixture {
     async fn new(name: &str) -> Fixture {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
-        let platform = CloudRunPlatform::connect(
-            &Endpoint::Custom(emulator.endpoint().to_string()),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        let platform = emulator_platform(&emulator).await;
         let id = local_service_id(name);
         let stable = format!("{name}-stable");
-        let created = platform
-            .create(
-                &id,
-                &RevisionSpec {
-                    name: stable.clone(),
-                    image: hello_image().to_string(),
-                    labels: revision_labels(STABLE_COMMIT),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: hello_env(name, STABLE_COMMIT, None),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        let created = create_hello_service(&platform, &id, &stable, STABLE_COMMIT).await;
         assert_eq!(created.serving(), [(stable.clone(), 100)]);
         let load = Load::start(&created.uri, LOAD_RATE, LOAD_LIMIT);
         Fixture {

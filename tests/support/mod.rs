@@ -16,7 +16,13 @@ use std::{
     time::Duration,
 };
 
-use deployer::emulator::{Emulator, EmulatorConfig};
+use deployer::{
+    emulator::{Emulator, EmulatorConfig},
+    platform::{
+        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
+        Platform, RevisionSettings, RevisionSpec, ServiceId, ServiceSnapshot,
+    },
+};
 use google_cloud_run_v2::{
     client::{Revisions, Services},
     model::{
@@ -337,6 +343,42 @@ pub fn hello_image() -> &'static str {
         );
         image
     })
+}
+
+/// deployer's Cloud Run platform on `emulator`, through Google's client.
+pub async fn emulator_platform(emulator: &Emulator) -> CloudRunPlatform {
+    CloudRunPlatform::connect(
+        &Endpoint::Custom(emulator.endpoint().to_string()),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("connect to the emulator")
+}
+
+/// Creates service `id` serving its first revision `revision`: the demo service at `commit`
+/// (labelled with it, and reporting it and the service's name on `/health`).
+pub async fn create_hello_service(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    revision: &str,
+    commit: &str,
+) -> ServiceSnapshot {
+    platform
+        .create(
+            id,
+            &RevisionSpec {
+                name: revision.to_string(),
+                image: hello_image().to_string(),
+                labels: revision_labels(commit),
+                base: None,
+                settings: RevisionSettings {
+                    env: hello_env(&id.name, commit, None),
+                    ..RevisionSettings::default()
+                },
+            },
+        )
+        .await
+        .expect("create the service")
 }
 
 /// What a [`Load`] generator saw: answers by (revision, status); `status` 0 = no answer.
