@@ -10,14 +10,13 @@ mod git_repo;
 mod github;
 mod support;
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, process::Command};
 
 use deployer::platform::{
-    cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-    Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
+    cloud_run::revision_labels, Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
 };
 use git_repo::Repo;
-use support::{hello_image, service_id::local_service_id, start_emulator};
+use support::{emulator_platform, hello_image, service_id::local_service_id, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
@@ -117,10 +116,7 @@ async fn drift_of_revisions_on_the_emulator() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let platform =
-        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
-            .await
-            .unwrap();
+    let platform = emulator_platform(&emulator).await;
     let (repo, first) = repository();
     let deployed = repo.change("api/main.rs", "api v1", "api v1", 90);
     repo.change("web/index.html", "web only", "web only", 85);
@@ -290,10 +286,7 @@ async fn drift_of_a_multi_region_service_is_measured_per_region() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let platform =
-        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
-            .await
-            .unwrap();
+    let platform = emulator_platform(&emulator).await;
     let (repo, _) = repository();
     repo.write(
         "services/svc.toml",
