@@ -166,12 +166,7 @@ async fn official_client_creates_updates_splits_and_refuses_stale_etags() {
     // A writer holding the old etag is refused: concurrent changes are detected.
     let mut stale = with_message(current, "v3");
     stale.traffic.clear();
-    let error = services
-        .update_service()
-        .set_service(stale)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, stale).await;
     assert_eq!(code_of(&error), Some(Code::Aborted), "{error}");
     let unchanged = get_service(&services, &service_name).await;
     assert_eq!(unchanged.etag, updated.etag);
@@ -328,12 +323,7 @@ async fn bad_requests_get_google_shaped_errors() {
 
     let mut ninety = current.clone();
     ninety.traffic = vec![target_revision(&first, 90, "")];
-    let error = services
-        .update_service()
-        .set_service(ninety)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, ninety).await;
     assert_eq!(
         error.status().map(|status| status.code),
         Some(Code::InvalidArgument)
@@ -365,12 +355,7 @@ async fn bad_requests_get_google_shaped_errors() {
         target_revision(&first, 50, "same"),
         target_latest(50, "same"),
     ];
-    let error = services
-        .update_service()
-        .set_service(duplicate_tags)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, duplicate_tags).await;
     assert_eq!(
         error.status().map(|status| status.code),
         Some(Code::InvalidArgument)

@@ -354,12 +354,7 @@ async fn crashing_or_silent_revisions_fail_and_get_no_traffic() {
         // And traffic cannot be moved to the failed one.
         let mut pin = service.clone();
         pin.traffic = vec![target_revision(&failed, 100, "")];
-        let error = services
-            .update_service()
-            .set_service(pin)
-            .send()
-            .await
-            .unwrap_err();
+        let error = refused_update(&services, pin).await;
         assert_eq!(
             error.status().map(|status| status.code),
             Some(Code::FailedPrecondition)

@@ -264,6 +264,17 @@ pub async fn update_service(
     wait_operation(services, operation).await
 }
 
+/// Sends `update`, which the API must refuse; returns the refusal.
+pub async fn refused_update(
+    services: &Services,
+    update: Service,
+) -> google_cloud_gax::error::Error {
+    match services.update_service().set_service(update).send().await {
+        Ok(operation) => panic!("the update was accepted: {}", operation.name),
+        Err(error) => error,
+    }
+}
+
 /// Makes a new revision of `service` (its `MESSAGE` set to `message`) with `traffic` as the
 /// split, waits until the update is done, and returns the service as it is then.
 pub async fn split_to_new_revision(
