@@ -47,6 +47,17 @@ fn id() -> ServiceId {
 
 /// Serves `commit` from a new revision `revision` taking 100% of the traffic.
 async fn serve(platform: &dyn Platform, revision: &str, commit: &str) {
+    split(
+        platform,
+        revision,
+        commit,
+        vec![TrafficTarget::to_revision(revision, 100)],
+    )
+    .await;
+}
+
+/// Creates revision `revision` at `commit` and sets the split to `traffic`.
+async fn split(platform: &dyn Platform, revision: &str, commit: &str, traffic: Vec<TrafficTarget>) {
     let snapshot = platform.service(&id()).await.unwrap().unwrap();
     platform
         .update(
@@ -54,7 +65,7 @@ async fn serve(platform: &dyn Platform, revision: &str, commit: &str) {
             &snapshot.etag,
             &ServiceUpdate {
                 template: Some(spec(revision, commit)),
-                traffic: Some(vec![TrafficTarget::to_revision(revision, 100)]),
+                traffic: Some(traffic),
                 ..ServiceUpdate::default()
             },
         )
@@ -162,22 +173,16 @@ async fn drift_of_revisions_on_the_emulator() {
     );
 
     // A split: the new revision at the fix takes 50%; the old one still serves the rest.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00002", &fix)),
-                traffic: Some(vec![
-                    TrafficTarget::to_revision("svc-00001", 50),
-                    TrafficTarget::to_revision("svc-00002", 50),
-                ]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    split(
+        &platform,
+        "svc-00002",
+        &fix,
+        vec![
+            TrafficTarget::to_revision("svc-00001", 50),
+            TrafficTarget::to_revision("svc-00002", 50),
+        ],
+    )
+    .await;
     let (code, stdout, stderr) = drift(&repo, &endpoint, &["--format", "json"], &[]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     let revisions = json(&stdout)["services"][0]["revisions"].clone();
