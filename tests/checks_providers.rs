@@ -19,7 +19,6 @@ use deployer::{
         RequestMetrics, Scope, Status,
     },
     config::{CheckConfig, Gate, Workspace},
-    platform::ServiceId,
 };
 use seed::Level;
 
@@ -429,11 +428,7 @@ async fn prometheus_value_no_data_several_series_malformed_down_and_timeout() {
     assert_error(&silent, "did not answer within 2s");
     // Request counts: Prometheus accepts the reader's PromQL; a revision without series
     // counts nothing, a server that is down is an error.
-    let service = ServiceId {
-        project: "p".into(),
-        region: "r".into(),
-        name: "api".into(),
-    };
+    let service = support::service_id::service_id("p", "r", "api");
     let counts = PrometheusRequests::new(server.clone())
         .request_counts(&service, "api-00001-abc", Duration::from_secs(300))
         .await
@@ -477,27 +472,15 @@ async fn logging_and_monitoring_on_the_emulator_fed_by_real_requests() {
     let directory = tempfile::tempdir().unwrap();
     let emulator = support::start_emulator(directory.path()).await;
     let (services, _) = support::clients(emulator.endpoint()).await;
-    let operation = services
-        .create_service()
-        .set_parent(support::PROJECT_PARENT)
-        .set_service_id("checked")
-        .set_service(support::echo_service(&[]))
-        .send()
-        .await
-        .unwrap();
-    support::wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{}/services/checked", support::PROJECT_PARENT))
-        .send()
-        .await
-        .unwrap();
+    let service = support::create_service(
+        &services,
+        support::PROJECT_PARENT,
+        "checked",
+        support::echo_service(&[]),
+    )
+    .await;
     let revision = support::short(&service.latest_ready_revision);
-    let id = ServiceId {
-        project: "test".into(),
-        region: "local".into(),
-        name: "checked".into(),
-    };
+    let id = support::service_id::service_id("test", "local", "checked");
     let endpoints = ProviderEndpoints {
         logging: Some(emulator.endpoint().to_string()),
         monitoring: Some(emulator.endpoint().to_string()),
@@ -666,21 +649,13 @@ async fn prometheus_scraping_the_emulator_counts_real_requests() {
     let emulator = support::start_emulator(directory.path()).await;
     let (services, _) = support::clients(emulator.endpoint()).await;
     let name = format!("scraped-{}", std::process::id());
-    let operation = services
-        .create_service()
-        .set_parent(support::PROJECT_PARENT)
-        .set_service_id(&name)
-        .set_service(support::echo_service(&[]))
-        .send()
-        .await
-        .unwrap();
-    support::wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{}/services/{name}", support::PROJECT_PARENT))
-        .send()
-        .await
-        .unwrap();
+    let service = support::create_service(
+        &services,
+        support::PROJECT_PARENT,
+        &name,
+        support::echo_service(&[]),
+    )
+    .await;
     let revision = support::short(&service.latest_ready_revision);
     let target_file = Path::new(&targets).join(format!("{name}.json"));
     let address = emulator
@@ -727,11 +702,7 @@ async fn prometheus_scraping_the_emulator_counts_real_requests() {
     for _ in 0..5 {
         support::get_json(&http, &format!("{}/status/500", service.uri)).await;
     }
-    let id = ServiceId {
-        project: "test".into(),
-        region: "local".into(),
-        name: name.clone(),
-    };
+    let id = support::service_id::service_id("test", "local", &name);
     let reader = PrometheusRequests::new(server);
     let started = std::time::Instant::now();
     let counts = loop {

@@ -10,14 +10,13 @@ mod git_repo;
 mod github;
 mod support;
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, process::Command};
 
 use deployer::platform::{
-    cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-    Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
+    cloud_run::revision_labels, Platform, RevisionSpec, ServiceId, ServiceUpdate, TrafficTarget,
 };
 use git_repo::Repo;
-use support::{hello_image, start_emulator};
+use support::{emulator_platform, hello_image, service_id::local_service_id, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
@@ -43,11 +42,35 @@ fn repository() -> (Repo, String) {
 }
 
 fn id() -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: "svc".into(),
-    }
+    local_service_id("svc")
+}
+
+/// Serves `commit` from a new revision `revision` taking 100% of the traffic.
+async fn serve(platform: &dyn Platform, revision: &str, commit: &str) {
+    split(
+        platform,
+        revision,
+        commit,
+        vec![TrafficTarget::to_revision(revision, 100)],
+    )
+    .await;
+}
+
+/// Creates revision `revision` at `commit` and sets the split to `traffic`.
+async fn split(platform: &dyn Platform, revision: &str, commit: &str, traffic: Vec<TrafficTarget>) {
+    let snapshot = platform.service(&id()).await.unwrap().unwrap();
+    platform
+        .update(
+            &id(),
+            &snapshot.etag,
+            &ServiceUpdate {
+                template: Some(spec(revision, commit)),
+                traffic: Some(traffic),
+                ..ServiceUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
 }
 
 fn spec(revision: &str, commit: &str) -> RevisionSpec {
@@ -104,10 +127,7 @@ async fn drift_of_revisions_on_the_emulator() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let platform =
-        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
-            .await
-            .unwrap();
+    let platform = emulator_platform(&emulator).await;
     let (repo, first) = repository();
     let deployed = repo.change("api/main.rs", "api v1", "api v1", 90);
     repo.change("web/index.html", "web only", "web only", 85);
@@ -153,22 +173,16 @@ async fn drift_of_revisions_on_the_emulator() {
     );
 
     // A split: the new revision at the fix takes 50%; the old one still serves the rest.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00002", &fix)),
-                traffic: Some(vec![
-                    TrafficTarget::to_revision("svc-00001", 50),
-                    TrafficTarget::to_revision("svc-00002", 50),
-                ]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    split(
+        &platform,
+        "svc-00002",
+        &fix,
+        vec![
+            TrafficTarget::to_revision("svc-00001", 50),
+            TrafficTarget::to_revision("svc-00002", 50),
+        ],
+    )
+    .await;
     let (code, stdout, stderr) = drift(&repo, &endpoint, &["--format", "json"], &[]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     let revisions = json(&stdout)["services"][0]["revisions"].clone();
@@ -197,19 +211,7 @@ async fn drift_of_revisions_on_the_emulator() {
         2,
     );
     repo.reset(&fix);
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00003", &head)),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00003", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(&platform, "svc-00003", &head).await;
     let (code, stdout, stderr) = drift(&repo, &endpoint, &[], &[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
@@ -219,22 +221,12 @@ async fn drift_of_revisions_on_the_emulator() {
     assert!(stdout.contains("0 (off main)"), "{stdout}");
 
     // An unknown commit: drift unknown, a WARN that says why.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec(
-                    "svc-00004",
-                    "0123456789abcdef0123456789abcdef01234567",
-                )),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00004", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(
+        &platform,
+        "svc-00004",
+        "0123456789abcdef0123456789abcdef01234567",
+    )
+    .await;
     let (code, stdout, _) = drift(&repo, &endpoint, &[], &[]);
     assert_eq!(code, 1);
     assert!(
@@ -243,19 +235,7 @@ async fn drift_of_revisions_on_the_emulator() {
     );
 
     // Back to the first commit (90 h of relevant drift): `--github-issue` and GitHub Actions outputs.
-    let snapshot = platform.service(&id()).await.unwrap().unwrap();
-    platform
-        .update(
-            &id(),
-            &snapshot.etag,
-            &ServiceUpdate {
-                template: Some(spec("svc-00005", &first)),
-                traffic: Some(vec![TrafficTarget::to_revision("svc-00005", 100)]),
-                ..ServiceUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    serve(&platform, "svc-00005", &first).await;
     let standin = github::GitHubStandIn::start();
     let summary = state.path().join("summary.md");
     let env = [
@@ -311,10 +291,7 @@ async fn drift_of_a_multi_region_service_is_measured_per_region() {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let platform =
-        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
-            .await
-            .unwrap();
+    let platform = emulator_platform(&emulator).await;
     let (repo, _) = repository();
     repo.write(
         "services/svc.toml",

@@ -7,6 +7,8 @@
 mod git_repo;
 #[path = "support/github.rs"]
 mod github;
+#[path = "support/service_id.rs"]
+mod service_id;
 
 use std::{path::Path, time::Duration};
 
@@ -16,13 +18,14 @@ use deployer::{
     drift::{self, deployed, issue, GitOptions, ServiceInput, Severity},
     notify::github::{GitHubClient, GitHubError, RepositoryName, Token},
     platform::{
-        cloud_run::revision_labels, memory::MemoryPlatform, Platform, RevisionSpec, ServiceId,
-        ServiceUpdate, TrafficTarget,
+        cloud_run::revision_labels, memory::MemoryPlatform, Platform, RevisionSpec, ServiceUpdate,
+        TrafficTarget,
     },
     repo::Repository,
 };
 use git_repo::Repo;
 use github::{GitHubStandIn, TOKEN};
+use service_id::local_service_id;
 
 fn service(name: &str) -> config::ServiceConfig {
     config::parse(
@@ -35,14 +38,6 @@ fn service(name: &str) -> config::ServiceConfig {
     .unwrap()
 }
 
-fn id(name: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: name.into(),
-    }
-}
-
 /// Serves `commit` from a new revision taking 100% of the traffic.
 async fn deploy(platform: &MemoryPlatform, name: &str, revision: &str, commit: &str) {
     let spec = RevisionSpec {
@@ -52,14 +47,17 @@ async fn deploy(platform: &MemoryPlatform, name: &str, revision: &str, commit: &
         base: None,
         settings: Default::default(),
     };
-    match platform.service(&id(name)).await.unwrap() {
+    match platform.service(&local_service_id(name)).await.unwrap() {
         None => {
-            platform.create(&id(name), &spec).await.unwrap();
+            platform
+                .create(&local_service_id(name), &spec)
+                .await
+                .unwrap();
         }
         Some(snapshot) => {
             platform
                 .update(
-                    &id(name),
+                    &local_service_id(name),
                     &snapshot.etag,
                     &ServiceUpdate {
                         template: Some(spec),
@@ -85,10 +83,16 @@ impl deployed::ImageLabels for NoImages {
 
 async fn measure(repo: &Repo, platform: &MemoryPlatform) -> drift::DriftReport {
     let config = service("svc");
-    let deployed = deployed::read(platform, &id("svc"), &NoImages, Duration::from_secs(5)).await;
+    let deployed = deployed::read(
+        platform,
+        &local_service_id("svc"),
+        &NoImages,
+        Duration::from_secs(5),
+    )
+    .await;
     let inputs = vec![ServiceInput {
         config,
-        id: id("svc"),
+        id: local_service_id("svc"),
         deployed,
     }];
     let opened = Repository::discover(repo.path()).unwrap();
@@ -352,10 +356,16 @@ async fn the_github_source_agrees_with_git() {
 
     let standin = GitHubStandIn::start();
     standin.lock().git = Some(repo.path().to_path_buf());
-    let deployed = deployed::read(&platform, &id("svc"), &NoImages, Duration::from_secs(5)).await;
+    let deployed = deployed::read(
+        &platform,
+        &local_service_id("svc"),
+        &NoImages,
+        Duration::from_secs(5),
+    )
+    .await;
     let inputs = vec![ServiceInput {
         config: service("svc"),
-        id: id("svc"),
+        id: local_service_id("svc"),
         deployed,
     }];
     let from_github = drift::from_github(&client(&standin), &inputs, None, Utc::now()).await;

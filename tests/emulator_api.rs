@@ -80,12 +80,7 @@ async fn official_client_creates_updates_splits_and_refuses_stale_etags() {
     assert_eq!(created.traffic_statuses[0].percent, 100);
 
     // Update: a new template, 90% on the first revision, 10% + tag `canary` on the latest.
-    let current = services
-        .get_service()
-        .set_name(&service_name)
-        .send()
-        .await
-        .unwrap();
+    let current = get_service(&services, &service_name).await;
     let mut update = with_message(current.clone(), "v2");
     update.traffic = vec![target_revision(&first, 90, ""), target_latest(10, "canary")];
     let operation = services
@@ -103,12 +98,7 @@ async fn official_client_creates_updates_splits_and_refuses_stale_etags() {
     );
     let operation = wait_operation(&services, operation).await;
     assert!(operation.result.is_some(), "done operations carry a result");
-    let updated = services
-        .get_service()
-        .set_name(&service_name)
-        .send()
-        .await
-        .unwrap();
+    let updated = get_service(&services, &service_name).await;
     let second = short(&updated.latest_ready_revision);
     assert!(second.starts_with("api-demo-00002-"), "{second}");
     assert_eq!(
@@ -176,43 +166,36 @@ async fn official_client_creates_updates_splits_and_refuses_stale_etags() {
     // A writer holding the old etag is refused: concurrent changes are detected.
     let mut stale = with_message(current, "v3");
     stale.traffic.clear();
-    let error = services
-        .update_service()
-        .set_service(stale)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, stale).await;
     assert_eq!(code_of(&error), Some(Code::Aborted), "{error}");
-    let unchanged = services
-        .get_service()
-        .set_name(&service_name)
-        .send()
-        .await
-        .unwrap();
+    let unchanged = get_service(&services, &service_name).await;
     assert_eq!(unchanged.etag, updated.etag);
 
     // NOT_FOUND for unknown services, revisions and operations.
-    let error = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/nope"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
-    let error = revisions
-        .get_revision()
-        .set_name(format!("{service_name}/revisions/api-demo-00009-zzz"))
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
-    let error = services
-        .get_operation()
-        .set_name("projects/test/locations/local/operations/unknown")
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
+    let unknown = [
+        services
+            .get_service()
+            .set_name(format!("{PROJECT_PARENT}/services/nope"))
+            .send()
+            .await
+            .map(drop),
+        revisions
+            .get_revision()
+            .set_name(format!("{service_name}/revisions/api-demo-00009-zzz"))
+            .send()
+            .await
+            .map(drop),
+        services
+            .get_operation()
+            .set_name("projects/test/locations/local/operations/unknown")
+            .send()
+            .await
+            .map(drop),
+    ];
+    for answer in unknown {
+        let error = answer.unwrap_err();
+        assert_eq!(code_of(&error), Some(Code::NotFound), "{error}");
+    }
 
     // A revision that serves traffic cannot be deleted; the service can.
     let error = revisions
@@ -334,27 +317,13 @@ async fn bad_requests_get_google_shaped_errors() {
     assert_eq!(response.status().as_u16(), 400);
 
     // A service to refuse bad traffic on.
-    let operation = services
-        .create_service()
-        .set_parent(PROJECT_PARENT)
-        .set_service_id("strict")
-        .set_service(echo_service(&[]))
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let name = format!("{PROJECT_PARENT}/services/strict");
-    let current = services.get_service().set_name(&name).send().await.unwrap();
+    let current = create_service(&services, PROJECT_PARENT, "strict", echo_service(&[])).await;
+    let name = current.name.clone();
     let first = short(&current.latest_ready_revision);
 
     let mut ninety = current.clone();
     ninety.traffic = vec![target_revision(&first, 90, "")];
-    let error = services
-        .update_service()
-        .set_service(ninety)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, ninety).await;
     assert_eq!(
         error.status().map(|status| status.code),
         Some(Code::InvalidArgument)
@@ -386,12 +355,7 @@ async fn bad_requests_get_google_shaped_errors() {
         target_revision(&first, 50, "same"),
         target_latest(50, "same"),
     ];
-    let error = services
-        .update_service()
-        .set_service(duplicate_tags)
-        .send()
-        .await
-        .unwrap_err();
+    let error = refused_update(&services, duplicate_tags).await;
     assert_eq!(
         error.status().map(|status| status.code),
         Some(Code::InvalidArgument)
@@ -411,7 +375,7 @@ async fn bad_requests_get_google_shaped_errors() {
     );
 
     // Nothing was changed by the refused calls.
-    let after = services.get_service().set_name(&name).send().await.unwrap();
+    let after = get_service(&services, &name).await;
     assert_eq!(after.etag, current.etag);
     emulator.shutdown().await;
 }
@@ -422,16 +386,9 @@ async fn injected_faults_fail_calls_and_revision_starts() {
     let emulator = start_emulator(directory.path()).await;
     let (services, _) = clients(emulator.endpoint()).await;
     let http = http();
-    let operation = services
-        .create_service()
-        .set_parent(PROJECT_PARENT)
-        .set_service_id("faulty")
-        .set_service(echo_service(&[]))
-        .send()
+    let name = create_service(&services, PROJECT_PARENT, "faulty", echo_service(&[]))
         .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let name = format!("{PROJECT_PARENT}/services/faulty");
+        .name;
     let faults_url = format!("{}/emulator/v1/faults", emulator.endpoint());
 
     // Every call answered 429 RESOURCE_EXHAUSTED (the client does not retry it).
@@ -460,7 +417,7 @@ async fn injected_faults_fail_calls_and_revision_starts() {
         .send()
         .await
         .unwrap();
-    let current = services.get_service().set_name(&name).send().await.unwrap();
+    let current = get_service(&services, &name).await;
     let response = http
         .patch(format!("{}/v2/{name}", emulator.endpoint()))
         .json(&json!({"traffic": []}))
@@ -486,20 +443,14 @@ async fn injected_faults_fail_calls_and_revision_starts() {
         .send()
         .await
         .unwrap();
-    let operation = services
-        .update_service()
-        .set_service(with_message(current.clone(), "doomed"))
-        .send()
-        .await
-        .unwrap();
-    let operation = wait_operation(&services, operation).await;
+    let operation = update_service(&services, with_message(current.clone(), "doomed")).await;
     match &operation.result {
         Some(google_cloud_longrunning::model::operation::Result::Error(status)) => {
             assert!(status.message.contains("injected fault"), "{status:?}")
         }
         other => panic!("expected an operation error, got {other:?}"),
     }
-    let after = services.get_service().set_name(&name).send().await.unwrap();
+    let after = get_service(&services, &name).await;
     assert_eq!(after.latest_ready_revision, current.latest_ready_revision);
     assert_ne!(after.latest_created_revision, after.latest_ready_revision);
     let terminal = after.terminal_condition.unwrap();
@@ -512,6 +463,6 @@ async fn injected_faults_fail_calls_and_revision_starts() {
 
     let response = http.delete(&faults_url).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    services.get_service().set_name(&name).send().await.unwrap();
+    get_service(&services, &name).await;
     emulator.shutdown().await;
 }

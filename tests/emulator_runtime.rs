@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_run_v2::{client::Services, model::condition::State as ConditionState};
+use google_cloud_run_v2::{
+    client::Services,
+    model::{condition::State as ConditionState, Service},
+};
 use serde_json::{json, Value};
 use support::*;
 
@@ -30,28 +33,6 @@ async fn send(client: &reqwest::Client, url: &str, count: usize) -> BTreeMap<(St
         *counts.entry(result).or_default() += 1;
     }
     counts
-}
-
-async fn create(
-    services: &Services,
-    id: &str,
-    env: &[(&str, &str)],
-) -> google_cloud_run_v2::model::Service {
-    let operation = services
-        .create_service()
-        .set_parent(PROJECT_PARENT)
-        .set_service_id(id)
-        .set_service(echo_service(env))
-        .send()
-        .await
-        .unwrap();
-    wait_operation(services, operation).await;
-    services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/{id}"))
-        .send()
-        .await
-        .unwrap()
 }
 
 /// Request counts from the Monitoring API, summed by (revision, response class).
@@ -108,6 +89,76 @@ async fn monitored_counts(
     counts
 }
 
+/// `request_latencies` of `revision` from a minute before `since` to a minute from now, aligned
+/// over 10 minutes, with the `aggregation` parameters given.
+async fn latencies(
+    client: &reqwest::Client,
+    endpoint: &str,
+    revision: &str,
+    since: chrono::DateTime<Utc>,
+    aggregation: &[(&str, &str)],
+) -> Value {
+    let filter = format!(
+        "metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{revision}\""
+    );
+    let start = (since - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let end =
+        (Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    client
+        .get(format!("{endpoint}/v3/projects/test/timeSeries"))
+        .query(&[
+            ("filter", filter.as_str()),
+            ("interval.startTime", &start),
+            ("interval.endTime", &end),
+            ("aggregation.alignmentPeriod", "600s"),
+        ])
+        .query(aggregation)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The answer of the Logging API's `entries:list` to `request`.
+async fn log_entries(client: &reqwest::Client, endpoint: &str, request: Value) -> Value {
+    client
+        .post(format!("{endpoint}/v2/entries:list"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Service `name` with its first revision (`MESSAGE=v1`) at 90% under tag `stable` and its
+/// second (`MESSAGE=v2`) at 10% under tag `canary`: the service and the two revisions.
+async fn ninety_ten(services: &Services, name: &str) -> (Service, String, String) {
+    let first_service = create_service(
+        services,
+        PROJECT_PARENT,
+        name,
+        echo_service(&[("MESSAGE", "v1")]),
+    )
+    .await;
+    let first = short(&first_service.latest_ready_revision);
+    let service = split_to_new_revision(
+        services,
+        first_service,
+        "v2",
+        vec![
+            target_revision(&first, 90, "stable"),
+            target_latest(10, "canary"),
+        ],
+    )
+    .await;
+    let second = short(&service.latest_ready_revision);
+    (service, first, second)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_every_request() {
     let directory = tempfile::tempdir().unwrap();
@@ -116,27 +167,7 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     let http = http();
     let started = Utc::now();
 
-    let first_service = create(&services, "split", &[("MESSAGE", "v1")]).await;
-    let first = short(&first_service.latest_ready_revision);
-    let mut update = with_message(first_service, "v2");
-    update.traffic = vec![
-        target_revision(&first, 90, "stable"),
-        target_latest(10, "canary"),
-    ];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/split"))
-        .send()
-        .await
-        .unwrap();
-    let second = short(&service.latest_ready_revision);
+    let (service, first, second) = ninety_ten(&services, "split").await;
     assert_ne!(first, second);
 
     // 1000 requests at 90/10: the canary share is Binomial(1000, 0.1): mean 100, sigma 9.5.
@@ -155,14 +186,7 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     );
 
     // Tag URLs reach exactly their revision.
-    let url_of = |tag: &str| {
-        service
-            .traffic_statuses
-            .iter()
-            .find(|status| status.tag == tag)
-            .map(|status| status.uri.clone())
-            .unwrap()
-    };
+    let url_of = |tag: &str| tag_url(&service, tag);
     let canary = send(&http, &url_of("canary"), 50).await;
     assert_eq!(canary, BTreeMap::from([((second.clone(), 200), 50)]));
     let stable = send(&http, &url_of("stable"), 50).await;
@@ -198,21 +222,21 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     assert_eq!(counts, expected);
 
     // Aligned and reduced: one series per class, summed over revisions.
-    let response = http
-        .get(format!("{}/v3/projects/test/timeSeries", emulator.endpoint()))
-        .query(&[
-            ("filter", format!("metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{second}\"").as_str()),
-            ("interval.startTime", &(started - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("interval.endTime", &(Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("aggregation.alignmentPeriod", "600s"),
+    let body = latencies(
+        &http,
+        emulator.endpoint(),
+        &second,
+        started,
+        &[
             ("aggregation.perSeriesAligner", "ALIGN_DELTA"),
             ("aggregation.crossSeriesReducer", "REDUCE_SUM"),
-            ("aggregation.groupByFields", "metric.labels.response_code_class"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
+            (
+                "aggregation.groupByFields",
+                "metric.labels.response_code_class",
+            ),
+        ],
+    )
+    .await;
     let total: u64 = body["timeSeries"]
         .as_array()
         .unwrap()
@@ -229,34 +253,18 @@ async fn traffic_splits_by_percent_tags_reach_one_revision_and_metrics_count_eve
     assert_eq!(total, (on_second + 50 + 1 + 30) as u64, "{body}");
 
     // Request logs and container logs.
-    let entries = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({
+    let entries = log_entries(&http, emulator.endpoint(), json!({
             "resourceNames": ["projects/test"],
             "filter": format!("resource.type=\"cloud_run_revision\" AND resource.labels.revision_name=\"{second}\" AND httpRequest.status>=500"),
             "pageSize": 1000,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+        })).await;
     let entries = entries["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 30);
     assert_eq!(entries[0]["severity"], "ERROR");
     assert_eq!(entries[0]["httpRequest"]["status"], 500);
-    let stdout = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({
+    let stdout = log_entries(&http, emulator.endpoint(), json!({
             "filter": format!("logName:\"stdout\" AND resource.labels.revision_name=\"{first}\" AND textPayload:\"listening\""),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+        })).await;
     assert_eq!(
         stdout["entries"].as_array().map(Vec::len),
         Some(1),
@@ -285,43 +293,27 @@ async fn crashing_or_silent_revisions_fail_and_get_no_traffic() {
     let emulator = start_emulator(directory.path()).await;
     let (services, revisions) = clients(emulator.endpoint()).await;
     let http = http();
-    let good = create(&services, "crashy", &[]).await;
+    let good = create_service(&services, PROJECT_PARENT, "crashy", echo_service(&[])).await;
     let good_revision = short(&good.latest_ready_revision);
 
     for (mode, reason) in [
         ("crash", "exited with code 3"),
         ("silent", "within the allocated timeout"),
     ] {
-        let current = services
-            .get_service()
-            .set_name(&good.name)
-            .send()
-            .await
-            .unwrap();
+        let current = get_service(&services, &good.name).await;
         let mut update = with_message(current, mode);
         update.template.as_mut().unwrap().containers[0].env.push(
             google_cloud_run_v2::model::EnvVar::new()
                 .set_name("MODE")
                 .set_value(mode),
         );
-        let operation = services
-            .update_service()
-            .set_service(update)
-            .send()
-            .await
-            .unwrap();
-        let operation = wait_operation(&services, operation).await;
+        let operation = update_service(&services, update).await;
         assert!(
             matches!(&operation.result, Some(google_cloud_longrunning::model::operation::Result::Error(status)) if status.message.contains(reason)),
             "{mode}: {:?}",
             operation.result
         );
-        let service = services
-            .get_service()
-            .set_name(&good.name)
-            .send()
-            .await
-            .unwrap();
+        let service = get_service(&services, &good.name).await;
         assert_eq!(
             short(&service.latest_ready_revision),
             good_revision,
@@ -362,12 +354,7 @@ async fn crashing_or_silent_revisions_fail_and_get_no_traffic() {
         // And traffic cannot be moved to the failed one.
         let mut pin = service.clone();
         pin.traffic = vec![target_revision(&failed, 100, "")];
-        let error = services
-            .update_service()
-            .set_service(pin)
-            .send()
-            .await
-            .unwrap_err();
+        let error = refused_update(&services, pin).await;
         assert_eq!(
             error.status().map(|status| status.code),
             Some(Code::FailedPrecondition)
@@ -395,23 +382,21 @@ async fn a_restarted_emulator_keeps_services_revisions_traffic_and_containers() 
     let emulator = start_emulator(directory.path()).await;
     let instance = emulator.instance().to_string();
     let (services, revisions) = clients(emulator.endpoint()).await;
-    let first_service = create(&services, "durable", &[("MESSAGE", "v1")]).await;
+    let first_service = create_service(
+        &services,
+        PROJECT_PARENT,
+        "durable",
+        echo_service(&[("MESSAGE", "v1")]),
+    )
+    .await;
     let first = short(&first_service.latest_ready_revision);
-    let mut update = with_message(first_service, "v2");
-    update.traffic = vec![target_revision(&first, 50, "old"), target_latest(50, "")];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let before = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/durable"))
-        .send()
-        .await
-        .unwrap();
+    let before = split_to_new_revision(
+        &services,
+        first_service,
+        "v2",
+        vec![target_revision(&first, 50, "old"), target_latest(50, "")],
+    )
+    .await;
     let revisions_before = revisions
         .list_revisions()
         .set_parent(&before.name)
@@ -435,12 +420,7 @@ async fn a_restarted_emulator_keeps_services_revisions_traffic_and_containers() 
     let emulator = start_emulator(directory.path()).await;
     assert_eq!(emulator_containers(&instance), 2, "containers are back");
     let (services, revisions) = clients(emulator.endpoint()).await;
-    let after = services
-        .get_service()
-        .set_name(&before.name)
-        .send()
-        .await
-        .unwrap();
+    let after = get_service(&services, &before.name).await;
     assert_eq!(after.traffic, before.traffic);
     assert_eq!(after.traffic_statuses, before.traffic_statuses);
     assert_eq!(after.latest_ready_revision, before.latest_ready_revision);
@@ -523,12 +503,7 @@ async fn images_missing_locally_are_pulled_from_a_local_registry() {
         "{:?}",
         operation.result
     );
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/pulled"))
-        .send()
-        .await
-        .unwrap();
+    let service = get_service(&services, &format!("{PROJECT_PARENT}/services/pulled")).await;
     let answers = send(&http(), &service.uri, 5).await;
     assert_eq!(answers.values().sum::<usize>(), 5);
 
@@ -559,7 +534,7 @@ async fn a_container_that_crashes_after_start_is_restarted() {
     let directory = tempfile::tempdir().unwrap();
     let emulator = start_emulator(directory.path()).await;
     let (services, _) = clients(emulator.endpoint()).await;
-    let service = create(&services, "phoenix", &[]).await;
+    let service = create_service(&services, PROJECT_PARENT, "phoenix", echo_service(&[])).await;
     let revision = short(&service.latest_ready_revision);
     let http = http();
     // The crash request gets no answer from the container: the router says so with a 502.
@@ -580,26 +555,13 @@ async fn a_container_that_crashes_after_start_is_restarted() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let after = services
-        .get_service()
-        .set_name(&service.name)
-        .send()
-        .await
-        .unwrap();
+    let after = get_service(&services, &service.name).await;
     assert_eq!(
         after.etag, service.etag,
         "a restart changes nothing in the resource"
     );
     assert_eq!(emulator_containers(emulator.instance()), 1);
-    let logs = http
-        .post(format!("{}/v2/entries:list", emulator.endpoint()))
-        .json(&json!({"filter": format!("resource.labels.revision_name=\"{revision}\" AND textPayload:\"Container restarted\"")}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let logs = log_entries(&http, emulator.endpoint(), json!({"filter": format!("resource.labels.revision_name=\"{revision}\" AND textPayload:\"Container restarted\"")})).await;
     assert_eq!(logs["entries"].as_array().map(Vec::len), Some(1), "{logs}");
     emulator.shutdown().await;
 }
@@ -610,7 +572,7 @@ async fn a_dropped_emulator_still_removes_its_containers() {
     let emulator = start_emulator(directory.path()).await;
     let instance = emulator.instance().to_string();
     let (services, _) = clients(emulator.endpoint()).await;
-    create(&services, "orphan", &[]).await;
+    create_service(&services, PROJECT_PARENT, "orphan", echo_service(&[])).await;
     assert_eq!(emulator_containers(&instance), 1);
     // As when a test panics: no `shutdown()`.
     drop(emulator);
@@ -625,35 +587,8 @@ async fn request_faults_make_a_bad_canary_out_of_any_image() {
     let (services, _) = clients(emulator.endpoint()).await;
     let http = http();
     let started = Utc::now();
-    let stable_service = create(&services, "canaried", &[("MESSAGE", "v1")]).await;
-    let stable = short(&stable_service.latest_ready_revision);
-    let mut update = with_message(stable_service, "v2");
-    update.traffic = vec![
-        target_revision(&stable, 90, "stable"),
-        target_latest(10, "canary"),
-    ];
-    let operation = services
-        .update_service()
-        .set_service(update)
-        .send()
-        .await
-        .unwrap();
-    wait_operation(&services, operation).await;
-    let service = services
-        .get_service()
-        .set_name(format!("{PROJECT_PARENT}/services/canaried"))
-        .send()
-        .await
-        .unwrap();
-    let canary = short(&service.latest_ready_revision);
-    let url_of = |tag: &str| {
-        service
-            .traffic_statuses
-            .iter()
-            .find(|status| status.tag == tag)
-            .map(|status| status.uri.clone())
-            .unwrap()
-    };
+    let (service, stable, canary) = ninety_ten(&services, "canaried").await;
+    let url_of = |tag: &str| tag_url(&service, tag);
     let response = http
         .put(format!("{}/emulator/v1/faults", emulator.endpoint()))
         .json(&json!({
@@ -686,21 +621,14 @@ async fn request_faults_make_a_bad_canary_out_of_any_image() {
         counts.get(&(canary.clone(), "2xx".to_string())),
         Some(&(served as u64))
     );
-    let mean = http
-        .get(format!("{}/v3/projects/test/timeSeries", emulator.endpoint()))
-        .query(&[
-            ("filter", format!("metric.type = \"run.googleapis.com/request_latencies\" AND resource.labels.revision_name = \"{stable}\"").as_str()),
-            ("interval.startTime", &(started - chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("interval.endTime", &(Utc::now() + chrono::Duration::seconds(60)).to_rfc3339_opts(SecondsFormat::Secs, true)),
-            ("aggregation.alignmentPeriod", "600s"),
-            ("aggregation.perSeriesAligner", "ALIGN_MEAN"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let mean = latencies(
+        &http,
+        emulator.endpoint(),
+        &stable,
+        started,
+        &[("aggregation.perSeriesAligner", "ALIGN_MEAN")],
+    )
+    .await;
     let mean_ms = mean["timeSeries"][0]["points"][0]["value"]["doubleValue"]
         .as_f64()
         .unwrap();

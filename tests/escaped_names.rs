@@ -5,7 +5,7 @@
 
 mod hostile;
 
-use hostile::{deployer, valid_with, Repository};
+use hostile::{deployer, diagnostics_of, valid_with, Repository};
 
 #[test]
 fn an_unknown_service_name_with_terminal_escapes_is_shown_escaped() {
@@ -46,13 +46,11 @@ fn a_did_you_mean_suggestion_with_terminal_escapes_is_shown_escaped() {
 
 #[test]
 fn an_invalid_service_name_with_terminal_escapes_is_shown_escaped_in_its_diagnostic() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[("name = \"svc\"", "name = \"\\u001b[31mred\"")]),
-    );
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with(&[(
+            "name = \"svc\"",
+            "name = \"\\u001b[31mred\""
+        )])),
         ["1:8: invalid service name `\\u{1b}[31mred`"]
     );
 }

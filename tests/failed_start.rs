@@ -63,7 +63,7 @@ async fn serving(
     services: &google_cloud_run_v2::client::Services,
     name: &str,
 ) -> Vec<(String, i32)> {
-    let service = services.get_service().set_name(name).send().await.unwrap();
+    let service = support::get_service(services, name).await;
     service
         .traffic
         .iter()
@@ -86,15 +86,13 @@ async fn deploy_with_failing_start(extra: &[&str]) {
     let emulator = support::start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
     let (services, _) = support::clients(&endpoint).await;
-    let operation = services
-        .create_service()
-        .set_parent("projects/local/locations/local")
-        .set_service_id("svc")
-        .set_service(support::echo_service(&[]))
-        .send()
-        .await
-        .unwrap();
-    support::wait_operation(&services, operation).await;
+    support::create_service(
+        &services,
+        "projects/local/locations/local",
+        "svc",
+        support::echo_service(&[]),
+    )
+    .await;
     let name = "projects/local/locations/local/services/svc";
     let before = serving(&services, name).await;
     assert_eq!(
@@ -142,7 +140,7 @@ async fn deploy_with_failing_start(extra: &[&str]) {
     assert_eq!(serving(&services, name).await, before, "{text}");
     // Nothing is left behind: the lock is released (the next deploy need not wait an hour).
     assert!(!text.contains("could not release the lock"), "{text}");
-    let service = services.get_service().set_name(name).send().await.unwrap();
+    let service = support::get_service(&services, name).await;
     assert!(
         !service.annotations.contains_key(LOCK_ANNOTATION),
         "{:?}\n{text}",

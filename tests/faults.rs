@@ -34,17 +34,14 @@ use deployer::{
     },
     rollout::rollback::{execute_with, RollbackPlan, RollbackPolicy},
 };
+use support::service_id::service_id;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
 
 fn id() -> ServiceId {
-    ServiceId {
-        project: "p".into(),
-        region: "r".into(),
-        name: "s".into(),
-    }
+    service_id("p", "r", "s")
 }
 
 /// How a broken endpoint behaves once a connection is accepted.
@@ -350,10 +347,7 @@ mod matrix {
         config::{HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
         emulator::faults::FaultConfig,
         interaction::Unattended,
-        platform::{
-            cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-            Platform, RetryPolicy, RevisionSettings, RevisionSpec, ServiceId,
-        },
+        platform::{Platform, RetryPolicy},
         rollout::{
             analyser::SequentialAnalyser,
             driver::{DeployRequest, Driver, NoChecks},
@@ -364,7 +358,10 @@ mod matrix {
         },
     };
 
-    use super::support::{hello_env, hello_image, start_emulator, Load};
+    use super::support::{
+        create_hello_service, emulator_platform, hello_env, hello_image,
+        service_id::local_service_id, start_emulator, Load,
+    };
 
     /// Nothing recorded: the matrix asserts on the report and the service.
     struct Quiet;
@@ -454,35 +451,11 @@ mod matrix {
     ) {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
-        let platform = CloudRunPlatform::connect(
-            &Endpoint::Custom(emulator.endpoint().to_string()),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-        let id = ServiceId {
-            project: "local".into(),
-            region: "local".into(),
-            name: name.into(),
-        };
+        let platform = emulator_platform(&emulator).await;
+        let id = local_service_id(name);
         let stable = format!("{name}-stable");
         let stable_commit = "5ab1e00000000000000000000000000000000001";
-        let created = platform
-            .create(
-                &id,
-                &RevisionSpec {
-                    name: stable.clone(),
-                    image: hello_image().to_string(),
-                    labels: revision_labels(stable_commit),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: hello_env(name, stable_commit, None),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        let created = create_hello_service(&platform, &id, &stable, stable_commit).await;
         let load = Load::start(&created.uri, 50, Duration::from_secs(120));
         emulator.set_faults(faults.clone()).unwrap();
 

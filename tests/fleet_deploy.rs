@@ -6,11 +6,12 @@ mod support;
 
 use std::path::Path;
 
-use deployer::platform::{
-    cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec, ServiceId,
-};
+use deployer::platform::{cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec};
 use serde_json::Value;
-use support::stage::{Stage, ROLLOUT, STABLE_COMMIT};
+use support::{
+    service_id::local_service_id,
+    stage::{Stage, ROLLOUT, STABLE_COMMIT},
+};
 
 const COMMIT: &str = "f1ee700000000000000000000000000000000001";
 
@@ -66,14 +67,6 @@ timeout = "2s"
     .unwrap();
 }
 
-fn id(name: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: name.into(),
-    }
-}
-
 /// `name` created outside deployer, serving `NAME-stable` (hello at [`STABLE_COMMIT`]).
 async fn create(stage: &Stage, name: &str) {
     let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
@@ -81,7 +74,7 @@ async fn create(stage: &Stage, name: &str) {
     stage
         .platform
         .create(
-            &id(name),
+            &local_service_id(name),
             &RevisionSpec {
                 name: format!("{name}-stable"),
                 image: support::hello_image().to_string(),
@@ -100,7 +93,7 @@ async fn create(stage: &Stage, name: &str) {
 /// The revisions serving `name`, with their percent.
 async fn serving(platform: &impl Platform, name: &str) -> Vec<(String, u8)> {
     platform
-        .service(&id(name))
+        .service(&local_service_id(name))
         .await
         .unwrap()
         .map(|snapshot| snapshot.serving())
@@ -336,31 +329,15 @@ async fn changed_picks_exactly_the_services_whose_paths_changed_since_their_depl
     repo.push();
     let state = tempfile::tempdir().unwrap();
     let emulator = support::start_emulator(&state.path().join("emulator")).await;
-    let platform = deployer::platform::cloud_run::CloudRunPlatform::connect(
-        &deployer::platform::cloud_run::Endpoint::Custom(emulator.endpoint().to_string()),
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let platform = support::emulator_platform(&emulator).await;
     for name in ["api", "web"] {
-        let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", deployed.as_str())]
-            .map(|(key, value)| (key.to_string(), value.to_string()));
-        platform
-            .create(
-                &id(name),
-                &RevisionSpec {
-                    name: format!("{name}-stable"),
-                    image: support::hello_image().to_string(),
-                    labels: revision_labels(&deployed),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: env.into_iter().collect(),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        support::create_hello_service(
+            &platform,
+            &local_service_id(name),
+            &format!("{name}-stable"),
+            &deployed,
+        )
+        .await;
     }
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
         .current_dir(repo.path())

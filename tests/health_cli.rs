@@ -21,7 +21,11 @@ const BIGQUERY_SERVICES: [&str; 4] = [
     "prediction-worker",
 ];
 
+/// Runs `deployer health ARGS` with a state directory of its own (a temporary one that `env` may
+/// replace with `DEPLOYER_STATE_DIR`), so that no run writes `health/history.jsonl` into the
+/// user's `~/.local/state/deployer`.
 fn health(args: &[&str], bigquery: &str, env: &[(&str, &str)]) -> Output {
+    let state = tempfile::tempdir().expect("a temporary state directory");
     let mut command = Command::new(env!("CARGO_BIN_EXE_deployer"));
     command
         .arg("health")
@@ -36,7 +40,7 @@ fn health(args: &[&str], bigquery: &str, env: &[(&str, &str)]) -> Output {
         .env_remove("DEPLOYER_SERVICES_DIR")
         .env_remove("DEPLOYER_HEALTH_HISTORY")
         .env_remove("DEPLOYER_HEALTH_EVERY")
-        .env_remove("DEPLOYER_STATE_DIR");
+        .env("DEPLOYER_STATE_DIR", state.path());
     for (name, value) in env {
         command.env(name, value);
     }

@@ -10,16 +10,13 @@ mod github;
 mod seed;
 mod support;
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, process::Command};
 
-use deployer::platform::{
-    cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-    Platform, RevisionSpec, ServiceId,
-};
+use deployer::platform::{cloud_run::revision_labels, Platform, RevisionSpec};
 use git_repo::Repo;
 use github::{GitHubStandIn, TOKEN};
 use seed::Level;
-use support::{hello_image, start_emulator};
+use support::{emulator_platform, hello_image, service_id::local_service_id, start_emulator};
 
 const RUNBOOK: &str = "# svc\n## Pre-flight\n## Deploy\n## Verify\n## Troubleshoot\n## Rollback\n";
 
@@ -72,15 +69,8 @@ async fn healthy_fleet_passes(place: Where) {
     let state = tempfile::tempdir().unwrap();
     let emulator = start_emulator(state.path()).await;
     let endpoint = emulator.endpoint().to_string();
-    let platform =
-        CloudRunPlatform::connect(&Endpoint::Custom(endpoint.clone()), Duration::from_secs(60))
-            .await
-            .unwrap();
-    let id = ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: "svc".into(),
-    };
+    let platform = emulator_platform(&emulator).await;
+    let id = local_service_id("svc");
     platform
         .create(
             &id,

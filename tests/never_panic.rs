@@ -534,12 +534,9 @@ mod properties {
     /// plausible answer is counted exactly; a check passes only on a finite value.
     #[test]
     fn arbitrary_monitoring_answers_never_turn_impossible_counts_into_a_pass() {
-        use deployer::{
-            checks::{
-                cloud_monitoring::CloudMonitoring, ProviderEndpoints, Providers,
-                RequestMetrics as _, Status,
-            },
-            platform::ServiceId,
+        use deployer::checks::{
+            cloud_monitoring::CloudMonitoring, ProviderEndpoints, Providers, RequestMetrics as _,
+            Status,
         };
         let (runtime, server) = fake_google();
         let metrics = CloudMonitoring::new(&server.url).unwrap();
@@ -551,11 +548,7 @@ mod properties {
             "name = \"Requests\"\nprovider = \"cloud-monitoring\"\nfilter = 'metric.type = \"run.googleapis.com/request_count\"'\naligner = \"ALIGN_SUM\"\nreducer = \"REDUCE_SUM\"\nwindow = \"10m\"\ncomparison = \">=\"\nwarn = 10\ncritical = 1\n",
         );
         let context = check_context();
-        let id = ServiceId {
-            project: "p".into(),
-            region: "r".into(),
-            name: "s".into(),
-        };
+        let id = fake_cloud_run::id();
         let mut runner =
             proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
         runner
@@ -702,12 +695,8 @@ mod properties {
     /// that succeeded; a plausible answer is counted exactly.
     #[test]
     fn arbitrary_logging_answers_never_turn_impossible_statuses_into_a_pass() {
-        use deployer::{
-            checks::{
-                cloud_logging::CloudLoggingRequests, ProviderEndpoints, Providers,
-                RequestMetrics as _,
-            },
-            platform::ServiceId,
+        use deployer::checks::{
+            cloud_logging::CloudLoggingRequests, ProviderEndpoints, Providers, RequestMetrics as _,
         };
         let (runtime, server) = fake_google();
         let providers = Providers::new(ProviderEndpoints {
@@ -718,11 +707,7 @@ mod properties {
             "name = \"Errors\"\nprovider = \"cloud-logging\"\nfilter = 'httpRequest.status>=500'\nwindow = \"10m\"\ncomparison = \"<=\"\nwarn = 5\ncritical = 20\n",
         );
         let context = check_context();
-        let id = ServiceId {
-            project: "p".into(),
-            region: "r".into(),
-            name: "s".into(),
-        };
+        let id = fake_cloud_run::id();
         let mut runner =
             proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases(64)));
         let answers = http_answer(collection::vec(log_entry(), 0..12).boxed(), |entries| {

@@ -12,7 +12,10 @@ use deployer::platform::{
     cloud_run::revision_labels, Platform, RevisionSettings, RevisionSpec, ServiceId,
 };
 use serde_json::Value;
-use support::stage::{Stage, ROLLOUT, STABLE_COMMIT};
+use support::{
+    service_id::service_id,
+    stage::{Stage, ROLLOUT, STABLE_COMMIT},
+};
 
 const COMMIT: &str = "9e610e0000000000000000000000000000000001";
 const NAME: &str = "hello";
@@ -60,11 +63,7 @@ timeout = "2s"
 }
 
 fn id(region: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: region.into(),
-        name: NAME.into(),
-    }
+    service_id("local", region, NAME)
 }
 
 /// An emulator with `hello` created outside deployer in both regions, serving `hello-stable`.

@@ -3,6 +3,9 @@
 //! given rate with simulated timestamps: the looks of a canary step every 15 s, each bounded
 //! in pages whatever the traffic, and the counts against the true ones.
 
+#[path = "support/service_id.rs"]
+mod service_id;
+
 use std::{
     sync::{
         atomic::{AtomicI64, Ordering},
@@ -21,6 +24,7 @@ use deployer::{
     emulator::logging::{self, LogSource, Logging, RequestLog},
     platform::ServiceId,
 };
+use service_id::service_id;
 
 struct Feed {
     logging: Arc<Logging>,
@@ -94,11 +98,7 @@ impl Feed {
 }
 
 fn service() -> ServiceId {
-    ServiceId {
-        project: "test".into(),
-        region: "local".into(),
-        name: "svc".into(),
-    }
+    service_id("test", "local", "svc")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,291 +1,37 @@
 //! The rollout driver against the in-memory platform, with scripted metrics and health answers,
-//! under paused tokio time: a 30-minute monitor runs in milliseconds.
+//! under paused tokio time: a 30-minute monitor runs in milliseconds. The deploy pipeline around
+//! it is `rollout_pipeline.rs`; the harness both share is `support/driver_harness.rs`.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use deployer::{
-    checks::{MetricsError, RequestCounts, RequestMetrics},
-    config::{Gate, HealthConfig, HumanDuration, InconclusivePolicy, RolloutConfig, RunConfig},
-    interaction::{Prompter, Unattended},
+    config::{Gate, InconclusivePolicy, RunConfig},
     platform::{
         memory::{Fault, MemoryPlatform},
-        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
-        ServiceId, ServiceUpdate, TrafficTarget,
+        Platform, PlatformError, RevisionSettings, RevisionSpec, ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
-        events::{Event, Outcome, RolloutReport, RolloutReporter},
+        driver::{CheckScope, Driver, GateChecks, Interrupt},
+        events::{Event, Outcome},
         identity::{HealthAnswer, HealthProbe, ProbeError},
-        journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
+        journal::{Journal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
         machine::{MetricResult, Phase, State, Status},
     },
 };
 use serde_json::json;
-
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-const IMAGE: &str = "127.0.0.1:5000/svc@sha256:new";
-
-fn id() -> ServiceId {
-    ServiceId {
-        project: "p".into(),
-        region: "r".into(),
-        name: "svc".into(),
-    }
-}
-
-/// Metrics: per revision, either counts or an error.
-#[derive(Default)]
-struct Metrics {
-    canary_errors: Mutex<bool>,
-}
-
-#[async_trait]
-impl RequestMetrics for Metrics {
-    async fn request_counts(
-        &self,
-        _: &ServiceId,
-        _: &str,
-        _: Duration,
-    ) -> Result<RequestCounts, MetricsError> {
-        if *self.canary_errors.lock().unwrap() {
-            return Err(MetricsError::Unavailable {
-                provider: "test".into(),
-                message: "HTTP 503".into(),
-            });
-        }
-        Ok(RequestCounts {
-            total: 100,
-            errors: 1,
-            sample_ppm: None,
-        })
-    }
-}
-
-/// An analyser that answers from a script, then repeats its last answer.
-struct Script(Mutex<Vec<MetricResult>>);
-
-impl Script {
-    fn new(judgements: Vec<MetricResult>) -> Self {
-        Self(Mutex::new(judgements))
-    }
-}
-
-impl Analyser for Script {
-    fn judge(&self, _: RequestCounts, _: Option<RequestCounts>) -> MetricResult {
-        let mut script = self.0.lock().unwrap();
-        if script.len() > 1 {
-            script.remove(0)
-        } else {
-            script[0].clone()
-        }
-    }
-}
-
-/// Health answers: the tag URL reports `identity`, the service URL 200.
-struct Probe {
-    identity: serde_json::Value,
-}
-
-#[async_trait]
-impl HealthProbe for Probe {
-    async fn get(&self, url: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-        Ok(HealthAnswer {
-            status: 200,
-            body: Some(if url.contains("canary---") {
-                self.identity.clone()
-            } else {
-                json!({"service": "svc"})
-            }),
-        })
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl RolloutReporter for Recorder {
-    fn event(&self, event: &Event) {
-        self.0.lock().unwrap().push(event.clone());
-    }
-}
-
-impl Recorder {
-    fn canary_percents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match event {
-                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn policy() -> RolloutConfig {
-    RolloutConfig {
-        steps: vec![5, 25, 50, 100],
-        hold: HumanDuration(Duration::from_secs(300)),
-        interval: HumanDuration(Duration::from_secs(15)),
-        monitor_duration: HumanDuration(Duration::from_secs(1800)),
-        monitor_interval: HumanDuration(Duration::from_secs(300)),
-        consecutive_error_limit: 3,
-        ..RolloutConfig::default()
-    }
-}
-
-fn request(policy: RolloutConfig) -> DeployRequest {
-    DeployRequest {
-        id: id(),
-        service_name: "svc".into(),
-        image: IMAGE.into(),
-        commit: COMMIT.into(),
-        commit_time: None,
-        dirty: None,
-        run: RunConfig::default(),
-        env: BTreeMap::new(),
-        policy,
-        health: HealthConfig::default(),
-        lock_wait: Duration::ZERO,
-        ready_timeout: Duration::from_secs(60),
-        accept_warnings: false,
-    }
-}
-
-async fn platform() -> MemoryPlatform {
-    let platform = MemoryPlatform::new();
-    platform
-        .create(
-            &id(),
-            &RevisionSpec {
-                name: "svc-stable".into(),
-                image: "127.0.0.1:5000/svc@sha256:old".into(),
-                labels: BTreeMap::new(),
-                base: None,
-                settings: RevisionSettings {
-                    env: BTreeMap::from([("REGION".to_string(), "west".to_string())]),
-                    memory: Some("512Mi".into()),
-                    ..RevisionSettings::default()
-                },
-            },
-        )
-        .await
-        .unwrap();
-    platform
-}
-
-fn never() -> Interrupt {
-    Box::pin(std::future::pending())
-}
-
-struct Harness {
-    platform: MemoryPlatform,
-    metrics: Metrics,
-    analyser: Script,
-    probe: Probe,
-    recorder: Recorder,
-    checks: Box<dyn GateChecks>,
-    state: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn new(judgements: Vec<MetricResult>) -> Self {
-        Self {
-            platform: platform().await,
-            metrics: Metrics::default(),
-            analyser: Script::new(judgements),
-            probe: Probe {
-                identity: json!({"service": "svc", "commit": COMMIT}),
-            },
-            recorder: Recorder::default(),
-            checks: Box::new(NoChecks),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn driver(&self) -> Driver<'_> {
-        self.driver_with(&Unattended { assume_yes: false })
-    }
-
-    fn driver_with<'a>(&'a self, prompter: &'a dyn Prompter) -> Driver<'a> {
-        Driver {
-            platform: &self.platform,
-            metrics: &self.metrics,
-            analyser: &self.analyser,
-            probe: &self.probe,
-            checks: self.checks.as_ref(),
-            reporter: &self.recorder,
-            prompter,
-            local_journal: LocalJournal::in_directory(self.state.path().to_path_buf()),
-            retry: RetryPolicy::default(),
-        }
-    }
-
-    async fn serving(&self) -> Vec<(String, u8)> {
-        self.platform
-            .service(&id())
-            .await
-            .unwrap()
-            .unwrap()
-            .serving()
-    }
-
-    /// Asserts that `report` promoted its canary, and returns that revision as the platform has it.
-    async fn promoted(&self, report: &RolloutReport) -> RevisionSnapshot {
-        let canary = report.canary.clone().expect("a canary was created");
-        assert_eq!(
-            report.outcome,
-            Outcome::Promoted {
-                revision: canary.clone()
-            },
-            "{:?}",
-            report.notes
-        );
-        self.platform
-            .revision(&id(), &canary)
-            .await
-            .unwrap()
-            .expect("the promoted revision exists")
-    }
-
-    async fn journal(&self) -> Journal {
-        let snapshot = self.platform.service(&id()).await.unwrap().unwrap();
-        Journal::of(&snapshot).expect("journal recorded")
-    }
-}
-
-fn fail() -> MetricResult {
-    MetricResult::new(
-        "request errors",
-        Status::Fail,
-        "canary 30.0% errors (60/200) vs 5% allowed",
-    )
-}
-
-fn pass() -> MetricResult {
-    MetricResult::new("request errors", Status::Pass, "canary 0.0% errors (0/400)")
-}
-
-fn inconclusive() -> MetricResult {
-    MetricResult::new(
-        "request errors",
-        Status::Inconclusive,
-        "12 canary requests (< 50 needed)",
-    )
-}
+use support::driver_harness::{
+    fail, id, inconclusive, never, pass, policy, request, Harness, Picks, COMMIT, IMAGE,
+};
 
 #[tokio::test(start_paused = true)]
 async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
     let harness = Harness::new(vec![pass()]).await;
     let started = tokio::time::Instant::now();
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     let canary = report.canary.clone().unwrap();
     assert_eq!(
         report.outcome,
@@ -321,11 +67,7 @@ async fn a_healthy_canary_is_promoted_after_the_full_monitor() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_canary_is_rolled_back_with_its_numbers() {
     let harness = Harness::new(vec![pass(), fail()]).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, revision } => {
             assert_eq!(revision, "svc-stable");
@@ -342,11 +84,7 @@ async fn a_failing_canary_is_rolled_back_with_its_numbers() {
 async fn wrong_code_never_gets_traffic() {
     let mut harness = Harness::new(vec![pass()]).await;
     harness.probe.identity = json!({"service": "svc", "commit": "fedcba9876543210"});
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.starts_with("wrong code deployed"), "{reason}")
@@ -365,11 +103,7 @@ async fn wrong_code_never_gets_traffic() {
 async fn a_revision_that_fails_to_start_stops_the_deploy() {
     let harness = Harness::new(vec![pass()]).await;
     harness.platform.fail_image(IMAGE);
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.contains("failed to start"), "{reason}")
@@ -383,11 +117,7 @@ async fn a_revision_that_fails_to_start_stops_the_deploy() {
 async fn metrics_unavailable_is_never_promoted() {
     let harness = Harness::new(vec![pass()]).await;
     *harness.metrics.canary_errors.lock().unwrap() = true;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
             assert!(reason.contains("4 unread looks in a row"), "{reason}")
@@ -402,11 +132,7 @@ async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
     let harness = Harness::new(vec![inconclusive()]).await;
     let mut policy = policy();
     policy.inconclusive = InconclusivePolicy::Hold;
-    let report = harness
-        .driver()
-        .deploy(&request(policy), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy)).await;
     assert!(
         matches!(report.outcome, Outcome::Held { .. }),
         "{:?}",
@@ -424,11 +150,7 @@ async fn inconclusive_with_hold_leaves_the_split_for_a_human() {
 async fn a_failure_in_the_monitor_rolls_back() {
     // Three passing steps, then the first monitor check fails.
     let harness = Harness::new(vec![pass(), pass(), pass(), fail()]).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         matches!(report.outcome, Outcome::RolledBack { .. }),
         "{:?}",
@@ -570,11 +292,7 @@ async fn crash_in(harness: &Harness, state: State) {
 async fn an_interrupted_rollout_is_rolled_back_by_the_next_run() {
     let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         report
             .notes
@@ -625,11 +343,7 @@ async fn a_locked_service_is_not_touched() {
         ),
     );
     let writes = harness.platform.writes();
-    let error = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+    let error = harness.deploy_error(&request(policy())).await;
     assert!(error.to_string().contains("locked by"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
 }
@@ -671,11 +385,7 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
             .with_annotation(LOCK_ANNOTATION, Some(serde_json::to_string(&lock).unwrap())),
     );
     let writes = harness.platform.writes();
-    let error = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+    let error = harness.deploy_error(&request(policy())).await;
     assert!(
         error.to_string().contains("rollout running-rollout"),
         "{error}"
@@ -687,29 +397,14 @@ async fn a_running_rollout_is_not_mistaken_for_an_interrupted_one() {
     );
 }
 
-/// A prompter that always picks the same option (a user answering at the terminal).
-struct Picks(usize);
-
-impl Prompter for Picks {
-    fn confirm(&self, _: &str, safe_default: bool) -> bool {
-        safe_default
-    }
-
-    fn choose(&self, _: &str, _: &[&str], _: usize) -> usize {
-        self.0
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_rollout_can_be_resumed_where_it_stopped() {
     let harness = Harness::new(vec![pass()]).await;
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let report = harness
-        .driver_with(&Picks(1))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+        .deploy_answering(&Picks(1), &request(policy()))
+        .await;
     assert_eq!(
         report.outcome,
         Outcome::Promoted {
@@ -739,10 +434,8 @@ async fn an_interrupted_rollout_can_be_left_for_a_human() {
     crash_mid_canary(&harness).await;
     let writes = harness.platform.writes();
     let error = harness
-        .driver_with(&Picks(2))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap_err();
+        .deploy_error_answering(&Picks(2), &request(policy()))
+        .await;
     assert!(error.to_string().contains("left for a human"), "{error}");
     assert_eq!(harness.platform.writes(), writes, "nothing written");
 }
@@ -752,7 +445,7 @@ async fn a_build_from_a_dirty_tree_is_labelled_as_such_on_its_revision() {
     let harness = Harness::new(vec![pass()]).await;
     let mut dirty = request(policy());
     dirty.dirty = Some("54bad933".into());
-    let report = harness.driver().deploy(&dirty, never()).await.unwrap();
+    let report = harness.deploy(&dirty).await;
     let canary = report.canary.unwrap();
     let revision = harness
         .platform
@@ -780,6 +473,11 @@ impl GateChecks for Checks {
     }
 }
 
+/// Service checks of one gate, every run of it answering `results`.
+fn gate_checks(gate: Gate, results: Vec<MetricResult>) -> Box<dyn GateChecks> {
+    Box::new(Checks(BTreeMap::from([(gate, results)])))
+}
+
 fn check(name: &str, status: Status) -> MetricResult {
     MetricResult::new(name, status, "92.4% (threshold: >= 90%)")
 }
@@ -798,11 +496,7 @@ async fn metrics_always_failing_never_promote_under_any_inconclusive_policy() {
         let mut policy = policy();
         policy.inconclusive = inconclusive;
         policy.consecutive_error_limit = 100;
-        let report = harness
-            .driver()
-            .deploy(&request(policy), never())
-            .await
-            .unwrap();
+        let report = harness.deploy(&request(policy)).await;
         assert!(
             !matches!(report.outcome, Outcome::Promoted { .. }),
             "{inconclusive:?}: {:?}",
@@ -829,11 +523,7 @@ async fn a_monitor_without_readable_metrics_does_not_pass() {
     let mut policy = policy();
     policy.consecutive_error_limit = 100;
     policy.inconclusive = InconclusivePolicy::Hold;
-    let report = harness
-        .driver()
-        .deploy(&request(policy), never())
-        .await
-        .unwrap();
+    let report = harness.deploy(&request(policy)).await;
     match &report.outcome {
         Outcome::Held { reason } => assert!(
             reason.contains("had no look that read every metric"),
@@ -888,10 +578,8 @@ async fn an_interrupted_monitor_is_resumed_by_promoting_and_monitoring_again() {
     .await;
     let started = tokio::time::Instant::now();
     let report = harness
-        .driver_with(&Picks(1))
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+        .deploy_answering(&Picks(1), &request(policy()))
+        .await;
     assert_eq!(
         report.outcome,
         Outcome::Promoted {
@@ -912,7 +600,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
     let harness = Harness::new(vec![fail()]).await;
     let mut faulty = request(policy());
     faulty.env = BTreeMap::from([("FAIL_RATE".to_string(), "0.3".to_string())]);
-    let report = harness.driver().deploy(&faulty, never()).await.unwrap();
+    let report = harness.deploy(&faulty).await;
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }));
 
     *harness.analyser.0.lock().unwrap() = vec![pass()];
@@ -921,7 +609,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
         memory: Some("1Gi".into()),
         ..RunConfig::default()
     };
-    let report = harness.driver().deploy(&plain, never()).await.unwrap();
+    let report = harness.deploy(&plain).await;
     let revision = harness.promoted(&report).await;
     assert_eq!(
         revision.settings.env,
@@ -931,9 +619,7 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
     assert_eq!(revision.settings.memory.as_deref(), Some("1Gi"));
     let changes: Vec<Vec<String>> = harness
         .recorder
-        .0
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter_map(|event| match event {
             Event::SettingsChanged { changes } => Some(changes.clone()),
@@ -952,15 +638,11 @@ async fn the_next_revision_starts_from_the_stable_revision_not_a_rolled_back_one
 #[tokio::test(start_paused = true)]
 async fn a_critical_validation_check_stops_the_deploy_before_any_traffic() {
     let mut harness = Harness::new(vec![pass()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Validation,
         vec![check("Vegas Line Coverage", Status::Fail)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::StoppedBeforeTraffic { reason } => {
             assert!(reason.contains("Vegas Line Coverage FAIL"), "{reason}")
@@ -974,15 +656,11 @@ async fn a_critical_validation_check_stops_the_deploy_before_any_traffic() {
 #[tokio::test(start_paused = true)]
 async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() {
     let mut harness = Harness::new(vec![pass()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Validation,
         vec![check("Grading Completeness", Status::Warn)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     assert!(
         matches!(&report.outcome, Outcome::StoppedBeforeTraffic { reason } if reason.contains("not accepted")),
         "{:?}",
@@ -990,7 +668,7 @@ async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() 
     );
     let mut accepted = request(policy());
     accepted.accept_warnings = true;
-    let report = harness.driver().deploy(&accepted, never()).await.unwrap();
+    let report = harness.deploy(&accepted).await;
     assert!(
         matches!(report.outcome, Outcome::Promoted { .. }),
         "{:?}",
@@ -1001,15 +679,11 @@ async fn validation_warnings_stop_an_unattended_deploy_and_pass_when_accepted() 
 #[tokio::test(start_paused = true)]
 async fn a_critical_canary_check_rolls_back_naming_the_check() {
     let mut harness = Harness::new(vec![inconclusive()]).await;
-    harness.checks = Box::new(Checks(BTreeMap::from([(
+    harness.checks = gate_checks(
         Gate::Canary,
         vec![check("Recent Predictions", Status::Fail)],
-    )])));
-    let report = harness
-        .driver()
-        .deploy(&request(policy()), never())
-        .await
-        .unwrap();
+    );
+    let report = harness.deploy(&request(policy())).await;
     match &report.outcome {
         Outcome::RolledBack { reason, .. } => {
             assert!(
@@ -1047,10 +721,8 @@ async fn recovery_resumes_from_each_journalled_phase() {
         let harness = Harness::new(vec![pass()]).await;
         crash_in(&harness, state).await;
         let report = harness
-            .driver_with(&Picks(1))
-            .deploy(&request(policy()), never())
-            .await
-            .unwrap();
+            .deploy_answering(&Picks(1), &request(policy()))
+            .await;
         let serving = harness.serving().await;
         match resumed_percents {
             Some(percents) => {
@@ -1090,254 +762,17 @@ async fn recovery_resumes_from_each_journalled_phase() {
     }
 }
 
-/// The deploy pipeline (preflight → image → rollout) on the in-memory platform: the order of
-/// its stages and what each outcome leaves behind.
-mod pipeline {
-    use std::sync::Arc;
+/// Health answers of a first revision: it answers on the service URL itself, with the deployed
+/// commit.
+struct Everywhere;
 
-    use deployer::{
-        image::DeliveryError,
-        pipeline::{
-            self, Delivered, ImageSource, Plan, Preparation, SyntheticTraffic, TargetKind,
-            PREFLIGHT_STOPPED,
-        },
-    };
-
-    use super::*;
-
-    /// A checklist and a build that answer from a script and record what was asked.
-    struct Scripted {
-        safe: bool,
-        calls: Mutex<Vec<String>>,
-    }
-
-    impl Scripted {
-        fn new(safe: bool) -> Self {
-            Self {
-                safe,
-                calls: Mutex::new(Vec::new()),
-            }
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-    }
-
-    #[async_trait(?Send)]
-    impl Preparation for Scripted {
-        async fn checklist(&mut self) -> bool {
-            self.calls.lock().unwrap().push("preflight".into());
-            self.safe
-        }
-
-        async fn build(&mut self, push: bool) -> Result<Delivered, DeliveryError> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("build push={push}"));
-            Ok(Delivered {
-                image: IMAGE.into(),
-                commit: COMMIT.into(),
-                dirty: None,
-            })
-        }
-    }
-
-    fn plan(target: TargetKind, image: ImageSource, run: RunConfig) -> Plan {
-        Plan {
-            target,
-            target_name: id().to_string(),
-            // Nothing listens on port 1: the optional local registry does not answer.
-            repository: "127.0.0.1:1/svc".into(),
-            skip_preflight: false,
-            image,
-            service: "svc".into(),
-            rollout: Box::new(move |delivered: Delivered| DeployRequest {
-                image: delivered.image,
-                commit: delivered.commit,
-                dirty: delivered.dirty,
-                run,
-                ..request(policy())
-            }),
-            traffic: None,
-        }
-    }
-
-    fn events(harness: &Harness) -> Vec<Event> {
-        harness.recorder.0.lock().unwrap().clone()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_checklist_with_problems_stops_before_the_image_and_writes_nothing() {
-        let harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(false);
-        let writes = harness.platform.writes();
-        let report = pipeline::deploy(
-            plan(
-                TargetKind::CloudRun,
-                ImageSource::Build,
-                RunConfig::default(),
-            ),
-            &mut stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            report.outcome,
-            Outcome::StoppedBeforeTraffic {
-                reason: PREFLIGHT_STOPPED.into()
-            }
-        );
-        assert_eq!(report.id, None, "no rollout began");
-        assert_eq!(stages.calls(), ["preflight"], "nothing was built");
-        assert_eq!(harness.platform.writes(), writes, "nothing was written");
-        assert_eq!(harness.serving().await, [("svc-stable".to_string(), 100)]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cloud_run_builds_and_pushes_then_rolls_out_what_was_built() {
-        let harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(true);
-        let report = pipeline::deploy(
-            plan(
-                TargetKind::CloudRun,
-                ImageSource::Build,
-                RunConfig::default(),
-            ),
-            &mut stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(stages.calls(), ["preflight", "build push=true"]);
-        let revision = harness.promoted(&report).await;
-        assert_eq!(revision.image, IMAGE);
-        assert_eq!(revision.labels["deployer-commit"], COMMIT);
-        // The opening line comes before the revision exists.
-        let events = events(&harness);
-        let deploying = events
-            .iter()
-            .position(|event| matches!(event, Event::Deploying { .. }))
-            .expect("the opening event");
-        let created = events
-            .iter()
-            .position(|event| matches!(event, Event::RevisionCreated { .. }))
-            .unwrap();
-        assert!(deploying < created);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_local_target_without_a_registry_deploys_the_local_image_and_says_so() {
-        let harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(true);
-        let report = pipeline::deploy(
-            plan(TargetKind::Local, ImageSource::Build, RunConfig::default()),
-            &mut stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(stages.calls(), ["preflight", "build push=false"]);
-        assert!(
-            report
-                .notes
-                .iter()
-                .any(|note| note.contains("does not answer: deploying the local image")),
-            "{:?}",
-            report.notes
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_given_image_is_deployed_without_a_build_and_skipping_the_checklist_is_recorded() {
-        let mut harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(false);
-        let given = Delivered {
-            image: "127.0.0.1:5000/svc@sha256:given".into(),
-            commit: "fedcba9".into(),
-            dirty: None,
-        };
-        let mut plan = plan(
-            TargetKind::CloudRun,
-            ImageSource::Given(given),
-            RunConfig::default(),
-        );
-        plan.skip_preflight = true;
-        harness.probe = Probe {
-            identity: json!({"service": "svc", "commit": "fedcba9"}),
-        };
-        let report = pipeline::deploy(plan, &mut stages, &harness.driver(), never())
-            .await
-            .unwrap();
-        assert!(stages.calls().is_empty(), "{:?}", stages.calls());
-        let revision = harness.promoted(&report).await;
-        assert_eq!(revision.image, "127.0.0.1:5000/svc@sha256:given");
-        assert!(events(&harness).iter().any(|event| matches!(
-            event,
-            Event::Warning { message } if message.contains("--skip-preflight")
-        )));
-        assert!(report
-            .notes
-            .iter()
-            .any(|note| note.contains("--skip-preflight")));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn secrets_a_local_target_cannot_resolve_are_warned_before_the_revision_exists() {
-        let harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(true);
-        let run = RunConfig {
-            secrets: BTreeMap::from([(
-                "API_KEY".to_string(),
-                "projects/p/secrets/api-key/versions/3".to_string(),
-            )]),
-            ..RunConfig::default()
-        };
-        pipeline::deploy(
-            plan(TargetKind::Local, ImageSource::Build, run),
-            &mut stages,
-            &harness.driver(),
-            never(),
-        )
-        .await
-        .unwrap();
-        let events = events(&harness);
-        let warned = events
-            .iter()
-            .position(|event| matches!(event, Event::Warning { message } if message.contains("`API_KEY`")))
-            .expect("the secret is named");
-        let created = events
-            .iter()
-            .position(|event| matches!(event, Event::RevisionCreated { .. }))
-            .unwrap();
-        assert!(warned < created);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn synthetic_traffic_is_summarised_in_the_report() {
-        let harness = Harness::new(vec![pass()]).await;
-        let mut stages = Scripted::new(true);
-        let mut plan = plan(TargetKind::Local, ImageSource::Build, RunConfig::default());
-        plan.traffic = Some(SyntheticTraffic {
-            rate: 5,
-            platform: Arc::new(MemoryPlatform::new()),
-        });
-        let report = pipeline::deploy(plan, &mut stages, &harness.driver(), never())
-            .await
-            .unwrap();
-        assert!(
-            report
-                .notes
-                .iter()
-                .any(|note| note.starts_with("synthetic traffic")),
-            "{:?}",
-            report.notes
-        );
+#[async_trait]
+impl HealthProbe for Everywhere {
+    async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
+        Ok(HealthAnswer {
+            status: 200,
+            body: Some(json!({"service": "svc", "commit": COMMIT})),
+        })
     }
 }
 
@@ -1345,17 +780,6 @@ mod pipeline {
 /// a revision created by anyone afterwards would have taken all traffic unverified.
 #[tokio::test(start_paused = true)]
 async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_latest() {
-    /// The first revision answers on the service URL itself.
-    struct Everywhere;
-    #[async_trait]
-    impl HealthProbe for Everywhere {
-        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-            Ok(HealthAnswer {
-                status: 200,
-                body: Some(json!({"service": "svc", "commit": COMMIT})),
-            })
-        }
-    }
     let harness = Harness::new(vec![pass()]).await;
     let empty = MemoryPlatform::new();
     let driver = Driver {
@@ -1386,16 +810,6 @@ async fn a_first_deploy_names_its_revision_in_the_split_instead_of_following_lat
 /// and ended "did not start". It is deployed as a first deploy, with nothing to roll back to.
 #[tokio::test(start_paused = true)]
 async fn a_service_whose_revisions_all_failed_is_deployed_as_a_first_deploy() {
-    struct Everywhere;
-    #[async_trait]
-    impl HealthProbe for Everywhere {
-        async fn get(&self, _: &str, _: Duration) -> Result<HealthAnswer, ProbeError> {
-            Ok(HealthAnswer {
-                status: 200,
-                body: Some(json!({"service": "svc", "commit": COMMIT})),
-            })
-        }
-    }
     let harness = Harness::new(vec![pass()]).await;
     let failed = MemoryPlatform::new();
     failed.fail_image("127.0.0.1:5000/svc@sha256:bad");
@@ -1469,9 +883,9 @@ async fn the_value_of_a_secret_looking_variable_is_in_no_event() {
         ("DB_PASSWORD".to_string(), "hunter2-value".to_string()),
         ("api_token".to_string(), "token-value".to_string()),
     ]);
-    let report = harness.driver().deploy(&secret, never()).await.unwrap();
+    let report = harness.deploy(&secret).await;
     harness.promoted(&report).await;
-    let events = harness.recorder.0.lock().unwrap().clone();
+    let events = harness.recorder.events();
     let json = serde_json::to_string(&events).unwrap();
     let debug = format!("{events:?} {report:?}");
     for value in ["hunter2-value", "token-value"] {

@@ -19,10 +19,7 @@ mod webhook;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Mutex,
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -33,14 +30,13 @@ use deployer::{
     emulator::{faults::FaultConfig, Emulator},
     interaction::Unattended,
     platform::{
-        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-        Platform, PlatformError, RetryPolicy, RevisionSettings, RevisionSnapshot, RevisionSpec,
-        ServiceId, ServiceSnapshot, ServiceUpdate,
+        cloud_run::CloudRunPlatform, Platform, PlatformError, RetryPolicy, RevisionSnapshot,
+        RevisionSpec, ServiceId, ServiceSnapshot, ServiceUpdate,
     },
     rollout::{
         analyser::SequentialAnalyser,
         driver::{DeployError, DeployRequest, Driver, GateChecks, NoChecks},
-        events::{Event, Outcome, RolloutReporter},
+        events::Outcome,
         gates::ServiceChecks,
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
@@ -54,7 +50,10 @@ use deployer::{
     checks::{ProviderEndpoints, Providers},
     config::ServiceConfig,
 };
-use support::{hello_env, hello_image, start_emulator, Load};
+use support::{
+    create_hello_service, emulator_platform, hello_env, hello_image, recorder::Recorder,
+    service_id::local_service_id, start_emulator, Load,
+};
 
 /// The commit of the revision serving before each rollout.
 const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
@@ -91,18 +90,9 @@ fn health() -> HealthConfig {
     }
 }
 
-/// The environment of a hello revision.
-fn service_id(name: &str) -> ServiceId {
-    ServiceId {
-        project: "local".into(),
-        region: "local".into(),
-        name: name.into(),
-    }
-}
-
 fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
     DeployRequest {
-        id: service_id(name),
+        id: local_service_id(name),
         service_name: name.into(),
         image: hello_image().to_string(),
         commit: commit.into(),
@@ -115,39 +105,6 @@ fn request(name: &str, commit: &str, fail_rate: Option<&str>) -> DeployRequest {
         lock_wait: Duration::ZERO,
         ready_timeout: Duration::from_secs(30),
         accept_warnings: false,
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl RolloutReporter for Recorder {
-    fn event(&self, event: &Event) {
-        self.0.lock().unwrap().push(event.clone());
-    }
-}
-
-impl Recorder {
-    fn canary_percents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|event| match event {
-                Event::TrafficMoved { canary_percent, .. } => Some(*canary_percent),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn transcript(&self) -> String {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|event| serde_json::to_string(event).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 }
 
@@ -168,30 +125,10 @@ impl Fixture {
     async fn new(name: &str) -> Fixture {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
-        let platform = CloudRunPlatform::connect(
-            &Endpoint::Custom(emulator.endpoint().to_string()),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-        let id = service_id(name);
+        let platform = emulator_platform(&emulator).await;
+        let id = local_service_id(name);
         let stable = format!("{name}-stable");
-        let created = platform
-            .create(
-                &id,
-                &RevisionSpec {
-                    name: stable.clone(),
-                    image: hello_image().to_string(),
-                    labels: revision_labels(STABLE_COMMIT),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: hello_env(name, STABLE_COMMIT, None),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        let created = create_hello_service(&platform, &id, &stable, STABLE_COMMIT).await;
         assert_eq!(created.serving(), [(stable.clone(), 100)]);
         let load = Load::start(&created.uri, LOAD_RATE, LOAD_LIMIT);
         Fixture {
@@ -563,20 +500,9 @@ async fn another_writer_between_steps_stops_the_rollout_without_losing_their_cha
         fixture.wait_for_phase(Phase::Canary, 10).await;
         // An engineer changes the service with Google's client while the canary is at 10%.
         let (services, _) = support::clients(fixture.emulator.endpoint()).await;
-        let mut service = services
-            .get_service()
-            .set_name(fixture.id.path())
-            .send()
-            .await
-            .unwrap();
+        let mut service = support::get_service(&services, &fixture.id.path()).await;
         service.labels.insert("changed-by".into(), "on-call".into());
-        let operation = services
-            .update_service()
-            .set_service(service)
-            .send()
-            .await
-            .unwrap();
-        support::wait_operation(&services, operation).await;
+        support::update_service(&services, service).await;
     };
     let (report, ()) = tokio::join!(driver.deploy(&request, never()), other_writer);
     let report = report.unwrap();

@@ -6,7 +6,7 @@
 
 mod hostile;
 
-use hostile::{valid_with, valid_with_rollout, Repository};
+use hostile::{diagnostics_of, valid_with, valid_with_rollout, Repository};
 
 #[test]
 fn a_runbook_outside_the_repository_is_refused() {
@@ -31,16 +31,11 @@ fn a_runbook_outside_the_repository_is_refused() {
 
 #[test]
 fn an_absolute_dockerfile_path_is_refused() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[(
+    assert_eq!(
+        diagnostics_of(&valid_with(&[(
             "dockerfile = \"Dockerfile\"",
             "dockerfile = \"/etc/passwd\"",
-        )]),
-    );
-    assert_eq!(
-        repository.diagnostics(&path),
+        )])),
         ["12:14: Dockerfile `/etc/passwd` is outside the repository"]
     );
 }
@@ -70,74 +65,56 @@ fn a_dockerfile_through_a_symlink_out_of_the_repository_is_refused() {
 
 #[test]
 fn a_directory_where_the_dockerfile_is_expected_is_not_called_missing() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[("dockerfile = \"Dockerfile\"", "dockerfile = \"runbooks\"")]),
-    );
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with(&[(
+            "dockerfile = \"Dockerfile\"",
+            "dockerfile = \"runbooks\""
+        )])),
         ["12:14: Dockerfile `runbooks` is a directory, not a regular file"]
     );
 }
 
 #[test]
 fn a_directory_where_the_runbook_is_expected_is_not_called_missing() {
-    let repository = Repository::new();
-    let path = repository.service("svc", &valid_with(&[("runbooks/ok.md", "runbooks")]));
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with(&[("runbooks/ok.md", "runbooks")])),
         ["2:11: runbook `runbooks` is a directory, not a regular file"]
     );
 }
 
 #[test]
 fn a_build_context_outside_the_repository_is_refused() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[("context = \".\"", "context = \"../..\"")]),
-    );
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with(&[("context = \".\"", "context = \"../..\"")])),
         ["11:11: build context `../..` is outside the repository"]
     );
 }
 
 #[test]
 fn a_health_path_with_crlf_is_refused() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[(
+    assert_eq!(
+        diagnostics_of(&valid_with(&[(
             "[[checks]]",
             "[health]\npath = \"/health\\r\\nX-Injected: 1\"\n\n[[checks]]",
-        )]),
-    );
-    assert_eq!(
-        repository.diagnostics(&path),
+        )])),
         ["15:8: health path `/health\\r\\nX-Injected: 1` contains control characters"]
     );
 }
 
 #[test]
 fn a_non_ascii_image_repository_is_refused() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with(&[("127.0.0.1:5000/svc", "127.0.0.1:5000/sérvice")]),
-    );
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with(&[(
+            "127.0.0.1:5000/svc",
+            "127.0.0.1:5000/sérvice"
+        )])),
         ["8:14: invalid image repository `127.0.0.1:5000/sérvice`"]
     );
 }
 
 #[test]
 fn a_hold_of_a_million_years_is_refused_at_parse_time() {
-    let repository = Repository::new();
-    let path = repository.service("svc", &valid_with_rollout("hold = \"1000000y\""));
-    let diagnostics = repository.diagnostics(&path);
+    let diagnostics = diagnostics_of(&valid_with_rollout("hold = \"1000000y\""));
     assert_eq!(
         diagnostics,
         ["15:8: duration `1000000y` is longer than the longest allowed, 365days"]
@@ -146,12 +123,9 @@ fn a_hold_of_a_million_years_is_refused_at_parse_time() {
 
 #[test]
 fn a_hold_that_overflows_the_rollout_duration_with_six_steps_is_refused() {
-    let repository = Repository::new();
-    let path = repository.service(
-        "svc",
-        &valid_with_rollout("steps = [1, 2, 5, 25, 50, 100]\nhold = \"99999999999y\""),
-    );
-    let diagnostics = repository.diagnostics(&path);
+    let diagnostics = diagnostics_of(&valid_with_rollout(
+        "steps = [1, 2, 5, 25, 50, 100]\nhold = \"99999999999y\"",
+    ));
     assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
     assert!(diagnostics[0].starts_with("16:8: "), "{diagnostics:?}");
     assert!(diagnostics[0].contains("99999999999y"), "{diagnostics:?}");
@@ -159,20 +133,16 @@ fn a_hold_that_overflows_the_rollout_duration_with_six_steps_is_refused() {
 
 #[test]
 fn a_hold_above_seven_days_is_out_of_its_documented_range() {
-    let repository = Repository::new();
-    let path = repository.service("svc", &valid_with_rollout("hold = \"8days\""));
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with_rollout("hold = \"8days\"")),
         ["15:8: `rollout.hold` = 8days is out of range 1s..=7days"]
     );
 }
 
 #[test]
 fn a_monitor_duration_above_seven_days_is_out_of_its_documented_range() {
-    let repository = Repository::new();
-    let path = repository.service("svc", &valid_with_rollout("monitor_duration = \"30days\""));
     assert_eq!(
-        repository.diagnostics(&path),
+        diagnostics_of(&valid_with_rollout("monitor_duration = \"30days\"")),
         ["15:20: `rollout.monitor_duration` = 30days is out of range 0s..=7days"]
     );
 }

@@ -64,6 +64,13 @@ impl Repository {
     }
 }
 
+/// The diagnostics of `services/svc.toml` holding `text`, alone in a fresh repository.
+pub fn diagnostics_of(text: &str) -> Vec<String> {
+    let repository = Repository::new();
+    let path = repository.service("svc", text);
+    repository.diagnostics(&path)
+}
+
 /// The valid fixture with `replace` applied (each `(from, to)` must match).
 pub fn valid_with(replacements: &[(&str, &str)]) -> String {
     let mut text = std::fs::read_to_string("tests/fixtures/valid.toml").unwrap();

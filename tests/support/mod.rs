@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+pub mod driver_harness;
+pub mod recorder;
+pub mod service_id;
 pub mod stage;
 
 use std::{
@@ -13,7 +16,13 @@ use std::{
     time::Duration,
 };
 
-use deployer::emulator::{Emulator, EmulatorConfig};
+use deployer::{
+    emulator::{Emulator, EmulatorConfig},
+    platform::{
+        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
+        Platform, RevisionSettings, RevisionSpec, ServiceId, ServiceSnapshot,
+    },
+};
 use google_cloud_run_v2::{
     client::{Revisions, Services},
     model::{
@@ -211,6 +220,86 @@ pub async fn wait_operation(
     operation
 }
 
+/// Creates service `id` under `parent` from `service`, waits until its operation is done, and
+/// returns the service as the API has it then.
+pub async fn create_service(
+    services: &Services,
+    parent: &str,
+    id: &str,
+    service: Service,
+) -> Service {
+    let operation = services
+        .create_service()
+        .set_parent(parent)
+        .set_service_id(id)
+        .set_service(service)
+        .send()
+        .await
+        .expect("create the service");
+    wait_operation(services, operation).await;
+    get_service(services, &format!("{parent}/services/{id}")).await
+}
+
+/// The service named `name` (its full resource name) as the API has it now.
+pub async fn get_service(services: &Services, name: &str) -> Service {
+    services
+        .get_service()
+        .set_name(name)
+        .send()
+        .await
+        .expect("get the service")
+}
+
+/// Sends `update` and waits until its operation is done; returns the done operation.
+pub async fn update_service(
+    services: &Services,
+    update: Service,
+) -> google_cloud_longrunning::model::Operation {
+    let operation = services
+        .update_service()
+        .set_service(update)
+        .send()
+        .await
+        .expect("update the service");
+    wait_operation(services, operation).await
+}
+
+/// Sends `update`, which the API must refuse; returns the refusal.
+pub async fn refused_update(
+    services: &Services,
+    update: Service,
+) -> google_cloud_gax::error::Error {
+    match services.update_service().set_service(update).send().await {
+        Ok(operation) => panic!("the update was accepted: {}", operation.name),
+        Err(error) => error,
+    }
+}
+
+/// Makes a new revision of `service` (its `MESSAGE` set to `message`) with `traffic` as the
+/// split, waits until the update is done, and returns the service as it is then.
+pub async fn split_to_new_revision(
+    services: &Services,
+    service: Service,
+    message: &str,
+    traffic: Vec<TrafficTarget>,
+) -> Service {
+    let name = service.name.clone();
+    let mut update = with_message(service, message);
+    update.traffic = traffic;
+    update_service(services, update).await;
+    get_service(services, &name).await
+}
+
+/// The URL of `service`'s traffic tag `tag`.
+pub fn tag_url(service: &Service, tag: &str) -> String {
+    service
+        .traffic_statuses
+        .iter()
+        .find(|status| status.tag == tag)
+        .map(|status| status.uri.clone())
+        .unwrap_or_else(|| panic!("no traffic tag `{tag}` on {}", service.name))
+}
+
 /// A plain HTTP client (no proxy, short timeouts).
 pub fn http() -> reqwest::Client {
     install_crypto();
@@ -265,6 +354,42 @@ pub fn hello_image() -> &'static str {
         );
         image
     })
+}
+
+/// deployer's Cloud Run platform on `emulator`, through Google's client.
+pub async fn emulator_platform(emulator: &Emulator) -> CloudRunPlatform {
+    CloudRunPlatform::connect(
+        &Endpoint::Custom(emulator.endpoint().to_string()),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("connect to the emulator")
+}
+
+/// Creates service `id` serving its first revision `revision`: the demo service at `commit`
+/// (labelled with it, and reporting it and the service's name on `/health`).
+pub async fn create_hello_service(
+    platform: &dyn Platform,
+    id: &ServiceId,
+    revision: &str,
+    commit: &str,
+) -> ServiceSnapshot {
+    platform
+        .create(
+            id,
+            &RevisionSpec {
+                name: revision.to_string(),
+                image: hello_image().to_string(),
+                labels: revision_labels(commit),
+                base: None,
+                settings: RevisionSettings {
+                    env: hello_env(&id.name, commit, None),
+                    ..RevisionSettings::default()
+                },
+            },
+        )
+        .await
+        .expect("create the service")
 }
 
 /// What a [`Load`] generator saw: answers by (revision, status); `status` 0 = no answer.

@@ -6,14 +6,14 @@ use std::{path::PathBuf, process::ExitStatus, time::Duration};
 
 use deployer::{
     emulator::Emulator,
-    platform::{
-        cloud_run::{revision_labels, CloudRunPlatform, Endpoint},
-        Platform, RevisionSettings, RevisionSpec, ServiceId, ServiceSnapshot,
-    },
+    platform::{cloud_run::CloudRunPlatform, Platform, ServiceId, ServiceSnapshot},
     rollout::{journal::Journal, lock::LOCK_ANNOTATION},
 };
 
-use super::{deployer_command, hello_image, local_repository, start_emulator};
+use super::{
+    create_hello_service, deployer_command, emulator_platform, hello_image, local_repository,
+    service_id::local_service_id, start_emulator,
+};
 
 /// The commit of the revision `Stage::new` creates.
 pub const STABLE_COMMIT: &str = "5ab1e00000000000000000000000000000000001";
@@ -54,17 +54,8 @@ impl Stage {
     pub async fn empty_with_rollout(name: &str, rollout: &str) -> Stage {
         let directory = tempfile::tempdir().unwrap();
         let emulator = start_emulator(&directory.path().join("emulator")).await;
-        let platform = CloudRunPlatform::connect(
-            &Endpoint::Custom(emulator.endpoint().to_string()),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-        let id = ServiceId {
-            project: "local".into(),
-            region: "local".into(),
-            name: name.into(),
-        };
+        let platform = emulator_platform(&emulator).await;
+        let id = local_service_id(name);
         let services = local_repository(&directory.path().join("repository"), name, rollout);
         let state = directory.path().join("state");
         Stage {
@@ -87,25 +78,7 @@ impl Stage {
     /// [`Stage::new`] with another `[rollout]` table.
     pub async fn with_rollout(name: &str, rollout: &str) -> Stage {
         let stage = Stage::empty_with_rollout(name, rollout).await;
-        let env = [("SERVICE_NAME", name), ("BUILD_COMMIT", STABLE_COMMIT)]
-            .map(|(key, value)| (key.to_string(), value.to_string()));
-        stage
-            .platform
-            .create(
-                &stage.id,
-                &RevisionSpec {
-                    name: stage.stable.clone(),
-                    image: hello_image().to_string(),
-                    labels: revision_labels(STABLE_COMMIT),
-                    base: None,
-                    settings: RevisionSettings {
-                        env: env.into_iter().collect(),
-                        ..RevisionSettings::default()
-                    },
-                },
-            )
-            .await
-            .unwrap();
+        create_hello_service(&stage.platform, &stage.id, &stage.stable, STABLE_COMMIT).await;
         stage
     }
 
