@@ -2,6 +2,9 @@
 //! emulator seeded at the team's levels, as a dashboard and as JSON (insta snapshots, times
 //! filtered), and the exit codes 0 / 2 / 3 and usage errors.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "fixtures/bigquery/seed.rs"]
 mod seed;
 

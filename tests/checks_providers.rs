@@ -4,6 +4,9 @@
 //! each: a value, no data, a malformed answer, the provider down (an ERROR, never a pass) and
 //! a timeout.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 #[path = "fixtures/bigquery/seed.rs"]

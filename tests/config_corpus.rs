@@ -5,6 +5,9 @@
 //! diagnostics (file:line:col, message, hint) a user sees. Regenerate the expectations after a
 //! deliberate wording change with `DEPLOYER_BLESS=1 cargo test --test config_corpus`.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use deployer::config::{self, Workspace};

@@ -4,6 +4,9 @@
 //! `/emulator/v1/project`), and the failures a new machine meets — each line FAILs or WARNs with
 //! its fix.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/git_repo.rs"]
 mod git_repo;
 mod support;

@@ -4,6 +4,9 @@
 //! revisions, a deployed commit off `main`, an unknown commit; then `--github-issue` against the
 //! GitHub stand-in and the GitHub Actions outputs.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/git_repo.rs"]
 mod git_repo;
 #[path = "support/github.rs"]

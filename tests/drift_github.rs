@@ -3,6 +3,9 @@
 //! lifecycle over five runs, the errors a user sees, and the GitHub drift source against the
 //! git one on the same repository.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/git_repo.rs"]
 mod git_repo;
 #[path = "support/github.rs"]

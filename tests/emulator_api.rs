@@ -1,6 +1,9 @@
 //! The emulator's Cloud Run Admin API driven by Google's official `google-cloud-run-v2` client
 //! (and by raw HTTP for malformed requests), with real containers from the echo image.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,5 +1,8 @@
 //! `deployer emulator`: background run, `status`, `stop`, and a clean stop on SIGTERM.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::Path,
     process::{Command, Output, Stdio},

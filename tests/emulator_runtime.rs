@@ -1,6 +1,9 @@
 //! The emulator with real containers (the `FROM scratch` echo image): traffic splits measured
 //! on real requests, tag URLs, monitoring and logging answers, failing revisions, restarts.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

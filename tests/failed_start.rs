@@ -7,6 +7,9 @@
 //! fails (the defect this guards against: the process printed its report, then kept polling
 //! the Cloud Run API in a tight loop and never exited).
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

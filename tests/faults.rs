@@ -12,6 +12,9 @@
 //! `nextPageToken`, an operation that never finishes — with tokio's paused clock: the waits
 //! are the policy's, not the test machine's, and nothing sleeps.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

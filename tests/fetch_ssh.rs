@@ -8,6 +8,9 @@
 //! (`GIT_SSH_COMMAND`, or an `ssh -F CONFIG` on `PATH` standing for the user's ssh config), and
 //! an agent is never inherited.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/git_repo.rs"]
 mod git_repo;
 

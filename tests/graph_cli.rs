@@ -7,6 +7,9 @@
 //! pull mismatch are CRITICAL; lists are read across pages; an unreadable API is an ERROR,
 //! never a pass.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/slack.rs"]
 mod slack;
 mod support;

@@ -4,6 +4,9 @@
 //! (new processes sharing a state directory): fire once, stay quiet, resolve; the webhook URL
 //! never shown; and the trend of `health history`.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "fixtures/bigquery/seed.rs"]
 mod seed;
 #[path = "support/slack.rs"]

@@ -5,6 +5,9 @@
 //! duplicate alert, and the resolved message when things recover. The dashboard shows the
 //! previous check from the table and the next one from `--every`.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "fixtures/bigquery/seed.rs"]
 mod seed;
 #[path = "support/slack.rs"]

@@ -2,6 +2,9 @@
 //! serving revision, on the local Cloud Run emulator, runs `main`'s commit (drift PASS), and
 //! whose `health` check reads the BigQuery emulator seeded healthy.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/git_repo.rs"]
 mod git_repo;
 #[path = "support/github.rs"]

@@ -2,6 +2,9 @@
 //! `tests/env/10-registry.sh` starts (`DEPLOYER_TEST_REGISTRY`): the demo image is built, pushed,
 //! checked through the registry's own API and run; failures are checked for clear messages.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

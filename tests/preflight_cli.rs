@@ -3,6 +3,9 @@
 //! deploy). Steps are tested one by one in the library (`src/preflight/`); this pins the wiring:
 //! flags, exit codes, the non-interactive rules, the text and JSON reports.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 use std::{path::Path, process::Command};
 
 use git2::{Repository, RepositoryInitOptions, Signature, Time};

@@ -2,6 +2,9 @@
 //! containers. Four deploys — A (first), B (promoted), C (`FAIL_RATE=0.5`, rolled back),
 //! D (promoted) — then on-call's `deployer rollback`, as the team would run it at 3 a.m.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{path::Path, process::Output};

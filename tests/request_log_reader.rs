@@ -3,6 +3,9 @@
 //! given rate with simulated timestamps: the looks of a canary step every 15 s, each bounded
 //! in pages whatever the traffic, and the counts against the true ones.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/service_id.rs"]
 mod service_id;
 

@@ -2,6 +2,9 @@
 //! under paused tokio time: a 30-minute monitor runs in milliseconds. The deploy pipeline around
 //! it is `rollout_pipeline.rs`; the harness both share is `support/driver_harness.rs`.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{collections::BTreeMap, time::Duration};

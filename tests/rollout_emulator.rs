@@ -8,6 +8,9 @@
 //! `examples/hello` (one image, built once), whose identity and error rate come from its
 //! environment (`SERVICE_NAME`, `BUILD_COMMIT`, `FAIL_RATE`).
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 #[path = "fixtures/bigquery/seed.rs"]

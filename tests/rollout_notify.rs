@@ -5,6 +5,9 @@
 //! lines naming the variable and never the URL, and a hanging receiver is cut off at the
 //! deadline. `tests/rollout_emulator.rs` runs the `deploy` command with them.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/slack.rs"]
 mod slack;
 #[path = "support/webhook.rs"]

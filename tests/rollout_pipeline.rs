@@ -2,6 +2,9 @@
 //! tokio time: the order of its stages and what each outcome leaves behind. The rollout it ends
 //! in is `rollout_driver.rs`'s subject; the harness both share is `support/driver_harness.rs`.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

@@ -2,6 +2,8 @@
 //! the valid fixture with replacements, named pipes, and the `deployer` binary run with a time
 //! limit (a hang is a failure, never a stuck suite).
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::{

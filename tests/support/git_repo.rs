@@ -1,6 +1,8 @@
 //! A temporary repository on `main` with a bare `origin`, whose commits are dated in the past
 //! (`hours_ago`), for tests of what depends on commit ages (drift).
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // Each test binary uses a different part.
 
 use std::path::Path;

@@ -6,6 +6,8 @@
 //! with `Retry-After`) when told to, and serves `compare` and `commits?path=` from a real git
 //! repository. Every request is recorded, so tests can count writes.
 
+// Test code: a failed set-up step panics the test (Cargo.toml's `unwrap_used` is for the product).
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // Each test binary uses a different part.
 
 use std::{
