@@ -16,6 +16,7 @@
 
 pub mod deployed;
 pub mod git_facts;
+pub mod github_commits;
 pub mod issue;
 pub mod measure;
 mod source_github;

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::notify::github::{ComparedCommit, GitHubClient, GitHubError, RepositoryName};
+use super::github_commits::ComparedCommit;
+use crate::notify::github::{GitHubClient, GitHubError, RepositoryName};
 
 use super::{Commit, Facts, LISTED_COMMITS};
 use crate::repo::PathFilter;

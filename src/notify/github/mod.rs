@@ -1,6 +1,7 @@
-//! A small client of the GitHub REST API: the issue calls drift needs (list by label, create,
-//! update, comment) and the two history calls of the GitHub drift source (compare two commits,
-//! commits touching a path).
+//! A small client of the GitHub REST API: its transport (headers, pagination, rate limits) and
+//! the issue calls drift needs (list by label, create, update, comment). The GitHub drift
+//! source's history reads (compare two commits, commits touching a path) are drift's own
+//! (`drift/github_commits.rs`), on this transport.
 //!
 //! Plain reqwest with serde rather than `octocrab`: deployer needs six endpoints, and the parts
 //! that matter here — the exact headers, `Link` pagination, waiting out rate limits within a
@@ -16,7 +17,6 @@
 //! `Retry-After` (secondary limit) or `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (primary
 //! limit); the client waits when the wait fits within its bound, and fails clearly otherwise.
 
-mod compare;
 mod issues;
 mod transport;
 
@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use compare::{ChangedFile, CommitDetail, ComparedCommit, Comparison, Signature};
 pub use issues::{Issue, IssueUpdate};
+pub(crate) use transport::same_origin;
 pub use transport::{next_link, rate_limit_wait, GitHubClient};
 
 /// The API base when `GITHUB_API_URL` is unset.

@@ -26,9 +26,9 @@ pub struct GitHubClient {
 }
 
 /// An answer that succeeded: its JSON and the next page, if any.
-pub(super) struct Page {
-    pub(super) body: serde_json::Value,
-    pub(super) next: Option<String>,
+pub(crate) struct Page {
+    pub(crate) body: serde_json::Value,
+    pub(crate) next: Option<String>,
 }
 
 impl GitHubClient {
@@ -80,12 +80,12 @@ impl GitHubClient {
         &self.base
     }
 
-    pub(super) fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Sends one request, waiting out rate limits within the bound.
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -168,7 +168,7 @@ impl GitHubClient {
 
     /// GETs every page of a listing, following `Link: rel="next"`. A next page on another
     /// origin is refused: the token is only ever sent to the API base.
-    pub(super) async fn get_all(&self, first: &str) -> Result<Vec<serde_json::Value>, GitHubError> {
+    pub(crate) async fn get_all(&self, first: &str) -> Result<Vec<serde_json::Value>, GitHubError> {
         let mut items = Vec::new();
         let mut url = first.to_string();
         loop {
@@ -195,7 +195,7 @@ impl GitHubClient {
         }
     }
 
-    pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(
         url: &str,
         value: serde_json::Value,
     ) -> Result<T, GitHubError> {
@@ -206,7 +206,7 @@ impl GitHubClient {
     }
 }
 
-pub(super) fn same_origin(url: &str, base: &str) -> bool {
+pub(crate) fn same_origin(url: &str, base: &str) -> bool {
     match (url::Url::parse(url), url::Url::parse(base)) {
         (Ok(url), Ok(base)) => url.origin() == base.origin(),
         _ => false,

@@ -1,10 +1,10 @@
 //! The history reads of the GitHub drift source: compare two commits, and the commits touching
-//! a path. Only drift reads these.
+//! a path, on the GitHub transport of `notify::github`.
 
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::{transport::same_origin, GitHubClient, GitHubError, RepositoryName};
+use crate::notify::github::{same_origin, GitHubClient, GitHubError, RepositoryName};
 
 /// One commit of a comparison.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
