@@ -318,9 +318,12 @@ fn simulate_product(
             Action::RollBack | Action::Record | Action::Complete | Action::ClearCanary => {
                 Input::Wrote(Written::Done)
             }
-            Action::VerifyIdentity | Action::Validate | Action::Confirm { .. } => {
-                Input::Identity(Ok(()))
-            }
+            Action::VerifyIdentity
+            | Action::Validate
+            | Action::Confirm { .. }
+            | Action::DeployFirst
+            | Action::CreateRevision
+            | Action::ChooseRecovery => Input::Identity(Ok(())),
         };
         (state, action) = machine::advance(&policy, &state, input);
     }

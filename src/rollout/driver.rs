@@ -27,7 +27,10 @@ use super::{
     identity::{self, HealthProbe},
     journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
     lock::{self, Lock, LockError},
-    machine::{self, Action, Input, MetricResult, Observation, Phase, Policy, State, Written},
+    machine::{
+        self, Action, BeforeRollBack, CreationFailure, FirstDeploy, Input, MetricResult,
+        Observation, Phase, Policy, State, Written,
+    },
     naming, rollback,
 };
 use crate::{
@@ -241,7 +244,12 @@ impl Driver<'_> {
         let rollout_id = naming::rollout_id(&request.commit);
         let mut notes = Vec::new();
         let Some(existing) = read_service(self.platform, id, self.retry).await? else {
-            return self.first_deploy(request, rollout_id).await;
+            let policy = self.policy(request);
+            let (state, _) =
+                machine::advance(&policy, &State::start(), Input::Found { serving: false });
+            return self
+                .deploy_first(request, rollout_id, None, &policy, state)
+                .await;
         };
         if let Some(journal) =
             Journal::of(&existing).filter(|journal| !journal.phase().is_terminal())
@@ -301,22 +309,17 @@ impl Driver<'_> {
         }
     }
 
-    async fn first_deploy(
-        &self,
-        request: &DeployRequest,
-        rollout_id: String,
-    ) -> Result<RolloutReport, DeployError> {
-        self.first_deploy_on(request, rollout_id, None).await
-    }
-
     /// A first deploy: of a new service (`existing` None, created), or of one where no revision
     /// serves (`existing`, its template replaced and its split following "latest", as a created
     /// service's does).
-    async fn first_deploy_on(
+    /// [`Action::DeployFirst`] from `state`, to the end.
+    async fn deploy_first(
         &self,
         request: &DeployRequest,
         rollout_id: String,
         existing: Option<&ServiceSnapshot>,
+        policy: &Policy,
+        state: State,
     ) -> Result<RolloutReport, DeployError> {
         let id = &request.id;
         let name = naming::revision_name(&id.name, &request.commit);
@@ -351,55 +354,59 @@ impl Driver<'_> {
                 write_guarded(self.platform, id, &snapshot.etag, &update, self.retry).await
             }
         };
-        let outcome = match written {
-            Err(error) => Outcome::StoppedBeforeTraffic {
-                reason: format!("the service could not be created: {error}"),
-            },
+        let deployed = match written {
+            Err(error) => FirstDeploy::NotCreated(error.to_string()),
             Ok(snapshot) => {
                 let url = format!(
                     "{}{}",
                     snapshot.uri.trim_end_matches('/'),
                     request.health.path
                 );
-                let (outcome, recorded) =
-                    match identity::verify_url(self.probe, &url, request.expected()).await {
-                        Ok(()) => (
-                            Outcome::Promoted {
-                                revision: name.clone(),
-                            },
-                            // No canary, no monitor: the first revision is recorded as
-                            // promoted unmonitored (not known-good until a later rollout
-                            // passes with it as its stable revision).
-                            release::Outcome::PromotedUnmonitored,
-                        ),
-                        Err(error) => (
-                            Outcome::RollbackFailed {
-                                reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
-                            },
-                            release::Outcome::RollbackFailed,
-                        ),
-                    };
-                let entry = release::Entry {
-                    at: Utc::now(),
-                    started,
-                    kind: release::Kind::Rollout,
-                    outcome: recorded,
-                    revision: name.clone(),
-                    from: Vec::new(),
-                    commit: Some(request.commit.clone()),
-                    commit_time: request.commit_time,
-                    rollout: Some(rollout_id.clone()),
-                    actor: Actor::current(),
-                    why: match &outcome {
-                        Outcome::RollbackFailed { reason } => Some(reason.clone()),
-                        _ => None,
-                    },
-                };
-                let pin = matches!(outcome, Outcome::Promoted { .. }).then_some(name.as_str());
-                self.finish_first_revision(id, pin, entry, &mut notes).await;
-                outcome
+                FirstDeploy::Verified(
+                    identity::verify_url(self.probe, &url, request.expected()).await,
+                )
             }
         };
+        let (state, action) = machine::advance(policy, &state, Input::FirstDeployed(deployed));
+        let reason = state.reason.clone().unwrap_or_default();
+        let (outcome, recorded) = match state.phase {
+            Phase::Promoted => (
+                Outcome::Promoted {
+                    revision: name.clone(),
+                },
+                release::Outcome::PromotedUnmonitored,
+            ),
+            Phase::RollbackFailed => (
+                Outcome::RollbackFailed {
+                    reason: reason.clone(),
+                },
+                release::Outcome::RollbackFailed,
+            ),
+            _ => (
+                Outcome::StoppedBeforeTraffic { reason },
+                release::Outcome::RollbackFailed,
+            ),
+        };
+        if matches!(action, Action::Complete | Action::Record) {
+            let entry = release::Entry {
+                at: Utc::now(),
+                started,
+                kind: release::Kind::Rollout,
+                outcome: recorded,
+                revision: name.clone(),
+                from: Vec::new(),
+                commit: Some(request.commit.clone()),
+                commit_time: request.commit_time,
+                rollout: Some(rollout_id.clone()),
+                actor: Actor::current(),
+                why: match &outcome {
+                    Outcome::RollbackFailed { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+            };
+            let pin = (action == Action::Complete).then_some(name.as_str());
+            self.finish_first_revision(id, pin, entry, &mut notes).await;
+        }
         self.reporter.event(&Event::Finished {
             outcome: outcome.clone(),
         });
@@ -466,15 +473,32 @@ impl Driver<'_> {
             };
         // A service whose revisions all failed (a first deploy with a bad image) serves
         // nothing: its split follows "latest" to a revision named `` (none is Ready). Nothing
-        // serves, so there is nothing to protect or roll back to: deploy as a first deploy,
-        // never pin the split to `` (that read revision `` six times and ended "did not start").
-        let Some(stable) = snapshot
+        // serves, so the machine deploys it as a first deploy: never pin the split to `` (that
+        // read revision `` six times and ended "did not start").
+        let serving = snapshot
             .primary_revision()
-            .filter(|name| !name.trim().is_empty())
-        else {
-            return self
-                .first_deploy_on(request, rollout_id.to_string(), Some(&snapshot))
-                .await;
+            .filter(|name| !name.trim().is_empty());
+        let policy = self.policy(request);
+        let (state, action) = machine::advance(
+            &policy,
+            &State::start(),
+            Input::Found {
+                serving: serving.is_some(),
+            },
+        );
+        let stable = match (action, serving) {
+            (Action::CreateRevision, Some(stable)) => stable,
+            _ => {
+                return self
+                    .deploy_first(
+                        request,
+                        rollout_id.to_string(),
+                        Some(&snapshot),
+                        &policy,
+                        state,
+                    )
+                    .await
+            }
         };
         if snapshot.traffic_follows_latest() {
             self.notice(notes, format!(
@@ -508,7 +532,6 @@ impl Driver<'_> {
         if !changes.is_empty() {
             self.reporter.event(&Event::SettingsChanged { changes });
         }
-        let policy = self.policy(request);
         let mut running = Running::on(
             Journal {
                 id: rollout_id.to_string(),
@@ -533,31 +556,27 @@ impl Driver<'_> {
             traffic: Some(split(&stable, &canary, 0)),
             ..ServiceUpdate::default()
         };
-        let created = self.write(id, &mut running, State::start(), update).await;
-        let (state, action) = match created {
+        let created = match self.write(id, &mut running, state.clone(), update).await {
             Ok(snapshot) => {
                 running.canary_base = tag_url(&snapshot);
                 self.reporter.event(&Event::RevisionCreated {
                     revision: canary.clone(),
                 });
-                (State::start(), Action::VerifyIdentity)
+                Ok(())
             }
             Err(error) => {
-                let reason = match self.platform.revision(id, &canary).await {
-                    Ok(Some(revision)) if revision.failure.is_some() => format!(
-                        "revision `{canary}` failed to start: {}",
-                        revision.failure.unwrap_or_default()
-                    ),
-                    _ => format!("creating revision `{canary}` failed: {error}"),
+                let start_failure = match self.platform.revision(id, &canary).await {
+                    Ok(Some(revision)) => revision.failure,
+                    _ => None,
                 };
-                let state = State {
-                    phase: Phase::Stopped,
-                    reason: Some(reason),
-                    ..State::start()
-                };
-                (state, Action::Record)
+                Err(CreationFailure {
+                    revision: canary.clone(),
+                    error: error.to_string(),
+                    start_failure,
+                })
             }
         };
+        let (state, action) = machine::advance(&policy, &state, Input::RevisionCreated(created));
         let journal = self
             .drive(
                 request,
@@ -610,7 +629,10 @@ impl Driver<'_> {
     ) -> Journal {
         loop {
             let input = match action {
-                Action::Done => break,
+                // Start-up's decisions, carried out before this loop (`deploy`, `run`): no
+                // later input is answered with them.
+                Action::Done | Action::DeployFirst | Action::CreateRevision => break,
+                Action::ChooseRecovery => Input::Recovered(self.recovery_choice(&running.journal)),
                 Action::VerifyIdentity => Input::Identity(self.verify(request, running).await),
                 Action::Validate => {
                     let results = self
@@ -649,7 +671,7 @@ impl Driver<'_> {
                     }
                 }
                 Action::RollBack | Action::ClearCanary => Input::Wrote(
-                    self.roll_back(request, running, state.clone(), action == Action::RollBack)
+                    self.roll_back(request, policy, running, state.clone())
                         .await,
                 ),
                 Action::Record => Input::Wrote(self.record(request, running, state.clone()).await),
@@ -746,15 +768,15 @@ impl Driver<'_> {
     }
 
     /// 100% back on the stable revision, with the journal of `state` in the same write (the
-    /// emergency-rollback write of [`rollback::execute`], which wins races by re-reading). If
-    /// someone else already took the canary out of the split (an on-call engineer's emergency
-    /// rollback, typically), their change stands: nothing is written.
+    /// emergency-rollback write of [`rollback::execute`], which wins races by re-reading). What
+    /// it reads first goes to the machine, which may answer that nothing is to be written
+    /// (someone else already took the canary out of the split).
     async fn roll_back(
         &self,
         request: &DeployRequest,
+        policy: &Policy,
         running: &mut Running,
         state: State,
-        traffic_moved: bool,
     ) -> Written {
         let id = &request.id;
         let stable = running.stable();
@@ -777,11 +799,14 @@ impl Driver<'_> {
             .filter(|(name, _)| name == canary)
             .map(|(_, share)| u16::from(*share))
             .sum();
-        if traffic_moved && canary_share == 0 && changed_by_others {
-            let serving = snapshot.primary_revision().unwrap_or_default();
-            return Written::Superseded(format!(
-                "{reason}; meanwhile someone else changed the service and took the canary out of the split: `{serving}` serves — deployer stops without writing"
-            ));
+        let read = BeforeRollBack {
+            canary_percent: canary_share,
+            changed_by_others,
+            serving: snapshot.primary_revision().unwrap_or_default(),
+        };
+        let (next, action) = machine::advance(policy, &state, Input::ReadBeforeRollBack(read));
+        if action == Action::Done {
+            return Written::Superseded(next.reason.unwrap_or_default());
         }
         let plan = rollback::RollbackPlan::to_stable(snapshot.serving(), stable, reason);
         let journal = running.journal.with_state(state);

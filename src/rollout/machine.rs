@@ -375,9 +375,52 @@ pub enum Written {
     Superseded(String),
 }
 
+/// How a first deploy went: the service created (or, when none of its revisions serves, its
+/// template replaced) with the new revision at 100%, then its identity checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FirstDeploy {
+    /// The service could not be created (or its template replaced).
+    NotCreated(String),
+    /// The revision was written; the identity check said this.
+    Verified(Result<(), IdentityError>),
+}
+
+/// Why [`Action::CreateRevision`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreationFailure {
+    /// The new revision.
+    pub revision: String,
+    /// What the write answered.
+    pub error: String,
+    /// Why the revision failed to start, when the platform says it did.
+    pub start_failure: Option<String>,
+}
+
+/// The service as read just before a rollback's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeforeRollBack {
+    /// The canary's share of traffic, in percent.
+    pub canary_percent: u16,
+    /// True when someone else wrote the service since the rollout's last write (its etag moved
+    /// on).
+    pub changed_by_others: bool,
+    /// The revision serving the most traffic.
+    pub serving: String,
+}
+
 /// What happened, fed to [`advance`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
+    /// The service before the rollout wrote anything.
+    Found {
+        /// True when some revision serves traffic (false for a service that does not exist
+        /// yet, or whose revisions all failed).
+        serving: bool,
+    },
+    /// How [`Action::DeployFirst`] went.
+    FirstDeployed(FirstDeploy),
+    /// How [`Action::CreateRevision`] went.
+    RevisionCreated(Result<(), CreationFailure>),
     /// Identity verification finished.
     Identity(Result<(), IdentityError>),
     /// The validation-gated checks ran.
@@ -397,10 +440,15 @@ pub enum Input {
     },
     /// Ctrl-C during a step or the monitor, with the answer.
     Interrupted(Interruption),
-    /// An unfinished rollout found after a crash, with the choice.
+    /// An unfinished rollout found after a crash (its journalled state is the state).
+    Unfinished,
+    /// The answer to [`Action::ChooseRecovery`].
     Recovered(Recovery),
     /// A human's decision on a held rollout.
     Manual(Manual),
+    /// What [`Action::RollBack`] or [`Action::ClearCanary`] read before writing; answered with
+    /// the same action (write it) or [`Action::Done`] (nothing to write).
+    ReadBeforeRollBack(BeforeRollBack),
     /// A final write ([`Action::RollBack`], [`Action::ClearCanary`], [`Action::Record`],
     /// [`Action::Complete`]) went like this.
     Wrote(Written),
@@ -409,6 +457,16 @@ pub enum Input {
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Deploy the new revision as the service's first (create the service, or replace the
+    /// template of one no revision serves) with 100% of traffic, then check its identity;
+    /// answer [`Input::FirstDeployed`].
+    DeployFirst,
+    /// Create the new revision with 0% of traffic and its tag, journalling the state in the
+    /// same write; answer [`Input::RevisionCreated`].
+    CreateRevision,
+    /// Ask what to do with an unfinished rollout found after a crash; answer
+    /// [`Input::Recovered`].
+    ChooseRecovery,
     /// Wait for the new revision to be Ready and check its identity; answer [`Input::Identity`].
     VerifyIdentity,
     /// Run the validation-gated checks; answer [`Input::Validated`].
@@ -429,9 +487,10 @@ pub enum Action {
         /// Time until the look.
         wait: Duration,
     },
-    /// 100% back on the stable revision, journalled `rolled-back`; answer [`Input::Wrote`].
+    /// 100% back on the stable revision, journalled `rolled-back`: read the service, answer
+    /// [`Input::ReadBeforeRollBack`], and after the write [`Input::Wrote`].
     RollBack,
-    /// Drop the 0% canary from the split, journalled `stopped`; answer [`Input::Wrote`].
+    /// Drop the 0% canary from the split, journalled `stopped`: as [`Action::RollBack`].
     ClearCanary,
     /// Write the journal alone (the split stays); answer [`Input::Wrote`].
     Record,
@@ -454,6 +513,26 @@ impl fmt::Display for Action {
 pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) {
     use Input as I;
     match (state.phase, input) {
+        // Safety: a new revision gets traffic only beside a stable revision that serves, so
+        // that it can be judged against it and rolled back to it. With no revision serving
+        // there is nothing to protect or roll back to: the new one is deployed at once.
+        (Phase::Verifying, I::Found { serving: false }) => (state.clone(), Action::DeployFirst),
+        (Phase::Verifying, I::Found { serving: true }) => (state.clone(), Action::CreateRevision),
+        (Phase::Verifying, I::FirstDeployed(deployed)) => first_deployed(state, deployed),
+        (Phase::Verifying, I::RevisionCreated(Ok(()))) => (state.clone(), Action::VerifyIdentity),
+        (Phase::Verifying, I::RevisionCreated(Err(failure))) => {
+            let reason = match failure.start_failure {
+                Some(why) => format!("revision `{}` failed to start: {why}", failure.revision),
+                None => format!(
+                    "creating revision `{}` failed: {}",
+                    failure.revision, failure.error
+                ),
+            };
+            // The journal is written alone; the split is pinned to the stable revision in the
+            // same write (the driver's `Record`), since a split naming a revision that failed
+            // is refused by Cloud Run.
+            (state.ended(Phase::Stopped, reason), Action::Record)
+        }
         (Phase::Verifying, I::Identity(Ok(()))) if policy.validation => {
             (state.with_phase(Phase::Validating), Action::Validate)
         }
@@ -509,10 +588,15 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
             ),
         ),
 
-        (Phase::Verifying | Phase::Validating, I::Recovered(_)) => stop(
+        // Safety: before any traffic moved, dropping the canary is the only safe choice, and
+        // nobody is asked.
+        (Phase::Verifying | Phase::Validating, I::Unfinished | I::Recovered(_)) => stop(
             state,
             "an interrupted rollout was recovered before any traffic moved".to_string(),
         ),
+        (Phase::Canary | Phase::Monitoring, I::Unfinished) => {
+            (state.clone(), Action::ChooseRecovery)
+        }
         (Phase::Canary | Phase::Monitoring, I::Recovered(Recovery::RollBack)) => {
             roll_back(state, "an interrupted rollout was recovered".to_string())
         }
@@ -529,6 +613,17 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
             Action::RollBack,
         ),
 
+        // Someone else (an on-call engineer's emergency rollback, typically) took the canary
+        // out of the split after traffic moved: their change stands, nothing is written.
+        (Phase::RolledBack | Phase::Aborted, I::ReadBeforeRollBack(read))
+            if read.canary_percent == 0 && read.changed_by_others =>
+        {
+            superseded(state, &read)
+        }
+        (Phase::RolledBack | Phase::Aborted, I::ReadBeforeRollBack(_)) => {
+            (state.clone(), Action::RollBack)
+        }
+        (Phase::Stopped, I::ReadBeforeRollBack(_)) => (state.clone(), Action::ClearCanary),
         (Phase::RolledBack | Phase::Aborted, I::Wrote(Written::Failed(error))) => {
             let reason = format!(
                 "{}; the rollback itself failed: {error}",
@@ -551,6 +646,57 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
         // Unreachable: every phase is covered above; kept total without a panic.
         _ => (state.clone(), Action::Done),
     }
+}
+
+/// A first deploy's end: nothing was compared and nothing can be rolled back to.
+fn first_deployed(state: &State, deployed: FirstDeploy) -> (State, Action) {
+    match deployed {
+        FirstDeploy::NotCreated(error) => (
+            state.ended(
+                Phase::Stopped,
+                format!("the service could not be created: {error}"),
+            ),
+            Action::Done,
+        ),
+        // No canary, no monitor: the revision is named alone in the split (`Complete`) and
+        // recorded as promoted unmonitored, not known-good until a later rollout passes with
+        // it as its stable revision.
+        FirstDeploy::Verified(Ok(())) => (
+            State {
+                percent: 100,
+                ..state.with_phase(Phase::Promoted)
+            },
+            Action::Complete,
+        ),
+        // The wrong code serves and there is no revision to roll back to: a human must act
+        // (the outcome of a failed rollback). Only the release history is written.
+        FirstDeploy::Verified(Err(error)) => (
+            State {
+                percent: 100,
+                ..state.ended(
+                    Phase::RollbackFailed,
+                    format!(
+                        "{error}; this is the service's first revision, there is nothing to roll back to"
+                    ),
+                )
+            },
+            Action::Record,
+        ),
+    }
+}
+
+/// The rollback is not written: someone else already took the canary out of the split. A
+/// rollback says so; an abort keeps its reason.
+fn superseded(state: &State, read: &BeforeRollBack) -> (State, Action) {
+    if state.phase != Phase::RolledBack {
+        return (state.clone(), Action::Done);
+    }
+    let reason = format!(
+        "{}; meanwhile someone else changed the service and took the canary out of the split: `{}` serves — deployer stops without writing",
+        state.reason.clone().unwrap_or_default(),
+        read.serving
+    );
+    (state.ended(Phase::RolledBack, reason), Action::Done)
 }
 
 fn observe(state: &State, wait: Duration) -> (State, Action) {

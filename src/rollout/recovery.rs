@@ -15,11 +15,34 @@ use super::{
     events::{Event, Outcome, RolloutReport},
     journal::Journal,
     lock::{self, Lock, LockError},
-    machine::{self, Input, Phase, Recovery},
+    machine::{self, Action, Input, Phase, Recovery},
 };
 use crate::platform::{PlatformError, ServiceSnapshot};
 
 impl Driver<'_> {
+    /// Asks what to do with an unfinished rollout after traffic moved: roll it back (the safe
+    /// default, taken when nobody can be asked), resume it, or leave it for a human.
+    pub(super) fn recovery_choice(&self, journal: &Journal) -> Recovery {
+        let stable = journal.stable.clone().unwrap_or_default();
+        let options = [
+            format!("roll it back (100% to `{stable}`), then deploy"),
+            format!(
+                "resume it: continue `{}` from {}% (this run then deploys nothing else)",
+                journal.canary, journal.state.percent
+            ),
+            "leave it for a human (stop here)".to_string(),
+        ];
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        match self
+            .prompter
+            .choose("An interrupted rollout was found. What now?", &options, 0)
+        {
+            1 => Recovery::Resume,
+            2 => Recovery::Leave,
+            _ => Recovery::RollBack,
+        }
+    }
+
     /// Deals with an interrupted rollout found in the journal. Before traffic moved, the canary
     /// is dropped (the only safe choice). After, the prompter chooses: roll back (the safe
     /// default, taken when nobody can be asked), resume it where it stopped, or leave it.
@@ -47,29 +70,15 @@ impl Driver<'_> {
         self.reporter.event(&Event::InterruptedRolloutFound {
             journal: Box::new(journal.clone()),
         });
-        let choice = if journal.phase().traffic_moved() {
-            let options = [
-                format!("roll it back (100% to `{stable}`), then deploy"),
-                format!(
-                    "resume it: continue `{}` from {}% (this run then deploys nothing else)",
-                    journal.canary, journal.state.percent
-                ),
-                "leave it for a human (stop here)".to_string(),
-            ];
-            let options: Vec<&str> = options.iter().map(String::as_str).collect();
-            match self
-                .prompter
-                .choose("An interrupted rollout was found. What now?", &options, 0)
-            {
-                1 => Recovery::Resume,
-                2 => Recovery::Leave,
-                _ => Recovery::RollBack,
-            }
-        } else {
-            Recovery::RollBack
-        };
+        // The machine decides whether anyone is asked: before traffic moved, nobody is (the
+        // canary is dropped).
         let policy = self.policy(request);
-        let (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        let (mut state, mut action) = machine::advance(&policy, &journal.state, Input::Unfinished);
+        let mut choice = Recovery::RollBack;
+        if action == Action::ChooseRecovery {
+            choice = self.recovery_choice(&journal);
+            (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        }
         match choice {
             Recovery::Leave => Err(DeployError::Lock(LockError::Held {
                 service: id.name.clone(),
