@@ -917,6 +917,13 @@ proptest! {
         let mut step_had_read = Vec::new();
         let mut monitor_unread = false;
         let mut read_in_step = false;
+        // The monitor's intervals, on the test's own clock: interval k is due at k × interval
+        // and ends at a look at or after that time that read, or half an interval later
+        // whatever it read (the look again after an unread one); it is judged when some look
+        // in it read.
+        let every = policy.monitor_interval.as_secs();
+        let mut due = every;
+        let mut read_in_interval = false;
         for _ in 0..2000 {
             let input = match action {
                 Action::MoveTraffic { percent } => {
@@ -924,6 +931,8 @@ proptest! {
                         step_had_read.push(read_in_step);
                     }
                     read_in_step = false;
+                    read_in_interval = false;
+                    due = every;
                     elapsed = 0;
                     Input::TrafficMoved
                 }
@@ -932,9 +941,13 @@ proptest! {
                     elapsed += wait.as_secs().max(step);
                     let read = !statuses.is_empty() && statuses.iter().all(|s| s.is_read());
                     read_in_step |= read;
-                    // Each look here is at or after the interval's due time: it ends one.
-                    if state.phase == Phase::Monitoring && !read {
-                        monitor_unread = true;
+                    if state.phase == Phase::Monitoring {
+                        read_in_interval |= read;
+                        if elapsed >= due && (read_in_interval || elapsed >= due + every / 2) {
+                            monitor_unread |= !read_in_interval;
+                            read_in_interval = false;
+                            due += every;
+                        }
                     }
                     look(&statuses, elapsed)
                 }
