@@ -25,10 +25,9 @@ use deployer::{
     config::RolloutConfig,
     rollout::{
         analyser::SequentialAnalyser,
-        driver::Analyser,
-        machine::{
-            self, Action, Input, MetricResult, Observation, Phase, Policy, State, Status, Written,
-        },
+        machine::{self, Action, Input, Phase, Policy, State, Written},
+        observation::{MetricResult, Observation, Status},
+        ports::Analyser,
     },
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -356,11 +356,12 @@ mod matrix {
         },
         rollout::{
             analyser::SequentialAnalyser,
-            driver::{DeployRequest, Driver, NoChecks},
+            driver::Driver,
             events::{Event, Outcome, RolloutReporter},
             identity::HttpProbe,
             journal::LocalJournal,
             lock::LOCK_ANNOTATION,
+            ports::{DeployRequest, NoChecks},
         },
     };
 

@@ -14,12 +14,14 @@ use deployer::{
         ServiceId, ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{Analyser, CheckScope, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
+        driver::Driver,
         events::{Event, Outcome, RolloutReport, RolloutReporter},
         identity::{HealthAnswer, HealthProbe, ProbeError},
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
-        machine::{MetricResult, Phase, State, Status},
+        machine::{Phase, State},
+        observation::{MetricResult, Status},
+        ports::{Analyser, CheckScope, DeployRequest, GateChecks, Interrupt, NoChecks},
     },
 };
 use serde_json::json;

@@ -39,13 +39,14 @@ use deployer::{
     },
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployError, DeployRequest, Driver, GateChecks, NoChecks},
+        driver::Driver,
         events::{Event, Outcome, RolloutReporter},
         gates::ServiceChecks,
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{LockError, LOCK_ANNOTATION},
         machine::Phase,
+        ports::{DeployError, DeployRequest, GateChecks, NoChecks},
     },
 };
 use std::sync::{atomic::AtomicU64, Arc};
@@ -319,7 +320,7 @@ impl Parts {
     }
 }
 
-fn never() -> deployer::rollout::driver::Interrupt {
+fn never() -> deployer::rollout::ports::Interrupt {
     Box::pin(std::future::pending())
 }
 

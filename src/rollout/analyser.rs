@@ -6,8 +6,8 @@
 //! deadlines are counted by the rollout's state machine, not here.
 
 use super::{
-    driver::{Analyser, REQUEST_ERRORS},
-    machine::{MetricResult, Status},
+    observation::{MetricResult, Status},
+    ports::{Analyser, REQUEST_ERRORS},
 };
 use crate::{
     analysis::{

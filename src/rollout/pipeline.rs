@@ -22,8 +22,10 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 
 use super::{
-    driver::{rollout_duration, DeployRequest, Driver, Interrupt},
+    driver::Driver,
     events::{Event, Outcome, RolloutReport},
+    ports::{DeployRequest, Interrupt},
+    start::rollout_duration,
 };
 use crate::{
     platform::Platform,

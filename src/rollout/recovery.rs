@@ -11,11 +11,13 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{
-    driver::{lock_ttl, tag_url, DeployError, DeployRequest, Driver, Interrupt, Running},
+    driver::{tag_url, Driver},
     events::{Event, Outcome, RolloutReport},
     journal::Journal,
     lock::{self, Lock, LockError},
     machine::{self, Action, Input, Phase, Recovery},
+    ports::{DeployError, DeployRequest, Interrupt},
+    start::lock_ttl,
 };
 use crate::platform::{PlatformError, ServiceSnapshot};
 
@@ -107,19 +109,9 @@ impl Driver<'_> {
                         journal.id
                     ),
                 );
-                let mut running = Running::on(journal, &snapshot);
+                let mut running = self.running(request, notes, interrupt, journal, &snapshot);
                 running.canary_base = tag_url(&snapshot);
-                let journal = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
+                let journal = self.drive(&mut running, state, action).await;
                 self.release(id, &journal.id, notes).await;
                 Ok(Some(RolloutReport {
                     id: Some(journal.id.clone()),
@@ -131,18 +123,9 @@ impl Driver<'_> {
                 }))
             }
             Recovery::RollBack => {
-                let mut running = Running::on(journal.clone(), snapshot);
-                let done = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
+                let mut running =
+                    self.running(request, notes, interrupt, journal.clone(), snapshot);
+                let done = self.drive(&mut running, state, action).await;
                 match done.phase() {
                     Phase::RolledBack | Phase::Stopped => {
                         // The crashed run's lock is stale by construction: break it.

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::rollout::observation::MetricResult;
 
 fn policy(inconclusive: InconclusivePolicy) -> Policy {
     Policy {
