@@ -296,10 +296,14 @@ pub fn advance(policy: &Policy, state: &State, input: Input) -> (State, Action) 
 
         // Safety: before any traffic moved, dropping the canary is the only safe choice, and
         // nobody is asked.
-        (Phase::Verifying | Phase::Validating, I::Unfinished | I::Recovered(_)) => stop(
-            state,
-            "an interrupted rollout was recovered before any traffic moved".to_string(),
-        ),
+        (phase, I::Unfinished | I::Recovered(_))
+            if !phase.is_terminal() && !phase.traffic_moved() =>
+        {
+            stop(
+                state,
+                "an interrupted rollout was recovered before any traffic moved".to_string(),
+            )
+        }
         (Phase::Canary | Phase::Monitoring, I::Unfinished) => {
             (state.clone(), Action::ChooseRecovery)
         }

@@ -76,6 +76,8 @@ impl Driver<'_> {
         // canary is dropped).
         let policy = self.policy(request);
         let (mut state, mut action) = machine::advance(&policy, &journal.state, Input::Unfinished);
+        // Before traffic moved the machine has stopped it (`ClearCanary`): carried out as a
+        // rollback is, then the requested deploy goes on.
         let mut choice = Recovery::RollBack;
         if action == Action::ChooseRecovery {
             choice = self.recovery_choice(&journal);
