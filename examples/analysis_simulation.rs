@@ -25,10 +25,9 @@ use deployer::{
     config::RolloutConfig,
     rollout::{
         analyser::SequentialAnalyser,
-        driver::Analyser,
-        machine::{
-            self, Action, Input, MetricResult, Observation, Phase, Policy, State, Status, Written,
-        },
+        machine::{self, Action, Input, Phase, Policy, State, Written},
+        observation::{MetricResult, Observation, Status},
+        ports::Analyser,
     },
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -318,9 +317,12 @@ fn simulate_product(
             Action::RollBack | Action::Record | Action::Complete | Action::ClearCanary => {
                 Input::Wrote(Written::Done)
             }
-            Action::VerifyIdentity | Action::Validate | Action::Confirm { .. } => {
-                Input::Identity(Ok(()))
-            }
+            Action::VerifyIdentity
+            | Action::Validate
+            | Action::Confirm { .. }
+            | Action::DeployFirst
+            | Action::CreateRevision
+            | Action::ChooseRecovery => Input::Identity(Ok(())),
         };
         (state, action) = machine::advance(&policy, &state, input);
     }

@@ -34,8 +34,10 @@ use crate::{
     preflight::{self, Acceptance, Decision, DeployedSource, PreflightOptions, PreflightReport},
     repo::{short_commit, RECORDED_COMMIT_CHARS},
     rollout::{
-        driver::{self, rollout_duration, DeployRequest, Driver, Interrupt},
+        driver::Driver,
         events::{Event, Outcome, RolloutReport},
+        ports::{DeployRequest, Interrupt},
+        start::rollout_duration,
     },
     synthetic_load::TrafficGenerator,
 };
@@ -139,7 +141,7 @@ pub enum PipelineError {
         service: String,
         /// Why.
         #[source]
-        source: driver::DeployError,
+        source: crate::rollout::ports::DeployError,
     },
 }
 

@@ -353,11 +353,12 @@ mod matrix {
         platform::{Platform, RetryPolicy},
         rollout::{
             analyser::SequentialAnalyser,
-            driver::{DeployRequest, Driver, NoChecks},
+            driver::Driver,
             events::{Event, Outcome, RolloutReporter},
             identity::HttpProbe,
             journal::LocalJournal,
             lock::LOCK_ANNOTATION,
+            ports::{DeployRequest, NoChecks},
         },
     };
 

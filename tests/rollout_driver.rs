@@ -17,12 +17,14 @@ use deployer::{
         Platform, PlatformError, RevisionSettings, RevisionSpec, ServiceUpdate, TrafficTarget,
     },
     rollout::{
-        driver::{CheckScope, Driver, GateChecks, Interrupt},
+        driver::Driver,
         events::{Event, Outcome},
         identity::{HealthAnswer, HealthProbe, ProbeError},
         journal::{Journal, JOURNAL_ANNOTATION},
         lock::{Lock, LOCK_ANNOTATION},
-        machine::{MetricResult, Phase, State, Status},
+        machine::{Phase, State},
+        observation::{MetricResult, Status},
+        ports::{CheckScope, GateChecks, Interrupt},
     },
 };
 use serde_json::json;

@@ -38,13 +38,14 @@ use deployer::{
     },
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployError, DeployRequest, Driver, GateChecks, NoChecks},
+        driver::Driver,
         events::Outcome,
         gates::ServiceChecks,
         identity::HttpProbe,
         journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
         lock::{LockError, LOCK_ANNOTATION},
         machine::Phase,
+        ports::{DeployError, DeployRequest, GateChecks, NoChecks},
     },
 };
 use std::sync::{atomic::AtomicU64, Arc};
@@ -259,7 +260,7 @@ impl Parts {
     }
 }
 
-fn never() -> deployer::rollout::driver::Interrupt {
+fn never() -> deployer::rollout::ports::Interrupt {
     Box::pin(std::future::pending())
 }
 

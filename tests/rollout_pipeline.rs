@@ -22,8 +22,8 @@ use deployer::{
     },
     platform::memory::MemoryPlatform,
     rollout::{
-        driver::DeployRequest,
         events::{Event, Outcome, RolloutReport},
+        ports::DeployRequest,
     },
 };
 use serde_json::json;

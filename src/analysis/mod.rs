@@ -1,15 +1,17 @@
 //! Canary analysis: from request and error counts, decide whether a canary step passes, fails or
 //! cannot tell yet — as soon as the data allow, with bounded error probabilities.
 //!
-//! This module is pure: no I/O, no clock, no printing. The rollout driver reads the counts
-//! (Cloud Monitoring `request_count` by revision), feeds them in as [`Measurement`]s, one per
-//! look; [`crate::rollout::analyser`] turns the [`Assessment`] into the request-error metric of
-//! an observation, and the rollout's state machine (`crate::rollout::machine`) decides. The statistics (Wald's SPRT with Ville's boundaries, minimum traffic,
-//! service-wide failures, measurement errors) are explained in `docs/ANALYSIS.md`; the
+//! This module is pure: no I/O, no clock, no printing, no state kept between looks. The rollout
+//! driver reads the counts (Cloud Monitoring `request_count` by revision, cumulative over the
+//! step) at every look and [`crate::rollout::analyser`] judges them afresh ([`CanaryAnalysis::judge`]),
+//! turning the [`Assessment`] into the request-error metric of an observation; the rollout's
+//! state machine (`crate::rollout::machine`) decides, and counts the looks that could not read.
+//! The statistics (Wald's SPRT with Ville's boundaries, minimum traffic, service-wide
+//! failures) are explained in `docs/ANALYSIS.md`; the
 //! simulation that measures them is `examples/analysis_simulation.rs`.
 //!
-//! Scope: one [`CanaryAnalysis`] per canary step (and one for the post-deploy monitor). Each is
-//! a fresh test on that step's requests, so that a revision that only breaks under the larger
+//! Scope: each verdict is a test on one canary step's requests (or the post-deploy monitor's),
+//! counted from the step's start, so that a revision that only breaks under the larger
 //! share of a later step is judged on that step's own traffic.
 
 mod policy;
@@ -85,41 +87,19 @@ impl Counts {
     pub fn error_rate(self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
-
-    /// The sum of two periods' counts (saturating: a corrupt huge count must not panic).
-    pub fn plus(self, other: Counts) -> Counts {
-        Counts {
-            requests: self.requests.saturating_add(other.requests),
-            errors: self.errors.saturating_add(other.errors).min(
-                // Saturation of requests could otherwise leave errors above requests.
-                self.requests.saturating_add(other.requests),
-            ),
-        }
-    }
 }
 
-/// The counts of one look: what happened since the previous look (a window), for the canary
-/// and, when it still serves traffic, the stable revision. The analysis sums windows itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The counts of a step so far, for the canary and, when it still serves traffic, the stable
+/// revision. They are cumulative since the step started: the log likelihood ratio of
+/// cumulative counts is the sum of the per-window ratios, so judging them afresh at every look
+/// is the same sequential test as feeding the windows one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Observation {
-    /// The canary's counts in the window.
+    /// The canary's counts in the step.
     pub canary: Counts,
-    /// The stable revision's counts in the window; `None` when it serves no traffic (e.g. the
+    /// The stable revision's counts in the step; `None` when it serves no traffic (e.g. the
     /// post-deploy monitor) or its counts could not be attributed.
     pub stable: Option<Counts>,
-}
-
-/// One look at the metrics: counts, or the reason there are none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum Measurement {
-    /// The metrics were read.
-    Counts(Observation),
-    /// The metrics could not be read (provider error, timeout, missing series).
-    Unavailable {
-        /// Why, for the report.
-        reason: String,
-    },
 }
 
 /// Who is failing, when the verdict is a failure.
@@ -137,8 +117,6 @@ pub enum FailureCause {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum InconclusiveReason {
-    /// No measurement produced counts yet.
-    NoData,
     /// Fewer canary requests in the step than `min_requests`.
     TooFewRequests {
         /// Canary requests in the step.
@@ -148,16 +126,9 @@ pub enum InconclusiveReason {
     },
     /// Enough requests, but the test is between its boundaries.
     Undecided,
-    /// The metrics could not be read, more times in a row than `consecutive_error_limit`.
-    MeasurementErrors {
-        /// Consecutive failed reads.
-        consecutive: u32,
-        /// The last reason given.
-        last_reason: String,
-    },
 }
 
-/// The analysis' answer after a look.
+/// The analysis' answer on a step's counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
 pub enum Verdict {
@@ -190,14 +161,14 @@ pub enum BaselineStatus {
     Failing,
 }
 
-/// The state of a step's analysis after a look: everything the driver reports.
+/// The verdict on a step's counts and the numbers behind it: everything the driver reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assessment {
     /// The verdict.
     pub verdict: Verdict,
-    /// Canary requests and errors in the step so far.
+    /// Canary requests and errors in the step.
     pub canary: Counts,
-    /// Stable requests and errors in the step so far.
+    /// Stable requests and errors in the step.
     pub stable: Counts,
     /// The canary's log likelihood ratio and the boundaries it is compared with.
     pub log_likelihood_ratio: f64,
@@ -207,41 +178,20 @@ pub struct Assessment {
     pub pass_boundary: f64,
     /// The stable revision's own test.
     pub baseline: BaselineStatus,
-    /// Measurements that produced counts.
-    pub measurements: u32,
-    /// Failed reads in a row, up to now.
-    pub consecutive_errors: u32,
-    /// True when the most recent look failed to read the metrics.
-    pub last_measurement_failed: bool,
 }
 
-impl Assessment {
-    /// True when the metrics are unavailable: nothing was ever read, or the latest read failed.
-    /// The driver never promotes on unavailable metrics, whatever the inconclusive policy.
-    pub fn metrics_unavailable(&self) -> bool {
-        self.measurements == 0 || self.last_measurement_failed
-    }
-}
-
-/// The sequential analysis of one canary step.
+/// The sequential analysis of canary steps under one policy: a pure function of a step's
+/// counts. It keeps no history: unread looks, deadlines and the first decisive look ending a
+/// step are the rollout's state machine's (`crate::rollout::machine`).
 #[derive(Debug, Clone)]
 pub struct CanaryAnalysis {
     policy: AnalysisPolicy,
     test: Sprt,
-    canary: Counts,
-    stable: Counts,
-    stable_seen: bool,
-    measurements: u32,
-    consecutive_errors: u32,
-    last_error: Option<String>,
-    last_measurement_failed: bool,
-    /// Set once the verdict is final: the SPRT stops at a boundary, and so does this.
-    settled: Option<Verdict>,
 }
 
 impl CanaryAnalysis {
-    /// A step analysis with no data (`Pending`). Errors when the policy's rates or bounds make
-    /// the test meaningless (see [`Sprt::new`]).
+    /// The analysis under `policy`. Errors when the policy's rates or bounds make the test
+    /// meaningless (see [`Sprt::new`]).
     pub fn new(policy: AnalysisPolicy) -> Result<Self, AnalysisError> {
         let test = Sprt::new(
             policy.healthy_error_rate,
@@ -249,18 +199,7 @@ impl CanaryAnalysis {
             policy.alpha,
             policy.beta,
         )?;
-        Ok(Self {
-            policy,
-            test,
-            canary: Counts::default(),
-            stable: Counts::default(),
-            stable_seen: false,
-            measurements: 0,
-            consecutive_errors: 0,
-            last_error: None,
-            last_measurement_failed: false,
-            settled: None,
-        })
+        Ok(Self { policy, test })
     }
 
     /// The policy in force.
@@ -273,109 +212,58 @@ impl CanaryAnalysis {
         &self.test
     }
 
-    /// Adds one look and returns the new assessment. Once the verdict is final (pass, fail or
-    /// measurement error), later looks are ignored and the same verdict is returned: a
-    /// sequential test's guarantees hold for the first boundary crossing only.
-    pub fn record(&mut self, measurement: Measurement) -> Assessment {
-        if self.settled.is_none() {
-            match measurement {
-                Measurement::Counts(observation) => {
-                    self.measurements += 1;
-                    self.consecutive_errors = 0;
-                    self.last_measurement_failed = false;
-                    self.canary = self.canary.plus(observation.canary);
-                    if let Some(stable) = observation.stable {
-                        self.stable_seen = true;
-                        self.stable = self.stable.plus(stable);
-                    }
-                }
-                Measurement::Unavailable { reason } => {
-                    self.consecutive_errors = self.consecutive_errors.saturating_add(1);
-                    self.last_measurement_failed = true;
-                    self.last_error = Some(reason);
-                }
-            }
-            self.settled = self.settle();
-        }
-        self.assessment()
-    }
-
-    /// The assessment without a new look.
-    pub fn assessment(&self) -> Assessment {
-        let verdict = match &self.settled {
-            Some(verdict) => verdict.clone(),
-            None => self.unsettled(),
-        };
+    /// The verdict on a step's counts so far.
+    pub fn judge(&self, observation: Observation) -> Assessment {
+        let canary = observation.canary;
+        let baseline = self.baseline(observation.stable);
         Assessment {
-            verdict,
-            canary: self.canary,
-            stable: self.stable,
-            log_likelihood_ratio: self.test.log_likelihood_ratio(self.canary),
+            verdict: self.verdict(canary, baseline),
+            canary,
+            stable: observation.stable.unwrap_or_default(),
+            log_likelihood_ratio: self.test.log_likelihood_ratio(canary),
             fail_boundary: self.test.fail_boundary(),
             pass_boundary: self.test.pass_boundary(),
-            baseline: self.baseline(),
-            measurements: self.measurements,
-            consecutive_errors: self.consecutive_errors,
-            last_measurement_failed: self.last_measurement_failed,
+            baseline,
         }
     }
 
-    /// A final phase and verdict, if the data allow one.
-    fn settle(&self) -> Option<Verdict> {
-        if self.consecutive_errors > self.policy.consecutive_error_limit {
-            let reason = InconclusiveReason::MeasurementErrors {
-                consecutive: self.consecutive_errors,
-                last_reason: self.last_error.clone().unwrap_or_default(),
-            };
-            return Some(Verdict::Inconclusive { reason });
-        }
+    fn verdict(&self, canary: Counts, baseline: BaselineStatus) -> Verdict {
         // Why a minimum even though the SPRT is valid from the first request: the Bernoulli
         // model assumes independent requests, which start-up (cold starts, connection pools
         // filling) violates; `min_requests` keeps those first correlated requests from deciding.
-        if self.canary.requests() < self.policy.min_requests.max(1) {
-            return None;
+        let required = self.policy.min_requests.max(1);
+        if canary.requests() < required {
+            let reason = InconclusiveReason::TooFewRequests {
+                observed: canary.requests(),
+                required,
+            };
+            return Verdict::Inconclusive { reason };
         }
-        match self.test.test(self.canary) {
+        match self.test.test(canary) {
             SprtOutcome::Failing => {
-                let cause = if self.baseline() == BaselineStatus::Failing {
+                let cause = if baseline == BaselineStatus::Failing {
                     FailureCause::ServiceWide
                 } else {
                     FailureCause::Canary
                 };
-                Some(Verdict::Fail { cause })
+                Verdict::Fail { cause }
             }
-            SprtOutcome::Healthy => Some(Verdict::Pass),
-            SprtOutcome::Continue => None,
+            SprtOutcome::Healthy => Verdict::Pass,
+            SprtOutcome::Continue => Verdict::Inconclusive {
+                reason: InconclusiveReason::Undecided,
+            },
         }
-    }
-
-    /// The verdict while no decision is final.
-    fn unsettled(&self) -> Verdict {
-        if self.measurements == 0 {
-            let reason = InconclusiveReason::NoData;
-            return Verdict::Inconclusive { reason };
-        }
-        let required = self.policy.min_requests.max(1);
-        let reason = if self.canary.requests() < required {
-            InconclusiveReason::TooFewRequests {
-                observed: self.canary.requests(),
-                required,
-            }
-        } else {
-            InconclusiveReason::Undecided
-        };
-        Verdict::Inconclusive { reason }
     }
 
     /// The stable revision's test, on the same hypotheses and minimum.
-    fn baseline(&self) -> BaselineStatus {
-        if !self.stable_seen || self.stable.requests() == 0 {
+    fn baseline(&self, stable: Option<Counts>) -> BaselineStatus {
+        let Some(stable) = stable.filter(|stable| stable.requests() > 0) else {
             return BaselineStatus::NoData;
-        }
-        if self.stable.requests() < self.policy.min_requests.max(1) {
+        };
+        if stable.requests() < self.policy.min_requests.max(1) {
             return BaselineStatus::Undecided;
         }
-        match self.test.test(self.stable) {
+        match self.test.test(stable) {
             SprtOutcome::Failing => BaselineStatus::Failing,
             SprtOutcome::Healthy => BaselineStatus::Healthy,
             SprtOutcome::Continue => BaselineStatus::Undecided,

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::config::{InconclusivePolicy, RolloutConfig};
+use crate::config::RolloutConfig;
 
 /// p0 as a fraction of `max_error_rate`. With the defaults (5%) a canary at 2% errors or less is
 /// rolled back with probability at most `alpha`, one at 5% or more is promoted with probability
@@ -17,7 +17,8 @@ use crate::config::{InconclusivePolicy, RolloutConfig};
 /// within 15 s (5 canary requests/s) only 95% of the time; with 0.4, 98.5% (`docs/BENCHMARKS.md`).
 pub const HEALTHY_FRACTION: f64 = 0.4;
 
-/// What the analysis needs from the rollout policy.
+/// What the analysis needs from the rollout policy (the error limit and the inconclusive
+/// policy are the state machine's: `crate::rollout::machine::Policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AnalysisPolicy {
     /// p1: at or above this error rate a revision is failing.
@@ -30,10 +31,6 @@ pub struct AnalysisPolicy {
     pub alpha: f64,
     /// Bound on the probability of passing a revision whose error rate is at least p1.
     pub beta: f64,
-    /// Consecutive measurement errors tolerated; one more puts the analysis in `Error`.
-    pub consecutive_error_limit: u32,
-    /// What a step that reaches its deadline without a decision does.
-    pub inconclusive: InconclusivePolicy,
 }
 
 impl From<&RolloutConfig> for AnalysisPolicy {
@@ -44,8 +41,6 @@ impl From<&RolloutConfig> for AnalysisPolicy {
             min_requests: rollout.min_requests,
             alpha: rollout.alpha,
             beta: rollout.beta,
-            consecutive_error_limit: rollout.consecutive_error_limit,
-            inconclusive: rollout.inconclusive,
         }
     }
 }
@@ -67,8 +62,6 @@ mod tests {
             min_requests: 200,
             alpha: 0.02,
             beta: 0.1,
-            consecutive_error_limit: 7,
-            inconclusive: InconclusivePolicy::Hold,
             ..RolloutConfig::default()
         };
         let policy = AnalysisPolicy::from(&rollout);
@@ -77,7 +70,5 @@ mod tests {
         assert_eq!(policy.min_requests, 200);
         assert_eq!(policy.alpha, 0.02);
         assert_eq!(policy.beta, 0.1);
-        assert_eq!(policy.consecutive_error_limit, 7);
-        assert_eq!(policy.inconclusive, InconclusivePolicy::Hold);
     }
 }

@@ -22,12 +22,14 @@ use crate::{
     platform::{cloud_run::CloudRunPlatform, RetryPolicy, ServiceId},
     rollout::{
         analyser::SequentialAnalyser,
-        driver::{DeployRequest, Driver, Interrupt},
+        driver::Driver,
         events::{Event, Outcome, RolloutReport, RolloutReporter},
         gates::ServiceChecks,
         identity::HttpProbe,
         journal::LocalJournal,
-        machine::{MetricResult, Phase, Status},
+        machine::Phase,
+        observation::{MetricResult, Status},
+        ports::{DeployRequest, Interrupt},
     },
 };
 

@@ -11,10 +11,10 @@ use crate::{
     exit::ExitStatus,
     notify::rollout::{RolloutEvent, RolloutNotice, RolloutNotifier},
     rollout::{
-        driver::DeployRequest,
         events::{Event, Outcome, RolloutReporter},
         held::{held_journal, HeldError},
         machine::Manual,
+        ports::DeployRequest,
     },
     synthetic_load::TrafficGenerator,
 };
@@ -180,7 +180,7 @@ fn decide(
             accept_warnings: false,
         };
         let generator = (rate > 0 && manual == Manual::Promote).then(|| {
-            let limit = crate::rollout::driver::rollout_duration(&request.policy)
+            let limit = crate::rollout::start::rollout_duration(&request.policy)
                 + Duration::from_secs(300);
             parts.progress.event(&Event::Notice {
                 message: format!(

@@ -375,7 +375,7 @@ fn classify(error: &anyhow::Error) -> ExitStatus {
         return ExitStatus::RollbackFailed;
     }
     // A deploy refused by another rollout's lock changed nothing: exit 3, as documented.
-    use crate::rollout::{driver::DeployError, lock::LockError};
+    use crate::rollout::{lock::LockError, ports::DeployError};
     let locked = error.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<DeployError>(),
@@ -545,7 +545,7 @@ mod tests {
     /// A deploy refused by the lock exited 1, not the documented 3.
     #[test]
     fn a_deploy_refused_by_the_lock_exits_3() {
-        use crate::rollout::{driver::DeployError, lock::LockError};
+        use crate::rollout::{lock::LockError, ports::DeployError};
         let held = DeployError::Lock(LockError::Held {
             service: "hello".into(),
             holder: "alice on laptop".into(),

@@ -1,18 +1,18 @@
 //! The driver's [`Analyser`] on the sequential test of [`crate::analysis`].
 //!
 //! The driver reads *cumulative* counts since the step started at every look; the log-likelihood
-//! ratio of cumulative counts is the sum of the per-window ratios, so judging them with a fresh
-//! test each look is the same sequential test as feeding windows one by one. Measurement errors
-//! and deadlines are counted by the driver's state machine, not here.
+//! ratio of cumulative counts is the sum of the per-window ratios, so judging them afresh at each
+//! look is the same sequential test as feeding windows one by one. Measurement errors and
+//! deadlines are counted by the rollout's state machine, not here.
 
 use super::{
-    driver::{Analyser, REQUEST_ERRORS},
-    machine::{MetricResult, Status},
+    observation::{MetricResult, Status},
+    ports::{Analyser, REQUEST_ERRORS},
 };
 use crate::{
     analysis::{
         AnalysisError, AnalysisPolicy, CanaryAnalysis, Counts, FailureCause, InconclusiveReason,
-        Measurement, Observation, Verdict,
+        Observation, Verdict,
     },
     checks::RequestCounts,
     config::RolloutConfig,
@@ -21,15 +21,14 @@ use crate::{
 /// The sequential analysis, configured from a service's rollout policy.
 #[derive(Debug, Clone)]
 pub struct SequentialAnalyser {
-    policy: AnalysisPolicy,
+    analysis: CanaryAnalysis,
 }
 
 impl SequentialAnalyser {
-    /// Checks that the policy is usable (bounds in range) and keeps it.
+    /// The analysis of `rollout`'s policy; errors when its bounds are out of range.
     pub fn new(rollout: &RolloutConfig) -> Result<Self, AnalysisError> {
-        let policy = AnalysisPolicy::from(rollout);
-        CanaryAnalysis::new(policy)?;
-        Ok(Self { policy })
+        let analysis = CanaryAnalysis::new(AnalysisPolicy::from(rollout))?;
+        Ok(Self { analysis })
     }
 }
 
@@ -62,19 +61,15 @@ fn counts(counts: RequestCounts) -> Counts {
 
 impl Analyser for SequentialAnalyser {
     fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> MetricResult {
-        let Ok(mut analysis) = CanaryAnalysis::new(self.policy) else {
-            return MetricResult::new(
-                REQUEST_ERRORS,
-                Status::Error,
-                "the analysis policy is invalid",
-            );
-        };
         let observation = Observation {
             canary: counts(canary),
             stable: stable.map(counts),
         };
-        let assessment = analysis.record(Measurement::Counts(observation));
-        let limit = format!("{:.1}% allowed", self.policy.max_error_rate * 100.0);
+        let assessment = self.analysis.judge(observation);
+        let limit = format!(
+            "{:.1}% allowed",
+            self.analysis.policy().max_error_rate * 100.0
+        );
         let numbers = match stable {
             Some(stable) => format!(
                 "canary {}{}, stable {}{}; {limit}",
@@ -97,12 +92,10 @@ impl Analyser for SequentialAnalyser {
                 REQUEST_ERRORS,
                 Status::Inconclusive,
                 match reason {
-                    InconclusiveReason::NoData => format!("no requests yet; {limit}"),
                     InconclusiveReason::TooFewRequests { observed, required } => {
                         format!("{observed} canary requests (< {required} needed); {numbers}")
                     }
                     InconclusiveReason::Undecided => format!("not decided yet: {numbers}"),
-                    InconclusiveReason::MeasurementErrors { last_reason, .. } => last_reason,
                 },
             ),
         }

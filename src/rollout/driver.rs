@@ -2,9 +2,11 @@
 //! [`Action`] of the state machine ([`machine::advance`]) through the traits — [`Platform`],
 //! [`RequestMetrics`], [`Analyser`], [`HealthProbe`], [`GateChecks`], [`Prompter`],
 //! [`RolloutReporter`] — feeds back what happened, and journals every state in the same write as
-//! the traffic change it describes. It decides nothing itself. What it reads (identity, each
-//! look) is in `observe`, the recovery of a crashed rollout in [`recovery`](super::recovery), and
-//! the whole deploy around it (preflight → image → rollout) in [`pipeline`](super::pipeline).
+//! the traffic change it describes. It decides nothing itself. The traits and the request are
+//! in [`ports`](super::ports), the start of a deploy (reading the service, the lock, a first
+//! deploy or the new revision at 0%) in [`start`](super::start), what it reads (identity, each
+//! look) in `observe`, the recovery of a crashed rollout in [`recovery`](super::recovery), and
+//! the whole deploy around it (preflight → image → rollout) in [`pipeline`](crate::pipeline).
 //!
 //! Order of a deploy, and why:
 //! 1. take the lock (one rollout per service);
@@ -16,142 +18,30 @@
 //! 5. promote, then the post-deploy monitor;
 //! 6. on any failure after traffic moved: one write putting 100% back on the stable revision.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, time::Duration};
-
-use async_trait::async_trait;
-use chrono::Utc;
 use tokio::time::Instant;
 
 use super::{
-    events::{Event, Outcome, RolloutReport, RolloutReporter},
-    identity::{self, HealthProbe},
+    events::{Event, Outcome, RolloutReporter},
+    identity::HealthProbe,
     journal::{Journal, LocalJournal, JOURNAL_ANNOTATION},
-    lock::{self, Lock, LockError},
-    machine::{self, Action, Input, MetricResult, Observation, Phase, Policy, State, Written},
-    naming, rollback,
+    machine::{self, Action, BeforeRollBack, Input, Phase, Policy, State, Written},
+    observation::Observation,
+    ports::{Analyser, DeployRequest, GateChecks, Interrupt},
+    rollback,
 };
 use crate::{
-    checks::{RequestCounts, RequestMetrics},
-    config::{Gate, HealthConfig, RolloutConfig, RunConfig},
+    checks::RequestMetrics,
+    config::Gate,
     interaction::Prompter,
     platform::{
-        read_service, write_guarded, Platform, PlatformError, RetryPolicy, RevisionSettings,
-        RevisionSpec, ServiceId, ServiceSnapshot, ServiceUpdate, TrafficTarget,
+        read_service, write_guarded, Platform, PlatformError, RetryPolicy, ServiceSnapshot,
+        ServiceUpdate, TrafficTarget,
     },
     release::{self, Actor, History, HISTORY_ANNOTATION},
 };
 
 /// The tag every canary gets: its URL reaches the new revision alone.
 pub const CANARY_TAG: &str = "canary";
-
-/// The name of the request-error metric in observations.
-pub const REQUEST_ERRORS: &str = "request errors";
-
-/// Judges request counts (the statistics live in `crate::analysis`).
-pub trait Analyser: Send + Sync {
-    /// Judges the canary's counts against the stable revision's (`None` when there is no
-    /// baseline, as in the post-deploy monitor): the request-error metric of one look.
-    fn judge(&self, canary: RequestCounts, stable: Option<RequestCounts>) -> MetricResult;
-}
-
-/// What a gate's service checks are run for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckScope {
-    /// The revision under test.
-    pub revision: String,
-    /// The stable revision, if any.
-    pub stable_revision: Option<String>,
-    /// The commit being deployed.
-    pub commit: String,
-    /// The canary's tag URL, if known (HTTP checks with a path go there).
-    pub revision_url: Option<String>,
-    /// The service URL (reaching the stable revision during a canary step).
-    pub stable_url: Option<String>,
-}
-
-/// The service checks gated on a deploy phase (`validation`, `canary`, `monitor`).
-#[async_trait]
-pub trait GateChecks: Send + Sync {
-    /// True when some check gates `gate`.
-    fn gates(&self, gate: Gate) -> bool;
-    /// Runs the checks of `gate` once, concurrently, each within its timeout: one result each.
-    async fn run(&self, gate: Gate, scope: &CheckScope) -> Vec<MetricResult>;
-}
-
-/// A service without gated checks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoChecks;
-
-#[async_trait]
-impl GateChecks for NoChecks {
-    fn gates(&self, _: Gate) -> bool {
-        false
-    }
-
-    async fn run(&self, _: Gate, _: &CheckScope) -> Vec<MetricResult> {
-        Vec::new()
-    }
-}
-
-/// What to deploy.
-#[derive(Debug, Clone)]
-pub struct DeployRequest {
-    /// The platform service.
-    pub id: ServiceId,
-    /// The service name `/health` must report.
-    pub service_name: String,
-    /// The image, by digest.
-    pub image: String,
-    /// The commit the image was built from.
-    pub commit: String,
-    /// When that commit was made, when known (recorded for the lead time).
-    pub commit_time: Option<chrono::DateTime<Utc>>,
-    /// The fingerprint of uncommitted changes the image was built with, if any (recorded on the
-    /// revision as `deployer-dirty`, so a build from a dirty tree is never taken for the commit).
-    pub dirty: Option<String>,
-    /// Settings of new revisions from the service file (`[run]`).
-    pub run: RunConfig,
-    /// `--env`: applied last.
-    pub env: BTreeMap<String, String>,
-    /// The rollout policy.
-    pub policy: RolloutConfig,
-    /// The health endpoint and identity fields.
-    pub health: HealthConfig,
-    /// How long to wait for another rollout's lock.
-    pub lock_wait: Duration,
-    /// How long a new revision may take to become Ready and answer `/health`.
-    pub ready_timeout: Duration,
-    /// Validation warnings are accepted without asking (`--accept-warnings`, for unattended
-    /// runs: the preflight rule).
-    pub accept_warnings: bool,
-}
-
-impl DeployRequest {
-    /// What the new revision must be.
-    pub fn expected(&self) -> identity::Expected<'_> {
-        identity::Expected {
-            service: &self.service_name,
-            commit: &self.commit,
-            image: &self.image,
-            health: &self.health,
-            ready_timeout: self.ready_timeout,
-        }
-    }
-}
-
-/// Errors that end a deploy before it could start (nothing changed).
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    /// Another rollout holds the lock.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// The platform failed before anything changed.
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-}
-
-/// A future that completes when the user interrupts (Ctrl-C); never, in tests.
-pub type Interrupt = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Everything the driver talks to.
 pub struct Driver<'a> {
@@ -175,9 +65,20 @@ pub struct Driver<'a> {
     pub retry: RetryPolicy,
 }
 
-/// A rollout in progress: its journal (revisions and machine state) and the last etag.
-pub(super) struct Running {
+/// A rollout in progress: what it was asked (the request and its policy), what it reports (the
+/// notes) and listens to (Ctrl-C), its journal (revisions and machine state) and the last etag.
+pub(super) struct Running<'r> {
+    /// What is deployed.
+    pub(super) request: &'r DeployRequest,
+    /// The machine's policy for it.
+    pub(super) policy: Policy,
+    /// The notes of the report.
+    pub(super) notes: &'r mut Vec<String>,
+    /// Completes on Ctrl-C.
+    pub(super) interrupt: &'r mut Interrupt,
+    /// The journal as last written.
     pub(super) journal: Journal,
+    /// The service's etag after the last write.
     pub(super) etag: String,
     /// When the current step or monitor started (its traffic write landed).
     pub(super) step_started: Instant,
@@ -189,15 +90,32 @@ pub(super) struct Running {
     pub(super) history: History,
 }
 
-impl Running {
-    /// A rollout in progress on the service as `snapshot` shows it. An unreadable history is
-    /// started afresh (a warning is logged): its verdicts could not be used anyway.
-    pub(super) fn on(journal: Journal, snapshot: &ServiceSnapshot) -> Self {
+impl Running<'_> {
+    pub(super) fn stable(&self) -> String {
+        self.journal.stable.clone().unwrap_or_default()
+    }
+}
+
+impl Driver<'_> {
+    /// A rollout of `request` in progress on the service as `snapshot` shows it. An unreadable
+    /// history is started afresh (a warning is logged): its verdicts could not be used anyway.
+    pub(super) fn running<'r>(
+        &self,
+        request: &'r DeployRequest,
+        notes: &'r mut Vec<String>,
+        interrupt: &'r mut Interrupt,
+        journal: Journal,
+        snapshot: &ServiceSnapshot,
+    ) -> Running<'r> {
         let history = History::of(snapshot).unwrap_or_else(|error| {
             tracing::info!(target: "deployer::progress", "warning: the release history is started afresh ({error})");
             History::default()
         });
-        Self {
+        Running {
+            request,
+            policy: self.policy(request),
+            notes,
+            interrupt,
             journal,
             etag: snapshot.etag.clone(),
             step_started: Instant::now(),
@@ -207,12 +125,6 @@ impl Running {
         }
     }
 
-    pub(super) fn stable(&self) -> String {
-        self.journal.stable.clone().unwrap_or_default()
-    }
-}
-
-impl Driver<'_> {
     pub(crate) fn notice(&self, notes: &mut Vec<String>, message: String) {
         self.reporter.event(&Event::Notice {
             message: message.clone(),
@@ -231,391 +143,26 @@ impl Driver<'_> {
         Policy::new(&request.policy, self.checks.gates(Gate::Validation))
     }
 
-    /// Deploys `request` as a guarded rollout. `interrupt` completes on Ctrl-C.
-    pub async fn deploy(
-        &self,
-        request: &DeployRequest,
-        mut interrupt: Interrupt,
-    ) -> Result<RolloutReport, DeployError> {
-        let id = &request.id;
-        let rollout_id = naming::rollout_id(&request.commit);
-        let mut notes = Vec::new();
-        let Some(existing) = read_service(self.platform, id, self.retry).await? else {
-            return self.first_deploy(request, rollout_id).await;
-        };
-        if let Some(journal) =
-            Journal::of(&existing).filter(|journal| !journal.phase().is_terminal())
-        {
-            // An unfinished journal under a live lock is a rollout that is running, not one
-            // that was interrupted: recovering it would roll back someone else's rollout. Only
-            // an expired lock, or one whose process is provably gone, lets this run recover;
-            // otherwise the lock below says who holds it.
-            let running = Lock::of(&existing)
-                .is_some_and(|held| !held.is_expired(Utc::now()) && !held.holder_gone());
-            if !running {
-                if let Some(report) = self
-                    .recover(request, &existing, journal, &mut notes, &mut interrupt)
-                    .await?
-                {
-                    return Ok(report);
-                }
-            }
-        }
-        if let Some(stale) = Lock::of(&existing).filter(|held| held.holder_gone()) {
-            self.notice(
-                &mut notes,
-                format!(
-                    "taking over the lock of a deployer that is gone (its process no longer runs): {}",
-                    stale.describe()
-                ),
-            );
-        }
-        let lock = Lock::new(&rollout_id, lock_ttl(request), Utc::now());
-        let snapshot = lock::acquire(
-            self.platform,
-            id,
-            &lock,
-            request.lock_wait,
-            Duration::from_secs(2),
-        )
-        .await?;
-        self.reporter.event(&Event::LockTaken {
-            holder: lock.describe(),
-        });
-        let report = self
-            .run(request, &rollout_id, snapshot, &mut notes, &mut interrupt)
-            .await;
-        self.release(id, &rollout_id, &mut notes).await;
-        let mut report = report?;
-        notes.append(&mut report.notes);
-        report.notes = notes;
-        Ok(report)
-    }
-
-    pub(super) async fn release(&self, id: &ServiceId, rollout_id: &str, notes: &mut Vec<String>) {
-        if let Err(error) = lock::release(self.platform, id, rollout_id).await {
-            self.notice(
-                notes,
-                format!("could not release the lock: {error} (`deployer unlock` breaks it)"),
-            );
-        }
-    }
-
-    async fn first_deploy(
-        &self,
-        request: &DeployRequest,
-        rollout_id: String,
-    ) -> Result<RolloutReport, DeployError> {
-        self.first_deploy_on(request, rollout_id, None).await
-    }
-
-    /// A first deploy: of a new service (`existing` None, created), or of one where no revision
-    /// serves (`existing`, its template replaced and its split following "latest", as a created
-    /// service's does).
-    async fn first_deploy_on(
-        &self,
-        request: &DeployRequest,
-        rollout_id: String,
-        existing: Option<&ServiceSnapshot>,
-    ) -> Result<RolloutReport, DeployError> {
-        let id = &request.id;
-        let name = naming::revision_name(&id.name, &request.commit);
-        let spec = self.revision_spec(request, name.clone(), None, RevisionSettings::default());
-        let mut notes = Vec::new();
-        let what = match existing {
-            None => format!("`{}` does not exist yet: creating it", id.name),
-            Some(_) => format!(
-                "no revision of `{}` serves traffic (every revision failed): deploying",
-                id.name
-            ),
-        };
-        self.notice(
-            &mut notes,
-            format!(
-                "{what} with revision `{name}` (no previous revision to compare with or roll back to)"
-            ),
-        );
-        let started = Utc::now();
-        let written = match existing {
-            None => self.platform.create(id, &spec).await,
-            Some(snapshot) => {
-                let update = ServiceUpdate {
-                    template: Some(spec.clone()),
-                    traffic: Some(vec![TrafficTarget {
-                        revision: None,
-                        percent: 100,
-                        tag: None,
-                    }]),
-                    ..ServiceUpdate::default()
-                };
-                write_guarded(self.platform, id, &snapshot.etag, &update, self.retry).await
-            }
-        };
-        let outcome = match written {
-            Err(error) => Outcome::StoppedBeforeTraffic {
-                reason: format!("the service could not be created: {error}"),
-            },
-            Ok(snapshot) => {
-                let url = format!(
-                    "{}{}",
-                    snapshot.uri.trim_end_matches('/'),
-                    request.health.path
-                );
-                let (outcome, recorded) =
-                    match identity::verify_url(self.probe, &url, request.expected()).await {
-                        Ok(()) => (
-                            Outcome::Promoted {
-                                revision: name.clone(),
-                            },
-                            // No canary, no monitor: the first revision is recorded as
-                            // promoted unmonitored (not known-good until a later rollout
-                            // passes with it as its stable revision).
-                            release::Outcome::PromotedUnmonitored,
-                        ),
-                        Err(error) => (
-                            Outcome::RollbackFailed {
-                                reason: format!("{error}; this is the service's first revision, there is nothing to roll back to"),
-                            },
-                            release::Outcome::RollbackFailed,
-                        ),
-                    };
-                let entry = release::Entry {
-                    at: Utc::now(),
-                    started,
-                    kind: release::Kind::Rollout,
-                    outcome: recorded,
-                    revision: name.clone(),
-                    from: Vec::new(),
-                    commit: Some(request.commit.clone()),
-                    commit_time: request.commit_time,
-                    rollout: Some(rollout_id.clone()),
-                    actor: Actor::current(),
-                    why: match &outcome {
-                        Outcome::RollbackFailed { reason } => Some(reason.clone()),
-                        _ => None,
-                    },
-                };
-                let pin = matches!(outcome, Outcome::Promoted { .. }).then_some(name.as_str());
-                self.finish_first_revision(id, pin, entry, &mut notes).await;
-                outcome
-            }
-        };
-        self.reporter.event(&Event::Finished {
-            outcome: outcome.clone(),
-        });
-        Ok(RolloutReport {
-            id: Some(rollout_id),
-            service: id.name.clone(),
-            canary: Some(name),
-            stable: None,
-            outcome,
-            notes,
-        })
-    }
-
-    /// A created service follows "latest"; name its first revision in the split (`pin`), as
-    /// every later write does, so that a revision created by someone else never gets traffic
-    /// by becoming the latest — in the same write as the first entry of the release history.
-    /// A failure is noted (the next deploy pins it too).
-    async fn finish_first_revision(
-        &self,
-        id: &ServiceId,
-        pin: Option<&str>,
-        entry: release::Entry,
-        notes: &mut Vec<String>,
-    ) {
-        let written = async {
-            let snapshot = read_service(self.platform, id, self.retry)
-                .await?
-                .ok_or_else(|| PlatformError::Refused(format!("`{id}` disappeared")))?;
-            let history = History::of(&snapshot).unwrap_or_default().with(entry);
-            let mut update = match pin {
-                Some(name) => ServiceUpdate::traffic(vec![TrafficTarget::to_revision(name, 100)]),
-                None => ServiceUpdate::default(),
-            };
-            update = update.with_annotation(HISTORY_ANNOTATION, Some(history.encode()));
-            write_guarded(self.platform, id, &snapshot.etag, &update, self.retry).await
-        };
-        if let Err(error) = written.await {
-            let message = match pin {
-                Some(name) => format!("`{name}` serves 100%, but naming it in the split failed ({error}): the split follows \"latest\" until the next deploy pins it"),
-                None => format!("the release history could not record the failed first revision: {error}"),
-            };
-            self.notice(notes, message);
-        }
-    }
-
-    /// A new rollout on an existing service, from the lock to the end.
-    async fn run(
-        &self,
-        request: &DeployRequest,
-        rollout_id: &str,
-        snapshot: ServiceSnapshot,
-        notes: &mut Vec<String>,
-        interrupt: &mut Interrupt,
-    ) -> Result<RolloutReport, DeployError> {
-        let id = &request.id;
-        let report =
-            |canary: Option<String>, stable: Option<String>, outcome: Outcome| RolloutReport {
-                id: Some(rollout_id.to_string()),
-                service: id.name.clone(),
-                canary,
-                stable,
-                outcome,
-                notes: Vec::new(),
-            };
-        // A service whose revisions all failed (a first deploy with a bad image) serves
-        // nothing: its split follows "latest" to a revision named `` (none is Ready). Nothing
-        // serves, so there is nothing to protect or roll back to: deploy as a first deploy,
-        // never pin the split to `` (that read revision `` six times and ended "did not start").
-        let Some(stable) = snapshot
-            .primary_revision()
-            .filter(|name| !name.trim().is_empty())
-        else {
-            return self
-                .first_deploy_on(request, rollout_id.to_string(), Some(&snapshot))
-                .await;
-        };
-        if snapshot.traffic_follows_latest() {
-            self.notice(notes, format!(
-                "traffic followed \"latest\" (now `{stable}`); deployer pins it to `{stable}` explicitly"
-            ));
-        } else if snapshot.serving().len() > 1 {
-            self.notice(notes, format!(
-                "traffic was split across {} revisions; deployer moves it to `{stable}` and the canary",
-                snapshot.serving().len()
-            ));
-        } else if snapshot.latest_ready_revision != stable {
-            self.notice(
-                notes,
-                format!(
-                    "pinned traffic: 100% on `{stable}` while the latest ready revision is `{}`",
-                    snapshot.latest_ready_revision
-                ),
-            );
-        }
-        // The new revision's settings start from the stable revision's — the one serving —
-        // never from the service's template, which may still describe a rolled-back revision.
-        let base = self
-            .platform
-            .revision(id, &stable)
-            .await?
-            .map(|revision| revision.settings)
-            .unwrap_or_default();
-        let canary = naming::revision_name(&id.name, &request.commit);
-        let spec = self.revision_spec(request, canary.clone(), Some(stable.clone()), base.clone());
-        let changes = spec.settings.differences(&base);
-        if !changes.is_empty() {
-            self.reporter.event(&Event::SettingsChanged { changes });
-        }
-        let policy = self.policy(request);
-        let mut running = Running::on(
-            Journal {
-                id: rollout_id.to_string(),
-                stable: Some(stable.clone()),
-                canary: canary.clone(),
-                commit: request.commit.clone(),
-                commit_time: request.commit_time,
-                image: request.image.clone(),
-                owner: lock::current_owner(),
-                started: Utc::now(),
-                updated: Utc::now(),
-                state: State::start(),
-                decision: None,
-            },
-            &snapshot,
-        );
-
-        // Safety: the new revision starts at 0% with a tag, and the rest of the split names the
-        // stable revision explicitly. Nobody is served by it until its identity is verified.
-        let update = ServiceUpdate {
-            template: Some(spec),
-            traffic: Some(split(&stable, &canary, 0)),
-            ..ServiceUpdate::default()
-        };
-        let created = self.write(id, &mut running, State::start(), update).await;
-        let (state, action) = match created {
-            Ok(snapshot) => {
-                running.canary_base = tag_url(&snapshot);
-                self.reporter.event(&Event::RevisionCreated {
-                    revision: canary.clone(),
-                });
-                (State::start(), Action::VerifyIdentity)
-            }
-            Err(error) => {
-                let reason = match self.platform.revision(id, &canary).await {
-                    Ok(Some(revision)) if revision.failure.is_some() => format!(
-                        "revision `{canary}` failed to start: {}",
-                        revision.failure.unwrap_or_default()
-                    ),
-                    _ => format!("creating revision `{canary}` failed: {error}"),
-                };
-                let state = State {
-                    phase: Phase::Stopped,
-                    reason: Some(reason),
-                    ..State::start()
-                };
-                (state, Action::Record)
-            }
-        };
-        let journal = self
-            .drive(
-                request,
-                &policy,
-                &mut running,
-                state,
-                action,
-                notes,
-                interrupt,
-            )
-            .await;
-        Ok(report(Some(canary), Some(stable), Outcome::of(&journal)))
-    }
-
-    fn revision_spec(
-        &self,
-        request: &DeployRequest,
-        name: String,
-        base: Option<String>,
-        base_settings: RevisionSettings,
-    ) -> RevisionSpec {
-        let mut labels = crate::platform::cloud_run::revision_labels(&request.commit);
-        if let Some(fingerprint) = &request.dirty {
-            labels.insert(
-                "deployer-dirty".to_string(),
-                crate::platform::cloud_run::label_value(fingerprint),
-            );
-        }
-        RevisionSpec {
-            name,
-            image: request.image.clone(),
-            labels,
-            base,
-            settings: request.run.apply(&base_settings, &request.env),
-        }
-    }
-
     /// The loop: carry out `action`, feed back what happened, until the machine says done.
     /// Returns the final journal (also recorded locally).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn drive(
         &self,
-        request: &DeployRequest,
-        policy: &Policy,
-        running: &mut Running,
+        running: &mut Running<'_>,
         mut state: State,
         mut action: Action,
-        notes: &mut Vec<String>,
-        interrupt: &mut Interrupt,
     ) -> Journal {
+        let request = running.request;
         loop {
             let input = match action {
-                Action::Done => break,
-                Action::VerifyIdentity => Input::Identity(self.verify(request, running).await),
+                // Start-up's decisions, carried out before this loop (`deploy`, `run`): no
+                // later input is answered with them.
+                Action::Done | Action::DeployFirst | Action::CreateRevision => break,
+                Action::ChooseRecovery => Input::Recovered(self.recovery_choice(&running.journal)),
+                Action::VerifyIdentity => Input::Identity(self.verify(running).await),
                 Action::Validate => {
                     let results = self
                         .checks
-                        .run(Gate::Validation, &self.scope(request, running))
+                        .run(Gate::Validation, &self.scope(running))
                         .await;
                     self.reporter.event(&Event::Validation {
                         results: results.clone(),
@@ -630,46 +177,43 @@ impl Driver<'_> {
                         ),
                 ),
                 Action::MoveTraffic { percent } => {
-                    match self
-                        .move_traffic(request, running, state.clone(), percent)
-                        .await
-                    {
+                    match self.move_traffic(running, state.clone(), percent).await {
                         Ok(()) => Input::TrafficMoved,
                         Err(error) => Input::TrafficFailed(error.to_string()),
                     }
                 }
                 Action::Observe { wait } => {
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {
-                            let elapsed = running.step_started.elapsed();
-                            let observation = self.observe(request, policy, running, &state, elapsed).await;
-                            Input::Observed { observation, elapsed }
+                    let interrupted = tokio::select! {
+                        () = tokio::time::sleep(wait) => false,
+                        () = &mut *running.interrupt => true,
+                    };
+                    if interrupted {
+                        Input::Interrupted(self.interrupted())
+                    } else {
+                        let elapsed = running.step_started.elapsed();
+                        let observation = self.observe(running, &state, elapsed).await;
+                        Input::Observed {
+                            observation,
+                            elapsed,
                         }
-                        () = &mut *interrupt => Input::Interrupted(self.interrupted()),
                     }
                 }
-                Action::RollBack | Action::ClearCanary => Input::Wrote(
-                    self.roll_back(request, running, state.clone(), action == Action::RollBack)
-                        .await,
-                ),
-                Action::Record => Input::Wrote(self.record(request, running, state.clone()).await),
+                Action::RollBack | Action::ClearCanary => {
+                    Input::Wrote(self.roll_back(running, state.clone()).await)
+                }
+                Action::Record => Input::Wrote(self.record(running, state.clone()).await),
                 Action::Complete => {
                     // The promoted revision alone in the split (still tagged, so its URL stays).
                     let final_split =
                         vec![TrafficTarget::to_revision(&running.journal.canary, 100)
                             .tagged(CANARY_TAG)];
                     match self
-                        .write(
-                            &request.id,
-                            running,
-                            state.clone(),
-                            ServiceUpdate::traffic(final_split),
-                        )
+                        .write(running, state.clone(), ServiceUpdate::traffic(final_split))
                         .await
                     {
                         Ok(_) => Input::Wrote(Written::Done),
                         Err(error) => {
-                            self.notice(notes, format!(
+                            self.notice(running.notes, format!(
                                 "promoted, but the final write (dropping `{}` from the split) failed: {error}",
                                 running.stable()
                             ));
@@ -678,7 +222,7 @@ impl Driver<'_> {
                     }
                 }
             };
-            (state, action) = machine::advance(policy, &state, input);
+            (state, action) = machine::advance(&running.policy, &state, input);
         }
         running.journal = running.journal.with_state(state);
         self.local_journal.record(&request.id, &running.journal);
@@ -693,13 +237,14 @@ impl Driver<'_> {
     /// Writes `update` plus the journal of `state`, guarded by the last etag; records the
     /// journal locally. The write that ends the rollout also appends its outcome to the
     /// release history: the record and the change it records land together or not at all.
-    async fn write(
+    pub(super) async fn write(
         &self,
-        id: &ServiceId,
-        running: &mut Running,
+        running: &mut Running<'_>,
         state: State,
         mut update: ServiceUpdate,
     ) -> Result<ServiceSnapshot, PlatformError> {
+        let request = running.request;
+        let id = &request.id;
         let journal = running.journal.with_state(state);
         update
             .annotations
@@ -720,19 +265,13 @@ impl Driver<'_> {
 
     async fn move_traffic(
         &self,
-        request: &DeployRequest,
-        running: &mut Running,
+        running: &mut Running<'_>,
         state: State,
         percent: u8,
     ) -> Result<(), PlatformError> {
         let traffic = split(&running.stable(), &running.journal.canary.clone(), percent);
         let snapshot = self
-            .write(
-                &request.id,
-                running,
-                state,
-                ServiceUpdate::traffic(traffic.clone()),
-            )
+            .write(running, state, ServiceUpdate::traffic(traffic.clone()))
             .await?;
         if running.canary_base.is_none() {
             running.canary_base = tag_url(&snapshot);
@@ -746,16 +285,11 @@ impl Driver<'_> {
     }
 
     /// 100% back on the stable revision, with the journal of `state` in the same write (the
-    /// emergency-rollback write of [`rollback::execute`], which wins races by re-reading). If
-    /// someone else already took the canary out of the split (an on-call engineer's emergency
-    /// rollback, typically), their change stands: nothing is written.
-    async fn roll_back(
-        &self,
-        request: &DeployRequest,
-        running: &mut Running,
-        state: State,
-        traffic_moved: bool,
-    ) -> Written {
+    /// emergency-rollback write of [`rollback::execute`], which wins races by re-reading). What
+    /// it reads first goes to the machine, which may answer that nothing is to be written
+    /// (someone else already took the canary out of the split).
+    async fn roll_back(&self, running: &mut Running<'_>, state: State) -> Written {
+        let request = running.request;
         let id = &request.id;
         let stable = running.stable();
         let reason = state.reason.clone().unwrap_or_default();
@@ -777,11 +311,15 @@ impl Driver<'_> {
             .filter(|(name, _)| name == canary)
             .map(|(_, share)| u16::from(*share))
             .sum();
-        if traffic_moved && canary_share == 0 && changed_by_others {
-            let serving = snapshot.primary_revision().unwrap_or_default();
-            return Written::Superseded(format!(
-                "{reason}; meanwhile someone else changed the service and took the canary out of the split: `{serving}` serves — deployer stops without writing"
-            ));
+        let read = BeforeRollBack {
+            canary_percent: canary_share,
+            changed_by_others,
+            serving: snapshot.primary_revision().unwrap_or_default(),
+        };
+        let (next, action) =
+            machine::advance(&running.policy, &state, Input::ReadBeforeRollBack(read));
+        if action == Action::Done {
+            return Written::Superseded(next.reason.unwrap_or_default());
         }
         let plan = rollback::RollbackPlan::to_stable(snapshot.serving(), stable, reason);
         let journal = running.journal.with_state(state);
@@ -801,12 +339,8 @@ impl Driver<'_> {
     /// pins 100% to the stable revision in the same write, which takes the canary out of the
     /// split: a split naming a revision that failed is refused by Cloud Run, so every later
     /// write of the service (the lock's release first) would be refused too.
-    async fn record(
-        &self,
-        request: &DeployRequest,
-        running: &mut Running,
-        state: State,
-    ) -> Written {
+    async fn record(&self, running: &mut Running<'_>, state: State) -> Written {
+        let request = running.request;
         let update = match (state.phase, running.journal.stable.as_deref()) {
             (Phase::Stopped, Some(stable)) => {
                 ServiceUpdate::traffic(vec![TrafficTarget::to_revision(stable, 100)])
@@ -814,10 +348,7 @@ impl Driver<'_> {
             _ => ServiceUpdate::default(),
         };
         for _ in 0..2 {
-            match self
-                .write(&request.id, running, state.clone(), update.clone())
-                .await
-            {
+            match self.write(running, state.clone(), update.clone()).await {
                 Ok(_) => return Written::Done,
                 Err(PlatformError::Conflict(_)) => {
                     match read_service(self.platform, &request.id, self.retry).await {
@@ -847,21 +378,4 @@ pub fn split(stable: &str, canary: &str, percent: u8) -> Vec<TrafficTarget> {
         TrafficTarget::to_revision(stable, 100 - percent.min(100)),
         TrafficTarget::to_revision(canary, percent.min(100)).tagged(CANARY_TAG),
     ]
-}
-
-/// How long a rollout's lock lives: the longest the rollout can take, plus margins.
-pub(super) fn lock_ttl(request: &DeployRequest) -> Duration {
-    rollout_duration(&request.policy)
-        .saturating_add(request.ready_timeout)
-        .saturating_add(Duration::from_secs(600))
-}
-
-/// The longest a rollout can take: every step held to its limit, plus the monitor (saturating:
-/// absurd durations must not overflow).
-pub fn rollout_duration(policy: &RolloutConfig) -> Duration {
-    policy
-        .hold
-        .get()
-        .saturating_mul(u32::try_from(policy.steps.len()).unwrap_or(u32::MAX))
-        .saturating_add(policy.monitor_duration.get())
 }

@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{
-    journal::Journal,
-    machine::{MetricResult, Phase},
-};
+use super::{journal::Journal, machine::Phase, observation::MetricResult};
 use crate::{checks::RequestCounts, platform::TrafficTarget};
 
 /// Progress events. The CLI draws them as text, or writes one JSON object per line on stderr.

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 
 use super::{
-    driver::{CheckScope, GateChecks},
-    machine::{MetricResult, Status},
+    observation::{MetricResult, Status},
+    ports::{CheckScope, GateChecks},
 };
 use crate::{
     checks::{self, CheckContext, CheckResult, Providers, Scope},

@@ -17,11 +17,13 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{
-    driver::{lock_ttl, DeployError, DeployRequest, Driver, Interrupt, Running},
+    driver::Driver,
     events::{Event, Outcome, RolloutReport},
     journal::{Decision, Journal},
     lock::{self, Lock},
     machine::{self, Input, Manual, Phase},
+    ports::{DeployError, DeployRequest, Interrupt},
+    start::lock_ttl,
 };
 use crate::{
     platform::{read_service, ServiceSnapshot},
@@ -113,20 +115,10 @@ impl Driver<'_> {
         });
         let policy = self.policy(request);
         let (state, action) = machine::advance(&policy, &journal.state, Input::Manual(manual));
-        let mut running = Running::on(journal, &snapshot);
-        running.canary_base = super::driver::tag_url(&snapshot);
         let mut notes = Vec::new();
-        let journal = self
-            .drive(
-                request,
-                &policy,
-                &mut running,
-                state,
-                action,
-                &mut notes,
-                &mut interrupt,
-            )
-            .await;
+        let mut running = self.running(request, &mut notes, &mut interrupt, journal, &snapshot);
+        running.canary_base = super::driver::tag_url(&snapshot);
+        let journal = self.drive(&mut running, state, action).await;
         self.release(id, &journal.id, &mut notes).await;
         Ok(RolloutReport {
             id: Some(journal.id.clone()),

@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use super::{
-    driver::{tag_url, CheckScope, DeployRequest, Driver, Running, CANARY_TAG, REQUEST_ERRORS},
+    driver::{tag_url, Driver, Running, CANARY_TAG},
     events::Event,
     identity::{self, IdentityError},
-    machine::{Interruption, MetricResult, Observation, Phase, Policy, State, Status},
+    machine::{Interruption, Phase, State},
+    observation::{MetricResult, Observation, Status},
+    ports::{CheckScope, DeployRequest, REQUEST_ERRORS},
 };
 use crate::{
     config::Gate,
@@ -18,7 +20,8 @@ use crate::{
 };
 
 impl Driver<'_> {
-    pub(super) fn scope(&self, request: &DeployRequest, running: &Running) -> CheckScope {
+    pub(super) fn scope(&self, running: &Running<'_>) -> CheckScope {
+        let request = running.request;
         CheckScope {
             revision: running.journal.canary.clone(),
             stable_revision: running.journal.stable.clone(),
@@ -32,12 +35,12 @@ impl Driver<'_> {
     /// service URL in the monitor) and the gate's service checks, read concurrently.
     pub(super) async fn observe(
         &self,
-        request: &DeployRequest,
-        policy: &Policy,
-        running: &Running,
+        running: &Running<'_>,
         state: &State,
         elapsed: Duration,
     ) -> Observation {
+        let request = running.request;
+        let policy = &running.policy;
         let id = &request.id;
         let canary = running.journal.canary.clone();
         let stable = running.stable();
@@ -130,7 +133,7 @@ impl Driver<'_> {
                 },
             }
         };
-        let scope = self.scope(request, running);
+        let scope = self.scope(running);
         let checks = async {
             if self.checks.gates(gate) {
                 self.checks.run(gate, &scope).await
@@ -172,11 +175,8 @@ impl Driver<'_> {
 
     /// Waits for the canary to be Ready with the right image, then checks its identity on the
     /// tag URL.
-    pub(super) async fn verify(
-        &self,
-        request: &DeployRequest,
-        running: &mut Running,
-    ) -> Result<(), IdentityError> {
+    pub(super) async fn verify(&self, running: &mut Running<'_>) -> Result<(), IdentityError> {
+        let request = running.request;
         let id = &request.id;
         let expected = request.expected();
         identity::wait_ready(self.platform, id, &running.journal.canary, expected).await?;

@@ -11,15 +11,40 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{
-    driver::{lock_ttl, tag_url, DeployError, DeployRequest, Driver, Interrupt, Running},
+    driver::{tag_url, Driver},
     events::{Event, Outcome, RolloutReport},
     journal::Journal,
     lock::{self, Lock, LockError},
-    machine::{self, Input, Phase, Recovery},
+    machine::{self, Action, Input, Phase, Recovery},
+    ports::{DeployError, DeployRequest, Interrupt},
+    start::lock_ttl,
 };
 use crate::platform::{PlatformError, ServiceSnapshot};
 
 impl Driver<'_> {
+    /// Asks what to do with an unfinished rollout after traffic moved: roll it back (the safe
+    /// default, taken when nobody can be asked), resume it, or leave it for a human.
+    pub(super) fn recovery_choice(&self, journal: &Journal) -> Recovery {
+        let stable = journal.stable.clone().unwrap_or_default();
+        let options = [
+            format!("roll it back (100% to `{stable}`), then deploy"),
+            format!(
+                "resume it: continue `{}` from {}% (this run then deploys nothing else)",
+                journal.canary, journal.state.percent
+            ),
+            "leave it for a human (stop here)".to_string(),
+        ];
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        match self
+            .prompter
+            .choose("An interrupted rollout was found. What now?", &options, 0)
+        {
+            1 => Recovery::Resume,
+            2 => Recovery::Leave,
+            _ => Recovery::RollBack,
+        }
+    }
+
     /// Deals with an interrupted rollout found in the journal. Before traffic moved, the canary
     /// is dropped (the only safe choice). After, the prompter chooses: roll back (the safe
     /// default, taken when nobody can be asked), resume it where it stopped, or leave it.
@@ -47,29 +72,17 @@ impl Driver<'_> {
         self.reporter.event(&Event::InterruptedRolloutFound {
             journal: Box::new(journal.clone()),
         });
-        let choice = if journal.phase().traffic_moved() {
-            let options = [
-                format!("roll it back (100% to `{stable}`), then deploy"),
-                format!(
-                    "resume it: continue `{}` from {}% (this run then deploys nothing else)",
-                    journal.canary, journal.state.percent
-                ),
-                "leave it for a human (stop here)".to_string(),
-            ];
-            let options: Vec<&str> = options.iter().map(String::as_str).collect();
-            match self
-                .prompter
-                .choose("An interrupted rollout was found. What now?", &options, 0)
-            {
-                1 => Recovery::Resume,
-                2 => Recovery::Leave,
-                _ => Recovery::RollBack,
-            }
-        } else {
-            Recovery::RollBack
-        };
+        // The machine decides whether anyone is asked: before traffic moved, nobody is (the
+        // canary is dropped).
         let policy = self.policy(request);
-        let (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        let (mut state, mut action) = machine::advance(&policy, &journal.state, Input::Unfinished);
+        // Before traffic moved the machine has stopped it (`ClearCanary`): carried out as a
+        // rollback is, then the requested deploy goes on.
+        let mut choice = Recovery::RollBack;
+        if action == Action::ChooseRecovery {
+            choice = self.recovery_choice(&journal);
+            (state, action) = machine::advance(&policy, &journal.state, Input::Recovered(choice));
+        }
         match choice {
             Recovery::Leave => Err(DeployError::Lock(LockError::Held {
                 service: id.name.clone(),
@@ -98,19 +111,9 @@ impl Driver<'_> {
                         journal.id
                     ),
                 );
-                let mut running = Running::on(journal, &snapshot);
+                let mut running = self.running(request, notes, interrupt, journal, &snapshot);
                 running.canary_base = tag_url(&snapshot);
-                let journal = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
+                let journal = self.drive(&mut running, state, action).await;
                 self.release(id, &journal.id, notes).await;
                 Ok(Some(RolloutReport {
                     id: Some(journal.id.clone()),
@@ -122,18 +125,9 @@ impl Driver<'_> {
                 }))
             }
             Recovery::RollBack => {
-                let mut running = Running::on(journal.clone(), snapshot);
-                let done = self
-                    .drive(
-                        request,
-                        &policy,
-                        &mut running,
-                        state,
-                        action,
-                        notes,
-                        interrupt,
-                    )
-                    .await;
+                let mut running =
+                    self.running(request, notes, interrupt, journal.clone(), snapshot);
+                let done = self.drive(&mut running, state, action).await;
                 match done.phase() {
                     Phase::RolledBack | Phase::Stopped => {
                         // The crashed run's lock is stale by construction: break it.

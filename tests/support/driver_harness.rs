@@ -15,11 +15,12 @@ use deployer::{
         RevisionSpec, ServiceId,
     },
     rollout::{
-        driver::{Analyser, DeployError, DeployRequest, Driver, GateChecks, Interrupt, NoChecks},
+        driver::Driver,
         events::{Outcome, RolloutReport},
         identity::{HealthAnswer, HealthProbe, ProbeError},
         journal::{Journal, LocalJournal},
-        machine::{MetricResult, Status},
+        observation::{MetricResult, Status},
+        ports::{Analyser, DeployError, DeployRequest, GateChecks, Interrupt, NoChecks},
     },
 };
 use serde_json::json;

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::rollout::observation::MetricResult;
 
 fn policy(inconclusive: InconclusivePolicy) -> Policy {
     Policy {
@@ -48,6 +49,9 @@ fn look(statuses: &[Status], seconds: u64) -> Input {
 /// A short name for an action and the phase it leaves the rollout in.
 fn describe((state, action): (State, Action)) -> String {
     let action = match action {
+        Action::DeployFirst => "deploy first".to_string(),
+        Action::CreateRevision => "create".to_string(),
+        Action::ChooseRecovery => "choose".to_string(),
         Action::VerifyIdentity => "verify".to_string(),
         Action::Validate => "validate".to_string(),
         Action::Confirm { .. } => "confirm".to_string(),
@@ -730,6 +734,142 @@ fn reasons_carry_the_numbers() {
 }
 
 #[test]
+fn start_up_first_deploys_and_revision_creation() {
+    let policy = policy(InconclusivePolicy::Rollback);
+    let start = State::start();
+    let wrong = || IdentityError::WrongCode("commit `fedcba9`".into());
+    let failure = |start_failure: Option<&str>| CreationFailure {
+        revision: "api-00002-abc1234".into(),
+        error: "409 conflict".into(),
+        start_failure: start_failure.map(str::to_string),
+    };
+    let cases: Vec<(Input, &str, Option<&str>)> = vec![
+        // No revision serves (no service, or every revision failed): nothing to protect or
+        // roll back to, so the new revision is deployed at once.
+        (
+            Input::Found { serving: false },
+            "deploy first / Verifying",
+            None,
+        ),
+        // A revision serves: the new one is created at 0% beside it.
+        (Input::Found { serving: true }, "create / Verifying", None),
+        // A first deploy: promoted (pinned in the split), or, with the wrong code serving and
+        // nothing to roll back to, a failed rollback (exit 5), or stopped when nothing was
+        // written.
+        (
+            Input::FirstDeployed(FirstDeploy::Verified(Ok(()))),
+            "complete / Promoted",
+            None,
+        ),
+        (
+            Input::FirstDeployed(FirstDeploy::Verified(Err(wrong()))),
+            "record / RollbackFailed",
+            Some("; this is the service's first revision, there is nothing to roll back to"),
+        ),
+        (
+            Input::FirstDeployed(FirstDeploy::NotCreated("403 denied".into())),
+            "done / Stopped",
+            Some("the service could not be created: 403 denied"),
+        ),
+        // The new revision created at 0%: its identity next; a failed creation stops before
+        // traffic, saying why the revision did not start when the platform knows.
+        (Input::RevisionCreated(Ok(())), "verify / Verifying", None),
+        (
+            Input::RevisionCreated(Err(failure(None))),
+            "record / Stopped",
+            Some("creating revision `api-00002-abc1234` failed: 409 conflict"),
+        ),
+        (
+            Input::RevisionCreated(Err(failure(Some("container exited (1)")))),
+            "record / Stopped",
+            Some("revision `api-00002-abc1234` failed to start: container exited (1)"),
+        ),
+    ];
+    for (index, (input, expected, reason)) in cases.into_iter().enumerate() {
+        let (state, action) = advance(&policy, &start, input);
+        if let Some(reason) = reason {
+            let found = state.reason.clone().unwrap_or_default();
+            assert!(found.contains(reason), "case {index}: {found}");
+        }
+        assert_eq!(describe((state, action)), expected, "case {index}");
+    }
+    let (state, _) = advance(
+        &policy,
+        &start,
+        Input::FirstDeployed(FirstDeploy::Verified(Ok(()))),
+    );
+    assert_eq!(state.percent, 100);
+}
+
+#[test]
+fn recovery_asks_only_after_traffic_moved() {
+    let policy = policy(InconclusivePolicy::Rollback);
+    let cases = [
+        (State::start(), "clear / Stopped"),
+        (at(Phase::Validating, None, 0), "clear / Stopped"),
+        (at(Phase::Canary, Some(1), 50), "choose / Canary"),
+        (at(Phase::Monitoring, None, 100), "choose / Monitoring"),
+        (at(Phase::Promoted, None, 100), "done / Promoted"),
+    ];
+    for (state, expected) in cases {
+        let answer = advance(&policy, &state, Input::Unfinished);
+        assert_eq!(describe(answer), expected, "{:?}", state.phase);
+    }
+    // Before traffic moved, the answer is the same whatever a human would have chosen.
+    for choice in [Recovery::RollBack, Recovery::Resume, Recovery::Leave] {
+        let answer = advance(&policy, &State::start(), Input::Recovered(choice));
+        assert_eq!(describe(answer), "clear / Stopped");
+    }
+}
+
+#[test]
+fn a_rollback_someone_else_already_made_is_not_written() {
+    let policy = policy(InconclusivePolicy::Rollback);
+    let rolled_back = State {
+        reason: Some("request errors FAIL".into()),
+        ..at(Phase::RolledBack, Some(0), 10)
+    };
+    let aborted = State {
+        reason: Some("aborted by a human".into()),
+        ..at(Phase::Aborted, Some(0), 10)
+    };
+    let stopped = at(Phase::Stopped, None, 0);
+    let read = |canary_percent: u16, changed_by_others: bool| {
+        Input::ReadBeforeRollBack(BeforeRollBack {
+            canary_percent,
+            changed_by_others,
+            serving: "api-00001-old".into(),
+        })
+    };
+    let cases: Vec<(&State, Input, &str)> = vec![
+        // The canary is out of the split and someone else wrote the service: their change
+        // stands.
+        (&rolled_back, read(0, true), "done / RolledBack"),
+        (&aborted, read(0, true), "done / Aborted"),
+        // Our own split, or the canary still serving: the rollback is written.
+        (&rolled_back, read(0, false), "rollback / RolledBack"),
+        (&rolled_back, read(10, true), "rollback / RolledBack"),
+        (&aborted, read(10, true), "rollback / Aborted"),
+        // Before traffic moved the canary is dropped whatever the split says.
+        (&stopped, read(0, true), "clear / Stopped"),
+    ];
+    for (index, (state, input, expected)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            describe(advance(&policy, state, input)),
+            expected,
+            "case {index}"
+        );
+    }
+    let (state, _) = advance(&policy, &rolled_back, read(0, true));
+    assert_eq!(
+        state.reason.as_deref(),
+        Some("request errors FAIL; meanwhile someone else changed the service and took the canary out of the split: `api-00001-old` serves — deployer stops without writing")
+    );
+    let (state, _) = advance(&policy, &aborted, read(0, true));
+    assert_eq!(state.reason.as_deref(), Some("aborted by a human"));
+}
+
+#[test]
 fn the_state_round_trips_through_the_journal_encoding() {
     let mut state = at(Phase::Canary, Some(1), 50);
     state.errors.insert("request errors".into(), 2);
@@ -778,6 +918,13 @@ proptest! {
         let mut step_had_read = Vec::new();
         let mut monitor_unread = false;
         let mut read_in_step = false;
+        // The monitor's intervals, on the test's own clock: interval k is due at k × interval
+        // and ends at a look at or after that time that read, or half an interval later
+        // whatever it read (the look again after an unread one); it is judged when some look
+        // in it read.
+        let every = policy.monitor_interval.as_secs();
+        let mut due = every;
+        let mut read_in_interval = false;
         for _ in 0..2000 {
             let input = match action {
                 Action::MoveTraffic { percent } => {
@@ -785,6 +932,8 @@ proptest! {
                         step_had_read.push(read_in_step);
                     }
                     read_in_step = false;
+                    read_in_interval = false;
+                    due = every;
                     elapsed = 0;
                     Input::TrafficMoved
                 }
@@ -793,9 +942,13 @@ proptest! {
                     elapsed += wait.as_secs().max(step);
                     let read = !statuses.is_empty() && statuses.iter().all(|s| s.is_read());
                     read_in_step |= read;
-                    // Each look here is at or after the interval's due time: it ends one.
-                    if state.phase == Phase::Monitoring && !read {
-                        monitor_unread = true;
+                    if state.phase == Phase::Monitoring {
+                        read_in_interval |= read;
+                        if elapsed >= due && (read_in_interval || elapsed >= due + every / 2) {
+                            monitor_unread |= !read_in_interval;
+                            read_in_interval = false;
+                            due += every;
+                        }
                     }
                     look(&statuses, elapsed)
                 }
@@ -805,6 +958,9 @@ proptest! {
                 }
                 Action::VerifyIdentity | Action::Validate | Action::Confirm { .. } => {
                     Input::Identity(Ok(()))
+                }
+                Action::DeployFirst | Action::CreateRevision | Action::ChooseRecovery => {
+                    Input::Recovered(Recovery::RollBack)
                 }
             };
             (state, action) = advance(&policy, &state, input);
