@@ -12,18 +12,12 @@
 //! - **abort**: 100% back on the stable revision, the journal closed as `aborted`, the canary
 //!   recorded bad.
 
-use std::time::Duration;
-
-use chrono::Utc;
-
 use super::{
     driver::Driver,
-    events::{Event, Outcome, RolloutReport},
+    events::{Outcome, RolloutReport},
     journal::{Decision, Journal},
-    lock::{self, Lock},
     machine::{self, Input, Manual, Phase},
     ports::{DeployError, DeployRequest, Interrupt},
-    start::lock_ttl,
 };
 use crate::{
     platform::{read_service, ServiceSnapshot},
@@ -82,19 +76,10 @@ impl Driver<'_> {
             .map_err(DeployError::from)?
             .ok_or_else(|| HeldError::NoService(id.path()))?;
         let mut journal = held_journal(&snapshot)?;
-        let lock = Lock::new(&journal.id, lock_ttl(request), Utc::now());
-        let snapshot = lock::acquire(
-            self.platform,
-            id,
-            &lock,
-            request.lock_wait,
-            Duration::from_secs(2),
-        )
-        .await
-        .map_err(DeployError::from)?;
-        self.reporter.event(&Event::LockTaken {
-            holder: lock.describe(),
-        });
+        let (lock, snapshot) = self
+            .take_lock(request, &journal.id)
+            .await
+            .map_err(DeployError::from)?;
         // Taken with the lock: a deploy may have started and ended between the two reads.
         journal = match held_journal(&snapshot) {
             Ok(journal) => journal,

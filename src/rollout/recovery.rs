@@ -6,18 +6,13 @@
 //! state machine, or leave it for a human. A rollout whose lock is alive is not recovered: it
 //! is running elsewhere.
 
-use std::time::Duration;
-
-use chrono::Utc;
-
 use super::{
     driver::{tag_url, Driver},
     events::{Event, Outcome, RolloutReport},
     journal::Journal,
-    lock::{self, Lock, LockError},
+    lock::{self, LockError},
     machine::{self, Action, Input, Phase, Recovery},
     ports::{DeployError, DeployRequest, Interrupt},
-    start::lock_ttl,
 };
 use crate::platform::{PlatformError, ServiceSnapshot};
 
@@ -92,18 +87,7 @@ impl Driver<'_> {
                 // The crashed run's lock is stale (expired, or its process is gone): replace it
                 // with ours, under the same rollout id.
                 lock::release(self.platform, id, &journal.id).await?;
-                let lock = Lock::new(&journal.id, lock_ttl(request), Utc::now());
-                let snapshot = lock::acquire(
-                    self.platform,
-                    id,
-                    &lock,
-                    request.lock_wait,
-                    Duration::from_secs(2),
-                )
-                .await?;
-                self.reporter.event(&Event::LockTaken {
-                    holder: lock.describe(),
-                });
+                let (_lock, snapshot) = self.take_lock(request, &journal.id).await?;
                 self.notice(
                     notes,
                     format!(

@@ -14,7 +14,7 @@ use super::{
     events::{Event, Outcome, RolloutReport},
     identity,
     journal::Journal,
-    lock::{self, Lock},
+    lock::{self, Lock, LockError},
     machine::{self, Action, CreationFailure, FirstDeploy, Input, Phase, Policy, State},
     naming,
     ports::{DeployError, DeployRequest, Interrupt},
@@ -27,6 +27,9 @@ use crate::{
     },
     release::{self, Actor, History, HISTORY_ANNOTATION},
 };
+
+/// How often a rollout waiting for the lock looks again (within the request's `lock_wait`).
+const LOCK_POLL: Duration = Duration::from_secs(2);
 
 impl Driver<'_> {
     /// Deploys `request` as a guarded rollout. `interrupt` completes on Ctrl-C.
@@ -74,18 +77,7 @@ impl Driver<'_> {
                 ),
             );
         }
-        let lock = Lock::new(&rollout_id, lock_ttl(request), Utc::now());
-        let snapshot = lock::acquire(
-            self.platform,
-            id,
-            &lock,
-            request.lock_wait,
-            Duration::from_secs(2),
-        )
-        .await?;
-        self.reporter.event(&Event::LockTaken {
-            holder: lock.describe(),
-        });
+        let (_lock, snapshot) = self.take_lock(request, &rollout_id).await?;
         let report = self
             .run(request, &rollout_id, snapshot, &mut notes, &mut interrupt)
             .await;
@@ -94,6 +86,29 @@ impl Driver<'_> {
         notes.append(&mut report.notes);
         report.notes = notes;
         Ok(report)
+    }
+
+    /// Takes the service's lock for `rollout_id`, waiting up to the request's `lock_wait`, and
+    /// says who holds it now: every rollout (a new one, a resumed one, `promote`/`abort`)
+    /// starts here.
+    pub(super) async fn take_lock(
+        &self,
+        request: &DeployRequest,
+        rollout_id: &str,
+    ) -> Result<(Lock, ServiceSnapshot), LockError> {
+        let lock = Lock::new(rollout_id, lock_ttl(request), Utc::now());
+        let snapshot = lock::acquire(
+            self.platform,
+            &request.id,
+            &lock,
+            request.lock_wait,
+            LOCK_POLL,
+        )
+        .await?;
+        self.reporter.event(&Event::LockTaken {
+            holder: lock.describe(),
+        });
+        Ok((lock, snapshot))
     }
 
     pub(super) async fn release(&self, id: &ServiceId, rollout_id: &str, notes: &mut Vec<String>) {
