@@ -105,7 +105,7 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{}` is not KEY=VALUE", shown()))?;
-    crate::platform::check_env_name(key)?;
+    crate::platform::check_env_name(key).map_err(|error| error.to_string())?;
     Ok((key.to_string(), value.to_string()))
 }
 

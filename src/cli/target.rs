@@ -119,8 +119,12 @@ pub fn service_id(config: &ServiceConfig) -> Result<ServiceId, UsageError> {
                 .ok_or_else(|| missing("region", "region", "DEPLOYER_REGION"))?;
             // Both become parts of every resource path (`projects/P/locations/R/...`): a
             // `--region ../../x` must stop here (exit 2), not reach a URL.
-            crate::platform::check_project(&project).map_err(|message| UsageError { message })?;
-            crate::platform::check_region(&region).map_err(|message| UsageError { message })?;
+            crate::platform::check_project(&project).map_err(|error| UsageError {
+                message: error.to_string(),
+            })?;
+            crate::platform::check_region(&region).map_err(|error| UsageError {
+                message: error.to_string(),
+            })?;
             Ok(ServiceId {
                 project,
                 region,

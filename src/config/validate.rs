@@ -76,10 +76,10 @@ fn check_regions(config: &ServiceConfig, report: &mut Report<'_>) {
             Part::Key("regions"),
             Part::Index(index),
         ];
-        if let Err(message) = crate::platform::check_region(region) {
+        if let Err(error) = crate::platform::check_region(region) {
             report.error(
                 &path,
-                format!("invalid region in `target.regions`: {message}"),
+                format!("invalid region in `target.regions`: {error}"),
                 "write each region as `gcloud run regions list` names it",
             );
         } else if regions[..index].contains(region) {

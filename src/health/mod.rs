@@ -10,14 +10,18 @@
 //!
 //! Score = passed / total × 100: ≥ 80 PASS, 50–79 WARNING, < 50 CRITICAL, and any CRITICAL
 //! check makes the whole run CRITICAL. Only PASS passes: WARN, CRITICAL, NO DATA and ERROR do
-//! not. [`alerts`] holds the Slack alert lifecycle (pure functions of state, results and time)
+//! not. [`run`] is one health run end to end: [`gather`] runs every check, drift and
+//! architecture concurrently, [`alert_cycle`] plans, routes, sends and saves the run's alerts.
+//! [`alerts`] holds the Slack alert lifecycle (pure functions of state, results and time)
 //! and the digest; [`store`] the JSON-lines run history and the lifecycle state in the state
 //! directory (or, [`bigquery_store`], in a BigQuery table), and the trends; [`record`] what both
 //! stores keep. The webhook client is [`crate::notify::slack`]. Nothing here prints:
 //! `src/cli/health.rs` does.
 
+pub mod alert_cycle;
 pub mod alerts;
 pub mod bigquery_store;
+pub mod gather;
 pub mod record;
 pub mod run;
 pub mod shard;

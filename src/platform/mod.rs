@@ -13,6 +13,7 @@
 pub mod cloud_run;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+mod names;
 pub(crate) mod retry;
 
 use std::{collections::BTreeMap, fmt, time::Duration};
@@ -20,6 +21,9 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use names::{
+    check_env_name, check_project, check_region, looks_secret, NameError, RESERVED_ENV_NAMES,
+};
 pub use retry::{read_revisions, read_service, retry_read, write_guarded, RetryPolicy};
 
 /// A Cloud Run service's full name: `projects/P/locations/R/services/S`.
@@ -48,91 +52,6 @@ impl ServiceId {
     pub fn revision_path(&self, revision: &str) -> String {
         format!("{}/revisions/{revision}", self.path())
     }
-}
-
-/// Checks a Cloud Run region name as gcloud knows them (`us-central1`, `europe-west4`,
-/// `northamerica-northeast1`): lowercase words joined by `-`, ending in a number. A region is
-/// part of every resource path deployer sends (`projects/P/locations/R/...`), so `../../x` must
-/// be refused before it reaches a URL.
-pub fn check_region(region: &str) -> Result<(), String> {
-    let shown = || crate::untrusted::escaped(&crate::untrusted::shortened(region, 64)).into_owned();
-    let words: Vec<&str> = region.split('-').collect();
-    let last = words.last().copied().unwrap_or_default();
-    let letters = |word: &str| !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase());
-    let valid = region.len() <= 63
-        && words.len() >= 2
-        && words[..words.len() - 1].iter().all(|word| letters(word))
-        && last.starts_with(|c: char| c.is_ascii_lowercase())
-        && last.ends_with(|c: char| c.is_ascii_digit())
-        && last
-            .chars()
-            .skip_while(char::is_ascii_lowercase)
-            .all(|c| c.is_ascii_digit());
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a Cloud Run region: lowercase words joined by `-` ending in a number, e.g. `europe-west1` (`gcloud run regions list`)",
-            shown()
-        ))
-    }
-}
-
-/// Checks a GCP project id (`my-project-123`, or the legacy `example.com:project`): lowercase
-/// letters, digits, `-`, `.` and `:` only, so that it cannot leave its place in a resource path.
-pub fn check_project(project: &str) -> Result<(), String> {
-    let valid = !project.is_empty()
-        && project.len() <= 100
-        && project.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && project
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | ':'))
-        && !project.contains("..");
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a Google Cloud project id: lowercase letters, digits and `-`, e.g. `my-project-123`",
-            crate::untrusted::escaped(&crate::untrusted::shortened(project, 64))
-        ))
-    }
-}
-
-/// Names Cloud Run sets itself in every container; a revision may not set them.
-pub const RESERVED_ENV_NAMES: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
-
-/// Checks an environment variable name for a revision: ASCII letters, digits and `_`, not
-/// starting with a digit, and not one of [`RESERVED_ENV_NAMES`] (Cloud Run refuses those, and
-/// a name with a control character would be sent as is).
-pub fn check_env_name(name: &str) -> Result<(), String> {
-    let shown = || crate::untrusted::escaped(&crate::untrusted::shortened(name, 64)).into_owned();
-    if name.is_empty() {
-        return Err("an environment variable needs a name before `=`".into());
-    }
-    if name.starts_with(|c: char| c.is_ascii_digit())
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(format!(
-            "`{}` is not an environment variable name: ASCII letters, digits and `_`, not starting with a digit",
-            shown()
-        ));
-    }
-    if RESERVED_ENV_NAMES.contains(&name) {
-        return Err(format!(
-            "`{name}` is reserved by Cloud Run (it sets `PORT`, `K_SERVICE`, `K_REVISION` and `K_CONFIGURATION` itself)"
-        ));
-    }
-    Ok(())
-}
-
-/// True for variable names whose values must never be shown: containing `PASSWORD`, `SECRET`,
-/// `TOKEN`, `KEY` or `CREDENTIAL`, in any case. Their changes are reported as "changed", never
-/// with the values (a CI log is readable by a whole organisation).
-pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"]
-        .iter()
-        .any(|word| upper.contains(word))
 }
 
 /// The most characters of one setting's value shown in a difference.
@@ -657,113 +576,4 @@ pub trait Platform: Send + Sync {
 }
 
 #[cfg(test)]
-mod input_tests {
-    use super::*;
-
-    #[test]
-    fn a_region_with_a_path_is_refused_and_real_regions_pass() {
-        for region in [
-            "us-central1",
-            "europe-west1",
-            "northamerica-northeast1",
-            "me-central2",
-        ] {
-            assert_eq!(check_region(region), Ok(()), "{region}");
-        }
-        for region in [
-            "../../x",
-            "",
-            "us",
-            "US-CENTRAL1",
-            "us-central",
-            "us central1",
-            "us-central1/x",
-        ] {
-            assert!(check_region(region).is_err(), "{region}");
-        }
-    }
-
-    #[test]
-    fn a_project_with_a_path_is_refused() {
-        assert_eq!(check_project("my-project-123"), Ok(()));
-        assert_eq!(check_project("example.com:project"), Ok(()));
-        for project in ["../../x", "", "a/b", "Project", "p\u{1b}[2J"] {
-            assert!(check_project(project).is_err(), "{project}");
-        }
-    }
-
-    #[test]
-    fn env_names_with_control_characters_non_ascii_or_reserved_are_refused() {
-        assert_eq!(check_env_name("FAIL_RATE"), Ok(()));
-        assert_eq!(check_env_name("_private2"), Ok(()));
-        for name in ["", "A\u{1}B", "NAÏVE", "1ST", "A-B", "A B"] {
-            assert!(check_env_name(name).is_err(), "{name:?}");
-        }
-        for name in RESERVED_ENV_NAMES {
-            assert!(
-                check_env_name(name).unwrap_err().contains("reserved"),
-                "{name}"
-            );
-        }
-        assert!(!check_env_name("A\u{1b}[2J").unwrap_err().contains('\u{1b}'));
-    }
-
-    #[test]
-    fn secret_looking_names_are_recognised_in_any_case() {
-        for name in [
-            "DB_PASSWORD",
-            "api_key",
-            "GitHubToken",
-            "CLIENT_SECRET",
-            "GOOGLE_CREDENTIALS",
-        ] {
-            assert!(looks_secret(name), "{name}");
-        }
-        assert!(!looks_secret("FAIL_RATE"));
-    }
-
-    #[test]
-    fn the_value_of_a_secret_looking_variable_is_never_in_the_differences() {
-        let base = RevisionSettings {
-            env: BTreeMap::from([("API_TOKEN".to_string(), "old-token-value".to_string())]),
-            ..RevisionSettings::default()
-        };
-        let new = RevisionSettings {
-            env: BTreeMap::from([
-                ("API_TOKEN".to_string(), "new-token-value".to_string()),
-                ("DB_PASSWORD".to_string(), "hunter2".to_string()),
-            ]),
-            ..RevisionSettings::default()
-        };
-        let lines = new.differences(&base).join("\n");
-        for value in ["old-token-value", "new-token-value", "hunter2"] {
-            assert!(!lines.contains(value), "{lines}");
-        }
-        assert!(
-            lines.contains("env API_TOKEN: changed (value not shown)"),
-            "{lines}"
-        );
-        assert!(
-            lines.contains("env DB_PASSWORD: set (value not shown)"),
-            "{lines}"
-        );
-        let removed = RevisionSettings::default().differences(&base).join("\n");
-        assert_eq!(removed, "env API_TOKEN: removed");
-    }
-
-    #[test]
-    fn a_100_kb_env_value_is_shortened_by_characters_in_the_differences() {
-        let new = RevisionSettings {
-            env: BTreeMap::from([("BLOB".to_string(), "é".repeat(100_000))]),
-            ..RevisionSettings::default()
-        };
-        let lines = new.differences(&RevisionSettings::default());
-        assert_eq!(lines.len(), 1);
-        assert!(
-            lines[0].chars().count() < 200,
-            "{}",
-            lines[0].chars().count()
-        );
-        assert!(lines[0].contains("more characters)"), "{}", lines[0]);
-    }
-}
+mod tests;
