@@ -22,12 +22,12 @@
 //! The pipeline stands above `preflight` (which reads the rollout lock) and `image`, and below
 //! the command line: it is the one place that knows the order of a deploy.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
 use crate::{
-    config::ServiceConfig,
+    config::{ServiceConfig, Target},
     image::{self, DeliveryError},
     interaction::Prompter,
     platform::{Platform, ServiceId, SESSION_AFFINITY_WARNING},
@@ -156,6 +156,48 @@ pub struct Delivered {
     pub dirty: Option<String>,
 }
 
+/// What a deploy's command line sets on its rollout beyond the service file.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    /// `--env`: environment variables of the new revision.
+    pub env: BTreeMap<String, String>,
+    /// `--lock-wait`.
+    pub lock_wait: Duration,
+    /// `--ready-timeout`.
+    pub ready_timeout: Duration,
+    /// `--accept-warnings`.
+    pub accept_warnings: bool,
+}
+
+impl Delivered {
+    /// The guarded rollout of this image as service `config` on `id`: the service file's run
+    /// settings, rollout policy and health with the command line's `settings`; the commit's time
+    /// is read from the repository at `root` (none when the commit is not there).
+    pub fn request(
+        self,
+        config: ServiceConfig,
+        id: ServiceId,
+        root: &Path,
+        settings: RequestSettings,
+    ) -> DeployRequest {
+        DeployRequest {
+            id,
+            service_name: config.name,
+            commit_time: crate::repo::commit_time(root, &self.commit),
+            image: self.image,
+            commit: self.commit,
+            dirty: self.dirty,
+            run: config.run,
+            env: settings.env,
+            policy: config.rollout,
+            health: config.health,
+            lock_wait: settings.lock_wait,
+            ready_timeout: settings.ready_timeout,
+            accept_warnings: settings.accept_warnings,
+        }
+    }
+}
+
 /// Where the image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
@@ -172,6 +214,16 @@ pub enum TargetKind {
     CloudRun,
     /// The local emulator.
     Local,
+}
+
+impl TargetKind {
+    /// The kind of a service file's `target`.
+    pub fn of(target: &Target) -> Self {
+        match target {
+            Target::CloudRun { .. } => Self::CloudRun,
+            Target::Local { .. } => Self::Local,
+        }
+    }
 }
 
 /// Synthetic requests sent to a local service while it rolls out.

@@ -22,6 +22,7 @@ mod output;
 mod preflight;
 pub mod prompt;
 mod rollback;
+mod rollout_progress;
 mod services;
 mod status;
 pub mod target;
