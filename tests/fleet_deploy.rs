@@ -428,3 +428,59 @@ async fn ctrl_c_starts_no_new_rollout_and_the_running_one_ends_on_its_own() {
     );
     stage.shutdown().await;
 }
+
+/// Review of the fix above: installing the Ctrl-C handler up front for every deploy made a
+/// single deploy keep a Ctrl-C pressed during its checklist or build for its first canary
+/// step, so traffic moved after the user asked to stop. A single deploy obeys Ctrl-C at once
+/// until its rollout listens; only a fleet (which listens from its start) installs it early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_single_deploys_checklist_stops_it_before_any_write() {
+    let stage = Stage::empty("a").await;
+    let repository = stage.services.parent().unwrap().to_path_buf();
+    service_file(&repository, "a", &[], &[]);
+    let marker = stage.services.join("tests-started");
+    let file = repository.join("services/a.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&format!(
+        "\n[preflight]\ntest_command = \"touch '{}' && sleep 30\"\n",
+        marker.display()
+    ));
+    std::fs::write(&file, text).unwrap();
+    create(&stage, "a").await;
+    let mut command = tokio::process::Command::from(stage.command(
+        "single",
+        &[
+            "deploy",
+            "a",
+            "--image",
+            support::hello_image(),
+            "--commit",
+            COMMIT,
+            "--non-interactive",
+        ],
+    ));
+    command.kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let pid = child.id().expect("a running deploy") as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            stage.printed("single")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // SAFETY: `kill` with a pid we spawned and a valid signal number has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("Ctrl-C was not obeyed: {}", stage.printed("single")))
+        .unwrap();
+    assert!(!status.success(), "{}", stage.printed("single"));
+    assert_eq!(
+        serving(&stage.platform, "a").await,
+        [("a-stable".to_string(), 100)]
+    );
+    stage.shutdown().await;
+}

@@ -124,11 +124,24 @@ fn head_commit(root: &Path) -> Result<String, UsageError> {
     })
 }
 
-/// Ctrl-C as a future (never completes if the handler cannot be installed). The handler is
-/// installed here, when the future is made, not when it is first polled: a fleet deploy polls
-/// its interrupt only after the first rollout yields, and a Ctrl-C before that (a second into
-/// a preflight on a loaded machine) killed the process with no report.
+/// Ctrl-C as a rollout listens for it (never completes if the handler cannot be installed).
+/// tokio installs its handler when the future is first polled, which a rollout does once
+/// traffic moved: until then Ctrl-C stops the process as it always does, before anything
+/// reached users (a Ctrl-C during a build or the checklist is obeyed at once, not kept for
+/// the first canary step).
 pub(super) fn ctrl_c() -> Interrupt {
+    Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// Ctrl-C for a loop that listens from its start (a deploy of several services or regions):
+/// the handler is installed now, not at the first poll. The fleet polls its interrupt only
+/// after the first rollout yields, and a Ctrl-C before that (a second into a preflight on a
+/// loaded machine) killed the process with no report.
+pub(super) fn ctrl_c_listening_now() -> Interrupt {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -143,11 +156,7 @@ pub(super) fn ctrl_c() -> Interrupt {
     }
     #[cfg(not(unix))]
     {
-        Box::pin(async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
+        ctrl_c()
     }
 }
 

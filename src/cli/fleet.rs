@@ -188,7 +188,7 @@ async fn run(
 ) -> anyhow::Result<(BTreeMap<String, Ended>, bool)> {
     let mut running = FuturesUnordered::new();
     let mut ended = BTreeMap::new();
-    let mut interrupt = deploy::ctrl_c();
+    let mut interrupt = deploy::ctrl_c_listening_now();
     let mut interrupted = false;
     loop {
         if !interrupted {
@@ -272,7 +272,7 @@ pub(super) async fn deploy_regions(
     let mut ended: BTreeMap<String, Ended> = BTreeMap::new();
     let mut delivered = None;
     let mut last = None;
-    let mut interrupt = deploy::ctrl_c();
+    let mut interrupt = deploy::ctrl_c_listening_now();
     let mut interrupted = false;
     while let Some(region) = wave.start_ready(1).pop() {
         let Some((config, id)) = regions.remove(&region) else {
