@@ -351,9 +351,6 @@ pub fn request_log_filter(service: &ServiceId, revision: &str) -> String {
     )
 }
 
-/// How long a read outside a rollout's look (`deployer doctor`, say) retries transient faults.
-pub const READ_BUDGET: Duration = Duration::from_secs(10);
-
 #[async_trait]
 impl RequestMetrics for CloudLoggingRequests {
     async fn request_counts(
@@ -362,7 +359,7 @@ impl RequestMetrics for CloudLoggingRequests {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError> {
-        let deadline = tokio::time::Instant::now() + READ_BUDGET;
+        let deadline = tokio::time::Instant::now() + super::READ_BUDGET;
         self.request_counts_until(service, revision, window, deadline)
             .await
     }

@@ -345,7 +345,7 @@ impl RequestMetrics for CloudMonitoring {
         revision: &str,
         window: Duration,
     ) -> Result<RequestCounts, MetricsError> {
-        let deadline = tokio::time::Instant::now() + super::cloud_logging::READ_BUDGET;
+        let deadline = tokio::time::Instant::now() + super::READ_BUDGET;
         self.request_counts_until(service, revision, window, deadline)
             .await
     }

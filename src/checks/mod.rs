@@ -67,7 +67,9 @@ pub use context::{
 pub use google_client::NO_CREDENTIALS;
 pub(crate) use google_client::{credentials_for, describe_google_error, retry_policy, LazyClient};
 pub use providers::{ProviderEndpoints, Providers};
-pub use request_metrics::{request_metrics_for, MetricsError, RequestCounts, RequestMetrics};
+pub use request_metrics::{
+    request_metrics_for, MetricsError, RequestCounts, RequestMetrics, READ_BUDGET,
+};
 pub use result::{
     exit_code, format_value, BaselineResult, CheckResult, Scope, Severity, Status, Thresholds,
 };

@@ -54,6 +54,11 @@ pub enum MetricsError {
     },
 }
 
+/// How long a read of request counts outside a rollout's look (`deployer doctor`, say)
+/// retries transient faults: the budget of [`RequestMetrics::request_counts`] for the readers
+/// that retry within one.
+pub const READ_BUDGET: Duration = Duration::from_secs(10);
+
 /// Per-revision request counts.
 #[async_trait]
 pub trait RequestMetrics: Send + Sync {
